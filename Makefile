@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD := .build
+DEMO_OUT ?= demo-out
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-all bench speech clean
+
+venv: $(STAMP)
+
+# Re-install when pyproject.toml changes; `pip install -e` is a no-op when nothing changed.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# espeak-ng gives real speech to sample clips and speech tests; without it they use tones/skip.
+speech:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq espeak-ng >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq espeak-ng >/dev/null 2>&1)) || \
+	    echo "espeak-ng could not be installed: samples use tones, speech-quality tests skip"; \
+	  else echo "espeak-ng not installed: samples use tones, speech-quality tests skip"; fi; }
+
+$(BUILD)/tiny/tiny.yaml: $(STAMP)
+	$(VENV)/bin/extract models make-tiny $(BUILD)/tiny
+
+$(BUILD)/samples/manifest.jsonl: $(STAMP) | speech
+	$(VENV)/bin/extract samples make $(BUILD)/samples
+
+demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
+	$(VENV)/bin/extract run --input $(BUILD)/samples/manifest.jsonl --output $(DEMO_OUT) \
+	  --config jobs/configs/local.yaml --config $(BUILD)/tiny/tiny.yaml
+
+test: venv speech
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-all: venv speech
+	$(PY) -m pytest -q
+
+bench: venv speech
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(BUILD) $(DEMO_OUT) .pytest_cache

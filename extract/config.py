@@ -1,0 +1,329 @@
+"""Job configuration: frozen dataclasses built from YAML files and ``--set key=value`` overrides.
+
+One place defines every key, its default and its allowed values. ``load_config`` merges
+several YAML files in order, then the dotted overrides, and validates the result with
+messages that name the key (``ConfigError: sampling.policy: 'fast' is not one of ...``).
+
+The *feature hash* (``Config.feature_hash``) covers only the keys that change what a video's
+output rows contain (models, sampling, whisper decoding, text, output dtype). Runtime and
+limit keys do not change features, so changing a batch size never forces a reprocess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class ClipModelConfig:
+    name: str = "ViT-B-32"  # open_clip architecture (open_clip.list_models())
+    pretrained: str | None = "laion2b_s34b_b79k"  # open_clip tag or checkpoint path; None = random init
+    model_config: str | None = None  # JSON model config registered with open_clip.add_model_config
+    cache_dir: str | None = None  # where open_clip finds tag weights (staged by `extract models stage`)
+
+
+@dataclass(frozen=True)
+class WhisperModelConfig:
+    name: str = "base"  # tiny/base/small/... or a checkpoint path for whisper.load_model
+    download_root: str | None = None  # where whisper.load_model looks for named weights
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    clip: ClipModelConfig = field(default_factory=ClipModelConfig)
+    whisper: WhisperModelConfig = field(default_factory=WhisperModelConfig)
+
+
+SAMPLING_POLICIES = ("uniform", "keyframes", "scene")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    policy: str = "uniform"  # one of SAMPLING_POLICIES
+    fps: float = 1.0  # sampled frames per second of video (uniform)
+    min_frames: int = 4  # short clips still get this many, spread evenly
+    max_frames: int = 32  # cap; when it binds frames spread evenly over the whole video
+    scene_threshold: float = 0.3  # luma-histogram distance in [0, 1] that starts a new scene
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    language: str | None = None  # None = detect per video from its first speech window
+    task: str = "transcribe"  # or "translate"
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # fallback ladder
+    compression_ratio_threshold: float = 2.4  # gzip ratio above this = repetitive = failed
+    logprob_threshold: float = -1.0  # mean token log-prob below this = failed
+    no_speech_threshold: float = 0.6  # with low log-prob, a window above this has no text
+    silence_rms: float = 0.003  # windows whose RMS (float audio in [-1, 1]) is below are silent
+    window_s: float = 30.0  # Whisper's context, seconds
+    boundary_search_s: float = 3.0  # look this far before a 30 s boundary for a quiet cut
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    hashtag_template: str = "a video about {tag}"  # prompt for per-tag CLIP text embeddings
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"  # auto = cuda when available, else cpu
+    clip_batch_size: int = 256  # frames per CLIP forward pass (packed across videos)
+    whisper_batch_size: int = 16  # 30 s windows per Whisper decode (packed across videos)
+    num_gpus_per_actor: float = 1.0  # fractional lets CLIP and Whisper share one GPU
+    clip_actors: int = 1  # CLIP actor pool size
+    whisper_actors: int = 1  # Whisper actor pool size
+    decode_batch_size: int = 4  # videos per decode task
+    decode_workers: int = 0  # concurrent decode tasks; 0 = Ray decides from free CPUs
+    decode_threads: int = 2  # FFmpeg decoder threads per video
+    videos_per_batch: int = 16  # videos per CLIP / Whisper actor call
+    ray_address: str | None = None  # None = RAY_ADDRESS env or an in-process local Ray
+    max_task_retries: int = 2  # Ray retries of a crashed task/actor call, then the run fails
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_file_bytes: int = 2 * 1024**3  # 2 GiB
+    max_duration_s: float = 3600.0  # one hour
+    max_pixels: int = 3840 * 2160  # per frame (width * height), 4K UHD
+    max_streams: int = 8  # streams in the container
+    timeout_s: float = 120.0  # wall-clock decode time per video
+    max_memory_bytes: int = 4 * 1024**3  # address-space limit of a decode child process
+    max_error_rate: float = 0.5  # a run with a higher share of error rows exits non-zero
+    max_caption_chars: int = 10_000  # longer captions are cut (flag in the row)
+
+
+EMBEDDING_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    embedding_dtype: str = "float32"  # one of EMBEDDING_DTYPES
+    max_rows_per_file: int = 200_000  # a part file is rolled over past this many rows
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for an S3-compatible store
+    s3_region: str | None = None  # default: AWS_REGION / AWS_DEFAULT_REGION
+
+
+@dataclass(frozen=True)
+class Config:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    whisper: WhisperConfig = field(default_factory=WhisperConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able data (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @property
+    def config_hash(self) -> str:
+        """sha256 (hex, 16 chars) of the whole config."""
+        return _hash(self.to_dict())
+
+    @property
+    def feature_hash(self) -> str:
+        """sha256 (hex, 16 chars) of the keys that change output features (see module doc)."""
+        d = self.to_dict()
+        return _hash({k: d[k] for k in ("models", "sampling", "whisper", "text", "output")})
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A copy with dotted-key overrides applied, e.g. ``replace(**{"runtime.device": "cpu"})``."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return config_from_dict(data)
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict, update: Mapping) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check/convert one leaf value against its annotated type; raise ConfigError naming key."""
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin is None and dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
+        return _build(tp, value, key)
+    if type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, inner[0], value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, data: Mapping, prefix: str = "") -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]}; allowed here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name in names:
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(key, hints[name], data[name])
+    return cls(**kwargs)
+
+
+def _check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def verify_config(cfg: Config) -> Config:
+    """Check cross-field rules; raise ConfigError naming the key. Returns ``cfg``."""
+    _check_choice("sampling.policy", cfg.sampling.policy, SAMPLING_POLICIES)
+    _check_choice("runtime.device", cfg.runtime.device, DEVICES)
+    _check_choice("output.embedding_dtype", cfg.output.embedding_dtype, EMBEDDING_DTYPES)
+    _check_choice("whisper.task", cfg.whisper.task, ("transcribe", "translate"))
+    _check_positive("sampling.fps", cfg.sampling.fps)
+    _check_positive("sampling.max_frames", cfg.sampling.max_frames)
+    _check_positive("sampling.min_frames", cfg.sampling.min_frames)
+    if cfg.sampling.min_frames > cfg.sampling.max_frames:
+        raise ConfigError(
+            f"sampling.min_frames ({cfg.sampling.min_frames}) must not exceed "
+            f"sampling.max_frames ({cfg.sampling.max_frames})"
+        )
+    if not 0.0 <= cfg.sampling.scene_threshold <= 1.0:
+        raise ConfigError(f"sampling.scene_threshold: must be in [0, 1], got {cfg.sampling.scene_threshold}")
+    if not cfg.whisper.temperatures or cfg.whisper.temperatures[0] != 0.0:
+        raise ConfigError("whisper.temperatures: must start with 0.0 (greedy), e.g. [0.0, 0.2, 0.4]")
+    if not 0.0 < cfg.runtime.num_gpus_per_actor <= 8:
+        raise ConfigError(f"runtime.num_gpus_per_actor: must be in (0, 8], got {cfg.runtime.num_gpus_per_actor}")
+    for key in ("clip_batch_size", "whisper_batch_size", "clip_actors", "whisper_actors",
+                "decode_batch_size", "decode_threads", "videos_per_batch"):
+        _check_positive(f"runtime.{key}", getattr(cfg.runtime, key))
+    _check_positive("runtime.decode_workers", cfg.runtime.decode_workers, allow_zero=True)
+    _check_positive("runtime.max_task_retries", cfg.runtime.max_task_retries, allow_zero=True)
+    for f in dataclasses.fields(cfg.limits):
+        _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))
+    if cfg.limits.max_error_rate > 1:
+        raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {cfg.limits.max_error_rate}")
+    if "{tag}" not in cfg.text.hashtag_template:
+        raise ConfigError("text.hashtag_template: must contain '{tag}', e.g. 'a video about {tag}'")
+    return cfg
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build and verify a Config from nested plain data."""
+    return verify_config(_build(Config, data or {}))
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=1"`` -> ``("a.b", 1)``; the value is parsed as YAML (``null``, lists, numbers)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set runtime.device=cpu")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+    return key.strip(), value
+
+
+def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> Config:
+    """Merge YAML ``files`` in order, then ``key=value`` ``overrides``; validate.
+
+    Relative checkpoint paths in a file (``models.*``) resolve against that file's folder, so
+    a config next to its checkpoints works from any working directory.
+    """
+    data: dict[str, Any] = {}
+    for path in files:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+        _resolve_model_paths(loaded, path.parent)
+        data = _deep_merge(data, loaded)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return config_from_dict(data)
+
+
+def _resolve_model_paths(data: dict, base: Path) -> None:
+    """Make relative checkpoint paths in ``models.clip.pretrained``/``models.whisper.name`` absolute."""
+    models = data.get("models") or {}
+    for section, key in (("clip", "pretrained"), ("clip", "model_config"), ("clip", "cache_dir"),
+                         ("whisper", "name"), ("whisper", "download_root")):
+        value = (models.get(section) or {}).get(key)
+        if isinstance(value, str) and (value.startswith("./") or value.startswith("../")):
+            models[section][key] = str((base / value).resolve())

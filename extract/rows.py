@@ -1,0 +1,122 @@
+"""Rows and batches passed between stages, and how a per-video failure travels.
+
+A *batch* is what Ray Data hands a ``map_batches`` UDF with ``batch_format="numpy"``: a dict of
+column name -> numpy array (object arrays for strings, None and ragged tensors). Stages convert
+it to a list of per-video *rows* (plain dicts), work per row or across rows, and convert back.
+
+Columns by stage (every stage keeps the columns it received and adds its own):
+
+- source (``sources.read_manifest``): ``video_id`` str, ``uri`` str, ``caption`` str|None,
+  ``upload_ts`` str|None (ISO-8601 UTC), ``dt`` str ``YYYY-MM-DD``, ``error_stage``,
+  ``error_type``, ``error_message``, ``retryable`` (None unless the row already failed).
+- decode (``decode.DecodeStage``): probe fields (``content_sha256``, ``file_bytes``,
+  ``container``, ``video_codec``, ``audio_codec``, ``duration_s``, ``width``, ``height``,
+  ``rotation``, ``fps``, ``bitrate``, ``has_audio``), ``frames`` ``(n, S, S, 3) uint8``,
+  ``pts_s`` ``(n,) float32``, ``n_frames`` int, ``sampling_policy`` str, ``audio``
+  ``(m,) float32`` 16 kHz mono, ``audio_s`` float.
+- whisper (``transcribe.TranscribeStage``): consumes ``audio``; adds ``transcript_text``,
+  ``language``, ``language_prob``, ``no_speech_prob``, ``whisper_model``, ``segments_json``
+  (JSON list of segment dicts with the ``transcript_segments`` columns).
+- clip (``clip.ClipStage``): consumes ``frames``; adds ``frame_embeddings`` ``(n, D) float32``,
+  ``clip_embedding`` ``(D,) float32``, ``clip_model``, temporal features, and the text features
+  of ``text_features.add_text_features`` (caption counts, hashtags, text embeddings,
+  similarities, ``hashtags_json`` per-occurrence rows).
+
+A failed row keeps flowing: ``error_stage`` etc. are set, tensors are empty arrays, and later
+stages pass it through untouched. Tensors are never None so Ray can store them as columns.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+ERROR_COLUMNS = ("error_stage", "error_type", "error_message", "retryable")
+
+
+def batch_to_rows(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Column batch -> list of row dicts (numpy scalars become Python values)."""
+    columns = list(batch)
+    if not columns:
+        return []
+    n = len(batch[columns[0]])
+    rows = [{} for _ in range(n)]
+    for name in columns:
+        values = batch[name]
+        for i in range(n):
+            rows[i][name] = _to_python(values[i])
+    return rows
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def rows_to_batch(rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """List of row dicts -> column batch of numpy arrays.
+
+    Scalar columns become typed arrays when every value has the same plain type; everything
+    else (strings with None, ragged ndarrays) becomes an object array, which Ray Data stores
+    as a variable-shaped tensor or Python-object column.
+    """
+    rows = list(rows)
+    columns: list[str] = []
+    for row in rows:
+        for name in row:
+            if name not in columns:
+                columns.append(name)
+    batch = {}
+    for name in columns:
+        values = [row.get(name) for row in rows]
+        arr = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):
+            arr[i] = v
+        batch[name] = arr
+    return batch
+
+
+def is_failed(row: Mapping[str, Any]) -> bool:
+    """True when an earlier stage recorded an error for this row."""
+    return row.get("error_stage") is not None
+
+
+def mark_failed(row: dict[str, Any], stage: str, error_type: str, message: str,
+                retryable: bool = False) -> dict[str, Any]:
+    """Record a per-video failure on ``row`` (in place) and return it."""
+    row["error_stage"] = stage
+    row["error_type"] = error_type
+    row["error_message"] = message
+    row["retryable"] = retryable
+    return row
+
+
+def mark_exception(row: dict[str, Any], stage: str, exc: BaseException) -> dict[str, Any]:
+    """Record an unexpected exception: type name, message, and the last traceback frame.
+
+    Errors that are not ``VideoError`` are unexpected, so they are marked retryable: a rerun
+    after a fix (or on a healthier worker) may succeed.
+    """
+    if isinstance(exc, VideoError):
+        return mark_failed(row, stage, exc.error_type, str(exc), exc.retryable)
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+    message = f"{row.get('video_id')!r}: {type(exc).__name__}: {exc}{where}"
+    return mark_failed(row, stage, type(exc).__name__, message, retryable=True)
+
+
+class VideoError(Exception):
+    """An expected per-video failure with a short type and a readable message.
+
+    ``error_type`` is machine-readable (``LimitExceeded``, ``DecodeError``, ``Timeout``,
+    ``NotFound``, ``InvalidInput``...); the message names the input and, where one exists,
+    the fix.
+    """
+
+    def __init__(self, error_type: str, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.error_type = error_type
+        self.retryable = retryable

@@ -1,0 +1,133 @@
+"""File systems through ``pyarrow.fs``: local paths, ``file://``, ``s3://`` and ``gs://``.
+
+Only local files and the configured object stores are ever read: there is no HTTP, FTP or
+other URL scheme. S3 credentials and region come from the standard AWS variables
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``); the endpoint from
+``storage.s3_endpoint`` or ``AWS_ENDPOINT_URL`` (for S3-compatible stores such as MinIO).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.fs as pafs
+
+from extract.config import StorageConfig
+from extract.rows import VideoError
+
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://")
+CHUNK_BYTES = 1 << 20  # 1 MiB read size for streaming hashes and copies
+
+
+def is_remote(uri: str) -> bool:
+    """True for object-store URIs."""
+    return uri.startswith(REMOTE_SCHEMES)
+
+
+def check_scheme(uri: str) -> None:
+    """Raise VideoError for URIs we never read (http, ftp, data, ...)."""
+    if "://" in uri and not uri.startswith(REMOTE_SCHEMES + ("file://",)):
+        scheme = uri.split("://", 1)[0]
+        raise VideoError(
+            "UnsupportedURI",
+            f"{uri!r}: scheme {scheme}:// is not read by this job; use a local path, file://, s3:// or gs://",
+        )
+
+
+def local_path(uri: str) -> str:
+    """A local path for a local path or ``file://`` URI."""
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def filesystem_for(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path)`` for a URI; the path is what the filesystem's methods take."""
+    check_scheme(uri)
+    storage = storage or StorageConfig()
+    if uri.startswith("s3://"):
+        return _s3(storage.s3_endpoint, storage.s3_region), uri[len("s3://"):].rstrip("/")
+    if uri.startswith(("gs://", "gcs://")):
+        return _gcs(), uri.split("://", 1)[1].rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(local_path(uri))
+
+
+@lru_cache(maxsize=8)
+def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5)}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+@lru_cache(maxsize=1)
+def _gcs() -> pafs.GcsFileSystem:
+    return pafs.GcsFileSystem()
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI or local path with '/'."""
+    out = uri.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def iter_chunks(uri: str, storage: StorageConfig | None = None, max_bytes: int | None = None) -> Iterator[bytes]:
+    """Stream a file's bytes in 1 MiB chunks; VideoError when missing or over ``max_bytes``."""
+    fs, path = filesystem_for(uri, storage)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as exc:
+        raise VideoError("StoreError", f"{uri!r}: cannot stat ({exc}); retry later", retryable=True) from exc
+    if info.type == pafs.FileType.NotFound:
+        raise VideoError("NotFound", f"{uri!r} does not exist; check the manifest's uri column")
+    if info.type != pafs.FileType.File:
+        raise VideoError("NotAFile", f"{uri!r} is not a regular file")
+    if max_bytes is not None and info.size is not None and info.size > max_bytes:
+        raise VideoError(
+            "LimitExceeded",
+            f"{uri!r} is {info.size} bytes, over limits.max_file_bytes={max_bytes}",
+        )
+    try:
+        with fs.open_input_stream(path) as stream:
+            total = 0
+            while chunk := stream.read(CHUNK_BYTES):
+                total += len(chunk)
+                if max_bytes is not None and total > max_bytes:
+                    raise VideoError("LimitExceeded", f"{uri!r} grew over limits.max_file_bytes={max_bytes}")
+                yield chunk
+    except OSError as exc:
+        raise VideoError("StoreError", f"{uri!r}: read failed ({exc}); retry later", retryable=True) from exc
+
+
+def fetch(uri: str, dest_dir: str | Path, storage: StorageConfig | None = None,
+          max_bytes: int | None = None) -> tuple[str, str, int]:
+    """Make ``uri`` readable as a local file and hash it in one streaming pass.
+
+    Local files are hashed in place (no copy); remote ones are copied into ``dest_dir``.
+    Returns ``(local_path, content_sha256_hex, n_bytes)``.
+    """
+    digest = hashlib.sha256()
+    n = 0
+    if not is_remote(uri):
+        for chunk in iter_chunks(uri, storage, max_bytes):
+            digest.update(chunk)
+            n += len(chunk)
+        return os.path.abspath(local_path(uri)), digest.hexdigest(), n
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = dest_dir / hashlib.sha256(uri.encode()).hexdigest()[:24]
+    with open(out, "wb") as fh:
+        for chunk in iter_chunks(uri, storage, max_bytes):
+            digest.update(chunk)
+            n += len(chunk)
+            fh.write(chunk)
+    return str(out), digest.hexdigest(), n

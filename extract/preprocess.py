@@ -26,18 +26,29 @@ class PreprocessSpec:
     std: tuple[float, float, float]
 
 
+_REGISTERED_CONFIGS: set[Path] = set()  # model config files already added to open_clip's registry
+
+
 def register_model_config(clip: ClipModelConfig) -> None:
-    """Register ``clip.model_config`` (a JSON file) with open_clip, once per process."""
+    """Register ``clip.model_config`` (a JSON file) with open_clip, once per process.
+
+    open_clip names the architecture after the file's stem (``tiny-clip-vit.json`` ->
+    ``tiny-clip-vit``), so ``models.clip.name`` must equal that stem.
+    """
     if clip.model_config:
         import open_clip
 
-        path = Path(clip.model_config)
+        path = Path(clip.model_config).resolve()
         if not path.is_file():
             raise FileNotFoundError(
                 f"models.clip.model_config: {path} does not exist; run `extract models make-tiny DIR` "
                 "or point the key at an open_clip model config JSON"
             )
-        open_clip.add_model_config(path)
+        if path not in _REGISTERED_CONFIGS:
+            # add_model_config appends to a search path and rescans it all: calling it per batch
+            # would grow that path without bound.
+            open_clip.add_model_config(path)
+            _REGISTERED_CONFIGS.add(path)
 
 
 def preprocess_spec(clip: ClipModelConfig) -> PreprocessSpec:

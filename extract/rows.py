@@ -51,8 +51,11 @@ def batch_to_rows(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _to_python(value: Any) -> Any:
+    # Ray Data stores None in numeric columns as NaN; features are never NaN, so NaN means null.
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
     return value
 
 

@@ -14,7 +14,9 @@ import subprocess
 import tempfile
 import wave
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -24,22 +26,36 @@ SPEECH_RATE = 16_000  # Hz, what we ask espeak-ng for (it writes 22.05 kHz; we r
 def synthetic_frame(i: int, fps: float, width: int, height: int, seed: int = 0) -> np.ndarray:
     """Frame ``i`` of a moving-shapes animation, ``(height, width, 3) uint8``."""
     t = i / fps
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0, 255, size=3)
-    img = np.empty((height, width, 3), np.float32)
-    img[..., 0] = (x / max(width, 1)) * 255 * 0.6 + base[0] * 0.4
-    img[..., 1] = (y / max(height, 1)) * 255 * 0.6 + base[1] * 0.4
-    img[..., 2] = (0.5 + 0.5 * np.sin(t + seed)) * 255
+    img = _gradient(width, height, seed).copy()
+    img[..., 2] = np.float32((0.5 + 0.5 * np.sin(t + seed)) * 255)  # in [0, 255]: cast is exact
     # A bright square circling the centre and a dark disc crossing left to right.
     cx = width / 2 + np.cos(t * 1.3) * width / 4
     cy = height / 2 + np.sin(t * 1.3) * height / 4
     s = max(4, min(width, height) // 6)
     img[int(max(cy - s, 0)):int(cy + s), int(max(cx - s, 0)):int(cx + s)] = (250, 240, 30)
     dx = (t * width / 5) % width
-    disc = (x - dx) ** 2 + (y - height / 3) ** 2 < (s * 0.8) ** 2
-    img[disc] = (20, 30, 60)
-    return img.clip(0, 255).astype(np.uint8)
+    r = s * 0.8
+    # The disc test only inside its bounding box: same pixels as over the whole frame, far cheaper.
+    x0, x1 = max(int(dx - r) - 1, 0), min(int(dx + r) + 2, width)
+    y0, y1 = max(int(height / 3 - r) - 1, 0), min(int(height / 3 + r) + 2, height)
+    if x0 < x1 and y0 < y1:
+        y, x = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        disc = (x - dx) ** 2 + (y - height / 3) ** 2 < r ** 2
+        img[y0:y1, x0:x1][disc] = (20, 30, 60)
+    return img
+
+
+@lru_cache(maxsize=8)
+def _gradient(width: int, height: int, seed: int) -> np.ndarray:
+    """The static background of ``synthetic_frame``: ``(height, width, 3) uint8`` (read-only)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.random.default_rng(seed).uniform(0, 255, size=3)
+    img = np.zeros((height, width, 3), np.float32)
+    img[..., 0] = (x / max(width, 1)) * 255 * 0.6 + base[0] * 0.4
+    img[..., 1] = (y / max(height, 1)) * 255 * 0.6 + base[1] * 0.4
+    out = img.clip(0, 255).astype(np.uint8)
+    out.flags.writeable = False
+    return out
 
 
 def tone(duration_s: float, rate: int = 48_000, freq: float = 440.0, channels: int = 1) -> np.ndarray:
@@ -66,91 +82,119 @@ def speech(text: str, voice: str = "en", rate: int = SPEECH_RATE, words_per_minu
     return out[None, :]
 
 
+AUDIO_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 8: "7.1"}
+
+
 def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, height: int = 240,
                fps: float = 15.0, audio: np.ndarray | None | str = "tone", audio_rate: int = 48_000,
                rotation: int = 0, gop: int | None = None, codec: str = "libx264",
-               container: str | None = None, seed: int = 0) -> Path:
+               container: str | None = None, seed: int = 0, *, pix_fmt: str = "yuv420p",
+               frame_times_s: Sequence[float] | None = None, video: bool = True,
+               audio_codec: str = "aac", bframes: int | None = None) -> Path:
     """Encode a synthetic clip; returns ``path``.
 
     ``audio``: ``"tone"``, None (no audio stream), or ``(channels, n) float32`` at ``audio_rate``
-    (padded with silence or cut to ``duration_s``). ``rotation``: degrees written as display
-    rotation metadata (a phone's portrait video is stored landscape with rotation 90/270).
-    ``gop``: key-frame interval in frames (default: encoder's). Sizes must be even for H.264.
+    (padded with silence or cut to ``duration_s``; 1-6 or 8 channels). ``rotation``: clockwise
+    degrees a player turns the picture, written as the stream's display matrix (a phone's
+    portrait video is stored landscape with rotation 90 or 270; mov/mp4 only).
+    ``gop``: key-frame interval in frames (default: encoder's). ``bframes``: libx264 B-frames
+    (default: encoder's). Sizes must be even for H.264 4:2:0; use ``pix_fmt="yuv444p"`` or
+    another codec for odd sizes. ``frame_times_s``: presentation time of every frame (seconds,
+    increasing) for variable frame rate; frame count and times then ignore ``fps``/``duration_s``.
+    ``video=False`` writes an audio-only file.
     """
     import av
     from fractions import Fraction
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    n_frames = max(1, int(round(duration_s * fps)))
+    if frame_times_s is not None:
+        times = np.asarray(frame_times_s, np.float64)
+        if times.ndim != 1 or len(times) == 0 or np.any(np.diff(times) <= 0) or times[0] < 0:
+            raise ValueError("frame_times_s: need one or more increasing times >= 0")
+    else:
+        times = np.arange(max(1, int(round(duration_s * fps)))) / fps
+    if isinstance(audio, str) and audio == "tone":
+        audio = tone(duration_s, audio_rate)
+    if audio is not None and audio.shape[0] not in AUDIO_LAYOUTS:
+        raise ValueError(f"audio: {audio.shape[0]} channels; supported: {sorted(AUDIO_LAYOUTS)}")
+    if not video and audio is None:
+        raise ValueError("video=False needs an audio track")
     with av.open(str(path), "w", format=container) as out:
-        vs = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-        vs.width, vs.height = width, height
-        vs.pix_fmt = "yuv420p"
-        if gop:
-            vs.codec_context.gop_size = gop
-            if codec == "libx264":
-                vs.codec_context.options = {"keyint_min": str(gop), "sc_threshold": "0"}
-        if rotation:
-            vs.metadata["rotate"] = str(rotation)
-        a_stream = None
-        if isinstance(audio, str) and audio == "tone":
-            audio = tone(duration_s, audio_rate)
-        if audio is not None:
-            a_stream = out.add_stream("aac", rate=audio_rate)
-            a_stream.layout = "mono" if audio.shape[0] == 1 else ("stereo" if audio.shape[0] == 2 else f"{audio.shape[0]}.0" if audio.shape[0] != 5 else "5.0")
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(synthetic_frame(i, fps, width, height, seed), format="rgb24")
-            for packet in vs.encode(frame):
+        vs = None
+        if video:
+            rate = Fraction(fps).limit_denominator(1000)
+            vs = out.add_stream(codec, rate=rate)
+            vs.width, vs.height = width, height
+            vs.pix_fmt = pix_fmt
+            # Millisecond ticks represent arbitrary (VFR) times; CFR keeps the exact 1/fps grid.
+            vs.codec_context.time_base = Fraction(1, 1000) if frame_times_s is not None else 1 / rate
+            options = {}
+            if gop:
+                vs.codec_context.gop_size = gop
+                if codec == "libx264":
+                    options.update(keyint_min=str(gop), sc_threshold="0")
+            if bframes is not None and codec == "libx264":
+                options["bf"] = str(bframes)
+            vs.codec_context.options = options
+            if rotation:
+                # PyAV takes counter-clockwise degrees; the file's "rotate" convention is clockwise.
+                vs.set_display_rotation(-rotation)
+        encoder = _AudioEncoder(out, audio, audio_rate, duration_s, audio_codec) if audio is not None else None
+        if vs is not None:
+            tb = vs.codec_context.time_base
+            for i, t in enumerate(times):
+                frame = av.VideoFrame.from_ndarray(synthetic_frame(i, fps, width, height, seed), format="rgb24")
+                frame.pts = int(round(t / tb))
+                frame.time_base = tb
+                for packet in vs.encode(frame):
+                    out.mux(packet)
+                if encoder is not None:
+                    encoder.encode_until(t)
+            for packet in vs.encode():
                 out.mux(packet)
-        for packet in vs.encode():
-            out.mux(packet)
-        if a_stream is not None:
-            _encode_audio(out, a_stream, audio, audio_rate, duration_s)
-    if rotation:
-        _set_display_rotation(path, rotation)
+        if encoder is not None:
+            encoder.encode_until(None)
     return path
 
 
-def _encode_audio(out, stream, audio: np.ndarray, rate: int, duration_s: float) -> None:
-    import av
+class _AudioEncoder:
+    """Encodes a waveform in codec-sized frames, interleaved with the video as the file is written."""
 
-    n = int(duration_s * rate)
-    buf = np.zeros((audio.shape[0], n), np.float32)
-    buf[:, : min(n, audio.shape[1])] = audio[:, :n]
-    frame_size = stream.codec_context.frame_size or 1024
-    layout = stream.layout.name
-    pts = 0
-    for start in range(0, n, frame_size):
-        chunk = np.ascontiguousarray(buf[:, start:start + frame_size])
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-        frame.sample_rate = rate
-        frame.pts = pts
-        pts += chunk.shape[1]
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
+    def __init__(self, out, audio: np.ndarray, rate: int, duration_s: float, codec: str):
+        n = int(duration_s * rate)
+        self.buf = np.zeros((audio.shape[0], n), np.float32)
+        self.buf[:, : min(n, audio.shape[1])] = audio[:, :n]
+        self.out, self.rate = out, rate
+        self.stream = out.add_stream(codec, rate=rate)
+        self.stream.layout = AUDIO_LAYOUTS[audio.shape[0]]
+        self.pos = 0
 
+    def encode_until(self, t_s: float | None) -> None:
+        """Encode samples up to time ``t_s`` (seconds); None = the rest, then flush."""
+        import av
 
-def _set_display_rotation(path: Path, rotation: int) -> None:
-    """Rewrite the MP4 with a display matrix for ``rotation`` (stream-copy, no re-encode)."""
-    import av
-
-    tmp = path.with_suffix(".rot" + path.suffix)
-    with av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4") as dst:
-        mapping = {}
-        for s in src.streams:
-            mapping[s.index] = dst.add_stream_from_template(s)
-        vs = mapping[src.streams.video[0].index]
-        # FFmpeg's mov muxer turns the "rotate" tag into the tkhd display matrix.
-        vs.metadata["rotate"] = str(rotation)
-        for packet in src.demux():
-            if packet.dts is None:
-                continue
-            packet.stream = mapping[packet.stream.index]
-            dst.mux(packet)
-    tmp.replace(path)
+        stream = self.stream
+        fmt = stream.format.name
+        frame_size = stream.codec_context.frame_size or 1024
+        end = self.buf.shape[1] if t_s is None else min(self.buf.shape[1], int(t_s * self.rate))
+        while self.pos < end and (t_s is None or self.pos + frame_size <= end):
+            chunk = self.buf[:, self.pos:self.pos + frame_size]
+            if fmt.endswith("p"):
+                data = np.ascontiguousarray(chunk)
+            else:  # packed sample formats (e.g. s16 for pcm) interleave channels in one plane
+                data = np.ascontiguousarray(chunk.T).reshape(1, -1)
+            if fmt.startswith("s16"):
+                data = (np.clip(data, -1, 1) * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=stream.layout.name)
+            frame.sample_rate = self.rate
+            frame.pts = self.pos
+            self.pos += chunk.shape[1]
+            for packet in stream.encode(frame):
+                self.out.mux(packet)
+        if t_s is None:
+            for packet in stream.encode():
+                self.out.mux(packet)
 
 
 @dataclass(frozen=True)

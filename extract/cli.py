@@ -1,0 +1,201 @@
+"""The ``extract`` command line (also ``python -m extract``).
+
+Exit codes: 0 the run committed (per-video errors are rows, not failures); 1 the run failed
+and published nothing; 2 bad usage or config; 3 the run committed but its error rate passed
+``limits.max_error_rate`` (so a scheduler alerts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR_RATE = 0, 1, 2, 3
+
+RUN_EPILOG = """\
+input (SRC): a manifest (.jsonl, .csv or .parquet with columns video_id, uri, and optional
+  caption, upload_ts) or a folder/prefix of videos (video_id = file stem; caption and
+  upload_ts from an optional sidecar <stem>.json). Relative uris resolve against the
+  manifest's folder. Local paths, file://, s3:// and gs:// are read; nothing else.
+output (DST): a folder or s3://bucket/prefix. Tables are Hive-partitioned by upload date:
+  DST/<table>/dt=YYYY-MM-DD/part-<run_id>-<n>.parquet; DST/_runs/<run_id>.json is written
+  last and lists the run's files, counts, timings, config and models.
+reruns: videos already committed are skipped (incremental); --overwrite re-processes them,
+  --retry-errors re-processes only videos whose last outcome is a retryable error.
+examples:
+  extract run --input clips/ --output out/ --config jobs/configs/local.yaml --config .build/tiny/tiny.yaml
+  extract run --input s3://uploads/2026-11-24/manifest.jsonl --output s3://features/v1 \\
+      --config jobs/configs/prod.yaml --set runtime.clip_batch_size=512
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                   help="config file; repeat to merge several in order (later wins)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one config key, e.g. --set runtime.device=cpu (wins over files)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="extract",
+        description="Extract CLIP frame embeddings, Whisper transcripts and hashtag/caption features "
+                    "from videos into Parquet tables, on Ray.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="process videos into the output tables",
+                         description="Process every video of SRC into the tables under DST, as one committed run.",
+                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--input", required=True, metavar="SRC", help="manifest file or folder/prefix of videos")
+    run.add_argument("--output", required=True, metavar="DST", help="output folder or object-store prefix")
+    _add_config_args(run)
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="re-process videos already committed, replacing their rows")
+    mode.add_argument("--retry-errors", action="store_true", help="process only videos whose last outcome is a retryable error")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    models = sub.add_parser("models", help="tiny test checkpoints and staging of real weights")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    tiny = msub.add_parser("make-tiny", help="write deterministic tiny CLIP + Whisper checkpoints and DIR/tiny.yaml",
+                           description="Write seeded tiny random CLIP and Whisper checkpoints in the formats "
+                                       "open_clip and whisper load, plus DIR/tiny.yaml for --config.")
+    tiny.add_argument("dir", metavar="DIR")
+    stage = msub.add_parser("stage", help="copy real weights to a cluster-visible location once",
+                            description="Put the configured CLIP and Whisper weights under DEST (a folder or "
+                                        "s3:// prefix) and write DEST/models.yaml pointing models.* at them. "
+                                        "Copies --clip-from/--whisper-from files, or downloads when online.")
+    stage.add_argument("--dest", required=True, metavar="DEST")
+    stage.add_argument("--clip-from", metavar="PATH", help="local CLIP checkpoint to copy instead of downloading")
+    stage.add_argument("--whisper-from", metavar="PATH", help="local Whisper checkpoint to copy instead of downloading")
+    _add_config_args(stage)
+
+    samples = sub.add_parser("samples", help="synthetic sample clips")
+    ssub = samples.add_subparsers(dest="samples_command", required=True, metavar="ACTION")
+    make = ssub.add_parser("make", help="write sample clips, sidecar captions and DIR/manifest.jsonl",
+                           description="Write synthetic clips (moving shapes; landscape and portrait; 3-45 s; "
+                                       "speech from espeak-ng when installed, else tones; one without audio).")
+    make.add_argument("dir", metavar="DIR")
+
+    schemas = sub.add_parser("schemas", help="print the output tables' schemas",
+                             description="Print the schemas of the output tables (from schemas/*.json).")
+    schemas.add_argument("--markdown", action="store_true", help="column documentation as Markdown")
+    schemas.add_argument("--table", help="only this table")
+
+    inspect = sub.add_parser("inspect", help="what an output location holds",
+                             description="Tables, partitions, row counts, schema versions, recent runs and "
+                                         "errors of DST; with --video, everything known about one video.")
+    inspect.add_argument("dst", metavar="DST")
+    inspect.add_argument("--video", metavar="ID", help="show one video's rows in every table")
+    _add_config_args(inspect)
+
+    forget = sub.add_parser("forget", help="delete videos' rows from every table (deletion requests)",
+                            description="Remove the rows of the listed video ids from every table in one "
+                                        "committed run; incremental runs do not bring them back.")
+    forget.add_argument("dst", metavar="DST")
+    forget.add_argument("--ids", required=True, metavar="FILE", help="text file with one video_id per line")
+    _add_config_args(forget)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from extract.config import ConfigError
+
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"extract: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _load(args: argparse.Namespace):
+    from extract.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "models":
+        if args.models_command == "make-tiny":
+            from extract.models import make_tiny
+
+            print(f"tiny models written; use --config {make_tiny(args.dir)}")
+            return EXIT_OK
+        from extract.models import stage_models
+
+        overrides = stage_models(_load(args), args.dest, args.clip_from, args.whisper_from)
+        print(json.dumps(overrides, indent=2))
+        print(f"staged; use --config {args.dest.rstrip('/')}/models.yaml (copy it locally if DEST is remote)")
+        return EXIT_OK
+    if args.command == "samples":
+        from extract.samples import make_samples
+
+        print(f"samples written; manifest: {make_samples(args.dir)}")
+        return EXIT_OK
+    if args.command == "schemas":
+        from extract.schemas import TABLES, get_table_schema
+
+        for name in [args.table] if args.table else TABLES:
+            schema = get_table_schema(name)
+            if args.markdown:
+                print(schema.markdown())
+            else:
+                print(f"{name} (version {schema.version}): {schema.description}")
+                print("  dt: string (Hive partition)")
+                for col in schema.columns:
+                    tp = "fixed_size_list<float32>[D]" if col["type"] == "embedding" else col["type"]
+                    print(f"  {col['name']}: {tp}{'' if col['nullable'] else ' not null'}")
+                print()
+        return EXIT_OK
+    if args.command == "inspect":
+        from extract.inspection import describe_output, describe_video
+
+        config = _load(args)
+        print(describe_video(args.dst, args.video, config.storage) if args.video
+              else describe_output(args.dst, config.storage))
+        return EXIT_OK
+    if args.command == "forget":
+        from extract.catalog import Catalog
+        from extract.pipeline import new_run_id
+        from extract.writer import forget_videos
+
+        ids = {line.strip() for line in Path(args.ids).read_text().splitlines() if line.strip()}
+        record = forget_videos(Catalog(args.dst, _load(args).storage), ids, new_run_id())
+        print(f"forgot {record['counts']['found']} of {len(ids)} ids; "
+              f"{len(record['files_removed'])} files rewritten; run {record['run_id']}")
+        return EXIT_OK
+    raise AssertionError(args.command)  # argparse restricts commands
+
+
+def _run(args: argparse.Namespace) -> int:
+    from extract.pipeline import run_job
+    from extract.report import summarize
+    from extract.sources import ManifestError
+
+    config = _load(args)
+    try:
+        record = run_job(args.input, args.output, config, overwrite=args.overwrite,
+                         retry_errors=args.retry_errors, progress=not args.no_progress)
+    except ManifestError as exc:
+        print(f"extract: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - report any run-level failure, publish nothing
+        logging.getLogger("extract").exception("run failed")
+        print(f"extract: run failed, nothing was published: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(summarize(record, args.output))
+    if record["error_rate"] > config.limits.max_error_rate:
+        print(f"extract: error rate {record['error_rate']:.0%} is over limits.max_error_rate="
+              f"{config.limits.max_error_rate}", file=sys.stderr)
+        return EXIT_ERROR_RATE
+    return EXIT_OK

@@ -1,0 +1,498 @@
+"""CLIP stage: embed sampled frames and short texts with one open_clip model per worker.
+
+Frames arrive from decoding as ``(n, S, S, 3) uint8`` already scaled and cropped to the model's
+input size ``S`` (``preprocess.preprocess_spec``). ``ClipEmbedder.embed_frames`` packs the
+frames of many videos into batches of up to ``runtime.clip_batch_size`` (one video may span two
+batches), moves them to the device as uint8 (through reused pinned buffers on CUDA, so the CPU
+fills batch k+1 while the GPU encodes batch k), converts and normalises them there exactly as
+torchvision's ``ToTensor`` + ``Normalize`` do, and encodes under ``torch.inference_mode`` with
+fp16 autocast on CUDA (fp32 on CPU). Embeddings are L2-normalised float32.
+
+``encode_texts`` uses the same model's text tower and tokenizer, and reports which texts were
+cut at the context length.
+
+Per-video features written by ``ClipStage`` (see ``temporal_features``):
+
+- ``clip_embedding``: mean of the unit frame embeddings, re-normalised, ``(D,) float32``
+  (``(0,)`` when a video has no frames).
+- ``frame_cos_mean`` / ``frame_cos_min``: mean / minimum cosine of consecutive frame
+  embeddings; 1 for a static video, low values mark cuts. None with fewer than two frames.
+- ``thumbnail_similarity``: cosine of the first frame (the usual thumbnail) to
+  ``clip_embedding``; how representative the opening frame is. None without frames.
+
+``make_tiny_clip`` writes the deterministic tiny model used by tests and the offline demo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from extract.config import ClipModelConfig, Config, StorageConfig
+from extract.preprocess import PreprocessSpec, preprocess_spec, register_model_config
+from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, rows_to_batch
+
+log = logging.getLogger(__name__)
+
+STAGE = "clip"
+INIT_SEED = 0  # torch seed for random initialisation, so every actor builds the same random model
+TEXT_BATCH_SIZE = 256  # texts per text-tower forward pass
+LINEAGE_HASH_CHARS = 12  # hex characters of the weights' sha256 kept in the lineage string
+
+TINY_CLIP_NAME = "tiny-clip-vit"
+# A real open_clip ViT + text transformer, only small: 64 px input, 16 px patches (4x4 grid).
+# The vocabulary stays at 49408 because the standard CLIP tokenizer emits those ids; a short
+# context (32 tokens) makes truncation common enough to exercise in tests and the demo.
+TINY_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The configured CLIP model cannot be loaded; the message names the key, path and fix."""
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when CUDA is available, else ``cpu``; ``cuda`` without CUDA raises."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("runtime.device: 'cuda' was requested but CUDA is not available; "
+                             "use 'auto' or 'cpu'")
+    if device not in ("cpu", "cuda"):
+        raise ModelLoadError(f"runtime.device: {device!r} is not one of auto, cpu, cuda")
+    return device
+
+
+def weights_sha256(state_dict: Mapping[str, Any]) -> str:
+    """sha256 (hex) over a state dict's names, dtypes, shapes and raw bytes, in name order."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def make_tiny_clip(out_dir: Path, seed: int = INIT_SEED) -> dict[str, Any]:
+    """Write the tiny CLIP model config and its seeded random weights into ``out_dir``.
+
+    Files: ``tiny-clip-vit.json`` (open_clip model config; the stem is the model name) and
+    ``tiny-clip-vit.pt`` (a plain state dict). The same ``seed`` gives the same bytes.
+    Returns the config keys that select it:
+    ``{"models": {"clip": {"name", "pretrained", "model_config"}}}`` with absolute paths.
+    """
+    import open_clip
+    import torch
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / f"{TINY_CLIP_NAME}.json"
+    checkpoint_path = out_dir / f"{TINY_CLIP_NAME}.pt"
+    _write_atomic(config_path, (json.dumps(TINY_CLIP_CONFIG, indent=2, sort_keys=True) + "\n").encode())
+    register_model_config(ClipModelConfig(name=TINY_CLIP_NAME, pretrained=None, model_config=str(config_path)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None, device="cpu")
+    tmp = checkpoint_path.with_suffix(".pt.tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(checkpoint_path)
+    return {"models": {"clip": {"name": TINY_CLIP_NAME, "pretrained": str(checkpoint_path),
+                                "model_config": str(config_path)}}}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+# Exceptions torch.load / open_clip raise for unreadable or mismatched checkpoint files.
+_CHECKPOINT_ERRORS = (RuntimeError, OSError, ValueError, EOFError, KeyError,
+                      pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+class ClipEmbedder:
+    """One open_clip model on one device: image and text embeddings, L2-normalised float32.
+
+    Attributes: ``device`` (``cpu``/``cuda``), ``spec`` (``PreprocessSpec``; frames must be
+    ``spec.image_size`` square), ``embed_dim`` (D), ``context_length`` (text tokens),
+    ``lineage`` (``"<arch>|<tag, path or random-init>|sha256:<12 hex of the weights>"``),
+    ``model``, ``tokenizer``, ``preprocess_val`` (open_clip's PIL reference transform).
+
+    ``clip_cfg.pretrained``: an open_clip tag (weights looked up in ``clip_cfg.cache_dir``),
+    a local checkpoint path, an object-store URI (copied once into ``cache_dir`` or the temp
+    folder), or None for a random initialisation seeded with ``INIT_SEED``. A ``local-dir:``
+    name carries its own weights. Any load failure raises ``ModelLoadError`` naming the source.
+    """
+
+    def __init__(self, clip_cfg: ClipModelConfig, device: str = "auto",
+                 storage: StorageConfig | None = None):
+        import torch
+
+        self.clip_cfg = clip_cfg
+        self.device = resolve_device(device)
+        try:
+            self.spec: PreprocessSpec = preprocess_spec(clip_cfg)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ModelLoadError(str(exc)) from exc
+        source, checkpoint = _resolve_weights(clip_cfg, storage)
+        model, preprocess_val = _create_model(clip_cfg, checkpoint, source)
+        self.lineage = f"{clip_cfg.name}|{source}|sha256:{weights_sha256(model.state_dict())[:LINEAGE_HASH_CHARS]}"
+        _check_spec(self.spec, model, clip_cfg)
+        self.model = model.to(self.device).eval()
+        self.preprocess_val = preprocess_val
+        self.tokenizer = _load_tokenizer(clip_cfg)
+        self.context_length = int(self.tokenizer.context_length)
+        self._mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._stager = _FrameStager(self.device, (self.spec.image_size, self.spec.image_size, 3))
+        # One forward pass now: a model that cannot run on this device fails before any video.
+        size = self.spec.image_size
+        probe = self._encode_images(torch.zeros((1, size, size, 3), dtype=torch.uint8, device=self.device))
+        self.embed_dim = int(probe.shape[1])
+        log.info("CLIP %s loaded on %s (D=%d, input %d px)", self.lineage, self.device, self.embed_dim, size)
+
+    # ---- images ---------------------------------------------------------------------------
+
+    def check_frames(self, frames: Any) -> np.ndarray:
+        """``frames`` as ``(n, S, S, 3) uint8``; raise ``VideoError('InvalidInput')`` otherwise.
+
+        An empty array of any shape means a video without frames: ``(0, S, S, 3)``.
+        """
+        size = self.spec.image_size
+        if not isinstance(frames, np.ndarray):
+            raise VideoError("InvalidInput", f"frames: expected a numpy array, got {type(frames).__name__}")
+        if frames.size == 0:
+            return np.zeros((0, size, size, 3), np.uint8)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
+            raise VideoError("InvalidInput", f"frames: expected (n, {size}, {size}, 3) uint8 for "
+                             f"{self.clip_cfg.name}, got {frames.shape} {frames.dtype}")
+        return frames
+
+    def embed_frames(self, frames_list: Sequence[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        """Embed the frames of several videos: ``[(n_i, S, S, 3) uint8]`` -> ``[(n_i, D) float32]``.
+
+        Frames are packed across videos into batches of at most ``batch_size``; rows are unit
+        length. When a batch runs out of memory the batch size halves (down to 1) and the
+        embedding continues from that batch. Raises ``VideoError`` for a malformed array.
+        """
+        import torch
+
+        frames_list = [self.check_frames(f) for f in frames_list]
+        counts = [len(f) for f in frames_list]
+        total = sum(counts)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        embedded: list[torch.Tensor] = []
+        size = max(1, int(batch_size))
+        done = 0
+        with torch.inference_mode():
+            while done < total:
+                end = min(done + size, total)
+                try:
+                    batch = self._stager.to_device(_slice_packed(frames_list, starts, done, end))
+                    embedded.append(self._encode_images(batch))
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    if not _is_out_of_memory(exc) or size == 1:
+                        raise
+                    size = max(1, size // 2)
+                    if self.device == "cuda":
+                        torch.cuda.empty_cache()
+                    log.warning("CLIP batch of %d frames ran out of memory; retrying with %d", end - done, size)
+                    continue
+                done = end
+            if embedded:
+                flat = torch.cat(embedded).cpu().numpy()
+            else:
+                flat = np.zeros((0, self.embed_dim), np.float32)
+        return [flat[starts[i]:starts[i + 1]] for i in range(len(frames_list))]
+
+    def _encode_images(self, frames: "torch.Tensor") -> "torch.Tensor":
+        """``(b, S, S, 3) uint8`` on the device -> ``(b, D) float32`` unit rows on the device."""
+        import torch
+        import torch.nn.functional as F
+
+        # Same ops as torchvision ToTensor + Normalize, so inputs match preprocess_val bit for bit.
+        x = frames.permute(0, 3, 1, 2).float().div_(255).sub_(self._mean).div_(self._std)
+        with torch.inference_mode(), self._autocast():
+            features = self.model.encode_image(x)
+        return F.normalize(features.float(), dim=-1)
+
+    def _autocast(self):
+        import torch
+
+        if self.device == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    # ---- texts ----------------------------------------------------------------------------
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Embed texts with the model's tokenizer and text tower.
+
+        Returns ``(embeddings (k, D) float32 unit rows, truncated (k,) bool)``; ``truncated[i]``
+        is True when text ``i`` had more tokens (with start/end tokens) than
+        ``context_length`` and was cut by the tokenizer.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        texts = list(texts)
+        truncated = np.array([self._token_count(t) > self.context_length for t in texts], dtype=bool)
+        out = np.zeros((len(texts), self.embed_dim), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), TEXT_BATCH_SIZE):
+                chunk = texts[start:start + TEXT_BATCH_SIZE]
+                tokens = self.tokenizer(chunk).to(self.device)
+                with self._autocast():
+                    features = self.model.encode_text(tokens)
+                out[start:start + len(chunk)] = F.normalize(features.float(), dim=-1).cpu().numpy()
+        return out, truncated
+
+    def _token_count(self, text: str) -> int:
+        """Tokens ``text`` needs including start/end tokens, before any truncation."""
+        from open_clip.tokenizer import SimpleTokenizer
+
+        if isinstance(self.tokenizer, SimpleTokenizer):
+            return len(self.tokenizer.encode(text)) + 2
+        # HFTokenizer / SigLipTokenizer wrap a Hugging Face tokenizer that adds its own specials.
+        return len(self.tokenizer.tokenizer(text)["input_ids"])
+
+
+def _slice_packed(frames_list: Sequence[np.ndarray], starts: np.ndarray, begin: int, end: int) -> list[np.ndarray]:
+    """Pieces of the videos' frames covering packed positions ``[begin, end)``, in order."""
+    pieces = []
+    first = int(np.searchsorted(starts, begin, side="right")) - 1
+    for i in range(first, len(frames_list)):
+        lo, hi = max(begin, starts[i]), min(end, starts[i + 1])
+        if lo >= end:
+            break
+        if hi > lo:
+            pieces.append(frames_list[i][lo - starts[i]:hi - starts[i]])
+    return pieces
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    text = str(exc)
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+class _FrameStager:
+    """Copies packed uint8 frame pieces into one device tensor ``(b, S, S, 3) uint8``.
+
+    On CUDA the host side is two pinned buffers used in turn: the copy to the device is
+    asynchronous, and a buffer is refilled only after its previous copy has finished.
+    On CPU the pieces are concatenated into a fresh array (inputs may be read-only views).
+    """
+
+    def __init__(self, device: str, frame_shape: tuple[int, int, int]):
+        self.device = device
+        self.frame_shape = frame_shape
+        self._buffers: list = []  # pinned uint8 host tensors
+        self._events: list = []  # CUDA event of each buffer's last copy, or None
+        self._turn = 0
+
+    def to_device(self, pieces: list[np.ndarray]) -> "torch.Tensor":
+        import torch
+
+        n = sum(len(p) for p in pieces)
+        if self.device != "cuda":
+            return torch.from_numpy(np.concatenate(pieces))
+        if not self._buffers or self._buffers[0].shape[0] < n:
+            self._buffers = [torch.empty((n, *self.frame_shape), dtype=torch.uint8).pin_memory() for _ in range(2)]
+            self._events = [None, None]
+        slot = self._turn
+        self._turn = 1 - self._turn
+        if self._events[slot] is not None:
+            self._events[slot].synchronize()
+        host = self._buffers[slot][:n]
+        np.concatenate(pieces, out=host.numpy())
+        on_device = host.to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._events[slot] = event
+        return on_device
+
+
+def _resolve_weights(clip_cfg: ClipModelConfig, storage: StorageConfig | None) -> tuple[str, str | None]:
+    """``(source for lineage, what to pass open_clip as pretrained)``; checks paths exist."""
+    import open_clip
+
+    from extract import storage as store
+
+    name, pretrained = clip_cfg.name, clip_cfg.pretrained
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:"):])
+        if not folder.is_dir():
+            raise ModelLoadError(f"models.clip.name: model folder {folder} does not exist")
+        return str(folder.resolve()), None
+    if not pretrained:
+        return "random-init", None
+    if open_clip.get_pretrained_cfg(name, pretrained):
+        return pretrained, pretrained
+    if store.is_remote(pretrained):
+        cache = Path(clip_cfg.cache_dir or Path(tempfile.gettempdir()) / "extract-clip-weights")
+        try:
+            local, _, _ = store.fetch(pretrained, cache, storage)
+        except (VideoError, OSError) as exc:
+            raise ModelLoadError(f"models.clip.pretrained: cannot copy checkpoint {pretrained}: {exc}") from exc
+        # open_clip picks the loader from the suffix (.safetensors, .npz, else torch.load).
+        suffixed = f"{local}{''.join(Path(pretrained).suffixes)}"
+        os.replace(local, suffixed)
+        return pretrained, suffixed
+    path = Path(store.local_path(pretrained)).resolve()
+    if not path.is_file():
+        raise ModelLoadError(
+            f"models.clip.pretrained: checkpoint {path} does not exist and {pretrained!r} is not an "
+            f"open_clip tag of {name} (tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'})"
+        )
+    return str(path), str(path)
+
+
+def _create_model(clip_cfg: ClipModelConfig, checkpoint: str | None, source: str):
+    """``(model on CPU in eval mode, preprocess_val)``, random parts seeded with ``INIT_SEED``."""
+    import open_clip
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(INIT_SEED)
+            model, _, preprocess_val = open_clip.create_model_and_transforms(
+                clip_cfg.name, pretrained=checkpoint, device="cpu", cache_dir=clip_cfg.cache_dir)
+    except _CHECKPOINT_ERRORS as exc:
+        what = f"checkpoint {source}" if checkpoint or clip_cfg.name.startswith("local-dir:") else "architecture"
+        raise ModelLoadError(
+            f"models.clip: cannot load {clip_cfg.name} {what}: {type(exc).__name__}: {exc}. "
+            "Check that the file is a complete open_clip checkpoint of this architecture "
+            "(`extract models stage` copies tagged weights; `extract models make-tiny` writes test ones)"
+        ) from exc
+    return model.eval(), preprocess_val
+
+
+def _check_spec(spec: PreprocessSpec, model, clip_cfg: ClipModelConfig) -> None:
+    """Decoders size frames from ``spec``; it must be what open_clip attached to the model."""
+    import open_clip
+
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg.get("size")
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    actual = (int(size), cfg.get("interpolation"), cfg.get("resize_mode"),
+              tuple(map(float, cfg.get("mean"))), tuple(map(float, cfg.get("std"))))
+    expected = (spec.image_size, spec.interpolation, spec.resize_mode,
+                tuple(map(float, spec.mean)), tuple(map(float, spec.std)))
+    if actual != expected:
+        raise ModelLoadError(f"models.clip: preprocessing of {clip_cfg.name} is {actual} but "
+                             f"preprocess_spec gave {expected}; frames would be sized wrongly")
+
+
+def _load_tokenizer(clip_cfg: ClipModelConfig):
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tokenizer = open_clip.get_tokenizer(clip_cfg.name, cache_dir=clip_cfg.cache_dir)
+    if not isinstance(tokenizer, SimpleTokenizer) and not hasattr(tokenizer, "tokenizer"):
+        raise ModelLoadError(f"models.clip.name: tokenizer {type(tokenizer).__name__} of {clip_cfg.name} "
+                             "is not supported (cannot count tokens for the truncation flag)")
+    return tokenizer
+
+
+def temporal_features(frame_embeddings: np.ndarray) -> dict[str, Any]:
+    """Per-video features from unit frame embeddings ``(n, D) float32`` (see module doc).
+
+    Returns ``clip_embedding`` ``(D,) float32`` (``(0,)`` when n == 0), ``frame_cos_mean``,
+    ``frame_cos_min`` (None when n < 2) and ``thumbnail_similarity`` (None when n == 0).
+    """
+    emb = np.asarray(frame_embeddings, dtype=np.float32)
+    if len(emb) == 0:
+        return {"clip_embedding": np.zeros((0,), np.float32), "frame_cos_mean": None,
+                "frame_cos_min": None, "thumbnail_similarity": None}
+    pooled = emb.mean(axis=0)
+    norm = float(np.linalg.norm(pooled))
+    pooled = (pooled / norm if norm > 0 else pooled).astype(np.float32)
+    consecutive = np.einsum("ij,ij->i", emb[1:], emb[:-1])
+    return {
+        "clip_embedding": pooled,
+        "frame_cos_mean": float(consecutive.mean()) if len(consecutive) else None,
+        "frame_cos_min": float(consecutive.min()) if len(consecutive) else None,
+        "thumbnail_similarity": float(emb[0] @ pooled),
+    }
+
+
+class ClipStage:
+    """Pipeline stage: ``frames`` -> frame/video CLIP embeddings, temporal and text features.
+
+    Consumes ``frames``; adds ``frame_embeddings`` ``(n, D) float32``, ``clip_embedding``,
+    ``clip_model`` (lineage), ``frame_cos_mean``, ``frame_cos_min``, ``thumbnail_similarity``,
+    then the columns of ``text_features.add_text_features`` using this model's text tower.
+    Failed rows pass through with empty tensors (``(0, D)``, ``(0,)``) and None features.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.embedder = ClipEmbedder(config.models.clip, config.runtime.device, storage=config.storage)
+        self.batch_size = config.runtime.clip_batch_size
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from extract.text_features import add_text_features
+
+        rows = batch_to_rows(batch)
+        pending: list[tuple[dict[str, Any], np.ndarray]] = []
+        for row in rows:
+            frames = row.pop("frames", None)
+            self._set_empty(row)
+            if is_failed(row):
+                continue
+            try:
+                pending.append((row, self.embedder.check_frames(frames)))
+            except VideoError as exc:
+                mark_exception(row, STAGE, exc)
+        self._embed_rows(pending)
+        add_text_features(rows, encode_texts=self.embedder.encode_texts, config=self.config)
+        return rows_to_batch(rows)
+
+    def _set_empty(self, row: dict[str, Any]) -> None:
+        row.update(frame_embeddings=np.zeros((0, self.embedder.embed_dim), np.float32),
+                   clip_model=None, **temporal_features(np.zeros((0, self.embedder.embed_dim), np.float32)))
+
+    def _embed_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+        """Embed all pending rows packed together; if that fails, each row alone, so one bad
+        video fails only itself."""
+        if not pending:
+            return
+        try:
+            results = self.embedder.embed_frames([frames for _, frames in pending], self.batch_size)
+        except Exception as exc:  # noqa: BLE001 - isolated below, per video
+            log.warning("CLIP batch of %d videos failed (%s: %s); embedding videos one by one",
+                        len(pending), type(exc).__name__, exc)
+            results = []
+            for row, frames in pending:
+                try:
+                    results.append(self.embedder.embed_frames([frames], self.batch_size)[0])
+                except Exception as row_exc:  # noqa: BLE001 - becomes this video's error row
+                    mark_exception(row, STAGE, row_exc)
+                    results.append(None)
+        for (row, _), embeddings in zip(pending, results):
+            if embeddings is None:
+                continue
+            row["frame_embeddings"] = embeddings
+            row["clip_model"] = self.embedder.lineage
+            row.update(temporal_features(embeddings))
+

@@ -1,0 +1,357 @@
+"""The job: plan a run, map the stages onto Ray Data, write and commit the tables.
+
+This is the only module that imports Ray. Stages (``DecodeStage``, ``TranscribeStage``,
+``ClipStage``) are plain callable classes; here they become ``map_batches`` actor pools:
+
+    manifest rows -> decode (CPU actors, each with a pool of isolated decode processes)
+                  -> whisper (GPU actors, 30 s windows batched across videos)
+                  -> clip (GPU actors: frames batched across videos + CLIP text features)
+                  -> driver: rows -> Arrow tables -> staged Parquet -> commit
+
+Whisper runs before CLIP so the CLIP actor can embed captions, hashtags *and* transcripts with
+the same weights (one model copy per actor). Results stream to the driver, which writes them
+as they arrive, so driver memory does not grow with the number of videos.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from extract import __version__
+from extract.catalog import Catalog
+from extract.config import Config
+from extract.rows import batch_to_rows, is_failed, mark_failed
+from extract.schemas import TABLES
+from extract.sources import read_source
+from extract.tables import TableContext, count_records, rows_to_tables
+from extract.writer import RunWriter, commit_run, file_metadata, supersede
+
+log = logging.getLogger("extract")
+
+STAGES = ("decode", "whisper", "clip")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable, unique run id: ``YYYYMMDDTHHMMSSZ-<6 hex>``."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+class TimedStage:
+    """Wraps a stage class for Ray: builds it once per actor and records seconds per video.
+
+    Adds ``time_<name>_s`` to every row (the batch's wall time divided by its rows) so the
+    driver can report per-stage time without a side channel.
+    """
+
+    def __init__(self, stage_cls: type, name: str, config: Config):
+        logging.basicConfig(level=logging.INFO)
+        self.name = name
+        self.stage = stage_cls(config)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out = self.stage(batch)
+        n = len(next(iter(out.values()))) if out else 0
+        out[f"time_{self.name}_s"] = np.full(n, (time.perf_counter() - start) / max(n, 1))
+        return out
+
+
+def stage_classes() -> dict[str, type]:
+    """The stage classes by name (imported lazily: they pull in torch/av)."""
+    from extract.clip import ClipStage
+    from extract.decode import DecodeStage
+    from extract.transcribe import TranscribeStage
+
+    return {"decode": DecodeStage, "whisper": TranscribeStage, "clip": ClipStage}
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class RunPlan:
+    """Which manifest rows this run processes, which it skips and why."""
+
+    todo: list[dict[str, Any]] = field(default_factory=list)  # rows for the stages
+    failed: list[dict[str, Any]] = field(default_factory=list)  # manifest rows already failed
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+
+
+def plan_run(rows: list[dict[str, Any]], outcomes: dict[str, dict[str, Any]], feature_hash: str,
+             overwrite: bool = False, retry_errors: bool = False) -> RunPlan:
+    """Decide per manifest row: process, or skip because its outcome is already committed.
+
+    - default (incremental): skip ids committed as ``ok`` with the same feature hash, ids
+      committed as errors, and forgotten ids whose uri is unchanged;
+    - ``overwrite``: process every row (its old rows are superseded);
+    - ``retry_errors``: process only ids whose latest outcome is a retryable error.
+    """
+    plan = RunPlan()
+    for row in rows:
+        prev = outcomes.get(row["video_id"])
+        if retry_errors:
+            process = bool(prev and prev["status"] == "error" and prev.get("retryable"))
+            reason = "not_retryable_error"
+        elif overwrite or prev is None:
+            process, reason = True, ""
+        elif prev["status"] == "ok":
+            process, reason = prev.get("feature_hash") != feature_hash, "already_committed"
+        elif prev["status"] == "forgotten":
+            process, reason = prev.get("uri") != row["uri"], "forgotten"
+        else:
+            process, reason = False, "committed_error"
+        if not process:
+            plan.skipped[reason] += 1
+        elif is_failed(row):
+            plan.failed.append(row)
+        else:
+            plan.todo.append(row)
+    return plan
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def init_ray(config: Config) -> None:
+    """Connect to ``runtime.ray_address``/``RAY_ADDRESS``, or start Ray in-process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = config.runtime.ray_address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+
+
+def configure_data_context(config: Config) -> dict[str, Any]:
+    """The Ray Data settings this job relies on, set in one place; returns them for the log.
+
+    - ``max_errored_blocks = 0``: a failed block fails the run instead of silently dropping
+      its rows (per-video failures never raise out of a stage, so this only trips on bugs).
+    - ``actor_task_retry_on_errors = False``: an exception is not retried (it would fail the
+      same way); crashed processes are retried ``runtime.max_task_retries`` times.
+    - progress bars off: the driver prints one progress bar of its own.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.max_errored_blocks = 0
+    ctx.actor_task_retry_on_errors = False
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    return {"max_errored_blocks": ctx.max_errored_blocks,
+            "actor_task_retry_on_errors": ctx.actor_task_retry_on_errors,
+            "max_task_retries": config.runtime.max_task_retries}
+
+
+def resolve_gpus(config: Config, cluster_gpus: float) -> float:
+    """GPUs per model actor: ``num_gpus_per_actor`` on CUDA, 0 on CPU (``auto`` asks the cluster)."""
+    device = config.runtime.device
+    if device == "cpu" or (device == "auto" and cluster_gpus <= 0):
+        return 0.0
+    if device == "cuda" and cluster_gpus <= 0:
+        raise RuntimeError("runtime.device=cuda but the Ray cluster has no GPUs; use runtime.device=auto or cpu")
+    return config.runtime.num_gpus_per_actor
+
+
+def resource_plan(config: Config, cluster_cpus: float, cluster_gpus: float) -> dict[str, dict[str, Any]]:
+    """Per stage: actor pool size, CPUs and GPUs per actor, videos per batch."""
+    rt = config.runtime
+    gpus = resolve_gpus(config, cluster_gpus)
+    # On CPU the model actors share the cores with decode; fractional CPUs keep all three
+    # pools schedulable on a 2-core laptop (torch uses the cores it finds either way).
+    model_cpus = 1.0 if gpus > 0 else 0.5
+    reserved = model_cpus * (rt.clip_actors + rt.whisper_actors)
+    decode_workers = rt.decode_workers or max(1, int(cluster_cpus - reserved))
+    return {
+        "decode": {"actors": decode_workers, "num_cpus": 1.0, "num_gpus": 0.0, "batch_size": rt.decode_batch_size},
+        "whisper": {"actors": rt.whisper_actors, "num_cpus": model_cpus, "num_gpus": gpus, "batch_size": rt.videos_per_batch},
+        "clip": {"actors": rt.clip_actors, "num_cpus": model_cpus, "num_gpus": gpus, "batch_size": rt.videos_per_batch},
+    }
+
+
+def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] | None = None,
+            ) -> tuple[Iterator[dict[str, np.ndarray]], dict[str, Any]]:
+    """Run ``rows`` through the stages on Ray Data; yields finished batches as they complete.
+
+    Returns ``(batches, resources)`` where ``resources`` describes the actor pools used.
+    """
+    import ray
+    import ray.data
+
+    init_ray(config)
+    settings = configure_data_context(config)
+    stages = stages or stage_classes()
+    cluster = ray.cluster_resources()
+    plan = resource_plan(config, cluster.get("CPU", 1), cluster.get("GPU", 0))
+    retries = config.runtime.max_task_retries
+    n_blocks = max(1, min(len(rows), len(rows) // config.runtime.decode_batch_size + 1))
+    ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+    for name in STAGES:
+        p = plan[name]
+        ds = ds.map_batches(
+            TimedStage, fn_constructor_args=(stages[name], name, config),
+            batch_size=p["batch_size"], batch_format="numpy", zero_copy_batch=False,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=p["actors"]),
+            num_cpus=p["num_cpus"], num_gpus=p["num_gpus"] or None,
+            max_restarts=retries, max_task_retries=retries,
+        )
+    log.info("ray data settings: %s; pools: %s", settings, plan)
+    return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), plan
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _finish_rows(rows: list[dict[str, Any]], expected: set[str], seen: set[str]) -> list[dict[str, Any]]:
+    """Keep each expected id once (a retried task can emit a row twice)."""
+    out = []
+    for row in rows:
+        vid = row["video_id"]
+        if vid in expected and vid not in seen:
+            seen.add(vid)
+            out.append(row)
+    return out
+
+
+def _lineage(rows: list[dict[str, Any]], models: dict[str, str]) -> None:
+    for row in rows:
+        if not is_failed(row):
+            for key, col in (("clip", "clip_model"), ("whisper", "whisper_model")):
+                if row.get(col) and key not in models:
+                    models[key] = row[col]
+
+
+def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retry_errors: bool = False,
+            progress: bool = True, run_id: str | None = None,
+            stages: dict[str, type] | None = None) -> dict[str, Any]:
+    """Process ``src`` into ``dst`` and commit one run; returns the run manifest.
+
+    Raises on run-level failures (unreadable manifest, Ray failure, store failure) after
+    deleting the run's staging folder, so nothing is published.
+    """
+    from extract.models import clip_embed_dim
+
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc)
+    run_id = run_id or new_run_id(started)
+    rows = read_source(src, config.storage)
+    catalog = Catalog(dst, config.storage)
+    cleaned = catalog.cleanup()
+    plan = plan_run(rows, catalog.outcomes(), config.feature_hash, overwrite, retry_errors)
+    log.info("run %s: %d manifest rows, %d to process, %d invalid, skipped %s",
+             run_id, len(rows), len(plan.todo), len(plan.failed), dict(plan.skipped))
+    models: dict[str, str] = {}
+    ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=config.feature_hash,
+                       embedding_dim=clip_embed_dim(config.models.clip),
+                       embedding_dtype=config.output.embedding_dtype)
+    # Files open after the first results arrive, so the lineage of the models is known by then.
+    writer = RunWriter(catalog, run_id, lambda table: file_metadata(
+        table, run_id=run_id, config_hash=config.config_hash, feature_hash=config.feature_hash,
+        models=models), config.output.max_rows_per_file)
+    counts = Counter()
+    errors_by = Counter()
+    timings = Counter()
+    audio_s = 0.0
+    resources: dict[str, Any] = {}
+    try:
+        def write_rows(batch_rows: list[dict[str, Any]]) -> None:
+            nonlocal audio_s
+            tables = rows_to_tables(batch_rows, ctx)
+            t_write = time.perf_counter()
+            writer.write(tables)
+            timings["write"] += time.perf_counter() - t_write
+            for table, n in count_records(tables).items():
+                counts[f"rows.{table}"] += n
+            for row in batch_rows:
+                for stage in STAGES:
+                    timings[stage] += float(row.get(f"time_{stage}_s") or 0.0)
+                audio_s += float(row.get("audio_s") or 0.0)
+            error_tables = [t for (name, _), t in tables.items() if name == "errors"]
+            for t in error_tables:
+                for stage, etype in zip(t["stage"].to_pylist(), t["error_type"].to_pylist()):
+                    errors_by[f"{stage}/{etype}"] += 1
+
+        write_rows(plan.failed)
+        expected = {r["video_id"] for r in plan.todo}
+        seen: set[str] = set()
+        if plan.todo:
+            batches, resources = execute(plan.todo, config, stages)
+            bar = _progress(len(plan.todo), progress)
+            for batch in batches:
+                batch_rows = _finish_rows(batch_to_rows(batch), expected, seen)
+                _lineage(batch_rows, models)
+                write_rows(batch_rows)
+                bar(len(batch_rows))
+            bar(0, close=True)
+        lost = [mark_failed(dict(r), "pipeline", "LostRow",
+                            f"{r['video_id']!r}: no result came back from the stages; rerun with --retry-errors",
+                            retryable=True) for r in plan.todo if r["video_id"] not in seen]
+        write_rows(lost)
+        touched = expected | {r["video_id"] for r in plan.failed}
+        t_sup = time.perf_counter()
+        removed = supersede(catalog, writer, touched)
+        timings["supersede"] += time.perf_counter() - t_sup
+        n_errors = counts["rows.errors"]
+        n_done = len(plan.todo) + len(plan.failed)
+        ended = datetime.now(timezone.utc)
+        wall = time.perf_counter() - t0
+        record = {
+            "run_id": run_id, "kind": "run", "status": "committed",
+            "started_at": started.isoformat(), "ended_at": ended.isoformat(), "wall_s": round(wall, 3),
+            "input": src, "output": dst, "pipeline_version": __version__,
+            "options": {"overwrite": overwrite, "retry_errors": retry_errors},
+            "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash,
+            "models": models,
+            "counts": {
+                "manifest_rows": len(rows), "processed": n_done, "ok": counts["rows.videos"],
+                "errors": n_errors, "skipped": sum(plan.skipped.values()),
+                "skipped_by_reason": dict(plan.skipped),
+                "invalid_upload_ts": sum(1 for r in rows if r.get("ts_warning")),
+            },
+            "tables": {t: counts[f"rows.{t}"] for t in TABLES},
+            "errors_by_stage_type": dict(errors_by),
+            "error_rate": round(n_errors / n_done, 4) if n_done else 0.0,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "throughput": {
+                "videos_per_s": round(n_done / wall, 3) if wall else None,
+                "frames_per_s": round(counts["rows.frame_embeddings"] / wall, 2) if wall else None,
+                "audio_s_per_s": round(audio_s / wall, 2) if wall else None,
+            },
+            "resources": resources, "cleaned_leftovers": len(cleaned),
+        }
+        return commit_run(writer, record, removed)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _progress(total: int, enabled: bool) -> Callable[..., None]:
+    """A tqdm bar on stderr (or a no-op); call ``bar(n)`` per finished videos, ``bar(0, close=True)``."""
+    if not enabled:
+        return lambda n, close=False: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="video", desc="extract", dynamic_ncols=True)
+
+    def update(n: int, close: bool = False) -> None:
+        bar.update(n)
+        if close:
+            bar.close()
+
+    return update

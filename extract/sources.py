@@ -1,0 +1,221 @@
+"""Input manifests: ``.jsonl``, ``.csv``, ``.parquet`` or a directory/prefix of videos.
+
+Every manifest row becomes exactly one *source row* (see ``extract.rows``). Rows that cannot
+be processed (missing column, bad id, duplicate id) become source rows that already carry an
+error (stage ``manifest``), so they still end in the ``errors`` table.
+
+Rules (documented in the README):
+- ``video_id`` (required, string, at most 512 characters, no control characters) and ``uri``
+  (required) must be present; ``caption`` and ``upload_ts`` are optional; extra columns are
+  ignored.
+- Relative ``uri`` values resolve against the manifest's folder (or prefix).
+- Duplicate ``video_id``: the first row in manifest order wins, later ones are error rows.
+- ``upload_ts``: ISO-8601 (``Z`` or offset; naive means UTC) or a Unix timestamp in seconds;
+  ``dt`` (the Hive partition) is its UTC date. Missing or invalid values give ``upload_ts``
+  null and ``dt`` = the run's UTC date; an invalid value is noted in ``ts_warning``.
+- A directory lists video files by extension (``VIDEO_EXTENSIONS``), ``video_id`` = file stem,
+  with ``caption``/``upload_ts`` from an optional sidecar ``<stem>.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+from datetime import date, datetime, timezone
+from typing import Any, Iterator
+
+import pyarrow.fs as pafs
+
+from extract.config import StorageConfig
+from extract.rows import VideoError, mark_failed
+from extract.storage import check_scheme, filesystem_for, is_remote
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".flv", ".3gp")
+MANIFEST_EXTENSIONS = (".jsonl", ".csv", ".parquet")
+MAX_ID_CHARS = 512
+MAX_SIDECAR_BYTES = 4 * 1024 * 1024
+
+
+class ManifestError(ValueError):
+    """The manifest as a whole cannot be read; the message names the source and the fix."""
+
+
+def read_source(src: str, storage: StorageConfig | None = None, today: date | None = None) -> list[dict[str, Any]]:
+    """Source rows for a manifest file or a directory/prefix of videos, in manifest order."""
+    today = today or datetime.now(timezone.utc).date()
+    fs, path = filesystem_for(src, storage)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ManifestError(f"input {src!r} does not exist; pass a manifest (.jsonl/.csv/.parquet) or a folder of videos")
+    base = _parent_uri(src) if info.type == pafs.FileType.File else src.rstrip("/")
+    if info.type == pafs.FileType.Directory:
+        records = list(_directory_records(fs, path, src))
+    else:
+        records = list(_manifest_records(fs, path, src))
+    return normalize_records(records, base, today)
+
+
+def _parent_uri(uri: str) -> str:
+    if is_remote(uri) or uri.startswith("file://"):
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://{posixpath.dirname(rest)}"
+    return posixpath.dirname(posixpath.abspath(uri))
+
+
+def _manifest_records(fs: pafs.FileSystem, path: str, src: str) -> Iterator[dict[str, Any]]:
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with fs.open_input_file(path) as fh:
+            table = pq.read_table(fh)
+        yield from table.to_pylist()
+        return
+    if not lower.endswith((".jsonl", ".csv")):
+        raise ManifestError(f"input {src!r}: unknown manifest type; use .jsonl, .csv, .parquet or a folder of videos")
+    with fs.open_input_stream(path) as fh:
+        text = fh.read().decode("utf-8-sig", errors="replace")
+    if lower.endswith(".csv"):
+        yield from csv.DictReader(io.StringIO(text))
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            record = {"__invalid__": f"line {lineno} is not valid JSON ({exc.msg})"}
+        if not isinstance(record, dict):
+            record = {"__invalid__": f"line {lineno} is not a JSON object"}
+        record.setdefault("__line__", lineno)
+        yield record
+
+
+def _directory_records(fs: pafs.FileSystem, path: str, src: str) -> Iterator[dict[str, Any]]:
+    selector = pafs.FileSelector(path, recursive=False)
+    infos = sorted((i for i in fs.get_file_info(selector) if i.type == pafs.FileType.File), key=lambda i: i.path)
+    names = {posixpath.basename(i.path) for i in infos}
+    for info in infos:
+        name = posixpath.basename(info.path)
+        stem, ext = posixpath.splitext(name)
+        if ext.lower() not in VIDEO_EXTENSIONS:
+            continue
+        record: dict[str, Any] = {"video_id": stem, "uri": name}
+        if f"{stem}.json" in names:
+            record.update(_read_sidecar(fs, posixpath.join(path, f"{stem}.json")))
+            record["video_id"], record["uri"] = stem, name
+        yield record
+
+
+def _read_sidecar(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
+    try:
+        with fs.open_input_stream(path) as fh:
+            data = json.loads(fh.read(MAX_SIDECAR_BYTES).decode("utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"__invalid__": f"sidecar {posixpath.basename(path)} is unreadable ({exc})"}
+    if not isinstance(data, dict):
+        return {"__invalid__": f"sidecar {posixpath.basename(path)} is not a JSON object"}
+    return {k: data[k] for k in ("caption", "upload_ts") if k in data}
+
+
+def normalize_records(records: list[dict[str, Any]], base: str, today: date) -> list[dict[str, Any]]:
+    """Raw manifest records -> source rows (validated, resolved, de-duplicated)."""
+    seen: set[str] = set()
+    rows = []
+    for index, record in enumerate(records):
+        where = f"manifest row {record.get('__line__', index + 1)}"
+        row = {
+            "video_id": _as_str(record.get("video_id")) or "",
+            "uri": _as_str(record.get("uri")) or "",
+            "caption": _as_str(record.get("caption")),
+            "upload_ts": None,
+            "dt": today.isoformat(),
+            "error_stage": None, "error_type": None, "error_message": None, "retryable": None,
+            "ts_warning": None,
+        }
+        ts, ts_problem = parse_upload_ts(record.get("upload_ts"))
+        if ts is not None:
+            row["upload_ts"] = ts.isoformat().replace("+00:00", "Z")
+            row["dt"] = ts.date().isoformat()
+        problem = record.get("__invalid__")
+        if problem is None:
+            for column in ("video_id", "uri"):
+                if not row[column]:
+                    problem = f"{where} has no {column!r}; every row needs video_id and uri"
+                    break
+        if problem is None:
+            problem = _id_problem(row["video_id"], where)
+        if problem is None:
+            try:
+                check_scheme(row["uri"])
+            except VideoError as exc:
+                problem = f"{where}: {exc}"
+            else:
+                row["uri"] = resolve_uri(row["uri"], base)
+        if problem is None and row["video_id"] in seen:
+            problem = (f"{where}: duplicate video_id {row['video_id']!r}; the first row with this id "
+                       "is processed, later ones are rejected")
+        if problem is not None:
+            mark_failed(row, "manifest", "InvalidInput", problem, retryable=False)
+        else:
+            seen.add(row["video_id"])
+        if ts_problem and problem is None:
+            row["ts_warning"] = f"{where}: {ts_problem}; dt set to the run date"
+        rows.append(row)
+    return rows
+
+
+def _as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from CSV/Parquet
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _id_problem(video_id: str, where: str) -> str | None:
+    if len(video_id) > MAX_ID_CHARS:
+        return f"{where}: video_id is {len(video_id)} characters, over {MAX_ID_CHARS}"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in video_id):
+        return f"{where}: video_id {video_id!r} contains control characters"
+    try:
+        video_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{where}: video_id {video_id!r} is not valid UTF-8 (lone surrogates)"
+    return None
+
+
+def resolve_uri(uri: str, base: str) -> str:
+    """Absolute URI: relative paths join ``base`` (the manifest's folder or prefix)."""
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    return f"{base.rstrip('/')}/{uri}"
+
+
+def parse_upload_ts(value: Any) -> tuple[datetime | None, str | None]:
+    """``(UTC datetime or None, problem or None)`` for an ISO-8601 string or Unix seconds."""
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, datetime):
+        ts = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            ts = datetime.fromtimestamp(float(value), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None, f"upload_ts {value!r} is out of range"
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            ts = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            try:
+                ts = datetime.fromtimestamp(float(text), tz=timezone.utc)
+            except (ValueError, OverflowError, OSError):
+                return None, f"upload_ts {value!r} is not ISO-8601 or Unix seconds"
+    else:
+        return None, f"upload_ts {value!r} has unsupported type {type(value).__name__}"
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc), None

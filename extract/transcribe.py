@@ -1,0 +1,519 @@
+"""Whisper stage: transcribe the audio of many videos at once with one openai-whisper model.
+
+``whisper.transcribe`` walks one audio through 30 s windows one after another. Short videos
+allow a better plan, which ``WhisperTranscriber.transcribe_batch`` follows:
+
+1. Each video's 16 kHz audio is cut into windows of at most 30 s (``extract.windows``: one
+   window up to 30 s, longer audio cut at quiet points, every sample in exactly one window).
+   Windows with nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
+2. The remaining windows of all videos are packed, in order, into batches of
+   ``runtime.whisper_batch_size``. Per batch: log-Mel spectrograms as ``whisper.transcribe``
+   builds them, one encoder pass, then one decoder pass over ``<|startoftranscript|>`` that
+   gives both the language distribution and the no-speech probability of every window (the
+   decoder is causal, so this is the same number ``whisper.decode`` reports).
+3. Language: ``whisper.language``, or (null) detected per video from its first non-silent
+   window, as ``whisper.transcribe`` detects it from the first 30 s.
+4. Greedy decoding with timestamps (``whisper.decode`` on the batch of encoded windows,
+   ``DecodingOptions(temperature=0, without_timestamps=False)``; batched beam search is broken
+   upstream, so no beams). Windows whose result is too repetitive (gzip ratio above
+   ``whisper.compression_ratio_threshold``) or improbable (mean log-prob below
+   ``whisper.logprob_threshold``) are decoded again at the next temperature of
+   ``whisper.temperatures``, batched among themselves, reusing the encoder output; the last
+   result is kept, exactly as ``whisper.transcribe`` falls back. A window that looks silent to
+   the model (see ``is_no_speech``) is not retried.
+5. No-speech gating as ``whisper.transcribe``: a window with no-speech probability above
+   ``whisper.no_speech_threshold`` and mean log-prob below ``whisper.logprob_threshold``
+   yields no text. Segments come from timestamp-token pairs, shifted into video time and
+   clamped to the window's audio.
+
+Differences from ``whisper.transcribe``, on purpose: windows are decoded independently (no
+previous-text prompt, like ``condition_on_previous_text=False``), so a video's transcript
+never depends on which videos share its batch; a window's unfinished last segment (text after
+the last timestamp) is kept, ending at the window's end, instead of being decoded again.
+
+Per-video results (``Transcript``): ``no_speech_prob`` is the lowest no-speech probability of
+any of its windows (silent windows count as 1.0), so it is near 1 only when no part of the
+audio looks like speech. ``language``/``language_prob`` are None when no text was produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from extract.clip import ModelLoadError, resolve_device, weights_sha256
+from extract.config import Config, WhisperConfig, WhisperModelConfig
+from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, rows_to_batch
+from extract.windows import AudioWindow, check_window_config, is_silent, plan_windows
+
+log = logging.getLogger(__name__)
+
+STAGE = "whisper"
+INIT_SEED = 0  # torch seed of the tiny random model's weights
+LINEAGE_HASH_CHARS = 12  # hex characters of the weights' sha256 kept in the lineage string
+TIMESTAMP_STEP_S = 0.02  # seconds per Whisper timestamp token (2 mel frames of 10 ms)
+
+TINY_WHISPER_FILE = "whisper-tiny-random.pt"
+# openai-whisper ModelDimensions of the tiny random test model. The audio context stays at
+# 1500 (30 s of 80-bin log-Mel frames, halved by the encoder's stride-2 conv) and the vocabulary
+# at 51865 (the multilingual tokenizer's size) so real audio and the real tokenizer work; a
+# 64-token text context keeps decoding to 32 tokens per window, which keeps tests fast.
+TINY_WHISPER_DIMS: dict[str, int] = {
+    "n_mels": 80, "n_vocab": 51865, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 2,
+    "n_audio_layer": 2, "n_text_ctx": 64, "n_text_state": 64, "n_text_head": 2, "n_text_layer": 2,
+}
+
+# Exceptions torch.load / Whisper.load_state_dict raise for unreadable or mismatched checkpoints.
+_CHECKPOINT_ERRORS = (RuntimeError, OSError, ValueError, TypeError, EOFError, KeyError,
+                      pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """One video's transcription.
+
+    ``segments``: dicts with ``start_s``/``end_s`` (video time, seconds), ``text``,
+    ``avg_logprob``, ``no_speech_prob``, ``compression_ratio``, ``temperature`` (the window
+    decode that produced the segment; floats or None).
+    """
+
+    text: str
+    language: str | None
+    language_prob: float | None
+    no_speech_prob: float | None
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---- the tiny test model -------------------------------------------------------------------
+
+
+def make_tiny_whisper(out_dir: Path) -> str:
+    """Write a seeded random Whisper checkpoint (``TINY_WHISPER_DIMS``) into ``out_dir``.
+
+    The file (``whisper-tiny-random.pt``, float16 like the official checkpoints) holds
+    ``{"dims": ..., "model_state_dict": ...}`` and loads with ``whisper.load_model(path)``;
+    the same call writes the same bytes. Returns its absolute path.
+    """
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / TINY_WHISPER_FILE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        model = Whisper(ModelDimensions(**TINY_WHISPER_DIMS))
+        # TextDecoder creates its positional embedding with torch.empty: give it values.
+        torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
+    state = {name: tensor.half() for name, tensor in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"dims": dict(TINY_WHISPER_DIMS), "model_state_dict": state}, tmp)
+    tmp.replace(path)
+    return str(path)
+
+
+# ---- decisions shared with whisper.transcribe -----------------------------------------------
+
+
+def is_no_speech(no_speech_prob: float, avg_logprob: float, cfg: WhisperConfig) -> bool:
+    """True when a decoded window counts as silence and yields no text (``whisper.transcribe``'s rule)."""
+    return no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold
+
+
+def needs_fallback(compression_ratio: float, avg_logprob: float, no_speech_prob: float,
+                   cfg: WhisperConfig) -> bool:
+    """True when a window's decode should be retried at the next temperature.
+
+    Too repetitive or too improbable fails, unless the window counts as silence anyway.
+    """
+    failed = compression_ratio > cfg.compression_ratio_threshold or avg_logprob < cfg.logprob_threshold
+    return failed and not is_no_speech(no_speech_prob, avg_logprob, cfg)
+
+
+def split_timestamped(tokens: Sequence[int], timestamp_begin: int) -> list[tuple[int | None, int | None, list[int]]]:
+    """Split a window's sampled tokens (no start sequence, no end-of-text) into segments.
+
+    Returns ``(start, end, text_tokens)`` per segment with ``start``/``end`` in timestamp steps
+    (``TIMESTAMP_STEP_S``) from the window start; ``end`` is None for text after the last
+    timestamp (unfinished), ``start`` None for text before any timestamp. Segments without
+    text tokens are dropped.
+    """
+    segments: list[tuple[int | None, int | None, list[int]]] = []
+    start: int | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token >= timestamp_begin:
+            position = token - timestamp_begin
+            if text:
+                segments.append((start, position, text))
+                text = []
+                start = None
+            else:
+                start = position  # a segment start, or the second of a pair <|end|><|start|>
+        else:
+            text.append(token)
+    if text:
+        segments.append((start, None, text))
+    return segments
+
+
+# ---- word error rate --------------------------------------------------------------------------
+
+_APOSTROPHES = re.compile(r"['\u2019]")
+_NON_WORD = re.compile(r"[^\w\s]|_")
+
+
+def normalize_words(text: str) -> list[str]:
+    """Words of ``text`` for WER: lower case, apostrophes removed, other punctuation as spaces."""
+    return _NON_WORD.sub(" ", _APOSTROPHES.sub("", text.lower())).split()
+
+
+def word_edits(reference: str, hypothesis: str) -> tuple[int, int]:
+    """``(word-level Levenshtein distance, reference word count)`` after ``normalize_words``."""
+    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        current = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1], len(ref)
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus WER: total word edits over total reference words (0.05 = 5 %); 0 with no reference words."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    edits = words = 0
+    for ref, hyp in zip(references, hypotheses):
+        e, n = word_edits(ref, hyp)
+        edits += e
+        words += n
+    return edits / words if words else float(edits > 0)
+
+
+# ---- the model ------------------------------------------------------------------------------
+
+
+def as_whisper_audio(audio: Any) -> np.ndarray:
+    """``audio`` as ``(m,) float32`` 16 kHz mono; raise ``VideoError('InvalidInput')`` otherwise."""
+    if audio is None:
+        return np.zeros(0, np.float32)
+    try:
+        array = np.asarray(audio, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise VideoError("InvalidInput", f"audio: not a numeric array ({exc})") from exc
+    if array.ndim != 1:
+        raise VideoError("InvalidInput", f"audio: expected (m,) float32 16 kHz mono, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise VideoError("InvalidInput", "audio: contains NaN or infinite samples")
+    return array
+
+
+@dataclass
+class _Window:
+    """A non-silent window of one video on its way through the model."""
+
+    video: int  # index into the transcribe_batch input
+    window: AudioWindow
+    no_speech_prob: float = 1.0
+    language: str | None = None
+    result: Any = None  # whisper DecodingResult of the last temperature tried
+
+
+class WhisperTranscriber:
+    """One openai-whisper model on one device, transcribing many videos' audio per call.
+
+    ``whisper_model_cfg.name``: an official name (``tiny``, ``base``, ...; its weights must
+    already be in ``download_root``, staged by ``extract models stage``: nothing is downloaded)
+    or a checkpoint path. Loaded once through ``whisper.load_model``; fp16 activations on CUDA
+    (weights of linear/conv/embedding layers stored in fp16, layer norms in fp32), fp32 on CPU.
+    A missing or unreadable checkpoint raises ``ModelLoadError`` naming the path.
+
+    Attributes: ``device``, ``model``, ``fp16``, ``lineage``
+    (``"<name or absolute path>|sha256:<12 hex of the weights>"``), ``tokenizer``.
+    """
+
+    def __init__(self, whisper_model_cfg: WhisperModelConfig, whisper_cfg: WhisperConfig,
+                 device: str = "auto"):
+        import torch
+        from whisper.tokenizer import get_tokenizer
+
+        check_window_config(whisper_cfg.window_s, whisper_cfg.boundary_search_s)
+        self.cfg = whisper_cfg
+        self.device = resolve_device(device)
+        self.fp16 = self.device == "cuda"
+        self.dtype = torch.float16 if self.fp16 else torch.float32
+        source, model = _load_model(whisper_model_cfg, self.device)
+        self.lineage = f"{source}|sha256:{weights_sha256(model.state_dict())[:LINEAGE_HASH_CHARS]}"
+        if self.fp16:
+            _to_fp16(model)
+        self.model = model.eval()
+        self.tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
+                                       task=whisper_cfg.task)
+        self._language_codes = list(self.tokenizer.all_language_codes) if model.is_multilingual else []
+        if whisper_cfg.language is not None and model.is_multilingual \
+                and whisper_cfg.language not in self._language_codes:
+            raise ValueError(f"whisper.language: {whisper_cfg.language!r} is not a language code of this "
+                             f"model (e.g. en, de, ja); use null to detect it")
+        log.info("Whisper %s loaded on %s (%s)", self.lineage, self.device, "fp16" if self.fp16 else "fp32")
+
+    def plan(self, audio: np.ndarray) -> list[AudioWindow]:
+        """The windows ``audio`` ``(m,) float32`` is cut into (``extract.windows.plan_windows``)."""
+        return plan_windows(audio, self.cfg.window_s, self.cfg.boundary_search_s)
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray], batch_size: int = 16) -> list[Transcript]:
+        """Transcribe several videos' audio, ``[(m_i,) float32 16 kHz mono]`` -> ``[Transcript]``.
+
+        Up to ``batch_size`` 30 s windows (from any videos) go through the model at once
+        (module doc). Raises ``VideoError`` for a malformed array.
+        """
+        audios = [as_whisper_audio(a) for a in audios]
+        plans = [self.plan(audio) for audio in audios]
+        pending = [_Window(v, w) for v, windows in enumerate(plans) for w in windows
+                   if not is_silent(audios[v][w.start:w.end], self.cfg.silence_rms)]
+        languages: dict[int, tuple[str, float | None]] = {}
+        size = max(1, int(batch_size))
+        for start in range(0, len(pending), size):
+            self._decode_windows(pending[start:start + size], audios, languages)
+        by_video: dict[int, list[_Window]] = {}
+        for w in pending:
+            by_video.setdefault(w.video, []).append(w)
+        return [self._assemble(plans[v], by_video.get(v, []), languages.get(v)) for v in range(len(audios))]
+
+    # ---- internals ----
+
+    def _window_mel(self, samples: np.ndarray) -> "torch.Tensor":
+        """``(n_mels, 3000)`` log-Mel of one window, built as ``whisper.transcribe`` builds it:
+        the spectrogram of the audio followed by 30 s of zeros, cut to the audio's frames and
+        zero-padded to 3000 frames."""
+        import torch
+        from whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+
+        mel = log_mel_spectrogram(torch.from_numpy(samples), self.model.dims.n_mels, padding=N_SAMPLES,
+                                  device=self.device)
+        return pad_or_trim(mel[:, : len(samples) // HOP_LENGTH], N_FRAMES)
+
+    def _decode_windows(self, chunk: list[_Window], audios: list[np.ndarray],
+                        languages: dict[int, tuple[str, float | None]]) -> None:
+        """Encode, detect and decode one batch of windows (in place on ``chunk``)."""
+        import torch
+        import whisper
+
+        with torch.no_grad():
+            mels = torch.stack([self._window_mel(audios[w.video][w.window.start:w.window.end]) for w in chunk])
+            features = self.model.encoder(mels.to(self.dtype))
+            sot = torch.full((len(chunk), 1), self.tokenizer.sot, dtype=torch.long, device=features.device)
+            logits = self.model.logits(sot, features)[:, 0].float()
+            no_speech = logits.softmax(dim=-1)[:, self.tokenizer.no_speech].cpu().numpy()
+            language_probs = None
+            if self._language_codes:
+                language_ids = torch.tensor(self.tokenizer.all_language_tokens, device=logits.device)
+                language_probs = logits[:, language_ids].softmax(dim=-1).cpu().numpy()
+        for i, w in enumerate(chunk):
+            w.no_speech_prob = float(no_speech[i])
+            if w.video not in languages:  # this is the video's first non-silent window
+                languages[w.video] = self._choose_language(None if language_probs is None else language_probs[i])
+            w.language = languages[w.video][0]
+
+        todo = list(range(len(chunk)))
+        temperatures = self.cfg.temperatures
+        for k, temperature in enumerate(temperatures):
+            groups: dict[str, list[int]] = {}
+            for i in todo:
+                groups.setdefault(chunk[i].language, []).append(i)
+            for language, members in groups.items():
+                options = whisper.DecodingOptions(task=self.cfg.task, language=language, temperature=temperature,
+                                                  without_timestamps=False, fp16=self.fp16)
+                index = torch.tensor(members, device=features.device)
+                results = whisper.decode(self.model, features.index_select(0, index), options)
+                for i, result in zip(members, results):
+                    chunk[i].result = result
+            if k == len(temperatures) - 1:
+                break
+            todo = [i for i in todo if needs_fallback(chunk[i].result.compression_ratio, chunk[i].result.avg_logprob,
+                                                       chunk[i].no_speech_prob, self.cfg)]
+            if not todo:
+                break
+
+    def _choose_language(self, probs: np.ndarray | None) -> tuple[str, float | None]:
+        """``(language, its probability)`` for a video from its first window's language distribution."""
+        if probs is None:  # English-only model
+            return "en", None
+        language = self.cfg.language or self._language_codes[int(np.argmax(probs))]
+        return language, float(probs[self._language_codes.index(language)])
+
+    def _assemble(self, windows: list[AudioWindow], decoded: list[_Window],
+                  language: tuple[str, float | None] | None) -> Transcript:
+        """One video's ``Transcript`` from its decoded windows (in time order)."""
+        segments: list[dict[str, Any]] = []
+        text_tokens: list[int] = []
+        for w in decoded:
+            result = w.result
+            if is_no_speech(w.no_speech_prob, result.avg_logprob, self.cfg):
+                continue
+            stats = {"avg_logprob": _finite(result.avg_logprob), "no_speech_prob": _finite(w.no_speech_prob),
+                     "compression_ratio": _finite(result.compression_ratio),
+                     "temperature": _finite(result.temperature)}
+            duration = w.window.duration_s
+            previous_end = 0.0
+            for start, end, tokens in split_timestamped(result.tokens, self.tokenizer.timestamp_begin):
+                start_s = previous_end if start is None else min(start * TIMESTAMP_STEP_S, duration)
+                end_s = duration if end is None else min(end * TIMESTAMP_STEP_S, duration)
+                end_s = max(start_s, end_s)
+                previous_end = end_s
+                text = self.tokenizer.decode(tokens)
+                if not text.strip() or end_s == start_s:
+                    continue  # whisper.transcribe clears instantaneous or empty segments too
+                segments.append({"start_s": w.window.start_s + start_s, "end_s": w.window.start_s + end_s,
+                                 "text": text.strip(), **stats})
+                text_tokens.extend(tokens)
+        text = self.tokenizer.decode(text_tokens).strip() if text_tokens else ""
+        no_speech_prob = min([w.no_speech_prob for w in decoded], default=1.0)
+        if len(decoded) < len(windows):
+            no_speech_prob = min(no_speech_prob, 1.0)  # silent windows count as 1.0
+        if not text:
+            return Transcript("", None, None, no_speech_prob, [])
+        return Transcript(text, language[0], language[1], no_speech_prob, segments)
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _load_model(model_cfg: WhisperModelConfig, device: str):
+    """``(source for lineage, Whisper model on device)`` through ``whisper.load_model``; never downloads."""
+    import whisper
+
+    name = model_cfg.name
+    root = model_cfg.download_root or os.path.join(
+        os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "whisper")
+    official = getattr(whisper, "_MODELS", {})
+    if name in official:
+        url = official[name]
+        path = Path(root) / os.path.basename(url)
+        expected = url.split("/")[-2]
+        # whisper.load_model would download a missing or mismatched file: workers never do.
+        if not path.is_file():
+            raise ModelLoadError(
+                f"models.whisper.name: weights of {name!r} not found at {path}; stage them with "
+                "`extract models stage` (or set models.whisper.download_root / a checkpoint path)")
+        if _file_sha256(path) != expected:
+            raise ModelLoadError(f"models.whisper.name: {path} does not match the sha256 of {name!r}; "
+                                 "stage the weights again")
+        source, target, kwargs = name, name, {"download_root": root}
+    else:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(
+                f"models.whisper.name: checkpoint {path} does not exist and {name!r} is not a Whisper model "
+                f"name ({', '.join(whisper.available_models())}); `extract models make-tiny` writes a test one")
+        source = target = str(path.resolve())
+        kwargs = {}
+    try:
+        model = whisper.load_model(target, device=device, **kwargs)
+    except _CHECKPOINT_ERRORS as exc:
+        raise ModelLoadError(
+            f"models.whisper.name: cannot load Whisper checkpoint {path}: {type(exc).__name__}: {exc}. "
+            "Expected an openai-whisper file {'dims': ..., 'model_state_dict': ...}") from exc
+    return source, model
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _to_fp16(model) -> None:
+    """Store linear, conv and embedding weights in fp16 (whisper casts them per call otherwise);
+    layer norms stay fp32, as whisper.model.LayerNorm computes in fp32."""
+    import torch
+    from whisper.model import LayerNorm
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Embedding)):
+            module.half()
+        elif isinstance(module, LayerNorm):
+            module.float()
+
+
+# ---- the stage --------------------------------------------------------------------------------
+
+OUTPUT_COLUMNS = ("transcript_text", "language", "language_prob", "no_speech_prob", "whisper_model",
+                  "segments_json")
+
+
+class TranscribeStage:
+    """Pipeline stage: ``audio`` -> transcript columns, Whisper batched across the batch's videos.
+
+    Consumes ``audio`` ``(m,) float32`` 16 kHz (dropped from the output); adds
+    ``transcript_text`` (str, ``''`` without speech), ``language`` (str|None),
+    ``language_prob`` / ``no_speech_prob`` (float|None), ``whisper_model`` (lineage) and
+    ``segments_json`` (JSON list of ``Transcript.segments``, ``'[]'`` without speech). A video
+    with ``has_audio`` False gets an empty transcript with None probabilities. Failed rows
+    pass through with these columns set to None.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.transcriber = WhisperTranscriber(config.models.whisper, config.whisper, config.runtime.device)
+        self.batch_size = config.runtime.whisper_batch_size
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = batch_to_rows(batch)
+        pending: list[tuple[dict[str, Any], np.ndarray]] = []
+        for row in rows:
+            audio = row.pop("audio", None)
+            row.update(dict.fromkeys(OUTPUT_COLUMNS))
+            if is_failed(row):
+                continue
+            has_audio = row.get("has_audio")
+            if has_audio is False or (has_audio is None and (audio is None or len(audio) == 0)):
+                row.update(transcript_text="", whisper_model=self.transcriber.lineage, segments_json="[]")
+                continue
+            try:
+                pending.append((row, as_whisper_audio(audio)))
+            except VideoError as exc:
+                mark_exception(row, STAGE, exc)
+        self._transcribe_rows(pending)
+        return rows_to_batch(rows)
+
+    def _transcribe_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+        """Transcribe all pending rows together; if that fails, each row alone, so one bad
+        video fails only itself."""
+        if not pending:
+            return
+        try:
+            transcripts = self.transcriber.transcribe_batch([audio for _, audio in pending], self.batch_size)
+        except Exception as exc:  # noqa: BLE001 - isolated below, per video
+            log.warning("Whisper batch of %d videos failed (%s: %s); transcribing videos one by one",
+                        len(pending), type(exc).__name__, exc)
+            transcripts = []
+            for row, audio in pending:
+                try:
+                    transcripts.append(self.transcriber.transcribe_batch([audio], self.batch_size)[0])
+                except Exception as row_exc:  # noqa: BLE001 - becomes this video's error row
+                    mark_exception(row, STAGE, row_exc)
+                    transcripts.append(None)
+        for (row, _), transcript in zip(pending, transcripts):
+            if transcript is None:
+                continue
+            row.update(transcript_text=transcript.text, language=transcript.language,
+                       language_prob=transcript.language_prob, no_speech_prob=transcript.no_speech_prob,
+                       whisper_model=self.transcriber.lineage,
+                       segments_json=json.dumps(transcript.segments, ensure_ascii=False))

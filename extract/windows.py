@@ -1,0 +1,139 @@
+"""Cutting a video's audio into Whisper windows, and the energy checks that go with it.
+
+Pure numpy: no model, no torch. The transcription stage (``extract.transcribe``) decodes the
+windows this module plans.
+
+Whisper sees 30 s at a time. Audio up to ``window_s`` long is one window. Longer audio is cut
+into consecutive windows that cover every sample exactly once: each cut is placed at the
+quietest point (a simple energy VAD) in the last ``boundary_search_s`` seconds before the
+window would reach ``window_s``, so a cut falls in a pause between words rather than through
+one. The energy VAD: audio is split into 20 ms frames (one Whisper timestamp step), each
+frame's mean square is averaged over a 200 ms neighbourhood (a pause is a quiet stretch, not
+a single quiet frame), and the cut goes at the centre of the frame where that average is
+lowest; among equally quiet frames (digital silence) the latest wins, keeping windows long.
+
+A window is *silent* when the RMS of its loudest 100 ms stretch is below ``silence_rms``:
+nothing audible anywhere in it, so it is never sent to the model. This is stricter than the
+whole-window RMS being below ``silence_rms`` (it implies it): a short word in a long quiet
+window keeps the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16_000  # Hz, Whisper's input rate
+WHISPER_CONTEXT_S = 30.0  # seconds of audio one Whisper forward pass sees
+CUT_FRAME_S = 0.02  # energy frame for cut search, seconds (one Whisper timestamp step)
+CUT_SMOOTH_S = 0.2  # a pause must be quiet over this span, seconds
+SILENCE_FRAME_S = 0.1  # loudness is judged over stretches of this length, seconds
+
+
+@dataclass(frozen=True)
+class AudioWindow:
+    """Samples ``[start, end)`` of a video's 16 kHz audio, decoded as one Whisper window."""
+
+    start: int  # first sample, inclusive
+    end: int  # last sample, exclusive
+
+    @property
+    def n_samples(self) -> int:
+        return self.end - self.start
+
+    @property
+    def start_s(self) -> float:
+        """Offset of the window in video time, seconds."""
+        return self.start / SAMPLE_RATE
+
+    @property
+    def end_s(self) -> float:
+        return self.end / SAMPLE_RATE
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / SAMPLE_RATE
+
+
+def check_window_config(window_s: float, boundary_search_s: float) -> None:
+    """Raise ValueError naming the key when window settings cannot work with Whisper."""
+    if not 0.0 < window_s <= WHISPER_CONTEXT_S:
+        raise ValueError(f"whisper.window_s: must be in (0, {WHISPER_CONTEXT_S:g}] seconds, got {window_s}")
+    if not 0.0 <= boundary_search_s < window_s:
+        raise ValueError(
+            f"whisper.boundary_search_s: must be >= 0 and below whisper.window_s ({window_s}), "
+            f"got {boundary_search_s}"
+        )
+
+
+def frame_mean_square(audio: np.ndarray, frame: int) -> np.ndarray:
+    """Mean square per consecutive ``frame``-sample frame of ``audio`` ``(m,)``; a shorter tail frame counts.
+
+    Returns ``(ceil(m / frame),) float64``.
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    n_frames = -(-len(audio) // frame)
+    padded = np.zeros(n_frames * frame, dtype=np.float64)
+    padded[: len(audio)] = audio
+    sums = (padded.reshape(n_frames, frame) ** 2).sum(axis=1)
+    counts = np.full(n_frames, frame, dtype=np.float64)
+    if n_frames and len(audio) % frame:
+        counts[-1] = len(audio) % frame
+    return sums / counts
+
+
+def quietest_point(audio: np.ndarray, lo: int, hi: int, rate: int = SAMPLE_RATE) -> int:
+    """Sample index in ``[lo, hi]`` at the centre of the quietest stretch of ``audio[lo:hi]``.
+
+    Energy VAD of the module doc: 20 ms frames, mean square smoothed over 200 ms, minimum wins,
+    the latest minimum among ties.
+    """
+    if hi <= lo:
+        return hi
+    frame = max(1, int(round(CUT_FRAME_S * rate)))
+    energy = frame_mean_square(audio[lo:hi], frame)
+    span = max(1, int(round(CUT_SMOOTH_S / CUT_FRAME_S)))
+    if span > 1 and len(energy) > 1:
+        kernel = np.ones(span) / span
+        # Normalise by the kernel mass inside the region so edge frames are not favoured.
+        energy = np.convolve(energy, kernel, mode="same") / np.convolve(np.ones_like(energy), kernel, mode="same")
+    quiet = np.flatnonzero(energy <= energy.min() * (1 + 1e-9))[-1]
+    return min(hi, lo + int(quiet) * frame + frame // 2)
+
+
+def plan_windows(audio: np.ndarray, window_s: float = WHISPER_CONTEXT_S, boundary_search_s: float = 3.0,
+                 rate: int = SAMPLE_RATE) -> list[AudioWindow]:
+    """Consecutive windows covering ``audio`` ``(m,)`` exactly once, each at most ``window_s`` long.
+
+    Cuts are placed by ``quietest_point`` within ``boundary_search_s`` before each ``window_s``
+    boundary (module doc). Empty audio has no windows.
+    """
+    check_window_config(window_s, boundary_search_s)
+    n = len(audio)
+    window = int(round(window_s * rate))
+    search = int(round(boundary_search_s * rate))
+    windows: list[AudioWindow] = []
+    start = 0
+    while n - start > window:
+        hi = start + window
+        cut = quietest_point(audio, hi - search, hi, rate)
+        cut = max(cut, start + 1)  # always progress, even with a zero search span
+        windows.append(AudioWindow(start, cut))
+        start = cut
+    if n > start:
+        windows.append(AudioWindow(start, n))
+    return windows
+
+
+def loudest_rms(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    """RMS of the loudest ``SILENCE_FRAME_S`` stretch of ``audio`` ``(m,)`` (float audio in [-1, 1]); 0 when empty."""
+    if len(audio) == 0:
+        return 0.0
+    frame = max(1, int(round(SILENCE_FRAME_S * rate)))
+    return float(np.sqrt(frame_mean_square(audio, frame).max()))
+
+
+def is_silent(audio: np.ndarray, silence_rms: float, rate: int = SAMPLE_RATE) -> bool:
+    """True when nothing in ``audio`` ``(m,)`` is louder than ``silence_rms`` (module doc)."""
+    return loudest_rms(audio, rate) < silence_rms

@@ -21,8 +21,6 @@ from extract.config import ClipModelConfig, config_from_dict
 from extract.rows import VideoError, batch_to_rows, rows_to_batch
 from extract.samples import write_clip
 
-needs_cuda = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 LINEAGE = re.compile(r"^[^|]+\|[^|]+\|sha256:[0-9a-f]{12}$")
 
 
@@ -86,9 +84,10 @@ def reference_embeddings(embedder: ClipEmbedder, images: list[np.ndarray]) -> np
     """open_clip's own path: preprocess_val(PIL) -> encode_image -> L2 normalise (fp32, CPU)."""
     from PIL import Image
 
+    assert embedder.device == "cpu"
     x = torch.stack([embedder.preprocess_val(Image.fromarray(img)) for img in images])
     with torch.no_grad():
-        feats = embedder.model.cpu().float().encode_image(x)
+        feats = embedder.model.encode_image(x)
     return torch.nn.functional.normalize(feats, dim=-1).numpy()
 
 
@@ -236,11 +235,12 @@ def test_encode_texts_equals_tokenizer_and_encode_text(which, request):
 def test_truncation_flag_at_exact_context_length(tiny):
     assert tiny.context_length == 32
     fits, cut = "a " * 30, "a " * 31  # 'a' is one token; start + 30 + end = 32
-    emb, truncated = tiny.encode_texts([fits, cut, "a " * 200])
-    assert truncated.tolist() == [False, True, True]
-    # Cut texts keep their first context_length - 2 tokens: both long ones embed the same.
-    assert np.abs(emb[1] - emb[2]).max() < 1e-6
-    assert np.abs(emb[0] - emb[1]).max() > 1e-4
+    emb, truncated = tiny.encode_texts([fits, cut, "a " * 200, "a " * 29])
+    assert truncated.tolist() == [False, True, True, False]
+    # A cut text keeps its first context_length - 2 tokens, so the three longest embed the
+    # same: only the flag tells them apart.
+    assert np.abs(emb[1] - emb[0]).max() < 1e-6 and np.abs(emb[2] - emb[0]).max() < 1e-6
+    assert np.abs(emb[3] - emb[0]).max() > 1e-4
 
 
 def test_encode_texts_empty_list(tiny):
@@ -451,13 +451,10 @@ def test_clip_stage_with_real_text_features(tiny_keys, clip_path):
 
 # ---- GPU --------------------------------------------------------------------------------------
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("which", ["tiny", "vit_b32"])
-@pytest.mark.usefixtures()
-def test_cuda_matches_cpu(which, request, tiny_cfg, clip_path):
-    for mark in needs_cuda:
-        request.applymarker(mark)
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
+def test_cuda_matches_cpu(which, request, clip_path):
     cpu: ClipEmbedder = request.getfixturevalue(which)
     gpu = ClipEmbedder(cpu.clip_cfg, device="cuda")
     assert gpu.lineage == cpu.lineage

@@ -1,0 +1,75 @@
+"""Config loading: merge order, --set parsing, validation messages, hashes."""
+
+import pytest
+
+from extract.config import Config, ConfigError, load_config, parse_override
+
+
+def test_defaults_match_design():
+    cfg = Config()
+    assert cfg.sampling.policy == "uniform" and cfg.sampling.fps == 1.0
+    assert cfg.sampling.min_frames == 4 and cfg.sampling.max_frames == 32
+    assert cfg.whisper.language is None and cfg.whisper.temperatures[0] == 0.0
+    assert cfg.limits.max_error_rate == 0.5
+
+
+def test_files_merge_in_order_and_set_wins(tmp_path):
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text("runtime:\n  device: cpu\n  clip_batch_size: 8\nsampling:\n  fps: 2\n")
+    b.write_text("runtime:\n  clip_batch_size: 16\n")
+    cfg = load_config([a, b], ["sampling.max_frames=10", "whisper.language=null"])
+    assert cfg.runtime.device == "cpu"  # from a, untouched by b
+    assert cfg.runtime.clip_batch_size == 16  # b wins over a
+    assert cfg.sampling.fps == 2.0 and isinstance(cfg.sampling.fps, float)
+    assert cfg.sampling.max_frames == 10
+    assert cfg.whisper.language is None
+
+
+def test_relative_model_paths_resolve_against_config_file(tmp_path):
+    (tmp_path / "m").mkdir()
+    cfg_file = tmp_path / "m" / "tiny.yaml"
+    cfg_file.write_text("models:\n  whisper:\n    name: ./w.pt\n")
+    cfg = load_config([cfg_file])
+    assert cfg.models.whisper.name == str(tmp_path / "m" / "w.pt")
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("sampling.policy=fast", "sampling.policy: 'fast' is not one of uniform, keyframes, scene"),
+    ("runtime.device=tpu", "runtime.device"),
+    ("sampling.fps=0", "sampling.fps: must be > 0"),
+    ("runtime.clip_batch_size=abc", "runtime.clip_batch_size: expected an integer"),
+    ("sampling.nope=1", "unknown config key sampling.nope"),
+    ("runtime.use_gpu=true", "allowed here:"),
+    ("sampling.min_frames=40", "sampling.min_frames (40) must not exceed sampling.max_frames (32)"),
+    ("whisper.temperatures=[0.2, 0.4]", "whisper.temperatures: must start with 0.0"),
+    ("novalue", "expected key=value"),
+])
+def test_invalid_values_name_the_key(override, fragment):
+    with pytest.raises(ConfigError) as exc:
+        load_config([], [override])
+    assert fragment in str(exc.value)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config([tmp_path / "missing.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config([bad])
+
+
+def test_parse_override_yaml_values():
+    assert parse_override("a.b=1") == ("a.b", 1)
+    assert parse_override("a.b=[0.0, 0.2]") == ("a.b", [0.0, 0.2])
+    assert parse_override("a.b=null") == ("a.b", None)
+    assert parse_override("a.b=ViT-B-32") == ("a.b", "ViT-B-32")
+
+
+def test_feature_hash_ignores_runtime_but_not_models():
+    base = Config()
+    assert base.replace(**{"runtime.clip_batch_size": 7}).feature_hash == base.feature_hash
+    assert base.replace(**{"runtime.clip_batch_size": 7}).config_hash != base.config_hash
+    assert base.replace(**{"models.clip.name": "ViT-B-16"}).feature_hash != base.feature_hash
+    assert base.replace(**{"sampling.fps": 2.0}).feature_hash != base.feature_hash

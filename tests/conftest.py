@@ -1,0 +1,97 @@
+"""Shared fixtures: tiny models, sample clips, a loopback S3 server, and the `gpu`/`weights` skips."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run on a GPU machine: pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    """``tiny.yaml`` of deterministic tiny CLIP + Whisper checkpoints (made once per session)."""
+    from extract.models import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def small_samples(tmp_path_factory) -> Path:
+    """Three short sample clips (speech or tone, portrait, no audio) and their manifest."""
+    from extract.samples import SAMPLE_SPECS, make_samples
+
+    specs = tuple(s for s in SAMPLE_SPECS if s.stem in ("beach_day", "portrait_dance", "silent_loop"))
+    return make_samples(tmp_path_factory.mktemp("samples"), specs=specs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 (a real HTTP S3 API); yields its endpoint URL.
+
+    Sets the standard AWS variables for this process and its children (Ray workers,
+    subprocess runs), so pyarrow's S3 client finds the endpoint and credentials.
+    """
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break  # the server answered
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto S3 server did not start on loopback")
+            time.sleep(0.2)
+    try:
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m extract ARGS`` as a subprocess; returns the completed process (never raises on rc)."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "extract", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)

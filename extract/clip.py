@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -195,7 +196,13 @@ class ClipEmbedder:
         """
         import torch
 
-        frames_list = [self.check_frames(f) for f in frames_list]
+        checked = []
+        for i, frames in enumerate(frames_list):
+            try:
+                checked.append(self.check_frames(frames))
+            except VideoError as exc:
+                raise VideoError(exc.error_type, f"video {i} of {len(frames_list)}: {exc}") from exc
+        frames_list = checked
         counts = [len(f) for f in frames_list]
         total = sum(counts)
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -349,15 +356,7 @@ def _resolve_weights(clip_cfg: ClipModelConfig, storage: StorageConfig | None) -
     if open_clip.get_pretrained_cfg(name, pretrained):
         return pretrained, pretrained
     if store.is_remote(pretrained):
-        cache = Path(clip_cfg.cache_dir or Path(tempfile.gettempdir()) / "extract-clip-weights")
-        try:
-            local, _, _ = store.fetch(pretrained, cache, storage)
-        except (VideoError, OSError) as exc:
-            raise ModelLoadError(f"models.clip.pretrained: cannot copy checkpoint {pretrained}: {exc}") from exc
-        # open_clip picks the loader from the suffix (.safetensors, .npz, else torch.load).
-        suffixed = f"{local}{''.join(Path(pretrained).suffixes)}"
-        os.replace(local, suffixed)
-        return pretrained, suffixed
+        return pretrained, _fetch_checkpoint(pretrained, clip_cfg.cache_dir, storage)
     path = Path(store.local_path(pretrained)).resolve()
     if not path.is_file():
         raise ModelLoadError(
@@ -365,6 +364,29 @@ def _resolve_weights(clip_cfg: ClipModelConfig, storage: StorageConfig | None) -
             f"open_clip tag of {name} (tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'})"
         )
     return str(path), str(path)
+
+
+def _fetch_checkpoint(uri: str, cache_dir: str | None, storage: StorageConfig | None) -> str:
+    """Copy an object-store checkpoint to a local file; returns its path.
+
+    Each call downloads into its own folder and renames the finished file into place, so
+    actors sharing a node never read a half-written copy.
+    """
+    from extract import storage as store
+
+    cache = Path(cache_dir or Path(tempfile.gettempdir()) / "extract-clip-weights")
+    cache.mkdir(parents=True, exist_ok=True)
+    # open_clip picks the loader from the suffix (.safetensors, .npz, else torch.load).
+    target = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:24]}{''.join(Path(uri).suffixes)}"
+    work = Path(tempfile.mkdtemp(prefix="fetch-", dir=cache))
+    try:
+        local, _, _ = store.fetch(uri, work, storage)
+        os.replace(local, target)
+    except (VideoError, OSError) as exc:
+        raise ModelLoadError(f"models.clip.pretrained: cannot copy checkpoint {uri}: {exc}") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return str(target)
 
 
 def _create_model(clip_cfg: ClipModelConfig, checkpoint: str | None, source: str):

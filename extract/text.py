@@ -1,4 +1,4 @@
-"""Caption parsing: hashtags, mentions, URLs, emoji and stable hashtag ids (pure Python, stdlib only).
+r"""Caption parsing: hashtags, mentions, URLs, emoji and stable hashtag ids (pure Python, stdlib only).
 
 Captions are untrusted user text, so every step here is linear in the caption length (no
 backtracking regular expressions) and accepts any ``str``: control characters, lone
@@ -12,7 +12,8 @@ Parsing rules (``parse_caption``), in order:
    ``#f\u200byp`` and ``#fyp`` are the same tag. Lone surrogates become U+FFFD.
 2. *URLs* (``http://``, ``https://``, ``ftp://`` or ``www.`` up to whitespace; trailing
    ``.,;:!?'"`` and unbalanced closing brackets are not part of the URL) are found first,
-   and nothing inside a URL is a hashtag or mention: ``https://x.com/a#frag`` has no tag.
+   and nothing inside a URL is a hashtag or mention: ``https://x.com/a#frag`` has no tag;
+   a tag glued to a URL ends where the URL starts (``#fyphttps://x.com`` is ``#fyp``).
 3. A *hashtag* is a hash sign (``#``, or a look-alike that NFKC folds to ``#``: ``＃`` ``﹟``)
    followed by one or more tag characters: letters, combining marks (not enclosing marks),
    decimal digits or ``_`` in any script, judged after NFKC (so full-width ``ｆｙｐ`` counts).
@@ -221,9 +222,12 @@ def parse_caption(caption: str | None) -> ParsedCaption:
         start = match.start()
         while span_i < len(url_spans) and url_spans[span_i][1] <= start:
             span_i += 1
-        if span_i < len(url_spans) and url_spans[span_i][0] <= start:
-            continue  # inside a URL: a fragment or a user path, not a tag or mention
-        end = _scan_tag_body(clean, start + 1)
+        limit = len(clean)
+        if span_i < len(url_spans):
+            if url_spans[span_i][0] <= start:
+                continue  # inside a URL: a fragment or a user path, not a tag or mention
+            limit = url_spans[span_i][0]  # "#fyphttps://x.com" is #fyp and a URL
+        end = _scan_tag_body(clean, start + 1, limit)
         if end == start + 1:
             continue
         if match.group() in HASH_SIGNS:
@@ -232,9 +236,9 @@ def parse_caption(caption: str | None) -> ParsedCaption:
             occurrences.append(HashtagOccurrence(len(occurrences), raw, tag, tid))
             tag_spans.append((start, end))
         elif _mention_allowed(clean, start):
-            handle = _scan_mention(clean, start + 1)
+            handle = _scan_mention(clean, start + 1, limit)
             if handle:
-                mentions.append(normalize_hashtag(handle))
+                mentions.append(fold_text(handle))
     unique = tuple(dict.fromkeys(o.tag for o in occurrences))
     return ParsedCaption(
         hashtags=tuple(occurrences),
@@ -413,9 +417,9 @@ def is_tag_char(ch: str) -> bool:
     return bool(folded) and all(_is_base_tag_char(c) for c in folded)
 
 
-def _scan_tag_body(text: str, i: int) -> int:
-    size = len(text)
-    while i < size and is_tag_char(text[i]):
+def _scan_tag_body(text: str, i: int, limit: int) -> int:
+    """End of the tag characters from ``i`` (at most ``limit``)."""
+    while i < limit and is_tag_char(text[i]):
         i += 1
     return i
 
@@ -427,10 +431,10 @@ def _mention_allowed(text: str, at: int) -> bool:
     return not (is_tag_char(prev) or prev in _EMAIL_LOCAL_PUNCT)
 
 
-def _scan_mention(text: str, i: int) -> str:
+def _scan_mention(text: str, i: int, limit: int) -> str:
     """The handle after ``@``: tag characters with inner dots (``first.last``)."""
-    start, size = i, len(text)
-    while i < size and (is_tag_char(text[i]) or text[i] == "."):
+    start = i
+    while i < limit and (is_tag_char(text[i]) or text[i] == "."):
         i += 1
     return text[start:i].rstrip(".")
 

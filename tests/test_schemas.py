@@ -1,0 +1,58 @@
+"""The schema registry is the only definition: files load, docs are generated from it,
+and the evolution rule (add nullable columns only) keeps old files readable."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from extract.schemas import SCHEMA_DIR, TABLES, all_table_schemas, get_table_schema
+
+from conftest import REPO, run_cli
+
+
+def test_every_table_has_a_valid_schema_file():
+    assert sorted(p.stem for p in SCHEMA_DIR.glob("*.json")) == sorted(TABLES)
+    for schema in all_table_schemas():
+        names = schema.column_names
+        assert len(names) == len(set(names)), schema.name
+        assert names[0] == "video_id" and "run_id" in names
+        assert schema.partition_names == ["dt"]
+        assert all(c["description"] for c in schema.columns), schema.name
+        arrow = schema.arrow_schema(16)
+        assert arrow.field("video_id").nullable is False
+
+
+def test_embedding_columns_follow_dim_and_dtype():
+    videos = get_table_schema("videos")
+    assert videos.arrow_schema(512).field("clip_embedding").type == pa.list_(pa.float32(), 512)
+    assert videos.arrow_schema(64, "float16").field("clip_embedding").type == pa.list_(pa.float16(), 64)
+
+
+def test_unknown_table_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown table 'video'"):
+        get_table_schema("video")
+
+
+def test_docs_tables_md_is_generated_from_the_registry():
+    generated = run_cli("schemas", "--markdown").stdout
+    assert (REPO / "docs" / "TABLES.md").read_text() == generated, "run: extract schemas --markdown > docs/TABLES.md"
+
+
+def test_old_schema_version_stays_readable_beside_a_new_one(tmp_path):
+    """Evolution rule: version N+1 may only append nullable columns."""
+    v1 = get_table_schema("errors").arrow_schema(8)
+    v2 = v1.append(pa.field("worker_host", pa.string(), nullable=True))
+    base = dict(video_id="a", uri="u", stage="decode", error_type="E", message="m", retryable=False,
+                content_sha256=None, run_id="r", at=None)
+    import datetime as _dt
+    base["at"] = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
+    (tmp_path / "dt=2026-01-01").mkdir()
+    pq.write_table(pa.Table.from_pylist([base], schema=v1), tmp_path / "dt=2026-01-01" / "old.parquet")
+    pq.write_table(pa.Table.from_pylist([dict(base, video_id="b", worker_host="h1")], schema=v2),
+                   tmp_path / "dt=2026-01-01" / "new.parquet")
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive", schema=v2).to_table()
+    rows = {r["video_id"]: r for r in table.to_pylist()}
+    assert rows["a"]["worker_host"] is None and rows["b"]["worker_host"] == "h1"

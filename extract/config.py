@@ -122,6 +122,17 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    # Where the uploads of one UTC date are: a manifest or a folder/prefix, with a {date}
+    # field formatted from that date ("{date}" = 2026-11-24, "{date:%Y/%m/%d}" = 2026/11/24),
+    # e.g. s3://uploads/{date}/manifest.jsonl. None = pass --uploads to the jobs.
+    input: str | None = None
+    output: str | None = None  # DST of the scheduled runs (jobs.*); None = pass --output
+    lookback_days: int = 1  # the daily run also re-scans this many earlier dates (late uploads)
+    gpu_wait_s: float = 900.0  # runtime.device=cuda: wait this long for autoscaled GPU nodes
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -131,6 +142,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able data (tuples become lists)."""
@@ -274,7 +286,26 @@ def verify_config(cfg: Config) -> Config:
         raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {cfg.limits.max_error_rate}")
     if "{tag}" not in cfg.text.hashtag_template:
         raise ConfigError("text.hashtag_template: must contain '{tag}', e.g. 'a video about {tag}'")
+    _check_positive("schedule.lookback_days", cfg.schedule.lookback_days, allow_zero=True)
+    _check_positive("schedule.gpu_wait_s", cfg.schedule.gpu_wait_s, allow_zero=True)
+    if cfg.schedule.input is not None:
+        check_date_template("schedule.input", cfg.schedule.input)
     return cfg
+
+
+def check_date_template(key: str, template: str) -> None:
+    """Raise ConfigError unless ``template`` has a ``{date}`` field and no other field."""
+    import string
+    from datetime import date
+
+    example = "e.g. s3://uploads/{date}/manifest.jsonl or /data/uploads/{date:%Y/%m/%d}/"
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        template.format(date=date(2000, 1, 31))
+    except (ValueError, KeyError, IndexError) as exc:
+        raise ConfigError(f"{key}: {template!r} is not a valid date template ({exc}); {example}") from exc
+    if fields != {"date"}:
+        raise ConfigError(f"{key}: {template!r} must contain {{date}} and no other field; {example}")
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

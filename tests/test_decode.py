@@ -1,0 +1,374 @@
+"""Decode stage: probe fields, exact sampling on real PyAV files, CLIP geometry against open_clip,
+audio, hardening against hostile files, every limit, and process isolation (timeout, crash)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import av
+import numpy as np
+import pytest
+
+import media
+from extract import decode
+from extract.config import Config
+from extract.decode import (DECODE_COLUMNS, ClipFrameScaler, DecodeJob, DecodePool, DecodeStage, crop_or_pad,
+                            decode_audio, decode_video, resize_plan)
+from extract.preprocess import PreprocessSpec
+from extract.probe import probe
+from extract.rows import ERROR_COLUMNS, VideoError, batch_to_rows, rows_to_batch
+from extract.sampling import sample_timestamps, spread_indices
+
+SPEC = PreprocessSpec(224, "bicubic", "shortest", (0.48145466, 0.4578275, 0.40821073),
+                      (0.26862954, 0.26130258, 0.27577711))  # ViT-B-32's, as preprocess_spec gives
+CONFIG = Config().replace(**{"models.clip.pretrained": None})
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "short": media.small_clip(d / "short.mp4", 4.0),
+        "long": media.small_clip(d / "long.mp4", 60.0, 128, 72, gop=10, audio=None),
+        "long_gop": media.long_gop_clip(d / "long_gop.mp4"),
+        "portrait": media.portrait_clip(d / "portrait.mp4"),
+        "vfr": media.vfr_clip(d / "vfr.mp4"),
+        "audio_only": media.audio_only_clip(d / "audio_only.m4a"),
+        "five_channel": media.five_channel_clip(d / "five_channel.mp4"),
+        "odd": media.odd_size_clip(d / "odd.mp4"),
+        "no_audio": media.small_clip(d / "no_audio.mp4", 2.0, audio=None),
+        "mkv": media.small_clip(d / "short.mkv", 4.0, codec="libvpx-vp9", audio_codec="libopus"),
+        "scene": media.scene_clip(d / "scene.mp4"),
+    }
+
+
+def _decode(path, **overrides):
+    return decode_video(str(path), CONFIG.replace(**overrides) if overrides else CONFIG, SPEC)
+
+
+def _error(path, **overrides) -> VideoError:
+    with pytest.raises(VideoError) as info:
+        _decode(path, **overrides)
+    return info.value
+
+
+# --------------------------------------------------------------------------- probe and sampling
+
+
+def test_short_clip_probe_frames_and_audio(clips):
+    out = _decode(clips["short"])
+    p = out.probe
+    assert (p.container, p.video_codec, p.audio_codec) == ("mov", "h264", "aac")
+    assert (p.width, p.height, p.rotation, p.fps, p.has_audio) == (160, 96, 0, 10.0, True)
+    assert p.duration_s == pytest.approx(4.0, abs=0.05) and p.bitrate > 0
+    assert out.frames.shape == (4, 224, 224, 3) and out.frames.dtype == np.uint8
+    assert out.pts_s.dtype == np.float32
+    np.testing.assert_allclose(out.pts_s, [0, 1, 2, 3], atol=1e-6)
+    assert out.audio.dtype == np.float32 and out.audio.ndim == 1
+    assert out.audio_s == pytest.approx(4.0, abs=0.1)
+    assert 0.1 < np.abs(out.audio).max() <= 1.0  # the 0.2-amplitude tone, not silence
+
+
+def test_long_clip_uniform_frames_equal_decode_everything_reference(clips):
+    out = _decode(clips["long"])
+    targets = sample_timestamps(out.probe.video_duration_s, CONFIG.sampling)
+    assert len(targets) == 32
+    ref_frames, ref_times = media.reference_frames(clips["long"], targets)
+    np.testing.assert_allclose(out.pts_s, ref_times, atol=1e-5)
+    assert np.all(out.pts_s >= targets - 1e-5) and np.all(out.pts_s - targets < 0.1 + 1e-5)
+    scale = ClipFrameScaler(SPEC)
+    np.testing.assert_array_equal(out.frames, np.stack([scale(f) for f in ref_frames]))
+
+
+@pytest.mark.parametrize("name, expect_seeks", [("long", True), ("long_gop", False)])
+def test_seek_plan_follows_gop_and_matches_sequential(clips, name, expect_seeks):
+    auto = _decode(clips[name])
+    sequential = decode_video(str(clips[name]), CONFIG, SPEC, strategy="sequential")
+    np.testing.assert_array_equal(auto.pts_s, sequential.pts_s)
+    np.testing.assert_array_equal(auto.frames, sequential.frames)
+    assert (auto.stats.seeks > 0) == expect_seeks
+    assert auto.stats.strategy == ("seek" if expect_seeks else "sequential")
+    if expect_seeks:  # 1 s GOPs, a target every 1.875 s: seeking skips most frames
+        assert auto.stats.frames_decoded < 0.6 * sequential.stats.frames_decoded
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_portrait_via_rotation_metadata(tmp_path, rotation):
+    path = media.portrait_clip(tmp_path / "p.mp4", rotation=rotation)
+    out = _decode(path)
+    p = out.probe
+    assert (p.rotation, p.width, p.height, p.coded_width, p.coded_height) == (rotation, 108, 192, 192, 108)
+    assert probe(str(path)).rotation == rotation
+    # Stored picture: red grows left->right, green top->bottom. Turned clockwise (90), red grows
+    # top->bottom and green right->left; counter-clockwise (270) the opposite.
+    frame = out.frames[0].astype(float)
+    red_down = frame[-20:, :, 0].mean() - frame[:20, :, 0].mean()
+    green_left = frame[:, :20, 1].mean() - frame[:, -20:, 1].mean()
+    sign = 1 if rotation == 90 else -1
+    assert sign * red_down > 30 and sign * green_left > 30
+
+
+def test_vfr_frames_are_the_first_at_or_after_each_target(clips):
+    out = _decode(clips["vfr"])
+    targets = sample_timestamps(out.probe.video_duration_s, CONFIG.sampling)
+    _, ref_times = media.reference_frames(clips["vfr"], targets)
+    np.testing.assert_allclose(out.pts_s, ref_times, atol=1e-6)
+    assert set(np.round(out.pts_s, 3)) <= {0.0, 0.1, 0.15, 0.6, 1.3, 1.35, 1.4, 2.2, 2.9, 3.5}
+
+
+def test_no_audio_stream(clips):
+    out = _decode(clips["no_audio"])
+    assert out.probe.has_audio is False and out.probe.audio_codec is None
+    assert out.audio.shape == (0,) and out.audio.dtype == np.float32 and out.audio_s == 0.0
+
+
+def test_audio_only_file_has_no_video_but_decodes_audio(clips):
+    assert _error(clips["audio_only"]).error_type == "NoVideoStream"
+    audio = decode_audio(str(clips["audio_only"]))
+    assert audio.dtype == np.float32 and len(audio) == pytest.approx(2 * 16_000, abs=1200)
+
+
+def test_five_channel_48k_audio_to_16k_mono(clips):
+    out = _decode(clips["five_channel"])
+    assert out.probe.audio_codec == "aac"
+    assert len(out.audio) == pytest.approx(3 * 16_000, abs=1200)
+    spectrum = np.abs(np.fft.rfft(out.audio[4000:-4000]))
+    peak_hz = np.argmax(spectrum) * 16_000 / len(out.audio[4000:-4000])
+    assert peak_hz == pytest.approx(440, abs=3)
+
+
+def test_odd_dimensions(clips):
+    out = _decode(clips["odd"])
+    assert (out.probe.width, out.probe.height) == (161, 91)
+    assert out.frames.shape == (4, 224, 224, 3)
+
+
+def test_matroska_vp9_opus(clips):
+    out = _decode(clips["mkv"])
+    assert (out.probe.container, out.probe.video_codec, out.probe.audio_codec) == ("matroska", "vp9", "opus")
+    np.testing.assert_allclose(out.pts_s, [0, 1, 2, 3], atol=1e-6)
+
+
+def test_keyframes_policy(clips):
+    out = _decode(clips["long"], **{"sampling.policy": "keyframes"})
+    kf = np.asarray(media.keyframe_times(clips["long"]))
+    assert len(kf) == 60  # one per second
+    np.testing.assert_allclose(out.pts_s, kf[spread_indices(60, 32)], atol=1e-6)
+    few = _decode(clips["long_gop"], **{"sampling.policy": "keyframes"})
+    np.testing.assert_allclose(few.pts_s, [0.0])  # never padded to min_frames
+
+
+def test_scene_policy_finds_the_cuts(clips):
+    out = _decode(clips["scene"], **{"sampling.policy": "scene"})
+    np.testing.assert_allclose(out.pts_s, [0.0, 2.0, 4.5], atol=1e-6)
+    capped = _decode(clips["scene"], **{"sampling.policy": "scene", "sampling.max_frames": 2,
+                                       "sampling.min_frames": 1})
+    np.testing.assert_allclose(capped.pts_s, [0.0, 2.0], atol=1e-6)
+    np.testing.assert_array_equal(capped.frames, out.frames[:2])
+
+
+def test_scene_policy_second_pass_when_changes_exceed_memory(clips, monkeypatch):
+    monkeypatch.setattr(decode, "SCENE_STORE_FACTOR", 0)  # keep nothing: decode the chosen cuts again
+    again = _decode(clips["scene"], **{"sampling.policy": "scene"})
+    monkeypatch.undo()
+    once = _decode(clips["scene"], **{"sampling.policy": "scene"})
+    np.testing.assert_array_equal(again.pts_s, once.pts_s)
+    np.testing.assert_array_equal(again.frames, once.frames)
+
+
+# --------------------------------------------------------------------------- CLIP geometry
+
+
+@pytest.mark.parametrize("w, h", [(320, 180), (180, 320), (161, 91), (224, 224), (1000, 10), (100, 150)])
+@pytest.mark.parametrize("mode", ["shortest", "longest", "squash"])
+def test_resize_plan_matches_open_clip_geometry(w, h, mode):
+    from PIL import Image
+    from open_clip.transform import image_transform
+
+    # An image whose pixel values encode their coordinates, resized with NEAREST by open_clip:
+    # the crop/pad offsets must land on the same source pixels.
+    plan = resize_plan(w, h, 224, mode)
+    transform = image_transform(224, is_train=False, resize_mode=mode, interpolation="bilinear")
+    resize = transform.transforms[0]
+    resized = resize(Image.new("RGB", (w, h)))
+    assert resized.size == (plan.resize_w, plan.resize_h)
+    marks = np.zeros((plan.resize_h, plan.resize_w, 3), np.uint8)
+    marks[..., 0] = np.arange(plan.resize_w)[None, :] % 251 + 1
+    marks[..., 1] = np.arange(plan.resize_h)[:, None] % 251 + 1
+    expected = np.asarray(transform.transforms[1](Image.fromarray(marks))) if mode != "squash" else marks
+    np.testing.assert_array_equal(crop_or_pad(marks, plan), expected)
+
+
+@pytest.fixture(scope="module")
+def open_clip_preprocess():
+    import open_clip
+
+    return open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)[2]
+
+
+@pytest.mark.parametrize("name, size, rotation", [("landscape", (640, 360), 0), ("portrait", (400, 300), 270),
+                                                  ("odd", None, 0)])
+def test_frames_match_open_clip_preprocess_val(tmp_path, clips, open_clip_preprocess, name, size, rotation):
+    """Differential check: our swscale path vs open_clip's PIL path on the same decoded frames.
+
+    Tolerance (0-255 scale): mean |diff| < 1.5 and 99th percentile <= 6; the rest are pixels
+    at hard colour edges, where swscale scales 4:2:0 chroma at its own resolution.
+    """
+    from PIL import Image
+
+    path = clips["odd"] if size is None else media.small_clip(tmp_path / f"{name}.mp4", 1.0, *size,
+                                                               rotation=rotation, audio=None)
+    out = _decode(path)
+    ref_frames, _ = media.reference_frames(path, sample_timestamps(out.probe.video_duration_s, CONFIG.sampling))
+    mean, std = np.array(SPEC.mean), np.array(SPEC.std)
+    diffs = []
+    for ours, frame in zip(out.frames, ref_frames):
+        rgb = frame.to_ndarray(format="rgb24")
+        rgb = np.rot90(rgb, k=-(rotation // 90)) if rotation else rgb
+        tensor = open_clip_preprocess(Image.fromarray(np.ascontiguousarray(rgb))).numpy()
+        ref = (tensor.transpose(1, 2, 0) * std + mean) * 255
+        diffs.append(np.abs(ours.astype(np.float64) - ref))
+    diff = np.concatenate([d.ravel() for d in diffs])
+    assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 6, (diff.mean(), np.percentile(diff, 99))
+
+
+# --------------------------------------------------------------------------- hostile and broken files
+
+
+def test_hls_playlist_is_refused_though_plain_ffmpeg_would_follow_it(tmp_path, clips):
+    playlist = media.hls_playlist(tmp_path / "evil.m3u8", clips["short"])
+    with av.open(str(playlist)) as unrestricted:  # the threat: frames of another file
+        assert sum(1 for _ in unrestricted.decode(video=0)) == 40
+    err = _error(playlist)
+    assert err.error_type == "UnsupportedFormat" and "hls" in str(err)
+
+
+def test_concat_list_and_non_media_are_refused(tmp_path, clips):
+    err = _error(media.concat_list(tmp_path / "list.txt", clips["short"]))
+    assert err.error_type == "UnsupportedFormat" and "concat" in str(err)
+    assert _error(media.text_file(tmp_path / "notes.txt")).error_type == "UnsupportedFormat"
+    # Garbage named like an MP4 reaches the mov demuxer, which finds no index: broken MP4.
+    assert _error(media.text_file(tmp_path / "fake.mp4")).error_type == "DecodeError"
+    assert _error(media.zero_byte_file(tmp_path / "empty.mp4")).error_type == "DecodeError"
+
+
+def test_truncated_files(tmp_path, clips):
+    # MP4 keeps its index at the end: cut in half, nothing is readable.
+    err = _error(media.truncated_copy(clips["short"], tmp_path / "half.mp4"))
+    assert err.error_type == "DecodeError" and "moov" in str(err)
+    # Matroska streams: half a file decodes, but its sampled seconds are missing.
+    err = _error(media.truncated_copy(clips["mkv"], tmp_path / "half.mkv"))
+    assert err.error_type == "DecodeError" and "truncated" in str(err)
+    # A few missing bytes at the end: every target is still served.
+    out = _decode(media.truncated_copy(clips["mkv"], tmp_path / "most.mkv", keep=0.97))
+    np.testing.assert_allclose(out.pts_s, [0, 1, 2, 3], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_limit_max_duration(clips):
+    err = _error(clips["short"], **{"limits.max_duration_s": 3.0})
+    assert err.error_type == "LimitExceeded" and "limits.max_duration_s" in str(err)
+
+
+def test_limit_max_pixels(clips):
+    err = _error(clips["short"], **{"limits.max_pixels": 160 * 96 - 1})
+    assert err.error_type == "LimitExceeded" and "limits.max_pixels" in str(err)
+    assert _decode(clips["short"], **{"limits.max_pixels": 160 * 96}).frames.shape[0] == 4
+
+
+def test_limit_max_streams(tmp_path, clips):
+    err = _error(media.many_streams_clip(tmp_path / "many.mkv", n_audio=9))
+    assert err.error_type == "LimitExceeded" and "limits.max_streams" in str(err)
+    err = _error(clips["short"], **{"limits.max_streams": 1})
+    assert err.error_type == "LimitExceeded" and "limits.max_streams" in str(err)
+
+
+def test_limit_timeout_inside_the_decoder(clips):
+    err = _error(clips["long"], **{"limits.timeout_s": 0.001})
+    assert err.error_type == "Timeout" and err.retryable and "limits.timeout_s" in str(err)
+
+
+# --------------------------------------------------------------------------- isolation and the stage
+
+
+@pytest.fixture(scope="module")
+def stage():
+    s = DecodeStage(CONFIG)
+    yield s
+    s.close()
+
+
+def _batch(*rows):
+    full = [{"video_id": vid, "uri": str(uri), "caption": None, "upload_ts": None, "dt": "2026-01-01",
+             **{c: None for c in ERROR_COLUMNS}} for vid, uri in rows]
+    return rows_to_batch(full)
+
+
+def test_stage_rows_contract_and_failed_passthrough(stage, clips, tmp_path):
+    batch = _batch(("ok", clips["short"]), ("missing", tmp_path / "nope.mp4"), ("empty", media.zero_byte_file(
+        tmp_path / "empty.mp4")), ("earlier", clips["short"]))
+    batch["error_stage"][3], batch["error_type"][3] = "source", "InvalidInput"
+    rows = batch_to_rows(stage(batch))
+    assert all(set(r) == set(batch) | set(DECODE_COLUMNS) for r in rows)
+    ok, missing, empty, earlier = rows
+    assert ok["error_stage"] is None
+    assert ok["content_sha256"] == hashlib.sha256(clips["short"].read_bytes()).hexdigest()
+    assert ok["file_bytes"] == os.path.getsize(clips["short"])
+    assert (ok["width"], ok["height"], ok["n_frames"], ok["sampling_policy"]) == (160, 96, 4, "uniform")
+    assert ok["frames"].shape == (4, 224, 224, 3) and ok["pts_s"].shape == (4,)
+    assert ok["audio_s"] == pytest.approx(4.0, abs=0.1) and ok["has_audio"] is True
+    assert (missing["error_stage"], missing["error_type"]) == ("decode", "NotFound")
+    assert (empty["error_type"], empty["retryable"]) == ("UnsupportedFormat", False)
+    assert (earlier["error_stage"], earlier["content_sha256"]) == ("source", None)
+    for failed in (missing, empty, earlier):
+        assert failed["frames"].shape == (0, 224, 224, 3) and failed["frames"].dtype == np.uint8
+        assert failed["pts_s"].shape == (0,) and failed["audio"].shape == (0,)
+        assert failed["n_frames"] is None and failed["width"] is None
+
+
+def test_crash_costs_only_its_row(stage, clips, monkeypatch):
+    monkeypatch.setenv(decode.CRASH_HOOK_ENV, "boom,other")
+    rows = batch_to_rows(stage(_batch(("a", clips["short"]), ("boom", clips["short"]), ("b", clips["no_audio"]))))
+    assert [r["error_type"] for r in rows] == [None, "Crash", None]
+    assert rows[1]["retryable"] is False and "SIGABRT" in rows[1]["error_message"]
+    monkeypatch.delenv(decode.CRASH_HOOK_ENV)
+    assert batch_to_rows(stage(_batch(("boom", clips["short"]))))[0]["error_type"] is None  # fresh child
+
+
+def test_stage_limit_max_file_bytes(clips):
+    small = DecodeStage(CONFIG.replace(**{"limits.max_file_bytes": 1000}))
+    try:
+        row = batch_to_rows(small(_batch(("big", clips["short"]))))[0]
+    finally:
+        small.close()
+    assert row["error_type"] == "LimitExceeded" and "limits.max_file_bytes" in row["error_message"]
+
+
+def test_pool_kills_a_hung_decoder(tmp_path, clips, monkeypatch):
+    monkeypatch.setattr(decode, "KILL_GRACE_S", 0.5)
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)  # opening it blocks in the kernel: the child cannot stop itself
+    with DecodePool(CONFIG.replace(**{"limits.timeout_s": 1.0}), SPEC) as pool:
+        hung, after = pool.map([DecodeJob("hang", str(fifo))]), pool.map([DecodeJob("ok", str(clips["short"]))])
+    assert hung[0].error_type == "Timeout" and hung[0].retryable and "killed" in str(hung[0])
+    assert after[0].frames.shape == (4, 224, 224, 3)
+
+
+@pytest.mark.slow
+def test_limit_max_memory_bytes(tmp_path, clips):
+    big = media.big_frame_clip(tmp_path / "big.avi")  # 4096 x 4096: tens of MB to decode
+    config = CONFIG.replace(**{"limits.max_pixels": 4096 * 4096})
+    with DecodePool(config, SPEC) as probe_pool:
+        baseline = probe_pool.baseline_vm_bytes
+    with pytest.raises(ValueError, match="limits.max_memory_bytes"):
+        DecodePool(config.replace(**{"limits.max_memory_bytes": baseline}), SPEC)
+    tight = config.replace(**{"limits.max_memory_bytes": baseline + 72 * 2**20})
+    with DecodePool(tight, SPEC) as pool:
+        result, after = pool.map([DecodeJob("big", str(big)), DecodeJob("ok", str(clips["short"]))])
+    assert result.error_type == "LimitExceeded" and "limits.max_memory_bytes" in str(result)
+    assert after.frames.shape == (4, 224, 224, 3)
+    with DecodePool(config, SPEC) as roomy:
+        assert roomy.decode(DecodeJob("big", str(big))).probe.width == 4096

@@ -1,0 +1,182 @@
+"""docs/QUERIES.md: every example runs against the output of a real tiny `extract run`.
+
+Each ```python block starting with ``# example: <name>`` is executed with ``DST``, ``WORD`` and
+``VIDEO_ID`` set for that output, then checked against the same answer computed here from
+``Catalog`` reads (so an example that runs but answers wrongly fails, and so does an example
+without a check or a check without an example).
+
+The run (``committed_tiny_run``) is made once per session and shared with tests/test_report.py:
+the ``small_samples`` clips, one moved to another upload day, one caption made hostile, plus a
+file that is not a video (so ``errors`` has a row).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from extract.catalog import Catalog
+
+from conftest import REPO, run_cli
+
+DOC = REPO / "docs" / "QUERIES.md"
+BLOCK = re.compile(r"```python\n(# (example: ([\w-]+)|parameters)\n.*?)```", re.S)
+HOSTILE_CAPTION = "no sound <script>alert(1)</script>#x"
+NOT_A_VIDEO = "not_a_video"
+QUERY_VIDEO = "beach_day"
+
+_RUNS: dict[tuple[str, str], tuple[Path, str] | str] = {}  # (DST, run_id), or why the run failed
+
+
+def committed_tiny_run(small_samples: Path, tiny_config: Path, tmp_path_factory) -> tuple[Path, str]:
+    """``(DST, run_id)`` of one committed ``extract run`` (made on first use in a session; a
+    failed run is not retried by the next module that asks)."""
+    key = (str(small_samples), str(tiny_config))
+    if key not in _RUNS:
+        _RUNS[key] = _tiny_run(small_samples, tiny_config, tmp_path_factory)
+    if isinstance(_RUNS[key], str):
+        pytest.fail(_RUNS[key])
+    return _RUNS[key]
+
+
+def _tiny_run(small_samples: Path, tiny_config: Path, tmp_path_factory) -> tuple[Path, str] | str:
+    root = tmp_path_factory.mktemp("tiny-run")
+    rows = [json.loads(line) for line in small_samples.read_text().splitlines()]
+    for row in rows:
+        row["uri"] = str(small_samples.parent / row["uri"])
+        if row["video_id"] == "silent_loop":  # a second upload day, and an untrusted caption
+            row["upload_ts"], row["caption"] = "2026-11-23T09:00:00Z", HOSTILE_CAPTION
+    broken = root / f"{NOT_A_VIDEO}.mp4"
+    broken.write_bytes(b"this is not a video\n" * 64)
+    rows.append({"video_id": NOT_A_VIDEO, "uri": str(broken), "caption": "#broken",
+                 "upload_ts": "2026-11-24T12:00:00Z"})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dst = root / "out"
+    proc = run_cli("run", "--input", str(manifest), "--output", str(dst), "--config", "jobs/configs/local.yaml",
+                   "--config", str(tiny_config), "--no-progress")
+    if proc.returncode != 0:
+        return f"extract run exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    (run_file,) = (dst / "_runs").glob("*.json")
+    return dst, run_file.stem
+
+
+def doc_blocks() -> dict[str, str]:
+    """``{name: code}`` of the marked blocks of docs/QUERIES.md (``parameters`` included)."""
+    blocks: dict[str, str] = {}
+    for match in BLOCK.finditer(DOC.read_text(encoding="utf-8")):
+        name = match.group(3) or "parameters"
+        assert name not in blocks, f"duplicate example name {name!r} in {DOC}"
+        blocks[name] = match.group(1)
+    return blocks
+
+
+EXAMPLES = sorted(n for n in doc_blocks() if n != "parameters")
+
+
+@pytest.fixture(scope="module")
+def output(tmp_path_factory, small_samples, tiny_config) -> dict[str, Any]:
+    """The run's DST plus the answers the examples must give, computed from Catalog reads."""
+    dst, run_id = committed_tiny_run(small_samples, tiny_config, tmp_path_factory)
+    catalog = Catalog(str(dst))
+    videos = catalog.read("videos").to_pylist()
+    segments = catalog.read("transcript_segments").to_pylist()
+    assert segments, "the tiny Whisper model produced no transcript segment"
+    word = re.findall(r"\w+", segments[0]["text"])[0]
+    pattern = re.compile(rf"\b{re.escape(word)}\b", re.I)
+    tags: Counter = Counter()
+    for row in catalog.read("hashtags").to_pylist():
+        tags[(row["dt"], row["tag"], row["video_id"])] = 1
+    per_day = Counter((dt, tag) for dt, tag, _ in tags)
+    with_embedding = [v for v in videos if v["clip_embedding"] is not None]
+    matrix = np.asarray([v["clip_embedding"] for v in with_embedding], np.float64)
+    query = [v["video_id"] for v in with_embedding].index(QUERY_VIDEO)
+    cosine = matrix @ matrix[query] / np.linalg.norm(matrix, axis=1) / np.linalg.norm(matrix[query])
+    return {
+        "dst": dst, "word": word,
+        "videos_per_day": sorted(Counter(v["dt"] for v in videos).items()),
+        "tag_rows": Counter(row["tag"] for row in catalog.read("hashtags").to_pylist()),
+        "top_tags": sorted(((dt, tag, n) for (dt, tag), n in per_day.items()), key=lambda x: (x[0], -x[2], x[1])),
+        "nearest": sorted(zip((v["video_id"] for v in with_embedding), cosine), key=lambda x: -x[1])[:5],
+        "segments": sorted((s["video_id"], s["segment_index"]) for s in segments if pattern.search(s["text"])),
+        "saying": sorted(v["video_id"] for v in videos if pattern.search(v["transcript_text"])),
+        "errors": Counter((e["stage"], e["error_type"]) for e in catalog.read("errors").to_pylist()),
+        "error_rows": catalog.read("errors").to_pylist(),
+    }
+
+
+def run_example(name: str, output: dict[str, Any]) -> dict[str, Any]:
+    blocks = doc_blocks()
+    namespace: dict[str, Any] = {"__name__": f"queries_{name.replace('-', '_')}"}
+    exec(compile(blocks["parameters"], f"{DOC}:parameters", "exec"), namespace)
+    namespace.update(DST=str(output["dst"]), WORD=output["word"], VIDEO_ID=QUERY_VIDEO)
+    exec(compile(blocks[name], f"{DOC}:{name}", "exec"), namespace)
+    return namespace
+
+
+def _check_nearest(got: list[tuple[str, float]], output: dict[str, Any]) -> None:
+    assert got[0][0] == QUERY_VIDEO and abs(got[0][1] - 1.0) < 1e-5, got
+    assert [v for v, _ in got] == [v for v, _ in output["nearest"]]
+    assert np.allclose([c for _, c in got], [c for _, c in output["nearest"]], atol=1e-5)
+    assert all(a >= b - 1e-6 for (_, a), (_, b) in zip(got, got[1:]))
+
+
+def _check_top_tags(got: list[tuple[Any, str, int]], output: dict[str, Any]) -> None:
+    assert [(str(dt), tag, n) for dt, tag, n in got] == output["top_tags"]
+    assert len({str(dt) for dt, _, _ in got}) == 2  # two upload days in this output
+
+
+CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
+    "exactly-once-duckdb": lambda ns, out: _eq(
+        [(str(dt), n) for dt, n in ns["committed_videos"]], out["videos_per_day"]),
+    "exactly-once-catalog": lambda ns, out: (
+        _eq([r["video_id"] for r in ns["one_video"].to_pylist()], [QUERY_VIDEO]),
+        _eq(dict(ns["tag_counts"]), dict(out["tag_rows"]))),
+    "top-hashtags-duckdb": lambda ns, out: _check_top_tags(ns["top_tags"], out),
+    "top-hashtags-pyarrow": lambda ns, out: _check_top_tags(
+        [(dt, tag, n) for dt, day in ns["top_tags_arrow"].items() for tag, n in day], out),
+    "nearest-duckdb": lambda ns, out: _check_nearest(ns["neighbours"], out),
+    "nearest-duckdb-array": lambda ns, out: _check_nearest(ns["neighbours_array"], out),
+    "nearest-numpy": lambda ns, out: _check_nearest(ns["neighbours_numpy"], out),
+    "transcripts-duckdb": lambda ns, out: _eq(sorted((r[0], r[1]) for r in ns["said"]), out["segments"]),
+    "transcripts-pyarrow": lambda ns, out: _eq(sorted(ns["videos_saying"]["video_id"].to_pylist()), out["saying"]),
+    "errors-duckdb": lambda ns, out: (
+        _eq({(s, t): n for s, t, n, _, _ in ns["errors_by_stage"]}, dict(out["errors"])),
+        _eq([r for _, _, _, r, _ in ns["errors_by_stage"]],
+            [sum(e["retryable"] for e in out["error_rows"] if (e["stage"], e["error_type"]) == (s, t))
+             for s, t, _, _, _ in ns["errors_by_stage"]]),
+        _eq(all(NOT_A_VIDEO in m for *_, m in ns["errors_by_stage"]), True)),
+}
+
+
+def _eq(got: Any, want: Any) -> None:
+    assert got == want
+
+
+def test_every_example_has_a_check():
+    blocks = doc_blocks()
+    assert "parameters" in blocks and set(EXAMPLES) == set(CHECKS)
+    assert {"DST", "WORD", "VIDEO_ID"} <= set(re.findall(r"^(\w+) =", blocks["parameters"], re.M))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_answers_correctly(name, output):
+    namespace = run_example(name, output)
+    CHECKS[name](namespace, output)
+
+
+def test_expected_answers_are_not_trivial(output):
+    # The checks above compare against these; make sure they are not empty by construction.
+    assert output["segments"] and output["saying"] and output["errors"]
+    assert len(output["nearest"]) >= 3 and len(output["videos_per_day"]) == 2
+    assert sum(1 for dt, _, _ in output["top_tags"] if dt == "2026-11-24") >= 4
+    catalog = Catalog(str(output["dst"]))
+    caption = catalog.read("videos", ["caption"], filter=pc.field("video_id") == "silent_loop")
+    assert caption["caption"].to_pylist() == [HOSTILE_CAPTION]

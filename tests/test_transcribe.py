@@ -1,0 +1,314 @@
+"""Whisper stage with a tiny random model: windows, decoding plumbing, batching, the stage contract.
+
+Real-speech accuracy against ``whisper.transcribe`` lives in ``test_transcribe_quality.py``
+(marked ``weights``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from extract.config import Config, WhisperConfig, WhisperModelConfig
+from extract.rows import batch_to_rows, rows_to_batch
+from extract.transcribe import (OUTPUT_COLUMNS, TINY_WHISPER_DIMS, TranscribeStage, WhisperTranscriber,
+                                is_no_speech, make_tiny_whisper, needs_fallback, split_timestamped,
+                                word_edits, word_error_rate)
+from extract.windows import SAMPLE_RATE, AudioWindow, is_silent, plan_windows
+
+GREEDY = WhisperConfig(temperatures=(0.0,))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The test machine is shared by several jobs; one intra-op thread avoids oversubscription stalls."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory) -> str:
+    return make_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"))
+
+
+@pytest.fixture(scope="module")
+def greedy(tiny_whisper) -> WhisperTranscriber:
+    return WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+
+
+def noise(seconds: float, seed: int, level: float = 0.1) -> np.ndarray:
+    """Gaussian noise bursts (speech-like on/off envelope), ``(seconds * 16000,) float32``."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    envelope = (np.sin(np.arange(n) / SAMPLE_RATE * 2 * np.pi * 0.7 + seed) > -0.3).astype(np.float32)
+    return (level * rng.standard_normal(n) * envelope).astype(np.float32)
+
+
+# ---- windows ---------------------------------------------------------------------------------
+
+
+def test_short_audio_is_one_window():
+    audio = noise(29.9, 0)
+    assert plan_windows(audio) == [AudioWindow(0, len(audio))]
+    assert plan_windows(np.zeros(0, np.float32)) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(seconds=st.floats(0.01, 140.0), seed=st.integers(0, 2**31 - 1), search=st.sampled_from([0.0, 1.0, 3.0]))
+def test_windows_cover_audio_exactly_once(seconds, seed, search):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    audio = (rng.standard_normal(n) * rng.uniform(0, 1, size=n // 1600 + 1).repeat(1600)[:n]).astype(np.float32)
+    windows = plan_windows(audio, 30.0, search)
+    covered = np.zeros(n, np.int32)
+    for w in windows:
+        covered[w.start:w.end] += 1
+        assert 0 < w.n_samples <= 30 * SAMPLE_RATE
+    assert (covered == 1).all()
+    assert all(a.end == b.start for a, b in zip(windows, windows[1:]))
+    assert all(w.n_samples >= (30.0 - search) * SAMPLE_RATE - 1 for w in windows[:-1])
+
+
+def test_cut_falls_in_the_pause_before_the_boundary():
+    audio = noise(70.0, 1, level=0.2)
+    audio[:] = np.abs(audio) + 0.05  # loud everywhere ...
+    pauses = [(28.2, 28.5), (56.0, 56.4)]  # ... except two pauses inside the search spans
+    for a, b in pauses:
+        audio[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)] = 0.0
+    windows = plan_windows(audio, 30.0, 3.0)
+    assert len(windows) == 3
+    for (a, b), w in zip(pauses, windows):
+        assert a * SAMPLE_RATE <= w.end <= b * SAMPLE_RATE
+
+
+def test_silence_is_judged_by_the_loudest_stretch():
+    assert is_silent(np.zeros(SAMPLE_RATE * 5, np.float32), 0.003)
+    assert is_silent(noise(5, 2, level=0.001), 0.003)
+    quiet_with_word = np.zeros(SAMPLE_RATE * 30, np.float32)
+    quiet_with_word[SAMPLE_RATE * 10:SAMPLE_RATE * 10 + 4000] = noise(0.25, 3, level=0.05)
+    # The whole-window RMS is far below the threshold, but one stretch is audible.
+    assert np.sqrt(np.mean(quiet_with_word ** 2)) < 0.003
+    assert not is_silent(quiet_with_word, 0.003)
+
+
+# ---- pure decisions ------------------------------------------------------------------------------
+
+
+def test_gating_follows_whisper_transcribe():
+    cfg = WhisperConfig()  # no_speech 0.6, logprob -1.0, compression 2.4
+    assert is_no_speech(0.9, -1.5, 1.2, cfg)  # whisper.transcribe's rule
+    assert is_no_speech(0.9, -0.5, 3.0, cfg)  # ... extended to repetitive text
+    assert not is_no_speech(0.9, -0.5, 1.2, cfg)  # confident text despite a high no-speech probability
+    assert not is_no_speech(0.3, -1.5, 3.0, cfg)
+    assert needs_fallback(2.5, -0.2, 0.1, cfg)  # repetitive
+    assert needs_fallback(1.2, -1.2, 0.1, cfg)  # improbable
+    assert not needs_fallback(1.2, -0.2, 0.1, cfg)
+    assert not needs_fallback(1.2, -1.2, 0.9, cfg)  # silence: not retried
+    assert not needs_fallback(2.5, -0.2, 0.9, cfg)
+
+
+def test_split_timestamped_pairs_and_unfinished_text():
+    eot, ts = 100, 200
+    tokens = [ts + 0, 1, 2, ts + 50, ts + 50, 3, ts + 120, ts + 130, 4, 5]
+    assert split_timestamped(tokens, eot, ts) == [(0, 50, [1, 2]), (50, 120, [3]), (130, None, [4, 5])]
+    # Special tokens between eot and the timestamps are not text; a lone trailing timestamp ends nothing.
+    assert split_timestamped([ts, 7, eot + 3, ts + 10, ts + 20], eot, ts) == [(0, 10, [7])]
+    assert split_timestamped([8, 9], eot, ts) == [(None, None, [8, 9])]
+    assert split_timestamped([ts, ts + 5], eot, ts) == []
+
+
+def test_word_error_rate():
+    assert word_edits("The cat sat.", "the cat sat") == (0, 3)
+    assert word_edits("Let's go, now!", "lets go now") == (0, 3)
+    assert word_edits("a b c d", "a x c") == (2, 4)
+    assert word_edits("", "hello") == (1, 0)
+    assert word_error_rate(["a b c d", "e f"], ["a b c d", "e g"]) == pytest.approx(1 / 6)
+    assert word_error_rate([], []) == 0.0
+
+
+# ---- the tiny model --------------------------------------------------------------------------------
+
+
+def test_tiny_checkpoint_is_deterministic_and_loads(tmp_path, tiny_whisper):
+    import whisper
+
+    again = make_tiny_whisper(tmp_path)
+    digest = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (tiny_whisper, again)]
+    assert digest[0] == digest[1]
+    model = whisper.load_model(again, device="cpu")
+    assert vars(model.dims) == TINY_WHISPER_DIMS
+    assert model.is_multilingual
+    pos = model.decoder.positional_embedding.detach()
+    assert bool(pos.isfinite().all()) and float(pos.abs().max()) > 0
+
+
+def test_load_errors_name_the_checkpoint(tmp_path):
+    from extract.clip import ModelLoadError
+
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(ModelLoadError, match="nope.pt"):
+        WhisperTranscriber(WhisperModelConfig(name=str(missing)), GREEDY, device="cpu")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint" * 100)
+    with pytest.raises(ModelLoadError, match="corrupt.pt"):
+        WhisperTranscriber(WhisperModelConfig(name=str(corrupt)), GREEDY, device="cpu")
+    # An official name whose weights are not staged fails at once instead of downloading.
+    with pytest.raises(ModelLoadError, match="not found at .*tiny.pt"):
+        WhisperTranscriber(WhisperModelConfig(name="tiny", download_root=str(tmp_path)), GREEDY, device="cpu")
+    with pytest.raises(ValueError, match="whisper.language"):
+        WhisperTranscriber(WhisperModelConfig(name=make_tiny_whisper(tmp_path)),
+                           WhisperConfig(language="klingon"), device="cpu")
+
+
+def test_lineage_names_the_file_and_its_weights(greedy, tiny_whisper):
+    path, digest = greedy.lineage.split("|sha256:")
+    assert path == tiny_whisper and len(digest) == 12 and int(digest, 16) >= 0
+    assert str(greedy.model.decoder.token_embedding.weight.dtype) == "torch.float32"  # fp32 on CPU
+
+
+def check_segments(transcript, duration_s: float) -> None:
+    previous_end = 0.0
+    for seg in transcript.segments:
+        assert set(seg) == {"start_s", "end_s", "text", "avg_logprob", "no_speech_prob", "compression_ratio",
+                            "temperature"}
+        assert 0.0 <= seg["start_s"] <= seg["end_s"] <= duration_s + 1e-6
+        assert seg["start_s"] >= previous_end - 1e-6  # in time order, not overlapping
+        assert seg["text"] and seg["text"] == seg["text"].strip()
+        previous_end = seg["end_s"]
+
+
+def test_transcripts_have_the_contracted_shape(greedy):
+    clips = [noise(4.0, 10), np.zeros(SAMPLE_RATE * 3, np.float32), noise(47.0, 11), np.zeros(0, np.float32)]
+    out = greedy.transcribe_batch(clips, batch_size=4)
+    assert len(out) == len(clips)
+    for clip, t in zip(clips, out):
+        check_segments(t, len(clip) / SAMPLE_RATE)
+    speech, silent, long, empty = out
+    assert speech.text and speech.segments and speech.language and 0 < speech.language_prob <= 1
+    assert speech.text == greedy.tokenizer.decode(greedy.tokenizer.encode(speech.text)).strip()
+    assert 0.0 <= speech.no_speech_prob < 1.0
+    for t in (silent, empty):
+        assert (t.text, t.language, t.language_prob, t.no_speech_prob, t.segments) == ("", None, None, 1.0, [])
+    # The long clip's two windows both produced text; segments of the second start after the cut.
+    cut = greedy.plan(clips[2])[0].end_s
+    assert any(s["start_s"] >= cut for s in long.segments) and any(s["end_s"] <= cut for s in long.segments)
+
+
+def test_decoding_is_batch_invariant(greedy):
+    target = noise(38.0, 20)  # two windows
+    others = [noise(6.0, 21), noise(12.0, 22, level=0.3), np.zeros(SAMPLE_RATE * 2, np.float32), noise(3.0, 23)]
+    alone = greedy.transcribe_batch([target], batch_size=1)[0]
+    for batch_size in (2, 3, 8):
+        mixed = greedy.transcribe_batch([others[0], others[1], target, others[2], others[3]], batch_size)[2]
+        assert mixed.text == alone.text
+        assert mixed.language == alone.language
+        assert [(s["start_s"], s["end_s"], s["text"]) for s in mixed.segments] == \
+               [(s["start_s"], s["end_s"], s["text"]) for s in alone.segments]
+        assert mixed.no_speech_prob == pytest.approx(alone.no_speech_prob, rel=1e-3, abs=1e-30)
+
+
+def test_temperature_fallback_only_for_failing_windows(tiny_whisper):
+    clip = noise(5.0, 30)
+    ladder = (0.0, 0.5, 1.0)
+    model = WhisperModelConfig(name=tiny_whisper)
+    # The random model repeats itself: every window fails the compression check and walks the ladder.
+    strict = WhisperTranscriber(model, WhisperConfig(temperatures=ladder), device="cpu").transcribe_batch([clip])[0]
+    assert strict.segments and {s["temperature"] for s in strict.segments} == {1.0}
+    assert all(s["compression_ratio"] > 2.4 for s in strict.segments)
+    lenient = WhisperConfig(temperatures=ladder, compression_ratio_threshold=1e9, logprob_threshold=-1e9)
+    kept = WhisperTranscriber(model, lenient, device="cpu").transcribe_batch([clip])[0]
+    assert kept.segments and {s["temperature"] for s in kept.segments} == {0.0}
+
+
+def test_no_speech_gating_drops_text(tiny_whisper):
+    clip = noise(5.0, 40)
+    # Every window counts as silence when any probability exceeds the threshold and any log-prob is low.
+    gate_all = WhisperConfig(temperatures=(0.0,), no_speech_threshold=-1.0, logprob_threshold=1.0)
+    t = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), gate_all, device="cpu").transcribe_batch([clip])[0]
+    assert (t.text, t.segments, t.language) == ("", [], None)
+    assert 0.0 <= t.no_speech_prob < 1.0  # the model's own number, not the silent-window 1.0
+
+
+def test_configured_language_is_used(tiny_whisper):
+    cfg = WhisperConfig(temperatures=(0.0,), language="de")
+    t = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), cfg, device="cpu").transcribe_batch([noise(4.0, 50)])[0]
+    assert t.language == "de" and 0.0 < t.language_prob < 1.0
+
+
+def test_fp16_activation_path_runs(tiny_whisper):
+    """The CUDA dtype handling (fp16 weights except layer norms, fp16 features), exercised on CPU."""
+    import torch
+
+    from extract.transcribe import _to_fp16
+
+    clip = noise(4.0, 60)
+    tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+    fp32 = tr.transcribe_batch([clip])[0]
+    _to_fp16(tr.model)
+    tr.fp16, tr.dtype = True, torch.float16
+    fp16 = tr.transcribe_batch([clip])[0]
+    assert tr.model.decoder.ln.weight.dtype == torch.float32
+    assert fp16.language == fp32.language
+    assert fp16.language_prob == pytest.approx(fp32.language_prob, abs=0.02)
+    check_segments(fp16, 4.0)
+
+
+# ---- the stage ---------------------------------------------------------------------------------
+
+
+def stage_config(tiny_whisper: str, **overrides) -> Config:
+    return Config().replace(**{"models.whisper.name": tiny_whisper, "runtime.device": "cpu",
+                               "runtime.whisper_batch_size": 2, "whisper.temperatures": [0.0], **overrides})
+
+
+def test_stage_adds_columns_and_passes_failures(tiny_whisper):
+    stage = TranscribeStage(stage_config(tiny_whisper))
+    rows = [
+        {"video_id": "talk", "has_audio": True, "audio": noise(5.0, 70), "error_stage": None},
+        {"video_id": "mute", "has_audio": False, "audio": np.zeros(0, np.float32), "error_stage": None},
+        {"video_id": "quiet", "has_audio": True, "audio": np.zeros(SAMPLE_RATE, np.float32), "error_stage": None},
+        {"video_id": "broken", "has_audio": None, "audio": None, "error_stage": "decode", "error_type": "DecodeError",
+         "error_message": "bad", "retryable": False},
+        {"video_id": "stereo", "has_audio": True, "audio": np.zeros((2, 100), np.float32), "error_stage": None},
+    ]
+    out = batch_to_rows(stage(rows_to_batch(rows)))
+    assert [r["video_id"] for r in out] == [r["video_id"] for r in rows]
+    assert len({frozenset(r) for r in out}) == 1 and "audio" not in out[0]
+    assert set(OUTPUT_COLUMNS) <= set(out[0])
+    talk, mute, quiet, broken, stereo = out
+    assert talk["transcript_text"] and talk["whisper_model"] == stage.transcriber.lineage
+    segments = json.loads(talk["segments_json"])
+    assert segments and all(0 <= s["start_s"] <= s["end_s"] <= 5.0 for s in segments)
+    assert (mute["transcript_text"], mute["segments_json"], mute["no_speech_prob"], mute["language"]) == ("", "[]", None, None)
+    assert (quiet["transcript_text"], quiet["segments_json"], quiet["no_speech_prob"]) == ("", "[]", 1.0)
+    assert broken["error_stage"] == "decode" and all(broken[c] is None for c in OUTPUT_COLUMNS)
+    assert stereo["error_stage"] == "whisper" and stereo["error_type"] == "InvalidInput"
+    assert all(stereo[c] is None for c in OUTPUT_COLUMNS)
+
+
+def test_stage_isolates_a_video_that_breaks_the_batch(tiny_whisper, monkeypatch):
+    stage = TranscribeStage(stage_config(tiny_whisper))
+    poison_len = 12345
+    real = stage.transcriber.transcribe_batch
+
+    def flaky(audios, batch_size=16):
+        if any(len(a) == poison_len for a in audios):
+            raise RuntimeError("CUDA error: device-side assert")
+        return real(audios, batch_size)
+
+    monkeypatch.setattr(stage.transcriber, "transcribe_batch", flaky)
+    rows = [{"video_id": v, "has_audio": True, "audio": a, "error_stage": None}
+            for v, a in (("ok1", noise(3.0, 80)), ("poison", noise(poison_len / SAMPLE_RATE, 81)), ("ok2", noise(2.0, 82)))]
+    ok1, poison, ok2 = batch_to_rows(stage(rows_to_batch(rows)))
+    assert ok1["transcript_text"] and ok2["transcript_text"] and ok1["error_stage"] is None
+    assert poison["error_stage"] == "whisper" and poison["retryable"] is True
+    assert "device-side assert" in poison["error_message"] and poison["transcript_text"] is None

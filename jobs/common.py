@@ -362,7 +362,6 @@ def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going:
             print(f"jobs.{spec.name}: cannot start on Ray: {type(exc).__name__}: {exc}", file=sys.stderr)
             for item in pending:
                 item.status, item.code, item.detail = "not-started", EXIT_FAILED, "cannot start on Ray (see above)"
-            pending = []
         else:
             print(describe_resources(config, cluster, resources, configure_data_context(config)), flush=True)
     stopped_by: DateOutcome | None = None

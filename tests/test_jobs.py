@@ -156,6 +156,14 @@ def test_exit_codes_retries_and_skips_without_ray(tmp_path, monkeypatch, capsys)
     assert "finished" in capsys.readouterr().out and len(Catalog(str(dst)).runs) == 3
     assert jobs.backfill.main(["--start", D1, *argv, "--set", "sampling.fps=2"]) == EXIT_OK  # new features
     assert len(Catalog(str(dst)).runs) == 4
+    capsys.readouterr()
+
+    # A backfill stops at a failed date (D2: no input) unless --keep-going; most severe code wins.
+    shutil.copytree(uploads / D1, uploads / "2026-03-03")
+    assert jobs.backfill.main(["--start", D2, "--end", "2026-03-03", *argv]) == EXIT_USAGE
+    assert "2026-03-03  not-started" in capsys.readouterr().out and len(Catalog(str(dst)).runs) == 4
+    assert jobs.backfill.main(["--start", D2, "--end", "2026-03-03", "--keep-going", *argv]) == EXIT_USAGE
+    assert "2026-03-03  committed" in capsys.readouterr().out and len(Catalog(str(dst)).runs) == 5
 
     assert jobs.daily.main(["--date", D1, "--uploads", f"{uploads}/{{date}}/manifest.jsonl"]) == EXIT_USAGE
     assert "schedule.output" in capsys.readouterr().err

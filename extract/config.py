@@ -155,8 +155,19 @@ class Config:
 
     @property
     def feature_hash(self) -> str:
-        """sha256 (hex, 16 chars) of the keys that change output features (see module doc)."""
+        """sha256 (hex, 16 chars) of the keys that change output features (see module doc).
+
+        Checkpoint locations count by file name only, so re-staging the same weights under
+        another folder or bucket does not force every video to be processed again.
+        """
         d = self.to_dict()
+        models = d["models"]
+        for section, key in (("clip", "pretrained"), ("clip", "model_config"), ("whisper", "name")):
+            value = models[section].get(key)
+            if isinstance(value, str) and "/" in value:
+                models[section][key] = value.rstrip("/").rsplit("/", 1)[-1]
+        for section, key in (("clip", "cache_dir"), ("whisper", "download_root")):
+            models[section].pop(key, None)
         return _hash({k: d[k] for k in ("models", "sampling", "whisper", "text", "output")})
 
     def replace(self, **overrides: Any) -> "Config":

@@ -73,3 +73,10 @@ def test_feature_hash_ignores_runtime_but_not_models():
     assert base.replace(**{"runtime.clip_batch_size": 7}).config_hash != base.config_hash
     assert base.replace(**{"models.clip.name": "ViT-B-16"}).feature_hash != base.feature_hash
     assert base.replace(**{"sampling.fps": 2.0}).feature_hash != base.feature_hash
+
+
+def test_feature_hash_ignores_where_weights_are_staged():
+    a = Config().replace(**{"models.whisper.name": "/mnt/models/whisper-small.pt"})
+    b = Config().replace(**{"models.whisper.name": "s3://bucket/v2/whisper-small.pt"})
+    c = Config().replace(**{"models.whisper.name": "s3://bucket/v2/whisper-base.pt"})
+    assert a.feature_hash == b.feature_hash != c.feature_hash

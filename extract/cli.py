@@ -194,6 +194,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"extract: run failed, nothing was published: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(summarize(record, args.output))
+    from extract.report import write_run_report
+
+    try:
+        print(f"  run report: {write_run_report(args.output, record['run_id'], config.storage)}")
+    except (OSError, ValueError) as exc:  # the run is committed; a report failure must not change that
+        print(f"extract: run committed, but the report could not be written: {exc}", file=sys.stderr)
     if record["error_rate"] > config.limits.max_error_rate:
         print(f"extract: error rate {record['error_rate']:.0%} is over limits.max_error_rate="
               f"{config.limits.max_error_rate}", file=sys.stderr)

@@ -24,6 +24,7 @@ import base64
 import html
 import io
 import json
+import os
 import tempfile
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
@@ -35,7 +36,7 @@ from extract.config import LimitsConfig, StorageConfig
 from extract.probe import display_rotation
 from extract.rows import VideoError
 from extract.schemas import TABLES
-from extract.storage import fetch, join
+from extract.storage import fetch, is_remote, join
 
 FRAMES_PER_VIDEO = 4  # contact-sheet frames per video, spread over its sampled frames
 THUMB_PX = 160  # longer side of a contact-sheet frame, pixels
@@ -385,10 +386,14 @@ def sampled_thumbnails(uri: str, pts_s: Sequence[float], *, storage: StorageConf
             return sampled_thumbnails(uri, pts_s, storage=storage, limits=limits, tmp_dir=tmp,
                                       content_sha256=content_sha256, file_bytes=file_bytes, max_side_px=max_side_px)
     path, sha256, _ = fetch(uri, tmp_dir, storage, max_bytes=file_bytes or limits.max_file_bytes)
-    if content_sha256 is not None and sha256 != content_sha256:
-        raise VideoError("ContentChanged", f"{uri!r} changed since it was processed (sha256 {sha256[:12]}… "
-                                           f"is not the committed {content_sha256[:12]}…)")
-    return read_frames_at(path, pts_s, limits, max_side_px)
+    try:
+        if content_sha256 is not None and sha256 != content_sha256:
+            raise VideoError("ContentChanged", f"{uri!r} changed since it was processed (sha256 {sha256[:12]}… "
+                                               f"is not the committed {content_sha256[:12]}…)")
+        return read_frames_at(path, pts_s, limits, max_side_px)
+    finally:
+        if is_remote(uri):  # one fetched copy at a time, however many videos the report shows
+            os.remove(path)
 
 
 def read_frames_at(path: str, pts_s: Sequence[float], limits: LimitsConfig, max_side_px: int = THUMB_PX,
@@ -415,7 +420,8 @@ def read_frames_at(path: str, pts_s: Sequence[float], limits: LimitsConfig, max_
     try:
         with open_input(path, limits, decode_threads) as container:
             info = read_probe(container)
-            reader = _VideoReader(container, info, Deadline(limits.timeout_s, path), skip_nonref=True)
+            reader = _VideoReader(container, info, Deadline(limits.timeout_s, path), skip_nonref=True,
+                                  max_pixels=limits.max_pixels)
             sar = info.sample_aspect_ratio
 
             def thumbnail(frame: Any) -> np.ndarray:

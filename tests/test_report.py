@@ -106,9 +106,9 @@ def synthetic_output(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def synthetic_page(synthetic_output):
-    start = time.perf_counter()
+    start = time.process_time()
     uri = write_run_report(str(synthetic_output), "r1")
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert uri == f"{synthetic_output}/_runs/r1.html"
     return Path(uri).read_text(encoding="utf-8"), elapsed
 
@@ -168,8 +168,10 @@ def test_contact_sheet_frames(synthetic_page):
 
 
 def test_report_is_fast(synthetic_page):
+    # CPU seconds of this process (matplotlib import included): wall time on a shared CI box
+    # measures the neighbours.
     _, elapsed = synthetic_page
-    assert elapsed < 5.0, f"report took {elapsed:.2f} s"
+    assert elapsed < 3.0, f"report took {elapsed:.2f} CPU s"
 
 
 def test_unknown_run_is_refused(synthetic_output):
@@ -251,9 +253,9 @@ def tiny_run(tmp_path_factory, small_samples, tiny_config):
 
 def test_report_of_a_real_run(tiny_run, small_samples):
     dst, run_id = tiny_run
-    start = time.perf_counter()
+    start = time.process_time()
     uri = write_run_report(str(dst), run_id)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     page = Path(uri).read_text(encoding="utf-8")
     _assert_self_contained(page)
     ids = [json.loads(line)["video_id"] for line in small_samples.read_text().splitlines()]
@@ -264,4 +266,4 @@ def test_report_of_a_real_run(tiny_run, small_samples):
     frames = Catalog(str(dst)).read("frame_embeddings")
     expected = sum(min(4, frames["video_id"].to_pylist().count(v)) for v in ids)
     assert len(_images(page)) == 1 + expected and "frames not shown" not in page
-    assert elapsed < 5.0, f"report took {elapsed:.2f} s"
+    assert elapsed < 3.0, f"report took {elapsed:.2f} CPU s"

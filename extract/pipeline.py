@@ -11,15 +11,27 @@ This is the only module that imports Ray. Stages (``DecodeStage``, ``TranscribeS
 Whisper runs before CLIP so the CLIP actor can embed captions, hashtags *and* transcripts with
 the same weights (one model copy per actor). Results stream to the driver, which writes them
 as they arrive, so driver memory does not grow with the number of videos.
+
+Failures (tests/RELIABILITY.md):
+
+- every actor pool is started, models loaded, before the first video enters the pipeline, so a
+  missing or corrupt checkpoint fails the run at once, naming the path;
+- a worker process that dies (segfault, abort, OOM kill, ``kill -9``) is restarted and its
+  batch retried up to ``runtime.max_task_retries`` times; when that is not enough the dataset
+  fails, and the videos without a result run again in halves (``stream_finished_rows``) until
+  the crash is pinned on single videos, which become ``Crash`` error rows;
+- anything else that fails the run deletes its staging folder: nothing is published.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import resource
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
@@ -38,6 +50,13 @@ from extract.writer import RunWriter, commit_run, file_metadata, supersede
 log = logging.getLogger("extract")
 
 STAGES = ("decode", "whisper", "clip")
+# Every actor pool must be up (models loaded, staged weights copied) within this before any video
+# is fed, so load failures surface first; a pool that cannot start at all (no resources) fails too.
+ACTOR_START_TIMEOUT_S = 1800
+# Re-runs that pin a repeating worker crash on its video cost about 2 * log2(unfinished videos)
+# each; this pins a few such videos even in a million-video run, and stops a crash that is not
+# one video's (every batch crashes) from re-running forever.
+MAX_CRASH_RERUNS = 48
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -144,6 +163,8 @@ def configure_data_context(config: Config) -> dict[str, Any]:
       its rows (per-video failures never raise out of a stage, so this only trips on bugs).
     - ``actor_task_retry_on_errors = False``: an exception is not retried (it would fail the
       same way); crashed processes are retried ``runtime.max_task_retries`` times.
+    - ``wait_for_min_actors_s``: each actor pool starts (its model loads) before data flows, so
+      a broken checkpoint fails the run before any video is processed (``ACTOR_START_TIMEOUT_S``).
     - progress bars off: the driver prints one progress bar of its own.
     """
     import ray.data
@@ -151,6 +172,7 @@ def configure_data_context(config: Config) -> dict[str, Any]:
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0
     ctx.actor_task_retry_on_errors = False
+    ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
@@ -234,6 +256,91 @@ def _finish_rows(rows: list[dict[str, Any]], expected: set[str], seen: set[str])
     return out
 
 
+def is_worker_crash(exc: BaseException) -> bool:
+    """True when ``exc`` means a Ray worker process died (segfault, abort, OOM kill, ``kill -9``)
+    after its retries, not that a stage raised or that an actor failed to load its model."""
+    import ray.exceptions
+
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return not exc.actor_init_failed
+    return isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError))
+
+
+class StageStartError(RuntimeError):
+    """A stage could not be built on a worker (e.g. its model checkpoint is missing or corrupt)."""
+
+
+def stage_start_failure(exc: BaseException) -> StageStartError | None:
+    """For an actor that died in its constructor, an error carrying the stage's own last
+    exception line (``ModelLoadError: ... <path> ...``); None for any other error."""
+    import ray.exceptions
+
+    if not (isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed):
+        return None
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    return StageStartError(f"a pipeline stage failed to start on a worker: {lines[-1] if lines else exc!r}")
+
+
+def _crash_row(row: dict[str, Any], exc: BaseException, retries: int) -> dict[str, Any]:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return mark_failed(dict(row), "pipeline", "Crash", (
+        f"{row['video_id']!r}: a worker process died each time it processed this video "
+        f"({retries + 1} attempts; {type(exc).__name__}: {reason}); the other videos of its batch were re-run "
+        "without it"), retryable=False)
+
+
+def stream_finished_rows(todo: list[dict[str, Any]], config: Config, stages: dict[str, type] | None,
+                         seen: set[str], resources: dict[str, Any], events: Counter,
+                         ) -> Iterator[list[dict[str, Any]]]:
+    """Finished rows of ``todo`` as they complete, each video at most once (its id goes into ``seen``).
+
+    When worker crashes outlast Ray's retries the dataset fails; the videos without a result
+    then run again in two halves, recursively, so a video that crashes its worker every time
+    ends alone and comes back as a ``Crash`` error row while every other video finishes.
+    While splitting, groups of several videos run without Ray retries (a crash only splits
+    them further); a single video gets the configured retries again before it is convicted.
+    Re-runs are counted in ``events["crash_reruns"]``; past ``MAX_CRASH_RERUNS`` the crash is
+    not one video's and the error is raised. Other failures are raised at once.
+    """
+    expected = {r["video_id"] for r in todo}
+    splitting = config.replace(**{"runtime.max_task_retries": 0})
+    groups = deque([todo])
+    while groups:
+        group = groups.popleft()
+        group_config = splitting if events["crash_reruns"] and len(group) > 1 else config
+        try:
+            batches, plan = execute(group, group_config, stages)
+            if not resources:
+                resources.update(plan)
+            for batch in batches:
+                yield _finish_rows(batch_to_rows(batch), expected, seen)
+        except Exception as exc:  # noqa: BLE001 - only worker crashes are handled, the rest re-raised
+            if not is_worker_crash(exc):
+                failure = stage_start_failure(exc)
+                if failure is not None:
+                    raise failure from exc
+                raise
+            left = [r for r in group if r["video_id"] not in seen]
+            if len(group) == 1 and left:
+                log.warning("video %r crashed its worker on every attempt: recorded as a Crash error",
+                            left[0]["video_id"])
+                yield _finish_rows([_crash_row(left[0], exc, config.runtime.max_task_retries)], expected, seen)
+                continue
+            if not left:
+                continue
+            half = (len(left) + 1) // 2
+            parts = [left[:half], left[half:]] if len(left) > 1 else [left]
+            if events["crash_reruns"] + len(parts) > MAX_CRASH_RERUNS:
+                raise RuntimeError(
+                    f"worker processes kept crashing: {MAX_CRASH_RERUNS} re-runs did not pin the crash on single "
+                    f"videos ({len(left)} videos still unfinished); last error: {exc}") from exc
+            events["crash_reruns"] += len(parts)
+            log.warning("a worker died past runtime.max_task_retries=%d (%s); re-running the %d unfinished videos "
+                        "in %d group(s) to find the video that causes it", group_config.runtime.max_task_retries,
+                        type(exc).__name__, len(left), len(parts))
+            groups.extendleft(reversed(parts))
+
+
 def _lineage(rows: list[dict[str, Any]], models: dict[str, str]) -> None:
     for row in rows:
         if not is_failed(row):
@@ -295,11 +402,10 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
         write_rows(plan.failed)
         expected = {r["video_id"] for r in plan.todo}
         seen: set[str] = set()
+        events: Counter = Counter()
         if plan.todo:
-            batches, resources = execute(plan.todo, config, stages)
             bar = _progress(len(plan.todo), progress)
-            for batch in batches:
-                batch_rows = _finish_rows(batch_to_rows(batch), expected, seen)
+            for batch_rows in stream_finished_rows(plan.todo, config, stages, seen, resources, events):
                 _lineage(batch_rows, models)
                 write_rows(batch_rows)
                 bar(len(batch_rows))
@@ -328,6 +434,7 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
                 "errors": n_errors, "skipped": sum(plan.skipped.values()),
                 "skipped_by_reason": dict(plan.skipped),
                 "invalid_upload_ts": sum(1 for r in rows if r.get("ts_warning")),
+                "crash_reruns": events["crash_reruns"],
             },
             "tables": {t: counts[f"rows.{t}"] for t in TABLES},
             "errors_by_stage_type": dict(errors_by),
@@ -339,6 +446,8 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
                 "audio_s_per_s": round(audio_s / wall, 2) if wall else None,
             },
             "resources": resources, "cleaned_leftovers": len(cleaned),
+            # ru_maxrss is KiB on Linux: peak memory of this driver process, which streams results
+            "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         return commit_run(writer, record, removed)
     except BaseException:

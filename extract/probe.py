@@ -11,8 +11,8 @@ video legitimately needs:
   file name nor anything inside the file can reach a network protocol or ``concat:``/``subfile:``.
 - ``max_streams`` (``limits.max_streams`` + 1: a demuxer stops adding streams there, and one
   more than the limit is enough to reject), an open/read timeout, and the video decoder's
-  ``max_pixels`` (``limits.max_pixels``), which makes FFmpeg refuse larger pictures even when
-  a stream changes size mid-file.
+  ``max_pixels`` (twice ``limits.max_pixels``), which makes FFmpeg refuse far larger pictures
+  before allocating them even when a stream changes size mid-file.
 
 ``probe`` and ``read_probe`` report the fields of the ``videos`` table plus what the decoder
 needs (stream start, key-frame positions); ``check_limits`` turns a limit breach into a
@@ -22,9 +22,10 @@ needs (stream start, key-frame positions); ``check_limits`` turns a limit breach
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Iterator
 
 from extract.config import LimitsConfig
 from extract.rows import VideoError
@@ -34,6 +35,7 @@ from extract.sampling import KeyFrame
 ALLOWED_FORMATS = ("mov", "mp4", "matroska", "webm", "avi", "mpegts", "flv")
 PROTOCOLS = "file"
 MAX_OPEN_TIMEOUT_S = 30.0  # FFmpeg I/O timeout per open/read call (local files: never near it)
+DECODER_THREAD_TYPE = "AUTO"  # frame and slice threads (runtime.decode_threads of them)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class Probe:
     portrait phone video reports portrait); ``coded_width``/``coded_height``: as stored.
     ``rotation``: clockwise degrees a player turns the stored picture, one of 0/90/180/270
     (the MP4 ``rotate`` convention). ``duration_s``: of the container; ``video_duration_s``:
-    of the video stream (falls back to the container's). ``fps``: average frame rate, None
+    of the video stream (its header duration, or Matroska's ``DURATION`` tag, else the
+    container's), what uniform sampling spreads over. ``fps``: average frame rate, None
     when unknown. ``bitrate``: container bits/s, None when unknown. ``video_start_s``: the video
     stream's first timestamp (``pts_s`` and sampling times count from it). ``keyframes``: the
     seekable key frames from the container index, None when there is no index.
@@ -70,18 +73,25 @@ class Probe:
     keyframes: tuple[KeyFrame, ...] | None
 
 
-def route_ffmpeg_logs() -> None:
-    """Make FFmpeg's error messages reach ``av.logging.Capture`` (once per process).
+@contextmanager
+def ffmpeg_log_capture() -> Iterator[list[tuple[int, str, str]]]:
+    """Collect FFmpeg's error messages, ``(level, context name, message)``, within the block.
 
-    PyAV forwards no libav logs until a level is set; with ERROR, open/decode failures carry
-    FFmpeg's own reason (``moov atom not found``, ``Format not on whitelist``). Repeated
-    messages are kept so each capture sees its own.
+    PyAV forwards libav logs to Python only while a level is set, and forwarding from a codec
+    thread can deadlock on the GIL (PyAV issue #751), so it is switched on only around opening
+    a file (no decoder threads exist yet) and restored afterwards.
     """
     import av.logging
 
-    if av.logging.get_level() is None:
-        av.logging.set_level(av.logging.ERROR)
-    av.logging.set_skip_repeated(False)
+    previous_level, previous_skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # each open must see its own reasons, even repeated ones
+    try:
+        with av.logging.Capture() as logs:
+            yield logs
+    finally:
+        av.logging.set_skip_repeated(previous_skip)
+        av.logging.set_level(previous_level)
 
 
 def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1) -> Any:
@@ -94,16 +104,14 @@ def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1) -> Any:
     ``NotFound``.
     """
     import av
-    import av.logging
 
-    route_ffmpeg_logs()
     options = {
         "format_whitelist": ",".join(ALLOWED_FORMATS),
         "protocol_whitelist": PROTOCOLS,
         "max_streams": str(limits.max_streams + 1),
     }
     timeout = min(limits.timeout_s, MAX_OPEN_TIMEOUT_S)
-    with av.logging.Capture() as logs:
+    with ffmpeg_log_capture() as logs:
         try:
             container = av.open("file:" + os.path.abspath(path), "r", container_options=options,
                                 timeout=(timeout, timeout))
@@ -116,9 +124,12 @@ def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1) -> Any:
         raise _streams_error(path, f"more than {limits.max_streams}", limits)
     for stream in container.streams.video:
         if stream.codec_context is not None:
-            stream.codec_context.options = {"max_pixels": str(limits.max_pixels)}
+            # FFmpeg checks the stride-aligned width (up to 63 px wider): twice the limit keeps
+            # legal sizes decodable and still stops a stream that grows mid-file far past it
+            # before its buffers exist; the decoder checks the exact limit on every frame.
+            stream.codec_context.options = {"max_pixels": str(2 * limits.max_pixels)}
             stream.codec_context.thread_count = decode_threads
-            stream.codec_context.thread_type = "AUTO"
+            stream.codec_context.thread_type = DECODER_THREAD_TYPE
     return container
 
 
@@ -174,6 +185,16 @@ def _positive(value: Fraction | float | int | None) -> float | None:
     return float(value) if value is not None and value > 0 else None
 
 
+def _tag_seconds(tag: str | None) -> float | None:
+    """``HH:MM:SS.fraction`` (the per-track ``DURATION`` tag FFmpeg writes into Matroska) in seconds."""
+    try:
+        hours, minutes, seconds = (tag or "").split(":")
+        value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 def display_rotation(frame_rotation: float) -> int:
     """PyAV's ``VideoFrame.rotation`` (counter-clockwise degrees) as clockwise 0/90/180/270."""
     return int(round(-frame_rotation / 90.0)) % 4 * 90
@@ -206,7 +227,7 @@ def read_probe(container: Any, rotation: int = 0) -> Probe:
     if ctx is None:
         raise VideoError("UnsupportedFormat", f"{container.name!r}: no decoder for its video codec")
     container_s = _seconds(container.duration, Fraction(1, 1_000_000))
-    stream_s = _seconds(stream.duration, stream.time_base)
+    stream_s = _seconds(stream.duration, stream.time_base) or _tag_seconds(stream.metadata.get("DURATION"))
     duration_s = container_s or stream_s or 0.0
     start_s = _seconds(stream.start_time, stream.time_base) or 0.0
     sar = _positive(stream.sample_aspect_ratio) or 1.0

@@ -8,6 +8,9 @@ Rules (documented in the README):
 - ``video_id`` (required, string, at most 512 characters, no control characters) and ``uri``
   (required) must be present; ``caption`` and ``upload_ts`` are optional; extra columns are
   ignored.
+- Text must be valid Unicode: JSON can spell lone surrogates (``"\\ud800"``), which no Parquet
+  file can store. An id or uri holding one is an invalid row; in a caption each becomes U+FFFD.
+  Stored strings are always the cleaned ones, so a bad row still fits the ``errors`` table.
 - Relative ``uri`` values resolve against the manifest's folder (or prefix).
 - Duplicate ``video_id``: the first row in manifest order wins, later ones are error rows.
 - ``upload_ts``: ISO-8601 (``Z`` or offset; naive means UTC) or a Unix timestamp in seconds;
@@ -126,10 +129,11 @@ def normalize_records(records: list[dict[str, Any]], base: str, today: date) -> 
     rows = []
     for index, record in enumerate(records):
         where = f"manifest row {record.get('__line__', index + 1)}"
+        raw_id, raw_uri = _as_str(record.get("video_id")) or "", _as_str(record.get("uri")) or ""
         row = {
-            "video_id": _as_str(record.get("video_id")) or "",
-            "uri": _as_str(record.get("uri")) or "",
-            "caption": _as_str(record.get("caption")),
+            "video_id": valid_text(raw_id),
+            "uri": valid_text(raw_uri),
+            "caption": valid_text(_as_str(record.get("caption"))),
             "upload_ts": None,
             "dt": today.isoformat(),
             "error_stage": None, "error_type": None, "error_message": None, "retryable": None,
@@ -146,7 +150,9 @@ def normalize_records(records: list[dict[str, Any]], base: str, today: date) -> 
                     problem = f"{where} has no {column!r}; every row needs video_id and uri"
                     break
         if problem is None:
-            problem = _id_problem(row["video_id"], where)
+            problem = _id_problem(raw_id, where)
+        if problem is None and raw_uri != row["uri"]:
+            problem = f"{where}: uri {raw_uri!r} is not valid UTF-8 (lone surrogates)"
         if problem is None:
             try:
                 check_scheme(row["uri"])
@@ -173,6 +179,18 @@ def _as_str(value: Any) -> str | None:
     if isinstance(value, float) and value != value:  # NaN from CSV/Parquet
         return None
     return value if isinstance(value, str) else str(value)
+
+
+def valid_text(text: str | None) -> str | None:
+    """``text`` with every lone surrogate (invalid Unicode that UTF-8 cannot encode) replaced by
+    U+FFFD; surrogate pairs become the character they spell."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _id_problem(video_id: str, where: str) -> str | None:

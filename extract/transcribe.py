@@ -6,9 +6,10 @@ allow a better plan, which ``WhisperTranscriber.transcribe_batch`` follows:
 1. Each video's 16 kHz audio is cut into windows of at most 30 s (``extract.windows``: one
    window up to 30 s, longer audio cut at quiet points, every sample in exactly one window).
    Windows with nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
-2. The remaining windows of all videos are packed, in order, into batches of
-   ``runtime.whisper_batch_size``. Per batch: log-Mel spectrograms as ``whisper.transcribe``
-   builds them, one encoder pass, then one decoder pass over ``<|startoftranscript|>`` that
+2. The remaining windows of all videos are packed, longest video first and each video's
+   windows in time order, into batches of ``runtime.whisper_batch_size``. Per batch: log-Mel
+   spectrograms as ``whisper.transcribe`` builds them, one encoder pass, then one decoder
+   pass over ``<|startoftranscript|>`` that
    gives both the language distribution and the no-speech probability of every window (the
    decoder is causal, so this is the same number ``whisper.decode`` reports).
 3. Language: ``whisper.language``, or (null) detected per video from its first non-silent
@@ -35,8 +36,12 @@ never depends on which videos share its batch; a window's unfinished last segmen
 the last timestamp) is kept, ending at the window's end, instead of being decoded again.
 
 Per-video results (``Transcript``): ``no_speech_prob`` is the lowest no-speech probability of
-any of its windows (silent windows count as 1.0), so it is near 1 only when no part of the
-audio looks like speech. ``language``/``language_prob`` are None when no text was produced.
+any of its windows (silent windows count as 1.0): high only when no part of the audio looks
+like speech (Whisper base gives music, tones and noise about 0.7-0.8, digital silence is 1.0).
+``language``/``language_prob`` are None when no text was produced.
+
+Segment start and end times have Whisper's 20 ms timestamp resolution; a window's first
+segment starts at most 1 s after the window does (``DecodingOptions.max_initial_timestamp``).
 """
 
 from __future__ import annotations
@@ -260,9 +265,10 @@ class WhisperTranscriber:
 
     ``whisper_model_cfg.name``: an official name (``tiny``, ``base``, ...; its weights must
     already be in ``download_root``, staged by ``extract models stage``: nothing is downloaded)
-    or a checkpoint path (local, ``file://`` or in the object store of ``storage``). Loaded once through ``whisper.load_model``; fp16 activations on CUDA
-    (weights of linear/conv/embedding layers stored in fp16, layer norms in fp32), fp32 on CPU.
-    A missing or unreadable checkpoint raises ``ModelLoadError`` naming the path.
+    or a checkpoint path (local, ``file://``, or in the object store of ``storage``). Loaded
+    once through ``whisper.load_model``; fp16 on CUDA (linear, conv and embedding weights and
+    all activations; layer norms compute in fp32 as in whisper), fp32 on CPU. A missing or
+    unreadable checkpoint raises ``ModelLoadError`` naming the path.
 
     Attributes: ``device``, ``model``, ``fp16``, ``lineage``
     (``"<name or absolute path>|sha256:<12 hex of the weights>"``), ``tokenizer``.
@@ -304,7 +310,11 @@ class WhisperTranscriber:
         """
         audios = [as_whisper_audio(a) for a in audios]
         plans = [self.plan(audio) for audio in audios]
-        pending = [_Window(v, w) for v, windows in enumerate(plans) for w in windows
+        # Longest videos first: windows of similar length share a batch, and a batch decodes
+        # until its longest text ends, so this wastes fewer decoder steps. A video's windows
+        # stay together and in order (its language comes from its first one).
+        order = sorted(range(len(audios)), key=lambda v: -len(audios[v]))
+        pending = [_Window(v, w) for v in order for w in plans[v]
                    if not is_silent(audios[v][w.start:w.end], self.cfg.silence_rms)]
         languages: dict[int, tuple[str, float | None]] = {}
         size = max(1, int(batch_size))
@@ -324,7 +334,8 @@ class WhisperTranscriber:
         import torch
         from whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 
-        mel = log_mel_spectrogram(torch.from_numpy(samples), self.model.dims.n_mels, padding=N_SAMPLES,
+        # A copy: audio from Ray arrives as read-only arrays, which torch.from_numpy warns about.
+        mel = log_mel_spectrogram(torch.tensor(samples), self.model.dims.n_mels, padding=N_SAMPLES,
                                   device=self.device)
         return pad_or_trim(mel[:, : len(samples) // HOP_LENGTH], N_FRAMES)
 
@@ -393,6 +404,7 @@ class WhisperTranscriber:
             previous_end = 0.0
             for start, end, tokens in split_timestamped(result.tokens, self.tokenizer.eot, self.tokenizer.timestamp_begin):
                 start_s = previous_end if start is None else min(start * TIMESTAMP_STEP_S, duration)
+                start_s = max(start_s, previous_end)
                 end_s = duration if end is None else min(end * TIMESTAMP_STEP_S, duration)
                 end_s = max(start_s, end_s)
                 previous_end = end_s

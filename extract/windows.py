@@ -9,8 +9,9 @@ quietest point (a simple energy VAD) in the last ``boundary_search_s`` seconds b
 window would reach ``window_s``, so a cut falls in a pause between words rather than through
 one. The energy VAD: audio is split into 20 ms frames (one Whisper timestamp step), each
 frame's mean square is averaged over a 200 ms neighbourhood (a pause is a quiet stretch, not
-a single quiet frame), and the cut goes at the centre of the frame where that average is
-lowest; among equally quiet frames (digital silence) the latest wins, keeping windows long.
+a single quiet frame), frames within 3 dB of the quietest count as pause, and the cut goes in
+the middle of the longest run of pause frames (the latest among equals, keeping windows
+long), so both windows keep some of the pause as lead-in and lead-out.
 
 A window is *silent* when the RMS of its loudest 100 ms stretch is below ``silence_rms``:
 nothing audible anywhere in it, so it is never sent to the model. This is stricter than the
@@ -28,6 +29,7 @@ SAMPLE_RATE = 16_000  # Hz, Whisper's input rate
 WHISPER_CONTEXT_S = 30.0  # seconds of audio one Whisper forward pass sees
 CUT_FRAME_S = 0.02  # energy frame for cut search, seconds (one Whisper timestamp step)
 CUT_SMOOTH_S = 0.2  # a pause must be quiet over this span, seconds
+PAUSE_DB = 3.0  # frames within this many dB of the quietest frame count as pause
 SILENCE_FRAME_S = 0.1  # loudness is judged over stretches of this length, seconds
 
 
@@ -84,10 +86,11 @@ def frame_mean_square(audio: np.ndarray, frame: int) -> np.ndarray:
 
 
 def quietest_point(audio: np.ndarray, lo: int, hi: int, rate: int = SAMPLE_RATE) -> int:
-    """Sample index in ``[lo, hi]`` at the centre of the quietest stretch of ``audio[lo:hi]``.
+    """Sample index in ``[lo, hi]`` in the middle of the longest pause of ``audio[lo:hi]``.
 
-    Energy VAD of the module doc: 20 ms frames, mean square smoothed over 200 ms, minimum wins,
-    the latest minimum among ties.
+    Energy VAD of the module doc: 20 ms frames, mean square smoothed over 200 ms; frames within
+    ``PAUSE_DB`` of the quietest are pause frames; the longest run of them wins (the latest
+    among equals) and the cut goes at its centre, leaving half the pause on either side.
     """
     if hi <= lo:
         return hi
@@ -98,8 +101,13 @@ def quietest_point(audio: np.ndarray, lo: int, hi: int, rate: int = SAMPLE_RATE)
         kernel = np.ones(span) / span
         # Normalise by the kernel mass inside the region so edge frames are not favoured.
         energy = np.convolve(energy, kernel, mode="same") / np.convolve(np.ones_like(energy), kernel, mode="same")
-    quiet = np.flatnonzero(energy <= energy.min() * (1 + 1e-9))[-1]
-    return min(hi, lo + int(quiet) * frame + frame // 2)
+    pause = energy <= energy.min() * 10 ** (PAUSE_DB / 10) + 1e-12
+    # Runs of consecutive pause frames: [starts[i], ends[i]).
+    edges = np.diff(np.concatenate([[0], pause.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    longest = np.flatnonzero((ends - starts) == (ends - starts).max())[-1]
+    centre = (starts[longest] + ends[longest]) / 2  # in frames
+    return min(hi, lo + int(round(centre * frame)))
 
 
 def plan_windows(audio: np.ndarray, window_s: float = WHISPER_CONTEXT_S, boundary_search_s: float = 3.0,

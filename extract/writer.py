@@ -120,6 +120,10 @@ class RunWriter:
             self._counter[key] += 1
             rel = f"{table}/dt={dt}/part-{self.run_id}-{n}.parquet"
             writer, rows = self._new_writer(table, rel, data.schema), 0
+            # Tracked before the first write: if that write fails (disk full), ``abort`` still
+            # closes the file instead of leaving it to the garbage collector, which would close
+            # it after the staging folder is gone (on an object store: upload it again).
+            self._open[key] = (writer, rel, rows)
         writer.write_table(data, row_group_size=ROW_GROUP_ROWS[table])
         rows += data.num_rows
         self._open[key] = (writer, rel, rows)

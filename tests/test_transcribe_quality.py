@@ -1,6 +1,6 @@
 """Accuracy of the batched Whisper path with real base weights, against ``whisper.transcribe``.
 
-Optional tier (marker ``weights``): needs the real Whisper base checkpoint at
+Optional tier (markers ``weights`` and ``slow``): needs the real Whisper base checkpoint at
 ``extract.transcribe.base_weights_path()`` (``$EXTRACT_WHISPER_BASE`` or ``.build/whisper-base.pt``)
 and espeak-ng for speech; skipped with the reason when either is missing.
 """
@@ -17,7 +17,8 @@ from extract.samples import speech
 from extract.transcribe import WhisperTranscriber, base_weights_path, word_error_rate
 from extract.windows import SAMPLE_RATE
 
-pytestmark = pytest.mark.weights
+# Minutes on a small CPU (whisper.transcribe runs too), so also `slow`: `make test-all` or `-m weights`.
+pytestmark = [pytest.mark.weights, pytest.mark.slow]
 
 LADDER = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 

@@ -1,0 +1,229 @@
+"""The naive baseline: what a user writes without this project, one video after another.
+
+Per video, in one process, with the same models and the same sampling policy as the job:
+
+1. decode: open the file with PyAV and decode *every* frame of the video stream (no seeks,
+   no frame skipping, PyAV's default threading); keep, for each ``sampling`` timestamp
+   (``extract.sampling.sample_timestamps``: 1 fps, 4 to 32 frames), the first frame at or
+   after it as a full-size PIL image (``frame.to_image()``); the audio as 16 kHz mono float32
+   (``extract.decode.decode_audio``, the job's own audio path: there is no ffmpeg binary for
+   ``whisper.load_audio``, and audio is not where the two pipelines differ).
+2. preprocess: open_clip's ``preprocess_val`` on each PIL image, stacked into one tensor.
+3. clip: ``model.encode_image`` on that video's frames, L2-normalised.
+4. whisper: ``whisper.transcribe(model, audio)`` with the configured temperature fallback
+   ladder and thresholds (its defaults otherwise: condition on previous text, language
+   detection from the first 30 s).
+5. text: hashtags and CLIP text embeddings of caption, hashtag prompts and transcript
+   (``extract.text_features.add_text_features``, so the outputs match the job's), with one
+   ``encode_text`` call per video.
+6. write: rows are appended to lists and written once at the end as three Parquet files
+   (``videos``, ``frame_embeddings``, ``transcript_segments``, zstd) with inferred schemas.
+
+There is no error handling on purpose (one bad file stops the run), as in such a script; the
+bench clips are all valid. ``run_naive`` returns a record shaped like the job's run manifest
+(``counts``, ``timings_s`` per step, ``wall_s``, ``throughput``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extract.config import Config
+
+TIME_EPS_S = 1e-6  # a frame this close before a target counts as at the target
+
+
+def load_models(config: Config, device: str) -> tuple[Any, Any, Any, Any]:
+    """``(clip_model, preprocess_val, tokenizer, whisper_model)`` on ``device``.
+
+    CLIP through ``open_clip.create_model_and_transforms`` with the job's random-init seed
+    (``extract.clip.INIT_SEED``), so a random model has the job's weights; Whisper through
+    ``whisper.load_model``.
+    """
+    import open_clip
+    import torch
+    import whisper
+
+    from extract.clip import INIT_SEED
+    from extract.preprocess import register_model_config
+
+    clip_cfg = config.models.clip
+    register_model_config(clip_cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        model, _, preprocess_val = open_clip.create_model_and_transforms(
+            clip_cfg.name, pretrained=clip_cfg.pretrained, device=device, cache_dir=clip_cfg.cache_dir)
+    tokenizer = open_clip.get_tokenizer(clip_cfg.name, cache_dir=clip_cfg.cache_dir)
+    whisper_cfg = config.models.whisper
+    asr = whisper.load_model(whisper_cfg.name, device=device, download_root=whisper_cfg.download_root)
+    return model.eval(), preprocess_val, tokenizer, asr
+
+
+def preprocess_val_transform(config: Config) -> Any:
+    """open_clip's ``preprocess_val`` for ``config.models.clip`` without building the model:
+    ``image_transform_v2`` of the same preprocessing config ``create_model_and_transforms`` uses."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    from extract.preprocess import preprocess_spec
+
+    spec = preprocess_spec(config.models.clip)
+    return image_transform_v2(PreprocessCfg(size=spec.image_size, mean=spec.mean, std=spec.std,
+                                            interpolation=spec.interpolation, resize_mode=spec.resize_mode),
+                              is_train=False)
+
+
+def decode_sampled_frames(path: str, config: Config) -> tuple[list[Any], list[float]]:
+    """Decode every frame of ``path``; the PIL images and times (s) of the sampled ones."""
+    import av
+
+    from extract.sampling import sample_timestamps
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        if stream.duration is not None:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = container.duration / av.time_base
+        targets = sample_timestamps(duration, config.sampling)
+        images: list[Any] = []
+        times: list[float] = []
+        last = None
+        for frame in container.decode(stream):
+            t = float(frame.time)
+            last = frame
+            if len(images) < len(targets) and t >= targets[len(images)] - TIME_EPS_S:
+                image = frame.to_image()
+                while len(images) < len(targets) and t >= targets[len(images)] - TIME_EPS_S:
+                    images.append(image)
+                    times.append(t)
+        while last is not None and len(images) < len(targets):  # the video ended early
+            images.append(last.to_image())
+            times.append(float(last.time))
+    return images, times
+
+
+def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict[str, Any]:
+    """Process every video of ``manifest`` (a ``.jsonl`` the job also reads) into ``out_dir``.
+
+    Returns ``{"counts", "tables", "timings_s", "wall_s", "throughput", "device"}``;
+    ``timings_s`` has ``load`` (models), ``decode``, ``preprocess``, ``clip``, ``whisper``,
+    ``text`` and ``write`` seconds; ``load`` includes importing torch, open_clip and whisper,
+    as the job's wall time includes its workers' imports.
+    """
+    t0 = time.perf_counter()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    import torch.nn.functional as F
+    import whisper
+
+    from extract.clip import resolve_device
+    from extract.decode import decode_audio
+    from extract.sources import read_source
+    from extract.text_features import add_text_features
+
+    timings: Counter = Counter()
+    device = resolve_device(config.runtime.device)
+    model, preprocess_val, tokenizer, asr = load_models(config, device)
+    timings["load"] += time.perf_counter() - t0
+
+    def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            features = model.encode_text(tokenizer(texts).to(device))
+        # A script like this does not track which texts the tokenizer cut.
+        return F.normalize(features.float(), dim=-1).cpu().numpy(), np.zeros(len(texts), bool)
+
+    wcfg = config.whisper
+    videos, frames_out, segments_out = [], [], []
+    audio_s = 0.0
+    for source in read_source(str(manifest), config.storage):
+        path = source["uri"]
+        t = time.perf_counter()
+        images, times = decode_sampled_frames(path, config)
+        audio = decode_audio(path, config.limits)
+        timings["decode"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        pixels = torch.stack([preprocess_val(image) for image in images]).to(device)
+        timings["preprocess"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        with torch.no_grad():
+            embeddings = F.normalize(model.encode_image(pixels).float(), dim=-1).cpu().numpy()
+        timings["clip"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        result = {"text": "", "language": None, "segments": []}
+        if len(audio):
+            result = whisper.transcribe(
+                asr, audio, language=wcfg.language, task=wcfg.task, temperature=tuple(wcfg.temperatures),
+                compression_ratio_threshold=wcfg.compression_ratio_threshold,
+                logprob_threshold=wcfg.logprob_threshold, no_speech_threshold=wcfg.no_speech_threshold,
+                fp16=device == "cuda")
+        timings["whisper"] += time.perf_counter() - t
+        audio_s += len(audio) / 16_000
+
+        t = time.perf_counter()
+        pooled = embeddings.mean(axis=0)
+        pooled /= np.linalg.norm(pooled)
+        row = {"video_id": source["video_id"], "uri": path, "caption": source.get("caption"),
+               "n_frames": len(images), "clip_embedding": pooled.astype(np.float32),
+               "transcript_text": result["text"].strip(), "language": result["language"]}
+        add_text_features([row], encode_texts=encode_texts, config=config)
+        timings["text"] += time.perf_counter() - t
+
+        videos.append({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in row.items()})
+        frames_out.extend({"video_id": row["video_id"], "frame_index": i, "pts_s": times[i],
+                           "embedding": embeddings[i].tolist()} for i in range(len(images)))
+        segments_out.extend({"video_id": row["video_id"], "segment_index": i, "start_s": s["start"],
+                             "end_s": s["end"], "text": s["text"].strip(), "avg_logprob": s["avg_logprob"],
+                             "no_speech_prob": s["no_speech_prob"], "compression_ratio": s["compression_ratio"]}
+                            for i, s in enumerate(result["segments"]))
+
+    t = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = {"videos": videos, "frame_embeddings": frames_out, "transcript_segments": segments_out}
+    for name, records in tables.items():
+        if records:
+            pq.write_table(pa.Table.from_pylist(records), out_dir / f"{name}.parquet", compression="zstd")
+    timings["write"] += time.perf_counter() - t
+    wall = time.perf_counter() - t0
+    return {
+        "device": device,
+        "counts": {"processed": len(videos), "ok": len(videos), "errors": 0},
+        "tables": {name: len(records) for name, records in tables.items()},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "wall_s": round(wall, 3),
+        "throughput": {"videos_per_s": round(len(videos) / wall, 3),
+                       "frames_per_s": round(len(frames_out) / wall, 2),
+                       "audio_s_per_s": round(audio_s / wall, 2)},
+        "audio_s": round(audio_s, 3),
+    }
+
+
+def read_outputs(out_dir: str | Path) -> dict[str, Any]:
+    """The naive run's tables as ``{table: pyarrow.Table}`` (missing tables are left out)."""
+    import pyarrow.parquet as pq
+
+    return {p.stem: pq.read_table(p) for p in sorted(Path(out_dir).glob("*.parquet"))}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from extract.config import load_config
+
+    parser = argparse.ArgumentParser(description="Run the naive baseline on a manifest.")
+    parser.add_argument("manifest")
+    parser.add_argument("out_dir")
+    parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="key=value override")
+    args = parser.parse_args()
+    print(json.dumps(run_naive(args.manifest, args.out_dir, load_config(args.config, args.overrides)), indent=2))

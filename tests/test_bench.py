@@ -1,0 +1,153 @@
+"""The benchmark harness (``bench/``): it must keep running, so ``make bench`` cannot rot.
+
+The end-to-end check runs ``python -m bench.run --quick`` (2 tiny clips, tiny random models,
+the job and the naive baseline each in a child process) and reads back what it wrote. The
+other checks are pure: clip-set parameters and caching keys, the naive decoder against the
+job's decoder, the scaling fit, and how RESULTS.md keeps its hand-written part.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import clips
+from bench.run import HAND_WRITTEN_MARKER, _counts, scaling_fit, stage_breakdown, write_results_md
+
+from conftest import REPO
+
+
+def test_mixed_specs_cover_the_requested_range():
+    specs = clips.mixed_specs(12)
+    durations = [s.duration_s for s in specs]
+    assert durations[0] == 5 and durations[-1] == 60 and durations == sorted(durations)
+    assert {(s.width, s.height) for s in specs} == set(clips.MIXED_SIZES)
+    # every size with every key-frame interval (sizes and GOPs must not move in lockstep)
+    assert {((s.width, s.height), s.gop) for s in specs[:9]} == {
+        (size, gop) for size in clips.MIXED_SIZES for gop in clips.MIXED_GOPS}
+    assert len({s.video_id for s in specs}) == 12
+    for spec in specs:
+        assert "#" in spec.caption and spec.text
+        # the spoken text is sized to fit the clip (one sentence at least)
+        words = len(spec.text.split())
+        assert words <= max(clips.SPEECH_FILL * spec.duration_s * clips.WORDS_PER_S,
+                            max(len(s.split()) for s in clips.SENTENCES))
+
+
+def test_set_key_changes_with_every_parameter():
+    base = clips.short_specs(3)
+    keys = {clips.set_key("s", base, True), clips.set_key("s", base, False),
+            clips.set_key("s", clips.short_specs(4), True), clips.set_key("s", clips.short_specs(3, width=160), True)}
+    assert len(keys) == 4
+    assert clips.set_key("s", base, True) == clips.set_key("s", clips.short_specs(3), True)
+
+
+def test_build_set_and_subset_manifest(tmp_path):
+    specs = clips.short_specs(2, duration_s=1.0, width=96, height=64)
+    manifest = clips.build_set("t", specs, cache_dir=tmp_path, workers=1)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [r["video_id"] for r in rows] == ["short0000", "short0001"]
+    assert all((manifest.parent / r["uri"]).stat().st_size > 0 for r in rows)
+    mtime = manifest.stat().st_mtime_ns
+    assert clips.build_set("t", specs, cache_dir=tmp_path) == manifest  # cached: not rebuilt
+    assert manifest.stat().st_mtime_ns == mtime
+    sub = clips.subset_manifest(manifest, 1, tmp_path / "sub.jsonl")
+    (row,) = [json.loads(line) for line in sub.read_text().splitlines()]
+    assert row["video_id"] == "short0000" and row["uri"].startswith("/")
+    with pytest.raises(ValueError, match="has 2 clips"):
+        clips.subset_manifest(manifest, 3, tmp_path / "bad.jsonl")
+
+
+def test_naive_decoder_keeps_the_frames_the_job_keeps(tmp_path):
+    from bench.naive import decode_sampled_frames
+    from extract.config import Config
+    from extract.decode import decode_video
+    from extract.preprocess import PreprocessSpec
+    from extract.samples import write_clip
+
+    path = str(write_clip(tmp_path / "c.mp4", 6.5, 160, 96, 12.0, audio=None, gop=12))
+    config = Config()
+    spec = PreprocessSpec(32, "bicubic", "shortest", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    images, times = decode_sampled_frames(path, config)
+    ours = decode_video(path, config, spec)
+    assert len(images) == len(ours.pts_s) == 7  # 1 fps over 6.5 s
+    np.testing.assert_allclose(times, ours.pts_s, atol=1e-3)
+    assert images[0].size == (160, 96)  # full size: the naive pipeline resizes in preprocess_val
+
+
+def test_scaling_fit_recovers_a_line():
+    points = [{"clips": n, "wall_s": 20.0 + 0.5 * n, "driver_peak_rss_mb": 500.0} for n in (10, 40, 160)]
+    fit = scaling_fit(points)
+    assert fit["fixed_s"] == pytest.approx(20.0) and fit["per_video_s"] == pytest.approx(0.5)
+    assert fit["steady_videos_per_s"] == pytest.approx(2.0) and fit["max_residual_pct"] < 0.1
+    assert scaling_fit(points[:1]) is None
+
+
+def test_stage_breakdown_maps_naive_steps_onto_stages():
+    ours = {"videos": 4, "frames": 40, "timings_s": {"decode": 1.0, "whisper": 4.0, "clip": 2.0, "write": 0.5}}
+    naive = {"videos": 4, "frames": 40, "timings_s": {"decode": 3.0, "preprocess": 1.0, "whisper": 8.0,
+                                                     "clip": 3.0, "text": 1.0, "write": 0.5, "load": 9.0}}
+    rows = {r["stage"].split(" (")[0]: r for r in stage_breakdown(ours, naive)}
+    assert rows["decode"]["naive_s"] == 4.0 and rows["decode"]["speedup"] == 4.0
+    assert rows["clip + text features"]["naive_s"] == 4.0 and rows["whisper"]["speedup"] == 2.0
+    assert rows["decode"]["ours_frames_per_s"] == 40.0
+
+
+def test_counts_option():
+    assert _counts("160,10,40,10") == [10, 40, 160]
+    for bad in ("", "a,b", "0,4"):
+        with pytest.raises(Exception, match="clip counts"):
+            _counts(bad)
+
+
+def test_results_md_keeps_the_hand_written_part(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    write_results_md(path, "# generated 1\n")
+    assert path.read_text().endswith(HAND_WRITTEN_MARKER + "\n")
+    path.write_text(path.read_text() + "## GPU plan\nkeep me\n")
+    write_results_md(path, "# generated 2\n")
+    text = path.read_text()
+    assert text.startswith("# generated 2\n") and "generated 1" not in text
+    assert text.endswith(HAND_WRITTEN_MARKER + "\n## GPU plan\nkeep me\n")
+
+
+def test_quick_bench_writes_results_and_plot(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    (out / "RESULTS.md").write_text(f"old\n{HAND_WRITTEN_MARKER}\nhand-written notes\n")
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--work", str(work)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    comparison = results["comparison"]
+    ours, naive = comparison["ours"], comparison["naive"]
+    for record in (ours, naive):
+        assert record["videos"] == record["ok"] == 2 and record["errors"] == 0
+        assert record["wall_s"] > 0 and record["driver_peak_rss_mb"] > 0
+    assert ours["frames"] == naive["frames"] >= 8  # 2 clips, at least 4 frames each
+    same = comparison["equivalence"]
+    assert same["n_frames_equal"] == 2 and same["frames_compared"] == ours["frames"]
+    assert same["frame_cosine_mean"] > 0.99  # same weights, same frames, two resizers
+    stages = {r["stage"].split(" (")[0]: r for r in comparison["stages"]}
+    for name in ("decode", "whisper", "clip + text features"):
+        assert stages[name]["ours_s"] > 0 and stages[name]["naive_s"] > 0
+    assert comparison["ratios"]["end_to_end"] == pytest.approx(naive["wall_s"] / ours["wall_s"], rel=1e-2)
+    alone = comparison["decode_alone"]
+    assert alone["ours"]["frames"] == alone["naive"]["frames"] == ours["frames"]
+    assert comparison["ratios"]["decode"] == alone["speedup_wall"] > 0
+    assert [p["clips"] for p in results["scaling"]] == [2]
+    assert results["models"]["note"].startswith("quick mode")
+
+    text = (out / "RESULTS.md").read_text()
+    assert text.startswith("# Benchmark results") and "old\n" not in text
+    assert text.endswith(f"{HAND_WRITTEN_MARKER}\nhand-written notes\n")
+    for heading in ("## Machine and versions", "## Ours vs naive", "### Per-stage time", "### Decode alone",
+                    "## Scaling (ours)"):
+        assert heading in text
+    assert f"| wall time (s) | {ours['wall_s']:.1f} | {naive['wall_s']:.1f} |" in text
+    png = (out / "throughput.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -1,0 +1,1038 @@
+"""Reliability of the job as a whole: hostile manifests, crashes, kills, failing stores, full
+disks, broken checkpoints, memory. The cases and their status are in tests/RELIABILITY.md.
+
+Three kinds of test:
+
+- in-process, no Ray: the driver (``run_job``) with ``pipeline.execute`` replaced by a replay of
+  real stage outputs computed once in this process (``replay``), so its writing and commit can
+  be faulted at every file operation through a ``pyarrow.fs.PyFileSystem`` wrapper (a kill, a
+  full disk) or a fault-injecting HTTP proxy in front of the S3 test server;
+- ``extract run`` as a subprocess on the tiny models (the hostile manifest, a broken checkpoint);
+- slow (``make test-all``): real Ray runs through a harness script that wraps the real model
+  stages to crash on a video, record actor pids for ``kill -9`` or push a payload through the
+  driver for the memory measurement.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+import media
+from conftest import REPO, run_cli
+from extract import catalog as catalog_module
+from extract import pipeline
+from extract.catalog import RUNS_DIR, STAGING_DIR, Catalog
+from extract.config import StorageConfig, load_config
+from extract.rows import batch_to_rows, rows_to_batch
+from extract.schemas import TABLES
+from extract.sources import read_source
+
+LOCAL_YAML = REPO / "jobs" / "configs" / "local.yaml"
+PART_FILE = re.compile(r"^(%s)/dt=\d{4}-\d{2}-\d{2}/part-(?P<run>[^/]+)-[0-9a-z]+\.parquet$" % "|".join(TABLES))
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _write_jsonl(path: Path, records: list) -> Path:
+    """One JSON value per line; a ``str`` record is written as is (for broken lines)."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def visible_state(dst: str, storage: StorageConfig | None = None) -> dict[str, list[tuple[str, str]]]:
+    """What an exactly-once reader sees: per table, sorted ``(video_id, run_id)`` of its rows."""
+    catalog = Catalog(dst, storage or StorageConfig())
+    state = {}
+    for table in TABLES:
+        rows = []
+        for rel in catalog.live_files(table):  # the run id comes from the file name: a mix shows
+            with catalog.fs.open_input_file(catalog.abs(rel)) as fh:
+                ids = pq.read_table(fh, columns=["video_id"])["video_id"].to_pylist()
+            rows += [(vid, PART_FILE.match(rel).group("run")) for vid in ids]
+        state[table] = sorted(rows)
+    return state
+
+
+def assert_exactly_once(dst: str, ids: list[str], storage: StorageConfig | None = None) -> None:
+    """Every id in exactly one of videos/errors, frame rows match n_frames, no stray files."""
+    catalog = Catalog(dst, storage or StorageConfig())
+    videos = catalog.read("videos")
+    errors = catalog.read("errors")
+    got = (videos["video_id"].to_pylist() if videos is not None else []) + \
+          (errors["video_id"].to_pylist() if errors is not None else [])
+    assert sorted(got) == sorted(ids), Counter(got) - Counter(ids) or Counter(ids) - Counter(got)
+    if videos is not None:
+        frames = catalog.read("frame_embeddings")
+        assert (frames.num_rows if frames is not None else 0) == sum(videos["n_frames"].to_pylist())
+    live = catalog.all_live_files()
+    for table in TABLES:
+        selector = pafs.FileSelector(f"{catalog.root}/{table}", recursive=True, allow_not_found=True)
+        for info in catalog.fs.get_file_info(selector):
+            if info.type == pafs.FileType.File:
+                assert info.path[len(catalog.root) + 1:] in live, f"stray file {info.path}"
+    staged = catalog.fs.get_file_info(pafs.FileSelector(f"{catalog.root}/{STAGING_DIR}", recursive=True,
+                                                        allow_not_found=True))
+    assert not [i.path for i in staged if i.type == pafs.FileType.File], "staging left behind"
+
+
+# --------------------------------------------------------------------------- replayed stages
+
+
+@dataclass
+class Replay:
+    """Real stage outputs of ``manifest`` (tiny models, computed once in this process) and an
+    ``execute`` stand-in for ``pipeline.execute`` that hands them back in batches."""
+
+    manifest: Path
+    config: Any
+    ids: list[str]
+    finished: dict[str, dict[str, Any]]
+
+    def execute(self, rows, config, stages=None, batch_size: int = 2):
+        def batches():
+            for start in range(0, len(rows), batch_size):
+                yield rows_to_batch([dict(self.finished[r["video_id"]]) for r in rows[start:start + batch_size]])
+
+        return batches(), {"replayed": True}
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory, small_samples, tiny_config) -> Replay:
+    d = tmp_path_factory.mktemp("replay")
+    # Two of the sample clips: one with speech (transcript segments), one silent; plus a missing file.
+    records = [json.loads(line) for line in small_samples.read_text().splitlines()]
+    records = [r for r in records if r["video_id"] in ("portrait_dance", "silent_loop")]
+    for record in records:
+        record["uri"] = str((small_samples.parent / record["uri"]).resolve())
+    records.append({"video_id": "gone", "uri": str(d / "gone.mp4"), "caption": "lost #gone"})
+    manifest = _write_jsonl(d / "manifest.jsonl", records)
+    config = load_config([LOCAL_YAML, tiny_config], ["limits.max_error_rate=1.0"])
+    rows = read_source(str(manifest), config.storage)
+    stages = [pipeline.TimedStage(cls, name, config) for name, cls in pipeline.stage_classes().items()]
+    try:
+        batch = rows_to_batch(rows)
+        for stage in stages:
+            batch = stage(batch)
+    finally:
+        stages[0].stage.close()
+    finished = {row["video_id"]: row for row in batch_to_rows(batch)}
+    assert finished["gone"]["error_type"] == "NotFound" and finished["portrait_dance"]["error_stage"] is None
+    return Replay(manifest, config, [r["video_id"] for r in rows], finished)
+
+
+# --------------------------------------------------------------------------- a faulty file system
+
+
+class Killed(BaseException):
+    """The simulated ``kill -9`` of the driver: not an Exception, so no handler swallows it."""
+
+
+class FaultyFileSystem(pafs.FileSystemHandler):
+    """Local files with object-store semantics (a written file appears whole at close, like an
+    S3 PUT), counting changes, and able to fail: after ``die_at`` changes every call raises
+    ``Killed`` (the process is gone, so its own clean-up cannot run either); past
+    ``quota_bytes`` of written data a write raises ``OSError(ENOSPC)``."""
+
+    def __init__(self, die_at: int | None = None, quota_bytes: int | None = None):
+        self.local = pafs.LocalFileSystem()
+        self.die_at = die_at
+        self.quota_bytes = quota_bytes
+        self.changes = 0
+        self.written = 0
+        self.dead = False
+
+    def _alive(self) -> None:
+        if self.dead:
+            raise Killed("the driver is dead")
+
+    def _change(self) -> None:
+        self._alive()
+        self.changes += 1
+        if self.die_at is not None and self.changes >= self.die_at:
+            self.dead = True
+            raise Killed(f"killed at file-system change {self.changes}")
+
+    def charge(self, n_bytes: int) -> None:
+        self._alive()
+        if self.quota_bytes is not None and self.written + n_bytes > self.quota_bytes:
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        self.written += n_bytes
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    def get_type_name(self):
+        return "faulty-local"
+
+    def normalize_path(self, path):
+        return path
+
+    def get_file_info(self, paths):
+        self._alive()
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        self._alive()
+        return self.local.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self._change()
+        self.local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self._change()
+        self.local.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self._change()
+        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise OSError("refusing to delete the root")
+
+    def delete_file(self, path):
+        self._change()
+        self.local.delete_file(path)
+
+    def move(self, src, dest):
+        self._change()
+        self.local.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self._change()
+        self.local.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        self._alive()
+        return self.local.open_input_stream(path)
+
+    def open_input_file(self, path):
+        self._alive()
+        return self.local.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        self._change()
+        return pa.PythonFile(_AtomicSink(self, path), mode="w")
+
+    def open_append_stream(self, path, metadata):
+        raise OSError("append is not used by the writer")
+
+
+class _AtomicSink(io.RawIOBase):
+    """Buffers a file; at close it appears whole (temp file + rename) or not at all."""
+
+    def __init__(self, fs: FaultyFileSystem, path: str):
+        super().__init__()
+        self.fs, self.path, self.buffer = fs, path, io.BytesIO()
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self.fs.charge(len(data))
+        return self.buffer.write(data)
+
+    def close(self):
+        if self.closed:
+            return
+        try:
+            self.fs._change()
+            if not os.path.isdir(os.path.dirname(self.path)):
+                return  # its folder was deleted meanwhile (an aborted run): the file goes with it
+            tmp = f"{self.path}.partial-{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(self.buffer.getvalue())
+            os.replace(tmp, self.path)
+        finally:
+            super().close()
+
+
+def _use_filesystem(monkeypatch, handler: FaultyFileSystem) -> None:
+    """Make ``Catalog`` (and so the writer) of a local DST go through ``handler``."""
+    from extract.storage import filesystem_for as real
+
+    def filesystem_for(uri, storage=None):
+        fs, path = real(uri, storage)
+        return (pafs.PyFileSystem(handler), path) if isinstance(fs, pafs.LocalFileSystem) else (fs, path)
+
+    monkeypatch.setattr(catalog_module, "filesystem_for", filesystem_for)
+
+
+# --------------------------------------------------------------------------- a faulty object store
+
+
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+class FaultProxy:
+    """HTTP proxy on 127.0.0.1 in front of the S3 test server that fails chosen requests.
+
+    ``plan(method, path, n)`` (``n``: earlier requests with this method and path) returns None
+    to forward the request, ``("status", code, s3_code)`` to answer with an S3 error,
+    ``("reset",)`` to drop the connection, or ``("stall", seconds)`` to answer nothing for that
+    long. ``log`` holds ``(method, path, monotonic time, action)`` per request.
+    """
+
+    def __init__(self, upstream: str, plan: Callable[[str, str, int], tuple | None]):
+        host, port = upstream.split("://", 1)[1].split(":")
+        self.plan = plan
+        self.log: list[tuple[str, str, float, tuple | None]] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _serve(self) -> None:
+                body = self._body()
+                with outer._lock:
+                    n = sum(1 for m, p, _, _ in outer.log if (m, p) == (self.command, self.path))
+                    action = outer.plan(self.command, self.path, n)
+                    outer.log.append((self.command, self.path, time.monotonic(), action))
+                if action is not None and action[0] == "status":
+                    payload = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{action[2]}</Code>"
+                               "<Message>injected by the test proxy</Message></Error>").encode()
+                    self.send_response(action[1])
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if action is not None:
+                    if action[0] == "stall":
+                        time.sleep(action[1])
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                upstream_conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS | {"content-length"}}
+                upstream_conn.request(self.command, self.path, body=body, headers=headers)
+                response = upstream_conn.getresponse()
+                data = response.read()
+                self.send_response(response.status, response.reason)
+                for key, value in response.getheaders():
+                    # A HEAD answer keeps the object's Content-Length; bodies get their own.
+                    if key.lower() not in HOP_HEADERS and (key.lower() != "content-length" or self.command == "HEAD"):
+                        self.send_header(key, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream_conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def requests(self, method: str, path_part: str = "") -> list[tuple[str, str, float, tuple | None]]:
+        return [entry for entry in self.log if entry[0] == method and path_part in entry[1]]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy_factory(s3_server):
+    proxies = []
+
+    def make(plan):
+        proxies.append(FaultProxy(s3_server, plan))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def _bucket(endpoint: str, name: str):
+    """A boto3 client of the S3 test server, with bucket ``name`` created if missing."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    if name not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=name)
+    return client
+
+
+# =========================================================================== fast tests
+
+
+def test_hostile_manifest_values_never_break_the_run(tmp_path):
+    """Manifest-level cases that need no decoding: each row is a source row, the invalid ones
+    carry a readable error naming the row and column, and every string can be stored."""
+    big_caption = ("ab\x00\x1b[31m\u202e #tag " * 90_000)[:1_000_000]
+    records = [
+        {"video_id": "a/b/../../c", "uri": "a.mp4", "caption": big_caption, "upload_ts": "yesterday"},
+        {"video_id": "surrogate\ud800", "uri": "b.mp4"},
+        {"video_id": "bad-uri", "uri": "x\udc80.mp4"},
+        {"video_id": "cap", "uri": "c.mp4", "caption": "half \ud83d emoji", "upload_ts": 1e30},
+        {"video_id": "a/b/../../c", "uri": "dup.mp4"},
+        {"video_id": "nul\x00", "uri": "d.mp4"},
+        {"video_id": "w" * 513, "uri": "e.mp4"},
+        {"video_id": "", "uri": "f.mp4"},
+        {"video_id": None, "uri": "g.mp4"},
+        {"caption": "no id, no uri"},
+        "[1, 2, 3]",
+        "{\"video_id\": \"truncated",
+        {"video_id": 42, "uri": "h.mp4", "upload_ts": "2026-02-30T00:00:00Z"},
+    ]
+    raw = _write_jsonl(tmp_path / "m.jsonl", records).read_bytes()
+    (tmp_path / "m.jsonl").write_bytes(raw + b'{"video_id": "latin1-\xe9", "uri": "i.mp4"}\n')
+    rows = read_source(str(tmp_path / "m.jsonl"))
+    assert len(rows) == len(records) + 1
+    by_line = {i + 1: row for i, row in enumerate(rows)}
+    assert by_line[1]["error_stage"] is None and by_line[1]["video_id"] == "a/b/../../c"
+    assert by_line[1]["caption"] == big_caption and by_line[1]["upload_ts"] is None and by_line[1]["ts_warning"]
+    assert "not valid UTF-8" in by_line[2]["error_message"] and by_line[2]["video_id"] == "surrogate\ufffd"
+    assert "uri" in by_line[3]["error_message"] and "not valid UTF-8" in by_line[3]["error_message"]
+    assert by_line[4]["error_stage"] is None and by_line[4]["caption"] == "half \ufffd emoji"
+    assert "duplicate video_id" in by_line[5]["error_message"] and "row 5" in by_line[5]["error_message"]
+    assert "control characters" in by_line[6]["error_message"]
+    assert "over 512" in by_line[7]["error_message"]
+    for line in (8, 9, 10):
+        assert "no 'video_id'" in by_line[line]["error_message"] and f"row {line}" in by_line[line]["error_message"]
+    assert "not a JSON object" in by_line[11]["error_message"]
+    assert "not valid JSON" in by_line[12]["error_message"]
+    assert by_line[13]["video_id"] == "42" and by_line[13]["ts_warning"]
+    assert by_line[14]["video_id"] == "latin1-\ufffd" and by_line[14]["error_stage"] is None
+    for row in rows:
+        for key in ("video_id", "uri", "caption", "error_message"):
+            if row[key] is not None:
+                row[key].encode("utf-8")  # storable in Parquet
+        assert row["error_stage"] in (None, "manifest")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_manifest_missing_a_required_column_names_row_and_column(tmp_path, fmt):
+    if fmt == "csv":
+        (tmp_path / "m.csv").write_text("video_id,caption\nv1,hello\nv2,\n")
+    else:
+        pq.write_table(pa.table({"uri": ["a.mp4", "b.mp4"], "caption": ["x", None]}), tmp_path / "m.parquet")
+    rows = read_source(str(tmp_path / f"m.{fmt}"))
+    missing = "uri" if fmt == "csv" else "video_id"
+    assert [r["error_type"] for r in rows] == ["InvalidInput", "InvalidInput"]
+    for n, row in enumerate(rows, start=1):
+        assert f"row {n}" in row["error_message"] and f"no {missing!r}" in row["error_message"]
+
+
+def test_worker_crashes_are_pinned_on_their_videos(monkeypatch):
+    """``stream_finished_rows`` without Ray: an ``execute`` that crashes (``ActorDiedError``, as
+    Ray raises after its retries) whenever a batch holds a poison video. Every video comes back
+    once, each poison video as a ``Crash`` row; groups being split run without Ray retries, a
+    lone video with the configured ones; the number of re-runs stays logarithmic."""
+    import ray.exceptions
+
+    from extract.config import Config
+
+    poison = {"v13", "v40"}
+    calls = []
+
+    def execute(rows, config, stages=None):
+        calls.append((len(rows), config.runtime.max_task_retries))
+
+        def batches():
+            for start in range(0, len(rows), 4):
+                batch = rows[start:start + 4]
+                if poison & {r["video_id"] for r in batch}:
+                    raise ray.exceptions.ActorDiedError()
+                yield rows_to_batch([dict(r, done=True) for r in batch])
+
+        return batches(), {"pools": "fake"}
+
+    monkeypatch.setattr(pipeline, "execute", execute)
+    todo = [{"video_id": f"v{i}", "uri": f"v{i}.mp4"} for i in range(64)]
+    seen: set[str] = set()
+    resources: dict = {}
+    events: Counter = Counter()
+    config = Config().replace(**{"runtime.max_task_retries": 2})
+    out = [row for rows in pipeline.stream_finished_rows(todo, config, None, seen, resources, events) for row in rows]
+    assert sorted(r["video_id"] for r in out) == sorted(r["video_id"] for r in todo)
+    crashed = {r["video_id"]: r for r in out if r.get("error_type")}
+    assert set(crashed) == poison
+    assert all(r["error_stage"] == "pipeline" and r["retryable"] is False and "3 attempts" in r["error_message"]
+               for r in crashed.values())
+    assert resources == {"pools": "fake"} and events["crash_reruns"] == len(calls) - 1 <= 4 * 6
+    assert calls[0] == (64, 2)
+    assert all(retries == (2 if n == 1 else 0) for n, retries in calls[1:])
+
+
+def test_crash_pinning_is_bounded_and_other_failures_are_not_retried(monkeypatch):
+    import ray.exceptions
+
+    from extract.config import Config
+
+    def always_crash(rows, config, stages=None):
+        def batches():
+            raise ray.exceptions.WorkerCrashedError()
+            yield  # pragma: no cover - makes this a generator
+
+        return batches(), {}
+
+    todo = [{"video_id": f"v{i}", "uri": "x"} for i in range(10_000)]
+    monkeypatch.setattr(pipeline, "execute", always_crash)
+    events: Counter = Counter()
+    with pytest.raises(RuntimeError, match="kept crashing"):
+        list(pipeline.stream_finished_rows(todo, Config(), None, set(), {}, events))
+    assert events["crash_reruns"] <= pipeline.MAX_CRASH_RERUNS
+
+    def bug(rows, config, stages=None):
+        raise ValueError("a stage raised")
+
+    monkeypatch.setattr(pipeline, "execute", bug)
+    events = Counter()
+    with pytest.raises(ValueError, match="a stage raised"):
+        list(pipeline.stream_finished_rows(todo, Config(), None, set(), {}, events))
+    assert events["crash_reruns"] == 0
+
+    def init_fails(rows, config, stages=None):
+        task_error = ray.exceptions.RayTaskError("__init__", "Traceback ...\nextract.clip.ModelLoadError: models."
+                                                 "whisper.name: cannot load Whisper checkpoint /ckpt/w.pt", ValueError())
+        raise ray.exceptions.ActorDiedError(task_error)
+
+    monkeypatch.setattr(pipeline, "execute", init_fails)
+    with pytest.raises(pipeline.StageStartError, match="/ckpt/w.pt"):
+        list(pipeline.stream_finished_rows(todo, Config(), None, set(), {}, Counter()))
+
+
+# The "dead" driver lives on in this process: its open Parquet writers are garbage-collected
+# later and their close fails against the dead file system, which pytest reports as unraisable.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_kill_at_every_file_operation_publishes_all_or_nothing(replay, tmp_path, monkeypatch):
+    """The driver dies (nothing of it runs any more) at each file-system change of a first run
+    and of an ``--overwrite`` run that supersedes committed rows. A reader following the run
+    manifests sees the state before the run or the whole run, never a mix; the next run
+    completes with every manifest row exactly once and no leftovers."""
+    monkeypatch.setattr(pipeline, "execute", replay.execute)
+    src = str(replay.manifest)
+
+    def run(dst, run_id, overwrite=False, fs=None):
+        _use_filesystem(monkeypatch, fs or FaultyFileSystem())
+        try:
+            return pipeline.run_job(src, str(dst), replay.config, overwrite=overwrite, progress=False, run_id=run_id)
+        finally:
+            _use_filesystem(monkeypatch, FaultyFileSystem())  # readers after a kill see a healthy disk
+
+    scenarios = []
+    for overwrite in (False, True):
+        clean = tmp_path / f"clean-{overwrite}"
+        if overwrite:
+            run(clean, "r1-base")
+        before = visible_state(str(clean))
+        counter = FaultyFileSystem()
+        run(clean, "r2-new", overwrite, counter)
+        scenarios.append((overwrite, before, visible_state(str(clean)), counter.changes))
+    assert scenarios[0][3] > 10 and scenarios[1][3] > scenarios[0][3]
+
+    for overwrite, before, after, n_changes in scenarios:
+        assert before != after
+        for k in range(1, n_changes + 1):
+            dst = tmp_path / f"kill-{overwrite}-{k}"
+            if overwrite:
+                run(dst, "r1-base")
+            with pytest.raises(Killed):
+                run(dst, "r2-new", overwrite, FaultyFileSystem(die_at=k))
+            state = visible_state(str(dst))
+            assert state in (before, after), f"kill at change {k} (overwrite={overwrite}) left a mixed state"
+            record = run(dst, "r3-next", overwrite=False)
+            assert record["status"] == "committed"
+            assert_exactly_once(str(dst), replay.ids)
+
+
+def test_disk_full_on_staging_fails_cleanly(replay, tiny_config, tmp_path, monkeypatch, capsys):
+    """ENOSPC while staging: ``extract run`` exits 1 saying nothing was published, no run
+    manifest and no table file exists, staging is gone, and the next run commits everything."""
+    from extract.cli import main
+
+    monkeypatch.setattr(pipeline, "execute", replay.execute)
+    dst = tmp_path / "out"
+    full = FaultyFileSystem(quota_bytes=4096)
+    _use_filesystem(monkeypatch, full)
+    config_args = ["--config", str(LOCAL_YAML), "--config", str(tiny_config), "--set", "limits.max_error_rate=1.0"]
+    rc = main(["run", "--input", str(replay.manifest), "--output", str(dst), "--no-progress", *config_args])
+    err = capsys.readouterr().err
+    assert rc == 1 and "nothing was published" in err and "No space left on device" in err, err
+    assert full.written > 0
+    assert not list(dst.rglob("*.json")) and not list(dst.rglob("*.parquet")), list(dst.rglob("*"))
+    assert not (dst / STAGING_DIR).exists() or not any((dst / STAGING_DIR).iterdir())
+
+    _use_filesystem(monkeypatch, FaultyFileSystem())
+    rc = main(["run", "--input", str(replay.manifest), "--output", str(dst), "--no-progress", *config_args])
+    assert rc == 0, capsys.readouterr().err
+    assert_exactly_once(str(dst), replay.ids)
+
+
+def test_store_reads_are_retried_with_backoff_then_recorded(proxy_factory, s3_server, tmp_path):
+    """Through a proxy in front of the S3 server: a GET that fails twice (503 SlowDown, then a
+    reset connection) is retried and the video decodes; a GET that always fails is tried a
+    bounded number of times with growing pauses and becomes a retryable ``StoreError`` row."""
+    from extract.decode import DecodeStage
+
+    clip = media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
+    client = _bucket(s3_server, "reads")
+    for key in ("flaky.mp4", "down.mp4"):
+        client.upload_file(str(clip), "reads", key)
+
+    def plan(method, path, n):
+        if method == "GET" and path.startswith("/reads/flaky.mp4"):
+            return [("status", 503, "SlowDown"), ("reset",)][n] if n < 2 else None
+        if method == "GET" and path.startswith("/reads/down.mp4"):
+            return ("status", 503, "SlowDown")
+        return None
+
+    proxy = proxy_factory(plan)
+    config = load_config([], [f"storage.s3_endpoint={proxy.endpoint}", "models.clip.pretrained=null"])
+    stage = DecodeStage(config)
+    try:
+        start = time.monotonic()
+        rows = batch_to_rows(stage(rows_to_batch([
+            {"video_id": vid, "uri": f"s3://reads/{vid}.mp4", "caption": None, "upload_ts": None, "dt": "2026-01-01",
+             "error_stage": None, "error_type": None, "error_message": None, "retryable": None}
+            for vid in ("flaky", "down")])))
+        elapsed = time.monotonic() - start
+    finally:
+        stage.close()
+    flaky, down = rows
+    assert flaky["error_stage"] is None and flaky["n_frames"] == 4
+    assert len(proxy.requests("GET", "/reads/flaky.mp4")) == 3
+    assert (down["error_stage"], down["error_type"], down["retryable"]) == ("decode", "StoreError", True)
+    assert "s3://reads/down.mp4" in down["error_message"] and "retry" in down["error_message"]
+    attempts = [t for _, _, t, _ in proxy.requests("GET", "/reads/down.mp4")]
+    assert 3 <= len(attempts) <= 10, len(attempts)
+    assert attempts[-1] - attempts[0] > 0.3, "no backoff between attempts"
+    assert elapsed < 60
+
+
+def test_store_write_faults_are_retried_or_fail_the_run_unpublished(replay, proxy_factory, s3_server, monkeypatch):
+    """Output on S3 behind the proxy. Transient PUT failures are retried and the run commits.
+    When the run manifest cannot be written (every PUT under ``_runs/`` fails) the run fails:
+    a reader sees nothing, and the next run removes the orphaned files and commits."""
+    monkeypatch.setattr(pipeline, "execute", replay.execute)
+    client = _bucket(s3_server, "writes")
+
+    def run(proxy, prefix):
+        config = replay.config.replace(**{"storage.s3_endpoint": proxy.endpoint})
+        return pipeline.run_job(str(replay.manifest), f"s3://writes/{prefix}", config, progress=False)
+
+    flaky = proxy_factory(lambda method, path, n: ("status", 503, "SlowDown")
+                          if method == "PUT" and n == 0 and ("/videos/" in path or f"/{RUNS_DIR}/" in path) else None)
+    record = run(flaky, "flaky")
+    storage = StorageConfig(s3_endpoint=s3_server)
+    assert record["status"] == "committed"
+    assert_exactly_once("s3://writes/flaky", replay.ids, storage)
+    failed_puts = [e for e in flaky.requests("PUT") if e[3]]
+    assert len(failed_puts) >= 3  # the first PUT of each videos file and of the run manifest, retried
+
+    broken = proxy_factory(lambda method, path, n: ("status", 500, "InternalError")
+                           if method == "PUT" and f"/{RUNS_DIR}/" in path else None)
+    with pytest.raises(OSError):
+        run(broken, "broken")
+    assert visible_state("s3://writes/broken", storage) == {t: [] for t in TABLES}
+    assert not client.list_objects_v2(Bucket="writes", Prefix=f"broken/{RUNS_DIR}/").get("Contents")
+    healthy = proxy_factory(lambda method, path, n: None)
+    assert run(healthy, "broken")["cleaned_leftovers"] > 0
+    assert_exactly_once("s3://writes/broken", replay.ids, storage)
+
+
+# --------------------------------------------------------------------------- end to end (subprocess)
+
+
+class FifoCanary:
+    """A FIFO that records whether any process opened it (see test_reliability_media)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        os.mkfifo(self.path)
+        self.opened = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                self.opened += 1
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+            self._stop.wait(0.002)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _cli_run(src, dst, tiny_config, *extra, env=None, timeout=600):
+    return run_cli("run", "--input", str(src), "--output", str(dst), "--config", str(LOCAL_YAML),
+                   "--config", str(tiny_config), "--no-progress", *extra, env=env, timeout=timeout)
+
+
+def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
+    """One ``extract run`` over a manifest of hostile ids, captions and files, with one video
+    whose decode process aborts every time (test hook). Every manifest row ends in exactly one
+    of videos/errors, ids never become paths, nothing outside DST is written, the playlist's
+    target is never opened, and the run commits."""
+    media_dir = tmp_path / "media"
+    media_dir.mkdir()
+    clip = str(media.small_clip(media_dir / "clip.mp4", 2.0, audio=None))
+    canary = FifoCanary(media_dir / "secret.mp4")
+    playlist = media_dir / "list.mp4"
+    playlist.write_text(f"#EXTM3U\n#EXTINF:2,\nfile://{canary.path}\n#EXT-X-ENDLIST\n")
+    big_caption = ("x\x00\x07\u202e #fyp " * 100_000)[:1_000_000]
+    records = [
+        {"video_id": "../../escape", "uri": clip, "caption": big_caption},
+        {"video_id": "a/b/c", "uri": clip, "caption": "#one #two", "upload_ts": "2026-01-02T03:04:05Z"},
+        {"video_id": "日本語 🎬 video", "uri": clip, "upload_ts": "yesterday"},
+        {"video_id": "L" * 512, "uri": clip, "upload_ts": 1767225600},
+        {"video_id": "L" * 513, "uri": clip},
+        {"video_id": "nul\x00id", "uri": clip},
+        {"video_id": "surrogate\ud800", "uri": clip},
+        {"video_id": "a/b/c", "uri": clip},
+        {"uri": clip},
+        {"video_id": "no-uri"},
+        {"video_id": "crash-me", "uri": clip},
+        {"video_id": "playlist", "uri": str(playlist)},
+        {"video_id": "empty", "uri": str(media.zero_byte_file(media_dir / "empty.mp4"))},
+        {"video_id": "web", "uri": "http://127.0.0.1:9/v.mp4"},
+        "{not json",
+        {"video_id": "caption-surrogate", "uri": clip, "caption": "broken \ud83d emoji"},
+    ]
+    manifest = _write_jsonl(tmp_path / "manifest.jsonl", records)
+    dst = tmp_path / "out"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    try:
+        proc = _cli_run(manifest, dst, tiny_config, "--set", "limits.max_error_rate=1.0",
+                        env={"EXTRACT_TEST_CRASH_VIDEO_IDS": "crash-me"})
+    finally:
+        canary.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert canary.opened == 0, "the playlist's entry was opened"
+
+    catalog = Catalog(str(dst))
+    (run,) = catalog.runs
+    videos = catalog.read("videos").to_pylist()
+    errors = catalog.read("errors").to_pylist()
+    assert len(videos) + len(errors) == len(records)
+    ok = {v["video_id"]: v for v in videos}
+    assert set(ok) == {"../../escape", "a/b/c", "日本語 🎬 video", "L" * 512, "caption-surrogate"}
+    # A playlist named .mp4 reaches the mov demuxer (broken MP4) or is refused as HLS.
+    err = Counter((e["video_id"], e["stage"], "Refused" if e["video_id"] == "playlist" and e["error_type"] in (
+        "DecodeError", "UnsupportedFormat") else e["error_type"]) for e in errors)
+    assert err == Counter({
+        ("L" * 513, "manifest", "InvalidInput"): 1, ("nul\x00id", "manifest", "InvalidInput"): 1,
+        ("surrogate\ufffd", "manifest", "InvalidInput"): 1, ("a/b/c", "manifest", "InvalidInput"): 1,
+        ("", "manifest", "InvalidInput"): 2, ("no-uri", "manifest", "InvalidInput"): 1,
+        ("crash-me", "decode", "Crash"): 1, ("playlist", "decode", "Refused"): 1,
+        ("empty", "decode", "UnsupportedFormat"): 1, ("web", "manifest", "InvalidInput"): 1})
+    crash = next(e for e in errors if e["video_id"] == "crash-me")
+    assert "SIGABRT" in crash["message"] and crash["retryable"] is False
+    assert ok["../../escape"]["caption"] == big_caption[:10_000] and ok["../../escape"]["caption_truncated"]
+    assert ok["caption-surrogate"]["caption"] == "broken \ufffd emoji"
+    assert ok["日本語 🎬 video"]["upload_ts"] is None and ok["a/b/c"]["dt"] == "2026-01-02"
+    assert run["counts"]["invalid_upload_ts"] == 1 and run["counts"]["errors"] == len(errors)
+
+    for path in dst.rglob("*"):  # ids never became paths
+        if path.is_file():
+            rel = str(path.relative_to(dst))
+            assert PART_FILE.match(rel) or rel == f"{RUNS_DIR}/{run['run_id']}.json", rel
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.is_relative_to(dst))
+    assert after == before, set(after) ^ set(before)
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_fails_before_any_video(tmp_path, tiny_config):
+    """A truncated Whisper checkpoint: the run fails (exit 1) naming the file, publishes
+    nothing and never reads a video: the clip's access time (older than its modification
+    time, so relatime would update it on any read) stays where the test set it."""
+    clip = media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
+    manifest = _write_jsonl(tmp_path / "m.jsonl", [{"video_id": "v", "uri": str(clip)}])
+    whisper = Path(load_config([tiny_config]).models.whisper.name)
+    corrupt = tmp_path / "whisper-corrupt.pt"
+    corrupt.write_bytes(whisper.read_bytes()[:1000])
+    mtime = os.stat(clip).st_mtime_ns
+    stamp = mtime - 3600 * 10**9
+    os.utime(clip, ns=(stamp, mtime))
+    proc = _cli_run(manifest, tmp_path / "out", tiny_config, "--set", f"models.whisper.name={corrupt}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "nothing was published" in proc.stderr and str(corrupt) in last, proc.stderr[-3000:]
+    assert not (tmp_path / "out" / RUNS_DIR).exists()
+    assert os.stat(clip).st_atime_ns == stamp, "a video was read before the models loaded"
+    clip.read_bytes()
+    if os.stat(clip).st_atime_ns == stamp:  # the canary is only proof where reads update atime
+        pytest.skip("this file system does not record reads in atime")
+
+
+# =========================================================================== slow: real Ray runs
+
+HARNESS = r'''
+"""Runs run_job with the real stages, the CLIP stage wrapped to crash on chosen videos, record its
+actor pid and calls, sleep per call, or add a payload column (test harness, see the test module)."""
+import json, os, sys, time
+
+import numpy as np
+
+from extract.clip import ClipStage
+from extract.config import load_config
+from extract.pipeline import run_job, stage_classes
+
+ARGS = json.loads(sys.argv[1])
+CRASH = set(ARGS.get("crash_ids", []))
+RECORD = ARGS.get("record_dir")
+DELAY = float(ARGS.get("delay_s", 0))
+PAYLOAD = int(ARGS.get("payload_bytes", 0))
+
+
+class WrappedClip(ClipStage):
+    def __init__(self, config):
+        super().__init__(config)
+        if RECORD:
+            with open(os.path.join(RECORD, f"clip-{os.getpid()}.pid"), "w") as fh:
+                fh.write(str(os.getpid()))
+
+    def __call__(self, batch):
+        ids = [str(v) for v in batch["video_id"]]
+        if CRASH & set(ids):
+            os.abort()
+        time.sleep(DELAY)
+        out = super().__call__(batch)
+        if PAYLOAD:
+            n = len(out["video_id"])
+            payload = np.empty(n, dtype=object)
+            for i in range(n):
+                payload[i] = np.full(PAYLOAD, i % 251, np.uint8)
+            out["payload"] = payload
+        if RECORD:
+            with open(os.path.join(RECORD, "clip.calls"), "a") as fh:
+                fh.write(json.dumps(ids) + "\n")
+        return out
+
+
+config = load_config(ARGS["configs"], ARGS.get("overrides", []))
+record = run_job(ARGS["src"], ARGS["dst"], config, progress=False, stages=dict(stage_classes(), clip=WrappedClip))
+print("RESULT " + json.dumps(record, default=str))
+'''
+
+
+def _harness(tmp_path: Path, args: dict, **popen) -> subprocess.Popen:
+    script = tmp_path / "harness.py"
+    script.write_text(HARNESS)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, str(script), json.dumps(args)], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str, dict | None]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        _end_group(proc)
+    result = next((json.loads(line[len("RESULT "):]) for line in out.splitlines() if line.startswith("RESULT ")), None)
+    return proc.returncode, out, result
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """Stop what is left of a harness's process group (Ray processes it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc.poll() is None:
+        proc.wait(30)
+
+
+def _silent_manifest(tmp_path: Path, n: int, clip: Path | None = None) -> tuple[Path, list[str]]:
+    clip = clip or media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
+    ids = [f"v{i:03d}" for i in range(n)]
+    return _write_jsonl(tmp_path / f"manifest-{n}.jsonl", [{"video_id": vid, "uri": str(clip)} for vid in ids]), ids
+
+
+@pytest.mark.slow
+def test_model_actor_that_crashes_on_one_video_costs_only_that_video(tmp_path, tiny_config):
+    """The CLIP actor aborts whenever its batch holds ``v002``: Ray retries, then the run pins
+    the crash on ``v002`` (a ``Crash`` error row) and every other video is committed."""
+    manifest, ids = _silent_manifest(tmp_path, 4)
+    dst = tmp_path / "out"
+    rc, out, record = _finish(_harness(tmp_path, {
+        "src": str(manifest), "dst": str(dst), "configs": [str(LOCAL_YAML), str(tiny_config)], "crash_ids": ["v002"],
+        "overrides": ["runtime.videos_per_batch=1", "runtime.decode_batch_size=1", "runtime.max_task_retries=1"]}))
+    assert rc == 0 and record, out[-5000:]
+    assert record["counts"]["ok"] == 3 and record["counts"]["errors"] == 1
+    assert record["errors_by_stage_type"] == {"pipeline/Crash": 1}
+    (error,) = Catalog(str(dst)).read("errors").to_pylist()
+    assert error["video_id"] == "v002" and "2 attempts" in error["message"]
+    assert_exactly_once(str(dst), ids)
+
+
+@pytest.mark.slow
+def test_model_actor_killed_mid_run_loses_nothing(tmp_path, tiny_config):
+    """``kill -9`` of the CLIP actor after its first batch: Ray restarts it and retries the
+    batch it held; the run commits with every video exactly once."""
+    manifest, ids = _silent_manifest(tmp_path, 8)
+    record_dir = tmp_path / "record"
+    record_dir.mkdir()
+    dst = tmp_path / "out"
+    proc = _harness(tmp_path, {
+        "src": str(manifest), "dst": str(dst), "configs": [str(LOCAL_YAML), str(tiny_config)],
+        "record_dir": str(record_dir), "delay_s": 2.0, "overrides": ["runtime.videos_per_batch=2"]})
+    killed = None
+    deadline = time.monotonic() + 600
+    try:
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            calls = record_dir / "clip.calls"
+            pids = sorted(record_dir.glob("clip-*.pid"), key=os.path.getmtime)
+            if calls.exists() and calls.read_text().count("\n") >= 1 and pids:
+                killed = int(pids[-1].read_text())
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.2)
+    finally:
+        rc, out, record = _finish(proc)
+    assert killed is not None, out[-5000:]
+    assert rc == 0 and record, out[-5000:]
+    calls = [json.loads(line) for line in (record_dir / "clip.calls").read_text().splitlines()]
+    assert len(calls) < len(ids) // 2 + 2, "the kill came after the last batch"
+    assert len(list(record_dir.glob("clip-*.pid"))) >= 2, "the actor was not restarted"
+    assert record["counts"]["ok"] == len(ids) and record["counts"]["errors"] == 0
+    assert_exactly_once(str(dst), ids)
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_run_publishes_nothing_and_the_next_run_completes(tmp_path, tiny_config):
+    """``kill -9`` of the driver once videos are flowing: no run manifest, no visible rows, its
+    Ray processes go away with it; the next run cleans up and commits every video once."""
+    manifest, ids = _silent_manifest(tmp_path, 6)
+    record_dir = tmp_path / "record"
+    record_dir.mkdir()
+    dst = tmp_path / "out"
+    proc = _harness(tmp_path, {
+        "src": str(manifest), "dst": str(dst), "configs": [str(LOCAL_YAML), str(tiny_config)],
+        "record_dir": str(record_dir), "delay_s": 2.0, "overrides": ["runtime.videos_per_batch=2"]})
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None and not (record_dir / "clip.calls").exists():
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before the kill"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        # GCS, raylet and workers go within seconds; Ray's dashboard and runtime-env agents
+        # notice their raylet is gone after about 70 s here.
+        gone = time.monotonic() + 180
+        while time.monotonic() < gone:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(1)
+        else:
+            left = subprocess.run(["ps", "-o", "pid,etime,args", "-g", str(proc.pid)], capture_output=True,
+                                  text=True).stdout
+            pytest.fail(f"processes of the killed driver still run after 180 s:\n{left}")
+    finally:
+        _end_group(proc)
+    assert not (dst / RUNS_DIR).exists() or not list((dst / RUNS_DIR).iterdir())
+    assert visible_state(str(dst)) == {t: [] for t in TABLES}
+    proc = _cli_run(manifest, dst, tiny_config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_exactly_once(str(dst), ids)
+
+
+@pytest.mark.slow
+def test_driver_memory_does_not_grow_with_the_number_of_videos(tmp_path, tiny_config):
+    """Peak RSS of the driver for N and 4N videos, each pushing a 2 MiB payload through it:
+    holding results would add >= 3N * 2 MiB; streaming adds little."""
+    payload = 2 * 1024**2
+    peaks = {}
+    for n in (8, 32):
+        manifest, ids = _silent_manifest(tmp_path, n)
+        dst = tmp_path / f"out-{n}"
+        rc, out, record = _finish(_harness(tmp_path, {
+            "src": str(manifest), "dst": str(dst), "configs": [str(LOCAL_YAML), str(tiny_config)],
+            "payload_bytes": payload, "overrides": ["runtime.videos_per_batch=4"]}))
+        assert rc == 0 and record, out[-5000:]
+        assert record["counts"]["ok"] == n
+        peaks[n] = record["driver_max_rss_mb"]
+    growth_mb = peaks[32] - peaks[8]
+    held_mb = 24 * payload / 2**20
+    assert growth_mb < held_mb / 2, f"driver peak RSS {peaks} MiB grows with the number of videos"
+
+
+@pytest.mark.slow
+def test_missing_checkpoint_fails_fast_naming_the_path(tmp_path, tiny_config):
+    manifest, _ = _silent_manifest(tmp_path, 1)
+    missing = tmp_path / "nowhere" / "clip.pt"
+    start = time.monotonic()
+    proc = _cli_run(manifest, tmp_path / "out", tiny_config, "--set", f"models.clip.pretrained={missing}")
+    assert proc.returncode == 1 and str(missing) in proc.stderr.strip().splitlines()[-1], proc.stderr[-3000:]
+    assert not (tmp_path / "out" / RUNS_DIR).exists()
+    assert time.monotonic() - start < 300
+
+
+@pytest.mark.slow
+def test_store_that_stalls_is_cut_off(proxy_factory, s3_server, tmp_path):
+    """A GET that never answers: the store client's low-speed limit ends each attempt and the
+    video becomes a retryable ``StoreError`` row in bounded time (the decode stage's fetch is
+    not under ``limits.timeout_s``; the client's timeouts bound it)."""
+    from extract.decode import DecodeStage
+
+    clip = media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
+    client = _bucket(s3_server, "stalls")
+    client.upload_file(str(clip), "stalls", "slow.mp4")
+    proxy = proxy_factory(lambda method, path, n: ("stall", 60) if method == "GET" else None)
+    config = load_config([], [f"storage.s3_endpoint={proxy.endpoint}", "models.clip.pretrained=null"])
+    stage = DecodeStage(config)
+    try:
+        start = time.monotonic()
+        (row,) = batch_to_rows(stage(rows_to_batch([
+            {"video_id": "slow", "uri": "s3://stalls/slow.mp4", "caption": None, "upload_ts": None, "dt": "2026-01-01",
+             "error_stage": None, "error_type": None, "error_message": None, "retryable": None}])))
+        elapsed = time.monotonic() - start
+    finally:
+        stage.close()
+    assert (row["error_type"], row["retryable"]) == ("StoreError", True)
+    assert elapsed < 90

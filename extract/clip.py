@@ -41,7 +41,7 @@ import numpy as np
 
 from extract.config import ClipModelConfig, Config, StorageConfig
 from extract.preprocess import PreprocessSpec, preprocess_spec, register_model_config
-from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, rows_to_batch
+from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
 
 log = logging.getLogger(__name__)
 
@@ -497,20 +497,8 @@ class ClipStage:
     def _embed_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
         """Embed all pending rows packed together; if that fails, each row alone, so one bad
         video fails only itself."""
-        if not pending:
-            return
-        try:
-            results = self.embedder.embed_frames([frames for _, frames in pending], self.batch_size)
-        except Exception as exc:  # noqa: BLE001 - isolated below, per video
-            log.warning("CLIP batch of %d videos failed (%s: %s); embedding videos one by one",
-                        len(pending), type(exc).__name__, exc)
-            results = []
-            for row, frames in pending:
-                try:
-                    results.append(self.embedder.embed_frames([frames], self.batch_size)[0])
-                except Exception as row_exc:  # noqa: BLE001 - becomes this video's error row
-                    mark_exception(row, STAGE, row_exc)
-                    results.append(None)
+        results = process_isolated(pending, lambda frames: self.embedder.embed_frames(frames, self.batch_size),
+                                   STAGE, "CLIP")
         for (row, _), embeddings in zip(pending, results):
             if embeddings is None:
                 continue

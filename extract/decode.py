@@ -234,7 +234,7 @@ def _memory_error(name: str, limits: LimitsConfig) -> VideoError:
                       f"{name!r}: decoding ran out of memory under limits.max_memory_bytes={limits.max_memory_bytes}")
 
 
-class _VideoReader:
+class VideoReader:
     """Frames of one video stream from the current position, with seeks and packet skipping.
 
     ``next_target_s``: non-reference frames presented before it are dropped in the decoder
@@ -321,7 +321,7 @@ class _VideoReader:
                 return
 
 
-def _frames_at(reader: _VideoReader, targets: np.ndarray, plan: Sequence[KeyFrame | None],
+def frames_at(reader: VideoReader, targets: np.ndarray, plan: Sequence[KeyFrame | None],
                scale: Callable[[Any], np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
     """For each target (sorted seconds) the scaled first frame at or after it, and its time."""
     n = len(targets)
@@ -379,7 +379,7 @@ def _frames_at(reader: _VideoReader, targets: np.ndarray, plan: Sequence[KeyFram
     return images, times
 
 
-def _scene_frames(reader: _VideoReader, scale: Callable[[Any], np.ndarray], threshold: float,
+def _scene_frames(reader: VideoReader, scale: Callable[[Any], np.ndarray], threshold: float,
                   max_frames: int) -> tuple[list[np.ndarray] | None, list[float]]:
     """``scene`` policy in one sequential pass: frames at scene changes (first frame included),
     thinned to ``max_frames``. Returns ``(None, times)`` when there were too many changes to
@@ -405,7 +405,7 @@ def _scene_frames(reader: _VideoReader, scale: Callable[[Any], np.ndarray], thre
     return ([kept[k] for k in index] if kept is not None else None), [times[k] for k in index]
 
 
-def _scan_keyframe_times(reader: _VideoReader) -> list[float]:
+def _scan_keyframe_times(reader: VideoReader) -> list[float]:
     """Key-frame presentation times (s from the stream start) from a demux-only pass."""
     import av
 
@@ -442,7 +442,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
         check_limits(info, limits, path)
         scale = ClipFrameScaler(spec, info.sample_aspect_ratio)
         keyframes = info.keyframes if strategy == "auto" else None
-        reader = _VideoReader(container, info, deadline, sampling.policy == "uniform", limits.max_pixels)
+        reader = VideoReader(container, info, deadline, sampling.policy == "uniform", limits.max_pixels)
         if sampling.policy == "scene":
             images, times = _scene_frames(reader, scale, sampling.scene_threshold, sampling.max_frames)
         else:
@@ -450,14 +450,14 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
                 targets = _keyframe_policy_targets(reader, info, sampling.max_frames)
             else:
                 targets = sample_timestamps(info.video_duration_s, sampling)
-            images, times = _frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
+            images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
         stats = DecodeStats("seek" if reader.seeks else "sequential", reader.frames_decoded, reader.seeks,
                             reader.bad_packets)
     if images is None:  # scene: too many changes to hold while scanning; decode the chosen ones again
         with open_input(path, limits, threads) as container:
-            reader = _VideoReader(container, info, deadline, True, limits.max_pixels)
+            reader = VideoReader(container, info, deadline, True, limits.max_pixels)
             targets = np.asarray(times)
-            images, times = _frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
+            images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
     audio = _decode_audio_file(path, limits, deadline) if info.has_audio else np.zeros(0, np.float32)
     frames = np.stack(images) if images else np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
     stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started)
@@ -465,7 +465,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
                         audio, sampling.policy, stats)
 
 
-def _keyframe_policy_targets(reader: _VideoReader, info: Probe, max_frames: int) -> np.ndarray:
+def _keyframe_policy_targets(reader: VideoReader, info: Probe, max_frames: int) -> np.ndarray:
     """``keyframes`` policy targets; sets the decoder to output key frames only."""
     if info.container == "mov" and info.keyframes:  # the MP4 sample table lists every key frame
         times = [k.time_s for k in info.keyframes]

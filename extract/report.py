@@ -407,7 +407,7 @@ def read_frames_at(path: str, pts_s: Sequence[float], limits: LimitsConfig, max_
     """
     import av
 
-    from extract.decode import Deadline, _frames_at, _VideoReader
+    from extract.decode import Deadline, frames_at, VideoReader
     from extract.probe import open_input, read_probe
     from extract.sampling import plan_seeks
 
@@ -420,14 +420,14 @@ def read_frames_at(path: str, pts_s: Sequence[float], limits: LimitsConfig, max_
     try:
         with open_input(path, limits, decode_threads) as container:
             info = read_probe(container)
-            reader = _VideoReader(container, info, Deadline(limits.timeout_s, path), skip_nonref=True,
+            reader = VideoReader(container, info, Deadline(limits.timeout_s, path), skip_nonref=True,
                                   max_pixels=limits.max_pixels)
             sar = info.sample_aspect_ratio
 
             def thumbnail(frame: Any) -> np.ndarray:
                 return _thumbnail(frame, display_rotation(frame.rotation), sar, max_side_px)
 
-            images, _ = _frames_at(reader, targets, plan_seeks(targets, info.keyframes, reader.min_skip_s),
+            images, _ = frames_at(reader, targets, plan_seeks(targets, info.keyframes, reader.min_skip_s),
                                    thumbnail)
     except av.error.FFmpegError as exc:
         raise VideoError("DecodeError", f"{path!r}: {exc}") from exc

@@ -28,10 +28,13 @@ stages pass it through untouched. Tensors are never None so Ray can store them a
 
 from __future__ import annotations
 
+import logging
 import traceback
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
+
+log = logging.getLogger("extract")
 
 ERROR_COLUMNS = ("error_stage", "error_type", "error_message", "retryable")
 
@@ -123,3 +126,28 @@ class VideoError(Exception):
         super().__init__(message)
         self.error_type = error_type
         self.retryable = retryable
+
+
+def process_isolated(pending: list[tuple[dict[str, Any], Any]], process: Callable[[list[Any]], list[Any]],
+                     stage: str, what: str) -> list[Any]:
+    """Run ``process`` on all pending inputs at once (one packed batch); if that raises, run it
+    on each input alone so one bad video fails only itself.
+
+    ``pending`` is ``[(row, input)]``; returns one result per entry, None where that row was
+    marked failed (stage ``stage``). ``what`` names the work in the log, e.g. ``"CLIP"``.
+    """
+    if not pending:
+        return []
+    try:
+        return list(process([item for _, item in pending]))
+    except Exception as exc:  # noqa: BLE001 - isolated below, per video
+        log.warning("%s batch of %d videos failed (%s: %s); processing videos one by one",
+                    what, len(pending), type(exc).__name__, exc)
+    results: list[Any] = []
+    for row, item in pending:
+        try:
+            results.append(process([item])[0])
+        except Exception as row_exc:  # noqa: BLE001 - becomes this video's error row
+            mark_exception(row, stage, row_exc)
+            results.append(None)
+    return results

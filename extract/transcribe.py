@@ -61,7 +61,7 @@ import numpy as np
 
 from extract.clip import ModelLoadError, resolve_device, weights_sha256
 from extract.config import Config, StorageConfig, WhisperConfig, WhisperModelConfig
-from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, rows_to_batch
+from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
 from extract.windows import AudioWindow, check_window_config, is_silent, plan_windows
 
 log = logging.getLogger(__name__)
@@ -533,20 +533,8 @@ class TranscribeStage:
     def _transcribe_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
         """Transcribe all pending rows together; if that fails, each row alone, so one bad
         video fails only itself."""
-        if not pending:
-            return
-        try:
-            transcripts = self.transcriber.transcribe_batch([audio for _, audio in pending], self.batch_size)
-        except Exception as exc:  # noqa: BLE001 - isolated below, per video
-            log.warning("Whisper batch of %d videos failed (%s: %s); transcribing videos one by one",
-                        len(pending), type(exc).__name__, exc)
-            transcripts = []
-            for row, audio in pending:
-                try:
-                    transcripts.append(self.transcriber.transcribe_batch([audio], self.batch_size)[0])
-                except Exception as row_exc:  # noqa: BLE001 - becomes this video's error row
-                    mark_exception(row, STAGE, row_exc)
-                    transcripts.append(None)
+        transcripts = process_isolated(
+            pending, lambda audios: self.transcriber.transcribe_batch(audios, self.batch_size), STAGE, "Whisper")
         for (row, _), transcript in zip(pending, transcripts):
             if transcript is None:
                 continue

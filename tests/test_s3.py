@@ -74,7 +74,7 @@ def test_run_from_s3_to_s3_matches_local(s3_server, small_samples, tiny_config, 
     fs, root = filesystem_for("s3://features/v1")
     listing = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))]
     assert not any("/_staging/" in p and p.endswith(".parquet") for p in listing)
-    runs = [p for p in listing if "/_runs/" in p]
+    runs = [p for p in listing if "/_runs/" in p and p.endswith(".json")]
     assert len(runs) == 1
     with fs.open_input_stream(runs[0]) as fh:
         record = json.loads(fh.read())

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bench import clips
-from bench.run import HAND_WRITTEN_MARKER, _counts, scaling_fit, stage_breakdown, write_results_md
+from bench.run import HAND_WRITTEN_MARKER, _clip_shape, _counts, scaling_fit, stage_breakdown, write_results_md
 
 from conftest import REPO
 
@@ -102,6 +102,13 @@ def test_counts_option():
     for bad in ("", "a,b", "0,4"):
         with pytest.raises(Exception, match="clip counts"):
             _counts(bad)
+
+
+def test_clip_shape_option():
+    assert _clip_shape("30,1280x720") == (30.0, 1280, 720)
+    for bad in ("30", "30,1280", "0,320x180", "5,321x180", "x,320x180"):
+        with pytest.raises(Exception, match="SECONDS|even sizes"):
+            _clip_shape(bad)
 
 
 def test_results_md_keeps_the_hand_written_part(tmp_path):

@@ -155,6 +155,43 @@ def growing_ts(path: Path, big: int = 4096, n_big: int = 5) -> Path:
     return Path(path)
 
 
+def audio_switch_ts(path: Path) -> Path:
+    """MPEG-TS with 2 s of video and an AAC track that switches from 16 kHz mono to 48 kHz
+    stereo after 1.024 s (as broadcast recordings do); about 1.9 s of audio in all."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w", format="mpegts") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        stereo = av.CodecContext.create("aac", "w")
+        stereo.sample_rate, stereo.layout, stereo.format = 48000, "stereo", "fltp"
+        stereo.time_base = Fraction(1, 48000)
+        stereo.open()
+        for encoder, layout, channels, rate, n, start in ((audio, "mono", 1, 16000, 16, 0),
+                                                          (stereo, "stereo", 2, 48000, 40, 49152)):
+            for i in range(n):
+                chunk = av.AudioFrame.from_ndarray(np.zeros((channels, 1024), np.float32), format="fltp", layout=layout)
+                chunk.sample_rate, chunk.pts = rate, start + i * 1024
+                for packet in encoder.encode(chunk):
+                    packet.stream = audio
+                    out.mux(packet)
+            for packet in encoder.encode():
+                packet.stream = audio
+                out.mux(packet)
+    return Path(path)
+
+
 def zero_frame_video(path: Path) -> Path:
     """An MP4 with a video track that holds no samples, next to a real audio track."""
     import av
@@ -304,6 +341,10 @@ def _check_long_tiny(row: dict) -> None:
     assert row["pts_s"][0] == 0.0 and row["pts_s"][-1] > 2300 and np.all(np.diff(row["pts_s"]) > 0)
 
 
+def _check_audio_switch(row: dict) -> None:
+    assert row["has_audio"] is True and row["audio_s"] == pytest.approx(1.9, abs=0.2) and row["n_frames"] == 4
+
+
 def _check_corrupt_middle(row: dict) -> None:
     assert row["n_frames"] == 4 and row["frames"].shape == (4, 224, 224, 3)
 
@@ -352,6 +393,8 @@ CASES = [
          check=_check_video_only),
     Case("corrupt_frames_mid_stream", lambda d, env: corrupt_middle(env["clip"], d / "corrupt.mp4"),
          frozenset({"ok", "DecodeError"}), check=_check_corrupt_middle),
+    Case("audio_format_changes_mid_stream", lambda d, env: audio_switch_ts(d / "audio_switch.ts"), frozenset({"ok"}),
+         check=_check_audio_switch),
     Case("audio_only", lambda d, env: media.audio_only_clip(d / "audio_only.mp4"), frozenset({"NoVideoStream"}),
          ("no video stream",)),
     Case("video_only", lambda d, env: env["video_only"], frozenset({"ok"}), check=_check_video_only),
@@ -433,6 +476,8 @@ KNOWN_GAPS = {
                             "that as DecodeError (message names max_streams) before checking the log for it",
     "metadata_not_utf8": "PyAV decodes metadata strictly: av.open raises UnicodeDecodeError; probe.open_input "
                          "needs metadata_errors='replace'",
+    "audio_format_changes_mid_stream": "one av.AudioResampler per stream raises ValueError 'Frame does not match "
+                                       "AudioResampler setup' when rate/layout change; decode must start a new one",
 }
 
 

@@ -780,7 +780,8 @@ def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
     for path in dst.rglob("*"):  # ids never became paths
         if path.is_file():
             rel = str(path.relative_to(dst))
-            assert PART_FILE.match(rel) or rel == f"{RUNS_DIR}/{run['run_id']}.json", rel
+            assert PART_FILE.match(rel) or rel in (f"{RUNS_DIR}/{run['run_id']}.json",
+                                                   f"{RUNS_DIR}/{run['run_id']}.html"), rel  # manifest, report
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.is_relative_to(dst))
     assert after == before, set(after) ^ set(before)
 

@@ -8,7 +8,7 @@ Two sets, each a folder of MP4 files plus a ``manifest.jsonl`` that ``extract ru
   each interval, H.264 ``veryfast`` + AAC, a spoken track (espeak-ng) filling about
   85 % of the clip, and a caption with hashtags.
 - ``short_specs``: the scaling set. 5 s, 320x180, 30 fps, 1 s key-frame interval; every other
-  clip has one spoken sentence, the others a silent audio track (uploads with music removed
+  clip is spoken (one sentence at 5 s), the others have a silent audio track (uploads with music removed
   or nothing said): cheap to make in the hundreds, and a 2-core run of 160 stays in minutes.
 
 Without espeak-ng the spoken audio is a tone (the manifest's ``audio_kind`` says which). A set is
@@ -109,7 +109,7 @@ def short_specs(n: int = 160, duration_s: float = 5.0, width: int = 320, height:
     if n < 1:
         raise ValueError(f"short clip count must be >= 1, got {n}")
     return tuple(ClipSpec(f"short{i:04d}", duration_s, width, height, FPS, int(FPS),
-                          SENTENCES[i // 2 % len(SENTENCES)] if i % 2 == 0 else "", _caption(i), 1000 + i)
+                          spoken_text(duration_s, i // 2) if i % 2 == 0 else "", _caption(i), 1000 + i)
                  for i in range(n))
 
 

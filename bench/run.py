@@ -640,7 +640,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     else:
         compare_specs = mixed_specs(args.compare or DEFAULT_COMPARE)
         counts = list(args.scaling or DEFAULT_SCALING)
-        scaling_specs = short_specs(max(counts))
+        seconds, width, height = args.scaling_clip
+        scaling_specs = short_specs(max(counts), duration_s=seconds, width=width, height=height)
         durations = [s.duration_s for s in compare_specs]
         compare_desc = (f"{len(compare_specs)} clips of {min(durations):.0f}-{max(durations):.0f} s "
                         f"({sum(durations):.0f} s in all), 640x360 / 1280x720 / 1920x1080 in turn, 30 fps, H.264 "
@@ -713,6 +714,19 @@ def _counts(text: str) -> list[int]:
     return sorted(set(counts))
 
 
+def _clip_shape(text: str) -> tuple[float, int, int]:
+    """``"5,320x180"`` -> ``(5.0, 320, 180)``: seconds and even pixel sizes of a scaling clip."""
+    try:
+        seconds, size = text.split(",")
+        width, height = (int(v) for v in size.lower().split("x"))
+        shape = (float(seconds), width, height)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected SECONDS,WIDTHxHEIGHT like 30,1280x720, got {text!r}") from exc
+    if shape[0] <= 0 or width < 16 or height < 16 or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError(f"need seconds > 0 and even sizes >= 16 (H.264 4:2:0), got {text!r}")
+    return shape
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=(
         "Benchmark the job against a naive per-video pipeline and write RESULTS.md + throughput.png. "
@@ -723,6 +737,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help=f"clips in the ours-vs-naive comparison (default {DEFAULT_COMPARE}; quick {QUICK_CLIPS})")
     parser.add_argument("--scaling", type=_counts, default=None, metavar="N,N,...",
                         help="clip counts of the scaling runs (default 10,40,160; quick 2)")
+    parser.add_argument("--scaling-clip", type=_clip_shape, default=(5.0, 320, 180), metavar="SECONDS,WxH",
+                        help="duration and size of the scaling clips (default 5,320x180; e.g. 30,1280x720 for "
+                             "videos per GPU-hour)")
     parser.add_argument("--skip-micro", action="store_true", help="do not run bench/bench_*.py")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where RESULTS.md, throughput.png, results.json go")
     parser.add_argument("--work", default=str(DEFAULT_WORK), help="scratch folder for outputs and manifests")

@@ -505,6 +505,7 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, dead
     max_samples = int((limits.max_duration_s + TRUNCATION_SLACK_S) * AUDIO_RATE)
     chunks: list[np.ndarray] = []
     total = bad = 0
+    input_layout: tuple | None = None
 
     def take(frames: list) -> None:
         nonlocal total
@@ -530,6 +531,14 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, dead
                                                     f"audio packets, last: {exc}") from exc
                 continue
             for frame in frames:
+                layout = (frame.sample_rate, frame.layout.name, frame.format.name)
+                if layout != input_layout:
+                    # A mid-stream change of rate/layout/format: flush and start a new resampler
+                    # (PyAV's resampler is bound to its first frame's layout).
+                    if input_layout is not None:
+                        take(resampler.resample(None))
+                        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+                    input_layout = layout
                 take(resampler.resample(frame))
     except MemoryError:  # av.error.MemoryError is one too: out of memory is not a bad packet
         raise

@@ -114,11 +114,11 @@ def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1) -> Any:
     with ffmpeg_log_capture() as logs:
         try:
             container = av.open("file:" + os.path.abspath(path), "r", container_options=options,
-                                timeout=(timeout, timeout))
+                                timeout=(timeout, timeout), metadata_errors="replace")
         except FileNotFoundError as exc:
             raise VideoError("NotFound", f"{path!r} does not exist") from exc
         except av.error.FFmpegError as exc:
-            raise _open_error(path, exc, logs) from exc
+            raise _open_error(path, exc, logs, limits) from exc
     if any("max_streams" in message for _, _, message in logs):
         container.close()
         raise _streams_error(path, f"more than {limits.max_streams}", limits)
@@ -133,9 +133,11 @@ def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1) -> Any:
     return container
 
 
-def _open_error(path: str, exc: Exception, logs: list[tuple[int, str, str]]) -> VideoError:
+def _open_error(path: str, exc: Exception, logs: list[tuple[int, str, str]], limits: LimitsConfig) -> VideoError:
     reasons = [(name, message.strip()) for _, name, message in logs]
     for name, message in reasons:
+        if "max_streams" in message:
+            return _streams_error(path, "more than", limits)
         if "not on whitelist" in message:
             return VideoError(
                 "UnsupportedFormat",

@@ -91,7 +91,7 @@ class RuntimeConfig:
     decode_threads: int = 2  # FFmpeg decoder threads per video
     videos_per_batch: int = 16  # videos per CLIP / Whisper actor call
     ray_address: str | None = None  # None = RAY_ADDRESS env or an in-process local Ray
-    max_task_retries: int = 2  # Ray retries of a crashed task/actor call, then the run fails
+    max_task_retries: int = 2  # Ray retries of a crashed actor call; then the crashing video is isolated (pipeline)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ from extract.writer import RunWriter, commit_run, file_metadata, supersede
 
 log = logging.getLogger("extract")
 
+GPU_POLL_S = 10.0  # how often a job looks for autoscaled GPU nodes while it waits
+
 STAGES = ("decode", "whisper", "clip")
 # Every actor pool must be up (models loaded, staged weights copied) within this before any video
 # is fed, so load failures surface first; a pool that cannot start at all (no resources) fails too.
@@ -154,6 +156,37 @@ def init_ray(config: Config) -> None:
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
+
+
+def connect_cluster(config: Config) -> dict[str, Any]:
+    """Connect to Ray (``extract.pipeline.init_ray``) and return the cluster's ``CPU``/``GPU``.
+
+    With ``runtime.device=cuda`` on a cluster whose GPU workers scaled to zero, asks the
+    autoscaler for one model actor's GPUs and waits up to ``schedule.gpu_wait_s`` seconds for
+    a GPU node to join (the actor pools then keep it busy; the request is withdrawn).
+    """
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    init_ray(config)
+    resources = ray.cluster_resources()
+    if config.runtime.device == "cuda" and resources.get("GPU", 0) <= 0:
+        print(f"waiting up to {config.schedule.gpu_wait_s:.0f} s for the autoscaler to add a GPU node", flush=True)
+        request_resources(bundles=[{"GPU": config.runtime.num_gpus_per_actor}])
+        deadline = time.monotonic() + config.schedule.gpu_wait_s
+        try:
+            while resources.get("GPU", 0) <= 0 and time.monotonic() < deadline:
+                time.sleep(min(GPU_POLL_S, max(deadline - time.monotonic(), 0.0)))
+                resources = ray.cluster_resources()
+        finally:
+            request_resources(bundles=[])
+        if resources.get("GPU", 0) <= 0:
+            raise RuntimeError(
+                f"runtime.device=cuda but no GPU joined the Ray cluster within schedule.gpu_wait_s="
+                f"{config.schedule.gpu_wait_s:.0f} s; check `ray status`, the autoscaler log "
+                "(/tmp/ray/session_latest/logs/monitor.*) and the cloud's GPU quota")
+    address = config.runtime.ray_address or os.environ.get("RAY_ADDRESS") or "in-process"
+    return {"address": address, "CPU": resources.get("CPU", 0.0), "GPU": resources.get("GPU", 0.0)}
 
 
 def configure_data_context(config: Config) -> dict[str, Any]:

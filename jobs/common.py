@@ -28,7 +28,6 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
@@ -36,11 +35,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 from extract.cli import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from extract.config import Config, ConfigError, StorageConfig, load_config
+from extract.pipeline import connect_cluster
 
 log = logging.getLogger("extract.jobs")
 
 SEVERITY = (EXIT_FAILED, EXIT_USAGE, EXIT_ERROR_RATE, EXIT_OK)  # most severe first
-GPU_POLL_S = 10.0  # how often the job looks for autoscaled GPU nodes while it waits
 
 
 @dataclass(frozen=True)
@@ -230,39 +229,6 @@ def plan_dates(spec: JobSpec, config: Config, tasks: Sequence[DateTask]) -> list
         else:
             plan.append(DateOutcome(task, "run"))
     return plan
-
-
-def connect_cluster(config: Config) -> dict[str, Any]:
-    """Connect to Ray (``extract.pipeline.init_ray``) and return the cluster's ``CPU``/``GPU``.
-
-    With ``runtime.device=cuda`` on a cluster whose GPU workers scaled to zero, asks the
-    autoscaler for one model actor's GPUs and waits up to ``schedule.gpu_wait_s`` seconds for
-    a GPU node to join (the actor pools then keep it busy; the request is withdrawn).
-    """
-    import ray
-    from ray.autoscaler.sdk import request_resources
-
-    from extract.pipeline import init_ray
-
-    init_ray(config)
-    resources = ray.cluster_resources()
-    if config.runtime.device == "cuda" and resources.get("GPU", 0) <= 0:
-        print(f"waiting up to {config.schedule.gpu_wait_s:.0f} s for the autoscaler to add a GPU node", flush=True)
-        request_resources(bundles=[{"GPU": config.runtime.num_gpus_per_actor}])
-        deadline = time.monotonic() + config.schedule.gpu_wait_s
-        try:
-            while resources.get("GPU", 0) <= 0 and time.monotonic() < deadline:
-                time.sleep(min(GPU_POLL_S, max(deadline - time.monotonic(), 0.0)))
-                resources = ray.cluster_resources()
-        finally:
-            request_resources(bundles=[])
-        if resources.get("GPU", 0) <= 0:
-            raise RuntimeError(
-                f"runtime.device=cuda but no GPU joined the Ray cluster within schedule.gpu_wait_s="
-                f"{config.schedule.gpu_wait_s:.0f} s; check `ray status`, the autoscaler log "
-                "(/tmp/ray/session_latest/logs/monitor.*) and the cloud's GPU quota")
-    address = config.runtime.ray_address or os.environ.get("RAY_ADDRESS") or "in-process"
-    return {"address": address, "CPU": resources.get("CPU", 0.0), "GPU": resources.get("GPU", 0.0)}
 
 
 # --------------------------------------------------------------------------- reports

@@ -12,9 +12,7 @@ again with the same arguments. By default the job stops at the first failed date
 
 from __future__ import annotations
 
-from typing import Sequence
-
-from jobs.common import JobSpec, job_main, job_parser, range_tasks
+from jobs.common import JobSpec, entrypoints, range_tasks
 
 SPEC = JobSpec(
     name="backfill",
@@ -27,14 +25,7 @@ SPEC = JobSpec(
 )
 
 
-def build_parser():
-    """The job's argparse parser (for --help and for checking entrypoints)."""
-    return job_parser(SPEC)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return job_main(SPEC, argv)
-
+build_parser, main = entrypoints(SPEC)
 
 if __name__ == "__main__":
     raise SystemExit(main())

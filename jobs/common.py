@@ -366,3 +366,9 @@ def job_main(spec: JobSpec, argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     print(describe_dates(spec, config, plan), flush=True)
     return run_plan(spec, config, plan, getattr(args, "keep_going", False), args.progress)
+
+
+def entrypoints(spec: JobSpec) -> tuple[Callable[[], argparse.ArgumentParser], Callable[..., int]]:
+    """A job module's ``build_parser()`` (for --help and for checking entrypoints) and
+    ``main(argv=None) -> exit code``, both bound to ``spec``."""
+    return partial(job_parser, spec), partial(job_main, spec)

@@ -12,9 +12,7 @@ passed ``limits.max_error_rate`` (3), so the scheduler alerts.
 
 from __future__ import annotations
 
-from typing import Sequence
-
-from jobs.common import JobSpec, daily_tasks, job_main, job_parser
+from jobs.common import JobSpec, daily_tasks, entrypoints
 
 SPEC = JobSpec(
     name="daily",
@@ -25,14 +23,7 @@ SPEC = JobSpec(
 )
 
 
-def build_parser():
-    """The job's argparse parser (for --help and for checking entrypoints)."""
-    return job_parser(SPEC)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return job_main(SPEC, argv)
-
+build_parser, main = entrypoints(SPEC)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -12,9 +12,7 @@ files, limits) stay. A date without an input has nothing to retry. Exit codes as
 
 from __future__ import annotations
 
-from typing import Sequence
-
-from jobs.common import JobSpec, job_main, job_parser, retry_tasks
+from jobs.common import JobSpec, entrypoints, retry_tasks
 
 SPEC = JobSpec(
     name="retry_failures",
@@ -26,14 +24,7 @@ SPEC = JobSpec(
 )
 
 
-def build_parser():
-    """The job's argparse parser (for --help and for checking entrypoints)."""
-    return job_parser(SPEC)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return job_main(SPEC, argv)
-
+build_parser, main = entrypoints(SPEC)
 
 if __name__ == "__main__":
     raise SystemExit(main())

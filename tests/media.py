@@ -10,6 +10,9 @@ independent decode-everything reader to check sampled frames against.
 
 from __future__ import annotations
 
+import errno
+import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -162,3 +165,36 @@ def reference_frames(path: Path, targets_s: Sequence[float]) -> tuple[list, np.n
         picked.append(frame)
         times.append(t)
     return picked, np.asarray(times)
+
+
+class FifoCanary:
+    """A FIFO that records whether any process opened it for reading.
+
+    Nobody writes to it, so a reader's ``open`` blocks until a writer appears; a poller thread
+    opens the write end with ``O_NONBLOCK``, which fails with ``ENXIO`` unless a reader is
+    there. A successful open is an access: it is recorded and the reader gets end-of-file.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        os.mkfifo(self.path)
+        self.opened = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+            else:
+                self.opened += 1
+                os.close(fd)
+            self._stop.wait(0.002)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -11,7 +11,6 @@ at a loopback server that counts requests.
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 import threading
@@ -254,39 +253,6 @@ def dash(base_url: str) -> str:
 # --------------------------------------------------------------------------- canaries
 
 
-class FifoCanary:
-    """A FIFO that records whether any process opened it for reading.
-
-    Nobody writes to it, so a reader's ``open`` blocks until a writer appears; a poller thread
-    opens the write end with ``O_NONBLOCK``, which fails with ``ENXIO`` unless a reader is
-    there. A successful open is an access: it is recorded and the reader gets end-of-file.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        os.mkfifo(self.path)
-        self.opened = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-            else:
-                self.opened += 1
-                os.close(fd)
-            self._stop.wait(0.002)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 class CountingServer:
     """An HTTP server on 127.0.0.1 that answers 404 and counts every request."""
 
@@ -414,7 +380,7 @@ def _fifo(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile")
-    canary = FifoCanary(d / "canary.mp4")
+    canary = media.FifoCanary(d / "canary.mp4")
     server = CountingServer()
     values = {
         "dir": d, "canary": canary.path, "http": server.url, "canary_obj": canary, "server": server,
@@ -540,7 +506,7 @@ def test_playlists_never_opened_what_they_name(stage, env):
 
 def test_canary_detects_a_reader(env):
     """The FIFO canary is able to fail: a plain open for reading is seen."""
-    canary = FifoCanary(env["dir"] / "self-check.fifo")
+    canary = media.FifoCanary(env["dir"] / "self-check.fifo")
     try:
         with open(canary.path, "rb") as fh:  # blocks until the poller opens the write end
             assert fh.read() == b""

@@ -682,32 +682,6 @@ def test_store_write_faults_are_retried_or_fail_the_run_unpublished(replay, prox
 # --------------------------------------------------------------------------- end to end (subprocess)
 
 
-class FifoCanary:
-    """A FIFO that records whether any process opened it (see test_reliability_media)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        os.mkfifo(self.path)
-        self.opened = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            try:
-                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
-                self.opened += 1
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-            self._stop.wait(0.002)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 def _cli_run(src, dst, tiny_config, *extra, env=None, timeout=600):
     return run_cli("run", "--input", str(src), "--output", str(dst), "--config", str(LOCAL_YAML),
                    "--config", str(tiny_config), "--no-progress", *extra, env=env, timeout=timeout)
@@ -721,7 +695,7 @@ def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
     media_dir = tmp_path / "media"
     media_dir.mkdir()
     clip = str(media.small_clip(media_dir / "clip.mp4", 2.0, audio=None))
-    canary = FifoCanary(media_dir / "secret.mp4")
+    canary = media.FifoCanary(media_dir / "secret.mp4")
     playlist = media_dir / "list.mp4"
     playlist.write_text(f"#EXTM3U\n#EXTINF:2,\nfile://{canary.path}\n#EXT-X-ENDLIST\n")
     big_caption = ("x\x00\x07\u202e #fyp " * 100_000)[:1_000_000]

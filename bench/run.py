@@ -482,7 +482,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Seconds of work per stage (ours: summed over workers, model loading excluded, stages overlap in "
         "time; naive: sequential). Naive steps mapped to our stages: decode = decode every frame + PIL "
         "`preprocess_val`; clip + text = `encode_image` + text features. Ours' write is the run manifest's "
-        "`write` (buffered appends; the final flush and commit are in the wall time only).", "",
+        "`write` (buffered appends, the final flush and publishing the files).", "",
         "| stage | ours (s) | naive (s) | speed-up | ours videos/s | naive videos/s | ours frames/s | naive frames/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

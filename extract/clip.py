@@ -394,6 +394,7 @@ def _create_model(clip_cfg: ClipModelConfig, checkpoint: str | None, source: str
     import open_clip
     import torch
 
+    register_model_config(clip_cfg)  # a models.clip.model_config architecture, for open_clip's loaders
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(INIT_SEED)

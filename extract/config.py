@@ -90,6 +90,9 @@ class RuntimeConfig:
     decode_workers: int = 0  # concurrent decode tasks; 0 = Ray decides from free CPUs
     decode_threads: int = 2  # FFmpeg decoder threads per video
     videos_per_batch: int = 16  # videos per CLIP / Whisper actor call
+    # torch CPU threads per model (CLIP/Whisper) actor; 0 = the CPUs Ray gives the actor, at least 1
+    # (set explicitly, so an OMP_NUM_THREADS in the environment cannot oversubscribe the cores)
+    torch_threads: int = 0
     ray_address: str | None = None  # None = RAY_ADDRESS env or an in-process local Ray
     max_task_retries: int = 2  # Ray retries of a crashed actor call; then the crashing video is isolated (pipeline)
 
@@ -290,6 +293,7 @@ def verify_config(cfg: Config) -> Config:
                 "decode_batch_size", "decode_threads", "videos_per_batch"):
         _check_positive(f"runtime.{key}", getattr(cfg.runtime, key))
     _check_positive("runtime.decode_workers", cfg.runtime.decode_workers, allow_zero=True)
+    _check_positive("runtime.torch_threads", cfg.runtime.torch_threads, allow_zero=True)
     _check_positive("runtime.max_task_retries", cfg.runtime.max_task_retries, allow_zero=True)
     for f in dataclasses.fields(cfg.limits):
         _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))

@@ -5,6 +5,8 @@
 - ``stage_models(config, DEST)`` puts real weights in one cluster-visible place once (copying
   from a local file, or downloading when the machine is online) and writes ``DEST/models.yaml``
   pointing ``models.*`` at the staged files, so workers never contact a model hub.
+- ``clip_embed_dim`` (from ``extract.preprocess``) gives the CLIP embedding width from its
+  config, without importing torch.
 - ``local_checkpoint`` turns a staged ``s3://``/``gs://`` checkpoint into a local file (cached
   per worker) for loaders that need a path.
 """
@@ -12,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -21,28 +22,12 @@ from typing import Any
 
 import yaml
 
-from extract.config import ClipModelConfig, Config, StorageConfig
+from extract.config import Config, StorageConfig
+from extract.preprocess import clip_embed_dim  # noqa: F401 - a model fact known without loading (no torch)
 from extract.storage import fetch, filesystem_for, is_remote
 
 WHISPER_NAMES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
                  "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo")
-
-
-def clip_embed_dim(clip: ClipModelConfig) -> int:
-    """Embedding width D of a CLIP model, from its open_clip config (no weights read)."""
-    import open_clip
-
-    from extract.preprocess import register_model_config
-
-    if clip.name.startswith("local-dir:"):
-        cfg = json.loads((Path(clip.name[len("local-dir:"):]) / "open_clip_config.json").read_text())["model_cfg"]
-    else:
-        register_model_config(clip)
-        cfg = open_clip.get_model_config(clip.name)
-        if cfg is None:
-            raise ValueError(f"models.clip.name: unknown open_clip architecture {clip.name!r}; "
-                             "see open_clip.list_models() or set models.clip.model_config")
-    return int(cfg["embed_dim"])
 
 
 def make_tiny(out_dir: str | Path) -> Path:

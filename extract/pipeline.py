@@ -71,12 +71,17 @@ class TimedStage:
     """Wraps a stage class for Ray: builds it once per actor and records seconds per video.
 
     Adds ``time_<name>_s`` to every row (the batch's wall time divided by its rows) so the
-    driver can report per-stage time without a side channel.
+    driver can report per-stage time without a side channel. ``torch_threads`` (model stages,
+    from ``resource_plan``) sets torch's CPU threads before the model loads.
     """
 
-    def __init__(self, stage_cls: type, name: str, config: Config):
+    def __init__(self, stage_cls: type, name: str, config: Config, torch_threads: int | None = None):
         logging.basicConfig(level=logging.INFO)
         self.name = name
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
         self.stage = stage_cls(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -225,18 +230,27 @@ def resolve_gpus(config: Config, cluster_gpus: float) -> float:
 
 
 def resource_plan(config: Config, cluster_cpus: float, cluster_gpus: float) -> dict[str, dict[str, Any]]:
-    """Per stage: actor pool size, CPUs and GPUs per actor, videos per batch."""
+    """Per stage: actor pool size, CPUs and GPUs per actor, videos per batch, and for the model
+    stages torch's CPU threads (``runtime.torch_threads``, 0 = the actor's CPUs, at least 1)."""
     rt = config.runtime
     gpus = resolve_gpus(config, cluster_gpus)
     # On CPU the model actors share the cores with decode; fractional CPUs keep all three
-    # pools schedulable on a 2-core laptop (torch uses the cores it finds either way).
+    # pools schedulable on a 2-core laptop.
     model_cpus = 1.0 if gpus > 0 else 0.5
+    # Ray's own rule for OMP_NUM_THREADS (floor of the CPUs, at least 1), applied through
+    # torch.set_num_threads so an OMP_NUM_THREADS exported in the shell does not give every
+    # actor all the cores. Two threads for every worker on 2 cores (OMP_NUM_THREADS=2) did not
+    # help (bench/RESULTS.md): the models then fight over the same cores. runtime.torch_threads
+    # overrides it (e.g. a CPU machine with few decode_workers and cores to spare).
+    threads = rt.torch_threads or max(1, int(model_cpus))
     reserved = model_cpus * (rt.clip_actors + rt.whisper_actors)
     decode_workers = rt.decode_workers or max(1, int(cluster_cpus - reserved))
     return {
         "decode": {"actors": decode_workers, "num_cpus": 1.0, "num_gpus": 0.0, "batch_size": rt.decode_batch_size},
-        "whisper": {"actors": rt.whisper_actors, "num_cpus": model_cpus, "num_gpus": gpus, "batch_size": rt.videos_per_batch},
-        "clip": {"actors": rt.clip_actors, "num_cpus": model_cpus, "num_gpus": gpus, "batch_size": rt.videos_per_batch},
+        "whisper": {"actors": rt.whisper_actors, "num_cpus": model_cpus, "num_gpus": gpus,
+                    "batch_size": rt.videos_per_batch, "torch_threads": threads},
+        "clip": {"actors": rt.clip_actors, "num_cpus": model_cpus, "num_gpus": gpus,
+                 "batch_size": rt.videos_per_batch, "torch_threads": threads},
     }
 
 
@@ -265,7 +279,7 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
     for name in STAGES:
         p = plan[name]
         ds = ds.map_batches(
-            TimedStage, fn_constructor_args=(stages[name], name, config),
+            TimedStage, fn_constructor_args=(stages[name], name, config, p.get("torch_threads")),
             batch_size=p["batch_size"], batch_format="numpy", zero_copy_batch=False,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=p["actors"]),
             num_cpus=p["num_cpus"], num_gpus=p["num_gpus"] or None,
@@ -390,7 +404,7 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     Raises on run-level failures (unreadable manifest, Ray failure, store failure) after
     deleting the run's staging folder, so nothing is published.
     """
-    from extract.models import clip_embed_dim
+    from extract.preprocess import clip_embed_dim
 
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)

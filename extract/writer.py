@@ -171,18 +171,27 @@ def commit_run(writer: RunWriter, record: dict[str, Any], files_removed: list[st
     """Publish the staged files, then the run manifest (the commit point), then clean up.
 
     ``record`` is the run manifest body; ``files_added``/``files_removed``/``committed_at`` are
-    filled in here. Returns the manifest as written.
+    filled in here. A record with ``timings_s`` gets the seconds of the final flush (the rows
+    still buffered, usually most of a small run's Parquet encoding) and of publishing the files
+    added to ``timings_s["write"]``. Returns the manifest as written.
     """
+    import time
     from datetime import datetime, timezone
 
+    started = time.perf_counter()
     catalog, fs = writer.catalog, writer.fs
     files = writer.close()
     for rel in files:
         dest = catalog.abs(rel)
         fs.create_dir(posixpath.dirname(dest), recursive=True)
         fs.move(f"{writer.staging}/{rel}", dest)
+    extra: dict[str, Any] = {}
+    if "timings_s" in record:
+        timings = dict(record["timings_s"])
+        timings["write"] = round(timings.get("write", 0.0) + time.perf_counter() - started, 3)
+        extra["timings_s"] = timings
     record = dict(record, files_added=sorted(files), files_removed=sorted(files_removed),
-                  committed_at=datetime.now(timezone.utc).isoformat())
+                  committed_at=datetime.now(timezone.utc).isoformat(), **extra)
     write_json(fs, f"{catalog.root}/{RUNS_DIR}/{writer.run_id}.json", record)
     for rel in files_removed:
         try:

@@ -102,6 +102,32 @@ def test_commit_publishes_files_and_manifest(tmp_path):
     assert sorted(catalog.read("videos")["dt"].to_pylist()) == ["2026-11-23", "2026-11-24"]
 
 
+def test_write_timing_includes_final_flush_and_publish(tmp_path, monkeypatch):
+    """Buffered rows are encoded in commit_run's flush; the manifest's write time counts it."""
+    import time
+
+    catalog = Catalog(str(tmp_path))
+    writer = RunWriter(catalog, "r1", lambda t: file_metadata(t, run_id="r1", config_hash="c",
+                                                               feature_hash="fh", models={}))
+    writer.write(rows_to_tables([finished_row("a")], ctx("r1")))
+    assert writer.files == {}  # below a row group: nothing written yet
+    real_flush = RunWriter._flush
+
+    def slow_flush(self, key):
+        time.sleep(0.05)
+        real_flush(self, key)
+
+    monkeypatch.setattr(RunWriter, "_flush", slow_flush)
+    record = commit_run(writer, {"run_id": "r1", "timings_s": {"write": 0.01, "decode": 1.0}}, [])
+    n_files = len(record["files_added"])
+    assert n_files >= 2
+    assert record["timings_s"]["write"] >= 0.01 + 0.05 * n_files
+    assert record["timings_s"]["decode"] == 1.0
+    assert json.loads((tmp_path / "_runs" / "r1.json").read_text())["timings_s"] == record["timings_s"]
+    # a manifest without timings (e.g. a forget) gets none
+    assert "timings_s" not in write_run(tmp_path / "other", [finished_row("b")], "r2")[0]
+
+
 def test_superseding_keeps_one_row_per_video(tmp_path):
     write_run(tmp_path, [finished_row("a"), finished_row("b")], "r1")
     record, catalog = write_run(tmp_path, [finished_row("a", n_frames=5)], "r2", removed_ids={"a"})

@@ -1,27 +1,30 @@
 """Whisper stage: transcribe the audio of many videos at once with one openai-whisper model.
 
 ``whisper.transcribe`` walks one audio through 30 s windows one after another. Short videos
-allow a better plan, which ``WhisperTranscriber.transcribe_batch`` follows:
+allow a better plan, which ``WhisperTranscriber.transcribe_batch`` follows. It works in rounds:
+each round takes the next window of every video that has audio left and decodes all of them
+together; most videos are one window long, so one round does it.
 
-1. Each video's 16 kHz audio is cut into windows of at most 30 s (``extract.windows``: one
-   window up to 30 s, longer audio cut at quiet points, every sample in exactly one window).
-   Windows with nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
-2. The remaining windows of all videos are packed, longest video first and each video's
-   windows in time order, into batches of ``runtime.whisper_batch_size``. Per batch: log-Mel
-   spectrograms as ``whisper.transcribe`` builds them, one encoder pass, then one decoder
-   pass over ``<|startoftranscript|>`` that
-   gives both the language distribution and the no-speech probability of every window (the
-   decoder is causal, so this is the same number ``whisper.decode`` reports).
+1. A video's next window starts at its cursor (0 at first) and is at most 30 s long
+   (``extract.windows.next_window``: to the end of the audio when that is within 30 s, else
+   cut at the quietest point of the last ``whisper.boundary_search_s`` seconds). Windows with
+   nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
+2. The round's windows, longest first, go in batches of ``runtime.whisper_batch_size``. Per
+   batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass, then
+   one decoder pass over ``<|startoftranscript|>`` that gives both the language distribution
+   and the no-speech probability of every window (the decoder is causal, so this is the same
+   number ``whisper.decode`` reports).
 3. Language: ``whisper.language``, or (null) detected per video from its first non-silent
    window, as ``whisper.transcribe`` detects it from the first 30 s.
-4. Greedy decoding with timestamps (``whisper.decode`` on the batch of encoded windows,
-   ``DecodingOptions(temperature=0, without_timestamps=False)``; batched beam search is broken
-   upstream, so no beams). Windows whose result is too repetitive (gzip ratio above
+4. Greedy decoding with timestamps (``decode_encoded``: ``whisper.decode`` on the encoded
+   windows, ``DecodingOptions(temperature=0, without_timestamps=False)``, except that a window
+   leaves the batch as soon as its text ends; batched beam search is broken upstream, so no
+   beams). Windows whose result is too repetitive (gzip ratio above
    ``whisper.compression_ratio_threshold``) or improbable (mean log-prob below
    ``whisper.logprob_threshold``) are decoded again at the next temperature of
-   ``whisper.temperatures``, batched among themselves, reusing the encoder output; the last
-   result is kept, as ``whisper.transcribe`` falls back. A window that counts as silence
-   (step 5) is not retried.
+   ``whisper.temperatures`` (sampling with a fixed seed, so reruns agree), batched among
+   themselves, reusing the encoder output; the last result is kept, as ``whisper.transcribe``
+   falls back. A window that counts as silence (step 5) is not retried.
 5. No-speech gating: a window with no-speech probability above ``whisper.no_speech_threshold``
    whose decode fails a check yields no text. ``whisper.transcribe`` drops only the
    improbable ones (mean log-prob below ``whisper.logprob_threshold``) and samples the
@@ -29,11 +32,20 @@ allow a better plan, which ``WhisperTranscriber.transcribe_batch`` follows:
    hallucinated sentences come from, so a probably-not-speech window whose greedy text is
    repetitive counts as silence here. Segments come from timestamp-token pairs, shifted into
    video time and clamped to the window's audio.
+6. Where the window ends: Whisper hands a segment it cannot finish inside the window (speech
+   running into the window's end, even a sentence that ends just before it) on to the next
+   window by stopping after a timestamp pair (``deferred_at``). As ``whisper.transcribe``
+   does, the unfinished part is dropped and the video's cursor moves to that timestamp (to
+   the quiet point up to ``RESUME_LEAD_IN_S`` before it, so the first sound is not cut),
+   and the next round decodes from there. Otherwise the cursor moves to the window's end.
+   A deferral that would advance less than ``MIN_RESUME_S``, or that leaves only silence,
+   ends the window instead (its unfinished text is kept, ending at the window's end), so
+   every round makes progress.
 
 Differences from ``whisper.transcribe``, on purpose: windows are decoded independently (no
 previous-text prompt, like ``condition_on_previous_text=False``), so a video's transcript
-never depends on which videos share its batch; a window's unfinished last segment (text after
-the last timestamp) is kept, ending at the window's end, instead of being decoded again.
+never depends on which videos share its batch (with greedy decoding); windows end at quiet
+points rather than at exactly 30 s.
 
 Per-video results (``Transcript``): ``no_speech_prob`` is the lowest no-speech probability of
 any of its windows (silent windows count as 1.0): high only when no part of the audio looks
@@ -62,7 +74,8 @@ import numpy as np
 from extract.clip import ModelLoadError, resolve_device, weights_sha256
 from extract.config import Config, StorageConfig, WhisperConfig, WhisperModelConfig
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
-from extract.windows import AudioWindow, check_window_config, is_silent, plan_windows
+from extract.windows import (SAMPLE_RATE, AudioWindow, check_window_config, is_silent, next_window, plan_windows,
+                             quietest_point)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +83,9 @@ STAGE = "whisper"
 INIT_SEED = 0  # torch seed of the tiny random model's weights
 LINEAGE_HASH_CHARS = 12  # hex characters of the weights' sha256 kept in the lineage string
 TIMESTAMP_STEP_S = 0.02  # seconds per Whisper timestamp token (2 mel frames of 10 ms)
+MIN_RESUME_S = 1.0  # a deferred segment is decoded again only when the window advanced at least this far
+RESUME_LEAD_IN_S = 0.5  # the next window starts in the pause up to this long before a deferred segment
+FALLBACK_SEED = 0  # torch seed of temperature-fallback sampling: reruns give the same transcript
 
 BASE_WEIGHTS_ENV = "EXTRACT_WHISPER_BASE"  # real Whisper base checkpoint for quality tests and the bench
 BASE_WEIGHTS_BUILD_PATH = Path(__file__).resolve().parent.parent / ".build" / "whisper-base.pt"
@@ -196,6 +212,24 @@ def split_timestamped(tokens: Sequence[int], eot: int, timestamp_begin: int,
     return segments
 
 
+def deferred_at(tokens: Sequence[int], timestamp_begin: int) -> int | None:
+    """Where a window's decode hands its last segment on to the next window, or None.
+
+    Whisper ends a segment it cannot finish inside the window (speech that runs into the
+    window's end, or that it would rather see whole) by stopping after a closing timestamp pair
+    instead of a single timestamp: ``... <|b|><|b|>`` or ``... <|b|><|b|> unfinished text``.
+    ``whisper.transcribe`` then drops the unfinished part and starts the next window at ``b``.
+    Returns ``b`` in timestamp steps from the window start; None when the output ends with a
+    single timestamp or has no timestamp pair (the window is done). ``tokens``: the sampled
+    tokens, without start sequence and end-of-text.
+    """
+    is_ts = [t >= timestamp_begin for t in tokens]
+    pairs = [i for i in range(1, len(tokens)) if is_ts[i - 1] and is_ts[i]]
+    if not pairs or is_ts[-2:] == [False, True]:
+        return None
+    return int(tokens[pairs[-1] - 1]) - timestamp_begin
+
+
 # ---- word error rate --------------------------------------------------------------------------
 
 _APOSTROPHES = re.compile(r"['\u2019]")
@@ -258,6 +292,7 @@ class _Window:
     no_speech_prob: float = 1.0
     language: str | None = None
     result: Any = None  # whisper DecodingResult of the last temperature tried
+    deferred: int | None = None  # timestamp step where the decode handed its last segment on (deferred_at)
 
 
 class WhisperTranscriber:
@@ -299,7 +334,8 @@ class WhisperTranscriber:
         log.info("Whisper %s loaded on %s (%s)", self.lineage, self.device, "fp16" if self.fp16 else "fp32")
 
     def plan(self, audio: np.ndarray) -> list[AudioWindow]:
-        """The windows ``audio`` ``(m,) float32`` is cut into (``extract.windows.plan_windows``)."""
+        """The windows ``audio`` ``(m,) float32`` is cut into when no segment is deferred
+        (``extract.windows.plan_windows``; module doc, step 6)."""
         return plan_windows(audio, self.cfg.window_s, self.cfg.boundary_search_s)
 
     def transcribe_batch(self, audios: Sequence[np.ndarray], batch_size: int = 16) -> list[Transcript]:
@@ -309,23 +345,56 @@ class WhisperTranscriber:
         (module doc). Raises ``VideoError`` for a malformed array.
         """
         audios = [as_whisper_audio(a) for a in audios]
-        plans = [self.plan(audio) for audio in audios]
-        # Longest videos first: windows of similar length share a batch, and a batch decodes
-        # until its longest text ends, so this wastes fewer decoder steps. A video's windows
-        # stay together and in order (its language comes from its first one).
-        order = sorted(range(len(audios)), key=lambda v: -len(audios[v]))
-        pending = [_Window(v, w) for v in order for w in plans[v]
-                   if not is_silent(audios[v][w.start:w.end], self.cfg.silence_rms)]
+        cursors = [0] * len(audios)  # per video: first sample not yet transcribed
+        decoded: dict[int, list[_Window]] = {}
         languages: dict[int, tuple[str, float | None]] = {}
         size = max(1, int(batch_size))
-        for start in range(0, len(pending), size):
-            self._decode_windows(pending[start:start + size], audios, languages)
-        by_video: dict[int, list[_Window]] = {}
-        for w in pending:
-            by_video.setdefault(w.video, []).append(w)
-        return [self._assemble(by_video.get(v, []), languages.get(v)) for v in range(len(audios))]
+        while True:
+            # One window per unfinished video; longest first, so windows of similar length share
+            # a batch (a batch decodes until its longest text ends; finished rows leave early).
+            round_windows = [w for v in range(len(audios)) if (w := self._next_window(v, audios, cursors))]
+            if not round_windows:
+                break
+            round_windows.sort(key=lambda w: -w.window.n_samples)
+            for start in range(0, len(round_windows), size):
+                self._decode_windows(round_windows[start:start + size], audios, languages)
+            for w in round_windows:
+                cursors[w.video] = self._resume_sample(w, audios[w.video])
+                decoded.setdefault(w.video, []).append(w)
+        return [self._assemble(decoded.get(v, []), languages.get(v)) for v in range(len(audios))]
 
     # ---- internals ----
+
+    def _next_window(self, video: int, audios: list[np.ndarray], cursors: list[int]) -> _Window | None:
+        """The next non-silent window of ``video`` from its cursor (silent ones are skipped and
+        the cursor moved past them), or None when its audio is done."""
+        audio = audios[video]
+        while cursors[video] < len(audio):
+            window = next_window(audio, cursors[video], self.cfg.window_s, self.cfg.boundary_search_s)
+            if not is_silent(audio[window.start:window.end], self.cfg.silence_rms):
+                return _Window(video, window)
+            cursors[video] = window.end
+        return None
+
+    def _resume_sample(self, w: _Window, audio: np.ndarray) -> int:
+        """Sample where ``w``'s video continues: the window's end, or just before the segment
+        the decode deferred (``deferred_at``; recorded in ``w.deferred``). A deferral is followed
+        only when it advances at least ``MIN_RESUME_S`` and something audible follows it. Whisper's
+        timestamp often lands on the speech onset, so the next window starts at the quietest
+        point of the ``RESUME_LEAD_IN_S`` before it (``quietest_point``): a word's first sound
+        is not cut off."""
+        result = w.result
+        if is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg):
+            return w.window.end
+        step = deferred_at(result.tokens, self.tokenizer.timestamp_begin)
+        if step is None or step * TIMESTAMP_STEP_S < MIN_RESUME_S:
+            return w.window.end
+        resume = w.window.start + int(round(step * TIMESTAMP_STEP_S * SAMPLE_RATE))
+        if resume >= w.window.end or is_silent(audio[resume:w.window.end], self.cfg.silence_rms):
+            return w.window.end
+        w.deferred = step
+        lead_in = int(RESUME_LEAD_IN_S * SAMPLE_RATE)
+        return quietest_point(audio, max(resume - lead_in, w.window.start + 1), resume)
 
     def _window_mel(self, samples: np.ndarray) -> "torch.Tensor":
         """``(n_mels, 3000)`` log-Mel of one window, built as ``whisper.transcribe`` builds it:
@@ -371,7 +440,7 @@ class WhisperTranscriber:
                 options = whisper.DecodingOptions(task=self.cfg.task, language=language, temperature=temperature,
                                                   without_timestamps=False, fp16=self.fp16)
                 index = torch.tensor(members, device=features.device)
-                results = whisper.decode(self.model, features.index_select(0, index), options)
+                results = decode_encoded(self.model, features.index_select(0, index), options)
                 for i, result in zip(members, results):
                     chunk[i].result = result
             if k == len(temperatures) - 1:
@@ -393,6 +462,7 @@ class WhisperTranscriber:
         """One video's ``Transcript`` from its decoded windows (in time order)."""
         segments: list[dict[str, Any]] = []
         text_tokens: list[int] = []
+        video_end = 0.0  # end of the last segment so far, video time; a resumed window may start before it
         for w in decoded:
             result = w.result
             if is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg):
@@ -401,8 +471,12 @@ class WhisperTranscriber:
                      "compression_ratio": _finite(result.compression_ratio),
                      "temperature": _finite(result.temperature)}
             duration = w.window.duration_s
-            previous_end = 0.0
-            for start, end, tokens in split_timestamped(result.tokens, self.tokenizer.eot, self.tokenizer.timestamp_begin):
+            pieces = split_timestamped(result.tokens, self.tokenizer.eot, self.tokenizer.timestamp_begin)
+            if w.deferred is not None:  # the next window starts at the deferred segment
+                duration = w.deferred * TIMESTAMP_STEP_S
+                pieces = [(a, b, t) for a, b, t in pieces if b is not None and b <= w.deferred]
+            previous_end = max(0.0, video_end - w.window.start_s)
+            for start, end, tokens in pieces:
                 start_s = previous_end if start is None else min(start * TIMESTAMP_STEP_S, duration)
                 start_s = max(start_s, previous_end)
                 end_s = duration if end is None else min(end * TIMESTAMP_STEP_S, duration)
@@ -413,6 +487,7 @@ class WhisperTranscriber:
                     continue  # whisper.transcribe clears instantaneous or empty segments too
                 segments.append({"start_s": w.window.start_s + start_s, "end_s": w.window.start_s + end_s,
                                  "text": text.strip(), **stats})
+                video_end = w.window.start_s + end_s
                 text_tokens.extend(tokens)
         text = self.tokenizer.decode(text_tokens).strip() if text_tokens else ""
         # Silent windows count as 1.0, which never lowers the minimum.
@@ -420,6 +495,88 @@ class WhisperTranscriber:
         if not text:
             return Transcript("", None, None, no_speech_prob, [])
         return Transcript(text, language[0], language[1], no_speech_prob, segments)
+
+
+def decode_encoded(model, features: "torch.Tensor", options) -> list:
+    """``whisper.decode`` of encoded windows ``(n, n_audio_ctx, n_audio_state)``, two changes:
+
+    - a window leaves the batch as soon as it has sampled end-of-text (its key/value caches,
+      audio features and tokens are dropped), so the remaining decoder steps run on fewer
+      rows; ``whisper.decode`` steps every row until the longest text ends. Same tokens: rows
+      are independent in the decoder.
+    - sampling at a temperature above 0 uses the torch seed ``FALLBACK_SEED`` (the global
+      generator is restored afterwards), so a rerun gives the same transcript.
+
+    Returns whisper ``DecodingResult``s in input order.
+    """
+    import torch
+
+    task = _compacting_task_type()(model, options)
+    if options.temperature == 0:
+        return task.run(features)
+    devices = [features.device] if features.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(FALLBACK_SEED)
+        return task.run(features)
+
+
+_COMPACTING_TASK = None
+
+
+def _compacting_task_type():
+    """``whisper.decoding.DecodingTask`` whose sampling loop drops finished rows (``decode_encoded``)."""
+    global _COMPACTING_TASK
+    if _COMPACTING_TASK is not None:
+        return _COMPACTING_TASK
+    import torch
+    from whisper.decoding import DecodingTask
+
+    class CompactingDecodingTask(DecodingTask):
+        def _main_loop(self, audio_features, tokens):
+            if self.n_group != 1:  # best-of-n / beams regroup rows: whisper's own loop
+                return super()._main_loop(audio_features, tokens)
+            n_batch, eot = tokens.shape[0], self.tokenizer.eot
+            sum_logprobs = torch.zeros(n_batch, device=audio_features.device)
+            no_speech_probs = [np.nan] * n_batch
+            rows = list(range(n_batch))  # input row of each live row
+            done: dict[int, tuple[Any, Any]] = {}  # input row -> (tokens, sum of log-probs)
+            try:
+                for i in range(self.sample_len):
+                    logits = self.inference.logits(tokens, audio_features)
+                    if i == 0 and self.tokenizer.no_speech is not None:
+                        probs_at_sot = logits[:, self.sot_index].float().softmax(dim=-1)
+                        no_speech_probs = probs_at_sot[:, self.tokenizer.no_speech].tolist()
+                    logits = logits[:, -1]
+                    for logit_filter in self.logit_filters:
+                        logit_filter.apply(logits, tokens)
+                    tokens, completed = self.decoder.update(tokens, logits, sum_logprobs)
+                    if completed or tokens.shape[-1] > self.n_ctx:
+                        break
+                    ended = (tokens[:, -1] == eot).tolist()
+                    if any(ended):
+                        for j in (j for j, e in enumerate(ended) if e):
+                            done[rows[j]] = (tokens[j], sum_logprobs[j].clone())
+                        keep = torch.tensor([j for j, e in enumerate(ended) if not e], device=tokens.device)
+                        rows = [rows[j] for j in keep.tolist()]
+                        tokens, audio_features = tokens[keep], audio_features[keep]
+                        sum_logprobs = sum_logprobs[keep]
+                        for module, cached in self.inference.kv_cache.items():
+                            self.inference.kv_cache[module] = cached[keep]
+            finally:
+                self.inference.cleanup_caching()
+            for j, row in enumerate(rows):
+                done[row] = (tokens[j], sum_logprobs[j])
+            # Back in input order, padded with end-of-text as whisper's finalize pads.
+            length = max(t.shape[0] for t, _ in done.values())
+            out = torch.full((n_batch, length), eot, dtype=tokens.dtype, device=tokens.device)
+            sums = torch.zeros(n_batch, device=tokens.device)
+            for row, (row_tokens, row_sum) in done.items():
+                out[row, : row_tokens.shape[0]] = row_tokens
+                sums[row] = row_sum
+            return out, sums, no_speech_probs
+
+    _COMPACTING_TASK = CompactingDecodingTask
+    return _COMPACTING_TASK
 
 
 def _finite(value: float) -> float | None:

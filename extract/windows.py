@@ -110,27 +110,36 @@ def quietest_point(audio: np.ndarray, lo: int, hi: int, rate: int = SAMPLE_RATE)
     return min(hi, lo + int(round(centre * frame)))
 
 
+def next_window(audio: np.ndarray, start: int, window_s: float = WHISPER_CONTEXT_S,
+                boundary_search_s: float = 3.0, rate: int = SAMPLE_RATE) -> AudioWindow:
+    """The window of ``audio`` ``(m,)`` that begins at sample ``start`` (``0 <= start < m``).
+
+    It runs to the end of the audio when that is at most ``window_s`` away, else to the cut
+    ``quietest_point`` finds within ``boundary_search_s`` before ``start + window_s`` (module doc).
+    """
+    n = len(audio)
+    window = int(round(window_s * rate))
+    if n - start <= window:
+        return AudioWindow(start, n)
+    hi = start + window
+    cut = quietest_point(audio, hi - int(round(boundary_search_s * rate)), hi, rate)
+    return AudioWindow(start, max(cut, start + 1))  # always progress, even with a zero search span
+
+
 def plan_windows(audio: np.ndarray, window_s: float = WHISPER_CONTEXT_S, boundary_search_s: float = 3.0,
                  rate: int = SAMPLE_RATE) -> list[AudioWindow]:
     """Consecutive windows covering ``audio`` ``(m,)`` exactly once, each at most ``window_s`` long.
 
-    Cuts are placed by ``quietest_point`` within ``boundary_search_s`` before each ``window_s``
-    boundary (module doc). Empty audio has no windows.
+    ``next_window`` from the start, then from each cut (module doc). Empty audio has no windows.
+    This is the plan when every window is transcribed to its end; the transcription stage
+    starts a window earlier where Whisper defers a segment cut by the previous one.
     """
     check_window_config(window_s, boundary_search_s)
-    n = len(audio)
-    window = int(round(window_s * rate))
-    search = int(round(boundary_search_s * rate))
     windows: list[AudioWindow] = []
     start = 0
-    while n - start > window:
-        hi = start + window
-        cut = quietest_point(audio, hi - search, hi, rate)
-        cut = max(cut, start + 1)  # always progress, even with a zero search span
-        windows.append(AudioWindow(start, cut))
-        start = cut
-    if n > start:
-        windows.append(AudioWindow(start, n))
+    while start < len(audio):
+        windows.append(next_window(audio, start, window_s, boundary_search_s, rate))
+        start = windows[-1].end
     return windows
 
 

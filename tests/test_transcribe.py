@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from extract.config import Config, WhisperConfig, WhisperModelConfig
 from extract.rows import batch_to_rows, rows_to_batch
-from extract.transcribe import (OUTPUT_COLUMNS, TINY_WHISPER_DIMS, TranscribeStage, WhisperTranscriber,
-                                is_no_speech, make_tiny_whisper, needs_fallback, split_timestamped,
-                                word_edits, word_error_rate)
+from extract.transcribe import (MIN_RESUME_S, OUTPUT_COLUMNS, RESUME_LEAD_IN_S, TINY_WHISPER_DIMS, TranscribeStage,
+                                WhisperTranscriber, decode_encoded, deferred_at, is_no_speech, make_tiny_whisper,
+                                needs_fallback, split_timestamped, word_edits, word_error_rate)
 from extract.windows import SAMPLE_RATE, AudioWindow, is_silent, plan_windows
 
 GREEDY = WhisperConfig(temperatures=(0.0,))
@@ -124,6 +124,123 @@ def test_split_timestamped_pairs_and_unfinished_text():
     assert split_timestamped([ts, 7, eot + 3, ts + 10, ts + 20], eot, ts) == [(0, 10, [7])]
     assert split_timestamped([8, 9], eot, ts) == [(None, None, [8, 9])]
     assert split_timestamped([ts, ts + 5], eot, ts) == []
+
+
+def test_deferred_at_follows_whisper_transcribe():
+    ts = 200
+    # Ends with a single timestamp, or has no pair: the window is done.
+    assert deferred_at([ts, 1, 2, ts + 50, ts + 50, 3, ts + 120], ts) is None
+    assert deferred_at([ts, 1, 2, ts + 50], ts) is None
+    assert deferred_at([1, 2], ts) is None and deferred_at([], ts) is None
+    # Ends with a pair, or with unfinished text after a pair: go on from that pair.
+    assert deferred_at([ts, 1, ts + 50, ts + 50, 3, ts + 120, ts + 120], ts) == 120
+    assert deferred_at([ts, 1, ts + 50, ts + 50, 3, 4], ts) == 50
+
+
+def fake_decoder(transcriber, scripts):
+    """Replace ``transcriber._decode_windows`` by one that answers each window of video v with the
+    next token list of ``scripts[v]`` (as a speech-like greedy result); records the windows."""
+    from types import SimpleNamespace
+
+    calls = []
+
+    def decode(chunk, audios, languages):
+        for w in chunk:
+            calls.append((w.video, w.window))
+            languages.setdefault(w.video, ("en", 0.9))
+            w.no_speech_prob, w.language = 0.1, "en"
+            w.result = SimpleNamespace(tokens=scripts[w.video].pop(0), avg_logprob=-0.2, compression_ratio=1.2,
+                                       temperature=0.0)
+
+    transcriber._decode_windows = decode
+    return calls
+
+
+def test_deferred_segment_is_decoded_again_in_the_next_window(tiny_whisper):
+    tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+    tok, ts = tr.tokenizer, tr.tokenizer.timestamp_begin
+    a, b, c, lost = (tok.encode(f" {word}") for word in ("alpha", "bravo", "charlie", "unfinished"))
+    audio = noise(20.0, 90)
+    audio[int(9.6 * SAMPLE_RATE):int(10.0 * SAMPLE_RATE)] = 0.0  # a pause just before the deferred segment
+    quiet_tail = np.concatenate([noise(10.0, 91), np.zeros(10 * SAMPLE_RATE, np.float32)])
+    calls = fake_decoder(tr, {
+        # 'alpha' 0-5 s, 'bravo' 5-10 s, then a segment the model hands on (pair at 10 s, unfinished text).
+        0: [[ts, *a, ts + 250, ts + 250, *b, ts + 500, ts + 500, *lost], [ts, *c, ts + 150]],
+        # The same deferral, but nothing audible follows it: the window is done.
+        1: [[ts, *a, ts + 500, ts + 500]],
+    })
+    deferred, quiet = tr.transcribe_batch([audio, quiet_tail], batch_size=4)
+    windows = {v: [w for u, w in calls if u == v] for v in (0, 1)}
+    first, second = windows[0]
+    assert (first.start, first.end, second.end) == (0, len(audio), len(audio))
+    # The second window starts in the pause up to RESUME_LEAD_IN_S before the deferred 10 s.
+    assert 10.0 - RESUME_LEAD_IN_S <= second.start_s < 10.0 and second.start_s >= 9.6 - 1e-9
+    assert deferred.text == "alpha bravo charlie"
+    # Segments stay in time order: the resumed window's first one starts where 'bravo' ended.
+    assert [(s["start_s"], s["end_s"]) for s in deferred.segments] == [
+        (0.0, 5.0), (5.0, 10.0), (10.0, pytest.approx(second.start_s + 3.0))]
+    assert len(windows[1]) == 1 and quiet.text == "alpha"
+
+
+def test_deferral_must_make_progress(tiny_whisper):
+    tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+    tok, ts = tr.tokenizer, tr.tokenizer.timestamp_begin
+    step = int(MIN_RESUME_S / 0.02) - 1  # a deferral before MIN_RESUME_S would loop forever
+    calls = fake_decoder(tr, {0: [[ts, *tok.encode(" hi"), ts + step, ts + step, *tok.encode(" there")]]})
+    (out,) = tr.transcribe_batch([noise(6.0, 92)])
+    assert len(calls) == 1 and out.text == "hi there"  # the unfinished text is kept, up to the window end
+    assert out.segments[-1]["end_s"] == pytest.approx(6.0)
+
+
+class EndEarly:
+    """Logit filter: a row samples end-of-text after 2 + (its second sampled token % 9) tokens (the
+    first is a timestamp), so rows of one batch end at different steps (the random model never
+    ends by itself)."""
+
+    def __init__(self, sample_begin: int, eot: int):
+        self.sample_begin, self.eot = sample_begin, eot
+
+    def apply(self, logits, tokens):
+        sampled = tokens.shape[1] - self.sample_begin
+        if sampled < 2:
+            return
+        for row in range(tokens.shape[0]):
+            if sampled >= 2 + int(tokens[row, self.sample_begin + 1]) % 9:
+                keep = logits[row, self.eot].clone()
+                logits[row] = -float("inf")
+                logits[row, self.eot] = keep
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_compacting_decoder_matches_whisper_decode(greedy, temperature):
+    import torch
+    import whisper
+    from whisper.decoding import DecodingTask
+
+    from extract.transcribe import _compacting_task_type
+
+    clips = [noise(s, 100 + k, level=lv) for k, (s, lv) in enumerate([(3, 0.1), (8, 0.3), (20, 0.05), (1, 0.5), (12, 0.02)])]
+    with torch.no_grad():
+        features = greedy.model.encoder(torch.stack([greedy._window_mel(c) for c in clips]))
+        # Scaled apart, so the random model's texts differ between rows.
+        features = features * torch.tensor([0.25, 1.0, 4.0, 16.0, 64.0])[:, None, None]
+    options = whisper.DecodingOptions(language="en", temperature=temperature, without_timestamps=False, fp16=False)
+    results = {}
+    for name, task_type in (("whisper", DecodingTask), ("ours", _compacting_task_type())):
+        task = task_type(greedy.model, options)
+        task.logit_filters.append(EndEarly(task.sample_begin, greedy.tokenizer.eot))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(5)
+            results[name] = task.run(features)
+    lengths = [len(r.tokens) for r in results["whisper"]]
+    assert len(set(lengths)) > 2  # rows really leave the batch at different steps
+    for theirs, ours in zip(results["whisper"], results["ours"]):
+        assert ours.tokens == theirs.tokens
+        assert ours.avg_logprob == pytest.approx(theirs.avg_logprob, abs=1e-4)
+        assert ours.no_speech_prob == pytest.approx(theirs.no_speech_prob, abs=1e-6)
+    # decode_encoded seeds sampling: the same call twice gives the same tokens.
+    again = [decode_encoded(greedy.model, features, options) for _ in range(2)]
+    assert [r.tokens for r in again[0]] == [r.tokens for r in again[1]]
 
 
 def test_word_error_rate():

@@ -88,6 +88,27 @@ def test_batched_wer_matches_whisper_transcribe(transcriber, spoken):
     assert any(s["end_s"] <= windows[0].end_s for s in long_transcript.segments)
 
 
+def test_sentence_ending_at_a_window_edge_is_kept(transcriber):
+    """Speech that ends a moment before the first window's end: Whisper defers the last
+    sentence to the next window, which must then start at that sentence (not at the cut)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make speech): no speech to transcribe")
+    text = ("Add the garlic first, then the onions, and stir until they turn golden. The train was late "
+            "again, so I decided to walk across the bridge. If you water this plant once a week it will "
+            "grow twice as fast. We painted the old fence blue and it completely changed the garden. Let me "
+            "know in the comments which song you want me to play next. Today we are making a quick "
+            "breakfast with eggs, tomatoes and fresh bread.")
+    voice = speech(text, voice="en-us", words_per_minute=165)[0]
+    voice = voice[: np.flatnonzero(np.abs(voice) > 1e-3)[-1] + 1]
+    lead_in = max(0, int(29.6 * SAMPLE_RATE) - len(voice))  # the last word ends at about 29.6 s
+    assert len(voice) <= 29.6 * SAMPLE_RATE, "the spoken text must fit in the first window"
+    audio = np.concatenate([np.zeros(lead_in, np.float32), voice, np.zeros(12 * SAMPLE_RATE, np.float32)])
+    (ours,) = transcriber.transcribe_batch([audio], batch_size=8)
+    print(f"\n{ours.text}")
+    assert word_error_rate([text], [ours.text]) < 0.15
+    assert {"breakfast", "eggs"} <= set(ours.text.lower().replace(",", " ").split())  # the last sentence
+
+
 def music(seconds: float) -> np.ndarray:
     """A plucked C-major arpeggio over a bass drone, ``(seconds * 16000,) float32``."""
     n = int(seconds * SAMPLE_RATE)

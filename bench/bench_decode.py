@@ -3,8 +3,9 @@ process isolation.
 
 Clips: 60 s, 1280x720, 30 fps H.264 (``veryfast``) + AAC, written with ``write_clip``, with
 key frames every 1 s, every 2 s (phone-like) and x264's default (250 frames, 8.3 s). Sampling:
-1 frame per second (``sampling.fps = 1``, ``max_frames = 60`` so all 60 are kept), video only
-(audio is decoded the same way by every variant and is left out).
+1 frame per second (``sampling.fps = 1``, ``max_frames = 60`` so all 60 are kept), video only:
+audio would be decoded the same way by every variant, so it is left out (the stage variants
+call ``decode_video(..., audio=False)``; decode-all-then-pick never decodes it).
 
 Variants, each timed ``repeats`` times (best wall time kept), same decoder threads
 (``runtime.decode_threads``):
@@ -123,7 +124,7 @@ def bench_strategies(clips_dir: Path, repeats: int) -> list[dict[str, Any]]:
         path = bench_clip(clips_dir, gop)
 
         def stage(strategy: str) -> tuple[int, int]:
-            out = decode_video(str(path), config, spec, strategy=strategy)
+            out = decode_video(str(path), config, spec, strategy=strategy, audio=False)
             return len(out.frames), out.stats.frames_decoded
 
         variants = {

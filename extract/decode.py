@@ -19,8 +19,12 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   16 kHz mono (no ffmpeg binary); empty with ``has_audio = False`` when there is none.
 
 Reading only what is needed: targets are reached by seeking to the key frame before a target
-when that skips more than a seek costs, else by decoding on (``sampling.plan_seeks``, from
-the container index's key-frame positions; no index, no seeks). While decoding towards a
+when that key frame lies more than a seek's cost past the decoder's read position (the
+furthest packet already sent to it, which runs ahead of the kept frame by the reorder delay
+and the frame threads), else by decoding on (``sampling.plan_seeks`` proposes from the
+container index's key-frame positions, ``frames_at`` confirms with ``sampling.seek_pays``
+against the real read position; no index, no seeks). So a seek never goes back to a key
+frame already read, and never costs more frames than it skips. While decoding towards a
 target, frames that are presented before it and are not references for later frames are
 dropped inside the decoder (``skip_frame = NONREF`` per packet), and only kept frames are
 converted and scaled.
@@ -72,11 +76,14 @@ from extract.probe import (Probe, audio_stream, check_limits, display_rotation, 
                            video_stream)
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, rows_to_batch
 from extract.sampling import (TIME_EPS_S, KeyFrame, SceneDetector, SCENE_SIZE, keyframe_targets, plan_seeks,
-                              sample_timestamps, spread_indices)
+                              sample_timestamps, seek_pays, spread_indices)
 
 STAGE = "decode"
 AUDIO_RATE = 16_000  # Hz, what Whisper takes
-SEEK_COST_FRAMES = 4  # a seek (flush + decoder restart at an I-frame) costs about this many frames
+# A seek pays only when its key frame lies more than this many frames past the read position:
+# decoding on through them costs their reference frames (about half of an x264 stream's), a
+# seek costs a decoder flush and the frame threads refilling from the I-frame.
+SEEK_COST_FRAMES = 4
 FALLBACK_FPS = 30.0  # frame rate assumed when the container states none (seek costing only)
 TRUNCATION_SLACK_S = 0.5  # a target this close after the last frame takes the last frame (else: truncated)
 MAX_BAD_PACKETS = 32  # undecodable packets skipped per stream before the file counts as corrupt
@@ -149,16 +156,19 @@ def crop_or_pad(image: np.ndarray, plan: ResizePlan) -> np.ndarray:
 class ClipFrameScaler:
     """Decoded ``VideoFrame`` -> ``(S, S, 3) uint8`` CLIP input, scaled in libswscale.
 
-    One instance per video keeps one swscale context for all its frames. Display geometry:
-    sample aspect ratio, then rotation (clockwise degrees from the frame's display matrix),
-    then ``resize_plan``; the resize happens in the stored orientation and the small result is
-    rotated with numpy.
+    One instance per video keeps one swscale context for all its frames. ``threads``: swscale
+    slice threads, output identical for any count; ``decode_video`` passes
+    ``runtime.decode_threads``, the cores the decoder's threads use and mostly leave idle
+    while a kept frame is scaled. Display geometry: sample aspect ratio, then rotation
+    (clockwise degrees from the frame's display matrix), then ``resize_plan``; the resize
+    happens in the stored orientation and the small result is rotated with numpy.
     """
 
-    def __init__(self, spec: PreprocessSpec, sample_aspect_ratio: float = 1.0):
+    def __init__(self, spec: PreprocessSpec, sample_aspect_ratio: float = 1.0, threads: int = 1):
         from av.video.reformatter import VideoReformatter
 
         self.spec = spec
+        self.threads = max(1, threads)
         self.sar = sample_aspect_ratio
         self.interpolation = INTERPOLATIONS.get(spec.interpolation, "BICUBIC")
         self.reformatter = VideoReformatter()
@@ -175,7 +185,7 @@ class ClipFrameScaler:
         plan = resize_plan(width, height, self.spec.image_size, self.spec.resize_mode)
         out_w, out_h = (plan.resize_h, plan.resize_w) if turned else (plan.resize_w, plan.resize_h)
         rgb = self.reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24",
-                                        interpolation=self.interpolation, threads=1).to_ndarray()
+                                        interpolation=self.interpolation, threads=self.threads).to_ndarray()
         if rotation:
             rgb = np.rot90(rgb, k=-(rotation // 90))
         return np.ascontiguousarray(crop_or_pad(rgb, plan))
@@ -201,14 +211,16 @@ class Deadline:
 @dataclass(frozen=True)
 class DecodeStats:
     """How a video was read: ``strategy`` ``seek`` (at least one seek) or ``sequential``;
-    frames that left the decoder, seeks, packets skipped as undecodable, and the seconds
-    ``decode_video`` took (in the child, for a pool: the rest of a pool call is isolation cost)."""
+    frames that left the decoder, seeks, packets skipped as undecodable, the seconds
+    ``decode_video`` took (in the child, for a pool: the rest of a pool call is isolation cost),
+    and video packets sent to the decoder (dropped non-reference ones included)."""
 
     strategy: str
     frames_decoded: int
     seeks: int
     bad_packets: int
     decode_s: float = 0.0
+    packets_read: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,9 +249,17 @@ def _memory_error(name: str, limits: LimitsConfig) -> VideoError:
 class VideoReader:
     """Frames of one video stream from the current position, with seeks and packet skipping.
 
-    ``next_target_s``: non-reference frames presented before it are dropped in the decoder
-    (when ``skip_nonref``). Undecodable packets are skipped up to ``MAX_BAD_PACKETS``; a demuxer
-    error ends the stream early and is remembered in ``end_reason``.
+    ``aim(target_s, following_s)``: with ``skip_nonref``, non-reference frames that cannot be
+    the first frame at or after a target are dropped in the decoder: those presented before
+    ``target_s``, and, once a packet presented at or after it has gone to the decoder, those
+    presented later than that packet and before ``following_s`` (the next target). A reference
+    frame is always decoded, so what the caller keeps is exact. ``read_s``: the read position,
+    presentation time (s from the stream start) of the furthest packet sent to the decoder
+    since opening or ``rewind``; everything the decoder holds or has output lies at or before
+    it, and a key frame after it has not been read (a key frame starts a closed GOP: no packet
+    after it in decode order is presented before it). ``packets_read`` counts the packets sent.
+    Undecodable packets are skipped up to ``MAX_BAD_PACKETS``; a demuxer error ends the stream
+    early and is remembered in ``end_reason``.
     """
 
     def __init__(self, container: Any, info: Probe, deadline: Deadline, skip_nonref: bool, max_pixels: int):
@@ -248,13 +268,20 @@ class VideoReader:
         self.stream = video_stream(container)
         self.ctx = self.stream.codec_context
         self.tb = self.stream.time_base
+        # Integer numerator and denominator: ``pts * num / den`` rounds once, exactly as
+        # ``float(pts * tb)`` does, without a Fraction per packet.
+        self._tb_num, self._tb_den = (self.tb.numerator, self.tb.denominator) if self.tb else (None, None)
         self.start_s = info.video_start_s
         self.deadline = deadline
         self.skip_nonref = skip_nonref
         self.frame_s = 1.0 / (info.fps or FALLBACK_FPS)
         self.min_skip_s = SEEK_COST_FRAMES * self.frame_s  # a seek must skip more than it costs
         self.next_target_s = 0.0
+        self.following_target_s = float("inf")
+        self._candidate_s: float | None = None  # earliest packet at/after next_target_s sent to the decoder
+        self.read_s = 0.0  # decoding starts at the stream start
         self.frames_decoded = 0
+        self.packets_read = 0
         self.seeks = 0
         self.bad_packets = 0
         self.end_reason = ""
@@ -266,10 +293,17 @@ class VideoReader:
 
     def rewind(self) -> None:
         self._seek(self.stream.start_time or 0)
+        self.read_s = 0.0
+
+    def aim(self, target_s: float, following_s: float = float("inf")) -> None:
+        """Decode towards ``target_s`` (seconds); ``following_s``: the target after it."""
+        self.next_target_s, self.following_target_s = float(target_s), float(following_s)
+        self._candidate_s = None
 
     def _seek(self, ts: int) -> None:
         import av
 
+        self._candidate_s = None  # the flush discards what the decoder holds
         try:
             self.container.seek(ts, stream=self.stream, backward=True)
         except av.error.FFmpegError as exc:
@@ -277,7 +311,20 @@ class VideoReader:
 
     def time_of(self, pts: int) -> float:
         """A timestamp of this stream as seconds from its start."""
-        return float(pts * self.tb) - self.start_s
+        return pts * self._tb_num / self._tb_den - self.start_s
+
+    def _droppable(self, packet_s: float | None) -> bool:
+        """Whether a non-reference frame presented at ``packet_s`` cannot be kept (see ``aim``);
+        a packet that can be kept becomes the current target's candidate."""
+        if packet_s is None:
+            return False
+        if packet_s < self.next_target_s - TIME_EPS_S:
+            return True
+        candidate = self._candidate_s
+        if candidate is not None and candidate + TIME_EPS_S < packet_s < self.following_target_s - TIME_EPS_S:
+            return True  # a frame presented earlier, and still at or after the target, is coming
+        self._candidate_s = packet_s if candidate is None else min(candidate, packet_s)
+        return False
 
     def frames(self) -> Iterator[tuple[Any, float]]:
         """``(frame, t)`` in presentation order; ``t`` seconds from the stream start."""
@@ -295,10 +342,12 @@ class VideoReader:
                 self.end_reason = f" (demuxing stopped: {exc})"
                 packet = None  # drain what the decoder holds
             self.deadline.check()
+            packet_s = self.time_of(packet.pts) if packet is not None and packet.pts is not None else None
+            if packet_s is not None:
+                self.packets_read += 1
+                self.read_s = max(self.read_s, packet_s)
             if self.skip_nonref:
-                early = packet is not None and packet.pts is not None and \
-                    self.time_of(packet.pts) < self.next_target_s - TIME_EPS_S
-                self.ctx.skip_frame = "NONREF" if early else "DEFAULT"
+                self.ctx.skip_frame = "NONREF" if self._droppable(packet_s) else "DEFAULT"
             try:
                 decoded = self.ctx.decode(packet)
             except MemoryError:  # av.error.MemoryError is one too: out of memory is not a bad packet
@@ -316,6 +365,7 @@ class VideoReader:
                                                       f"frame is over limits.max_pixels={self.max_pixels}")
                 t = self.time_of(frame.pts) if frame.pts is not None else self._last_t + self.frame_s
                 self._last_t = t
+                self.read_s = max(self.read_s, t)  # packets without a pts: their frame tells
                 yield frame, t
             if packet is None:
                 return
@@ -323,7 +373,14 @@ class VideoReader:
 
 def frames_at(reader: VideoReader, targets: np.ndarray, plan: Sequence[KeyFrame | None],
                scale: Callable[[Any], np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
-    """For each target (sorted seconds) the scaled first frame at or after it, and its time."""
+    """For each target (sorted seconds) the scaled first frame at or after it, and its time.
+
+    ``plan`` (``sampling.plan_seeks``) proposes a key frame per target; it is sought only when
+    ``sampling.seek_pays`` from the reader's read position (the plan cannot know how far the
+    decoder reads ahead), so no seek re-reads packets and the result equals sequential
+    decoding's. A demuxer that lands past the target after a seek (a lying index) switches
+    seeking off and restarts from the stream start.
+    """
     n = len(targets)
     images: list[np.ndarray] = []
     times: list[float] = []
@@ -334,12 +391,12 @@ def frames_at(reader: VideoReader, targets: np.ndarray, plan: Sequence[KeyFrame 
         i = len(images)
         keyframe = plan[i] if seeking else None
         sought = None
-        if keyframe is not None and (last is None or keyframe.time_s > last[1] + TIME_EPS_S):
+        if keyframe is not None and seek_pays(keyframe.time_s, reader.read_s, reader.min_skip_s):
             reader.seek(keyframe)
             frames, sought = reader.frames(), keyframe
         elif frames is None:
             frames = reader.frames()
-        reader.next_target_s = targets[i]
+        reader.aim(targets[i], targets[i + 1] if i + 1 < n else float("inf"))
         served = overshot = False
         for frame, t in frames:
             if sought is not None and t > targets[i] + TIME_EPS_S and t > sought.time_s + TIME_EPS_S:
@@ -423,13 +480,15 @@ def _scan_keyframe_times(reader: VideoReader) -> list[float]:
 
 
 def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: str = "auto",
-                 deadline: Deadline | None = None) -> DecodedVideo:
+                 deadline: Deadline | None = None, audio: bool = True) -> DecodedVideo:
     """Probe ``path``, sample frames by ``config.sampling`` and decode its audio, in this process.
 
-    ``strategy``: ``auto`` (seek where ``plan_seeks`` says so) or ``sequential`` (never seek;
-    same frames, for comparison). Enforces ``config.limits`` except the address-space limit,
-    which only a ``DecodePool`` child applies. Raises ``VideoError`` (``MemoryError`` when
-    memory runs out, which a child reports as ``LimitExceeded``).
+    ``strategy``: ``auto`` (seek where ``plan_seeks`` proposes and ``seek_pays`` confirms, see
+    ``frames_at``) or ``sequential`` (never seek; same frames, for comparison). ``audio=False``
+    leaves the audio out (``audio`` empty; the probe still says ``has_audio``): for frame-only
+    callers and the decode benchmark. Enforces ``config.limits`` except the address-space
+    limit, which only a ``DecodePool`` child applies. Raises ``VideoError`` (``MemoryError``
+    when memory runs out, which a child reports as ``LimitExceeded``).
     """
     if strategy not in ("auto", "sequential"):
         raise ValueError(f"strategy {strategy!r} is not one of auto, sequential")
@@ -440,7 +499,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     with open_input(path, limits, threads) as container:
         info = read_probe(container)
         check_limits(info, limits, path)
-        scale = ClipFrameScaler(spec, info.sample_aspect_ratio)
+        scale = ClipFrameScaler(spec, info.sample_aspect_ratio, threads)
         keyframes = info.keyframes if strategy == "auto" else None
         reader = VideoReader(container, info, deadline, sampling.policy == "uniform", limits.max_pixels)
         if sampling.policy == "scene":
@@ -452,17 +511,17 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
                 targets = sample_timestamps(info.video_duration_s, sampling)
             images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
         stats = DecodeStats("seek" if reader.seeks else "sequential", reader.frames_decoded, reader.seeks,
-                            reader.bad_packets)
+                            reader.bad_packets, packets_read=reader.packets_read)
     if images is None:  # scene: too many changes to hold while scanning; decode the chosen ones again
         with open_input(path, limits, threads) as container:
             reader = VideoReader(container, info, deadline, True, limits.max_pixels)
             targets = np.asarray(times)
             images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
-    audio = _decode_audio_file(path, limits, deadline) if info.has_audio else np.zeros(0, np.float32)
+    waveform = _decode_audio_file(path, limits, deadline) if audio and info.has_audio else np.zeros(0, np.float32)
     frames = np.stack(images) if images else np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
     stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started)
     return DecodedVideo(read_probe_rotated(info, scale.rotation or 0), frames, np.asarray(times, np.float32),
-                        audio, sampling.policy, stats)
+                        waveform, sampling.policy, stats)
 
 
 def _keyframe_policy_targets(reader: VideoReader, info: Probe, max_frames: int) -> np.ndarray:

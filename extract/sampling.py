@@ -15,13 +15,17 @@ Policies (``sampling.policy``):
 The decoder keeps, for each timestamp, the first frame presented at or after it, so the times
 here are targets and ``pts_s`` are the frames' real times.
 
-Reaching the targets (``plan_seeks``): decoding must start at a key frame, so a target far
-behind the decoder's position in the same group of pictures costs the frames in between
-either way; one whose preceding key frame lies ahead of the position can be reached by a
-seek. The plan seeks exactly when the skipped stretch is worth more than a seek costs, so a
-video whose samples are sparse relative to its key-frame interval is read with one seek per
-sample and a dense one is read sequentially, decided per target from the stream's key-frame
-positions.
+Reaching the targets (``plan_seeks``, ``seek_pays``): decoding must start at a key frame, so
+a target's cost is the reference frames from where decoding starts up to it. Decoding on starts
+from the *read position*, the furthest packet already sent to the decoder: after a kept frame
+that is its reorder delay plus one frame per extra decoder thread past it, not the target.
+Seeking starts at the last key frame at or before the target and costs a decoder flush and
+restart (``SEEK_COST_FRAMES`` in ``extract.decode``). So a seek pays only when that key frame
+lies more than a seek's cost past the read position: it then skips the reference frames in
+between; a key frame at or behind the read position would make the decoder read and decode
+again what it has already decoded. The choice is made per target, so a video whose samples
+are sparse relative to its key-frame interval is read with one seek per sample, a dense one
+sequentially, and a long-GOP one seeks only where a new GOP starts well past the read position.
 """
 
 from __future__ import annotations
@@ -86,16 +90,25 @@ class KeyFrame:
     seek_ts: int
 
 
+def seek_pays(keyframe_s: float, read_s: float, min_skip_s: float) -> bool:
+    """Whether seeking to a key frame presented at ``keyframe_s`` beats decoding on from the read
+    position ``read_s`` (presentation time of the furthest packet already sent to the decoder,
+    seconds): only when the key frame lies more than ``min_skip_s`` (a seek's cost in seconds of
+    stream) past it. Never for a key frame at or behind the read position."""
+    return keyframe_s > read_s + min_skip_s
+
+
 def plan_seeks(targets_s: Sequence[float], keyframes: Sequence[KeyFrame] | None,
                min_skip_s: float) -> list[KeyFrame | None]:
     """For each target, the key frame to seek to before decoding towards it, or None to go on.
 
     ``targets_s``: sorted seconds. ``keyframes``: sorted seekable key frames, or None/empty
-    when the container has no index (then nothing is sought: sequential decoding). The
-    decoder's position after target ``i`` is at least ``targets_s[i]``; target ``i+1`` gets a
-    seek when the last key frame at or before it lies more than ``min_skip_s`` (what a seek
-    costs, in seconds of decoding) past that position. Decoding starts at the stream's start,
-    so the first target is sought the same way from position 0.
+    when the container has no index (then nothing is sought: sequential decoding). Target
+    ``i+1`` gets the last key frame at or before it when ``seek_pays`` from ``targets_s[i]``,
+    the earliest the read position can be after target ``i`` (the first target: from the
+    stream start). The decoder reads further ahead than its kept frame, so this plan is an
+    upper bound: ``extract.decode.frames_at`` seeks only where ``seek_pays`` also holds from
+    the reader's actual read position, so it never seeks back to a key frame already read.
     """
     targets = np.asarray(targets_s, np.float64)
     plan: list[KeyFrame | None] = [None] * len(targets)
@@ -105,7 +118,7 @@ def plan_seeks(targets_s: Sequence[float], keyframes: Sequence[KeyFrame] | None,
     position = 0.0
     for i, t in enumerate(targets):
         j = int(np.searchsorted(kf_times, t + TIME_EPS_S, side="right")) - 1
-        if j >= 0 and kf_times[j] > position + min_skip_s:
+        if j >= 0 and seek_pays(kf_times[j], position, min_skip_s):
             plan[i] = keyframes[j]
         position = max(position, t)
     return plan

@@ -1,7 +1,7 @@
 """Media fixtures for tests, written with PyAV (``extract.samples.write_clip``) in a few ms to a
-few seconds each: rotated, VFR, long-GOP, audio-less, audio-only, 5-channel, odd-sized, scene
-cuts, huge frames, many streams, and broken or hostile files (truncated, zero-byte, text, an
-HLS playlist and a concat list that point at another file).
+few seconds each: rotated, VFR, long-GOP, key frames at chosen frames, audio-less, audio-only,
+5-channel, odd-sized, scene cuts, huge frames, many streams, and broken or hostile files
+(truncated, zero-byte, text, an HLS playlist and a concat list that point at another file).
 
 Import from a test module as ``import media`` (pytest puts ``tests/`` on ``sys.path``).
 Each ``*_clip`` helper takes the output path first and returns it. ``reference_frames`` is an
@@ -41,6 +41,32 @@ def vfr_clip(path: Path, frame_times_s: Sequence[float] = (0.0, 0.1, 0.15, 0.6, 
 def long_gop_clip(path: Path, duration_s: float = 20.0, fps: float = 10.0, gop: int | None = None) -> Path:
     """One key frame for the whole clip by default (``gop`` frames otherwise)."""
     return write_clip(path, duration_s, 128, 72, fps, audio=None, gop=gop or int(duration_s * fps) + 1)
+
+
+def forced_keyframes_clip(path: Path, keyframe_indices: Sequence[int], n_frames: int, fps: int = 30,
+                          width: int = 64, height: int = 36) -> Path:
+    """H.264 (x264 defaults: B-frames, no audio) with IDR key frames at exactly the frames
+    ``keyframe_indices`` (frame 0 always) and nowhere else: no scene-cut or interval key frames."""
+    import av
+    from av.video.frame import PictureType
+    from fractions import Fraction
+
+    forced = set(keyframe_indices) | {0}
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.codec_context.time_base = Fraction(1, fps)
+        vs.codec_context.gop_size = n_frames + 1
+        vs.codec_context.options = {"sc_threshold": "0", "keyint_min": str(n_frames + 1), "forced_idr": "1"}
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(synthetic_frame(i, fps, width, height, 0), format="rgb24")
+            frame.pts, frame.time_base = i, vs.codec_context.time_base
+            frame.pict_type = PictureType.I if i in forced else PictureType.NONE
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+    return Path(path)
 
 
 def audio_only_clip(path: Path, duration_s: float = 2.0) -> Path:

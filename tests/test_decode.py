@@ -70,6 +70,20 @@ def test_short_clip_probe_frames_and_audio(clips):
     assert 0.1 < np.abs(out.audio).max() <= 1.0  # the 0.2-amplitude tone, not silence
 
 
+def test_audio_can_be_left_out(clips):
+    out = decode_video(str(clips["short"]), CONFIG, SPEC, audio=False)
+    assert out.probe.has_audio and out.audio.shape == (0,) and out.audio.dtype == np.float32
+    np.testing.assert_array_equal(out.frames, _decode(clips["short"]).frames)
+
+
+@pytest.mark.parametrize("name", ["long", "odd", "portrait"])
+def test_scaler_threads_do_not_change_pixels(clips, name):
+    frames, _ = media.reference_frames(clips[name], [0.0, 1.0])
+    one, three = ClipFrameScaler(SPEC), ClipFrameScaler(SPEC, threads=3)
+    for frame in frames:
+        np.testing.assert_array_equal(one(frame), three(frame))
+
+
 def test_long_clip_uniform_frames_equal_decode_everything_reference(clips):
     out = _decode(clips["long"])
     targets = sample_timestamps(out.probe.video_duration_s, CONFIG.sampling)
@@ -91,6 +105,81 @@ def test_seek_plan_follows_gop_and_matches_sequential(clips, name, expect_seeks)
     assert auto.stats.strategy == ("seek" if expect_seeks else "sequential")
     if expect_seeks:  # 1 s GOPs, a target every 1.875 s: seeking skips most frames
         assert auto.stats.frames_decoded < 0.6 * sequential.stats.frames_decoded
+
+
+class _ReadCounter:
+    """Wraps an open container: counts the video packets demuxed and the seeks that go back to
+    (or before) a packet already read, i.e. that make the decoder decode something again."""
+
+    def __init__(self, container):
+        self._container = container
+        self.packets = self.seeks = self.backward_seeks = 0
+        self.furthest_pts = None
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._container.__exit__(*exc_info)
+
+    def demux(self, *args, **kwargs):
+        for packet in self._container.demux(*args, **kwargs):
+            if packet.size and packet.pts is not None and packet.stream.type == "video":
+                self.packets += 1
+                self.furthest_pts = max(self.furthest_pts if self.furthest_pts is not None else packet.pts, packet.pts)
+            yield packet
+
+    def seek(self, ts, **kwargs):
+        self.seeks += 1
+        if self.furthest_pts is not None and ts <= self.furthest_pts:
+            self.backward_seeks += 1
+        self.furthest_pts = None
+        return self._container.seek(ts, **kwargs)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_seeks_never_go_back_to_packets_already_read(tmp_path, monkeypatch, threads):
+    # Key frames 5 frames (1/6 s) after each 1 s target: past the seek cost from the kept frame,
+    # but the decoder has read ahead of it by its reorder delay and frame threads, so with 4
+    # threads those key frames were already read when the target's frame came out. Seeking to
+    # one would decode its packets again; with 2 threads it would skip about one frame.
+    path = media.forced_keyframes_clip(tmp_path / "kf.mp4", [30 * k + 5 for k in range(10)], n_frames=300, fps=30)
+    config = CONFIG.replace(**{"runtime.decode_threads": threads})
+    opened, real_open_input = [], decode.open_input
+
+    def counting_open_input(*args, **kwargs):
+        opened.append(_ReadCounter(real_open_input(*args, **kwargs)))
+        return opened[-1]
+
+    monkeypatch.setattr(decode, "open_input", counting_open_input)
+    sequential = decode_video(str(path), config, SPEC, strategy="sequential")
+    read_sequentially = opened[0].packets
+    auto = decode_video(str(path), config, SPEC)
+    reader = opened[1]
+    np.testing.assert_array_equal(auto.pts_s, sequential.pts_s)
+    np.testing.assert_array_equal(auto.frames, sequential.frames)
+    np.testing.assert_allclose(auto.pts_s, np.arange(10), atol=1e-6)
+    assert reader.backward_seeks == 0
+    assert reader.packets <= read_sequentially
+    assert auto.stats.frames_decoded <= sequential.stats.frames_decoded
+    assert auto.stats.packets_read == reader.packets and sequential.stats.packets_read == read_sequentially
+
+
+@pytest.mark.parametrize("fps", [0.7, 3.0, 10.0])
+@pytest.mark.parametrize("strategy", ["auto", "sequential"])
+def test_dropped_frames_never_change_what_is_kept(clips, fps, strategy):
+    # B-frames (x264 default) arrive after the frame they are presented after; dropping the
+    # non-reference frames that cannot be first at or after a target must keep every pick.
+    config = CONFIG.replace(**{"sampling.fps": fps, "sampling.max_frames": 1000})
+    out = decode_video(str(clips["long"]), config, SPEC, strategy=strategy)
+    targets = sample_timestamps(out.probe.video_duration_s, config.sampling)
+    ref_frames, ref_times = media.reference_frames(clips["long"], targets)
+    np.testing.assert_allclose(out.pts_s, ref_times, atol=1e-5)
+    scale = ClipFrameScaler(SPEC)
+    np.testing.assert_array_equal(out.frames, np.stack([scale(f) for f in ref_frames]))
 
 
 @pytest.mark.parametrize("rotation", [90, 270])

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from extract.config import SamplingConfig
 from extract.sampling import (KeyFrame, SceneDetector, histogram_distance, keyframe_targets, luma_histogram,
-                              plan_seeks, sample_timestamps, spread_indices, uniform_timestamps)
+                              plan_seeks, sample_timestamps, seek_pays, spread_indices, uniform_timestamps)
 
 
 @pytest.mark.parametrize("duration, expected", [
@@ -117,3 +117,10 @@ def test_scene_detector_marks_first_frame_and_cuts_only():
     shot_b = [rng.integers(150, 255, (36, 64), dtype=np.uint8) for _ in range(3)]
     detector = SceneDetector(threshold=0.3)
     assert [detector.update(f) for f in shot_a + shot_b] == [True, False, False, True, False, False]
+
+
+def test_seek_pays_only_past_the_read_position_by_more_than_a_seek():
+    assert seek_pays(2.0, 1.0, min_skip_s=0.5)
+    assert not seek_pays(1.4, 1.0, min_skip_s=0.5)  # skips less than the seek costs
+    assert not seek_pays(1.0, 1.0, min_skip_s=0.0)  # already read: a seek would decode it again
+    assert not seek_pays(0.5, 1.0, min_skip_s=0.0)  # behind the read position

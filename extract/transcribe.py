@@ -74,8 +74,8 @@ import numpy as np
 from extract.clip import ModelLoadError, resolve_device, weights_sha256
 from extract.config import Config, StorageConfig, WhisperConfig, WhisperModelConfig
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
-from extract.windows import (SAMPLE_RATE, AudioWindow, check_window_config, is_silent, next_window, plan_windows,
-                             quietest_point)
+from extract.windows import (SAMPLE_RATE, WHISPER_CONTEXT_S, AudioWindow, check_window_config, is_silent,
+                             next_window, plan_windows, quietest_point)
 
 log = logging.getLogger(__name__)
 
@@ -359,8 +359,12 @@ class WhisperTranscriber:
             for start in range(0, len(round_windows), size):
                 self._decode_windows(round_windows[start:start + size], audios, languages)
             for w in round_windows:
-                cursors[w.video] = self._resume_sample(w, audios[w.video])
-                decoded.setdefault(w.video, []).append(w)
+                done = decoded.setdefault(w.video, [])
+                # Bound the re-decodes of deferred segments: two per started 30 s of audio, plus one.
+                limit = 2 * math.ceil(len(audios[w.video]) / (WHISPER_CONTEXT_S * SAMPLE_RATE)) + 1
+                may_defer = sum(d.deferred is not None for d in done) < limit
+                cursors[w.video] = self._resume_sample(w, audios[w.video]) if may_defer else w.window.end
+                done.append(w)
         return [self._assemble(decoded.get(v, []), languages.get(v)) for v in range(len(audios))]
 
     # ---- internals ----
@@ -379,7 +383,9 @@ class WhisperTranscriber:
     def _resume_sample(self, w: _Window, audio: np.ndarray) -> int:
         """Sample where ``w``'s video continues: the window's end, or just before the segment
         the decode deferred (``deferred_at``; recorded in ``w.deferred``). A deferral is followed
-        only when it advances at least ``MIN_RESUME_S`` and something audible follows it. Whisper's
+        only when it advances at least ``MIN_RESUME_S`` and something audible follows it (and,
+        in ``transcribe_batch``, while fewer than two deferrals per started 30 s of audio, plus
+        one, were followed for the video, so no audio can make the model re-decode without end). Whisper's
         timestamp often lands on the speech onset, so the next window starts at the quietest
         point of the ``RESUME_LEAD_IN_S`` before it (``quietest_point``): a word's first sound
         is not cut off."""

@@ -192,6 +192,18 @@ def test_deferral_must_make_progress(tiny_whisper):
     assert out.segments[-1]["end_s"] == pytest.approx(6.0)
 
 
+def test_deferrals_are_bounded(tiny_whisper):
+    tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+    ts = tr.tokenizer.timestamp_begin
+    step = int(1.5 / 0.02)  # every window defers 1.5 s in: 40 s of audio would take ~27 windows
+    calls = fake_decoder(tr, {0: [[ts, *tr.tokenizer.encode(" again"), ts + step, ts + step]] * 100})
+    (out,) = tr.transcribe_batch([noise(40.0, 93)])
+    windows = [w for _, w in calls]
+    followed = sum(b.start < a.end for a, b in zip(windows, windows[1:]))
+    assert followed == 2 * 2 + 1  # two per started 30 s, plus one; then windows run to their ends
+    assert windows[-1].end == 40 * SAMPLE_RATE and len(windows) <= followed + 3 and out.text
+
+
 class EndEarly:
     """Logit filter: a row samples end-of-text after 2 + (its second sampled token % 9) tokens (the
     first is a timestamp), so rows of one batch end at different steps (the random model never

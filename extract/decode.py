@@ -501,7 +501,8 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
         check_limits(info, limits, path)
         scale = ClipFrameScaler(spec, info.sample_aspect_ratio, threads)
         keyframes = info.keyframes if strategy == "auto" else None
-        reader = VideoReader(container, info, deadline, sampling.policy == "uniform", limits.max_pixels)
+        reader = VideoReader(container, info, deadline, skip_nonref=sampling.policy == "uniform",
+                             max_pixels=limits.max_pixels)
         if sampling.policy == "scene":
             images, times = _scene_frames(reader, scale, sampling.scene_threshold, sampling.max_frames)
         else:
@@ -514,7 +515,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
                             reader.bad_packets, packets_read=reader.packets_read)
     if images is None:  # scene: too many changes to hold while scanning; decode the chosen ones again
         with open_input(path, limits, threads) as container:
-            reader = VideoReader(container, info, deadline, True, limits.max_pixels)
+            reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
             targets = np.asarray(times)
             images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
     waveform = _decode_audio_file(path, limits, deadline) if audio and info.has_audio else np.zeros(0, np.float32)

@@ -5,8 +5,6 @@
 - ``stage_models(config, DEST)`` puts real weights in one cluster-visible place once (copying
   from a local file, or downloading when the machine is online) and writes ``DEST/models.yaml``
   pointing ``models.*`` at the staged files, so workers never contact a model hub.
-- ``clip_embed_dim`` (from ``extract.preprocess``) gives the CLIP embedding width from its
-  config, without importing torch.
 - ``local_checkpoint`` turns a staged ``s3://``/``gs://`` checkpoint into a local file (cached
   per worker) for loaders that need a path.
 """
@@ -23,7 +21,6 @@ from typing import Any
 import yaml
 
 from extract.config import Config, StorageConfig
-from extract.preprocess import clip_embed_dim  # noqa: F401 - a model fact known without loading (no torch)
 from extract.storage import fetch, filesystem_for, is_remote
 
 WHISPER_NAMES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",

@@ -58,6 +58,7 @@ segment starts at most 1 s after the window does (``DecodingOptions.max_initial_
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -360,10 +361,7 @@ class WhisperTranscriber:
                 self._decode_windows(round_windows[start:start + size], audios, languages)
             for w in round_windows:
                 done = decoded.setdefault(w.video, [])
-                # Bound the re-decodes of deferred segments: two per started 30 s of audio, plus one.
-                limit = 2 * math.ceil(len(audios[w.video]) / (WHISPER_CONTEXT_S * SAMPLE_RATE)) + 1
-                may_defer = sum(d.deferred is not None for d in done) < limit
-                cursors[w.video] = self._resume_sample(w, audios[w.video]) if may_defer else w.window.end
+                cursors[w.video] = self._resume_sample(w, audios[w.video], sum(d.deferred is not None for d in done))
                 done.append(w)
         return [self._assemble(decoded.get(v, []), languages.get(v)) for v in range(len(audios))]
 
@@ -380,17 +378,19 @@ class WhisperTranscriber:
             cursors[video] = window.end
         return None
 
-    def _resume_sample(self, w: _Window, audio: np.ndarray) -> int:
+    def _resume_sample(self, w: _Window, audio: np.ndarray, followed: int) -> int:
         """Sample where ``w``'s video continues: the window's end, or just before the segment
         the decode deferred (``deferred_at``; recorded in ``w.deferred``). A deferral is followed
-        only when it advances at least ``MIN_RESUME_S`` and something audible follows it (and,
-        in ``transcribe_batch``, while fewer than two deferrals per started 30 s of audio, plus
-        one, were followed for the video, so no audio can make the model re-decode without end). Whisper's
+        only when it advances at least ``MIN_RESUME_S``, something audible follows it, and fewer
+        than two per started 30 s of audio, plus one, were ``followed`` for the video before, so
+        no audio can make the model re-decode without end. Whisper's
         timestamp often lands on the speech onset, so the next window starts at the quietest
         point of the ``RESUME_LEAD_IN_S`` before it (``quietest_point``): a word's first sound
         is not cut off."""
         result = w.result
-        if is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg):
+        limit = 2 * math.ceil(len(audio) / (WHISPER_CONTEXT_S * SAMPLE_RATE)) + 1
+        if followed >= limit or is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio,
+                                             self.cfg):
             return w.window.end
         step = deferred_at(result.tokens, self.tokenizer.timestamp_begin)
         if step is None or step * TIMESTAMP_STEP_S < MIN_RESUME_S:
@@ -526,14 +526,10 @@ def decode_encoded(model, features: "torch.Tensor", options) -> list:
         return task.run(features)
 
 
-_COMPACTING_TASK = None
-
-
+@functools.cache
 def _compacting_task_type():
-    """``whisper.decoding.DecodingTask`` whose sampling loop drops finished rows (``decode_encoded``)."""
-    global _COMPACTING_TASK
-    if _COMPACTING_TASK is not None:
-        return _COMPACTING_TASK
+    """``whisper.decoding.DecodingTask`` whose sampling loop drops finished rows (``decode_encoded``);
+    defined on first use, so importing this module does not import whisper or torch."""
     import torch
     from whisper.decoding import DecodingTask
 
@@ -581,8 +577,7 @@ def _compacting_task_type():
                 sums[row] = row_sum
             return out, sums, no_speech_probs
 
-    _COMPACTING_TASK = CompactingDecodingTask
-    return _COMPACTING_TASK
+    return CompactingDecodingTask
 
 
 def _finite(value: float) -> float | None:

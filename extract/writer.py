@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 from collections import defaultdict
 from typing import Any, Callable, Mapping
 
@@ -175,7 +176,6 @@ def commit_run(writer: RunWriter, record: dict[str, Any], files_removed: list[st
     still buffered, usually most of a small run's Parquet encoding) and of publishing the files
     added to ``timings_s["write"]``. Returns the manifest as written.
     """
-    import time
     from datetime import datetime, timezone
 
     started = time.perf_counter()
@@ -185,13 +185,11 @@ def commit_run(writer: RunWriter, record: dict[str, Any], files_removed: list[st
         dest = catalog.abs(rel)
         fs.create_dir(posixpath.dirname(dest), recursive=True)
         fs.move(f"{writer.staging}/{rel}", dest)
-    extra: dict[str, Any] = {}
-    if "timings_s" in record:
-        timings = dict(record["timings_s"])
-        timings["write"] = round(timings.get("write", 0.0) + time.perf_counter() - started, 3)
-        extra["timings_s"] = timings
     record = dict(record, files_added=sorted(files), files_removed=sorted(files_removed),
-                  committed_at=datetime.now(timezone.utc).isoformat(), **extra)
+                  committed_at=datetime.now(timezone.utc).isoformat())
+    if "timings_s" in record:
+        write_s = record["timings_s"].get("write", 0.0) + time.perf_counter() - started
+        record["timings_s"] = dict(record["timings_s"], write=round(write_s, 3))
     write_json(fs, f"{catalog.root}/{RUNS_DIR}/{writer.run_id}.json", record)
     for rel in files_removed:
         try:

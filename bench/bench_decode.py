@@ -48,7 +48,6 @@ FPS = 30.0
 GOPS = (30, 60, None)  # frames between key frames; None = x264's default (250)
 SAMPLE_FPS = 1.0
 ISOLATION_CLIP = (5.0, 320, 180)  # seconds, width, height of the isolation-overhead clip
-TIME_EPS_S = 1e-6
 
 
 def _config():
@@ -77,28 +76,17 @@ def bench_clip(clips_dir: Path, gop: int | None) -> Path:
     return path
 
 
-def decode_all_then_pick(path: Path, threads: int, convert: bool = True) -> tuple[list[np.ndarray], int]:
-    """Decode every frame (RGB arrays when ``convert``); keep the first at or after each 1 fps
-    timestamp. Returns ``(kept, frames decoded)``."""
-    import av
+def to_rgb(frame: Any) -> np.ndarray:
+    """A decoded frame as a full-size ``(H, W, 3) uint8`` RGB array."""
+    return frame.to_ndarray(format="rgb24")
 
-    from extract.sampling import sample_timestamps
 
-    config = _config()
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = threads
-        stream.codec_context.thread_type = "AUTO"
-        start = float((stream.start_time or 0) * stream.time_base)
-        targets = sample_timestamps(float(stream.duration * stream.time_base), config.sampling)
-        kept: list[np.ndarray] = []
-        n = 0
-        for frame in container.decode(stream):
-            n += 1
-            image = frame.to_ndarray(format="rgb24") if convert else frame
-            while len(kept) < len(targets) and frame.time - start >= targets[len(kept)] - TIME_EPS_S:
-                kept.append(image)
-    return kept, n
+def decode_all(path: Path, sampling: Any, threads: int, convert: Callable[[Any], Any]) -> tuple[int, int]:
+    """``bench.naive.decode_all_then_pick`` converting every frame: ``(frames kept, frames decoded)``."""
+    from bench.naive import decode_all_then_pick
+
+    kept, _, n_decoded = decode_all_then_pick(path, sampling, threads, convert, convert_all=True)
+    return len(kept), n_decoded
 
 
 def _best_of(repeats: int, fn: Callable[[], tuple[int, int]]) -> dict[str, float]:
@@ -128,9 +116,8 @@ def bench_strategies(clips_dir: Path, repeats: int) -> list[dict[str, Any]]:
             return len(out.frames), out.stats.frames_decoded
 
         variants = {
-            "decode all, then pick": lambda: (lambda k, n: (len(k), n))(*decode_all_then_pick(path, threads)),
-            "decode all (no conversion)": lambda: (lambda k, n: (len(k), n))(
-                *decode_all_then_pick(path, threads, convert=False)),
+            "decode all, then pick": lambda: decode_all(path, config.sampling, threads, to_rgb),
+            "decode all (no conversion)": lambda: decode_all(path, config.sampling, threads, lambda frame: frame),
             "stage, sequential": lambda: stage("sequential"),
             "stage, chosen": lambda: stage("auto"),
         }

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bench.clips import SENTENCES
+from bench.naive import transcribe_one
 
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
 LEAD_IN_S = 0.5  # silence before the speech, seconds, as in a recorded clip
@@ -92,7 +93,6 @@ def _faster_whisper(ct2_dir: Path, device: str, threads: int):
 def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZE) -> dict[str, Any]:
     """Time the three methods on the same clips; write ``out_dir/bench_whisper.json``; return the result."""
     import torch
-    import whisper
 
     from extract.config import WhisperConfig, WhisperModelConfig
     from extract.transcribe import WhisperTranscriber, base_weights_path, make_tiny_whisper, word_error_rate
@@ -114,10 +114,7 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
         return [t.text for t in transcriber.transcribe_batch(batch, batch_size)]
 
     def openai_one_by_one(batch: list[np.ndarray]) -> list[str]:
-        return [whisper.transcribe(transcriber.model, a, temperature=cfg.temperatures, fp16=transcriber.fp16,
-                                   compression_ratio_threshold=cfg.compression_ratio_threshold,
-                                   logprob_threshold=cfg.logprob_threshold,
-                                   no_speech_threshold=cfg.no_speech_threshold)["text"].strip() for a in batch]
+        return [transcribe_one(transcriber.model, a, cfg, transcriber.fp16)["text"].strip() for a in batch]
 
     methods: list[tuple[str, Callable[[list[np.ndarray]], list[str]]]] = [
         (f"extract batched (batch {batch_size})", ours),

@@ -30,13 +30,13 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from extract.config import Config
+from extract.config import Config, SamplingConfig, WhisperConfig
+from extract.sampling import TIME_EPS_S
 
-TIME_EPS_S = 1e-6  # a frame this close before a target counts as at the target
 
 
 def load_models(config: Config, device: str) -> tuple[Any, Any, Any, Any]:
@@ -78,34 +78,61 @@ def preprocess_val_transform(config: Config) -> Any:
                               is_train=False)
 
 
-def decode_sampled_frames(path: str, config: Config) -> tuple[list[Any], list[float]]:
-    """Decode every frame of ``path``; the PIL images and times (s) of the sampled ones."""
+def decode_all_then_pick(path: str | Path, sampling: SamplingConfig, threads: int = 0,
+                         convert: Callable[[Any], Any] = lambda frame: frame.to_image(),
+                         convert_all: bool = False) -> tuple[list[Any], list[float], int]:
+    """Decode every frame of ``path``; keep ``convert(frame)`` of the first frame at or after each
+    timestamp of ``sampling`` (seconds from the video stream's start), as a script would.
+
+    ``threads``: FFmpeg decoder threads (0: PyAV's default). ``convert_all``: convert every
+    decoded frame, not only the kept ones (a script that converts before it picks). A video
+    that ends early repeats its last frame. Returns ``(kept, their times in s, frames decoded)``.
+    """
     import av
 
     from extract.sampling import sample_timestamps
 
-    with av.open(path) as container:
+    with av.open(str(path)) as container:
         stream = container.streams.video[0]
+        if threads:
+            stream.codec_context.thread_count = threads
+            stream.codec_context.thread_type = "AUTO"
+        start = float((stream.start_time or 0) * stream.time_base)
         if stream.duration is not None:
             duration = float(stream.duration * stream.time_base)
         else:
             duration = container.duration / av.time_base
-        targets = sample_timestamps(duration, config.sampling)
-        images: list[Any] = []
+        targets = sample_timestamps(duration, sampling)
+        kept: list[Any] = []
         times: list[float] = []
-        last = None
+        last, n_decoded = None, 0
         for frame in container.decode(stream):
-            t = float(frame.time)
+            n_decoded += 1
+            t = float(frame.time) - start
             last = frame
-            if len(images) < len(targets) and t >= targets[len(images)] - TIME_EPS_S:
-                image = frame.to_image()
-                while len(images) < len(targets) and t >= targets[len(images)] - TIME_EPS_S:
-                    images.append(image)
-                    times.append(t)
-        while last is not None and len(images) < len(targets):  # the video ended early
-            images.append(last.to_image())
-            times.append(float(last.time))
-    return images, times
+            image = convert(frame) if convert_all else None
+            # Targets this frame serves: those at or before it not served yet.
+            n_served = int(np.searchsorted(targets, t + TIME_EPS_S, side="right"))
+            if n_served > len(kept):
+                image = convert(frame) if image is None else image
+                times.extend([t] * (n_served - len(kept)))
+                kept.extend([image] * (n_served - len(kept)))
+        if last is not None and len(kept) < len(targets):  # the video ended early
+            image = convert(last)
+            times.extend([float(last.time) - start] * (len(targets) - len(kept)))
+            kept.extend([image] * (len(targets) - len(kept)))
+    return kept, times, n_decoded
+
+
+def transcribe_one(model: Any, audio: np.ndarray, cfg: WhisperConfig, fp16: bool) -> dict[str, Any]:
+    """``whisper.transcribe`` of one ``(m,) float32`` 16 kHz audio with the job's language, task,
+    temperature ladder and thresholds (whisper's defaults otherwise)."""
+    import whisper
+
+    return whisper.transcribe(model, audio, language=cfg.language, task=cfg.task, temperature=tuple(cfg.temperatures),
+                              compression_ratio_threshold=cfg.compression_ratio_threshold,
+                              logprob_threshold=cfg.logprob_threshold, no_speech_threshold=cfg.no_speech_threshold,
+                              fp16=fp16)
 
 
 def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict[str, Any]:
@@ -121,7 +148,6 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
     import pyarrow.parquet as pq
     import torch
     import torch.nn.functional as F
-    import whisper
 
     from extract.clip import resolve_device
     from extract.decode import decode_audio
@@ -145,7 +171,7 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
     for source in read_source(str(manifest), config.storage):
         path = source["uri"]
         t = time.perf_counter()
-        images, times = decode_sampled_frames(path, config)
+        images, times, _ = decode_all_then_pick(path, config.sampling)
         audio = decode_audio(path, config.limits)
         timings["decode"] += time.perf_counter() - t
 
@@ -161,11 +187,7 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
         t = time.perf_counter()
         result = {"text": "", "language": None, "segments": []}
         if len(audio):
-            result = whisper.transcribe(
-                asr, audio, language=wcfg.language, task=wcfg.task, temperature=tuple(wcfg.temperatures),
-                compression_ratio_threshold=wcfg.compression_ratio_threshold,
-                logprob_threshold=wcfg.logprob_threshold, no_speech_threshold=wcfg.no_speech_threshold,
-                fp16=device == "cuda")
+            result = transcribe_one(asr, audio, wcfg, fp16=device == "cuda")
         timings["whisper"] += time.perf_counter() - t
         audio_s += len(audio) / 16_000
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
-import inspect
 import json
 import os
 import platform
@@ -246,7 +244,7 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
     """
     import torch
 
-    from bench.naive import decode_sampled_frames, preprocess_val_transform
+    from bench.naive import decode_all_then_pick, preprocess_val_transform
     from extract.decode import decode_audio, decode_video
     from extract.preprocess import preprocess_spec
     from extract.sources import read_source
@@ -258,7 +256,7 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
         return len(decode_video(path, config, spec).frames)
 
     def naive(path: str) -> int:
-        images, _ = decode_sampled_frames(path, config)
+        images, _, _ = decode_all_then_pick(path, config.sampling)
         decode_audio(path, config.limits)
         return len(torch.stack([transform(image) for image in images]))
 
@@ -400,21 +398,16 @@ def scaling_fit(points: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def run_micro_benchmarks(out_dir: Path) -> dict[str, Any]:
-    """``run(out_dir)`` of each ``bench/bench_*.py`` that exists; a failure is recorded, not raised."""
+    """``run(out_dir, **MICRO_KWARGS)`` of each micro-benchmark; a failure is recorded, not raised."""
     results: dict[str, Any] = {}
     for name in MICRO_BENCHMARKS:
-        if importlib.util.find_spec(f"bench.{name}") is None:
-            results[name] = {"skipped": f"bench/{name}.py does not exist"}
-            continue
         log(f"micro-benchmark {name}, load average {load_average()}")
         start = time.perf_counter()
+        kwargs = MICRO_KWARGS.get(name, {})
         try:
             module = importlib.import_module(f"bench.{name}")
-            accepted = inspect.signature(module.run).parameters
-            kwargs = {k: val for k, val in MICRO_KWARGS.get(name, {}).items() if k in accepted}
             result = module.run(out_dir, **kwargs)
-            table = module.markdown(result) if hasattr(module, "markdown") else None
-            results[name] = {"result": result, "markdown": table, "kwargs": kwargs,
+            results[name] = {"result": result, "markdown": module.markdown(result), "kwargs": kwargs,
                              "seconds": round(time.perf_counter() - start, 1)}
         except Exception as exc:  # noqa: BLE001 - one broken micro-benchmark must not cost the whole run
             results[name] = {"error": f"{type(exc).__name__}: {exc}", "seconds": round(time.perf_counter() - start, 1)}
@@ -547,14 +540,12 @@ def render_markdown(results: dict[str, Any]) -> str:
                       f"{', '.join(f'{x:.0f}' for x in fit['driver_rss_mb'])} MB."]
     lines += ["", "![throughput](throughput.png)", "", "## Micro-benchmarks", ""]
     for name, entry in results["micro"].items():
-        if "skipped" in entry:
-            lines.append(f"- `{name}`: {entry['skipped']}")
-        elif "error" in entry:
+        if "error" in entry:
             lines.append(f"- `{name}`: failed after {entry['seconds']} s: {entry['error']}")
         else:
             args = ", ".join(f"{k}={val}" for k, val in entry.get("kwargs", {}).items())
             lines += [f"### {name} (`run(out_dir{', ' + args if args else ''})`, {entry['seconds']} s)", ""]
-            lines += [entry["markdown"]] if entry["markdown"] else ["```json", json.dumps(entry["result"], indent=1)[:4000], "```"]
+            lines.append(entry["markdown"])
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

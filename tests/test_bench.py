@@ -63,7 +63,7 @@ def test_build_set_and_subset_manifest(tmp_path):
 
 
 def test_naive_decoder_keeps_the_frames_the_job_keeps(tmp_path):
-    from bench.naive import decode_sampled_frames
+    from bench.naive import decode_all_then_pick
     from extract.config import Config
     from extract.decode import decode_video
     from extract.preprocess import PreprocessSpec
@@ -72,7 +72,7 @@ def test_naive_decoder_keeps_the_frames_the_job_keeps(tmp_path):
     path = str(write_clip(tmp_path / "c.mp4", 6.5, 160, 96, 12.0, audio=None, gop=12))
     config = Config()
     spec = PreprocessSpec(32, "bicubic", "shortest", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    images, times = decode_sampled_frames(path, config)
+    images, times, _ = decode_all_then_pick(path, config.sampling)
     ours = decode_video(path, config, spec)
     assert len(images) == len(ours.pts_s) == 7  # 1 fps over 6.5 s
     np.testing.assert_allclose(times, ours.pts_s, atol=1e-3)

@@ -14,12 +14,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from extract import preprocess
 from extract.config import ClipModelConfig
 from extract.preprocess import PreprocessSpec, clip_embed_dim, preprocess_spec
-
-REPO = Path(__file__).resolve().parent.parent
 
 TINY_MODEL_CFG = {
     "embed_dim": 48,

@@ -118,6 +118,38 @@ def corrupt_middle(src: Path, dst: Path, start: float = 0.35, end: float = 0.65,
     return Path(dst)
 
 
+def _encode_gray(out, stream, n: int, step: int, first_pts: int = 0) -> None:
+    """Encode ``n`` 64x48 grey frames (level ``step * i``) with pts from ``first_pts`` into
+    ``stream`` of ``out``, then flush the encoder."""
+    import av
+
+    for i in range(n):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), step * i, np.uint8), format="rgb24")
+        frame.pts = first_pts + i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
+def _encode_silence(out, encoder, stream, n: int, layout: str, rate: int, start: int = 0) -> None:
+    """Encode ``n`` silent 1024-sample ``fltp`` frames of ``layout`` at ``rate`` Hz with pts from
+    ``start`` by ``encoder`` (a stream, or a codec context writing into ``stream``), muxed into
+    ``stream`` of ``out``; then flush the encoder."""
+    import av
+
+    channels = 2 if layout == "stereo" else 1
+    for i in range(n):
+        chunk = av.AudioFrame.from_ndarray(np.zeros((channels, 1024), np.float32), format="fltp", layout=layout)
+        chunk.sample_rate, chunk.pts = rate, start + i * 1024
+        for packet in encoder.encode(chunk):
+            packet.stream = stream
+            out.mux(packet)
+    for packet in encoder.encode():
+        packet.stream = stream
+        out.mux(packet)
+
+
 def growing_ts(path: Path, big: int = 4096, n_big: int = 5) -> Path:
     """MPEG-TS H.264 at 10 fps whose first 10 frames are 64x48 and whose last ``n_big`` are ``big``
     x ``big`` (a new SPS mid-stream): the header, and so a probe, shows a small video, while
@@ -128,13 +160,7 @@ def growing_ts(path: Path, big: int = 4096, n_big: int = 5) -> Path:
         stream = out.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.options = {"preset": "ultrafast"}
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        _encode_gray(out, stream, 10, 20)
         encoder = av.CodecContext.create("libx264", "w")
         encoder.width, encoder.height, encoder.pix_fmt = big, big, "yuv420p"
         encoder.time_base = stream.codec_context.time_base
@@ -159,26 +185,13 @@ def _ts_segment(path: Path, rate: int, layout: str, n_audio: int, start_s: float
     of ``rate`` Hz ``layout``, both starting at ``start_s`` seconds."""
     import av
 
-    channels = 2 if layout == "stereo" else 1
     with av.open(str(path), "w", format="mpegts") as out:
         video = out.add_stream("libx264", rate=10)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
         audio = out.add_stream("aac", rate=rate)
         audio.layout = layout
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), format="rgb24")
-            frame.pts = round(start_s * 10) + i
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        for i in range(n_audio):
-            chunk = av.AudioFrame.from_ndarray(np.zeros((channels, 1024), np.float32), format="fltp", layout=layout)
-            chunk.sample_rate, chunk.pts = rate, round(start_s * rate) + i * 1024
-            for packet in audio.encode(chunk):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
+        _encode_gray(out, video, 10, 10, round(start_s * 10))
+        _encode_silence(out, audio, audio, n_audio, layout, rate, round(start_s * rate))
     return Path(path).read_bytes()
 
 
@@ -205,28 +218,13 @@ def audio_header_disagrees_ts(path: Path) -> Path:
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
         audio = out.add_stream("aac", rate=16000)
         audio.layout = "mono"
-        for i in range(20):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
+        _encode_gray(out, video, 20, 10)
         stereo = av.CodecContext.create("aac", "w")
         stereo.sample_rate, stereo.layout, stereo.format = 48000, "stereo", "fltp"
         stereo.time_base = Fraction(1, 48000)
         stereo.open()
-        for encoder, layout, channels, rate, n, start in ((audio, "mono", 1, 16000, 16, 0),
-                                                          (stereo, "stereo", 2, 48000, 40, 49152)):
-            for i in range(n):
-                chunk = av.AudioFrame.from_ndarray(np.zeros((channels, 1024), np.float32), format="fltp", layout=layout)
-                chunk.sample_rate, chunk.pts = rate, start + i * 1024
-                for packet in encoder.encode(chunk):
-                    packet.stream = audio
-                    out.mux(packet)
-            for packet in encoder.encode():
-                packet.stream = audio
-                out.mux(packet)
+        _encode_silence(out, audio, audio, 16, "mono", 16000)
+        _encode_silence(out, stereo, audio, 40, "stereo", 48000, 49152)
     return Path(path)
 
 
@@ -239,13 +237,7 @@ def zero_frame_video(path: Path) -> Path:
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
         audio = out.add_stream("aac", rate=16000)
         audio.layout = "mono"
-        for i in range(20):
-            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = 16000, i * 1024
-            for packet in audio.encode(chunk):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
+        _encode_silence(out, audio, audio, 20, "mono", 16000)
     return Path(path)
 
 
@@ -384,7 +376,7 @@ CASES = [
          frozenset({"UnsupportedFormat", "DecodeError"})),
     Case("huge_declared_resolution", lambda d, env: media.big_frame_clip(d / "big.avi", 4096, 2160), frozenset({"LimitExceeded"}),
          ("limits.max_pixels",)),
-    Case("resolution_grows_mid_stream", lambda d, env: growing_ts(d / "grow.ts"),
+    Case("resolution_grows_mid_stream", lambda d, env: env["grow"],
          frozenset({"ok", "DecodeError", "LimitExceeded"}), check=lambda row: None),
     Case("header_claims_huge_size", lambda d, env: mp4_declaring_size(env["video_only"], d / "lies.mp4", 40000, 24000),
          frozenset({"ok", "LimitExceeded", "DecodeError"}), ("limits.max_pixels",), check=_check_header_lies),
@@ -423,10 +415,12 @@ def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile")
     canary = media.FifoCanary(d / "canary.mp4")
     server = CountingServer()
+    clip = media.small_clip(d / "clip.mp4", 4.0)
     values = {
         "dir": d, "canary": canary.path, "http": server.url, "canary_obj": canary, "server": server,
-        "clip": media.small_clip(d / "clip.mp4", 4.0),
-        "faststart": _faststart_clip(d / "fast.mp4"),
+        "clip": clip,
+        "faststart": _faststart_clip(clip, d / "fast.mp4"),
+        "grow": growing_ts(d / "grow.ts"),
         "video_only": media.small_clip(d / "video_only.mp4", 2.0, audio=None),
         "avi": write_clip(d / "plain.avi", 2.0, 64, 48, 10.0, audio=None, codec="mpeg4"),
         "long_tiny": write_clip(d / "long_tiny.mp4", 2400.0, 16, 16, 1.0, audio=None, gop=60),
@@ -436,11 +430,10 @@ def env(tmp_path_factory):
     server.close()
 
 
-def _faststart_clip(path: Path) -> Path:
-    """A 4 s clip with its moov index before the frame data (``movflags=faststart``)."""
+def _faststart_clip(src: Path, path: Path) -> Path:
+    """``src`` remuxed with its moov index before the frame data (``movflags=faststart``)."""
     import av
 
-    src = media.small_clip(path.with_name("pre_fast.mp4"), 4.0)
     with av.open(str(src)) as inp, av.open(str(path), "w", options={"movflags": "faststart"}) as out:
         streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
         for packet in inp.demux():
@@ -515,8 +508,7 @@ def test_hostile_media_ends_in_one_row(case: Case, stage, env):
 def test_max_pixels_stops_frames_that_grow_mid_stream(env):
     """The growing file through a stage with the default ``limits.max_pixels`` and through one
     that allows the big frames: only the latter's decode process grows by the frames' size."""
-    path = env["dir"] / "grow-check.ts"
-    growing_ts(path)
+    path = env["grow"]
     peaks = {}
     for name, config in (("default", CONFIG), ("allowing", CONFIG.replace(**{"limits.max_pixels": 4096 * 4096}))):
         stage = DecodeStage(config)

@@ -21,7 +21,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -198,9 +197,7 @@ class FaultyFileSystem(pafs.FileSystemHandler):
         self._alive()
         return self.local.get_file_info(paths)
 
-    def get_file_info_selector(self, selector):
-        self._alive()
-        return self.local.get_file_info(selector)
+    get_file_info_selector = get_file_info  # pyarrow's get_file_info takes paths or a FileSelector
 
     def create_dir(self, path, recursive):
         self._change()

@@ -137,9 +137,10 @@ def test_deferred_at_follows_whisper_transcribe():
     assert deferred_at([ts, 1, ts + 50, ts + 50, 3, 4], ts) == 50
 
 
-def fake_decoder(transcriber, scripts):
-    """Replace ``transcriber._decode_windows`` by one that answers each window of video v with the
-    next token list of ``scripts[v]`` (as a speech-like greedy result); records the windows."""
+def fake_decoder(monkeypatch, transcriber, scripts):
+    """Replace ``transcriber._decode_windows`` (for this test) by one that answers each window of
+    video v with the next token list of ``scripts[v]`` (as a speech-like greedy result); records
+    the windows."""
     from types import SimpleNamespace
 
     calls = []
@@ -152,18 +153,18 @@ def fake_decoder(transcriber, scripts):
             w.result = SimpleNamespace(tokens=scripts[w.video].pop(0), avg_logprob=-0.2, compression_ratio=1.2,
                                        temperature=0.0)
 
-    transcriber._decode_windows = decode
+    monkeypatch.setattr(transcriber, "_decode_windows", decode)
     return calls
 
 
-def test_deferred_segment_is_decoded_again_in_the_next_window(tiny_whisper):
-    tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+def test_deferred_segment_is_decoded_again_in_the_next_window(greedy, monkeypatch):
+    tr = greedy
     tok, ts = tr.tokenizer, tr.tokenizer.timestamp_begin
     a, b, c, lost = (tok.encode(f" {word}") for word in ("alpha", "bravo", "charlie", "unfinished"))
     audio = noise(20.0, 90)
     audio[int(9.6 * SAMPLE_RATE):int(10.0 * SAMPLE_RATE)] = 0.0  # a pause just before the deferred segment
     quiet_tail = np.concatenate([noise(10.0, 91), np.zeros(10 * SAMPLE_RATE, np.float32)])
-    calls = fake_decoder(tr, {
+    calls = fake_decoder(monkeypatch, tr, {
         # 'alpha' 0-5 s, 'bravo' 5-10 s, then a segment the model hands on (pair at 10 s, unfinished text).
         0: [[ts, *a, ts + 250, ts + 250, *b, ts + 500, ts + 500, *lost], [ts, *c, ts + 150]],
         # The same deferral, but nothing audible follows it: the window is done.
@@ -182,21 +183,21 @@ def test_deferred_segment_is_decoded_again_in_the_next_window(tiny_whisper):
     assert len(windows[1]) == 1 and quiet.text == "alpha"
 
 
-def test_deferral_must_make_progress(tiny_whisper):
-    tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+def test_deferral_must_make_progress(greedy, monkeypatch):
+    tr = greedy
     tok, ts = tr.tokenizer, tr.tokenizer.timestamp_begin
     step = int(MIN_RESUME_S / 0.02) - 1  # a deferral before MIN_RESUME_S would loop forever
-    calls = fake_decoder(tr, {0: [[ts, *tok.encode(" hi"), ts + step, ts + step, *tok.encode(" there")]]})
+    calls = fake_decoder(monkeypatch, tr, {0: [[ts, *tok.encode(" hi"), ts + step, ts + step, *tok.encode(" there")]]})
     (out,) = tr.transcribe_batch([noise(6.0, 92)])
     assert len(calls) == 1 and out.text == "hi there"  # the unfinished text is kept, up to the window end
     assert out.segments[-1]["end_s"] == pytest.approx(6.0)
 
 
-def test_deferrals_are_bounded(tiny_whisper):
-    tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+def test_deferrals_are_bounded(greedy, monkeypatch):
+    tr = greedy
     ts = tr.tokenizer.timestamp_begin
     step = int(1.5 / 0.02)  # every window defers 1.5 s in: 40 s of audio would take ~27 windows
-    calls = fake_decoder(tr, {0: [[ts, *tr.tokenizer.encode(" again"), ts + step, ts + step]] * 100})
+    calls = fake_decoder(monkeypatch, tr, {0: [[ts, *tr.tokenizer.encode(" again"), ts + step, ts + step]] * 100})
     (out,) = tr.transcribe_batch([noise(40.0, 93)])
     windows = [w for _, w in calls]
     followed = sum(b.start < a.end for a, b in zip(windows, windows[1:]))

@@ -118,36 +118,45 @@ def corrupt_middle(src: Path, dst: Path, start: float = 0.35, end: float = 0.65,
     return Path(dst)
 
 
-def _encode_gray(out, stream, n: int, step: int, first_pts: int = 0) -> None:
-    """Encode ``n`` 64x48 grey frames (level ``step * i``) with pts from ``first_pts`` into
-    ``stream`` of ``out``, then flush the encoder."""
-    import av
-
-    for i in range(n):
-        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), step * i, np.uint8), format="rgb24")
-        frame.pts = first_pts + i
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
-
-
-def _encode_silence(out, encoder, stream, n: int, layout: str, rate: int, start: int = 0) -> None:
-    """Encode ``n`` silent 1024-sample ``fltp`` frames of ``layout`` at ``rate`` Hz with pts from
-    ``start`` by ``encoder`` (a stream, or a codec context writing into ``stream``), muxed into
-    ``stream`` of ``out``; then flush the encoder."""
-    import av
-
-    channels = 2 if layout == "stereo" else 1
-    for i in range(n):
-        chunk = av.AudioFrame.from_ndarray(np.zeros((channels, 1024), np.float32), format="fltp", layout=layout)
-        chunk.sample_rate, chunk.pts = rate, start + i * 1024
-        for packet in encoder.encode(chunk):
+def _encode_into(out, encoder, stream, frames) -> None:
+    """Encode ``frames`` with ``encoder`` (a stream, or a codec context writing into ``stream``),
+    mux the packets into ``stream`` of ``out``, then flush the encoder."""
+    for frame in frames:
+        for packet in encoder.encode(frame):
             packet.stream = stream
             out.mux(packet)
     for packet in encoder.encode():
         packet.stream = stream
         out.mux(packet)
+
+
+def _encode_gray(out, stream, n: int, step: int, first_pts: int = 0) -> None:
+    """Encode ``n`` 64x48 grey frames (level ``step * i``) with pts from ``first_pts`` into ``stream``."""
+    import av
+
+    def frames():
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), step * i, np.uint8), format="rgb24")
+            frame.pts = first_pts + i
+            yield frame
+
+    _encode_into(out, stream, stream, frames())
+
+
+def _encode_silence(out, encoder, stream, n: int, layout: str, rate: int, start: int = 0) -> None:
+    """Encode ``n`` silent 1024-sample ``fltp`` frames of ``layout`` at ``rate`` Hz with pts from
+    ``start`` by ``encoder`` into ``stream`` (``_encode_into``)."""
+    import av
+
+    channels = 2 if layout == "stereo" else 1
+
+    def frames():
+        for i in range(n):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((channels, 1024), np.float32), format="fltp", layout=layout)
+            chunk.sample_rate, chunk.pts = rate, start + i * 1024
+            yield chunk
+
+    _encode_into(out, encoder, stream, frames())
 
 
 def growing_ts(path: Path, big: int = 4096, n_big: int = 5) -> Path:
@@ -166,17 +175,16 @@ def growing_ts(path: Path, big: int = 4096, n_big: int = 5) -> Path:
         encoder.time_base = stream.codec_context.time_base
         encoder.options = {"preset": "ultrafast"}
         encoder.open()
-        for i in range(10, 10 + n_big):
-            frame = av.VideoFrame(big, big, "yuv420p")
-            for plane in frame.planes:
-                plane.update(bytes(plane.buffer_size))
-            frame.pts = i
-            for packet in encoder.encode(frame):
-                packet.stream = stream
-                out.mux(packet)
-        for packet in encoder.encode():
-            packet.stream = stream
-            out.mux(packet)
+
+        def big_frames():
+            for i in range(10, 10 + n_big):
+                frame = av.VideoFrame(big, big, "yuv420p")
+                for plane in frame.planes:
+                    plane.update(bytes(plane.buffer_size))
+                frame.pts = i
+                yield frame
+
+        _encode_into(out, encoder, stream, big_frames())
     return Path(path)
 
 

@@ -884,7 +884,7 @@ def test_model_actor_that_crashes_on_one_video_costs_only_that_video(tmp_path, t
 
 def _start_slow_run(tmp_path: Path, tiny_config: Path, n: int):
     """Start a harness run of ``n`` silent videos, 2 per batch, each stage call slowed by 2 s and
-    recorded under ``tmp_path/record``; returns ``(ids, record_dir, dst, proc)``."""
+    recorded under ``tmp_path/record``; returns ``(manifest, ids, record_dir, dst, proc)``."""
     manifest, ids = _silent_manifest(tmp_path, n)
     record_dir = tmp_path / "record"
     record_dir.mkdir()
@@ -892,14 +892,14 @@ def _start_slow_run(tmp_path: Path, tiny_config: Path, n: int):
     proc = _harness(tmp_path, {
         "src": str(manifest), "dst": str(dst), "configs": [str(LOCAL_YAML), str(tiny_config)],
         "record_dir": str(record_dir), "delay_s": 2.0, "overrides": ["runtime.videos_per_batch=2"]})
-    return ids, record_dir, dst, proc
+    return manifest, ids, record_dir, dst, proc
 
 
 @pytest.mark.slow
 def test_model_actor_killed_mid_run_loses_nothing(tmp_path, tiny_config):
     """``kill -9`` of the CLIP actor after its first batch: Ray restarts it and retries the
     batch it held; the run commits with every video exactly once."""
-    ids, record_dir, dst, proc = _start_slow_run(tmp_path, tiny_config, 8)
+    _, ids, record_dir, dst, proc = _start_slow_run(tmp_path, tiny_config, 8)
     killed = None
     deadline = time.monotonic() + 600
     try:
@@ -925,7 +925,7 @@ def test_model_actor_killed_mid_run_loses_nothing(tmp_path, tiny_config):
 def test_driver_killed_mid_run_publishes_nothing_and_the_next_run_completes(tmp_path, tiny_config):
     """``kill -9`` of the driver once videos are flowing: no run manifest, no visible rows, its
     Ray processes go away with it; the next run cleans up and commits every video once."""
-    ids, record_dir, dst, proc = _start_slow_run(tmp_path, tiny_config, 6)
+    manifest, ids, record_dir, dst, proc = _start_slow_run(tmp_path, tiny_config, 6)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None and not (record_dir / "clip.calls").exists():

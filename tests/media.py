@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from extract.rows import ERROR_COLUMNS
 from extract.samples import synthetic_frame, tone, write_clip
 
 
@@ -224,3 +225,9 @@ class FifoCanary:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def source_row(video_id: str, uri: str | Path) -> dict:
+    """A manifest row as the decode stage receives it (no caption or upload time, no error)."""
+    return {"video_id": video_id, "uri": str(uri), "caption": None, "upload_ts": None, "dt": "2026-01-01",
+            **{c: None for c in ERROR_COLUMNS}}

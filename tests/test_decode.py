@@ -17,7 +17,7 @@ from extract.decode import (DECODE_COLUMNS, ClipFrameScaler, DecodeJob, DecodePo
                             decode_audio, decode_video, resize_plan)
 from extract.preprocess import PreprocessSpec
 from extract.probe import probe
-from extract.rows import ERROR_COLUMNS, VideoError, batch_to_rows, rows_to_batch
+from extract.rows import VideoError, batch_to_rows, rows_to_batch
 from extract.sampling import sample_timestamps, spread_indices
 
 SPEC = PreprocessSpec(224, "bicubic", "shortest", (0.48145466, 0.4578275, 0.40821073),
@@ -392,9 +392,7 @@ def stage():
 
 
 def _batch(*rows):
-    full = [{"video_id": vid, "uri": str(uri), "caption": None, "upload_ts": None, "dt": "2026-01-01",
-             **{c: None for c in ERROR_COLUMNS}} for vid, uri in rows]
-    return rows_to_batch(full)
+    return rows_to_batch([media.source_row(vid, uri) for vid, uri in rows])
 
 
 def test_stage_rows_contract_and_failed_passthrough(stage, clips, tmp_path):

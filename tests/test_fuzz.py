@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import media
 from extract.config import Config
 from extract.decode import KILL_GRACE_S, DecodeStage
-from extract.rows import ERROR_COLUMNS, batch_to_rows, rows_to_batch
+from extract.rows import batch_to_rows, rows_to_batch
 from extract.samples import write_clip
 
 FUZZ_EXAMPLES = 150
@@ -109,9 +109,7 @@ def mutate(data: bytes, mutations: list[tuple[str, float, int, int]]) -> bytes:
 def check_one(stage: DecodeStage, path: Path) -> dict:
     """Decode ``path`` through the stage and check the one row it gives; returns the row."""
     start = time.monotonic()
-    rows = batch_to_rows(stage(rows_to_batch([{
-        "video_id": "fuzz", "uri": str(path), "caption": None, "upload_ts": None, "dt": "2026-01-01",
-        **{c: None for c in ERROR_COLUMNS}}])))
+    rows = batch_to_rows(stage(rows_to_batch([media.source_row("fuzz", path)])))
     elapsed = time.monotonic() - start
     assert len(rows) == 1
     row = rows[0]

@@ -26,7 +26,7 @@ import pytest
 import media
 from extract.config import Config
 from extract.decode import DECODE_COLUMNS, KILL_GRACE_S, DecodeStage
-from extract.rows import ERROR_COLUMNS, batch_to_rows, rows_to_batch
+from extract.rows import batch_to_rows, rows_to_batch
 from extract.samples import write_clip
 
 TIMEOUT_S = 20.0  # limits.timeout_s for these cases
@@ -461,9 +461,7 @@ def stage():
     s.close()
 
 
-def _row(video_id: str, uri: Path) -> dict:
-    return {"video_id": video_id, "uri": str(uri), "caption": None, "upload_ts": None, "dt": "2026-01-01",
-            **{c: None for c in ERROR_COLUMNS}}
+_row = media.source_row
 
 
 def _peak_rss(stage: DecodeStage) -> int:

@@ -627,10 +627,8 @@ def test_store_reads_are_retried_with_backoff_then_recorded(proxy_factory, s3_se
     stage = DecodeStage(config)
     try:
         start = time.monotonic()
-        rows = batch_to_rows(stage(rows_to_batch([
-            {"video_id": vid, "uri": f"s3://reads/{vid}.mp4", "caption": None, "upload_ts": None, "dt": "2026-01-01",
-             "error_stage": None, "error_type": None, "error_message": None, "retryable": None}
-            for vid in ("flaky", "down")])))
+        rows = batch_to_rows(stage(rows_to_batch([media.source_row(vid, f"s3://reads/{vid}.mp4")
+                                                  for vid in ("flaky", "down")])))
         elapsed = time.monotonic() - start
     finally:
         stage.close()
@@ -1001,9 +999,7 @@ def test_store_that_stalls_is_cut_off(proxy_factory, s3_server, tmp_path):
     stage = DecodeStage(config)
     try:
         start = time.monotonic()
-        (row,) = batch_to_rows(stage(rows_to_batch([
-            {"video_id": "slow", "uri": "s3://stalls/slow.mp4", "caption": None, "upload_ts": None, "dt": "2026-01-01",
-             "error_stage": None, "error_type": None, "error_message": None, "retryable": None}])))
+        (row,) = batch_to_rows(stage(rows_to_batch([media.source_row("slow", "s3://stalls/slow.mp4")])))
         elapsed = time.monotonic() - start
     finally:
         stage.close()

@@ -12,14 +12,14 @@ writes ``OUT_DIR/bench_clip.json``.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.machine import device_name, load_average, machine_info
 
 MODEL = "ViT-B-32"
 CPU_BATCH_SIZES = (1, 8, 32, 128)
@@ -63,11 +63,10 @@ def bench_device(device: str) -> dict[str, Any]:
         seconds = _time_embedding(embedder, videos, batch_size)
         rows.append({"batch_size": batch_size, "frames": n_frames, "seconds": round(seconds, 4),
                      "frames_per_s": round(n_frames / seconds, 1)})
-    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
     # Load average: on a shared machine, busy cores make small batches look much slower.
-    return {"device": device, "device_name": name, "torch_threads": torch.get_num_threads(),
-            "load_avg_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
-            "precision": "fp16 autocast" if device == "cuda" else "fp32", "results": rows}
+    return {"device": device, "device_name": device_name(device), "torch_threads": torch.get_num_threads(),
+            "load_avg_1m": load_average(), "precision": "fp16 autocast" if device == "cuda" else "fp32",
+            "results": rows}
 
 
 def run(out_dir: str | Path) -> dict[str, Any]:
@@ -75,7 +74,7 @@ def run(out_dir: str | Path) -> dict[str, Any]:
     import torch
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    result = {"benchmark": "clip_embed_frames", "model": f"{MODEL} (random init)",
+    result = {"benchmark": "clip_embed_frames", "model": f"{MODEL} (random init)", "machine": machine_info(),
               "input": "uint8 frames, packed across videos of 16 frames",
               "runs": [bench_device(d) for d in devices]}
     out_dir = Path(out_dir)

@@ -32,8 +32,6 @@ absolute decode times are optimistic; the ratios are what the strategies change.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +39,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from bench.machine import load_average, machine_info
 
 CLIP_S = 60.0
 SIZE = (1280, 720)
@@ -179,8 +179,7 @@ def run(out_dir: str | Path, repeats: int = 3, isolation_videos: int = 30) -> di
     result = {
         "benchmark": "decode_strategies",
         "clip": f"{CLIP_S:.0f} s {SIZE[0]}x{SIZE[1]} {FPS:.0f} fps H.264 veryfast, sampled at {SAMPLE_FPS:g} fps",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                    "load_avg_1m": round(os.getloadavg()[0], 2), "ffmpeg": av.ffmpeg_version_info,
+        "machine": {**machine_info(), "load_avg_1m": load_average(), "ffmpeg": av.ffmpeg_version_info,
                     "decode_threads": _config().runtime.decode_threads},
         "repeats": repeats,
         "strategies": bench_strategies(clips_dir, repeats),
@@ -193,7 +192,7 @@ def run(out_dir: str | Path, repeats: int = 3, isolation_videos: int = 30) -> di
 def markdown(result: dict[str, Any]) -> str:
     """The result of ``run`` as Markdown tables."""
     m = result["machine"]
-    lines = [f"Decode: {result['clip']}; best of {result['repeats']}; {m['cpu_count']} CPUs, load "
+    lines = [f"Decode: {result['clip']}; best of {result['repeats']}; {m['cpu']}, {m['cores']} cores, load "
              f"{m['load_avg_1m']}, FFmpeg {m['ffmpeg']}, {m['decode_threads']} decoder threads", "",
              "| key frames every | variant | wall s | CPU s | frames decoded | sampled frames/s | speed-up (wall / CPU) |",
              "|---:|---|---:|---:|---:|---:|---:|"]

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,6 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bench.clips import SENTENCES
+from bench.machine import device_name, load_average, machine_info
 from bench.naive import transcribe_one
 
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
@@ -139,10 +138,11 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
         "benchmark": "whisper_transcription",
         "weights": f"{transcriber.lineage}" + ("" if real else " (tiny random: speed only, WER meaningless)"),
         "device": transcriber.device,
-        "device_name": torch.cuda.get_device_name(0) if transcriber.device == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(transcriber.device),
         "precision": "fp16" if transcriber.fp16 else "fp32",
         "torch_threads": threads,
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": load_average(),
+        "machine": machine_info(),
         "clips": len(clips),
         "audio_s": round(audio_s, 1),
         "rows": rows,

@@ -138,7 +138,8 @@ def transcribe_one(model: Any, audio: np.ndarray, cfg: WhisperConfig, fp16: bool
 def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict[str, Any]:
     """Process every video of ``manifest`` (a ``.jsonl`` the job also reads) into ``out_dir``.
 
-    Returns ``{"counts", "tables", "timings_s", "wall_s", "throughput", "device"}``;
+    Returns ``{"counts", "tables", "timings_s", "wall_s", "throughput", "audio_s", "device"}``
+    (``audio_s``: seconds of 16 kHz audio decoded, as in the job's run manifest);
     ``timings_s`` has ``load`` (models), ``decode``, ``preprocess``, ``clip``, ``whisper``,
     ``text`` and ``write`` seconds; ``load`` includes importing torch, open_clip and whisper,
     as the job's wall time includes its workers' imports.

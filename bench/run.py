@@ -29,7 +29,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -42,6 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.clips import REPO, build_set, mixed_specs, short_specs, subset_manifest
+from bench.machine import load_average, machine_info
 
 BUILD = REPO / ".build"
 DEFAULT_WORK = BUILD / "bench-work"
@@ -74,30 +74,6 @@ def log(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, RAM, GPU and OS of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "gpu": gpu,
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
 
 
 def versions() -> dict[str, str]:
@@ -183,10 +159,6 @@ def model_setup(quick: bool, work: Path) -> dict[str, Any]:
             "whisper": whisper_desc, "note": note}
 
 
-def load_average() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 # --------------------------------------------------------------------------- one pipeline run (child)
 
 
@@ -209,16 +181,15 @@ def _worker(args: argparse.Namespace) -> None:
         ray_start_s = time.perf_counter() - t0
         record = run_job(args.manifest, args.output, config, progress=False)
         wall = time.perf_counter() - t0
-        audio_s = (record["throughput"].get("audio_s_per_s") or 0.0) * record["wall_s"]
         extra = {"ray_start_s": round(ray_start_s, 3), "resources": record.get("resources")}
     else:
         from bench.naive import run_naive
 
         record = run_naive(args.manifest, args.output, config)
         wall = time.perf_counter() - t0
-        audio_s = record["audio_s"]
         extra = {"device": record["device"]}
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    audio_s = record["audio_s"]
     frames = record["tables"].get("frame_embeddings", 0)
     videos = record["counts"]["processed"]
     result = {

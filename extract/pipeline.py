@@ -472,6 +472,7 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
         record = {
             "run_id": run_id, "kind": "run", "status": "committed",
             "started_at": started.isoformat(), "ended_at": ended.isoformat(), "wall_s": round(wall, 3),
+            "audio_s": round(audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
             "input": src, "output": dst, "pipeline_version": __version__,
             "options": {"overwrite": overwrite, "retry_errors": retry_errors},
             "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash,

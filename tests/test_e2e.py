@@ -77,6 +77,10 @@ def test_tables_follow_the_contract(first_run, small_samples):
 
     run = json.loads(next((dst / "_runs").glob("*.json")).read_text())
     assert run["counts"]["processed"] == len(ids) and run["counts"]["ok"] == len(ids)
+    audio_durations = [v["duration_s"] for v in videos.to_pylist() if v["has_audio"]]
+    assert len(audio_durations) == 2  # silent_loop has none
+    # Decoded AAC runs past the stream's end by part of a frame (1024 samples).
+    assert run["audio_s"] == pytest.approx(sum(audio_durations), abs=0.05 * len(audio_durations))
     assert run["models"]["clip"] and run["models"]["whisper"]
     assert set(run["timings_s"]) >= {"decode", "whisper", "clip", "write"}
 

@@ -397,6 +397,34 @@ def _bucket(endpoint: str, name: str):
     return client
 
 
+@pytest.fixture
+def decode_from_store(proxy_factory, s3_server, tmp_path):
+    """``decode(bucket, video_ids, plan)``: upload a 2 s silent clip as ``s3://<bucket>/<id>.mp4``
+    per id, then run the decode stage on those ids through a ``FaultProxy`` following ``plan``;
+    returns the decoded rows (in ``video_ids`` order), the stage's wall seconds and the proxy."""
+    from extract.decode import DecodeStage
+
+    clip = media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
+
+    def decode(bucket: str, video_ids: tuple[str, ...], plan: Callable[[str, str, int], tuple | None]):
+        client = _bucket(s3_server, bucket)
+        for vid in video_ids:
+            client.upload_file(str(clip), bucket, f"{vid}.mp4")
+        proxy = proxy_factory(plan)
+        config = load_config([], [f"storage.s3_endpoint={proxy.endpoint}", "models.clip.pretrained=null"])
+        stage = DecodeStage(config)
+        try:
+            start = time.monotonic()
+            rows = batch_to_rows(stage(rows_to_batch([media.source_row(vid, f"s3://{bucket}/{vid}.mp4")
+                                                      for vid in video_ids])))
+            elapsed = time.monotonic() - start
+        finally:
+            stage.close()
+        return rows, elapsed, proxy
+
+    return decode
+
+
 # =========================================================================== fast tests
 
 
@@ -604,16 +632,10 @@ def test_disk_full_on_staging_fails_cleanly(replay, tiny_config, tmp_path, monke
     assert_exactly_once(str(dst), replay.ids)
 
 
-def test_store_reads_are_retried_with_backoff_then_recorded(proxy_factory, s3_server, tmp_path):
+def test_store_reads_are_retried_with_backoff_then_recorded(decode_from_store):
     """Through a proxy in front of the S3 server: a GET that fails twice (503 SlowDown, then a
     reset connection) is retried and the video decodes; a GET that always fails is tried a
     bounded number of times with growing pauses and becomes a retryable ``StoreError`` row."""
-    from extract.decode import DecodeStage
-
-    clip = media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
-    client = _bucket(s3_server, "reads")
-    for key in ("flaky.mp4", "down.mp4"):
-        client.upload_file(str(clip), "reads", key)
 
     def plan(method, path, n):
         if method == "GET" and path.startswith("/reads/flaky.mp4"):
@@ -622,17 +644,7 @@ def test_store_reads_are_retried_with_backoff_then_recorded(proxy_factory, s3_se
             return ("status", 503, "SlowDown")
         return None
 
-    proxy = proxy_factory(plan)
-    config = load_config([], [f"storage.s3_endpoint={proxy.endpoint}", "models.clip.pretrained=null"])
-    stage = DecodeStage(config)
-    try:
-        start = time.monotonic()
-        rows = batch_to_rows(stage(rows_to_batch([media.source_row(vid, f"s3://reads/{vid}.mp4")
-                                                  for vid in ("flaky", "down")])))
-        elapsed = time.monotonic() - start
-    finally:
-        stage.close()
-    flaky, down = rows
+    (flaky, down), elapsed, proxy = decode_from_store("reads", ("flaky", "down"), plan)
     assert flaky["error_stage"] is None and flaky["n_frames"] == 4
     assert len(proxy.requests("GET", "/reads/flaky.mp4")) == 3
     assert (down["error_stage"], down["error_type"], down["retryable"]) == ("decode", "StoreError", True)
@@ -985,23 +997,11 @@ def test_missing_checkpoint_fails_fast_naming_the_path(tmp_path, tiny_config):
 
 
 @pytest.mark.slow
-def test_store_that_stalls_is_cut_off(proxy_factory, s3_server, tmp_path):
+def test_store_that_stalls_is_cut_off(decode_from_store):
     """A GET that never answers: the store client's low-speed limit ends each attempt and the
     video becomes a retryable ``StoreError`` row in bounded time (the decode stage's fetch is
     not under ``limits.timeout_s``; the client's timeouts bound it)."""
-    from extract.decode import DecodeStage
-
-    clip = media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
-    client = _bucket(s3_server, "stalls")
-    client.upload_file(str(clip), "stalls", "slow.mp4")
-    proxy = proxy_factory(lambda method, path, n: ("stall", 60) if method == "GET" else None)
-    config = load_config([], [f"storage.s3_endpoint={proxy.endpoint}", "models.clip.pretrained=null"])
-    stage = DecodeStage(config)
-    try:
-        start = time.monotonic()
-        (row,) = batch_to_rows(stage(rows_to_batch([media.source_row("slow", "s3://stalls/slow.mp4")])))
-        elapsed = time.monotonic() - start
-    finally:
-        stage.close()
+    (row,), elapsed, _ = decode_from_store("stalls", ("slow",),
+                                           lambda method, path, n: ("stall", 60) if method == "GET" else None)
     assert (row["error_type"], row["retryable"]) == ("StoreError", True)
     assert elapsed < 90

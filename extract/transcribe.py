@@ -10,21 +10,23 @@ together; most videos are one window long, so one round does it.
    cut at the quietest point of the last ``whisper.boundary_search_s`` seconds). Windows with
    nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
 2. The round's windows, longest first, go in batches of ``runtime.whisper_batch_size``. Per
-   batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass, then
-   one decoder pass over ``<|startoftranscript|>`` that gives both the language distribution
-   and the no-speech probability of every window (the decoder is causal, so this is the same
-   number ``whisper.decode`` reports).
+   batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass, the
+   decoder's cross-attention keys and values projected once (``extract.whisper_decoder``;
+   every decoder pass below reuses them), then one decoder pass over
+   ``<|startoftranscript|>`` that gives both the language distribution and the no-speech
+   probability of every window (the decoder is causal, so this is the same number
+   ``whisper.decode`` reports).
 3. Language: ``whisper.language``, or (null) detected per video from its first non-silent
    window, as ``whisper.transcribe`` detects it from the first 30 s.
-4. Greedy decoding with timestamps (``decode_encoded``: ``whisper.decode`` on the encoded
-   windows, ``DecodingOptions(temperature=0, without_timestamps=False)``, except that a window
-   leaves the batch as soon as its text ends; batched beam search is broken upstream, so no
-   beams). Windows whose result is too repetitive (gzip ratio above
+4. Greedy decoding with timestamps (``extract.whisper_decoder.decode_encoded``:
+   ``whisper.decode``'s tokens for ``DecodingOptions(temperature=0, without_timestamps=False)``
+   on the encoded windows, with finished windows leaving the batch; batched beam search is
+   broken upstream, so no beams). Windows whose result is too repetitive (gzip ratio above
    ``whisper.compression_ratio_threshold``) or improbable (mean log-prob below
    ``whisper.logprob_threshold``) are decoded again at the next temperature of
    ``whisper.temperatures`` (sampling with a fixed seed, so reruns agree), batched among
-   themselves, reusing the encoder output; the last result is kept, as ``whisper.transcribe``
-   falls back. A window that counts as silence (step 5) is not retried.
+   themselves, reusing the encoder output and the cross-attention keys and values; the last
+   result is kept, as ``whisper.transcribe`` falls back. A window that counts as silence (step 5) is not retried.
 5. No-speech gating: a window with no-speech probability above ``whisper.no_speech_threshold``
    whose decode fails a check yields no text. ``whisper.transcribe`` drops only the
    improbable ones (mean log-prob below ``whisper.logprob_threshold``) and samples the
@@ -58,7 +60,6 @@ segment starts at most 1 s after the window does (``DecodingOptions.max_initial_
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -75,6 +76,7 @@ import numpy as np
 from extract.clip import ModelLoadError, resolve_device, weights_sha256
 from extract.config import Config, StorageConfig, WhisperConfig, WhisperModelConfig
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
+from extract.whisper_decoder import CrossAttention, decode_encoded, first_token_logits
 from extract.windows import (SAMPLE_RATE, WHISPER_CONTEXT_S, AudioWindow, check_window_config, is_silent,
                              next_window, plan_windows, quietest_point)
 
@@ -86,7 +88,6 @@ LINEAGE_HASH_CHARS = 12  # hex characters of the weights' sha256 kept in the lin
 TIMESTAMP_STEP_S = 0.02  # seconds per Whisper timestamp token (2 mel frames of 10 ms)
 MIN_RESUME_S = 1.0  # a deferred segment is decoded again only when the window advanced at least this far
 RESUME_LEAD_IN_S = 0.5  # the next window starts in the pause up to this long before a deferred segment
-FALLBACK_SEED = 0  # torch seed of temperature-fallback sampling: reruns give the same transcript
 
 BASE_WEIGHTS_ENV = "EXTRACT_WHISPER_BASE"  # real Whisper base checkpoint for quality tests and the bench
 BASE_WEIGHTS_BUILD_PATH = Path(__file__).resolve().parent.parent / ".build" / "whisper-base.pt"
@@ -422,9 +423,14 @@ class WhisperTranscriber:
 
         with torch.no_grad():
             mels = torch.stack([self._window_mel(audios[w.video][w.window.start:w.window.end]) for w in chunk])
-            features = self.model.encoder(mels.to(self.dtype))
-            sot = torch.full((len(chunk), 1), self.tokenizer.sot, dtype=torch.long, device=features.device)
-            logits = self.model.logits(sot, features)[:, 0].float()
+            mels = mels.to(self.dtype)
+            # On a CPU one window at a time: its activations stay in cache, and batching windows
+            # only slows the encoder (base, one thread: 1.59-1.65 s per window alone, 1.71-1.81 s
+            # in a batch of 16). On a GPU the batch is what keeps it busy.
+            step = len(chunk) if self.device == "cuda" else 1
+            features = torch.cat([self.model.encoder(part) for part in mels.split(step)])
+            cross = CrossAttention.compute(self.model, features)
+            logits = first_token_logits(self.model, cross, self.tokenizer.sot, self.dtype)
             no_speech = logits.softmax(dim=-1)[:, self.tokenizer.no_speech].cpu().numpy()
             language_probs = None
             if self._language_codes:
@@ -445,8 +451,12 @@ class WhisperTranscriber:
             for language, members in groups.items():
                 options = whisper.DecodingOptions(task=self.cfg.task, language=language, temperature=temperature,
                                                   without_timestamps=False, fp16=self.fp16)
-                index = torch.tensor(members, device=features.device)
-                results = decode_encoded(self.model, features.index_select(0, index), options)
+                if len(members) == len(chunk):
+                    results = decode_encoded(self.model, features, options, cross)
+                else:
+                    index = torch.tensor(members, device=features.device)
+                    results = decode_encoded(self.model, features.index_select(0, index), options,
+                                             cross.select(index))
                 for i, result in zip(members, results):
                     chunk[i].result = result
             if k == len(temperatures) - 1:
@@ -501,83 +511,6 @@ class WhisperTranscriber:
         if not text:
             return Transcript("", None, None, no_speech_prob, [])
         return Transcript(text, language[0], language[1], no_speech_prob, segments)
-
-
-def decode_encoded(model, features: "torch.Tensor", options) -> list:
-    """``whisper.decode`` of encoded windows ``(n, n_audio_ctx, n_audio_state)``, two changes:
-
-    - a window leaves the batch as soon as it has sampled end-of-text (its key/value caches,
-      audio features and tokens are dropped), so the remaining decoder steps run on fewer
-      rows; ``whisper.decode`` steps every row until the longest text ends. Same tokens: rows
-      are independent in the decoder.
-    - sampling at a temperature above 0 uses the torch seed ``FALLBACK_SEED`` (the global
-      generator is restored afterwards), so a rerun gives the same transcript.
-
-    Returns whisper ``DecodingResult``s in input order.
-    """
-    import torch
-
-    task = _compacting_task_type()(model, options)
-    if options.temperature == 0:
-        return task.run(features)
-    devices = [features.device] if features.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(FALLBACK_SEED)
-        return task.run(features)
-
-
-@functools.cache
-def _compacting_task_type():
-    """``whisper.decoding.DecodingTask`` whose sampling loop drops finished rows (``decode_encoded``);
-    defined on first use, so importing this module does not import whisper or torch."""
-    import torch
-    from whisper.decoding import DecodingTask
-
-    class CompactingDecodingTask(DecodingTask):
-        def _main_loop(self, audio_features, tokens):
-            if self.n_group != 1:  # best-of-n / beams regroup rows: whisper's own loop
-                return super()._main_loop(audio_features, tokens)
-            n_batch, eot = tokens.shape[0], self.tokenizer.eot
-            sum_logprobs = torch.zeros(n_batch, device=audio_features.device)
-            no_speech_probs = [np.nan] * n_batch
-            rows = list(range(n_batch))  # input row of each live row
-            done: dict[int, tuple[Any, Any]] = {}  # input row -> (tokens, sum of log-probs)
-            try:
-                for i in range(self.sample_len):
-                    logits = self.inference.logits(tokens, audio_features)
-                    if i == 0 and self.tokenizer.no_speech is not None:
-                        probs_at_sot = logits[:, self.sot_index].float().softmax(dim=-1)
-                        no_speech_probs = probs_at_sot[:, self.tokenizer.no_speech].tolist()
-                    logits = logits[:, -1]
-                    for logit_filter in self.logit_filters:
-                        logit_filter.apply(logits, tokens)
-                    tokens, completed = self.decoder.update(tokens, logits, sum_logprobs)
-                    if completed or tokens.shape[-1] > self.n_ctx:
-                        break
-                    ended = (tokens[:, -1] == eot).tolist()
-                    if any(ended):
-                        for j in (j for j, e in enumerate(ended) if e):
-                            done[rows[j]] = (tokens[j], sum_logprobs[j].clone())
-                        keep = torch.tensor([j for j, e in enumerate(ended) if not e], device=tokens.device)
-                        rows = [rows[j] for j in keep.tolist()]
-                        tokens, audio_features = tokens[keep], audio_features[keep]
-                        sum_logprobs = sum_logprobs[keep]
-                        for module, cached in self.inference.kv_cache.items():
-                            self.inference.kv_cache[module] = cached[keep]
-            finally:
-                self.inference.cleanup_caching()
-            for j, row in enumerate(rows):
-                done[row] = (tokens[j], sum_logprobs[j])
-            # Back in input order, padded with end-of-text as whisper's finalize pads.
-            length = max(t.shape[0] for t, _ in done.values())
-            out = torch.full((n_batch, length), eot, dtype=tokens.dtype, device=tokens.device)
-            sums = torch.zeros(n_batch, device=tokens.device)
-            for row, (row_tokens, row_sum) in done.items():
-                out[row, : row_tokens.shape[0]] = row_tokens
-                sums[row] = row_sum
-            return out, sums, no_speech_probs
-
-    return CompactingDecodingTask
 
 
 def _finite(value: float) -> float | None:

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from extract.config import Config, WhisperConfig, WhisperModelConfig
 from extract.rows import batch_to_rows, rows_to_batch
 from extract.transcribe import (MIN_RESUME_S, OUTPUT_COLUMNS, RESUME_LEAD_IN_S, TINY_WHISPER_DIMS, TranscribeStage,
-                                WhisperTranscriber, decode_encoded, deferred_at, is_no_speech, make_tiny_whisper,
-                                needs_fallback, split_timestamped, word_edits, word_error_rate)
+                                WhisperTranscriber, deferred_at, is_no_speech, make_tiny_whisper, needs_fallback,
+                                split_timestamped, word_edits, word_error_rate)
+from extract.whisper_decoder import decode_encoded
 from extract.windows import SAMPLE_RATE, AudioWindow, is_silent, plan_windows
 
 GREEDY = WhisperConfig(temperatures=(0.0,))
@@ -224,13 +225,39 @@ class EndEarly:
                 logits[row, self.eot] = keep
 
 
+def test_cached_decoder_computes_whisper_text_decoder_logits(greedy):
+    """``CachedDecoder`` (per-head cross-attention, preallocated self-attention cache) gives the
+    logits of whisper's ``TextDecoder`` run on the whole sequence: token by token, several tokens
+    after cached ones, the first-token pass, and after rows leave the batch."""
+    import torch
+
+    from extract.whisper_decoder import CachedDecoder, CrossAttention, first_token_logits
+
+    model = greedy.model
+    clips = [noise(s, 200 + k) for k, s in enumerate((2, 9, 25))]
+    with torch.no_grad():
+        features = model.encoder(torch.stack([greedy._window_mel(c) for c in clips]))
+        tokens = torch.randint(0, model.dims.n_vocab, (3, 8), generator=torch.Generator().manual_seed(0))
+        whole = model.decoder(tokens, features)  # (3, 8, n_vocab), no cache
+        cross = CrossAttention.compute(model, features)
+        ours = CachedDecoder(model, 3, cross)
+        steps = [ours.logits(tokens[:, :end], features) for end in (3, 5, 6)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), whole[:, :6], rtol=1e-4, atol=1e-4)
+        keep = torch.tensor([2, 0])
+        ours.keep(keep)
+        torch.testing.assert_close(ours.logits(tokens[keep, :7], features)[:, 0], whole[keep, 6], rtol=1e-4, atol=1e-4)
+        sot = torch.full((3, 1), greedy.tokenizer.sot)
+        torch.testing.assert_close(first_token_logits(model, cross, greedy.tokenizer.sot, torch.float32),
+                                   model.logits(sot, features)[:, 0], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_compacting_decoder_matches_whisper_decode(greedy, temperature):
     import torch
     import whisper
     from whisper.decoding import DecodingTask
 
-    from extract.transcribe import _compacting_task_type
+    from extract.whisper_decoder import CrossAttention, _compacting_task_type
 
     clips = [noise(s, 100 + k, level=lv) for k, (s, lv) in enumerate([(3, 0.1), (8, 0.3), (20, 0.05), (1, 0.5), (12, 0.02)])]
     with torch.no_grad():
@@ -239,8 +266,11 @@ def test_compacting_decoder_matches_whisper_decode(greedy, temperature):
         features = features * torch.tensor([0.25, 1.0, 4.0, 16.0, 64.0])[:, None, None]
     options = whisper.DecodingOptions(language="en", temperature=temperature, without_timestamps=False, fp16=False)
     results = {}
-    for name, task_type in (("whisper", DecodingTask), ("ours", _compacting_task_type())):
-        task = task_type(greedy.model, options)
+    tasks = {"whisper": lambda: DecodingTask(greedy.model, options),
+             "ours": lambda: _compacting_task_type()(greedy.model, options,
+                                                     CrossAttention.compute(greedy.model, features))}
+    for name, make_task in tasks.items():
+        task = make_task()
         task.logit_filters.append(EndEarly(task.sample_begin, greedy.tokenizer.eot))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(5)

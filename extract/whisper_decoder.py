@@ -110,12 +110,16 @@ class CachedDecoder:
     keys/values come from ``cross``.
     """
 
-    def __init__(self, model, initial_token_length: int, cross: CrossAttention):
+    def __init__(self, model, initial_token_length: int, cross: CrossAttention, max_length: int | None = None):
         self.model = model
         self.initial_token_length = initial_token_length
+        # Self-attention cache positions: the decoder's context, or fewer when the caller knows
+        # how many tokens it will run (a batch of 32 windows of large-v3 would hold 2.3 GB of
+        # fp16 cache for 448 positions).
+        self.capacity = min(model.decoder.positional_embedding.shape[0], max_length or 1 << 30)
         self.cross = cross
         self._owns_cross = False  # cross is the caller's until the first keep/drop copies it
-        self.self_keys: list[torch.Tensor] = []  # per block (n, n_head, n_text_ctx, d_head)
+        self.self_keys: list[torch.Tensor] = []  # per block (n, n_head, capacity, d_head)
         self.self_values: list[torch.Tensor] = []
         self.length = 0  # positions filled in the self-attention cache
 
@@ -126,13 +130,12 @@ class CachedDecoder:
         new = tokens[:, self.length:]
         n, count = new.shape
         end = self.length + count
-        if end > decoder.positional_embedding.shape[0]:
-            raise ValueError(f"{end} tokens exceed the decoder's context of {decoder.positional_embedding.shape[0]}")
+        if end > self.capacity:
+            raise ValueError(f"{end} tokens exceed this decoder's {self.capacity} cache positions")
         x = decoder.token_embedding(new) + decoder.positional_embedding[self.length:end]
         x = x.to(audio_features.dtype)
         if not self.self_keys:
-            shape = (n, decoder.blocks[0].attn.n_head, decoder.positional_embedding.shape[0],
-                     x.shape[-1] // decoder.blocks[0].attn.n_head)
+            shape = (n, decoder.blocks[0].attn.n_head, self.capacity, x.shape[-1] // decoder.blocks[0].attn.n_head)
             for _ in decoder.blocks:
                 self.self_keys.append(torch.empty(shape, dtype=x.dtype, device=x.device))
                 self.self_values.append(torch.empty(shape, dtype=x.dtype, device=x.device))
@@ -212,7 +215,8 @@ def first_token_logits(model, cross: CrossAttention, sot: int, dtype: "torch.dty
     device = cross.keys[0].device
     tokens = torch.full((cross.rows, 1), sot, dtype=torch.long, device=device)
     with torch.no_grad():
-        return CachedDecoder(model, 1, cross).logits(tokens, torch.empty(0, dtype=dtype, device=device))[:, 0]
+        return CachedDecoder(model, 1, cross, max_length=1).logits(tokens, torch.empty(0, dtype=dtype,
+                                                                                    device=device))[:, 0]
 
 
 def decode_encoded(model, features: "torch.Tensor", options, cross: CrossAttention | None = None) -> list:
@@ -246,7 +250,9 @@ def _compacting_task_type():
     class CompactingDecodingTask(DecodingTask):
         def __init__(self, model, options, cross: CrossAttention):
             super().__init__(model, options)
-            self.inference = CachedDecoder(model, len(self.initial_tokens), cross)
+            # The loop runs at most sample_len steps, each adding one token after the prompt.
+            self.inference = CachedDecoder(model, len(self.initial_tokens), cross,
+                                           max_length=len(self.initial_tokens) + self.sample_len)
 
         def _main_loop(self, audio_features, tokens):
             if self.n_group != 1:  # best-of-n / beams regroup rows: whisper's own loop

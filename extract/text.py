@@ -245,7 +245,7 @@ def parse_caption(caption: str | None) -> ParsedCaption:
         unique_tags=unique,
         mentions=tuple(mentions),
         urls=urls,
-        text_without_hashtags=_collapse(_cut_spans(clean, tag_spans)),
+        text_without_hashtags=_collapse(_cut_spans(clean, tag_spans, _hash_signs_to_keep_apart(clean, url_spans))),
         length=len(unicodedata.normalize("NFKC", clean)),
         n_emoji=count_emoji(caption),
     )
@@ -459,13 +459,35 @@ def _url_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _cut_spans(text: str, spans: list[tuple[int, int]]) -> str:
+def _hash_signs_to_keep_apart(text: str, url_spans: list[tuple[int, int]]) -> set[int]:
+    """Positions of hash signs (outside URLs) that start no hashtag but whose next character
+    NFKC turns into tag characters: ``#¼`` is no hashtag (NFKC gives ``1⁄4``), but the NFKC
+    text ``#1⁄4`` would read as ``#1``."""
+    apart = set()
+    for i in range(len(text) - 1):
+        if text[i] in HASH_SIGNS and not is_tag_char(text[i + 1]) \
+                and not any(a <= i < b for a, b in url_spans):
+            folded = unicodedata.normalize("NFKC", text[i + 1])
+            if folded and _is_base_tag_char(folded[0]):
+                apart.add(i)
+    return apart
+
+
+def _cut_spans(text: str, spans: list[tuple[int, int]], apart: set[int]) -> str:
+    """``text`` without the ``spans`` (each becomes a space: "a#tag b" -> "a b", glued words must
+    not merge), with a space after each position in ``apart``."""
     pieces, pos = [], 0
-    for start, end in spans:
+    marks, k = sorted(apart), 0
+    for start, end in [*spans, (len(text), len(text))]:
+        while k < len(marks) and marks[k] < start:  # never inside a span: a span starts at a tag's sign
+            pieces.append(text[pos:marks[k] + 1])
+            pieces.append(" ")
+            pos = marks[k] + 1
+            k += 1
         pieces.append(text[pos:start])
-        pieces.append(" ")  # "a#tag b" -> "a b"; glued words must not merge
+        if start < len(text):
+            pieces.append(" ")
         pos = end
-    pieces.append(text[pos:])
     return "".join(pieces)
 
 

@@ -26,7 +26,8 @@ together; most videos are one window long, so one round does it.
    ``whisper.logprob_threshold``) are decoded again at the next temperature of
    ``whisper.temperatures`` (sampling with a fixed seed, so reruns agree), batched among
    themselves, reusing the encoder output and the cross-attention keys and values; the last
-   result is kept, as ``whisper.transcribe`` falls back. A window that counts as silence (step 5) is not retried.
+   result is kept, as ``whisper.transcribe`` falls back. A window that counts as silence
+   (step 5) is not retried.
 5. No-speech gating: a window with no-speech probability above ``whisper.no_speech_threshold``
    whose decode fails a check yields no text. ``whisper.transcribe`` drops only the
    improbable ones (mean log-prob below ``whisper.logprob_threshold``) and samples the
@@ -430,7 +431,7 @@ class WhisperTranscriber:
             step = len(chunk) if self.device == "cuda" else 1
             features = torch.cat([self.model.encoder(part) for part in mels.split(step)])
             cross = CrossAttention.compute(self.model, features)
-            logits = first_token_logits(self.model, cross, self.tokenizer.sot, self.dtype)
+            logits = first_token_logits(self.model, cross, self.tokenizer.sot)
             no_speech = logits.softmax(dim=-1)[:, self.tokenizer.no_speech].cpu().numpy()
             language_probs = None
             if self._language_codes:

@@ -24,8 +24,9 @@ and copying every cache whenever a finished row leaves the batch (12 %). Here:
 
 Greedy tokens are those of ``whisper.decode`` (tested token for token, and the logits against
 ``TextDecoder`` with whisper's own cache hooks); sampled ones differ from its stream once rows
-have left the batch (fewer rows draw fewer random numbers), not in distribution. Shapes: ``n`` windows, ``n_audio_ctx`` (1500)
-audio frames of ``n_audio_state`` features, ``n_text_ctx`` (448) text positions.
+have left the batch (fewer rows draw fewer random numbers), not in distribution. Shapes:
+``n`` windows, ``n_audio_ctx`` (1500) audio frames of ``n_audio_state`` features,
+``n_text_ctx`` (448) text positions.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ class CachedDecoder:
 
     ``logits(tokens, audio_features)``: ``tokens`` ``(n, t)`` are all tokens so far (the first
     call: the initial prompt); only the new ones are run. Returns ``(n, new, n_vocab)`` float32
-    logits, as ``TextDecoder.forward`` does. ``audio_features`` only gives the dtype: the
-    keys/values come from ``cross``.
+    logits, as ``TextDecoder.forward`` does. ``audio_features`` is unused (whisper's
+    interface): the keys/values, and the dtype, come from ``cross``.
     """
 
     def __init__(self, model, initial_token_length: int, cross: CrossAttention, max_length: int | None = None):
@@ -133,7 +134,7 @@ class CachedDecoder:
         if end > self.capacity:
             raise ValueError(f"{end} tokens exceed this decoder's {self.capacity} cache positions")
         x = decoder.token_embedding(new) + decoder.positional_embedding[self.length:end]
-        x = x.to(audio_features.dtype)
+        x = x.to(self.cross.keys[0].dtype)  # the audio features' dtype, as TextDecoder casts
         if not self.self_keys:
             shape = (n, decoder.blocks[0].attn.n_head, self.capacity, x.shape[-1] // decoder.blocks[0].attn.n_head)
             for _ in decoder.blocks:
@@ -206,17 +207,15 @@ class CachedDecoder:
         self.self_keys, self.self_values, self.length = [], [], 0
 
 
-def first_token_logits(model, cross: CrossAttention, sot: int, dtype: "torch.dtype") -> "torch.Tensor":
+def first_token_logits(model, cross: CrossAttention, sot: int) -> "torch.Tensor":
     """``(n, n_vocab)`` float32 logits after ``<|startoftranscript|>`` for each window: the
     language distribution and the no-speech probability (``whisper.decoding.detect_language``
     reads the same position)."""
     import torch
 
-    device = cross.keys[0].device
-    tokens = torch.full((cross.rows, 1), sot, dtype=torch.long, device=device)
+    tokens = torch.full((cross.rows, 1), sot, dtype=torch.long, device=cross.keys[0].device)
     with torch.no_grad():
-        return CachedDecoder(model, 1, cross, max_length=1).logits(tokens, torch.empty(0, dtype=dtype,
-                                                                                    device=device))[:, 0]
+        return CachedDecoder(model, 1, cross, max_length=1).logits(tokens, cross.keys[0])[:, 0]
 
 
 def decode_encoded(model, features: "torch.Tensor", options, cross: CrossAttention | None = None) -> list:
@@ -228,15 +227,14 @@ def decode_encoded(model, features: "torch.Tensor", options, cross: CrossAttenti
     """
     import torch
 
-    with torch.no_grad():
-        cross = cross if cross is not None else CrossAttention.compute(model, features)
-        task = _compacting_task_type()(model, options, cross)
-        if options.temperature == 0:
-            return task.run(features)
-        devices = [features.device] if features.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(FALLBACK_SEED)
-            return task.run(features)
+    cross = cross if cross is not None else CrossAttention.compute(model, features)
+    task = _compacting_task_type()(model, options, cross)
+    if options.temperature == 0:
+        return task.run(features)  # DecodingTask.run is under torch.no_grad
+    devices = [features.device] if features.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(FALLBACK_SEED)
+        return task.run(features)
 
 
 @functools.cache

@@ -247,7 +247,7 @@ def test_cached_decoder_computes_whisper_text_decoder_logits(greedy):
         ours.keep(keep)
         torch.testing.assert_close(ours.logits(tokens[keep, :7], features)[:, 0], whole[keep, 6], rtol=1e-4, atol=1e-4)
         sot = torch.full((3, 1), greedy.tokenizer.sot)
-        torch.testing.assert_close(first_token_logits(model, cross, greedy.tokenizer.sot, torch.float32),
+        torch.testing.assert_close(first_token_logits(model, cross, greedy.tokenizer.sot),
                                    model.logits(sot, features)[:, 0], rtol=1e-4, atol=1e-4)
 
 

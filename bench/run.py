@@ -211,7 +211,9 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
     Ours: ``extract.decode.decode_video`` (what a decode child runs: seeks, skipped frames,
     libswscale straight to the CLIP input size, audio). Naive: ``bench.naive`` decode of every
     frame, PIL ``preprocess_val`` and the same audio decode. Returns summed wall and CPU
-    seconds (``time.process_time``: all threads of the process, FFmpeg's included) per side.
+    seconds (``time.process_time``: all threads of the process, FFmpeg's included) per side,
+    and under ``machine`` ours on every core (``decode_stage_on_all_cores``, run before and
+    after the per-clip runs, mean wall time).
     """
     import torch
 
@@ -232,6 +234,7 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
         return len(torch.stack([transform(image) for image in images]))
 
     totals = {side: {"wall_s": 0.0, "cpu_s": 0.0, "frames": 0} for side in ("ours", "naive")}
+    machine_before = decode_stage_on_all_cores(manifest, config)  # again after, against the machine's drift
     for i, source in enumerate(read_source(str(manifest), config.storage)):
         order = (("ours", ours), ("naive", naive)) if i % 2 == 0 else (("naive", naive), ("ours", ours))
         for side, fn in order:
@@ -242,9 +245,39 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
     for side in totals.values():
         side["wall_s"], side["cpu_s"] = round(side["wall_s"], 3), round(side["cpu_s"], 3)
     ours_t, naive_t = totals["ours"], totals["naive"]
-    return {**totals, "speedup_wall": round(naive_t["wall_s"] / ours_t["wall_s"], 2),
+    after = decode_stage_on_all_cores(manifest, config)
+    machine = {**after, "wall_s": round((machine_before["wall_s"] + after["wall_s"]) / 2, 3),
+               "wall_s_runs": [machine_before["wall_s"], after["wall_s"]]}
+    return {**totals, "machine": machine, "speedup_wall": round(naive_t["wall_s"] / ours_t["wall_s"], 2),
             "speedup_cpu": round(naive_t["cpu_s"] / ours_t["cpu_s"], 2),
+            "speedup_machine": round(naive_t["wall_s"] / machine["wall_s"], 2),
             "torch_threads": torch.get_num_threads(), "decode_threads": config.runtime.decode_threads}
+
+
+def decode_stage_on_all_cores(manifest: str | Path, config: Any) -> dict[str, Any]:
+    """Ours the way a machine runs it: ``extract.decode.DecodeStage`` with one decode process
+    per core (fetch with sha256, child processes, results through pipes), all clips in one call.
+
+    The naive side needs no counterpart: it decodes one video after the other with FFmpeg's
+    own threads on every core, which is what ``decode_in_isolation`` timed. Returns the wall
+    seconds of the call (the processes' start-up, paid once per decode actor, apart)."""
+    from extract.decode import DecodeStage
+    from extract.rows import batch_to_rows, rows_to_batch
+    from extract.sources import read_source
+
+    processes = os.cpu_count() or 1
+    batch = rows_to_batch(read_source(str(manifest), config.storage))
+    t0 = time.perf_counter()
+    stage = DecodeStage(config, processes)
+    startup = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        rows = batch_to_rows(stage(batch))
+        wall = time.perf_counter() - t0
+    finally:
+        stage.close()
+    return {"processes": processes, "wall_s": round(wall, 3), "startup_s": round(startup, 3),
+            "frames": sum(r["n_frames"] or 0 for r in rows), "errors": sum(r["error_type"] is not None for r in rows)}
 
 
 def run_pipeline(pipeline: str, manifest: Path, out_dir: Path, setup: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +301,8 @@ def run_pipeline(pipeline: str, manifest: Path, out_dir: Path, setup: dict[str, 
                            f"{proc.stderr[-3000:]}")
     record = json.loads(result.read_text())
     if pipeline == "decode":
-        log(f"decode alone: ours {record['ours']['wall_s']:.1f} s, naive {record['naive']['wall_s']:.1f} s")
+        log(f"decode alone: ours {record['ours']['wall_s']:.1f} s (one process), {record['machine']['wall_s']:.1f} s "
+            f"({record['machine']['processes']} processes), naive {record['naive']['wall_s']:.1f} s")
     else:
         log(f"{pipeline}: {record['videos']} videos in {record['wall_s']:.1f} s ({record['videos_per_s']:.3f} videos/s)")
     return record
@@ -460,22 +494,31 @@ def render_markdown(results: dict[str, Any]) -> str:
     d = c["decode_alone"]
     lines += [
         "### Decode alone", "",
-        "Both decode paths in one process, one clip after the other (alternating which goes first), nothing "
-        "else of the pipeline running: ours = `extract.decode.decode_video` (what a decode child runs), naive = "
-        f"decode every frame + PIL `preprocess_val` + the same audio decode. FFmpeg threads: "
-        f"`runtime.decode_threads={d['decode_threads']}` for ours, PyAV's default for naive.", "",
+        "Nothing else of the pipeline running. Per clip: both decode paths in one process, one clip after the "
+        "other (alternating which goes first): ours = `extract.decode.decode_video` (what a decode child runs), "
+        "naive = decode every frame + PIL `preprocess_val` + the same audio decode. FFmpeg threads: "
+        f"`runtime.decode_threads={d['decode_threads']}` for ours, PyAV's default (every core) for naive. Whole "
+        f"machine: ours = `DecodeStage` with {d['machine']['processes']} decode processes (one per core; fetch "
+        "and sha256 included, process start-up apart) on all clips in one call, as a decode actor runs it, "
+        "before and after the per-clip runs (mean of " + " and ".join(f"{w:.2f}" for w in d["machine"]["wall_s_runs"])
+        + " s); naive = the same per-clip run (it decodes one video after another on every core).", "",
         "| | ours | naive | speed-up |", "|---|---:|---:|---:|",
-        f"| wall (s) | {d['ours']['wall_s']:.2f} | {d['naive']['wall_s']:.2f} | {d['speedup_wall']:.2f}x |",
+        f"| wall, whole machine (s) | {d['machine']['wall_s']:.2f} | {d['naive']['wall_s']:.2f} | "
+        f"{d['speedup_machine']:.2f}x |",
+        f"| wall, one clip at a time (s) | {d['ours']['wall_s']:.2f} | {d['naive']['wall_s']:.2f} | "
+        f"{d['speedup_wall']:.2f}x |",
         f"| CPU, all threads (s) | {d['ours']['cpu_s']:.2f} | {d['naive']['cpu_s']:.2f} | {d['speedup_cpu']:.2f}x |",
-        f"| frames kept | {d['ours']['frames']} | {d['naive']['frames']} | |",
+        f"| frames kept | {d['ours']['frames']} ({d['machine']['frames']} whole machine) | {d['naive']['frames']} | |",
         f"| load average before → after | {d['load_avg_before']} → {d['load_avg_after']} | | |", "",
     ]
     ratios = c["ratios"]
     lines += [
         "### Targets (2-core CPU)", "",
         f"- end to end ≥ {TARGETS['end_to_end']}x naive: {_met(ratios['end_to_end'], TARGETS['end_to_end'])}",
-        f"- decode ≥ {TARGETS['decode']}x naive (decode alone, wall): {_met(ratios['decode'], TARGETS['decode'])}; "
-        f"inside the pipeline (stage seconds, sharing the cores with the models): "
+        f"- decode ≥ {TARGETS['decode']}x naive (decode alone, wall, whole machine): "
+        f"{_met(ratios['decode'], TARGETS['decode'])}; one clip at a time in one process: "
+        f"{_met(ratios['decode_one_process'], TARGETS['decode'])}; inside the pipeline (stage seconds, sharing "
+        "the cores with the models): "
         f"{_met(ratios['decode_in_pipeline'], TARGETS['decode'])}",
         "- H100 targets (≥ 10x naive, CLIP ≥ 10,000 frames/s, Whisper base ≥ 1,000 audio-s/s, ≥ 20,000 30-s "
         "720p videos per GPU-hour): " + ("see the micro-benchmarks" if m["gpu"] else
@@ -638,8 +681,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     decode_alone = run_pipeline("decode", compare_abs, work / "out" / "decode-compare", setup)
     equivalence = compare_outputs(Path(ours["output"]), Path(naive["output"]), compare_abs)
     stages = stage_breakdown(ours, naive)
-    ratios = {"end_to_end": round(naive["wall_s"] / ours["wall_s"], 3), "decode": decode_alone["speedup_wall"],
-              "decode_in_pipeline": stages[0]["speedup"]}
+    ratios = {"end_to_end": round(naive["wall_s"] / ours["wall_s"], 3), "decode": decode_alone["speedup_machine"],
+              "decode_one_process": decode_alone["speedup_wall"], "decode_in_pipeline": stages[0]["speedup"]}
 
     scaling = []
     for n in counts:

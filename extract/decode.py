@@ -66,7 +66,7 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -878,48 +878,64 @@ class DecodePool:
             worker.start()
             worker.wait_ready(WORKER_START_TIMEOUT_S)
 
-    def map(self, jobs: Sequence[DecodeJob]) -> list[DecodedVideo | VideoError]:
+    def map(self, jobs: Iterable[DecodeJob],
+            on_result: Callable[[int, DecodedVideo | VideoError], None] | None = None) -> list[DecodedVideo | VideoError]:
         """Decode ``jobs`` on the children; one result or ``VideoError`` per job, in order.
 
-        Raises only when a child cannot be (re)started; children busy at that moment are
-        killed, so no stale result reaches a later call.
+        The next job is taken from ``jobs`` only when a child is idle, so a generator can fetch
+        each file just in time while the other children decode. ``on_result(index, result)``
+        runs as each job ends (e.g. to delete its fetched file). Raises only when a child cannot
+        be (re)started; children busy at that moment are killed, so no stale result reaches a
+        later call.
         """
         busy: dict[int, tuple[int, float]] = {}  # worker index -> (job index, kill time)
         try:
-            return self._map(jobs, busy)
+            return self._map(iter(jobs), busy, on_result)
         except BaseException:
             for w in busy:
                 self.workers[w].kill()
             raise
 
-    def _map(self, jobs: Sequence[DecodeJob], busy: dict[int, tuple[int, float]]) -> list[DecodedVideo | VideoError]:
-        results: list[DecodedVideo | VideoError | None] = [None] * len(jobs)
-        pending = deque(enumerate(jobs))
+    def _map(self, jobs: Iterator[DecodeJob], busy: dict[int, tuple[int, float]],
+             on_result: Callable[[int, DecodedVideo | VideoError], None] | None) -> list[DecodedVideo | VideoError]:
+        results: dict[int, DecodedVideo | VideoError] = {}
+        submitted: list[DecodeJob] = []
+        exhausted = False
         hard_s = self.config.limits.timeout_s + KILL_GRACE_S
-        while pending or busy:
+        while not exhausted or busy:
             for w, worker in enumerate(self.workers):
-                if w not in busy and pending:
-                    index, job = pending.popleft()
-                    self._ensure_started(worker)
-                    worker.submit(job)
-                    busy[w] = (index, time.monotonic() + hard_s)
+                if w in busy or exhausted:
+                    continue
+                job = next(jobs, None)
+                if job is None:
+                    exhausted = True
+                    break
+                submitted.append(job)
+                self._ensure_started(worker)
+                worker.submit(job)
+                busy[w] = (len(submitted) - 1, time.monotonic() + hard_s)
+            if not busy:
+                continue
             soonest = min(kill_at for _, kill_at in busy.values())
             ready = wait([self.workers[w].results for w in busy], timeout=max(0.0, soonest - time.monotonic()))
             for w in list(busy):
                 worker = self.workers[w]
                 index, kill_at = busy[w]
-                job = jobs[index]
+                job = submitted[index]
                 if worker.results in ready:
-                    results[index] = self._collect(worker, job)
+                    result = self._collect(worker, job)
                 elif time.monotonic() >= kill_at:
                     worker.kill()
-                    results[index] = VideoError(
+                    result = VideoError(
                         "Timeout", f"{job.video_id!r}: decoding took longer than limits.timeout_s="
                                    f"{self.config.limits.timeout_s}; its process was killed", retryable=True)
                 else:
                     continue
                 del busy[w]
-        return results
+                results[index] = result
+                if on_result is not None:
+                    on_result(index, result)
+        return [results[i] for i in range(len(submitted))]
 
     def _collect(self, worker: _Worker, job: DecodeJob) -> DecodedVideo | VideoError:
         try:
@@ -985,8 +1001,9 @@ class DecodeStage:
     ``__init__`` resolves the CLIP input size (``preprocess_spec``, no weights) and starts a
     ``DecodePool`` of ``processes`` children (1: a Ray decode actor owns one CPU). Each row's
     file is fetched with ``storage.fetch`` (streamed sha256, size limit, remote objects copied
-    to a temporary file that is deleted after decoding) and decoded in a child. Failures
-    become error rows; already-failed rows pass through.
+    to a temporary file that is deleted after decoding) when a child is idle, and decoded
+    there, so several children never wait for each other. Failures become error rows;
+    already-failed rows pass through.
     """
 
     def __init__(self, config: Config, processes: int = 1):
@@ -1012,10 +1029,11 @@ class DecodeStage:
                 row.update(decode_columns(None, size, policy))
             else:
                 todo.append(row)
+        fetched: list[tuple[dict[str, Any], str, str, int]] = []  # (row, local path, sha256, bytes) per job
         with tempfile.TemporaryDirectory(prefix="extract-decode-") as tmp:
-            for start in range(0, len(todo), self.pool.size):
-                fetched = []
-                for row in todo[start:start + self.pool.size]:
+
+            def jobs() -> Iterator[DecodeJob]:  # fetched just in time: a child is idle when asked
+                for row in todo:
                     try:
                         path, digest, n_bytes = fetch(row["uri"], tmp, self.config.storage,
                                                       self.config.limits.max_file_bytes)
@@ -1025,14 +1043,18 @@ class DecodeStage:
                         self._fail(row, exc)
                         continue
                     fetched.append((row, path, digest, n_bytes))
-                jobs = [DecodeJob(str(row["video_id"]), path) for row, path, _, _ in fetched]
-                for (row, path, digest, n_bytes), result in zip(fetched, self.pool.map(jobs)):
-                    if path.startswith(tmp):
-                        os.unlink(path)
-                    if isinstance(result, VideoError):
-                        self._fail(row, result)
-                    else:
-                        row.update(decode_columns(result, size, policy, digest, n_bytes))
+                    yield DecodeJob(str(row["video_id"]), path)
+
+            def finish(index: int, result: DecodedVideo | VideoError) -> None:
+                row, path, digest, n_bytes = fetched[index]
+                if path.startswith(tmp):
+                    os.unlink(path)  # a fetched copy lives only while its video decodes
+                if isinstance(result, VideoError):
+                    self._fail(row, result)
+                else:
+                    row.update(decode_columns(result, size, policy, digest, n_bytes))
+
+            self.pool.map(jobs(), finish)
         return rows_to_batch(rows)
 
     def close(self) -> None:

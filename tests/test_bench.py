@@ -9,6 +9,7 @@ job's decoder, the scaling fit, and how RESULTS.md keeps its hand-written part.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -145,7 +146,10 @@ def test_quick_bench_writes_results_and_plot(tmp_path):
     assert comparison["ratios"]["end_to_end"] == pytest.approx(naive["wall_s"] / ours["wall_s"], rel=1e-2)
     alone = comparison["decode_alone"]
     assert alone["ours"]["frames"] == alone["naive"]["frames"] == ours["frames"]
-    assert comparison["ratios"]["decode"] == alone["speedup_wall"] > 0
+    assert alone["machine"]["frames"] == ours["frames"] and alone["machine"]["errors"] == 0
+    assert alone["machine"]["processes"] == os.cpu_count() and alone["machine"]["wall_s"] > 0
+    assert comparison["ratios"]["decode"] == alone["speedup_machine"] > 0
+    assert comparison["ratios"]["decode_one_process"] == alone["speedup_wall"] > 0
     assert [p["clips"] for p in results["scaling"]] == [2]
     assert results["models"]["note"].startswith("quick mode")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import av
 import numpy as np
@@ -473,4 +474,61 @@ def test_stage_reads_object_store_uris_and_deletes_the_copies(stage, clips, s3_s
     row = batch_to_rows(stage(_batch(("s3", "s3://decode-test/up/short.mp4"))))[0]
     assert row["error_type"] is None and row["n_frames"] == 4
     assert row["content_sha256"] == hashlib.sha256(clips["short"].read_bytes()).hexdigest()
+    assert list(scratch.iterdir()) == []
+
+
+def test_pool_takes_the_next_job_when_a_child_is_idle(tmp_path, clips, monkeypatch):
+    """Two children: a hung video holds one while the other decodes the rest; jobs are pulled
+    from the iterable only when a child is free; results come back in job order."""
+    monkeypatch.setattr(decode, "KILL_GRACE_S", 0.5)
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)
+    asked, ended = [], []
+
+    def jobs():
+        for name, path in (("hang", fifo), ("a", clips["short"]), ("b", clips["no_audio"]), ("c", clips["short"])):
+            asked.append((name, list(ended)))
+            yield DecodeJob(name, str(path))
+
+    with DecodePool(CONFIG.replace(**{"limits.timeout_s": 2.0}), SPEC, size=2) as pool:
+        results = pool.map(jobs(), lambda index, result: ended.append(index))
+    assert ended == [1, 2, 3, 0]  # the short videos finished while the hung one held its child
+    assert asked == [("hang", []), ("a", []), ("b", [1]), ("c", [1, 2])]  # never more than two in flight
+    assert results[0].error_type == "Timeout"
+    assert [r.frames.shape[0] for r in results[1:]] == [4, 4, 4]
+
+
+def test_stage_fetches_each_object_when_a_child_is_idle(clips, s3_server, tmp_path, monkeypatch):
+    """Object-store rows through a two-process stage: no more fetched copies on disk than
+    children, every copy deleted, rows in input order."""
+    import tempfile
+
+    import boto3
+
+    from extract import storage
+
+    client = boto3.client("s3", endpoint_url=s3_server)
+    client.create_bucket(Bucket="decode-jit")
+    for key, clip in (("a", "short"), ("b", "no_audio"), ("c", "short"), ("d", "no_audio")):
+        client.put_object(Bucket="decode-jit", Key=f"{key}.mp4", Body=clips[clip].read_bytes())
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    copies_seen = []
+    fetch = storage.fetch
+
+    def counting_fetch(uri, tmp, *args, **kwargs):
+        copies_seen.append(len(list(Path(tmp).iterdir())))
+        return fetch(uri, tmp, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "fetch", counting_fetch)
+    stage = DecodeStage(CONFIG, processes=2)
+    try:
+        rows = batch_to_rows(stage(_batch(*[(key, f"s3://decode-jit/{key}.mp4") for key in "abcd"])))
+    finally:
+        stage.close()
+    assert [r["video_id"] for r in rows] == list("abcd")
+    assert [(r["error_type"], r["n_frames"], r["has_audio"]) for r in rows] == [
+        (None, 4, True), (None, 4, False), (None, 4, True), (None, 4, False)]
+    assert len(copies_seen) == 4 and max(copies_seen) <= 1  # a fetch happens for an idle child only
     assert list(scratch.iterdir()) == []

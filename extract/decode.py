@@ -16,7 +16,10 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   swscale scales 4:2:0 chroma at its own resolution while the reference converts to full-size
   RGB first. Normalisation (mean/std) happens later, on the device.
 - ``audio`` ``(m,) float32``: the first audio stream resampled by ``av.AudioResampler`` to
-  16 kHz mono (no ffmpeg binary); empty with ``has_audio = False`` when there is none.
+  16 kHz mono (no ffmpeg binary); empty with ``has_audio = False`` when there is none. A
+  mid-stream change of rate or layout starts a new resampler; where the codec headers state a
+  rate that the stream's timestamps consistently contradict, the timestamps win
+  (``AudioRateCheck``), so the audio spans what the container says.
 
 Reading only what is needed: targets are reached by seeking to the key frame before a target
 when that key frame lies more than a seek's cost past the decoder's read position (the
@@ -558,6 +561,87 @@ def _decode_audio_file(path: str, limits: LimitsConfig, deadline: Deadline) -> n
         return _decode_audio_stream(container, stream, limits, deadline)
 
 
+# Audio whose codec headers contradict the container's timestamps (an encoder switched
+# configuration but the headers kept the first one): the timestamps win, judged over a few frames.
+STANDARD_AUDIO_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)  # Hz
+RATE_WINDOW_FRAMES = 4  # consecutive audio frames whose timestamps judge their sample rate
+RATE_AGREES = 0.05  # the header's rate stands when the timestamps' rate is within 5 % of it
+RATE_SNAP = 0.01  # the timestamps' rate replaces it only within 1 % of a standard rate
+RATE_STEADY = 0.1  # ... and only when every frame of the window implies it within 10 %
+
+
+class AudioRateCheck:
+    """The sample rate to read each decoded audio frame at: its header's, unless the stream's
+    timestamps say otherwise.
+
+    For frame ``i`` the timestamps' rate is the samples of frames ``i .. i+W-1`` over the time
+    from frame ``i`` to frame ``i+W`` (``W = RATE_WINDOW_FRAMES``), counted only when the header
+    rate, layout and format are the same throughout and each frame's own step implies that
+    rate within ``RATE_STEADY`` (so a window across a change, or one lost packet, is no rate). Within
+    ``RATE_AGREES`` of the header's rate: the header stands; within ``RATE_SNAP`` of a standard
+    rate: that rate; anything else (a gap, a window across a change, no timestamps): the
+    previous frame's choice when its header was the same. FFmpeg follows the headers, so a
+    track whose packets are 48 kHz behind 16 kHz headers would otherwise last three times
+    its real length and drift from the video. ``push`` returns decided frames ``W`` frames
+    late; ``flush`` the rest.
+    """
+
+    def __init__(self, time_base: Any) -> None:
+        """``time_base``: the stream's (a ``Fraction``; None: no timestamps to judge by)."""
+        self._tb = (time_base.numerator, time_base.denominator) if time_base else None  # ints: no Fraction per frame
+        # Per frame not yet decided: [frame, configuration, samples, time s, step s to the next frame]
+        self._pending: deque[list] = deque()
+        self._last: tuple[tuple, int] | None = None  # (configuration, rate) chosen for the previous frame
+
+    def push(self, frame: Any) -> list[tuple[Any, tuple, int]]:
+        """``(frame, configuration, rate)`` for the frames now decided; configuration is
+        ``(header rate, layout name, format name)``."""
+        configuration = (frame.sample_rate, frame.layout.name, frame.format.name)
+        t = frame.pts * self._tb[0] / self._tb[1] if frame.pts is not None and self._tb else None
+        if self._pending:
+            previous = self._pending[-1]
+            if previous[1] == configuration and previous[3] is not None and t is not None:
+                previous[4] = t - previous[3]  # a step only within one configuration
+        self._pending.append([frame, configuration, frame.samples, t, None])
+        return [self._decide(ended=False) for _ in range(len(self._pending) - RATE_WINDOW_FRAMES)]
+
+    def flush(self) -> list[tuple[Any, tuple, int]]:
+        return [self._decide(ended=True) for _ in range(len(self._pending))]
+
+    def _timestamp_rate(self) -> float | None:
+        samples = span = 0.0
+        steps = []
+        for k in range(RATE_WINDOW_FRAMES):
+            _, _, n, _, step = self._pending[k]
+            if step is None or step <= 0:
+                return None
+            samples += n
+            span += step
+            steps.append(n / step)
+        rate = samples / span
+        if any(abs(r / rate - 1) > RATE_STEADY for r in steps):
+            return None  # a window across a change of rate, or a gap: no single rate
+        return rate
+
+    def _decide(self, ended: bool) -> tuple[Any, tuple, int]:
+        frame, configuration, _, _, _ = self._pending[0]
+        header = configuration[0]
+        measured = None if ended else self._timestamp_rate()
+        rate = header
+        if measured is None or abs(measured / header - 1) > RATE_AGREES:
+            snapped = None
+            if measured is not None:
+                nearest = min(STANDARD_AUDIO_RATES, key=lambda r: abs(measured / r - 1))
+                snapped = nearest if abs(measured / nearest - 1) <= RATE_SNAP else None
+            if snapped is not None:
+                rate = snapped
+            elif self._last is not None and self._last[0] == configuration:
+                rate = self._last[1]  # no clear rate here: as the previous frame of this configuration
+        self._pending.popleft()
+        self._last = (configuration, rate)
+        return frame, configuration, rate
+
+
 def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, deadline: Deadline) -> np.ndarray:
     import av
 
@@ -566,6 +650,7 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, dead
     chunks: list[np.ndarray] = []
     total = bad = 0
     input_layout: tuple | None = None
+    rates = AudioRateCheck(stream.time_base)
 
     def take(frames: list) -> None:
         nonlocal total
@@ -576,6 +661,21 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, dead
         if total > max_samples:
             raise VideoError("LimitExceeded", f"{deadline.name!r}: audio lasts over "
                                               f"limits.max_duration_s={limits.max_duration_s}")
+
+    def resample(ready: list[tuple[Any, tuple, int]]) -> None:
+        nonlocal resampler, input_layout
+        for frame, configuration, rate in ready:
+            if rate != configuration[0]:
+                frame.sample_rate = rate  # the timestamps' rate, where the header contradicts them
+            layout = (rate, *configuration[1:])
+            if layout != input_layout:
+                # A mid-stream change of rate/layout/format: flush and start a new resampler
+                # (PyAV's resampler is bound to its first frame's layout).
+                if input_layout is not None:
+                    take(resampler.resample(None))
+                    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+                input_layout = layout
+            take(resampler.resample(frame))
 
     try:
         for packet in container.demux(stream):
@@ -591,19 +691,12 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, dead
                                                     f"audio packets, last: {exc}") from exc
                 continue
             for frame in frames:
-                layout = (frame.sample_rate, frame.layout.name, frame.format.name)
-                if layout != input_layout:
-                    # A mid-stream change of rate/layout/format: flush and start a new resampler
-                    # (PyAV's resampler is bound to its first frame's layout).
-                    if input_layout is not None:
-                        take(resampler.resample(None))
-                        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-                    input_layout = layout
-                take(resampler.resample(frame))
+                resample(rates.push(frame))
     except MemoryError:  # av.error.MemoryError is one too: out of memory is not a bad packet
         raise
     except av.error.FFmpegError:
         pass  # demuxing stopped early (truncated file): keep the audio that decoded
+    resample(rates.flush())
     take(resampler.resample(None))
     return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
 

@@ -228,6 +228,47 @@ def test_five_channel_48k_audio_to_16k_mono(clips):
     assert peak_hz == pytest.approx(440, abs=3)
 
 
+def _audio_frames(rate_hz: int, ticks_per_frame: list[float | None], samples: int = 1024, layout: str = "mono",
+                  tick_hz: int = 90_000, start: int = 0) -> list[av.AudioFrame]:
+    """Silent ``flt`` frames stating ``rate_hz``, at the given pts steps (ticks of 1/tick_hz; None: no pts)."""
+    from fractions import Fraction
+
+    frames, pts = [], start
+    for step in ticks_per_frame:
+        channels = len(av.AudioLayout(layout).channels)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, samples * channels), np.float32), format="flt", layout=layout)
+        frame.sample_rate, frame.time_base = rate_hz, Fraction(1, tick_hz)
+        frame.pts = None if step is None else round(pts)
+        pts += step or 0
+        frames.append(frame)
+    return frames
+
+
+def _rates(frames: list) -> list[int]:
+    check = decode.AudioRateCheck(frames[0].time_base)
+    out = [rate for frame in frames for *_, rate in check.push(frame)] + [rate for *_, rate in check.flush()]
+    assert len(out) == len(frames)
+    return out
+
+
+def test_audio_rate_follows_the_timestamps_only_where_they_consistently_disagree():
+    at_48k = 1024 * 90_000 / 48_000  # ticks per 1024-sample frame
+    at_16k = 1024 * 90_000 / 16_000
+    # Headers and timestamps agree: the header stands (also 44.1 kHz, whose ticks are not whole).
+    assert _rates(_audio_frames(48_000, [at_48k] * 20)) == [48_000] * 20
+    assert _rates(_audio_frames(44_100, [1024 * 90_000 / 44_100] * 20)) == [44_100] * 20
+    # One lost packet (a gap of a frame) and timestamps in whole milliseconds (Matroska): no change.
+    assert _rates(_audio_frames(48_000, [at_48k] * 8 + [2 * at_48k] + [at_48k] * 8)) == [48_000] * 17
+    assert _rates(_audio_frames(48_000, [90 * round(20 * k + 20) - 90 * round(20 * k) for k in range(20)],
+                                samples=960)) == [48_000] * 20
+    # No timestamps at all: the header.
+    assert _rates(_audio_frames(16_000, [None] * 10)) == [16_000] * 10
+    # 16 kHz headers on packets whose timestamps advance at 48 kHz, after 16 true 16 kHz frames
+    # (the last frames, past the final window, keep the choice before them).
+    mixed = _audio_frames(16_000, [at_16k] * 16) + _audio_frames(16_000, [at_48k] * 40, start=16 * at_16k)
+    assert _rates(mixed) == [16_000] * 16 + [48_000] * 40
+
+
 def test_odd_dimensions(clips):
     out = _decode(clips["odd"])
     assert (out.probe.width, out.probe.height) == (161, 91)

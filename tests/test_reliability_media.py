@@ -475,12 +475,10 @@ def _peak_rss(stage: DecodeStage) -> int:
     return 0
 
 
-# Fixed gaps (max_streams at open, non-UTF-8 metadata, mid-stream audio format change) are
-# ordinary cases now; a new known gap goes here as a strict xfail so its fix shows as XPASS.
-KNOWN_GAPS: dict[str, str] = {
-    "audio_header_disagrees_with_timestamps": "decoding follows the AAC headers (16 kHz), as FFmpeg does, so the "
-                                              "audio lasts 3.7 s where the timestamps span 1.9 s",
-}
+# Fixed gaps (max_streams at open, non-UTF-8 metadata, mid-stream audio format change, AAC
+# headers against timestamps) are ordinary cases now; a new known gap goes here as a strict
+# xfail so its fix shows as XPASS.
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[c.name]))

@@ -183,6 +183,11 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
+def _codec_name(ctx: Any) -> str:
+    """The stream's codec (``av1``), not the decoder FFmpeg picked for it (``libdav1d``)."""
+    return ctx.codec.canonical_name
+
+
 def _positive(value: Fraction | float | int | None) -> float | None:
     return float(value) if value is not None and value > 0 else None
 
@@ -241,8 +246,8 @@ def read_probe(container: Any, rotation: int = 0) -> Probe:
         display_w, display_h = display_h, display_w
     return Probe(
         container=container.format.name.split(",")[0],
-        video_codec=ctx.name,
-        audio_codec=audio.codec_context.name if audio is not None else None,
+        video_codec=_codec_name(ctx),
+        audio_codec=_codec_name(audio.codec_context) if audio is not None else None,
         duration_s=float(duration_s),
         video_duration_s=float(stream_s or duration_s),
         width=display_w, height=display_h, coded_width=width, coded_height=height,

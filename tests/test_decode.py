@@ -338,8 +338,17 @@ def open_clip_preprocess():
     return open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)[2]
 
 
+# What phones and platforms upload besides H.264: iPhone HEVC 10-bit in MOV (portrait), AV1.
+PHONE_FORMATS = {
+    "hevc_10bit_mov": dict(codec="libx265", pix_fmt="yuv420p10le", container="mov",
+                           encoder_options={"preset": "ultrafast", "x265-params": "log-level=error"}),
+    "av1_mp4": dict(codec="libsvtav1", container="mp4", encoder_options={"preset": "12"}),
+}
+
+
 @pytest.mark.parametrize("name, size, rotation", [("landscape", (640, 360), 0), ("portrait", (400, 300), 270),
-                                                  ("odd", None, 0)])
+                                                  ("odd", None, 0), ("hevc_10bit_mov", (640, 360), 90),
+                                                  ("av1_mp4", (640, 360), 0)])
 def test_frames_match_open_clip_preprocess_val(tmp_path, clips, open_clip_preprocess, name, size, rotation):
     """Differential check: our swscale path vs open_clip's PIL path on the same decoded frames.
 
@@ -348,9 +357,13 @@ def test_frames_match_open_clip_preprocess_val(tmp_path, clips, open_clip_prepro
     """
     from PIL import Image
 
-    path = clips["odd"] if size is None else media.small_clip(tmp_path / f"{name}.mp4", 1.0, *size,
-                                                               rotation=rotation, audio=None)
+    extra = PHONE_FORMATS.get(name, {})
+    path = clips["odd"] if size is None else media.small_clip(
+        tmp_path / f"{name}.{extra.get('container', 'mp4')}", 1.0, *size, rotation=rotation, audio=None, **extra)
     out = _decode(path)
+    if extra:
+        assert out.probe.video_codec == {"libx265": "hevc", "libsvtav1": "av1"}[extra["codec"]]
+        assert (out.probe.width, out.probe.height) == (size[::-1] if rotation in (90, 270) else size)
     ref_frames, _ = media.reference_frames(path, sample_timestamps(out.probe.video_duration_s, CONFIG.sampling))
     mean, std = np.array(SPEC.mean), np.array(SPEC.std)
     diffs = []

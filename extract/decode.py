@@ -575,15 +575,15 @@ class AudioRateCheck:
     timestamps say otherwise.
 
     For frame ``i`` the timestamps' rate is the samples of frames ``i .. i+W-1`` over the time
-    from frame ``i`` to frame ``i+W`` (``W = RATE_WINDOW_FRAMES``), counted only when the header
-    rate, layout and format are the same throughout and each frame's own step implies that
-    rate within ``RATE_STEADY`` (so a window across a change, or one lost packet, is no rate). Within
-    ``RATE_AGREES`` of the header's rate: the header stands; within ``RATE_SNAP`` of a standard
-    rate: that rate; anything else (a gap, a window across a change, no timestamps): the
-    previous frame's choice when its header was the same. FFmpeg follows the headers, so a
-    track whose packets are 48 kHz behind 16 kHz headers would otherwise last three times
-    its real length and drift from the video. ``push`` returns decided frames ``W`` frames
-    late; ``flush`` the rest.
+    from frame ``i`` to frame ``i+W`` (``W = RATE_WINDOW_FRAMES``), counted only when the
+    header rate, layout and format are the same throughout and each frame's own step implies
+    that rate within ``RATE_STEADY`` (so a window across a change, or one lost packet, has no
+    rate). Within ``RATE_AGREES`` of the header's rate: the header stands; within
+    ``RATE_SNAP`` of a standard rate: that rate; anything else (no single rate, no
+    timestamps): the previous frame's choice when its header was the same. FFmpeg follows
+    the headers, so a track whose packets are 48 kHz behind 16 kHz headers would otherwise
+    last three times its real length and drift from the video. ``push`` returns decided
+    frames ``W`` frames late; ``flush`` the rest.
     """
 
     def __init__(self, time_base: Any) -> None:

@@ -30,7 +30,8 @@ against the real read position; no index, no seeks). So a seek never goes back t
 frame already read, and never costs more frames than it skips. While decoding towards a
 target, frames that are presented before it and are not references for later frames are
 dropped inside the decoder (``skip_frame = NONREF`` per packet), and only kept frames are
-converted and scaled.
+converted and scaled. A file whose header states no duration (a browser's MediaRecorder WebM)
+is measured first by a demux-only pass (``_scan_packets``), so targets span its real length.
 
 Truncated and corrupt files: what decodes is used. Single undecodable packets are skipped
 (up to ``MAX_BAD_PACKETS``); a file whose video ends more than ``TRUNCATION_SLACK_S`` before a
@@ -316,6 +317,10 @@ class VideoReader:
         """A timestamp of this stream as seconds from its start."""
         return pts * self._tb_num / self._tb_den - self.start_s
 
+    def seconds(self, ticks: int) -> float:
+        """A length in this stream's time base as seconds."""
+        return ticks * self._tb_num / self._tb_den
+
     def _droppable(self, packet_s: float | None) -> bool:
         """Whether a non-reference frame presented at ``packet_s`` cannot be kept (see ``aim``);
         a packet that can be kept becomes the current target's candidate."""
@@ -465,21 +470,41 @@ def _scene_frames(reader: VideoReader, scale: Callable[[Any], np.ndarray], thres
     return ([kept[k] for k in index] if kept is not None else None), [times[k] for k in index]
 
 
-def _scan_keyframe_times(reader: VideoReader) -> list[float]:
-    """Key-frame presentation times (s from the stream start) from a demux-only pass."""
+def _scan_packets(reader: VideoReader) -> tuple[list[float], float]:
+    """A demux-only pass over the video stream: key-frame presentation times (sorted) and where
+    the last packet ends, both in seconds from the stream start. Rewinds afterwards."""
     import av
 
-    times = []
+    times: list[float] = []
+    end_s = 0.0
     try:
         for packet in reader.container.demux(reader.stream):
             reader.deadline.check()
-            if packet.is_keyframe and packet.pts is not None:
-                times.append(reader.time_of(packet.pts))
+            if packet.pts is None:
+                continue
+            t = reader.time_of(packet.pts)
+            if packet.is_keyframe:
+                times.append(t)
+            length = reader.seconds(packet.duration) if packet.duration else reader.frame_s
+            end_s = max(end_s, t + length)
     except MemoryError:  # av.error.MemoryError is one too: out of memory is not a bad packet
         raise
     except av.error.FFmpegError:
         pass  # a broken tail ends the scan; decoding judges whether the targets are reachable
-    return sorted(times)
+    reader.rewind()
+    return sorted(times), end_s
+
+
+def _with_measured_duration(info: Probe, reader: VideoReader, limits: LimitsConfig, path: str) -> Probe:
+    """``info`` with the video's duration measured from its packets when the header states
+    none (a browser's MediaRecorder WebM, live-muxed Matroska): uniform sampling needs it, and
+    ``limits.max_duration_s`` is checked against it."""
+    if info.video_duration_s > 0:
+        return info
+    _, end_s = _scan_packets(reader)
+    info = dataclasses.replace(info, video_duration_s=end_s, duration_s=info.duration_s or end_s)
+    check_limits(info, limits, path)
+    return info
 
 
 def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: str = "auto",
@@ -506,6 +531,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
         keyframes = info.keyframes if strategy == "auto" else None
         reader = VideoReader(container, info, deadline, skip_nonref=sampling.policy == "uniform",
                              max_pixels=limits.max_pixels)
+        info = _with_measured_duration(info, reader, limits, path)
         if sampling.policy == "scene":
             images, times = _scene_frames(reader, scale, sampling.scene_threshold, sampling.max_frames)
         else:
@@ -533,8 +559,7 @@ def _keyframe_policy_targets(reader: VideoReader, info: Probe, max_frames: int) 
     if info.container == "mov" and info.keyframes:  # the MP4 sample table lists every key frame
         times = [k.time_s for k in info.keyframes]
     else:  # other indexes (MKV cues) may list only some: read the packets' flags
-        times = _scan_keyframe_times(reader)
-        reader.rewind()
+        times, _ = _scan_packets(reader)
     if not times:
         raise VideoError("DecodeError", f"{reader.deadline.name!r}: the video stream has no key frame")
     reader.ctx.skip_frame = "NONKEY"

@@ -92,7 +92,8 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
                frame_times_s: Sequence[float] | None = None, video: bool = True,
                audio_codec: str = "aac", bframes: int | None = None,
                frame_source: Callable[[int, float], np.ndarray] | None = None,
-               encoder_options: Mapping[str, str] | None = None) -> Path:
+               encoder_options: Mapping[str, str] | None = None,
+               muxer_options: Mapping[str, str] | None = None) -> Path:
     """Encode a synthetic clip; returns ``path``.
 
     ``audio``: ``"tone"``, None (no audio stream), or ``(channels, n) float32`` at ``audio_rate``
@@ -106,6 +107,8 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
     ``video=False`` writes an audio-only file. ``frame_source(i, t_s)``: the ``(height, width, 3)
     uint8`` picture of frame ``i`` shown at ``t_s`` (default: ``synthetic_frame``).
     ``encoder_options``: extra video encoder options (e.g. ``{"preset": "veryfast"}``).
+    ``muxer_options``: container muxer options (e.g. ``{"live": "1"}`` for Matroska/WebM as a
+    browser's MediaRecorder writes it: no duration, no cues).
     """
     import av
     from fractions import Fraction
@@ -124,7 +127,7 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
         raise ValueError(f"audio: {audio.shape[0]} channels; supported: {sorted(AUDIO_LAYOUTS)}")
     if not video and audio is None:
         raise ValueError("video=False needs an audio track")
-    with av.open(str(path), "w", format=container) as out:
+    with av.open(str(path), "w", format=container, options=dict(muxer_options or {})) as out:
         vs = None
         if video:
             rate = Fraction(fps).limit_denominator(1000)

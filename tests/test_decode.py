@@ -207,6 +207,23 @@ def test_vfr_frames_are_the_first_at_or_after_each_target(clips):
     assert set(np.round(out.pts_s.astype(float), 3)) <= {0.0, 0.1, 0.15, 0.6, 1.3, 1.35, 1.4, 2.2, 2.9, 3.5}
 
 
+def test_webm_without_duration_is_measured_from_its_packets(tmp_path):
+    """A browser's MediaRecorder WebM (live-muxed: no duration, no cues): uniform sampling
+    spreads over its real length, and ``limits.max_duration_s`` applies to that length."""
+    path = media.small_clip(tmp_path / "recorded.webm", 6.0, codec="libvpx-vp9", container="webm",
+                            audio_codec="libopus", muxer_options={"live": "1"})
+    with av.open(str(path)) as container:  # the fixture states no length anywhere
+        assert container.duration is None and container.streams.video[0].duration is None
+    out = _decode(path)
+    assert out.probe.duration_s == out.probe.video_duration_s == pytest.approx(6.0, abs=0.15)
+    np.testing.assert_allclose(out.pts_s, [0, 1, 2, 3, 4, 5], atol=1e-6)
+    ref_frames, _ = media.reference_frames(path, [0, 1, 2, 3, 4, 5])
+    assert len({frame.pts for frame in ref_frames}) == 6 and len({f.tobytes() for f in out.frames}) == 6
+    assert out.audio_s == pytest.approx(6.0, abs=0.1)
+    err = _error(path, **{"limits.max_duration_s": 3.0})
+    assert err.error_type == "LimitExceeded" and "limits.max_duration_s" in str(err)
+
+
 def test_no_audio_stream(clips):
     out = _decode(clips["no_audio"])
     assert out.probe.has_audio is False and out.probe.audio_codec is None

@@ -19,7 +19,9 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   16 kHz mono (no ffmpeg binary); empty with ``has_audio = False`` when there is none. A
   mid-stream change of rate or layout starts a new resampler; where the codec headers state a
   rate that the stream's timestamps consistently contradict, the timestamps win
-  (``AudioRateCheck``), so the audio spans what the container says.
+  (``AudioRateCheck``), so the audio spans what the container says. The audio is placed on
+  the video's timeline (``align_to_video``): a track that starts after the first frame is
+  preceded by silence, so transcript times are video times.
 
 Reading only what is needed: targets are reached by seeking to the key frame before a target
 when that key frame lies more than a seek's cost past the decoder's read position (the
@@ -547,7 +549,8 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
             reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
             targets = np.asarray(times)
             images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
-    waveform = _decode_audio_file(path, limits, deadline) if audio and info.has_audio else np.zeros(0, np.float32)
+    waveform = (_decode_audio_file(path, limits, deadline, info) if audio and info.has_audio
+                else np.zeros(0, np.float32))
     frames = np.stack(images) if images else np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
     stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started)
     return DecodedVideo(read_probe_rotated(info, scale.rotation or 0), frames, np.asarray(times, np.float32),
@@ -578,12 +581,33 @@ def read_probe_rotated(info: Probe, rotation: int) -> Probe:
     return dataclasses.replace(info, rotation=rotation, width=width, height=height)
 
 
-def _decode_audio_file(path: str, limits: LimitsConfig, deadline: Deadline) -> np.ndarray:
+def _decode_audio_file(path: str, limits: LimitsConfig, deadline: Deadline,
+                       video: Probe | None = None) -> np.ndarray:
+    """The first audio stream as 16 kHz mono; with ``video``, placed on that video's timeline
+    (``align_to_video``)."""
     with open_input(path, limits) as container:
         stream = audio_stream(container)
         if stream is None:
             return np.zeros(0, np.float32)
-        return _decode_audio_stream(container, stream, limits, deadline)
+        audio, first_s = _decode_audio_stream(container, stream, limits, deadline)
+    if video is None or first_s is None:
+        return audio
+    aligned = align_to_video(audio, first_s - video.video_start_s, video.video_duration_s)
+    return aligned[:int((limits.max_duration_s + TRUNCATION_SLACK_S) * AUDIO_RATE)]
+
+
+def align_to_video(audio: np.ndarray, offset_s: float, video_s: float) -> np.ndarray:
+    """16 kHz ``audio`` whose first sample is ``offset_s`` seconds after the video's first
+    frame time, on the video's timeline: silence before a track that starts late (a screen
+    recording, an edit), its samples before the video's start dropped, so transcript times
+    are video times. An offset larger than the video (``video_s`` seconds) is a broken
+    timestamp, not a delay: the audio is left as it is."""
+    if not np.isfinite(offset_s) or abs(offset_s) > video_s:
+        return audio
+    n = int(round(abs(offset_s) * AUDIO_RATE))
+    if offset_s > 0:
+        return np.concatenate([np.zeros(n, np.float32), audio])
+    return audio[n:]
 
 
 # Audio whose codec headers contradict the container's timestamps (an encoder switched
@@ -667,7 +691,10 @@ class AudioRateCheck:
         return frame, configuration, rate
 
 
-def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, deadline: Deadline) -> np.ndarray:
+def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig,
+                         deadline: Deadline) -> tuple[np.ndarray, float | None]:
+    """``(audio, first_s)``: 16 kHz mono float32, and the first decoded frame's time in seconds
+    of the container's timeline (None without timestamps)."""
     import av
 
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
@@ -676,6 +703,7 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, dead
     total = bad = 0
     input_layout: tuple | None = None
     rates = AudioRateCheck(stream.time_base)
+    first_s: float | None = None
 
     def take(frames: list) -> None:
         nonlocal total
@@ -716,6 +744,8 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, dead
                                                     f"audio packets, last: {exc}") from exc
                 continue
             for frame in frames:
+                if first_s is None and frame.pts is not None and stream.time_base is not None:
+                    first_s = float(frame.pts * stream.time_base)
                 resample(rates.push(frame))
     except MemoryError:  # av.error.MemoryError is one too: out of memory is not a bad packet
         raise
@@ -723,7 +753,8 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig, dead
         pass  # demuxing stopped early (truncated file): keep the audio that decoded
     resample(rates.flush())
     take(resampler.resample(None))
-    return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    return audio, first_s
 
 
 def decode_audio(path: str, limits: LimitsConfig | None = None) -> np.ndarray:

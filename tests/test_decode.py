@@ -224,6 +224,27 @@ def test_webm_without_duration_is_measured_from_its_packets(tmp_path):
     assert err.error_type == "LimitExceeded" and "limits.max_duration_s" in str(err)
 
 
+def test_late_audio_is_placed_on_the_video_timeline(tmp_path):
+    """A track that starts 1 s after the video: silence first, so the tone (and any transcript
+    time) sits at 1 s of video time; the audio-only decode keeps the track as it is."""
+    path = media.late_audio_clip(tmp_path / "late.mp4", delay_s=1.0, duration_s=4.0)
+    onset = lambda audio: np.argmax(np.abs(audio) > 0.1) / 16_000  # noqa: E731 - first loud sample, s
+    out = _decode(path)
+    assert onset(out.audio) == pytest.approx(1.0, abs=0.02)
+    assert out.audio_s == pytest.approx(4.0, abs=0.1)
+    assert onset(decode_audio(str(path))) < 0.1
+
+
+def test_align_to_video():
+    audio = np.ones(16_000, np.float32)
+    late = decode.align_to_video(audio, 0.5, 10.0)
+    assert len(late) == 24_000 and not late[:8000].any() and late[8000:].all()
+    early = decode.align_to_video(audio, -0.25, 10.0)
+    assert len(early) == 12_000
+    assert decode.align_to_video(audio, 3600.0, 10.0) is audio  # a broken timestamp, not a delay
+    assert decode.align_to_video(audio, float("nan"), 10.0) is audio
+
+
 def test_no_audio_stream(clips):
     out = _decode(clips["no_audio"])
     assert out.probe.has_audio is False and out.probe.audio_codec is None

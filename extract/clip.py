@@ -147,6 +147,7 @@ class ClipEmbedder:
                  storage: StorageConfig | None = None):
         import torch
 
+        clip_cfg = with_trained_activation(clip_cfg)
         self.clip_cfg = clip_cfg
         self.device = resolve_device(device)
         try:
@@ -337,6 +338,30 @@ class _FrameStager:
         event.record()
         self._events[slot] = event
         return on_device
+
+
+def with_trained_activation(clip_cfg: ClipModelConfig) -> ClipModelConfig:
+    """``clip_cfg`` naming the architecture its tagged weights were trained with.
+
+    Some open_clip tags were trained with QuickGELU (``openai``, ``laion400m_*``,
+    ``metaclip_*``); on a plain name (``ViT-B-32``) open_clip only warns and builds GELU, which
+    gives subtly wrong embeddings. Such a pair becomes ``ViT-B-32-quickgelu`` (open_clip has a
+    ``-quickgelu`` variant of every such architecture). A checkpoint *file* cannot say how it
+    was trained: name the ``-quickgelu`` architecture yourself for those weights
+    (``extract models stage`` does it when it stages a tag).
+    """
+    import dataclasses
+
+    import open_clip
+
+    name, tag = clip_cfg.name, clip_cfg.pretrained
+    if not tag or name.endswith("-quickgelu"):
+        return clip_cfg
+    tag_cfg = open_clip.get_pretrained_cfg(name, tag)
+    if tag_cfg and tag_cfg.get("quick_gelu") and f"{name}-quickgelu" in open_clip.list_models():
+        log.info("models.clip: %s weights %r were trained with QuickGELU; using %s-quickgelu", name, tag, name)
+        return dataclasses.replace(clip_cfg, name=f"{name}-quickgelu")
+    return clip_cfg
 
 
 def _resolve_weights(clip_cfg: ClipModelConfig, storage: StorageConfig | None) -> tuple[str, str | None]:

@@ -80,8 +80,11 @@ def stage_models(config: Config, dest: str, clip_from: str | None = None,
     is downloaded with ``open_clip.download_pretrained`` and a Whisper name with whisper's own
     downloader (both need network access to their hubs). Returns the config overrides.
     """
+    from extract.clip import with_trained_activation
+
     storage = config.storage
-    clip, whisper_cfg = config.models.clip, config.models.whisper
+    # A tag trained with QuickGELU is staged under its -quickgelu architecture: the staged file can't say so.
+    clip, whisper_cfg = with_trained_activation(config.models.clip), config.models.whisper
     with tempfile.TemporaryDirectory() as tmp:
         if clip_from is None and clip.pretrained and not Path(clip.pretrained).is_file():
             import open_clip

@@ -482,3 +482,32 @@ def test_cuda_matches_cpu(which, request, clip_path):
     text_cpu, trunc_cpu = cpu.encode_texts(TEXTS)
     text_gpu, trunc_gpu = gpu.encode_texts(TEXTS)
     assert np.sum(text_cpu * text_gpu, axis=1).min() >= 0.999 and (trunc_cpu == trunc_gpu).all()
+
+
+def test_tags_trained_with_quick_gelu_get_the_quickgelu_architecture(tmp_path):
+    """OpenAI's ViT-B-32 weights on the plain ViT-B-32 name would run GELU (open_clip only
+    warns): the embedder and `extract models stage` switch to ViT-B-32-quickgelu."""
+    import open_clip
+    import yaml
+
+    from extract.models import stage_models
+
+    cfg = clip_mod.with_trained_activation
+    assert cfg(ClipModelConfig(name="ViT-B-32", pretrained="openai")).name == "ViT-B-32-quickgelu"
+    assert cfg(ClipModelConfig(name="ViT-B-32", pretrained="laion400m_e32")).name == "ViT-B-32-quickgelu"
+    for same in (ClipModelConfig(name="ViT-B-32", pretrained="laion2b_s34b_b79k"),
+                 ClipModelConfig(name="ViT-B-32", pretrained=None),
+                 ClipModelConfig(name="ViT-B-32", pretrained=str(tmp_path / "weights.pt")),
+                 ClipModelConfig(name="ViT-B-32-quickgelu", pretrained="openai")):
+        assert cfg(same) == same
+    block = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).visual.transformer.resblocks[0]
+    assert type(block.mlp.gelu).__name__ == "QuickGELU"
+
+    weights, whisper_file = tmp_path / "openai.pt", tmp_path / "whisper.pt"
+    weights.write_bytes(b"clip weights")
+    whisper_file.write_bytes(b"whisper weights")
+    config = config_from_dict({"models": {"clip": {"name": "ViT-B-32", "pretrained": "openai"}}})
+    staged = stage_models(config, str(tmp_path / "staged"), clip_from=str(weights), whisper_from=str(whisper_file))
+    assert staged["models"]["clip"]["name"] == "ViT-B-32-quickgelu"
+    assert yaml.safe_load((tmp_path / "staged" / "models.yaml").read_text()) == staged
+    assert Path(staged["models"]["clip"]["pretrained"]).read_bytes() == b"clip weights"

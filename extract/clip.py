@@ -192,18 +192,25 @@ class ClipEmbedder:
         """Embed the frames of several videos: ``[(n_i, S, S, 3) uint8]`` -> ``[(n_i, D) float32]``.
 
         Frames are packed across videos into batches of at most ``batch_size``; rows are unit
-        length. When a batch runs out of memory the batch size halves (down to 1) and the
-        embedding continues from that batch. Raises ``VideoError`` for a malformed array.
+        length. A frame equal to the one before it (a still image, a slideshow, a frozen screen:
+        several sampling times served by one decoded frame) is embedded once and its row copied.
+        When a batch runs out of memory the batch size halves (down to 1) and the embedding
+        continues from that batch. Raises ``VideoError`` for a malformed array.
         """
-        import torch
-
         checked = []
         for i, frames in enumerate(frames_list):
             try:
                 checked.append(self.check_frames(frames))
             except VideoError as exc:
                 raise VideoError(exc.error_type, f"video {i} of {len(frames_list)}: {exc}") from exc
-        frames_list = checked
+        distinct = [_repeats_dropped(frames) for frames in checked]
+        embedded = self._embed_packed([frames for frames, _ in distinct], batch_size)
+        return [rows[index] for rows, (_, index) in zip(embedded, distinct)]
+
+    def _embed_packed(self, frames_list: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        """``embed_frames`` without the checks and the repeats: every frame goes to the model."""
+        import torch
+
         counts = [len(f) for f in frames_list]
         total = sum(counts)
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -281,6 +288,15 @@ class ClipEmbedder:
             return len(self.tokenizer.encode(text)) + 2
         # HFTokenizer / SigLipTokenizer wrap a Hugging Face tokenizer that adds its own specials.
         return len(self.tokenizer.tokenizer(text)["input_ids"])
+
+
+def _repeats_dropped(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(distinct, index)``: ``frames`` ``(n, S, S, 3)`` without each frame equal to the one
+    before it, and for every original frame the row of ``distinct`` that holds it."""
+    repeat = np.zeros(len(frames), bool)
+    for k in range(1, len(frames)):
+        repeat[k] = np.array_equal(frames[k], frames[k - 1])
+    return frames[~repeat], np.cumsum(~repeat) - 1
 
 
 def _slice_packed(frames_list: Sequence[np.ndarray], starts: np.ndarray, begin: int, end: int) -> list[np.ndarray]:

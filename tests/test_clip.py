@@ -166,6 +166,22 @@ def test_packing_across_videos_is_batch_invariant(tiny, batch_size):
             assert np.abs(a - p).max() < 1e-4
 
 
+def test_repeated_frames_are_embedded_once(tiny, monkeypatch):
+    """A still image or a slideshow serves several sampling times with one decoded frame: each
+    run of equal frames goes to the model once, and every frame still gets its row."""
+    a, b, c = random_videos([3], tiny.spec.image_size, seed=3)[0]
+    still = np.stack([a, a, a, b, b, a])  # a frame equal to an earlier, not the previous, one is embedded again
+    other = np.stack([c])
+    expected = [tiny.embed_frames([frames[None]], batch_size=1)[0][0] for frames in (a, b, c)]
+    real, rows_seen = tiny._encode_images, []
+    monkeypatch.setattr(tiny, "_encode_images", lambda batch: rows_seen.append(batch.shape[0]) or real(batch))
+    emb_still, emb_other = tiny.embed_frames([still, other], batch_size=64)
+    assert sum(rows_seen) == 4  # a, b, a and c
+    for row, frame in zip(emb_still, (0, 0, 0, 1, 1, 0)):
+        assert np.abs(row - expected[frame]).max() < 1e-4
+    assert np.abs(emb_other[0] - expected[2]).max() < 1e-4
+
+
 def test_vit_b32_batch_invariance(vit_b32):
     videos = random_videos([2, 1], vit_b32.spec.image_size, seed=1)
     alone = vit_b32.embed_frames([videos[0]], batch_size=2)[0]

@@ -296,6 +296,8 @@ def _repeats_dropped(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     repeat = np.zeros(len(frames), bool)
     for k in range(1, len(frames)):
         repeat[k] = np.array_equal(frames[k], frames[k - 1])
+    if not repeat.any():  # the usual case: no copy of the frames
+        return frames, np.arange(len(frames))
     return frames[~repeat], np.cumsum(~repeat) - 1
 
 

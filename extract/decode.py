@@ -593,7 +593,7 @@ def _decode_audio_file(path: str, limits: LimitsConfig, deadline: Deadline,
     if video is None or first_s is None:
         return audio
     aligned = align_to_video(audio, first_s - video.video_start_s, video.video_duration_s)
-    return aligned[:int((limits.max_duration_s + TRUNCATION_SLACK_S) * AUDIO_RATE)]
+    return aligned[:_max_audio_samples(limits)]
 
 
 def align_to_video(audio: np.ndarray, offset_s: float, video_s: float) -> np.ndarray:
@@ -638,57 +638,76 @@ class AudioRateCheck:
     def __init__(self, time_base: Any) -> None:
         """``time_base``: the stream's (a ``Fraction``; None: no timestamps to judge by)."""
         self._tb = (time_base.numerator, time_base.denominator) if time_base else None  # ints: no Fraction per frame
-        # Per frame not yet decided: [frame, configuration, samples, time s, step s to the next frame]
-        self._pending: deque[list] = deque()
+        self._pending: deque[_PendingAudio] = deque()
         self._last: tuple[tuple, int] | None = None  # (configuration, rate) chosen for the previous frame
+        self.first_s: float | None = None  # the first timestamped frame's time, s of the container's timeline
 
     def push(self, frame: Any) -> list[tuple[Any, tuple, int]]:
         """``(frame, configuration, rate)`` for the frames now decided; configuration is
         ``(header rate, layout name, format name)``."""
-        configuration = (frame.sample_rate, frame.layout.name, frame.format.name)
-        t = frame.pts * self._tb[0] / self._tb[1] if frame.pts is not None and self._tb else None
+        entry = _PendingAudio(frame, (frame.sample_rate, frame.layout.name, frame.format.name), frame.samples,
+                              frame.pts * self._tb[0] / self._tb[1] if frame.pts is not None and self._tb else None)
+        if entry.t_s is not None and self.first_s is None:
+            self.first_s = entry.t_s
         if self._pending:
             previous = self._pending[-1]
-            if previous[1] == configuration and previous[3] is not None and t is not None:
-                previous[4] = t - previous[3]  # a step only within one configuration
-        self._pending.append([frame, configuration, frame.samples, t, None])
+            if previous.configuration == entry.configuration and previous.t_s is not None and entry.t_s is not None:
+                previous.step_s = entry.t_s - previous.t_s  # a step only within one configuration
+        self._pending.append(entry)
         return [self._decide(ended=False) for _ in range(len(self._pending) - RATE_WINDOW_FRAMES)]
 
     def flush(self) -> list[tuple[Any, tuple, int]]:
         return [self._decide(ended=True) for _ in range(len(self._pending))]
 
     def _timestamp_rate(self) -> float | None:
-        samples = span = 0.0
-        steps = []
-        for k in range(RATE_WINDOW_FRAMES):
-            _, _, n, _, step = self._pending[k]
-            if step is None or step <= 0:
-                return None
-            samples += n
-            span += step
-            steps.append(n / step)
-        rate = samples / span
-        if any(abs(r / rate - 1) > RATE_STEADY for r in steps):
+        window = [self._pending[k] for k in range(RATE_WINDOW_FRAMES)]
+        if any(e.step_s is None or e.step_s <= 0 for e in window):
+            return None
+        rate = sum(e.samples for e in window) / sum(e.step_s for e in window)
+        if any(abs(e.samples / e.step_s / rate - 1) > RATE_STEADY for e in window):
             return None  # a window across a change of rate, or a gap: no single rate
         return rate
 
     def _decide(self, ended: bool) -> tuple[Any, tuple, int]:
-        frame, configuration, _, _, _ = self._pending[0]
-        header = configuration[0]
+        entry = self._pending[0]  # the window of _timestamp_rate starts at this frame
+        header = entry.configuration[0]
         measured = None if ended else self._timestamp_rate()
-        rate = header
-        if measured is None or abs(measured / header - 1) > RATE_AGREES:
-            snapped = None
-            if measured is not None:
-                nearest = min(STANDARD_AUDIO_RATES, key=lambda r: abs(measured / r - 1))
-                snapped = nearest if abs(measured / nearest - 1) <= RATE_SNAP else None
-            if snapped is not None:
-                rate = snapped
-            elif self._last is not None and self._last[0] == configuration:
-                rate = self._last[1]  # no clear rate here: as the previous frame of this configuration
         self._pending.popleft()
-        self._last = (configuration, rate)
-        return frame, configuration, rate
+        snapped = _standard_rate(measured)
+        if measured is not None and abs(measured / header - 1) <= RATE_AGREES:
+            rate = header
+        elif snapped is not None:
+            rate = snapped
+        elif self._last is not None and self._last[0] == entry.configuration:
+            rate = self._last[1]  # no clear rate here: as the previous frame of this configuration
+        else:
+            rate = header
+        self._last = (entry.configuration, rate)
+        return entry.frame, entry.configuration, rate
+
+
+@dataclass
+class _PendingAudio:
+    """A decoded audio frame waiting for the frames after it to judge its rate."""
+
+    frame: Any
+    configuration: tuple  # (header rate, layout name, format name)
+    samples: int
+    t_s: float | None  # presentation time, s of the container's timeline
+    step_s: float | None = None  # time to the next frame of the same configuration
+
+
+def _standard_rate(measured: float | None) -> int | None:
+    """The standard sample rate within ``RATE_SNAP`` of ``measured`` (Hz), else None."""
+    if measured is None:
+        return None
+    nearest = min(STANDARD_AUDIO_RATES, key=lambda r: abs(measured / r - 1))
+    return nearest if abs(measured / nearest - 1) <= RATE_SNAP else None
+
+
+def _max_audio_samples(limits: LimitsConfig) -> int:
+    """The most 16 kHz samples a video's audio may have: ``limits.max_duration_s`` plus slack."""
+    return int((limits.max_duration_s + TRUNCATION_SLACK_S) * AUDIO_RATE)
 
 
 def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig,
@@ -698,12 +717,11 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig,
     import av
 
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-    max_samples = int((limits.max_duration_s + TRUNCATION_SLACK_S) * AUDIO_RATE)
+    max_samples = _max_audio_samples(limits)
     chunks: list[np.ndarray] = []
     total = bad = 0
     input_layout: tuple | None = None
     rates = AudioRateCheck(stream.time_base)
-    first_s: float | None = None
 
     def take(frames: list) -> None:
         nonlocal total
@@ -744,8 +762,6 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig,
                                                     f"audio packets, last: {exc}") from exc
                 continue
             for frame in frames:
-                if first_s is None and frame.pts is not None and stream.time_base is not None:
-                    first_s = float(frame.pts * stream.time_base)
                 resample(rates.push(frame))
     except MemoryError:  # av.error.MemoryError is one too: out of memory is not a bad packet
         raise
@@ -754,7 +770,7 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig,
     resample(rates.flush())
     take(resampler.resample(None))
     audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
-    return audio, first_s
+    return audio, rates.first_s
 
 
 def decode_audio(path: str, limits: LimitsConfig | None = None) -> np.ndarray:

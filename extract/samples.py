@@ -93,7 +93,7 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
                audio_codec: str = "aac", bframes: int | None = None,
                frame_source: Callable[[int, float], np.ndarray] | None = None,
                encoder_options: Mapping[str, str] | None = None,
-               muxer_options: Mapping[str, str] | None = None) -> Path:
+               muxer_options: Mapping[str, str] | None = None, audio_start_s: float = 0.0) -> Path:
     """Encode a synthetic clip; returns ``path``.
 
     ``audio``: ``"tone"``, None (no audio stream), or ``(channels, n) float32`` at ``audio_rate``
@@ -108,7 +108,8 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
     uint8`` picture of frame ``i`` shown at ``t_s`` (default: ``synthetic_frame``).
     ``encoder_options``: extra video encoder options (e.g. ``{"preset": "veryfast"}``).
     ``muxer_options``: container muxer options (e.g. ``{"live": "1"}`` for Matroska/WebM as a
-    browser's MediaRecorder writes it: no duration, no cues).
+    browser's MediaRecorder writes it: no duration, no cues). ``audio_start_s``: the audio
+    track starts this late (a screen recording, an edit); ``audio`` then fills the rest.
     """
     import av
     from fractions import Fraction
@@ -148,7 +149,8 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
             if rotation:
                 # PyAV takes counter-clockwise degrees; the file's "rotate" convention is clockwise.
                 vs.set_display_rotation(-rotation)
-        encoder = _AudioEncoder(out, audio, audio_rate, duration_s, audio_codec) if audio is not None else None
+        encoder = (_AudioEncoder(out, audio, audio_rate, duration_s, audio_codec, audio_start_s)
+                   if audio is not None else None)
         if vs is not None:
             tb = vs.codec_context.time_base
             for i, t in enumerate(times):
@@ -170,14 +172,15 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
 class _AudioEncoder:
     """Encodes a waveform in codec-sized frames, interleaved with the video as the file is written."""
 
-    def __init__(self, out, audio: np.ndarray, rate: int, duration_s: float, codec: str):
-        n = int(duration_s * rate)
+    def __init__(self, out, audio: np.ndarray, rate: int, duration_s: float, codec: str, start_s: float = 0.0):
+        n = int((duration_s - start_s) * rate)
         self.buf = np.zeros((audio.shape[0], n), np.float32)
         self.buf[:, : min(n, audio.shape[1])] = audio[:, :n]
         self.out, self.rate = out, rate
         self.stream = out.add_stream(codec, rate=rate)
         self.stream.layout = AUDIO_LAYOUTS[audio.shape[0]]
         self.pos = 0
+        self.start = int(round(start_s * rate))  # samples before the track's first one
 
     def encode_until(self, t_s: float | None) -> None:
         """Encode samples up to time ``t_s`` (seconds); None = the rest, then flush."""
@@ -186,7 +189,7 @@ class _AudioEncoder:
         stream = self.stream
         fmt = stream.format.name
         frame_size = stream.codec_context.frame_size or 1024
-        end = self.buf.shape[1] if t_s is None else min(self.buf.shape[1], int(t_s * self.rate))
+        end = self.buf.shape[1] if t_s is None else min(self.buf.shape[1], int(t_s * self.rate) - self.start)
         while self.pos < end and (t_s is None or self.pos + frame_size <= end):
             chunk = self.buf[:, self.pos:self.pos + frame_size]
             if fmt.endswith("p"):
@@ -197,7 +200,7 @@ class _AudioEncoder:
                 data = (np.clip(data, -1, 1) * 32767).astype(np.int16)
             frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=stream.layout.name)
             frame.sample_rate = self.rate
-            frame.pts = self.pos
+            frame.pts = self.start + self.pos
             self.pos += chunk.shape[1]
             for packet in stream.encode(frame):
                 self.out.mux(packet)

@@ -83,31 +83,8 @@ def five_channel_clip(path: Path, duration_s: float = 3.0, freq: float = 440.0) 
 def late_audio_clip(path: Path, delay_s: float = 1.0, duration_s: float = 4.0, freq: float = 440.0) -> Path:
     """An MP4 whose video starts at 0 and whose AAC track starts ``delay_s`` later (a screen
     recording, an edit): a ``freq`` Hz tone from ``delay_s`` to the end."""
-    import av
-    from fractions import Fraction
-
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=10)
-        video.width, video.height, video.pix_fmt = 160, 96, "yuv420p"
-        audio = out.add_stream("aac", rate=16000)
-        audio.layout = "mono"
-        for i in range(int(duration_s * 10)):
-            frame = av.VideoFrame.from_ndarray(synthetic_frame(i, 10.0, 160, 96, 0), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 10)
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        wave = tone(duration_s - delay_s, 16000, freq)
-        start = int(delay_s * 16000)
-        for k in range(0, wave.shape[1] - 1023, 1024):
-            frame = av.AudioFrame.from_ndarray(wave[:, k:k + 1024], format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = 16000, start + k, Fraction(1, 16000)
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
-    return Path(path)
+    return write_clip(path, duration_s, 160, 96, 10.0, audio=tone(duration_s - delay_s, 16_000, freq),
+                      audio_rate=16_000, audio_start_s=delay_s)
 
 
 def odd_size_clip(path: Path, width: int = 161, height: int = 91, duration_s: float = 2.0) -> Path:

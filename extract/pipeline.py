@@ -14,8 +14,10 @@ as they arrive, so driver memory does not grow with the number of videos.
 
 Failures (tests/RELIABILITY.md):
 
-- every actor pool is started, models loaded, before the first video enters the pipeline, so a
-  missing or corrupt checkpoint fails the run at once, naming the path;
+- a configured local checkpoint that is missing or cut short fails the run before Ray starts
+  (``extract.models.check_local_checkpoints``); any other model that cannot load fails the run
+  on its first attempt, naming the path. The pools start together while the first videos
+  decode, so model loading and decoding overlap;
 - a worker process that dies (segfault, abort, OOM kill, ``kill -9``) is restarted and its
   batch retried up to ``runtime.max_task_retries`` times; when that is not enough the dataset
   fails, and the videos without a result run again in halves (``stream_finished_rows``) until
@@ -41,6 +43,7 @@ import numpy as np
 from extract import __version__
 from extract.catalog import Catalog
 from extract.config import Config
+from extract.models import check_local_checkpoints
 from extract.rows import batch_to_rows, is_failed, mark_failed
 from extract.schemas import TABLES
 from extract.sources import read_source
@@ -52,9 +55,6 @@ log = logging.getLogger("extract")
 GPU_POLL_S = 10.0  # how often a job looks for autoscaled GPU nodes while it waits
 
 STAGES = ("decode", "whisper", "clip")
-# Every actor pool must be up (models loaded, staged weights copied) within this before any video
-# is fed, so load failures surface first; a pool that cannot start at all (no resources) fails too.
-ACTOR_START_TIMEOUT_S = 1800
 # Re-runs that pin a repeating worker crash on its video cost about 2 * log2(unfinished videos)
 # each; this pins a few such videos even in a million-video run, and stops a crash that is not
 # one video's (every batch crashes) from re-running forever.
@@ -201,8 +201,11 @@ def configure_data_context(config: Config) -> dict[str, Any]:
       its rows (per-video failures never raise out of a stage, so this only trips on bugs).
     - ``actor_task_retry_on_errors = False``: an exception is not retried (it would fail the
       same way); crashed processes are retried ``runtime.max_task_retries`` times.
-    - ``wait_for_min_actors_s``: each actor pool starts (its model loads) before data flows, so
-      a broken checkpoint fails the run before any video is processed (``ACTOR_START_TIMEOUT_S``).
+    - ``wait_for_min_actors_s = -1``: the actor pools start together and data flows at once, so
+      the first videos decode while the models load (Ray Data's default; waiting for each pool
+      in turn made the first Whisper batch start at 30 s instead of 15 s in the 10-clip bench
+      run). ``max_consecutive_actor_init_deaths = 0`` and no constructor retries: a model that
+      cannot load fails the run on its first attempt, with its own error.
     - progress bars off: the driver prints one progress bar of its own.
     """
     import ray.data
@@ -210,7 +213,9 @@ def configure_data_context(config: Config) -> dict[str, Any]:
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0
     ctx.actor_task_retry_on_errors = False
-    ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    ctx.wait_for_min_actors_s = -1
+    ctx.max_consecutive_actor_init_deaths = 0
+    ctx.actor_init_retry_on_errors = False
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
@@ -235,8 +240,8 @@ def resource_plan(config: Config, cluster_cpus: float, cluster_gpus: float) -> d
     rt = config.runtime
     gpus = resolve_gpus(config, cluster_gpus)
     # On CPU the model actors share the cores with decode; fractional CPUs keep all three
-    # pools schedulable on a 2-core laptop.
-    model_cpus = 1.0 if gpus > 0 else 0.5
+    # pools schedulable on a 2-core laptop (and, a quarter each, on a single core).
+    model_cpus = 1.0 if gpus > 0 else min(0.5, cluster_cpus / 4)
     # Ray's own rule for OMP_NUM_THREADS (floor of the CPUs, at least 1), applied through
     # torch.set_num_threads so an OMP_NUM_THREADS exported in the shell does not give every
     # actor all the cores. Two threads for every worker on 2 cores (OMP_NUM_THREADS=2) did not
@@ -245,13 +250,35 @@ def resource_plan(config: Config, cluster_cpus: float, cluster_gpus: float) -> d
     threads = rt.torch_threads or max(1, int(model_cpus))
     reserved = model_cpus * (rt.clip_actors + rt.whisper_actors)
     decode_workers = rt.decode_workers or max(1, int(cluster_cpus - reserved))
+    decode_cpus = 1.0 if gpus > 0 else min(1.0, cluster_cpus - reserved)
     return {
-        "decode": {"actors": decode_workers, "num_cpus": 1.0, "num_gpus": 0.0, "batch_size": rt.decode_batch_size},
+        "decode": {"actors": decode_workers, "num_cpus": decode_cpus, "num_gpus": 0.0,
+                   "batch_size": rt.decode_batch_size},
         "whisper": {"actors": rt.whisper_actors, "num_cpus": model_cpus, "num_gpus": gpus,
                     "batch_size": rt.videos_per_batch, "torch_threads": threads},
         "clip": {"actors": rt.clip_actors, "num_cpus": model_cpus, "num_gpus": gpus,
                  "batch_size": rt.videos_per_batch, "torch_threads": threads},
     }
+
+
+def check_plan_fits(plan: dict[str, dict[str, Any]], cluster_cpus: float, cluster_gpus: float) -> None:
+    """Raise when the cluster cannot hold one actor of every pool at once.
+
+    The pools start together and each needs at least one actor; one that can never be placed
+    would leave the run waiting forever for its results, so this fails it at once with the fix.
+    """
+    cpus = sum(p["num_cpus"] for p in plan.values())
+    gpus = sum(p["num_gpus"] for p in plan.values())
+    if gpus > cluster_gpus + 1e-9:
+        raise RuntimeError(
+            f"one CLIP and one Whisper actor need {gpus:g} GPUs (runtime.num_gpus_per_actor="
+            f"{plan['clip']['num_gpus']:g} each) but the Ray cluster has {cluster_gpus:g}; set "
+            "runtime.num_gpus_per_actor=0.5 to share one GPU, or add GPU nodes")
+    if cpus > cluster_cpus + 1e-9:
+        raise RuntimeError(
+            f"one actor of each stage needs {cpus:g} CPUs (decode {plan['decode']['num_cpus']:g}, Whisper "
+            f"{plan['whisper']['num_cpus']:g}, CLIP {plan['clip']['num_cpus']:g}) but the Ray cluster has "
+            f"{cluster_cpus:g}; run on a machine or cluster with at least {cpus:g} CPUs")
 
 
 def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] | None = None,
@@ -273,6 +300,7 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
     stages = stages or stage_classes()
     cluster = ray.cluster_resources()
     plan = resource_plan(config, cluster.get("CPU", 1), cluster.get("GPU", 0))
+    check_plan_fits(plan, cluster.get("CPU", 1), cluster.get("GPU", 0))
     retries = config.runtime.max_task_retries
     n_blocks = max(1, min(len(rows), len(rows) // config.runtime.decode_batch_size + 1))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
@@ -415,6 +443,8 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     plan = plan_run(rows, catalog.outcomes(), config.feature_hash, overwrite, retry_errors)
     log.info("run %s: %d manifest rows, %d to process, %d invalid, skipped %s",
              run_id, len(rows), len(plan.todo), len(plan.failed), dict(plan.skipped))
+    if plan.todo:
+        check_local_checkpoints(config)
     models: dict[str, str] = {}
     ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=config.feature_hash,
                        embedding_dim=clip_embed_dim(config.models.clip),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from extract.config import Config
-from extract.pipeline import TimedStage, resource_plan
+from extract.pipeline import TimedStage, check_plan_fits, resource_plan
 
 
 def test_cpu_model_actors_get_one_torch_thread_by_default():
@@ -13,6 +13,25 @@ def test_cpu_model_actors_get_one_torch_thread_by_default():
     assert plan["decode"]["actors"] == 1 and "torch_threads" not in plan["decode"]
     for stage in ("whisper", "clip"):
         assert plan[stage]["num_cpus"] == 0.5 and plan[stage]["torch_threads"] == 1
+
+
+def test_the_plan_fits_one_and_two_cores():
+    """One actor of every pool must fit at once (the pools start together)."""
+    for cpus in (1, 2, 4):
+        plan = resource_plan(Config().replace(**{"runtime.device": "cpu"}), cluster_cpus=cpus, cluster_gpus=0)
+        check_plan_fits(plan, cpus, 0)
+        assert plan["whisper"]["torch_threads"] == plan["clip"]["torch_threads"] == 1
+        assert sum(p["num_cpus"] for p in plan.values()) <= cpus
+    assert resource_plan(Config().replace(**{"runtime.device": "cpu"}), 1, 0)["decode"]["num_cpus"] == 0.5
+
+
+def test_a_plan_that_cannot_fit_names_the_fix():
+    config = Config().replace(**{"runtime.device": "cuda", "runtime.num_gpus_per_actor": 1.0})
+    with pytest.raises(RuntimeError, match=r"need 2 GPUs .* has 1; set runtime.num_gpus_per_actor=0.5"):
+        check_plan_fits(resource_plan(config, cluster_cpus=16, cluster_gpus=1), 16, 1)
+    check_plan_fits(resource_plan(config.replace(**{"runtime.num_gpus_per_actor": 0.5}), 16, 1), 16, 1)
+    with pytest.raises(RuntimeError, match="needs 3 CPUs .* has 2"):
+        check_plan_fits(resource_plan(config, cluster_cpus=2, cluster_gpus=2), 2, 2)
 
 
 def test_torch_threads_follow_the_config_key():

@@ -769,9 +769,10 @@ def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
 
 @pytest.mark.slow
 def test_corrupt_checkpoint_fails_before_any_video(tmp_path, tiny_config):
-    """A truncated Whisper checkpoint: the run fails (exit 1) naming the file, publishes
-    nothing and never reads a video: the clip's access time (older than its modification
-    time, so relatime would update it on any read) stays where the test set it."""
+    """A truncated Whisper checkpoint (an interrupted copy): the driver's check fails the run
+    (exit 1) naming the file before Ray starts, publishes nothing and never reads a video: the
+    clip's access time (older than its modification time, so relatime would update it on any
+    read) stays where the test set it."""
     clip = media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
     manifest = _write_jsonl(tmp_path / "m.jsonl", [{"video_id": "v", "uri": str(clip)}])
     whisper = Path(load_config([tiny_config]).models.whisper.name)
@@ -983,6 +984,26 @@ def test_driver_memory_does_not_grow_with_the_number_of_videos(tmp_path, tiny_co
     growth_mb = peaks[32] - peaks[8]
     held_mb = 24 * payload / 2**20
     assert growth_mb < held_mb / 2, f"driver peak RSS {peaks} MiB grows with the number of videos"
+
+
+@pytest.mark.slow
+def test_checkpoint_that_cannot_load_fails_the_run_naming_the_path(tmp_path, tiny_config):
+    """A whole file that is not a Whisper checkpoint passes the driver's check; the Whisper
+    actor fails to load it while the first videos decode (the pools start together): the run
+    fails on that first attempt (no actor restarts), its last line names the file, and nothing
+    is published."""
+    import torch
+
+    manifest, _ = _silent_manifest(tmp_path, 4)
+    wrong = tmp_path / "not-whisper.pt"
+    torch.save({"state_dict": {"w": torch.zeros(4)}}, wrong)
+    start = time.monotonic()
+    proc = _cli_run(manifest, tmp_path / "out", tiny_config, "--set", f"models.whisper.name={wrong}")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and str(wrong) in last and "cannot load Whisper checkpoint" in last, \
+        proc.stderr[-3000:]
+    assert not (tmp_path / "out" / RUNS_DIR).exists()
+    assert time.monotonic() - start < 300
 
 
 @pytest.mark.slow

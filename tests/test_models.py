@@ -1,0 +1,68 @@
+"""The driver's check of local checkpoint files (``extract.models.check_local_checkpoints``)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from extract.clip import ModelLoadError
+from extract.config import load_config
+from extract.models import check_local_checkpoints, checkpoint_problem
+
+
+def _torch_zip(path: Path) -> Path:
+    torch.save({"weights": torch.arange(20_000, dtype=torch.float32), "dims": {"n": 3}}, path)
+    return path
+
+
+def _safetensors(path: Path, data_bytes: int = 64) -> Path:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [data_bytes // 4], "data_offsets": [0, data_bytes]},
+                         "__metadata__": {"format": "pt"}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(data_bytes))
+    return path
+
+
+def _cut(src: Path, dest: Path, keep: int) -> Path:
+    dest.write_bytes(src.read_bytes()[:keep])
+    return dest
+
+
+def test_whole_checkpoints_pass(tmp_path):
+    legacy = tmp_path / "legacy.pt"
+    legacy.write_bytes(pickle.dumps({"a": 1}, protocol=2))  # no directory to check: non-empty is enough
+    for path in (_torch_zip(tmp_path / "w.pt"), _safetensors(tmp_path / "w.safetensors"), legacy):
+        assert checkpoint_problem(path) is None, path
+
+
+def test_cut_or_missing_checkpoints_are_named(tmp_path):
+    whole = _torch_zip(tmp_path / "w.pt")
+    size = whole.stat().st_size
+    for keep in (1000, size // 2, size - 1):
+        assert "cut short" in checkpoint_problem(_cut(whole, tmp_path / f"cut{keep}.pt", keep)), keep
+    tensors = _safetensors(tmp_path / "w.safetensors")
+    assert "header says" in checkpoint_problem(_cut(tensors, tmp_path / "c.safetensors", tensors.stat().st_size - 4))
+    assert "cut short" in checkpoint_problem(_cut(tensors, tmp_path / "h.safetensors", 20))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert checkpoint_problem(tmp_path / "empty.pt") == "is empty"
+    assert checkpoint_problem(tmp_path / "nowhere.pt") == "does not exist"
+    assert checkpoint_problem(tmp_path) == "is not a file"
+
+
+def test_check_names_the_key_and_path_and_leaves_names_to_the_actors(tmp_path, tiny_config):
+    config = load_config([tiny_config])
+    check_local_checkpoints(config)  # the tiny checkpoints are whole
+    cut = _cut(Path(config.models.whisper.name), tmp_path / "whisper-cut.pt", 5000)
+    with pytest.raises(ModelLoadError, match=rf"models\.whisper\.name: checkpoint {cut} is cut short"):
+        check_local_checkpoints(load_config([tiny_config], [f"models.whisper.name={cut}"]))
+    missing = tmp_path / "nowhere" / "clip.safetensors"
+    with pytest.raises(ModelLoadError, match=rf"models\.clip\.pretrained: checkpoint {missing} does not exist"):
+        check_local_checkpoints(load_config([tiny_config], [f"models.clip.pretrained={missing}"]))
+    # Whisper names, open_clip tags and object-store URIs are resolved (and fetched) by the actors.
+    for overrides in (["models.whisper.name=base", "models.clip.name=ViT-B-32", "models.clip.pretrained=openai"],
+                      ["models.whisper.name=s3://bucket/w.pt", "models.clip.pretrained=s3://bucket/c.pt"]):
+        check_local_checkpoints(load_config([tiny_config], overrides))

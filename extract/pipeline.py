@@ -166,21 +166,23 @@ def init_ray(config: Config) -> None:
 def connect_cluster(config: Config) -> dict[str, Any]:
     """Connect to Ray (``extract.pipeline.init_ray``) and return the cluster's ``CPU``/``GPU``.
 
-    With ``runtime.device=cuda`` on a cluster whose GPU workers scaled to zero, asks the
-    autoscaler for one model actor's GPUs and waits up to ``schedule.gpu_wait_s`` seconds for
-    a GPU node to join (the actor pools then keep it busy; the request is withdrawn).
+    With ``runtime.device=cuda`` on a cluster with fewer GPUs than one CLIP and one Whisper
+    actor take (GPU workers scaled to zero), asks the autoscaler for those two actors' GPUs and
+    waits up to ``schedule.gpu_wait_s`` seconds for them to join (the actor pools then keep
+    them busy; the request is withdrawn).
     """
     import ray
     from ray.autoscaler.sdk import request_resources
 
     init_ray(config)
     resources = ray.cluster_resources()
-    if config.runtime.device == "cuda" and resources.get("GPU", 0) <= 0:
+    per_actor = config.runtime.num_gpus_per_actor
+    if config.runtime.device == "cuda" and resources.get("GPU", 0) < 2 * per_actor:
         print(f"waiting up to {config.schedule.gpu_wait_s:.0f} s for the autoscaler to add a GPU node", flush=True)
-        request_resources(bundles=[{"GPU": config.runtime.num_gpus_per_actor}])
+        request_resources(bundles=[{"GPU": per_actor}, {"GPU": per_actor}])
         deadline = time.monotonic() + config.schedule.gpu_wait_s
         try:
-            while resources.get("GPU", 0) <= 0 and time.monotonic() < deadline:
+            while resources.get("GPU", 0) < 2 * per_actor and time.monotonic() < deadline:
                 time.sleep(min(GPU_POLL_S, max(deadline - time.monotonic(), 0.0)))
                 resources = ray.cluster_resources()
         finally:

@@ -71,3 +71,23 @@ def test_negative_torch_threads_is_rejected():
 
     with pytest.raises(ConfigError, match="runtime.torch_threads"):
         Config().replace(**{"runtime.torch_threads": -1})
+
+
+def test_gpu_wait_asks_for_one_actor_of_each_model(monkeypatch):
+    """With fewer GPUs than one CLIP and one Whisper actor take, the job asks the autoscaler for
+    both actors' GPUs and waits until they have joined (stubbed Ray: no cluster started)."""
+    import ray
+    import ray.autoscaler.sdk
+
+    from extract import pipeline
+
+    seen = iter([{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}, {"CPU": 16.0, "GPU": 2.0}])
+    requests = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: next(seen))
+    monkeypatch.setattr(ray.autoscaler.sdk, "request_resources", lambda bundles: requests.append(bundles))
+    monkeypatch.setattr(pipeline, "GPU_POLL_S", 0.0)
+    config = Config().replace(**{"runtime.device": "cuda", "runtime.num_gpus_per_actor": 1.0,
+                                 "schedule.gpu_wait_s": 60.0})
+    assert pipeline.connect_cluster(config)["GPU"] == 2.0
+    assert requests == [[{"GPU": 1.0}, {"GPU": 1.0}], []]

@@ -291,6 +291,7 @@ class VideoReader:
         self.seeks = 0
         self.bad_packets = 0
         self.end_reason = ""
+        self.packet_scan: tuple[list[float], float] | None = None  # _scan_packets' result, once per file
         self._last_t = -self.frame_s
 
     def seek(self, keyframe: KeyFrame) -> None:
@@ -317,7 +318,7 @@ class VideoReader:
 
     def time_of(self, pts: int) -> float:
         """A timestamp of this stream as seconds from its start."""
-        return pts * self._tb_num / self._tb_den - self.start_s
+        return self.seconds(pts) - self.start_s
 
     def seconds(self, ticks: int) -> float:
         """A length in this stream's time base as seconds."""
@@ -474,9 +475,12 @@ def _scene_frames(reader: VideoReader, scale: Callable[[Any], np.ndarray], thres
 
 def _scan_packets(reader: VideoReader) -> tuple[list[float], float]:
     """A demux-only pass over the video stream: key-frame presentation times (sorted) and where
-    the last packet ends, both in seconds from the stream start. Rewinds afterwards."""
+    the last packet ends, both in seconds from the stream start. Rewinds afterwards. Made once
+    per reader (a file without a duration that is sampled by key frames needs both answers)."""
     import av
 
+    if reader.packet_scan is not None:
+        return reader.packet_scan
     times: list[float] = []
     end_s = 0.0
     try:
@@ -494,7 +498,8 @@ def _scan_packets(reader: VideoReader) -> tuple[list[float], float]:
     except av.error.FFmpegError:
         pass  # a broken tail ends the scan; decoding judges whether the targets are reachable
     reader.rewind()
-    return sorted(times), end_s
+    reader.packet_scan = (sorted(times), end_s)
+    return reader.packet_scan
 
 
 def _with_measured_duration(info: Probe, reader: VideoReader, limits: LimitsConfig, path: str) -> Probe:

@@ -252,7 +252,8 @@ def resource_plan(config: Config, cluster_cpus: float, cluster_gpus: float) -> d
     threads = rt.torch_threads or max(1, int(model_cpus))
     reserved = model_cpus * (rt.clip_actors + rt.whisper_actors)
     decode_workers = rt.decode_workers or max(1, int(cluster_cpus - reserved))
-    decode_cpus = 1.0 if gpus > 0 else min(1.0, cluster_cpus - reserved)
+    # What one actor of each model pool leaves (the pools' minimum; more model actors queue).
+    decode_cpus = 1.0 if gpus > 0 else min(1.0, cluster_cpus - 2 * model_cpus)
     return {
         "decode": {"actors": decode_workers, "num_cpus": decode_cpus, "num_gpus": 0.0,
                    "batch_size": rt.decode_batch_size},

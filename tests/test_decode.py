@@ -224,6 +224,19 @@ def test_webm_without_duration_is_measured_from_its_packets(tmp_path):
     assert err.error_type == "LimitExceeded" and "limits.max_duration_s" in str(err)
 
 
+def test_webm_without_duration_is_scanned_once_for_key_frames(tmp_path, monkeypatch):
+    """The ``keyframes`` policy on a file without a duration needs its length and its key
+    frames: both come from one demux-only pass (each pass ends with a rewind)."""
+    path = media.small_clip(tmp_path / "recorded.webm", 4.0, codec="libvpx-vp9", container="webm",
+                            audio=None, gop=10, muxer_options={"live": "1"})
+    rewinds = []
+    rewind = decode.VideoReader.rewind
+    monkeypatch.setattr(decode.VideoReader, "rewind", lambda reader: rewinds.append(1) or rewind(reader))
+    out = _decode(path, **{"sampling.policy": "keyframes"})
+    assert len(rewinds) == 1
+    np.testing.assert_allclose(out.pts_s, [0, 1, 2, 3], atol=1e-6)
+
+
 def test_late_audio_is_placed_on_the_video_timeline(tmp_path):
     """A track that starts 1 s after the video: silence first, so the tone (and any transcript
     time) sits at 1 s of video time; the audio-only decode keeps the track as it is."""

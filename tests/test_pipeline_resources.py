@@ -23,6 +23,10 @@ def test_the_plan_fits_one_and_two_cores():
         assert plan["whisper"]["torch_threads"] == plan["clip"]["torch_threads"] == 1
         assert sum(p["num_cpus"] for p in plan.values()) <= cpus
     assert resource_plan(Config().replace(**{"runtime.device": "cpu"}), 1, 0)["decode"]["num_cpus"] == 0.5
+    many = Config().replace(**{"runtime.device": "cpu", "runtime.clip_actors": 4, "runtime.whisper_actors": 4})
+    plan = resource_plan(many, cluster_cpus=2, cluster_gpus=0)
+    assert plan["decode"]["num_cpus"] == 1.0  # what one actor of each model pool leaves, never negative
+    check_plan_fits(plan, 2, 0)
 
 
 def test_a_plan_that_cannot_fit_names_the_fix():

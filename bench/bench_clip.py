@@ -49,8 +49,8 @@ def bench_device(device: str) -> dict[str, Any]:
     """Frames/s per batch size on ``device`` (``cpu`` or ``cuda``)."""
     import torch
 
-    from extract.clip import ClipEmbedder
     from extract.config import ClipModelConfig
+    from extract.models.clip import ClipEmbedder
 
     embedder = ClipEmbedder(ClipModelConfig(name=MODEL, pretrained=None), device=device)
     size = embedder.spec.image_size

@@ -59,14 +59,14 @@ def _config():
 
 def _spec():
     from extract.config import ClipModelConfig
-    from extract.preprocess import preprocess_spec
+    from extract.models.preprocess import preprocess_spec
 
     return preprocess_spec(ClipModelConfig(name="ViT-B-32", pretrained=None))
 
 
 def bench_clip(clips_dir: Path, gop: int | None) -> Path:
     """The 60 s 720p clip with key-frame interval ``gop`` (cached in ``clips_dir``)."""
-    from extract.samples import write_clip
+    from extract.media.samples import write_clip
 
     path = clips_dir / f"decode_{SIZE[0]}x{SIZE[1]}_{int(CLIP_S)}s_gop{gop or 'default'}.mp4"
     if not path.is_file():
@@ -103,7 +103,7 @@ def _best_of(repeats: int, fn: Callable[[], tuple[int, int]]) -> dict[str, float
 
 def bench_strategies(clips_dir: Path, repeats: int) -> list[dict[str, Any]]:
     """One row per (clip, variant): best wall/CPU seconds, frames kept and decoded, speed-up."""
-    from extract.decode import decode_video
+    from extract.media.video import decode_video
 
     config, spec = _config(), _spec()
     threads = config.runtime.decode_threads
@@ -136,8 +136,9 @@ def bench_strategies(clips_dir: Path, repeats: int) -> list[dict[str, Any]]:
 
 def bench_isolation(clips_dir: Path, n_videos: int) -> dict[str, Any]:
     """Mean per-video seconds in-process vs through a ``DecodePool`` child, and start-up time."""
-    from extract.decode import DecodeJob, DecodePool, decode_video
-    from extract.samples import write_clip
+    from extract.media.isolation import DecodeJob, DecodePool
+    from extract.media.samples import write_clip
+    from extract.media.video import decode_video
 
     config, spec = _config().replace(**{"sampling.max_frames": 32}), _spec()
     duration, width, height = ISOLATION_CLIP

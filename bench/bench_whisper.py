@@ -2,7 +2,7 @@
 
 The same short spoken clips (espeak-ng, several voices, 3-15 s) and the same weights go through
 
-- ``WhisperTranscriber.transcribe_batch`` (``extract.transcribe``): windows of all clips packed
+- ``WhisperTranscriber.transcribe_batch`` (``extract.models.whisper``): windows of all clips packed
   into batches of ``runtime.whisper_batch_size``;
 - ``whisper.transcribe`` called once per clip (openai-whisper's own loop), with the same
   temperature ladder and thresholds;
@@ -11,7 +11,7 @@ The same short spoken clips (espeak-ng, several voices, 3-15 s) and the same wei
   ``../shared/tools/whisper_base_weights.py``, looked up next to the base checkpoint as
   ``whisper-base-ct2``). It is not a dependency of the project.
 
-Weights: real Whisper base from ``extract.transcribe.base_weights_path()`` when present, else
+Weights: real Whisper base from ``extract.models.whisper.base_weights_path()`` when present, else
 the tiny random model (then only the speed numbers mean anything, and the table says so).
 Every method gets one warm-up clip first. Word error rates are against the spoken text.
 
@@ -44,8 +44,8 @@ def make_clips(n: int = N_CLIPS) -> list[tuple[str, np.ndarray]]:
 
     Raises RuntimeError without espeak-ng (the benchmark needs speech).
     """
-    from extract.samples import speech
-    from extract.windows import SAMPLE_RATE
+    from extract.media.samples import speech
+    from extract.media.windows import SAMPLE_RATE
 
     clips = []
     for i in range(n):
@@ -94,7 +94,8 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
     import torch
 
     from extract.config import WhisperConfig, WhisperModelConfig
-    from extract.transcribe import WhisperTranscriber, base_weights_path, make_tiny_whisper, word_error_rate
+    from extract.models.tiny import make_tiny_whisper
+    from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@ Per video, in one process, with the same models and the same sampling policy as 
 
 1. decode: open the file with PyAV and decode *every* frame of the video stream (no seeks,
    no frame skipping, PyAV's default threading); keep, for each ``sampling`` timestamp
-   (``extract.sampling.sample_timestamps``: 1 fps, 4 to 32 frames), the first frame at or
+   (``extract.media.sampling.sample_timestamps``: 1 fps, 4 to 32 frames), the first frame at or
    after it as a full-size PIL image (``frame.to_image()``); the audio as 16 kHz mono float32
-   (``extract.decode.decode_audio``, the job's own audio path: there is no ffmpeg binary for
+   (``extract.media.audio.decode_audio``, the job's own audio path: there is no ffmpeg binary for
    ``whisper.load_audio``, and audio is not where the two pipelines differ).
 2. preprocess: open_clip's ``preprocess_val`` on each PIL image, stacked into one tensor.
 3. clip: ``model.encode_image`` on that video's frames, L2-normalised.
@@ -14,7 +14,7 @@ Per video, in one process, with the same models and the same sampling policy as 
    ladder and thresholds (its defaults otherwise: condition on previous text, language
    detection from the first 30 s).
 5. text: hashtags and CLIP text embeddings of caption, hashtag prompts and transcript
-   (``extract.text_features.add_text_features``, so the outputs match the job's), with one
+   (``extract.text.features.add_text_features``, so the outputs match the job's), with one
    ``encode_text`` call per video.
 6. write: rows are appended to lists and written once at the end as three Parquet files
    (``videos``, ``frame_embeddings``, ``transcript_segments``, zstd) with inferred schemas.
@@ -35,23 +35,22 @@ from typing import Any, Callable
 import numpy as np
 
 from extract.config import Config, SamplingConfig, WhisperConfig
-from extract.sampling import TIME_EPS_S
-
+from extract.media.sampling import TIME_EPS_S
 
 
 def load_models(config: Config, device: str) -> tuple[Any, Any, Any, Any]:
     """``(clip_model, preprocess_val, tokenizer, whisper_model)`` on ``device``.
 
     CLIP through ``open_clip.create_model_and_transforms`` with the job's random-init seed
-    (``extract.clip.INIT_SEED``), so a random model has the job's weights; Whisper through
+    (``extract.models.common.INIT_SEED``), so a random model has the job's weights; Whisper through
     ``whisper.load_model``.
     """
     import open_clip
     import torch
     import whisper
 
-    from extract.clip import INIT_SEED
-    from extract.preprocess import register_model_config
+    from extract.models.common import INIT_SEED
+    from extract.models.preprocess import register_model_config
 
     clip_cfg = config.models.clip
     register_model_config(clip_cfg)
@@ -70,7 +69,7 @@ def preprocess_val_transform(config: Config) -> Any:
     ``image_transform_v2`` of the same preprocessing config ``create_model_and_transforms`` uses."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from extract.preprocess import preprocess_spec
+    from extract.models.preprocess import preprocess_spec
 
     spec = preprocess_spec(config.models.clip)
     return image_transform_v2(PreprocessCfg(size=spec.image_size, mean=spec.mean, std=spec.std,
@@ -90,7 +89,7 @@ def decode_all_then_pick(path: str | Path, sampling: SamplingConfig, threads: in
     """
     import av
 
-    from extract.sampling import sample_timestamps
+    from extract.media.sampling import sample_timestamps
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -150,10 +149,10 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
     import torch
     import torch.nn.functional as F
 
-    from extract.clip import resolve_device
-    from extract.decode import decode_audio
-    from extract.sources import read_source
-    from extract.text_features import add_text_features
+    from extract.media.audio import decode_audio
+    from extract.models.common import resolve_device
+    from extract.pipeline.manifest import read_source
+    from extract.text.features import add_text_features
 
     timings: Counter = Counter()
     device = resolve_device(config.runtime.device)

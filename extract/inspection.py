@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from extract.catalog import Catalog
 from extract.config import StorageConfig
-from extract.schemas import TABLES
+from extract.tables.catalog import Catalog
+from extract.tables.schemas import TABLES
 
 
 def describe_output(dst: str, storage: StorageConfig | None = None, last_runs: int = 5) -> str:

@@ -13,7 +13,7 @@ is escaped with ``html.escape``; captions are untrusted.
 
 Contact-sheet frames are decoded again from each video's ``uri`` (object-store URIs are fetched
 to a temporary folder first) with the decode stage's own hardened open and frame reader
-(``extract.probe.open_input``, ``extract.decode``), under the run's ``limits``. Only files whose bytes still hash to the committed
+(``extract.media.probe.open_input``, ``extract.media.video``), under the run's ``limits``. Only files whose bytes still hash to the committed
 ``content_sha256`` are shown; a video that cannot be read again gets a placeholder line saying
 why, never a failed report.
 """
@@ -31,12 +31,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from extract.catalog import RUNS_DIR, Catalog
 from extract.config import LimitsConfig, StorageConfig
-from extract.probe import display_rotation
+from extract.media.probe import display_rotation
 from extract.rows import VideoError
-from extract.schemas import TABLES
-from extract.storage import fetch, is_remote, join
+from extract.tables.catalog import RUNS_DIR, Catalog
+from extract.tables.schemas import TABLES
+from extract.tables.storage import fetch, is_remote, join
 
 FRAMES_PER_VIDEO = 4  # contact-sheet frames per video, spread over its sampled frames
 THUMB_PX = 160  # longer side of a contact-sheet frame, pixels
@@ -227,7 +227,7 @@ def _ordered(keys: Iterable[str], first: Sequence[str]) -> list[str]:
 
 
 def _timings_section(record: dict[str, Any]) -> str:
-    from extract.pipeline import STAGES
+    from extract.stages.registry import STAGES
 
     raw_timings = record.get("timings_s") or {}
     timings = {k: float(raw_timings[k]) for k in _ordered(raw_timings, STAGES)}
@@ -332,7 +332,7 @@ def _contact_sheet_section(catalog: Catalog, run_id: str, max_videos: int, limit
 def _video_card(video: dict[str, Any], pts_s: list[float], storage: StorageConfig, limits: LimitsConfig,
                 tmp_dir: str) -> str:
     """One video: facts, caption, hashtags, transcript snippet and a row of sampled frames."""
-    from extract.sampling import spread_indices
+    from extract.media.sampling import spread_indices
 
     chosen = [pts_s[i] for i in spread_indices(len(pts_s), FRAMES_PER_VIDEO)]
     try:
@@ -401,15 +401,16 @@ def read_frames_at(path: str, pts_s: Sequence[float], limits: LimitsConfig, max_
     """Decode the frames of a local video presented at ``pts_s`` (seconds from the video
     stream's start), in the order given; ``(h, w, 3) uint8`` RGB, longer side ``max_side_px``.
 
-    Uses the decode stage's reader (``extract.decode``): seeks where ``plan_seeks`` says a seek
+    Uses the decode stage's reader (``extract.media.video``): seeks where ``plan_seeks`` says a seek
     pays, drops non-reference frames before each target inside the decoder, and enforces
     ``limits.timeout_s``. Raises ``VideoError`` (open, decode, timeout, a target past the end).
     """
     import av
 
-    from extract.decode import Deadline, frames_at, VideoReader
-    from extract.probe import open_input, read_probe
-    from extract.sampling import plan_seeks
+    from extract.media.limits import Deadline
+    from extract.media.probe import open_input, read_probe
+    from extract.media.sampling import plan_seeks
+    from extract.media.video import VideoReader, frames_at
 
     if not len(pts_s):
         return []

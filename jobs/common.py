@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from extract.cli import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from extract.config import Config, ConfigError, StorageConfig, load_config
-from extract.pipeline import connect_cluster
+from extract.pipeline.ray_backend import connect_cluster
 
 log = logging.getLogger("extract.jobs")
 
@@ -102,7 +102,7 @@ def date_range(start: date, end: date) -> list[date]:
 
 def upload_source(config: Config, day: date) -> str:
     """The uploads of ``day``: ``schedule.input`` formatted with it; local paths made absolute."""
-    from extract.storage import is_remote
+    from extract.tables.storage import is_remote
 
     template = config.schedule.input
     if template is None:
@@ -167,7 +167,7 @@ def load_job_config(args: argparse.Namespace) -> Config:
     and ``--output``. Relative model paths in a remote file would resolve against a temporary
     folder, so remote config files must use absolute paths or URIs (``models.yaml`` does)."""
     from extract.rows import VideoError
-    from extract.storage import fetch, is_remote
+    from extract.tables.storage import fetch, is_remote
 
     with tempfile.TemporaryDirectory(prefix="jobs-config-") as tmp:
         files = []
@@ -207,7 +207,7 @@ def input_exists(src: str, storage: StorageConfig) -> bool:
     """True when the manifest file or folder/prefix ``src`` exists."""
     import pyarrow.fs as pafs
 
-    from extract.storage import filesystem_for
+    from extract.tables.storage import filesystem_for
 
     fs, path = filesystem_for(src, storage)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
@@ -215,7 +215,7 @@ def input_exists(src: str, storage: StorageConfig) -> bool:
 
 def plan_dates(spec: JobSpec, config: Config, tasks: Sequence[DateTask]) -> list[DateOutcome]:
     """Per date: ``run``, or skipped as ``finished``/``no-input``, or ``missing`` (a failure)."""
-    from extract.catalog import Catalog
+    from extract.tables.catalog import Catalog
 
     runs = Catalog(config.schedule.output, config.storage).runs if spec.skip_finished else []
     plan = []
@@ -248,7 +248,7 @@ def describe_dates(spec: JobSpec, config: Config, plan: Sequence[DateOutcome]) -
 def describe_resources(config: Config, cluster: dict[str, Any], resources: dict[str, dict[str, Any]],
                        settings: dict[str, Any]) -> str:
     """The stages in order with their actor pools, model batch sizes and the Ray Data settings."""
-    from extract.pipeline import STAGES
+    from extract.stages.registry import STAGES
 
     rt = config.runtime
     lines = [f"ray: {cluster['address']} (cluster CPU {cluster['CPU']:g}, GPU {cluster['GPU']:g}); "
@@ -289,9 +289,9 @@ def worst(codes: Iterable[int]) -> int:
 
 def run_date(spec: JobSpec, config: Config, task: DateTask, progress: bool) -> DateOutcome:
     """One committed run over the date's input; a run-level failure becomes a ``failed`` outcome."""
-    from extract.pipeline import run_job
+    from extract.pipeline.job import run_job
+    from extract.pipeline.manifest import ManifestError
     from extract.report import summarize
-    from extract.sources import ManifestError
 
     dst = config.schedule.output
     print(f"== {task.day}: {task.src}", flush=True)
@@ -316,7 +316,8 @@ def run_date(spec: JobSpec, config: Config, task: DateTask, progress: bool) -> D
 
 def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going: bool, progress: bool) -> int:
     """Run the planned dates in order; returns the job's exit code (``worst`` of the dates)."""
-    from extract.pipeline import configure_data_context, resource_plan
+    from extract.pipeline.ray_backend import configure_data_context
+    from extract.pipeline.resources import resource_plan
 
     pending = [item for item in plan if item.status == "run"]
     if pending:

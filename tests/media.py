@@ -1,4 +1,4 @@
-"""Media fixtures for tests, written with PyAV (``extract.samples.write_clip``) in a few ms to a
+"""Media fixtures for tests, written with PyAV (``extract.media.samples.write_clip``) in a few ms to a
 few seconds each: rotated, VFR, long-GOP, key frames at chosen frames, audio-less, audio-only,
 5-channel, odd-sized, scene cuts, huge frames, many streams, and broken or hostile files
 (truncated, zero-byte, text, an HLS playlist and a concat list that point at another file).
@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from extract.media.samples import synthetic_frame, tone, write_clip
 from extract.rows import ERROR_COLUMNS
-from extract.samples import synthetic_frame, tone, write_clip
 
 
 def small_clip(path: Path, duration_s: float = 4.0, width: int = 160, height: int = 96, fps: float = 10.0,
@@ -48,9 +48,10 @@ def forced_keyframes_clip(path: Path, keyframe_indices: Sequence[int], n_frames:
                           width: int = 64, height: int = 36) -> Path:
     """H.264 (x264 defaults: B-frames, no audio) with IDR key frames at exactly the frames
     ``keyframe_indices`` (frame 0 always) and nowhere else: no scene-cut or interval key frames."""
+    from fractions import Fraction
+
     import av
     from av.video.frame import PictureType
-    from fractions import Fraction
 
     forced = set(keyframe_indices) | {0}
     with av.open(str(path), "w") as out:

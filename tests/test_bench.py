@@ -15,11 +15,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from bench import clips
-from bench.run import HAND_WRITTEN_MARKER, _clip_shape, _counts, scaling_fit, stage_breakdown, write_results_md
-
-from conftest import REPO
+from bench.render import HAND_WRITTEN_MARKER, write_results_md
+from bench.run import _clip_shape, _counts, scaling_fit, stage_breakdown
 
 
 def test_mixed_specs_cover_the_requested_range():
@@ -66,9 +66,9 @@ def test_build_set_and_subset_manifest(tmp_path):
 def test_naive_decoder_keeps_the_frames_the_job_keeps(tmp_path):
     from bench.naive import decode_all_then_pick
     from extract.config import Config
-    from extract.decode import decode_video
-    from extract.preprocess import PreprocessSpec
-    from extract.samples import write_clip
+    from extract.media.samples import write_clip
+    from extract.media.video import decode_video
+    from extract.models.preprocess import PreprocessSpec
 
     path = str(write_clip(tmp_path / "c.mp4", 6.5, 160, 96, 12.0, audio=None, gop=12))
     config = Config()

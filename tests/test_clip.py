@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from extract import clip as clip_mod
-from extract.clip import (ClipEmbedder, ClipStage, ModelLoadError, TINY_CLIP_NAME, make_tiny_clip,
-                          resolve_device, temporal_features)
 from extract.config import ClipModelConfig, config_from_dict
+from extract.media.samples import write_clip
+from extract.models import clip as clip_mod
+from extract.models import common as model_common
+from extract.models.clip import ClipEmbedder, temporal_features
+from extract.models.common import ModelLoadError, resolve_device
+from extract.models.tiny import TINY_CLIP_NAME, make_tiny_clip
 from extract.rows import VideoError, batch_to_rows, rows_to_batch
-from extract.samples import write_clip
+from extract.stages.clip import ClipStage
 
 LINEAGE = re.compile(r"^[^|]+\|[^|]+\|sha256:[0-9a-f]{12}$")
 
@@ -271,7 +274,7 @@ def test_lineage_is_stable_and_names_source(tiny, tiny_cfg, vit_b32):
     assert tiny.lineage.startswith(f"{TINY_CLIP_NAME}|{tiny_cfg.pretrained}|")
     assert ClipEmbedder(tiny_cfg, device="cpu").lineage == tiny.lineage
     state = torch.load(tiny_cfg.pretrained, weights_only=True)
-    assert tiny.lineage.endswith(clip_mod.weights_sha256(state)[:12])
+    assert tiny.lineage.endswith(model_common.weights_sha256(state)[:12])
     assert vit_b32.lineage.startswith("ViT-B-32|random-init|")
 
 
@@ -335,22 +338,24 @@ def test_file_uri_and_object_store_checkpoint(tiny, tiny_cfg, tmp_path, monkeypa
         shutil.copyfile(tiny_cfg.pretrained, local)
         return str(local), "", local.stat().st_size
 
-    monkeypatch.setattr("extract.storage.fetch", fake_fetch)
+    monkeypatch.setattr("extract.models.checkpoints.fetch", fake_fetch)
     uri = "s3://models/clip/tiny-clip-vit.pt"
     remote = ClipEmbedder(ClipModelConfig(name=TINY_CLIP_NAME, pretrained=uri, model_config=tiny_cfg.model_config,
                                           cache_dir=str(tmp_path / "cache")), "cpu")
     assert fetched == [uri]
     assert remote.lineage == tiny.lineage.replace(tiny_cfg.pretrained, uri)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [
-        hashlib.sha256(uri.encode()).hexdigest()[:24] + ".pt"]
+    # the one checkpoint cache (extract.models.checkpoints): a folder per URI, the file name kept
+    # (open_clip picks its loader by suffix), no half-written leftovers
+    assert [p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").rglob("*")] == [
+        hashlib.sha256(uri.encode()).hexdigest()[:16], f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}/tiny-clip-vit.pt"]
 
     def failing_fetch(uri, dest_dir, storage=None, max_bytes=None):
         raise VideoError("StoreError", f"{uri!r}: read failed (AccessDenied)", retryable=True)
 
-    monkeypatch.setattr("extract.storage.fetch", failing_fetch)
-    with pytest.raises(ModelLoadError, match=re.escape(uri)):
+    monkeypatch.setattr("extract.models.checkpoints.fetch", failing_fetch)
+    with pytest.raises(ModelLoadError, match=re.escape(uri)):  # a cache that does not hold it yet
         ClipEmbedder(ClipModelConfig(name=TINY_CLIP_NAME, pretrained=uri, model_config=tiny_cfg.model_config,
-                                     cache_dir=str(tmp_path / "cache")), "cpu")
+                                     cache_dir=str(tmp_path / "empty-cache")), "cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
@@ -385,12 +390,12 @@ def text_feature_calls(monkeypatch):
     """Record ``add_text_features`` calls; wraps the real function when that module exists."""
     calls = []
     try:
-        import extract.text_features as module
+        import extract.text.features as module
         real = module.add_text_features
     except ImportError:
-        module = types.ModuleType("extract.text_features")
+        module = types.ModuleType("extract.text.features")
         real = None
-        monkeypatch.setitem(sys.modules, "extract.text_features", module)
+        monkeypatch.setitem(sys.modules, "extract.text.features", module)
 
     def recording(rows, encode_texts, config):
         calls.append((rows, encode_texts, config))
@@ -470,7 +475,7 @@ def test_clip_stage_isolates_a_video_that_breaks_the_model(tiny_keys, text_featu
 
 
 def test_clip_stage_with_real_text_features(tiny_keys, clip_path):
-    pytest.importorskip("extract.text_features")
+    pytest.importorskip("extract.text.features")
     stage = ClipStage(stage_config(tiny_keys))
     rows = [{"video_id": "v", "caption": "Sunny beach day #beach #Summer", "transcript_text": "the waves are calm",
              "frames": decode_scaled(clip_path, 64), "error_stage": None}]
@@ -506,7 +511,7 @@ def test_tags_trained_with_quick_gelu_get_the_quickgelu_architecture(tmp_path):
     import open_clip
     import yaml
 
-    from extract.models import stage_models
+    from extract.models.staging import stage_models
 
     cfg = clip_mod.with_trained_activation
     assert cfg(ClipModelConfig(name="ViT-B-32", pretrained="openai")).name == "ViT-B-32-quickgelu"

@@ -80,3 +80,18 @@ def test_feature_hash_ignores_where_weights_are_staged():
     b = Config().replace(**{"models.whisper.name": "s3://bucket/v2/whisper-small.pt"})
     c = Config().replace(**{"models.whisper.name": "s3://bucket/v2/whisper-base.pt"})
     assert a.feature_hash == b.feature_hash != c.feature_hash
+
+
+@pytest.mark.parametrize("override, key", [
+    ("whisper.window_s=45", "whisper.window_s"),
+    ("whisper.window_s=0", "whisper.window_s"),
+    ("whisper.boundary_search_s=60", "whisper.boundary_search_s"),
+    ("whisper.boundary_search_s=-1", "whisper.boundary_search_s"),
+    ("whisper.no_speech_threshold=1.5", "whisper.no_speech_threshold"),
+    ("whisper.logprob_threshold=0.5", "whisper.logprob_threshold"),
+    ("whisper.temperatures=[0.0, 2.0]", "whisper.temperatures"),
+    ("output.max_rows_per_file=0", "output.max_rows_per_file"),
+])
+def test_whisper_and_output_keys_are_verified_at_load(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config([], [override])

@@ -8,18 +8,22 @@ import os
 from pathlib import Path
 
 import av
+import media
 import numpy as np
 import pytest
 
-import media
-from extract import decode
 from extract.config import Config
-from extract.decode import (DECODE_COLUMNS, ClipFrameScaler, DecodeJob, DecodePool, DecodeStage, crop_or_pad,
-                            decode_audio, decode_video, resize_plan)
-from extract.preprocess import PreprocessSpec
-from extract.probe import probe
+from extract.media import audio as media_audio
+from extract.media import isolation, video
+from extract.media.audio import decode_audio
+from extract.media.geometry import ClipFrameScaler, crop_or_pad, resize_plan
+from extract.media.isolation import DecodeJob, DecodePool
+from extract.media.probe import probe
+from extract.media.sampling import sample_timestamps, spread_indices
+from extract.media.video import decode_video
+from extract.models.preprocess import PreprocessSpec
 from extract.rows import VideoError, batch_to_rows, rows_to_batch
-from extract.sampling import sample_timestamps, spread_indices
+from extract.stages.decode import DECODE_COLUMNS, DecodeStage
 
 SPEC = PreprocessSpec(224, "bicubic", "shortest", (0.48145466, 0.4578275, 0.40821073),
                       (0.26862954, 0.26130258, 0.27577711))  # ViT-B-32's, as preprocess_spec gives
@@ -149,13 +153,13 @@ def test_seeks_never_go_back_to_packets_already_read(tmp_path, monkeypatch, thre
     # one would decode its packets again; with 2 threads it would skip about one frame.
     path = media.forced_keyframes_clip(tmp_path / "kf.mp4", [30 * k + 5 for k in range(10)], n_frames=300, fps=30)
     config = CONFIG.replace(**{"runtime.decode_threads": threads})
-    opened, real_open_input = [], decode.open_input
+    opened, real_open_input = [], video.open_input
 
     def counting_open_input(*args, **kwargs):
         opened.append(_ReadCounter(real_open_input(*args, **kwargs)))
         return opened[-1]
 
-    monkeypatch.setattr(decode, "open_input", counting_open_input)
+    monkeypatch.setattr(video, "open_input", counting_open_input)
     sequential = decode_video(str(path), config, SPEC, strategy="sequential")
     read_sequentially = opened[0].packets
     auto = decode_video(str(path), config, SPEC)
@@ -230,8 +234,8 @@ def test_webm_without_duration_is_scanned_once_for_key_frames(tmp_path, monkeypa
     path = media.small_clip(tmp_path / "recorded.webm", 4.0, codec="libvpx-vp9", container="webm",
                             audio=None, gop=10, muxer_options={"live": "1"})
     rewinds = []
-    rewind = decode.VideoReader.rewind
-    monkeypatch.setattr(decode.VideoReader, "rewind", lambda reader: rewinds.append(1) or rewind(reader))
+    rewind = video.VideoReader.rewind
+    monkeypatch.setattr(video.VideoReader, "rewind", lambda reader: rewinds.append(1) or rewind(reader))
     out = _decode(path, **{"sampling.policy": "keyframes"})
     assert len(rewinds) == 1
     np.testing.assert_allclose(out.pts_s, [0, 1, 2, 3], atol=1e-6)
@@ -250,12 +254,12 @@ def test_late_audio_is_placed_on_the_video_timeline(tmp_path):
 
 def test_align_to_video():
     audio = np.ones(16_000, np.float32)
-    late = decode.align_to_video(audio, 0.5, 10.0)
+    late = media_audio.align_to_video(audio, 0.5, 10.0)
     assert len(late) == 24_000 and not late[:8000].any() and late[8000:].all()
-    early = decode.align_to_video(audio, -0.25, 10.0)
+    early = media_audio.align_to_video(audio, -0.25, 10.0)
     assert len(early) == 12_000
-    assert decode.align_to_video(audio, 3600.0, 10.0) is audio  # a broken timestamp, not a delay
-    assert decode.align_to_video(audio, float("nan"), 10.0) is audio
+    assert media_audio.align_to_video(audio, 3600.0, 10.0) is audio  # a broken timestamp, not a delay
+    assert media_audio.align_to_video(audio, float("nan"), 10.0) is audio
 
 
 def test_no_audio_stream(clips):
@@ -296,7 +300,7 @@ def _audio_frames(rate_hz: int, ticks_per_frame: list[float | None], samples: in
 
 
 def _rates(frames: list) -> list[int]:
-    check = decode.AudioRateCheck(frames[0].time_base)
+    check = media_audio.AudioRateCheck(frames[0].time_base)
     out = [rate for frame in frames for *_, rate in check.push(frame)] + [rate for *_, rate in check.flush()]
     assert len(out) == len(frames)
     return out
@@ -351,7 +355,7 @@ def test_scene_policy_finds_the_cuts(clips):
 
 
 def test_scene_policy_second_pass_when_changes_exceed_memory(clips, monkeypatch):
-    monkeypatch.setattr(decode, "SCENE_STORE_FACTOR", 0)  # keep nothing: decode the chosen cuts again
+    monkeypatch.setattr(video, "SCENE_STORE_FACTOR", 0)  # keep nothing: decode the chosen cuts again
     again = _decode(clips["scene"], **{"sampling.policy": "scene"})
     monkeypatch.undo()
     once = _decode(clips["scene"], **{"sampling.policy": "scene"})
@@ -365,8 +369,8 @@ def test_scene_policy_second_pass_when_changes_exceed_memory(clips, monkeypatch)
 @pytest.mark.parametrize("w, h", [(320, 180), (180, 320), (161, 91), (224, 224), (1000, 10), (100, 150)])
 @pytest.mark.parametrize("mode", ["shortest", "longest", "squash"])
 def test_resize_plan_matches_open_clip_geometry(w, h, mode):
-    from PIL import Image
     from open_clip.transform import image_transform
+    from PIL import Image
 
     # An image whose pixel values encode their coordinates, resized with NEAREST by open_clip:
     # the crop/pad offsets must land on the same source pixels.
@@ -524,11 +528,11 @@ def test_stage_rows_contract_and_failed_passthrough(stage, clips, tmp_path):
 
 
 def test_crash_costs_only_its_row(stage, clips, monkeypatch):
-    monkeypatch.setenv(decode.CRASH_HOOK_ENV, "boom,other")
+    monkeypatch.setenv(isolation.CRASH_HOOK_ENV, "boom,other")
     rows = batch_to_rows(stage(_batch(("a", clips["short"]), ("boom", clips["short"]), ("b", clips["no_audio"]))))
     assert [r["error_type"] for r in rows] == [None, "Crash", None]
     assert rows[1]["retryable"] is False and "SIGABRT" in rows[1]["error_message"]
-    monkeypatch.delenv(decode.CRASH_HOOK_ENV)
+    monkeypatch.delenv(isolation.CRASH_HOOK_ENV)
     assert batch_to_rows(stage(_batch(("boom", clips["short"]))))[0]["error_type"] is None  # fresh child
 
 
@@ -542,7 +546,7 @@ def test_stage_limit_max_file_bytes(clips):
 
 
 def test_pool_kills_a_hung_decoder(tmp_path, clips, monkeypatch):
-    monkeypatch.setattr(decode, "KILL_GRACE_S", 0.5)
+    monkeypatch.setattr(isolation, "KILL_GRACE_S", 0.5)
     fifo = tmp_path / "hang.mp4"
     os.mkfifo(fifo)  # opening it blocks in the kernel: the child cannot stop itself
     with DecodePool(CONFIG.replace(**{"limits.timeout_s": 1.0}), SPEC) as pool:
@@ -585,7 +589,7 @@ def test_stage_reads_object_store_uris_and_deletes_the_copies(stage, clips, s3_s
 def test_pool_takes_the_next_job_when_a_child_is_idle(tmp_path, clips, monkeypatch):
     """Two children: a hung video holds one while the other decodes the rest; jobs are pulled
     from the iterable only when a child is free; results come back in job order."""
-    monkeypatch.setattr(decode, "KILL_GRACE_S", 0.5)
+    monkeypatch.setattr(isolation, "KILL_GRACE_S", 0.5)
     fifo = tmp_path / "hang.mp4"
     os.mkfifo(fifo)
     asked, ended = [], []
@@ -610,7 +614,7 @@ def test_stage_fetches_each_object_when_a_child_is_idle(clips, s3_server, tmp_pa
 
     import boto3
 
-    from extract import storage
+    from extract.tables import storage
 
     client = boto3.client("s3", endpoint_url=s3_server)
     client.create_bucket(Bucket="decode-jit")

@@ -15,12 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from extract.catalog import Catalog
-from extract.schemas import TABLES, get_table_schema
-
 from conftest import run_cli
 
+from extract.tables.catalog import Catalog
+from extract.tables.schemas import TABLES, get_table_schema
 
 
 def _run(src, dst, tiny_config, *extra):

@@ -19,16 +19,17 @@ import struct
 import time
 from pathlib import Path
 
+import media
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import media
 from extract.config import Config
-from extract.decode import KILL_GRACE_S, DecodeStage
+from extract.media.isolation import KILL_GRACE_S
+from extract.media.samples import write_clip
 from extract.rows import batch_to_rows, rows_to_batch
-from extract.samples import write_clip
+from extract.stages.decode import DecodeStage
 
 FUZZ_EXAMPLES = 150
 FUZZ_EXAMPLES_SLOW = 2000

@@ -22,16 +22,15 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import REPO, free_port
 
 import jobs.backfill
 import jobs.daily
 import jobs.retry_failures
-from extract.catalog import Catalog
 from extract.cli import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from extract.config import ConfigError, load_config
+from extract.tables.catalog import Catalog
 from jobs.common import daily_tasks, finished_run, parse_day, plan_dates, upload_source
-
-from conftest import REPO, free_port
 
 D1, D2 = "2026-03-01", "2026-03-02"
 

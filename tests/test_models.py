@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from extract.clip import ModelLoadError
 from extract.config import load_config
-from extract.models import check_local_checkpoints, checkpoint_problem
+from extract.models.checkpoints import check_local_checkpoints, checkpoint_problem
+from extract.models.common import ModelLoadError
 
 
 def _torch_zip(path: Path) -> Path:

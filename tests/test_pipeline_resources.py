@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from extract.config import Config
-from extract.pipeline import TimedStage, check_plan_fits, resource_plan
+from extract.pipeline.ray_backend import TimedStage
+from extract.pipeline.resources import check_plan_fits, resource_plan
 
 
 def test_cpu_model_actors_get_one_torch_thread_by_default():
@@ -83,7 +84,7 @@ def test_gpu_wait_asks_for_one_actor_of_each_model(monkeypatch):
     import ray
     import ray.autoscaler.sdk
 
-    from extract import pipeline
+    from extract.pipeline import ray_backend as pipeline
 
     seen = iter([{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}, {"CPU": 16.0, "GPU": 2.0}])
     requests = []

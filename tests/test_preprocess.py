@@ -15,9 +15,9 @@ import textwrap
 import pytest
 from conftest import REPO
 
-from extract import preprocess
 from extract.config import ClipModelConfig
-from extract.preprocess import PreprocessSpec, clip_embed_dim, preprocess_spec
+from extract.models import preprocess
+from extract.models.preprocess import PreprocessSpec, clip_embed_dim, preprocess_spec
 
 TINY_MODEL_CFG = {
     "embed_dim": 48,
@@ -90,7 +90,7 @@ def test_checkpoint_path_uses_open_clip_defaults(monkeypatch, tmp_path):
 
 
 def test_registered_model_config_file(monkeypatch, tmp_path):
-    from extract.preprocess import register_model_config
+    from extract.models.preprocess import register_model_config
 
     path = tmp_path / "tiny-spec-test.json"
     path.write_text(json.dumps(TINY_MODEL_CFG))
@@ -168,9 +168,9 @@ def test_spec_does_not_import_torch(tmp_path):
     path.write_text(json.dumps(TINY_MODEL_CFG))
     code = textwrap.dedent(f"""
         import sys
-        import extract.decode, extract.pipeline
+        import extract.stages.decode, extract.pipeline.job
         from extract.config import ClipModelConfig
-        from extract.preprocess import clip_embed_dim, preprocess_spec
+        from extract.models.preprocess import clip_embed_dim, preprocess_spec
         specs = [preprocess_spec(ClipModelConfig()),
                  preprocess_spec(ClipModelConfig(name="ViT-B-16-SigLIP", pretrained="webli")),
                  preprocess_spec(ClipModelConfig(name="tiny-notorch", pretrained=None, model_config={str(path)!r}))]

@@ -21,10 +21,9 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-
-from extract.catalog import Catalog
-
 from conftest import REPO, run_cli
+
+from extract.tables.catalog import Catalog
 
 DOC = REPO / "docs" / "QUERIES.md"
 BLOCK = re.compile(r"```python\n(# (example: ([\w-]+)|parameters)\n.*?)```", re.S)

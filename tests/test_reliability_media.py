@@ -20,14 +20,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
+import media
 import numpy as np
 import pytest
 
-import media
 from extract.config import Config
-from extract.decode import DECODE_COLUMNS, KILL_GRACE_S, DecodeStage
+from extract.media.isolation import KILL_GRACE_S
+from extract.media.samples import write_clip
 from extract.rows import batch_to_rows, rows_to_batch
-from extract.samples import write_clip
+from extract.stages.decode import DECODE_COLUMNS, DecodeStage
 
 TIMEOUT_S = 20.0  # limits.timeout_s for these cases
 MEMORY_LIMIT = 2 * 1024**3  # limits.max_memory_bytes: RLIMIT_AS of the decode process

@@ -3,7 +3,7 @@ disks, broken checkpoints, memory. The cases and their status are in tests/RELIA
 
 Three kinds of test:
 
-- in-process, no Ray: the driver (``run_job``) with ``pipeline.execute`` replaced by a replay of
+- in-process, no Ray: the driver (``run_job``) with an ``execute`` of its own (``run_job(executor=...)``): a replay of
   real stage outputs computed once in this process (``replay``), so its writing and commit can
   be faulted at every file operation through a ``pyarrow.fs.PyFileSystem`` wrapper (a kill, a
   full disk) or a fault-injecting HTTP proxy in front of the S3 test server;
@@ -34,20 +34,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+import media
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-
-import media
 from conftest import REPO, run_cli
-from extract import catalog as catalog_module
-from extract import pipeline
-from extract.catalog import RUNS_DIR, STAGING_DIR, Catalog
+
 from extract.config import StorageConfig, load_config
+from extract.pipeline import ray_backend
+from extract.pipeline.job import run_job
+from extract.pipeline.manifest import read_source
+from extract.pipeline.ray_backend import MAX_CRASH_RERUNS, StageStartError, TimedStage, stream_finished_rows
 from extract.rows import batch_to_rows, rows_to_batch
-from extract.schemas import TABLES
-from extract.sources import read_source
+from extract.stages.registry import stage_classes
+from extract.tables import catalog as catalog_module
+from extract.tables.catalog import RUNS_DIR, STAGING_DIR, Catalog
+from extract.tables.schemas import TABLES
 
 LOCAL_YAML = REPO / "jobs" / "configs" / "local.yaml"
 PART_FILE = re.compile(r"^(%s)/dt=\d{4}-\d{2}-\d{2}/part-(?P<run>[^/]+)-[0-9a-z]+\.parquet$" % "|".join(TABLES))
@@ -104,7 +107,7 @@ def assert_exactly_once(dst: str, ids: list[str], storage: StorageConfig | None 
 @dataclass
 class Replay:
     """Real stage outputs of ``manifest`` (tiny models, computed once in this process) and an
-    ``execute`` stand-in for ``pipeline.execute`` that hands them back in batches."""
+    ``execute`` stand-in for ``ray_backend.execute`` that hands them back in batches."""
 
     manifest: Path
     config: Any
@@ -131,7 +134,7 @@ def replay(tmp_path_factory, small_samples, tiny_config) -> Replay:
     manifest = _write_jsonl(d / "manifest.jsonl", records)
     config = load_config([LOCAL_YAML, tiny_config], ["limits.max_error_rate=1.0"])
     rows = read_source(str(manifest), config.storage)
-    stages = [pipeline.TimedStage(cls, name, config) for name, cls in pipeline.stage_classes().items()]
+    stages = [TimedStage(cls, name, config) for name, cls in stage_classes().items()]
     try:
         batch = rows_to_batch(rows)
         for stage in stages:
@@ -273,7 +276,7 @@ class _AtomicSink(io.RawIOBase):
 
 def _use_filesystem(monkeypatch, handler: FaultyFileSystem) -> None:
     """Make ``Catalog`` (and so the writer) of a local DST go through ``handler``."""
-    from extract.storage import filesystem_for as real
+    from extract.tables.storage import filesystem_for as real
 
     def filesystem_for(uri, storage=None):
         fs, path = real(uri, storage)
@@ -402,7 +405,7 @@ def decode_from_store(proxy_factory, s3_server, tmp_path):
     """``decode(bucket, video_ids, plan)``: upload a 2 s silent clip as ``s3://<bucket>/<id>.mp4``
     per id, then run the decode stage on those ids through a ``FaultProxy`` following ``plan``;
     returns the decoded rows (in ``video_ids`` order), the stage's wall seconds and the proxy."""
-    from extract.decode import DecodeStage
+    from extract.stages.decode import DecodeStage
 
     clip = media.small_clip(tmp_path / "clip.mp4", 2.0, audio=None)
 
@@ -509,14 +512,12 @@ def test_worker_crashes_are_pinned_on_their_videos(monkeypatch):
                 yield rows_to_batch([dict(r, done=True) for r in batch])
 
         return batches(), {"pools": "fake"}
-
-    monkeypatch.setattr(pipeline, "execute", execute)
     todo = [{"video_id": f"v{i}", "uri": f"v{i}.mp4"} for i in range(64)]
     seen: set[str] = set()
     resources: dict = {}
     events: Counter = Counter()
     config = Config().replace(**{"runtime.max_task_retries": 2})
-    out = [row for rows in pipeline.stream_finished_rows(todo, config, None, seen, resources, events) for row in rows]
+    out = [row for rows in stream_finished_rows(todo, config, None, seen, resources, events, executor=execute) for row in rows]
     assert sorted(r["video_id"] for r in out) == sorted(r["video_id"] for r in todo)
     crashed = {r["video_id"]: r for r in out if r.get("error_type")}
     assert set(crashed) == poison
@@ -540,29 +541,26 @@ def test_crash_pinning_is_bounded_and_other_failures_are_not_retried(monkeypatch
         return batches(), {}
 
     todo = [{"video_id": f"v{i}", "uri": "x"} for i in range(10_000)]
-    monkeypatch.setattr(pipeline, "execute", always_crash)
     events: Counter = Counter()
     with pytest.raises(RuntimeError, match="kept crashing"):
-        list(pipeline.stream_finished_rows(todo, Config(), None, set(), {}, events))
-    assert events["crash_reruns"] <= pipeline.MAX_CRASH_RERUNS
+        list(stream_finished_rows(todo, Config(), None, set(), {}, events, executor=always_crash))
+    assert events["crash_reruns"] <= MAX_CRASH_RERUNS
 
     def bug(rows, config, stages=None):
         raise ValueError("a stage raised")
 
-    monkeypatch.setattr(pipeline, "execute", bug)
     events = Counter()
     with pytest.raises(ValueError, match="a stage raised"):
-        list(pipeline.stream_finished_rows(todo, Config(), None, set(), {}, events))
+        list(stream_finished_rows(todo, Config(), None, set(), {}, events, executor=bug))
     assert events["crash_reruns"] == 0
 
     def init_fails(rows, config, stages=None):
-        task_error = ray.exceptions.RayTaskError("__init__", "Traceback ...\nextract.clip.ModelLoadError: models."
+        task_error = ray.exceptions.RayTaskError("__init__", "Traceback ...\nextract.models.common.ModelLoadError: models."
                                                  "whisper.name: cannot load Whisper checkpoint /ckpt/w.pt", ValueError())
         raise ray.exceptions.ActorDiedError(task_error)
 
-    monkeypatch.setattr(pipeline, "execute", init_fails)
-    with pytest.raises(pipeline.StageStartError, match="/ckpt/w.pt"):
-        list(pipeline.stream_finished_rows(todo, Config(), None, set(), {}, Counter()))
+    with pytest.raises(StageStartError, match="/ckpt/w.pt"):
+        list(stream_finished_rows(todo, Config(), None, set(), {}, Counter(), executor=init_fails))
 
 
 # The "dead" driver lives on in this process: its open Parquet writers are garbage-collected
@@ -573,13 +571,12 @@ def test_kill_at_every_file_operation_publishes_all_or_nothing(replay, tmp_path,
     and of an ``--overwrite`` run that supersedes committed rows. A reader following the run
     manifests sees the state before the run or the whole run, never a mix; the next run
     completes with every manifest row exactly once and no leftovers."""
-    monkeypatch.setattr(pipeline, "execute", replay.execute)
     src = str(replay.manifest)
 
     def run(dst, run_id, overwrite=False, fs=None):
         _use_filesystem(monkeypatch, fs or FaultyFileSystem())
         try:
-            return pipeline.run_job(src, str(dst), replay.config, overwrite=overwrite, progress=False, run_id=run_id)
+            return run_job(src, str(dst), replay.config, overwrite=overwrite, progress=False, executor=replay.execute, run_id=run_id)
         finally:
             _use_filesystem(monkeypatch, FaultyFileSystem())  # readers after a kill see a healthy disk
 
@@ -613,8 +610,7 @@ def test_disk_full_on_staging_fails_cleanly(replay, tiny_config, tmp_path, monke
     """ENOSPC while staging: ``extract run`` exits 1 saying nothing was published, no run
     manifest and no table file exists, staging is gone, and the next run commits everything."""
     from extract.cli import main
-
-    monkeypatch.setattr(pipeline, "execute", replay.execute)
+    monkeypatch.setattr(ray_backend, "execute", replay.execute)  # the CLI's run_job uses the backend's
     dst = tmp_path / "out"
     full = FaultyFileSystem(quota_bytes=4096)
     _use_filesystem(monkeypatch, full)
@@ -659,12 +655,11 @@ def test_store_write_faults_are_retried_or_fail_the_run_unpublished(replay, prox
     """Output on S3 behind the proxy. Transient PUT failures are retried and the run commits.
     When the run manifest cannot be written (every PUT under ``_runs/`` fails) the run fails:
     a reader sees nothing, and the next run removes the orphaned files and commits."""
-    monkeypatch.setattr(pipeline, "execute", replay.execute)
     client = _bucket(s3_server, "writes")
 
     def run(proxy, prefix):
         config = replay.config.replace(**{"storage.s3_endpoint": proxy.endpoint})
-        return pipeline.run_job(str(replay.manifest), f"s3://writes/{prefix}", config, progress=False)
+        return run_job(str(replay.manifest), f"s3://writes/{prefix}", config, progress=False, executor=replay.execute)
 
     flaky = proxy_factory(lambda method, path, n: ("status", 503, "SlowDown")
                           if method == "PUT" and n == 0 and ("/videos/" in path or f"/{RUNS_DIR}/" in path) else None)
@@ -801,9 +796,10 @@ import json, os, sys, time
 
 import numpy as np
 
-from extract.clip import ClipStage
+from extract.stages.clip import ClipStage
 from extract.config import load_config
-from extract.pipeline import run_job, stage_classes
+from extract.pipeline.job import run_job
+from extract.stages.registry import stage_classes
 
 ARGS = json.loads(sys.argv[1])
 CRASH = set(ARGS.get("crash_ids", []))

@@ -1,6 +1,6 @@
 """The run report page (``DST/_runs/<run_id>.html``): self-contained, escaped, right frames.
 
-Fast tests build a committed output with ``extract.writer`` from fabricated rows that point at
+Fast tests build a committed output with ``extract.tables.writer`` from fabricated rows that point at
 real PyAV-made clips; the end-to-end test reports on a real tiny ``extract run`` (shared with
 tests/test_queries.py through ``committed_tiny_run``).
 """
@@ -19,17 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from extract.catalog import Catalog
-from extract.config import Config, LimitsConfig, StorageConfig
-from extract.report import THUMB_PX, read_frames_at, sampled_thumbnails, write_run_report
-from extract.rows import VideoError
-from extract.samples import synthetic_frame, write_clip
-from extract.tables import rows_to_tables
-from extract.writer import RunWriter, commit_run, file_metadata
-
 from test_queries import committed_tiny_run
 from test_writer import ctx, finished_row
+
+from extract.config import Config, LimitsConfig, StorageConfig
+from extract.media.samples import synthetic_frame, write_clip
+from extract.report import THUMB_PX, read_frames_at, sampled_thumbnails, write_run_report
+from extract.rows import VideoError
+from extract.tables.catalog import Catalog
+from extract.tables.records import rows_to_tables
+from extract.tables.writer import RunWriter, commit_run, file_metadata
 
 FPS = 12.0
 HOSTILE = "<script>alert(1)</script>#x"
@@ -224,7 +223,7 @@ def test_report_on_object_store(s3_server, tmp_path):
     """Output and videos on S3: the report is written there and its frames come from S3."""
     import boto3
 
-    from extract.storage import filesystem_for
+    from extract.tables.storage import filesystem_for
 
     clip = _clip(tmp_path / "s3clip.mp4")
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="report-bucket")

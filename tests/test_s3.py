@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-
-from extract.catalog import Catalog
-from extract.config import StorageConfig
-from extract.storage import fetch, filesystem_for
-
 from conftest import run_cli
+
+from extract.config import StorageConfig
+from extract.tables.catalog import Catalog
+from extract.tables.storage import fetch, filesystem_for
 
 
 def _make_bucket(name):

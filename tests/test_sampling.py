@@ -10,8 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extract.config import SamplingConfig
-from extract.sampling import (KeyFrame, SceneDetector, histogram_distance, keyframe_targets, luma_histogram,
-                              plan_seeks, sample_timestamps, seek_pays, spread_indices, uniform_timestamps)
+from extract.media.sampling import (
+    KeyFrame,
+    SceneDetector,
+    histogram_distance,
+    keyframe_targets,
+    luma_histogram,
+    plan_seeks,
+    sample_timestamps,
+    seek_pays,
+    spread_indices,
+    uniform_timestamps,
+)
 
 
 @pytest.mark.parametrize("duration, expected", [

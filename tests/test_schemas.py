@@ -1,16 +1,14 @@
 """The schema registry is the only definition: files load, docs are generated from it,
 and the evolution rule (add nullable columns only) keeps old files readable."""
 
-import json
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
-from extract.schemas import SCHEMA_DIR, TABLES, all_table_schemas, get_table_schema
-
 from conftest import REPO, run_cli
+
+from extract.tables.schemas import SCHEMA_DIR, TABLES, all_table_schemas, get_table_schema
 
 
 def test_every_table_has_a_valid_schema_file():

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from extract.sources import ManifestError, parse_upload_ts, read_source
+from extract.pipeline.manifest import ManifestError, parse_upload_ts, read_source
 
 TODAY = date(2026, 11, 25)
 

@@ -1,4 +1,4 @@
-"""Caption parsing (extract.text): table-driven rules, property checks, stable tag ids."""
+"""Caption parsing (extract.text.captions): table-driven rules, property checks, stable tag ids."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from extract import text
-from extract.text import (
+from extract.text import captions as text
+from extract.text.captions import (
     AT_SIGNS,
     HASH_SIGNS,
     TranscriptMatcher,
@@ -254,7 +254,7 @@ def test_tag_id_golden_values():
 
 
 def test_tag_id_same_in_other_processes():
-    code = ("import json, sys; from extract.text import tag_id; "
+    code = ("import json, sys; from extract.text.captions import tag_id; "
             "print(json.dumps([tag_id(t) for t in json.loads(sys.argv[1])]))")
     expected = [tag_id(t) for t in GOLDEN_TAGS]
     for seed in ("0", "12345"):
@@ -265,7 +265,7 @@ def test_tag_id_same_in_other_processes():
 
 
 def test_text_module_imports_no_numpy_or_torch():
-    code = "import sys, extract.text; print(sorted({'numpy', 'torch'} & set(sys.modules)))"
+    code = "import sys, extract.text.captions; print(sorted({'numpy', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

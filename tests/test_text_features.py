@@ -1,4 +1,4 @@
-"""Text features (extract.text_features) with a deterministic bag-of-words text encoder."""
+"""Text features (extract.text.features) with a deterministic bag-of-words text encoder."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import pytest
 
 from extract.config import Config
 from extract.rows import mark_failed
-from extract.schemas import get_table_schema
-from extract.text import tag_id
-from extract.text_features import (
-    EMBEDDING_COLUMNS,
-    TEXT_FEATURE_COLUMNS,
-    add_text_features,
-    cosine_similarity,
-)
+from extract.tables.schemas import get_table_schema
+from extract.text.captions import tag_id
+from extract.text.features import EMBEDDING_COLUMNS, TEXT_FEATURE_COLUMNS, add_text_features, cosine_similarity
 
 DIM = 64
 CONTEXT_WORDS = 12  # the fake encoder "truncates" texts longer than this many words

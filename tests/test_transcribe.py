@@ -15,12 +15,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extract.config import Config, WhisperConfig, WhisperModelConfig
+from extract.media.audio import AUDIO_RATE
+from extract.media.windows import AudioWindow, is_silent, plan_windows
+from extract.models.tiny import TINY_WHISPER_DIMS, make_tiny_whisper
+from extract.models.whisper import (
+    MIN_RESUME_S,
+    RESUME_LEAD_IN_S,
+    WhisperTranscriber,
+    deferred_at,
+    is_no_speech,
+    needs_fallback,
+    split_timestamped,
+    word_edits,
+    word_error_rate,
+)
+from extract.models.whisper_decoder import decode_encoded
 from extract.rows import batch_to_rows, rows_to_batch
-from extract.transcribe import (MIN_RESUME_S, OUTPUT_COLUMNS, RESUME_LEAD_IN_S, TINY_WHISPER_DIMS, TranscribeStage,
-                                WhisperTranscriber, deferred_at, is_no_speech, make_tiny_whisper, needs_fallback,
-                                split_timestamped, word_edits, word_error_rate)
-from extract.whisper_decoder import decode_encoded
-from extract.windows import SAMPLE_RATE, AudioWindow, is_silent, plan_windows
+from extract.stages.transcribe import OUTPUT_COLUMNS, TranscribeStage
 
 GREEDY = WhisperConfig(temperatures=(0.0,))
 
@@ -49,8 +60,8 @@ def greedy(tiny_whisper) -> WhisperTranscriber:
 def noise(seconds: float, seed: int, level: float = 0.1) -> np.ndarray:
     """Gaussian noise bursts (speech-like on/off envelope), ``(seconds * 16000,) float32``."""
     rng = np.random.default_rng(seed)
-    n = int(seconds * SAMPLE_RATE)
-    envelope = (np.sin(np.arange(n) / SAMPLE_RATE * 2 * np.pi * 0.7 + seed) > -0.3).astype(np.float32)
+    n = int(seconds * AUDIO_RATE)
+    envelope = (np.sin(np.arange(n) / AUDIO_RATE * 2 * np.pi * 0.7 + seed) > -0.3).astype(np.float32)
     return (level * rng.standard_normal(n) * envelope).astype(np.float32)
 
 
@@ -67,16 +78,16 @@ def test_short_audio_is_one_window():
 @given(seconds=st.floats(0.01, 140.0), seed=st.integers(0, 2**31 - 1), search=st.sampled_from([0.0, 1.0, 3.0]))
 def test_windows_cover_audio_exactly_once(seconds, seed, search):
     rng = np.random.default_rng(seed)
-    n = int(seconds * SAMPLE_RATE)
+    n = int(seconds * AUDIO_RATE)
     audio = (rng.standard_normal(n) * rng.uniform(0, 1, size=n // 1600 + 1).repeat(1600)[:n]).astype(np.float32)
     windows = plan_windows(audio, 30.0, search)
     covered = np.zeros(n, np.int32)
     for w in windows:
         covered[w.start:w.end] += 1
-        assert 0 < w.n_samples <= 30 * SAMPLE_RATE
+        assert 0 < w.n_samples <= 30 * AUDIO_RATE
     assert (covered == 1).all()
     assert all(a.end == b.start for a, b in zip(windows, windows[1:]))
-    assert all(w.n_samples >= (30.0 - search) * SAMPLE_RATE - 1 for w in windows[:-1])
+    assert all(w.n_samples >= (30.0 - search) * AUDIO_RATE - 1 for w in windows[:-1])
 
 
 def test_cut_falls_in_the_pause_before_the_boundary():
@@ -84,18 +95,18 @@ def test_cut_falls_in_the_pause_before_the_boundary():
     audio[:] = np.abs(audio) + 0.05  # loud everywhere ...
     pauses = [(28.2, 28.5), (56.0, 56.4)]  # ... except two pauses inside the search spans
     for a, b in pauses:
-        audio[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)] = 0.0
+        audio[int(a * AUDIO_RATE):int(b * AUDIO_RATE)] = 0.0
     windows = plan_windows(audio, 30.0, 3.0)
     assert len(windows) == 3
     for (a, b), w in zip(pauses, windows):
-        assert a * SAMPLE_RATE <= w.end <= b * SAMPLE_RATE
+        assert a * AUDIO_RATE <= w.end <= b * AUDIO_RATE
 
 
 def test_silence_is_judged_by_the_loudest_stretch():
-    assert is_silent(np.zeros(SAMPLE_RATE * 5, np.float32), 0.003)
+    assert is_silent(np.zeros(AUDIO_RATE * 5, np.float32), 0.003)
     assert is_silent(noise(5, 2, level=0.001), 0.003)
-    quiet_with_word = np.zeros(SAMPLE_RATE * 30, np.float32)
-    quiet_with_word[SAMPLE_RATE * 10:SAMPLE_RATE * 10 + 4000] = noise(0.25, 3, level=0.05)
+    quiet_with_word = np.zeros(AUDIO_RATE * 30, np.float32)
+    quiet_with_word[AUDIO_RATE * 10:AUDIO_RATE * 10 + 4000] = noise(0.25, 3, level=0.05)
     # The whole-window RMS is far below the threshold, but one stretch is audible.
     assert np.sqrt(np.mean(quiet_with_word ** 2)) < 0.003
     assert not is_silent(quiet_with_word, 0.003)
@@ -163,8 +174,8 @@ def test_deferred_segment_is_decoded_again_in_the_next_window(greedy, monkeypatc
     tok, ts = tr.tokenizer, tr.tokenizer.timestamp_begin
     a, b, c, lost = (tok.encode(f" {word}") for word in ("alpha", "bravo", "charlie", "unfinished"))
     audio = noise(20.0, 90)
-    audio[int(9.6 * SAMPLE_RATE):int(10.0 * SAMPLE_RATE)] = 0.0  # a pause just before the deferred segment
-    quiet_tail = np.concatenate([noise(10.0, 91), np.zeros(10 * SAMPLE_RATE, np.float32)])
+    audio[int(9.6 * AUDIO_RATE):int(10.0 * AUDIO_RATE)] = 0.0  # a pause just before the deferred segment
+    quiet_tail = np.concatenate([noise(10.0, 91), np.zeros(10 * AUDIO_RATE, np.float32)])
     calls = fake_decoder(monkeypatch, tr, {
         # 'alpha' 0-5 s, 'bravo' 5-10 s, then a segment the model hands on (pair at 10 s, unfinished text).
         0: [[ts, *a, ts + 250, ts + 250, *b, ts + 500, ts + 500, *lost], [ts, *c, ts + 150]],
@@ -203,7 +214,7 @@ def test_deferrals_are_bounded(greedy, monkeypatch):
     windows = [w for _, w in calls]
     followed = sum(b.start < a.end for a, b in zip(windows, windows[1:]))
     assert followed == 2 * 2 + 1  # two per started 30 s, plus one; then windows run to their ends
-    assert windows[-1].end == 40 * SAMPLE_RATE and len(windows) <= followed + 3 and out.text
+    assert windows[-1].end == 40 * AUDIO_RATE and len(windows) <= followed + 3 and out.text
 
 
 class EndEarly:
@@ -231,7 +242,7 @@ def test_cached_decoder_computes_whisper_text_decoder_logits(greedy):
     after cached ones, the first-token pass, and after rows leave the batch."""
     import torch
 
-    from extract.whisper_decoder import CachedDecoder, CrossAttention, first_token_logits
+    from extract.models.whisper_decoder import CachedDecoder, CrossAttention, first_token_logits
 
     model = greedy.model
     clips = [noise(s, 200 + k) for k, s in enumerate((2, 9, 25))]
@@ -257,7 +268,7 @@ def test_compacting_decoder_matches_whisper_decode(greedy, temperature):
     import whisper
     from whisper.decoding import DecodingTask
 
-    from extract.whisper_decoder import CrossAttention, _compacting_task_type
+    from extract.models.whisper_decoder import CrossAttention, _compacting_task_type
 
     clips = [noise(s, 100 + k, level=lv) for k, (s, lv) in enumerate([(3, 0.1), (8, 0.3), (20, 0.05), (1, 0.5), (12, 0.02)])]
     with torch.no_grad():
@@ -312,7 +323,7 @@ def test_tiny_checkpoint_is_deterministic_and_loads(tmp_path, tiny_whisper):
 
 
 def test_load_errors_name_the_checkpoint(tmp_path):
-    from extract.clip import ModelLoadError
+    from extract.models.common import ModelLoadError
 
     missing = tmp_path / "nope.pt"
     with pytest.raises(ModelLoadError, match="nope.pt"):
@@ -347,11 +358,11 @@ def check_segments(transcript, duration_s: float) -> None:
 
 
 def test_transcripts_have_the_contracted_shape(greedy):
-    clips = [noise(4.0, 10), np.zeros(SAMPLE_RATE * 3, np.float32), noise(47.0, 11), np.zeros(0, np.float32)]
+    clips = [noise(4.0, 10), np.zeros(AUDIO_RATE * 3, np.float32), noise(47.0, 11), np.zeros(0, np.float32)]
     out = greedy.transcribe_batch(clips, batch_size=4)
     assert len(out) == len(clips)
     for clip, t in zip(clips, out):
-        check_segments(t, len(clip) / SAMPLE_RATE)
+        check_segments(t, len(clip) / AUDIO_RATE)
     speech, silent, long, empty = out
     assert speech.text and speech.segments and speech.language and 0 < speech.language_prob <= 1
     assert speech.text == greedy.tokenizer.decode(greedy.tokenizer.encode(speech.text)).strip()
@@ -365,7 +376,7 @@ def test_transcripts_have_the_contracted_shape(greedy):
 
 def test_decoding_is_batch_invariant(greedy):
     target = noise(38.0, 20)  # two windows
-    others = [noise(6.0, 21), noise(12.0, 22, level=0.3), np.zeros(SAMPLE_RATE * 2, np.float32), noise(3.0, 23)]
+    others = [noise(6.0, 21), noise(12.0, 22, level=0.3), np.zeros(AUDIO_RATE * 2, np.float32), noise(3.0, 23)]
     alone = greedy.transcribe_batch([target], batch_size=1)[0]
     for batch_size in (2, 3, 8):
         mixed = greedy.transcribe_batch([others[0], others[1], target, others[2], others[3]], batch_size)[2]
@@ -408,7 +419,7 @@ def test_fp16_activation_path_runs(tiny_whisper):
     """The CUDA dtype handling (fp16 weights except layer norms, fp16 features), exercised on CPU."""
     import torch
 
-    from extract.transcribe import _to_fp16
+    from extract.models.whisper import _to_fp16
 
     clip = noise(4.0, 60)
     tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
@@ -435,7 +446,7 @@ def test_stage_adds_columns_and_passes_failures(tiny_whisper):
     rows = [
         {"video_id": "talk", "has_audio": True, "audio": noise(5.0, 70), "error_stage": None},
         {"video_id": "mute", "has_audio": False, "audio": np.zeros(0, np.float32), "error_stage": None},
-        {"video_id": "quiet", "has_audio": True, "audio": np.zeros(SAMPLE_RATE, np.float32), "error_stage": None},
+        {"video_id": "quiet", "has_audio": True, "audio": np.zeros(AUDIO_RATE, np.float32), "error_stage": None},
         {"video_id": "broken", "has_audio": None, "audio": None, "error_stage": "decode", "error_type": "DecodeError",
          "error_message": "bad", "retryable": False},
         {"video_id": "stereo", "has_audio": True, "audio": np.zeros((2, 100), np.float32), "error_stage": None},
@@ -467,7 +478,7 @@ def test_stage_isolates_a_video_that_breaks_the_batch(tiny_whisper, monkeypatch)
 
     monkeypatch.setattr(stage.transcriber, "transcribe_batch", flaky)
     rows = [{"video_id": v, "has_audio": True, "audio": a, "error_stage": None}
-            for v, a in (("ok1", noise(3.0, 80)), ("poison", noise(poison_len / SAMPLE_RATE, 81)), ("ok2", noise(2.0, 82)))]
+            for v, a in (("ok1", noise(3.0, 80)), ("poison", noise(poison_len / AUDIO_RATE, 81)), ("ok2", noise(2.0, 82)))]
     ok1, poison, ok2 = batch_to_rows(stage(rows_to_batch(rows)))
     assert ok1["transcript_text"] and ok2["transcript_text"] and ok1["error_stage"] is None
     assert poison["error_stage"] == "whisper" and poison["retryable"] is True

@@ -1,7 +1,7 @@
 """Accuracy of the batched Whisper path with real base weights, against ``whisper.transcribe``.
 
 Optional tier (markers ``weights`` and ``slow``): needs the real Whisper base checkpoint at
-``extract.transcribe.base_weights_path()`` (``$EXTRACT_WHISPER_BASE`` or ``.build/whisper-base.pt``)
+``extract.models.whisper.base_weights_path()`` (``$EXTRACT_WHISPER_BASE`` or ``.build/whisper-base.pt``)
 and espeak-ng for speech; skipped with the reason when either is missing.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from extract.config import WhisperConfig, WhisperModelConfig
-from extract.samples import speech
-from extract.transcribe import WhisperTranscriber, base_weights_path, word_error_rate
-from extract.windows import SAMPLE_RATE
+from extract.media.audio import AUDIO_RATE
+from extract.media.samples import speech
+from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
 
 # Minutes on a small CPU (whisper.transcribe runs too), so also `slow`: `make test-all` or `-m weights`.
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
@@ -45,7 +45,7 @@ def transcriber() -> WhisperTranscriber:
     path = base_weights_path()
     if not path.is_file():
         pytest.skip(f"real Whisper base weights not found at {path}: set EXTRACT_WHISPER_BASE or build them "
-                    "with ../shared/tools/whisper_base_weights.py (see extract.transcribe.base_weights_path)")
+                    "with ../shared/tools/whisper_base_weights.py (see extract.models.whisper.base_weights_path)")
     return WhisperTranscriber(WhisperModelConfig(name=str(path)), WhisperConfig(temperatures=LADDER), device="auto")
 
 
@@ -58,9 +58,9 @@ def spoken() -> list[tuple[str, np.ndarray]]:
     for voice, wpm, text in SPEECH:
         audio = speech(text, voice=voice, words_per_minute=wpm)[0]
         # Half a second of lead-in and a faint room noise, as in a phone video.
-        audio = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), audio])
+        audio = np.concatenate([np.zeros(AUDIO_RATE // 2, np.float32), audio])
         clips.append((text, (audio + 0.002 * rng.standard_normal(len(audio))).astype(np.float32)))
-    assert max(len(a) for _, a in clips) > 30 * SAMPLE_RATE
+    assert max(len(a) for _, a in clips) > 30 * AUDIO_RATE
     return clips
 
 
@@ -79,7 +79,7 @@ def test_batched_wer_matches_whisper_transcribe(transcriber, spoken):
     assert wer_ours < 0.15  # sanity: base transcribes clean synthetic speech well
     for (_, audio), t in zip(spoken, ours):
         assert t.language == "en" and t.language_prob > 0.5 and t.no_speech_prob < 0.5
-        assert t.segments and all(0 <= s["start_s"] <= s["end_s"] <= len(audio) / SAMPLE_RATE + 1e-6
+        assert t.segments and all(0 <= s["start_s"] <= s["end_s"] <= len(audio) / AUDIO_RATE + 1e-6
                                   for s in t.segments)
     long_audio, long_transcript = audios[-1], ours[-1]
     windows = transcriber.plan(long_audio)
@@ -100,9 +100,9 @@ def test_sentence_ending_at_a_window_edge_is_kept(transcriber):
             "breakfast with eggs, tomatoes and fresh bread.")
     voice = speech(text, voice="en-us", words_per_minute=165)[0]
     voice = voice[: np.flatnonzero(np.abs(voice) > 1e-3)[-1] + 1]
-    lead_in = max(0, int(29.6 * SAMPLE_RATE) - len(voice))  # the last word ends at about 29.6 s
-    assert len(voice) <= 29.6 * SAMPLE_RATE, "the spoken text must fit in the first window"
-    audio = np.concatenate([np.zeros(lead_in, np.float32), voice, np.zeros(12 * SAMPLE_RATE, np.float32)])
+    lead_in = max(0, int(29.6 * AUDIO_RATE) - len(voice))  # the last word ends at about 29.6 s
+    assert len(voice) <= 29.6 * AUDIO_RATE, "the spoken text must fit in the first window"
+    audio = np.concatenate([np.zeros(lead_in, np.float32), voice, np.zeros(12 * AUDIO_RATE, np.float32)])
     (ours,) = transcriber.transcribe_batch([audio], batch_size=8)
     print(f"\n{ours.text}")
     assert word_error_rate([text], [ours.text]) < 0.15
@@ -111,10 +111,10 @@ def test_sentence_ending_at_a_window_edge_is_kept(transcriber):
 
 def music(seconds: float) -> np.ndarray:
     """A plucked C-major arpeggio over a bass drone, ``(seconds * 16000,) float32``."""
-    n = int(seconds * SAMPLE_RATE)
-    out = 0.1 * np.sin(2 * np.pi * 110 * np.arange(n) / SAMPLE_RATE)
-    note = SAMPLE_RATE // 2
-    t = np.arange(note) / SAMPLE_RATE
+    n = int(seconds * AUDIO_RATE)
+    out = 0.1 * np.sin(2 * np.pi * 110 * np.arange(n) / AUDIO_RATE)
+    note = AUDIO_RATE // 2
+    t = np.arange(note) / AUDIO_RATE
     for k, start in enumerate(range(0, n - note, note)):
         f = (261.6, 329.6, 392.0, 523.3)[k % 4]
         out[start:start + note] += 0.15 * np.exp(-3 * t) * (np.sin(2 * np.pi * f * t) + 0.5 * np.sin(4 * np.pi * f * t))
@@ -122,13 +122,13 @@ def music(seconds: float) -> np.ndarray:
 
 
 def test_no_words_without_speech(transcriber):
-    t = np.arange(8 * SAMPLE_RATE) / SAMPLE_RATE
+    t = np.arange(8 * AUDIO_RATE) / AUDIO_RATE
     clips = {
-        "silence": np.zeros(6 * SAMPLE_RATE, np.float32),
+        "silence": np.zeros(6 * AUDIO_RATE, np.float32),
         "tone": (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
         "music": music(12.0),
         "long music": music(40.0),
-        "noise": (0.02 * np.random.default_rng(1).standard_normal(6 * SAMPLE_RATE)).astype(np.float32),
+        "noise": (0.02 * np.random.default_rng(1).standard_normal(6 * AUDIO_RATE)).astype(np.float32),
     }
     out = transcriber.transcribe_batch(list(clips.values()), batch_size=8)
     for name, transcript in zip(clips, out):

@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from extract.catalog import Catalog
 from extract.rows import mark_failed
-from extract.schemas import TABLES, get_table_schema
-from extract.tables import TableContext, rows_to_tables
-from extract.writer import RunWriter, commit_run, file_metadata, forget_videos, supersede
+from extract.tables.catalog import Catalog
+from extract.tables.records import TableContext, rows_to_tables
+from extract.tables.schemas import TABLES, get_table_schema
+from extract.tables.writer import RunWriter, commit_run, file_metadata, forget_videos, supersede
 
 D = 8
 

@@ -20,7 +20,7 @@ a target's cost is the reference frames from where decoding starts up to it. Dec
 from the *read position*, the furthest packet already sent to the decoder: after a kept frame
 that is its reorder delay plus one frame per extra decoder thread past it, not the target.
 Seeking starts at the last key frame at or before the target and costs a decoder flush and
-restart (``SEEK_COST_FRAMES`` in ``extract.decode``). So a seek pays only when that key frame
+restart (``SEEK_COST_FRAMES`` in ``extract.media.video``). So a seek pays only when that key frame
 lies more than a seek's cost past the read position: it then skips the reference frames in
 between; a key frame at or behind the read position would make the decoder read and decode
 again what it has already decoded. The choice is made per target, so a video whose samples
@@ -107,7 +107,7 @@ def plan_seeks(targets_s: Sequence[float], keyframes: Sequence[KeyFrame] | None,
     ``i+1`` gets the last key frame at or before it when ``seek_pays`` from ``targets_s[i]``,
     the earliest the read position can be after target ``i`` (the first target: from the
     stream start). The decoder reads further ahead than its kept frame, so this plan is an
-    upper bound: ``extract.decode.frames_at`` seeks only where ``seek_pays`` also holds from
+    upper bound: ``extract.media.video.frames_at`` seeks only where ``seek_pays`` also holds from
     the reader's actual read position, so it never seeks back to a key frame already read.
     """
     targets = np.asarray(targets_s, np.float64)

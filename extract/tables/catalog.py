@@ -22,8 +22,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from extract.config import StorageConfig
-from extract.schemas import TABLES
-from extract.storage import filesystem_for
+from extract.tables.schemas import TABLES
+from extract.tables.storage import filesystem_for
 
 RUNS_DIR = "_runs"
 STAGING_DIR = "_staging"

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from extract.config import ClipModelConfig
+from extract.media.geometry import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,6 @@ LOCAL_DIR_PREFIX = "local-dir:"  # open_clip's schema prefixes (factory.parse_mo
 HF_HUB_PREFIX = "hf-hub:"
 HF_CONFIG_NAME = "open_clip_config.json"  # config file of a local-dir / hf-hub model
 MODEL_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # open_clip registers only configs with all three
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """open_clip ``PreprocessCfg`` fields we use. ``image_size`` in pixels (square)."""
-
-    image_size: int
-    interpolation: str  # "bicubic" | "bilinear" | "nearest"
-    resize_mode: str  # "shortest" (resize shorter side, center crop) | "longest" | "squash"
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 @dataclass(frozen=True)

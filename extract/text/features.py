@@ -1,7 +1,7 @@
 """Text features of a batch of videos: caption counts, hashtags, CLIP text embeddings, alignment.
 
 ``add_text_features`` runs inside the CLIP stage (which owns the text tower) after the frame
-embeddings exist: it parses each caption (``extract.text``), embeds the caption, one prompt
+embeddings exist: it parses each caption (``extract.text.captions``), embeds the caption, one prompt
 per hashtag and the transcript with a single ``encode_texts`` call per batch, and compares
 them with the video's pooled frame embedding.
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from extract.config import Config
 from extract.rows import is_failed, mark_exception
-from extract.text import ParsedCaption, TranscriptMatcher, parse_caption, tag_id, tag_words
+from extract.text.captions import ParsedCaption, TranscriptMatcher, parse_caption, tag_id, tag_words
 
 EncodeTexts = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 """``encode_texts(texts) -> (embeddings (n, D) float32, truncated (n,) bool)``: CLIP text

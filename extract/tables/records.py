@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from extract.rows import is_failed, mark_failed
-from extract.schemas import TABLES, get_table_schema
+from extract.tables.schemas import TABLES, get_table_schema
 
 
 @dataclass(frozen=True)

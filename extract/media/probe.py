@@ -28,8 +28,8 @@ from fractions import Fraction
 from typing import Any, Iterator
 
 from extract.config import LimitsConfig
+from extract.media.sampling import KeyFrame
 from extract.rows import VideoError
-from extract.sampling import KeyFrame
 
 # FFmpeg demuxer short names (av_match_list matches any name of "mov,mp4,m4a,3gp,3g2,mj2").
 ALLOWED_FORMATS = ("mov", "mp4", "matroska", "webm", "avi", "mpegts", "flv")

@@ -10,7 +10,7 @@ sized for scans. ``commit_run`` then:
    which S3 and GCS make visible atomically) — this is the commit point;
 3. deletes files the run superseded and the run's staging folder.
 
-Guarantee: readers that follow ``_runs/`` (``extract.catalog.Catalog``) see a run entirely or
+Guarantee: readers that follow ``_runs/`` (``extract.tables.catalog.Catalog``) see a run entirely or
 not at all, on every file system. A crash before step 2 leaves files no manifest names; the
 next run's ``Catalog.cleanup`` deletes them. Plain Hive readers of the table folders may see
 published files of a run during the short window between steps 1 and 2 (and superseded files
@@ -30,8 +30,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from extract import __version__
-from extract.catalog import RUNS_DIR, STAGING_DIR, Catalog
-from extract.schemas import TABLES, get_table_schema
+from extract.tables.catalog import RUNS_DIR, STAGING_DIR, Catalog
+from extract.tables.schemas import TABLES, get_table_schema
 
 # Rows per row group: frame embeddings are scanned in bulk, video rows are wide and fewer.
 ROW_GROUP_ROWS = {

@@ -111,8 +111,9 @@ def write_clip(path: str | Path, duration_s: float = 5.0, width: int = 320, heig
     browser's MediaRecorder writes it: no duration, no cues). ``audio_start_s``: the audio
     track starts this late (a screen recording, an edit); ``audio`` then fills the rest.
     """
-    import av
     from fractions import Fraction
+
+    import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""CLIP stage: embed sampled frames and short texts with one open_clip model per worker.
+"""CLIP model: embed sampled frames and short texts with one open_clip model (``ClipEmbedder``).
 
 Frames arrive from decoding as ``(n, S, S, 3) uint8`` already scaled and cropped to the model's
 input size ``S`` (``preprocess.preprocess_spec``). ``ClipEmbedder.embed_frames`` packs the
@@ -11,7 +11,7 @@ fp16 autocast on CUDA (fp32 on CPU). Embeddings are L2-normalised float32.
 ``encode_texts`` uses the same model's text tower and tokenizer, and reports which texts were
 cut at the context length.
 
-Per-video features written by ``ClipStage`` (see ``temporal_features``):
+Per-video features (``temporal_features``, written by ``extract.stages.clip``) (see ``temporal_features``):
 
 - ``clip_embedding``: mean of the unit frame embeddings, re-normalised, ``(D,) float32``
   (``(0,)`` when a video has no frames).
@@ -20,113 +20,31 @@ Per-video features written by ``ClipStage`` (see ``temporal_features``):
 - ``thumbnail_similarity``: cosine of the first frame (the usual thumbnail) to
   ``clip_embedding``; how representative the opening frame is. None without frames.
 
-``make_tiny_clip`` writes the deterministic tiny model used by tests and the offline demo.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
-import pickle
-import shutil
-import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from extract.config import ClipModelConfig, Config, StorageConfig
-from extract.preprocess import PreprocessSpec, preprocess_spec, register_model_config
-from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
+from extract.config import ClipModelConfig, StorageConfig
+from extract.models.checkpoints import local_checkpoint
+from extract.models.common import CHECKPOINT_ERRORS, INIT_SEED, ModelLoadError, lineage, resolve_device
+from extract.models.preprocess import PreprocessSpec, preprocess_spec, register_model_config
+from extract.rows import VideoError
+from extract.tables.storage import is_remote, local_path
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-STAGE = "clip"
-INIT_SEED = 0  # torch seed for random initialisation, so every actor builds the same random model
+
 TEXT_BATCH_SIZE = 256  # texts per text-tower forward pass
-LINEAGE_HASH_CHARS = 12  # hex characters of the weights' sha256 kept in the lineage string
-
-TINY_CLIP_NAME = "tiny-clip-vit"
-# A real open_clip ViT + text transformer, only small: 64 px input, 16 px patches (4x4 grid).
-# The vocabulary stays at 49408 because the standard CLIP tokenizer emits those ids; a short
-# context (32 tokens) makes truncation common enough to exercise in tests and the demo.
-TINY_CLIP_CONFIG: dict[str, Any] = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
-
-
-class ModelLoadError(RuntimeError):
-    """The configured CLIP model cannot be loaded; the message names the key, path and fix."""
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when CUDA is available, else ``cpu``; ``cuda`` without CUDA raises."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("runtime.device: 'cuda' was requested but CUDA is not available; "
-                             "use 'auto' or 'cpu'")
-    if device not in ("cpu", "cuda"):
-        raise ModelLoadError(f"runtime.device: {device!r} is not one of auto, cpu, cuda")
-    return device
-
-
-def weights_sha256(state_dict: Mapping[str, Any]) -> str:
-    """sha256 (hex) over a state dict's names, dtypes, shapes and raw bytes, in name order."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
-    return digest.hexdigest()
-
-
-def make_tiny_clip(out_dir: Path, seed: int = INIT_SEED) -> dict[str, Any]:
-    """Write the tiny CLIP model config and its seeded random weights into ``out_dir``.
-
-    Files: ``tiny-clip-vit.json`` (open_clip model config; the stem is the model name) and
-    ``tiny-clip-vit.pt`` (a plain state dict). The same ``seed`` gives the same bytes.
-    Returns the config keys that select it:
-    ``{"models": {"clip": {"name", "pretrained", "model_config"}}}`` with absolute paths.
-    """
-    import open_clip
-    import torch
-
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config_path = out_dir / f"{TINY_CLIP_NAME}.json"
-    checkpoint_path = out_dir / f"{TINY_CLIP_NAME}.pt"
-    _write_atomic(config_path, (json.dumps(TINY_CLIP_CONFIG, indent=2, sort_keys=True) + "\n").encode())
-    register_model_config(ClipModelConfig(name=TINY_CLIP_NAME, pretrained=None, model_config=str(config_path)))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None, device="cpu")
-    tmp = checkpoint_path.with_suffix(".pt.tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(checkpoint_path)
-    return {"models": {"clip": {"name": TINY_CLIP_NAME, "pretrained": str(checkpoint_path),
-                                "model_config": str(config_path)}}}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-# Exceptions torch.load / open_clip raise for unreadable or mismatched checkpoint files.
-_CHECKPOINT_ERRORS = (RuntimeError, OSError, ValueError, EOFError, KeyError,
-                      pickle.UnpicklingError, zipfile.BadZipFile)
 
 
 class ClipEmbedder:
@@ -156,7 +74,7 @@ class ClipEmbedder:
             raise ModelLoadError(str(exc)) from exc
         source, checkpoint = _resolve_weights(clip_cfg, storage)
         model, preprocess_val = _create_model(clip_cfg, checkpoint, source)
-        self.lineage = f"{clip_cfg.name}|{source}|sha256:{weights_sha256(model.state_dict())[:LINEAGE_HASH_CHARS]}"
+        self.lineage = lineage(f"{clip_cfg.name}|{source}", model.state_dict())
         _check_spec(self.spec, model, clip_cfg)
         self.model = model.to(self.device).eval()
         self.preprocess_val = preprocess_val
@@ -386,7 +304,6 @@ def _resolve_weights(clip_cfg: ClipModelConfig, storage: StorageConfig | None) -
     """``(source for lineage, what to pass open_clip as pretrained)``; checks paths exist."""
     import open_clip
 
-    from extract import storage as store
 
     name, pretrained = clip_cfg.name, clip_cfg.pretrained
     if name.startswith("local-dir:"):
@@ -398,9 +315,12 @@ def _resolve_weights(clip_cfg: ClipModelConfig, storage: StorageConfig | None) -
         return "random-init", None
     if open_clip.get_pretrained_cfg(name, pretrained):
         return pretrained, pretrained
-    if store.is_remote(pretrained):
-        return pretrained, _fetch_checkpoint(pretrained, clip_cfg.cache_dir, storage)
-    path = Path(store.local_path(pretrained)).resolve()
+    if is_remote(pretrained):
+        try:
+            return pretrained, local_checkpoint(pretrained, storage, clip_cfg.cache_dir)
+        except (VideoError, OSError) as exc:
+            raise ModelLoadError(f"models.clip.pretrained: cannot copy checkpoint {pretrained}: {exc}") from exc
+    path = Path(local_path(pretrained)).resolve()
     if not path.is_file():
         raise ModelLoadError(
             f"models.clip.pretrained: checkpoint {path} does not exist and {pretrained!r} is not an "
@@ -408,28 +328,6 @@ def _resolve_weights(clip_cfg: ClipModelConfig, storage: StorageConfig | None) -
         )
     return str(path), str(path)
 
-
-def _fetch_checkpoint(uri: str, cache_dir: str | None, storage: StorageConfig | None) -> str:
-    """Copy an object-store checkpoint to a local file; returns its path.
-
-    Each call downloads into its own folder and renames the finished file into place, so
-    actors sharing a node never read a half-written copy.
-    """
-    from extract import storage as store
-
-    cache = Path(cache_dir or Path(tempfile.gettempdir()) / "extract-clip-weights")
-    cache.mkdir(parents=True, exist_ok=True)
-    # open_clip picks the loader from the suffix (.safetensors, .npz, else torch.load).
-    target = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:24]}{''.join(Path(uri).suffixes)}"
-    work = Path(tempfile.mkdtemp(prefix="fetch-", dir=cache))
-    try:
-        local, _, _ = store.fetch(uri, work, storage)
-        os.replace(local, target)
-    except (VideoError, OSError) as exc:
-        raise ModelLoadError(f"models.clip.pretrained: cannot copy checkpoint {uri}: {exc}") from exc
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return str(target)
 
 
 def _create_model(clip_cfg: ClipModelConfig, checkpoint: str | None, source: str):
@@ -443,7 +341,7 @@ def _create_model(clip_cfg: ClipModelConfig, checkpoint: str | None, source: str
             torch.manual_seed(INIT_SEED)
             model, _, preprocess_val = open_clip.create_model_and_transforms(
                 clip_cfg.name, pretrained=checkpoint, device="cpu", cache_dir=clip_cfg.cache_dir)
-    except _CHECKPOINT_ERRORS as exc:
+    except CHECKPOINT_ERRORS as exc:
         what = f"checkpoint {source}" if checkpoint or clip_cfg.name.startswith("local-dir:") else "architecture"
         raise ModelLoadError(
             f"models.clip: cannot load {clip_cfg.name} {what}: {type(exc).__name__}: {exc}. "
@@ -500,53 +398,3 @@ def temporal_features(frame_embeddings: np.ndarray) -> dict[str, Any]:
         "frame_cos_min": float(consecutive.min()) if len(consecutive) else None,
         "thumbnail_similarity": float(emb[0] @ pooled),
     }
-
-
-class ClipStage:
-    """Pipeline stage: ``frames`` -> frame/video CLIP embeddings, temporal and text features.
-
-    Consumes ``frames``; adds ``frame_embeddings`` ``(n, D) float32``, ``clip_embedding``,
-    ``clip_model`` (lineage), ``frame_cos_mean``, ``frame_cos_min``, ``thumbnail_similarity``,
-    then the columns of ``text_features.add_text_features`` using this model's text tower.
-    Failed rows pass through with empty tensors (``(0, D)``, ``(0,)``) and None features.
-    """
-
-    def __init__(self, config: Config):
-        self.config = config
-        self.embedder = ClipEmbedder(config.models.clip, config.runtime.device, storage=config.storage)
-        self.batch_size = config.runtime.clip_batch_size
-
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from extract.text_features import add_text_features
-
-        rows = batch_to_rows(batch)
-        pending: list[tuple[dict[str, Any], np.ndarray]] = []
-        for row in rows:
-            frames = row.pop("frames", None)
-            self._set_empty(row)
-            if is_failed(row):
-                continue
-            try:
-                pending.append((row, self.embedder.check_frames(frames)))
-            except VideoError as exc:
-                mark_exception(row, STAGE, exc)
-        self._embed_rows(pending)
-        add_text_features(rows, encode_texts=self.embedder.encode_texts, config=self.config)
-        return rows_to_batch(rows)
-
-    def _set_empty(self, row: dict[str, Any]) -> None:
-        row.update(frame_embeddings=np.zeros((0, self.embedder.embed_dim), np.float32),
-                   clip_model=None, **temporal_features(np.zeros((0, self.embedder.embed_dim), np.float32)))
-
-    def _embed_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
-        """Embed all pending rows packed together; if that fails, each row alone, so one bad
-        video fails only itself."""
-        results = process_isolated(pending, lambda frames: self.embedder.embed_frames(frames, self.batch_size),
-                                   STAGE, "CLIP")
-        for (row, _), embeddings in zip(pending, results):
-            if embeddings is None:
-                continue
-            row["frame_embeddings"] = embeddings
-            row["clip_model"] = self.embedder.lineage
-            row.update(temporal_features(embeddings))
-

@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 
 from extract.config import StorageConfig
 from extract.rows import VideoError, mark_failed
-from extract.storage import check_scheme, filesystem_for, is_remote
+from extract.tables.storage import check_scheme, filesystem_for, is_remote
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".flv", ".3gp")
 MANIFEST_EXTENSIONS = (".jsonl", ".csv", ".parquet")

@@ -1,6 +1,6 @@
-"""The job: plan a run, map the stages onto Ray Data, write and commit the tables.
+"""The Ray backend: the stages as Ray Data actor pools; the only module that imports Ray.
 
-This is the only module that imports Ray. Stages (``DecodeStage``, ``TranscribeStage``,
+ Stages (``DecodeStage``, ``TranscribeStage``,
 ``ClipStage``) are plain callable classes; here they become ``map_batches`` actor pools:
 
     manifest rows -> decode (CPU actors, each with a pool of isolated decode processes)
@@ -15,7 +15,7 @@ as they arrive, so driver memory does not grow with the number of videos.
 Failures (tests/RELIABILITY.md):
 
 - a configured local checkpoint that is missing or cut short fails the run before Ray starts
-  (``extract.models.check_local_checkpoints``); any other model that cannot load fails the run
+  (``extract.models.checkpoints.check_local_checkpoints``); any other model that cannot load fails the run
   on its first attempt, naming the path. The pools start together while the first videos
   decode, so model loading and decoding overlap;
 - a worker process that dies (segfault, abort, OOM kill, ``kill -9``) is restarted and its
@@ -30,41 +30,27 @@ from __future__ import annotations
 import logging
 import os
 import re
-import resource
-import secrets
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from extract import __version__
-from extract.catalog import Catalog
 from extract.config import Config
-from extract.models import check_local_checkpoints
-from extract.rows import batch_to_rows, is_failed, mark_failed
-from extract.schemas import TABLES
-from extract.sources import read_source
-from extract.tables import TableContext, count_records, rows_to_tables
-from extract.writer import RunWriter, commit_run, file_metadata, supersede
+from extract.pipeline.resources import check_plan_fits, resource_plan
+from extract.rows import batch_to_rows, mark_failed
+from extract.stages.registry import STAGES, stage_classes
 
 log = logging.getLogger("extract")
 
+
 GPU_POLL_S = 10.0  # how often a job looks for autoscaled GPU nodes while it waits
 
-STAGES = ("decode", "whisper", "clip")
+
 # Re-runs that pin a repeating worker crash on its video cost about 2 * log2(unfinished videos)
 # each; this pins a few such videos even in a million-video run, and stops a crash that is not
 # one video's (every batch crashes) from re-running forever.
 MAX_CRASH_RERUNS = 48
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """Sortable, unique run id: ``YYYYMMDDTHHMMSSZ-<6 hex>``."""
-    now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 class TimedStage:
@@ -90,62 +76,6 @@ class TimedStage:
         n = len(next(iter(out.values()))) if out else 0
         out[f"time_{self.name}_s"] = np.full(n, (time.perf_counter() - start) / max(n, 1))
         return out
-
-
-def stage_classes() -> dict[str, type]:
-    """The stage classes by name (imported lazily: they pull in torch/av)."""
-    from extract.clip import ClipStage
-    from extract.decode import DecodeStage
-    from extract.transcribe import TranscribeStage
-
-    return {"decode": DecodeStage, "whisper": TranscribeStage, "clip": ClipStage}
-
-
-# --------------------------------------------------------------------------- planning
-
-
-@dataclass
-class RunPlan:
-    """Which manifest rows this run processes, which it skips and why."""
-
-    todo: list[dict[str, Any]] = field(default_factory=list)  # rows for the stages
-    failed: list[dict[str, Any]] = field(default_factory=list)  # manifest rows already failed
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
-
-
-def plan_run(rows: list[dict[str, Any]], outcomes: dict[str, dict[str, Any]], feature_hash: str,
-             overwrite: bool = False, retry_errors: bool = False) -> RunPlan:
-    """Decide per manifest row: process, or skip because its outcome is already committed.
-
-    - default (incremental): skip ids committed as ``ok`` with the same feature hash, ids
-      committed as errors, and forgotten ids whose uri is unchanged;
-    - ``overwrite``: process every row (its old rows are superseded);
-    - ``retry_errors``: process only ids whose latest outcome is a retryable error.
-    """
-    plan = RunPlan()
-    for row in rows:
-        prev = outcomes.get(row["video_id"])
-        if retry_errors:
-            process = bool(prev and prev["status"] == "error" and prev.get("retryable"))
-            reason = "not_retryable_error"
-        elif overwrite or prev is None:
-            process, reason = True, ""
-        elif prev["status"] == "ok":
-            process, reason = prev.get("feature_hash") != feature_hash, "already_committed"
-        elif prev["status"] == "forgotten":
-            process, reason = prev.get("uri") != row["uri"], "forgotten"
-        else:
-            process, reason = False, "committed_error"
-        if not process:
-            plan.skipped[reason] += 1
-        elif is_failed(row):
-            plan.failed.append(row)
-        else:
-            plan.todo.append(row)
-    return plan
-
-
-# --------------------------------------------------------------------------- Ray
 
 
 def init_ray(config: Config) -> None:
@@ -226,62 +156,9 @@ def configure_data_context(config: Config) -> dict[str, Any]:
             "max_task_retries": config.runtime.max_task_retries}
 
 
-def resolve_gpus(config: Config, cluster_gpus: float) -> float:
-    """GPUs per model actor: ``num_gpus_per_actor`` on CUDA, 0 on CPU (``auto`` asks the cluster)."""
-    device = config.runtime.device
-    if device == "cpu" or (device == "auto" and cluster_gpus <= 0):
-        return 0.0
-    if device == "cuda" and cluster_gpus <= 0:
-        raise RuntimeError("runtime.device=cuda but the Ray cluster has no GPUs; use runtime.device=auto or cpu")
-    return config.runtime.num_gpus_per_actor
-
-
-def resource_plan(config: Config, cluster_cpus: float, cluster_gpus: float) -> dict[str, dict[str, Any]]:
-    """Per stage: actor pool size, CPUs and GPUs per actor, videos per batch, and for the model
-    stages torch's CPU threads (``runtime.torch_threads``, 0 = the actor's CPUs, at least 1)."""
-    rt = config.runtime
-    gpus = resolve_gpus(config, cluster_gpus)
-    # On CPU the model actors share the cores with decode; fractional CPUs keep all three
-    # pools schedulable on a 2-core laptop (and, a quarter each, on a single core).
-    model_cpus = 1.0 if gpus > 0 else min(0.5, cluster_cpus / 4)
-    # Ray's own rule for OMP_NUM_THREADS (floor of the CPUs, at least 1), applied through
-    # torch.set_num_threads so an OMP_NUM_THREADS exported in the shell does not give every
-    # actor all the cores. Two threads for every worker on 2 cores (OMP_NUM_THREADS=2) did not
-    # help (bench/RESULTS.md): the models then fight over the same cores. runtime.torch_threads
-    # overrides it (e.g. a CPU machine with few decode_workers and cores to spare).
-    threads = rt.torch_threads or max(1, int(model_cpus))
-    reserved = model_cpus * (rt.clip_actors + rt.whisper_actors)
-    decode_workers = rt.decode_workers or max(1, int(cluster_cpus - reserved))
-    # What one actor of each model pool leaves (the pools' minimum; more model actors queue).
-    decode_cpus = 1.0 if gpus > 0 else min(1.0, cluster_cpus - 2 * model_cpus)
-    return {
-        "decode": {"actors": decode_workers, "num_cpus": decode_cpus, "num_gpus": 0.0,
-                   "batch_size": rt.decode_batch_size},
-        "whisper": {"actors": rt.whisper_actors, "num_cpus": model_cpus, "num_gpus": gpus,
-                    "batch_size": rt.videos_per_batch, "torch_threads": threads},
-        "clip": {"actors": rt.clip_actors, "num_cpus": model_cpus, "num_gpus": gpus,
-                 "batch_size": rt.videos_per_batch, "torch_threads": threads},
-    }
-
-
-def check_plan_fits(plan: dict[str, dict[str, Any]], cluster_cpus: float, cluster_gpus: float) -> None:
-    """Raise when the cluster cannot hold one actor of every pool at once.
-
-    The pools start together and each needs at least one actor; one that can never be placed
-    would leave the run waiting forever for its results, so this fails it at once with the fix.
-    """
-    cpus = sum(p["num_cpus"] for p in plan.values())
-    gpus = sum(p["num_gpus"] for p in plan.values())
-    if gpus > cluster_gpus + 1e-9:
-        raise RuntimeError(
-            f"one CLIP and one Whisper actor need {gpus:g} GPUs (runtime.num_gpus_per_actor="
-            f"{plan['clip']['num_gpus']:g} each) but the Ray cluster has {cluster_gpus:g}; set "
-            "runtime.num_gpus_per_actor=0.5 to share one GPU, or add GPU nodes")
-    if cpus > cluster_cpus + 1e-9:
-        raise RuntimeError(
-            f"one actor of each stage needs {cpus:g} CPUs (decode {plan['decode']['num_cpus']:g}, Whisper "
-            f"{plan['whisper']['num_cpus']:g}, CLIP {plan['clip']['num_cpus']:g}) but the Ray cluster has "
-            f"{cluster_cpus:g}; run on a machine or cluster with at least {cpus:g} CPUs")
+# Runs rows through the stages: (rows, config, stage classes or None) -> (finished batches, pools used).
+Executor = Callable[[list[dict[str, Any]], Config, "dict[str, type] | None"],
+                    tuple[Iterator[dict[str, np.ndarray]], dict[str, Any]]]
 
 
 def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] | None = None,
@@ -318,9 +195,6 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
         )
     log.info("ray data settings: %s; pools: %s", settings, plan)
     return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), plan
-
-
-# --------------------------------------------------------------------------- the job
 
 
 def _finish_rows(rows: list[dict[str, Any]], expected: set[str], seen: set[str]) -> list[dict[str, Any]]:
@@ -369,7 +243,7 @@ def _crash_row(row: dict[str, Any], exc: BaseException, retries: int) -> dict[st
 
 def stream_finished_rows(todo: list[dict[str, Any]], config: Config, stages: dict[str, type] | None,
                          seen: set[str], resources: dict[str, Any], events: Counter,
-                         ) -> Iterator[list[dict[str, Any]]]:
+                         executor: Executor | None = None) -> Iterator[list[dict[str, Any]]]:
     """Finished rows of ``todo`` as they complete, each video at most once (its id goes into ``seen``).
 
     When worker crashes outlast Ray's retries the dataset fails; the videos without a result
@@ -378,8 +252,10 @@ def stream_finished_rows(todo: list[dict[str, Any]], config: Config, stages: dic
     While splitting, groups of several videos run without Ray retries (a crash only splits
     them further); a single video gets the configured retries again before it is convicted.
     Re-runs are counted in ``events["crash_reruns"]``; past ``MAX_CRASH_RERUNS`` the crash is
-    not one video's and the error is raised. Other failures are raised at once.
+    not one video's and the error is raised. Other failures are raised at once. ``executor``
+    runs one group (default: ``execute``, the stages on Ray Data).
     """
+    run_group = executor or execute
     expected = {r["video_id"] for r in todo}
     splitting = config.replace(**{"runtime.max_task_retries": 0})
     groups = deque([todo])
@@ -387,7 +263,7 @@ def stream_finished_rows(todo: list[dict[str, Any]], config: Config, stages: dic
         group = groups.popleft()
         group_config = splitting if events["crash_reruns"] and len(group) > 1 else config
         try:
-            batches, plan = execute(group, group_config, stages)
+            batches, plan = run_group(group, group_config, stages)
             if not resources:
                 resources.update(plan)
             for batch in batches:
@@ -417,136 +293,3 @@ def stream_finished_rows(todo: list[dict[str, Any]], config: Config, stages: dic
                         "in %d group(s) to find the video that causes it", group_config.runtime.max_task_retries,
                         type(exc).__name__, len(left), len(parts))
             groups.extendleft(reversed(parts))
-
-
-def _lineage(rows: list[dict[str, Any]], models: dict[str, str]) -> None:
-    for row in rows:
-        if not is_failed(row):
-            for key, col in (("clip", "clip_model"), ("whisper", "whisper_model")):
-                if row.get(col) and key not in models:
-                    models[key] = row[col]
-
-
-def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retry_errors: bool = False,
-            progress: bool = True, run_id: str | None = None,
-            stages: dict[str, type] | None = None) -> dict[str, Any]:
-    """Process ``src`` into ``dst`` and commit one run; returns the run manifest.
-
-    Raises on run-level failures (unreadable manifest, Ray failure, store failure) after
-    deleting the run's staging folder, so nothing is published.
-    """
-    from extract.preprocess import clip_embed_dim
-
-    t0 = time.perf_counter()
-    started = datetime.now(timezone.utc)
-    run_id = run_id or new_run_id(started)
-    rows = read_source(src, config.storage)
-    catalog = Catalog(dst, config.storage)
-    cleaned = catalog.cleanup()
-    plan = plan_run(rows, catalog.outcomes(), config.feature_hash, overwrite, retry_errors)
-    log.info("run %s: %d manifest rows, %d to process, %d invalid, skipped %s",
-             run_id, len(rows), len(plan.todo), len(plan.failed), dict(plan.skipped))
-    if plan.todo:
-        check_local_checkpoints(config)
-    models: dict[str, str] = {}
-    ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=config.feature_hash,
-                       embedding_dim=clip_embed_dim(config.models.clip),
-                       embedding_dtype=config.output.embedding_dtype)
-    # Files open after the first results arrive, so the lineage of the models is known by then.
-    writer = RunWriter(catalog, run_id, lambda table: file_metadata(
-        table, run_id=run_id, config_hash=config.config_hash, feature_hash=config.feature_hash,
-        models=models), config.output.max_rows_per_file)
-    counts = Counter()
-    errors_by = Counter()
-    timings = Counter()
-    audio_s = 0.0
-    resources: dict[str, Any] = {}
-    try:
-        def write_rows(batch_rows: list[dict[str, Any]]) -> None:
-            nonlocal audio_s
-            tables = rows_to_tables(batch_rows, ctx)
-            t_write = time.perf_counter()
-            writer.write(tables)
-            timings["write"] += time.perf_counter() - t_write
-            for table, n in count_records(tables).items():
-                counts[f"rows.{table}"] += n
-            for row in batch_rows:
-                for stage in STAGES:
-                    timings[stage] += float(row.get(f"time_{stage}_s") or 0.0)
-                audio_s += float(row.get("audio_s") or 0.0)
-            error_tables = [t for (name, _), t in tables.items() if name == "errors"]
-            for t in error_tables:
-                for stage, etype in zip(t["stage"].to_pylist(), t["error_type"].to_pylist()):
-                    errors_by[f"{stage}/{etype}"] += 1
-
-        write_rows(plan.failed)
-        expected = {r["video_id"] for r in plan.todo}
-        seen: set[str] = set()
-        events: Counter = Counter()
-        if plan.todo:
-            bar = _progress(len(plan.todo), progress)
-            for batch_rows in stream_finished_rows(plan.todo, config, stages, seen, resources, events):
-                _lineage(batch_rows, models)
-                write_rows(batch_rows)
-                bar(len(batch_rows))
-            bar(0, close=True)
-        lost = [mark_failed(dict(r), "pipeline", "LostRow",
-                            f"{r['video_id']!r}: no result came back from the stages; rerun with --retry-errors",
-                            retryable=True) for r in plan.todo if r["video_id"] not in seen]
-        write_rows(lost)
-        touched = expected | {r["video_id"] for r in plan.failed}
-        t_sup = time.perf_counter()
-        removed = supersede(catalog, writer, touched)
-        timings["supersede"] += time.perf_counter() - t_sup
-        n_errors = counts["rows.errors"]
-        n_done = len(plan.todo) + len(plan.failed)
-        ended = datetime.now(timezone.utc)
-        wall = time.perf_counter() - t0
-        record = {
-            "run_id": run_id, "kind": "run", "status": "committed",
-            "started_at": started.isoformat(), "ended_at": ended.isoformat(), "wall_s": round(wall, 3),
-            "audio_s": round(audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
-            "input": src, "output": dst, "pipeline_version": __version__,
-            "options": {"overwrite": overwrite, "retry_errors": retry_errors},
-            "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash,
-            "models": models,
-            "counts": {
-                "manifest_rows": len(rows), "processed": n_done, "ok": counts["rows.videos"],
-                "errors": n_errors, "skipped": sum(plan.skipped.values()),
-                "skipped_by_reason": dict(plan.skipped),
-                "invalid_upload_ts": sum(1 for r in rows if r.get("ts_warning")),
-                "crash_reruns": events["crash_reruns"],
-            },
-            "tables": {t: counts[f"rows.{t}"] for t in TABLES},
-            "errors_by_stage_type": dict(errors_by),
-            "error_rate": round(n_errors / n_done, 4) if n_done else 0.0,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "throughput": {
-                "videos_per_s": round(n_done / wall, 3) if wall else None,
-                "frames_per_s": round(counts["rows.frame_embeddings"] / wall, 2) if wall else None,
-                "audio_s_per_s": round(audio_s / wall, 2) if wall else None,
-            },
-            "resources": resources, "cleaned_leftovers": len(cleaned),
-            # ru_maxrss is KiB on Linux: peak memory of this driver process, which streams results
-            "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }
-        return commit_run(writer, record, removed)
-    except BaseException:
-        writer.abort()
-        raise
-
-
-def _progress(total: int, enabled: bool) -> Callable[..., None]:
-    """A tqdm bar on stderr (or a no-op); call ``bar(n)`` per finished videos, ``bar(0, close=True)``."""
-    if not enabled:
-        return lambda n, close=False: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="video", desc="extract", dynamic_ncols=True)
-
-    def update(n: int, close: bool = False) -> None:
-        bar.update(n)
-        if close:
-            bar.close()
-
-    return update

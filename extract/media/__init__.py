@@ -1,0 +1,1 @@
+"""Untrusted media: probing, sampling, frame geometry, video and audio decoding, isolated decode processes."""

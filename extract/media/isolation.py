@@ -1,0 +1,416 @@
+"""Isolation: decoding runs in reusable child processes, never in the worker (``DecodePool``).
+
+Isolation: ``DecodeStage`` never decodes in its own process. A ``DecodePool`` of long-lived
+child processes (``subprocess`` with fork+exec, never a bare fork of a threaded worker; own
+process group; ``RLIMIT_AS`` = ``limits.max_memory_bytes``; no core dumps) does the FFmpeg
+work. The parent enforces ``limits.timeout_s`` (the child stops itself at the limit; the
+parent kills the process group ``KILL_GRACE_S`` later if it has not), and a child that dies
+(segfault, abort, out of memory) costs only its video: the row gets ``Crash`` and the next
+video gets a fresh process. Results come back as a JSON header plus raw arrays, never pickle,
+so a compromised child cannot run code in the parent.
+
+Test-only hook: when the environment variable ``EXTRACT_TEST_CRASH_VIDEO_IDS`` (comma
+separated, read in the parent when a video is submitted) names a row's ``video_id``, the child
+calls ``os.abort()`` before decoding it. It exists so tests can prove a crash costs one row;
+never set it in production.
+
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from extract.config import Config, config_from_dict
+from extract.media.audio import AUDIO_RATE
+from extract.media.geometry import PreprocessSpec
+from extract.media.limits import TRUNCATION_SLACK_S, Deadline, memory_error
+from extract.media.probe import Probe
+from extract.media.video import DecodedVideo, DecodeStats, decode_video
+from extract.rows import VideoError
+
+CRASH_HOOK_ENV = "EXTRACT_TEST_CRASH_VIDEO_IDS"  # test-only, see module docstring
+
+
+KILL_GRACE_S = 5.0  # after limits.timeout_s, how long the parent waits before killing the child
+
+
+WORKER_START_TIMEOUT_S = 120.0  # interpreter + numpy + PyAV import on a busy machine
+
+
+MAX_JOBS_PER_WORKER = 500  # recycle a child after this many videos (bounds leaks in native code)
+
+
+MIN_HEADROOM_BYTES = 64 * 1024**2  # address space a child needs above its idle size to decode anything
+
+
+HEADER_MAX_BYTES = 1 << 20  # largest JSON header the parent accepts from a child
+
+
+def _probe_to_json(probe: Probe) -> dict[str, Any]:
+    data = dataclasses.asdict(probe)
+    data["keyframes"] = None  # the parent has no use for the index
+    return data
+
+
+def _result_messages(result: DecodedVideo) -> list[bytes]:
+    """A result as wire messages: JSON header, then frames, pts and audio as raw bytes."""
+    header = {
+        "ok": True, "probe": _probe_to_json(result.probe), "policy": result.policy,
+        "stats": dataclasses.asdict(result.stats),
+        "frames_shape": list(result.frames.shape), "n_pts": len(result.pts_s), "n_audio": len(result.audio),
+    }
+    return [json.dumps(header).encode(), result.frames.astype(np.uint8, copy=False).tobytes(),
+            result.pts_s.astype(np.float32, copy=False).tobytes(), result.audio.astype(np.float32, copy=False).tobytes()]
+
+
+def _error_message(error: VideoError, recycle: bool = False) -> bytes:
+    return json.dumps({"ok": False, "error_type": error.error_type, "message": str(error),
+                       "retryable": error.retryable, "recycle": recycle}).encode()
+
+
+def _vm_bytes() -> int | None:
+    """This process's virtual memory size (Linux ``VmSize``), None where unknown."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def serve_decode_requests() -> None:
+    """Child-process main loop of ``DecodePool`` (stdin: requests, stdout: results).
+
+    First message: ``{"config": ..., "spec": ...}``; the child applies ``RLIMIT_AS`` and answers
+    ``{"ready": true}``. Then per job ``{"video_id", "path"}`` -> ``_result_messages`` or an
+    error header. Exits on EOF (the parent closed the pipe or died).
+    """
+    import faulthandler
+    import resource
+    import traceback
+
+    import av  # noqa: F401  - imported before the address-space limit is applied
+
+    faulthandler.enable()  # a segfault prints the Python stack to stderr, which the parent reports
+    results_fd = os.dup(1)
+    os.dup2(2, 1)  # stray writes to stdout by native code must not corrupt the result stream
+    requests = Connection(0, writable=False)
+    results = Connection(results_fd, readable=False)
+    init = json.loads(requests.recv_bytes(HEADER_MAX_BYTES))
+    config = config_from_dict(init["config"])
+    spec = PreprocessSpec(**{**init["spec"], "mean": tuple(init["spec"]["mean"]), "std": tuple(init["spec"]["std"])})
+    limit = config.limits.max_memory_bytes
+    baseline = _vm_bytes() or 0
+    if baseline + MIN_HEADROOM_BYTES > limit:
+        results.send_bytes(json.dumps({"ready": False, "message": (
+            f"limits.max_memory_bytes={limit} is too small: a decode process uses {baseline} bytes of address "
+            f"space before decoding anything; allow at least {baseline + MIN_HEADROOM_BYTES}")}).encode())
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    results.send_bytes(json.dumps({"ready": True, "pid": os.getpid(), "baseline_vm_bytes": baseline}).encode())
+    while True:
+        try:
+            job = json.loads(requests.recv_bytes(HEADER_MAX_BYTES))
+        except EOFError:
+            return
+        if job.get("test_crash"):
+            os.abort()  # test-only crash hook (module docstring)
+        name = job["path"]
+        try:
+            messages = _result_messages(decode_video(job["path"], config, spec, strategy=job.get("strategy", "auto"),
+                                                     deadline=Deadline(config.limits.timeout_s, name)))
+        except VideoError as exc:
+            messages = [_error_message(exc)]
+        except MemoryError:
+            messages = [_error_message(memory_error(name, config.limits), recycle=True)]
+        except Exception as exc:  # noqa: BLE001 - any other failure is this video's, reported with its origin
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            message = f"{name!r}: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
+            messages = [_error_message(VideoError(type(exc).__name__, message, retryable=True))]
+        for message in messages:
+            results.send_bytes(message)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One video for the pool: ``path`` is local (already fetched)."""
+
+    video_id: str
+    path: str
+    strategy: str = "auto"
+
+
+class _Worker:
+    """One decode child: a process group of its own, request/result pipes and a stderr file."""
+
+    def __init__(self, init: bytes, env: dict[str, str]):
+        self.init = init
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.requests: Connection | None = None
+        self.results: Connection | None = None
+        self.stderr = None
+        self.jobs_done = 0
+        self.baseline_vm_bytes = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        req_read, req_write = os.pipe()
+        res_read, res_write = os.pipe()
+        self.stderr = tempfile.TemporaryFile()
+        fd = self.stderr.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)  # truncation-safe
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from extract.media.isolation import serve_decode_requests; serve_decode_requests()"],
+                stdin=req_read, stdout=res_write, stderr=self.stderr, env=self.env, start_new_session=True,
+                close_fds=True)
+        finally:
+            os.close(req_read)
+            os.close(res_write)
+        self.requests = Connection(req_write, readable=False)
+        self.results = Connection(res_read, writable=False)
+        self.requests.send_bytes(self.init)
+        self.jobs_done = 0
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until the child reports ready; RuntimeError/ValueError when it cannot start."""
+        if not self.results.poll(timeout_s):
+            self.kill()
+            raise RuntimeError(f"decode process did not start within {timeout_s:.0f} s")
+        try:
+            hello = json.loads(self.results.recv_bytes(HEADER_MAX_BYTES))
+        except (EOFError, OSError) as exc:
+            tail = self.stderr_tail()
+            self.kill()
+            raise RuntimeError(f"decode process failed to start: {tail}") from exc
+        if not hello.get("ready"):
+            self.kill()
+            raise ValueError(hello.get("message", "decode process refused to start"))
+        self.baseline_vm_bytes = int(hello.get("baseline_vm_bytes", 0))
+
+    def submit(self, job: DecodeJob) -> None:
+        self.stderr.truncate(0)
+        request = dataclasses.asdict(job)
+        if job.video_id in os.environ.get(CRASH_HOOK_ENV, "").split(","):
+            request["test_crash"] = True  # test-only crash hook (module docstring)
+        self.requests.send_bytes(json.dumps(request).encode())
+
+    def receive(self, max_frame_bytes: int, max_audio_bytes: int) -> DecodedVideo | VideoError:
+        """The child's answer to the submitted job (call once ``results`` is readable)."""
+        header = json.loads(self.results.recv_bytes(HEADER_MAX_BYTES))
+        self.jobs_done += 1
+        if not header["ok"]:
+            if header.get("recycle") or self.jobs_done >= MAX_JOBS_PER_WORKER:
+                self.kill()
+            return VideoError(str(header["error_type"]), str(header["message"]), bool(header["retryable"]))
+        shape = tuple(int(d) for d in header["frames_shape"])
+        frames = np.frombuffer(self.results.recv_bytes(max_frame_bytes), np.uint8).reshape(shape)
+        pts = np.frombuffer(self.results.recv_bytes(4 * shape[0] + 1), np.float32)
+        audio = np.frombuffer(self.results.recv_bytes(max_audio_bytes), np.float32)
+        if len(pts) != shape[0] or len(audio) != int(header["n_audio"]):
+            raise EOFError("decode process sent inconsistent arrays")
+        if self.jobs_done >= MAX_JOBS_PER_WORKER:
+            self.kill()
+        probe = Probe(**header["probe"])
+        stats = DecodeStats(**header["stats"])
+        return DecodedVideo(probe, frames, pts, audio, str(header["policy"]), stats)
+
+    def stderr_tail(self, n_bytes: int = 1500) -> str:
+        if self.stderr is None:
+            return ""
+        self.stderr.flush()
+        size = self.stderr.seek(0, os.SEEK_END)
+        self.stderr.seek(max(0, size - n_bytes))
+        return self.stderr.read().decode("utf-8", "replace").strip()
+
+    def kill(self) -> int | None:
+        """Kill the child's process group; returns its exit status (negative: signal)."""
+        status = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            status = self.proc.wait()
+        for conn in (self.requests, self.results):
+            if conn is not None:
+                conn.close()
+        self.proc = self.requests = self.results = None
+        return status
+
+    def close(self) -> None:
+        self.kill()
+        if self.stderr is not None:
+            self.stderr.close()
+            self.stderr = None
+
+
+def _child_env() -> dict[str, str]:
+    import extract
+
+    env = dict(os.environ)
+    root = str(Path(extract.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    # One decode per core: no BLAS thread pools; few malloc arenas keep the address space (RLIMIT_AS) honest.
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
+    return env
+
+
+class DecodePool:
+    """``size`` reusable decode child processes (see the module docstring).
+
+    ``map(jobs)`` decodes jobs concurrently, one per idle child, and returns per job a
+    ``DecodedVideo`` or a ``VideoError`` (``Timeout`` retryable after ``limits.timeout_s``;
+    ``Crash`` not retryable when the child died). Children start in ``__init__``; ``close``
+    (or garbage collection) kills them.
+    """
+
+    def __init__(self, config: Config, spec: PreprocessSpec, size: int = 1):
+        if size < 1:
+            raise ValueError(f"DecodePool size must be >= 1, got {size}")
+        self.config = config
+        self.size = size
+        init = json.dumps({"config": config.to_dict(), "spec": dataclasses.asdict(spec)}).encode()
+        self.workers = [_Worker(init, _child_env()) for _ in range(size)]
+        s = spec.image_size
+        self.max_frame_bytes = max(config.sampling.max_frames, config.sampling.min_frames) * s * s * 3 + 1
+        self.max_audio_bytes = int((config.limits.max_duration_s + 2 * TRUNCATION_SLACK_S) * AUDIO_RATE) * 4 + 1
+        self._finalizer = weakref.finalize(self, DecodePool._close_workers, self.workers)
+        try:
+            for worker in self.workers:
+                worker.start()
+            for worker in self.workers:
+                worker.wait_ready(WORKER_START_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def baseline_vm_bytes(self) -> int:
+        """Address space of an idle child (what ``limits.max_memory_bytes`` must exceed)."""
+        return max(w.baseline_vm_bytes for w in self.workers)
+
+    def _ensure_started(self, worker: _Worker) -> None:
+        if not worker.alive:
+            worker.kill()
+            worker.start()
+            worker.wait_ready(WORKER_START_TIMEOUT_S)
+
+    def map(self, jobs: Iterable[DecodeJob],
+            on_result: Callable[[int, DecodedVideo | VideoError], None] | None = None) -> list[DecodedVideo | VideoError]:
+        """Decode ``jobs`` on the children; one result or ``VideoError`` per job, in order.
+
+        The next job is taken from ``jobs`` only when a child is idle, so a generator can fetch
+        each file just in time while the other children decode. ``on_result(index, result)``
+        runs as each job ends (e.g. to delete its fetched file). Raises only when a child cannot
+        be (re)started; children busy at that moment are killed, so no stale result reaches a
+        later call.
+        """
+        busy: dict[int, tuple[int, float]] = {}  # worker index -> (job index, kill time)
+        try:
+            return self._map(iter(jobs), busy, on_result)
+        except BaseException:
+            for w in busy:
+                self.workers[w].kill()
+            raise
+
+    def _map(self, jobs: Iterator[DecodeJob], busy: dict[int, tuple[int, float]],
+             on_result: Callable[[int, DecodedVideo | VideoError], None] | None) -> list[DecodedVideo | VideoError]:
+        results: dict[int, DecodedVideo | VideoError] = {}
+        submitted: list[DecodeJob] = []
+        exhausted = False
+        hard_s = self.config.limits.timeout_s + KILL_GRACE_S
+        while not exhausted or busy:
+            for w, worker in enumerate(self.workers):
+                if w in busy or exhausted:
+                    continue
+                job = next(jobs, None)
+                if job is None:
+                    exhausted = True
+                    break
+                submitted.append(job)
+                self._ensure_started(worker)
+                worker.submit(job)
+                busy[w] = (len(submitted) - 1, time.monotonic() + hard_s)
+            if not busy:
+                continue
+            soonest = min(kill_at for _, kill_at in busy.values())
+            ready = wait([self.workers[w].results for w in busy], timeout=max(0.0, soonest - time.monotonic()))
+            for w in list(busy):
+                worker = self.workers[w]
+                index, kill_at = busy[w]
+                job = submitted[index]
+                if worker.results in ready:
+                    result = self._collect(worker, job)
+                elif time.monotonic() >= kill_at:
+                    worker.kill()
+                    result = VideoError(
+                        "Timeout", f"{job.video_id!r}: decoding took longer than limits.timeout_s="
+                                   f"{self.config.limits.timeout_s}; its process was killed", retryable=True)
+                else:
+                    continue
+                del busy[w]
+                results[index] = result
+                if on_result is not None:
+                    on_result(index, result)
+        return [results[i] for i in range(len(submitted))]
+
+    def _collect(self, worker: _Worker, job: DecodeJob) -> DecodedVideo | VideoError:
+        try:
+            return worker.receive(self.max_frame_bytes, self.max_audio_bytes)
+        except (EOFError, OSError, ValueError, TypeError, KeyError) as exc:
+            said = worker.stderr_tail()
+            status = worker.kill()
+            how = f"signal {signal.Signals(-status).name}" if status is not None and status < 0 else f"exit status {status}"
+            if not isinstance(exc, (EOFError, OSError)):
+                how = f"a malformed result ({type(exc).__name__}: {exc})"
+            if status == -signal.SIGKILL:  # nobody here sends SIGKILL before this point: the kernel's OOM killer
+                how += f" (out of memory? limits.max_memory_bytes={self.config.limits.max_memory_bytes})"
+            fatal = said.find("Fatal Python error")  # faulthandler's report starts with the reason and stack
+            said = said[fatal:fatal + 600] if fatal >= 0 else said[-600:]
+            return VideoError("Crash", f"{job.video_id!r}: the decode process died with {how}; "
+                                       f"stderr: {said or '(empty)'}", retryable=False)
+
+    def decode(self, job: DecodeJob) -> DecodedVideo:
+        """One job; raises its ``VideoError``."""
+        result = self.map([job])[0]
+        if isinstance(result, VideoError):
+            raise result
+        return result
+
+    @staticmethod
+    def _close_workers(workers: list[_Worker]) -> None:
+        for worker in workers:
+            worker.close()
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> "DecodePool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

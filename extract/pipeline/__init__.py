@@ -1,0 +1,1 @@
+"""The job (manifest, plan, commit) and the Ray backend (the only module that imports Ray)."""

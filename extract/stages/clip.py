@@ -1,0 +1,68 @@
+"""CLIP stage: frames -> frame and video embeddings, temporal and text features (``ClipStage``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+
+from extract.config import Config
+from extract.models.clip import ClipEmbedder, temporal_features
+from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
+from extract.stages.registry import CLIP
+
+log = logging.getLogger(__name__)
+
+
+STAGE = CLIP.name
+
+
+class ClipStage:
+    """Pipeline stage: ``frames`` -> frame/video CLIP embeddings, temporal and text features.
+
+    Consumes ``frames``; adds ``frame_embeddings`` ``(n, D) float32``, ``clip_embedding``,
+    ``clip_model`` (lineage), ``frame_cos_mean``, ``frame_cos_min``, ``thumbnail_similarity``,
+    then the columns of ``text_features.add_text_features`` using this model's text tower.
+    Failed rows pass through with empty tensors (``(0, D)``, ``(0,)``) and None features.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.embedder = ClipEmbedder(config.models.clip, config.runtime.device, storage=config.storage)
+        self.batch_size = config.runtime.clip_batch_size
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from extract.text.features import add_text_features
+
+        rows = batch_to_rows(batch)
+        pending: list[tuple[dict[str, Any], np.ndarray]] = []
+        for row in rows:
+            frames = row.pop("frames", None)
+            self._set_empty(row)
+            if is_failed(row):
+                continue
+            try:
+                pending.append((row, self.embedder.check_frames(frames)))
+            except VideoError as exc:
+                mark_exception(row, STAGE, exc)
+        self._embed_rows(pending)
+        add_text_features(rows, encode_texts=self.embedder.encode_texts, config=self.config)
+        return rows_to_batch(rows)
+
+    def _set_empty(self, row: dict[str, Any]) -> None:
+        row.update(frame_embeddings=np.zeros((0, self.embedder.embed_dim), np.float32),
+                   clip_model=None, **temporal_features(np.zeros((0, self.embedder.embed_dim), np.float32)))
+
+    def _embed_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+        """Embed all pending rows packed together; if that fails, each row alone, so one bad
+        video fails only itself."""
+        results = process_isolated(pending, lambda frames: self.embedder.embed_frames(frames, self.batch_size),
+                                   STAGE, "CLIP")
+        for (row, _), embeddings in zip(pending, results):
+            if embeddings is None:
+                continue
+            row["frame_embeddings"] = embeddings
+            row["clip_model"] = self.embedder.lineage
+            row.update(temporal_features(embeddings))

@@ -1,0 +1,1 @@
+"""Output tables: schemas, rows -> Arrow, the writer, the catalog, storage, run planning."""

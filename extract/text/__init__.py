@@ -1,0 +1,1 @@
+"""Captions, hashtags and the text features computed from them."""

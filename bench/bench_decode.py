@@ -41,6 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.machine import load_average, machine_info
+from extract.defaults import resolved_here
 
 CLIP_S = 60.0
 SIZE = (1280, 720)
@@ -106,7 +107,7 @@ def bench_strategies(clips_dir: Path, repeats: int) -> list[dict[str, Any]]:
     from extract.media.video import decode_video
 
     config, spec = _config(), _spec()
-    threads = config.runtime.decode_threads
+    threads = resolved_here(config).runtime.decode_threads
     rows = []
     for gop in GOPS:
         path = bench_clip(clips_dir, gop)
@@ -181,7 +182,7 @@ def run(out_dir: str | Path, repeats: int = 3, isolation_videos: int = 30) -> di
         "benchmark": "decode_strategies",
         "clip": f"{CLIP_S:.0f} s {SIZE[0]}x{SIZE[1]} {FPS:.0f} fps H.264 veryfast, sampled at {SAMPLE_FPS:g} fps",
         "machine": {**machine_info(), "load_avg_1m": load_average(), "ffmpeg": av.ffmpeg_version_info,
-                    "decode_threads": _config().runtime.decode_threads},
+                    "decode_threads": resolved_here(_config()).runtime.decode_threads},
         "repeats": repeats,
         "strategies": bench_strategies(clips_dir, repeats),
         "isolation": bench_isolation(clips_dir, isolation_videos),

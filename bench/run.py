@@ -43,6 +43,7 @@ import numpy as np
 from bench.clips import REPO, build_set, mixed_specs, short_specs, subset_manifest
 from bench.machine import load_average, machine_info
 from bench.render import fmt, plot, render_markdown, write_results_md
+from extract.defaults import resolved_here
 
 
 def log(message: str) -> None:
@@ -275,7 +276,7 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
     return {**totals, "machine": machine, "speedup_wall": round(naive_t["wall_s"] / ours_t["wall_s"], 2),
             "speedup_cpu": round(naive_t["cpu_s"] / ours_t["cpu_s"], 2),
             "speedup_machine": round(naive_t["wall_s"] / machine["wall_s"], 2),
-            "torch_threads": torch.get_num_threads(), "decode_threads": config.runtime.decode_threads}
+            "torch_threads": torch.get_num_threads(), "decode_threads": resolved_here(config).runtime.decode_threads}
 
 
 def decode_stage_on_all_cores(manifest: str | Path, config: Any) -> dict[str, Any]:

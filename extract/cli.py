@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Extract CLIP frame embeddings, Whisper transcripts and hashtag/caption features "
                     "from videos into Parquet tables, on Ray.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress details; a run shows Ray's own logs instead of keeping them in its log file")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="process videos into the output tables",
@@ -178,20 +179,31 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from extract.pipeline.job import run_job
+    from extract.pipeline.console import RunConsole, run_log_path
+    from extract.pipeline.job import new_run_id, run_job
     from extract.pipeline.manifest import ManifestError
     from extract.report import summarize
 
     config = _load(args)
+    run_id = new_run_id()
+    console = RunConsole(run_log_path(args.output, run_id), verbose=args.verbose)
+    log_note = "" if args.verbose else f" (log: {console.log_path})"
     try:
-        record = run_job(args.input, args.output, config, overwrite=args.overwrite,
-                         retry_errors=args.retry_errors, progress=not args.no_progress)
+        with console:
+            try:
+                record = run_job(args.input, args.output, config, overwrite=args.overwrite,
+                                 retry_errors=args.retry_errors, progress=not args.no_progress,
+                                 terminal=console.terminal, run_id=run_id)
+            except ManifestError:
+                raise
+            except Exception:
+                logging.getLogger("extract").exception("run failed")  # the traceback, in the log
+                raise
     except ManifestError as exc:
         print(f"extract: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - report any run-level failure, publish nothing
-        logging.getLogger("extract").exception("run failed")
-        print(f"extract: run failed, nothing was published: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"extract: run failed, nothing was published: {type(exc).__name__}: {exc}{log_note}", file=sys.stderr)
         return EXIT_FAILED
     print(summarize(record, args.output))
     from extract.report import write_run_report
@@ -200,6 +212,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  run report: {write_run_report(args.output, record['run_id'], config.storage)}")
     except (OSError, ValueError) as exc:  # the run is committed; a report failure must not change that
         print(f"extract: run committed, but the report could not be written: {exc}", file=sys.stderr)
+    if not args.verbose:
+        print(f"  log (Ray and workers): {console.log_path}")
     if record["error_rate"] > config.limits.max_error_rate:
         print(f"extract: error rate {record['error_rate']:.0%} is over limits.max_error_rate="
               f"{config.limits.max_error_rate}", file=sys.stderr)

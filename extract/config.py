@@ -12,6 +12,7 @@ limit keys do not change features, so changing a batch size never forces a repro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -71,6 +72,21 @@ class WhisperConfig:
     silence_rms: float = 0.003  # windows whose RMS (float audio in [-1, 1]) is below are silent
     window_s: float = 30.0  # Whisper's context, seconds
     boundary_search_s: float = 3.0  # look this far before a 30 s boundary for a quiet cut
+    vad: bool = True  # silero-vad first: Whisper decodes only windows with speech
+    vad_threshold: float = 0.5  # silero-vad speech probability at or above which a frame is speech
+
+
+OCR_LANGUAGES = ("ch", "en")  # what the PP-OCRv4 recogniser in rapidocr-onnxruntime reads (one model for both)
+
+
+@dataclass(frozen=True)
+class OcrConfig:
+    enabled: bool = True  # read burned-in text (rapidocr) on a few sampled frames of each video
+    max_frames: int = 4  # frames read per video, spread over it, repeats skipped
+    min_score: float = 0.5  # lines recognised with a lower score are dropped
+    languages: tuple[str, ...] = OCR_LANGUAGES  # a subset of OCR_LANGUAGES
+    max_side: int = 800  # frames are scaled to this long side (pixels) for OCR; 24 px text on 1280 px still reads
+    min_change: float = 2.0  # mean abs difference (0-255) of 32x32 grey thumbnails below which a frame repeats
 
 
 @dataclass(frozen=True)
@@ -81,23 +97,37 @@ class TextConfig:
 DEVICES = ("auto", "cpu", "cuda")
 
 
+# Runtime keys left null are resolved at plan time from the machine or cluster the run has
+# (``extract.defaults.resolve_runtime``: cores, memory, GPUs and their memory); what they
+# resolved to, and why, is printed at start and kept in the run manifest.
+AUTO_RUNTIME_KEYS = ("clip_batch_size", "whisper_batch_size", "num_gpus_per_actor", "clip_actors", "whisper_actors",
+                     "ocr_actors", "decode_batch_size", "decode_workers", "decode_threads", "videos_per_batch",
+                     "torch_threads")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
-    clip_batch_size: int = 256  # frames per CLIP forward pass (packed across videos)
-    whisper_batch_size: int = 16  # 30 s windows per Whisper decode (packed across videos)
-    num_gpus_per_actor: float = 1.0  # fractional lets CLIP and Whisper share one GPU
-    clip_actors: int = 1  # CLIP actor pool size
-    whisper_actors: int = 1  # Whisper actor pool size
-    decode_batch_size: int = 4  # videos per decode task
-    decode_workers: int = 0  # concurrent decode tasks; 0 = Ray decides from free CPUs
-    decode_threads: int = 2  # FFmpeg decoder threads per video
-    videos_per_batch: int = 16  # videos per CLIP / Whisper actor call
-    # torch CPU threads per model (CLIP/Whisper) actor; 0 = the CPUs Ray gives the actor, at least 1
-    # (set explicitly, so an OMP_NUM_THREADS in the environment cannot oversubscribe the cores)
-    torch_threads: int = 0
+    clip_batch_size: int | None = None  # frames per CLIP forward pass (packed across videos)
+    whisper_batch_size: int | None = None  # 30 s windows per Whisper decode (packed across videos)
+    num_gpus_per_actor: float | None = None  # fractional lets CLIP and Whisper share one GPU
+    clip_actors: int | None = None  # CLIP actor pool size
+    whisper_actors: int | None = None  # Whisper actor pool size
+    ocr_actors: int | None = None  # OCR actor pool size (CPU actors; ocr.enabled)
+    decode_batch_size: int | None = None  # videos per decode task
+    decode_workers: int | None = None  # decode actors (one decode process each)
+    decode_threads: int | None = None  # FFmpeg decoder threads per video
+    videos_per_batch: int | None = None  # videos per CLIP / Whisper actor call
+    # torch CPU threads per model (CLIP/Whisper) actor (set explicitly, so an OMP_NUM_THREADS in
+    # the environment cannot oversubscribe the cores)
+    torch_threads: int | None = None
     ray_address: str | None = None  # None = RAY_ADDRESS env or an in-process local Ray
     max_task_retries: int = 2  # Ray retries of a crashed actor call; then the crashing video is isolated (pipeline)
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every machine-dependent key has a value (``extract.defaults.resolve_runtime``)."""
+        return all(getattr(self, key) is not None for key in AUTO_RUNTIME_KEYS)
 
 
 @dataclass(frozen=True)
@@ -144,6 +174,7 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    ocr: OcrConfig = field(default_factory=OcrConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -174,7 +205,7 @@ class Config:
                 models[section][key] = value.rstrip("/").rsplit("/", 1)[-1]
         for section, key in (("clip", "cache_dir"), ("whisper", "download_root")):
             models[section].pop(key, None)
-        return _hash({k: d[k] for k in ("models", "sampling", "whisper", "text", "output")})
+        return _hash({**{k: d[k] for k in FEATURE_SECTIONS}, "engines": engine_versions()})
 
     def replace(self, **overrides: Any) -> "Config":
         """A copy with dotted-key overrides applied, e.g. ``replace(**{"runtime.device": "cpu"})``."""
@@ -182,6 +213,26 @@ class Config:
         for key, value in overrides.items():
             _set_dotted(data, key, value)
         return config_from_dict(data)
+
+
+FEATURE_SECTIONS = ("models", "sampling", "whisper", "text", "output", "ocr")
+# Packages whose models ship inside their wheels (their version is the model's version) or
+# whose code decides feature values; a new version changes the feature hash.
+FEATURE_ENGINES = ("silero-vad", "rapidocr-onnxruntime", "open-clip-torch", "openai-whisper")
+
+
+@functools.lru_cache(maxsize=1)
+def engine_versions() -> dict[str, str]:
+    """``{package: version}`` of ``FEATURE_ENGINES`` (``absent`` where not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in FEATURE_ENGINES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
 
 
 def _hash(data: Any) -> str:
@@ -297,19 +348,28 @@ def verify_config(cfg: Config) -> Config:
         raise ConfigError(f"whisper.logprob_threshold: a log-probability, must be <= 0, got {cfg.whisper.logprob_threshold}")
     if not cfg.whisper.temperatures or cfg.whisper.temperatures[0] != 0.0:
         raise ConfigError("whisper.temperatures: must start with 0.0 (greedy), e.g. [0.0, 0.2, 0.4]")
-    if not 0.0 < cfg.runtime.num_gpus_per_actor <= 8:
-        raise ConfigError(f"runtime.num_gpus_per_actor: must be in (0, 8], got {cfg.runtime.num_gpus_per_actor}")
-    for key in ("clip_batch_size", "whisper_batch_size", "clip_actors", "whisper_actors",
-                "decode_batch_size", "decode_threads", "videos_per_batch"):
-        _check_positive(f"runtime.{key}", getattr(cfg.runtime, key))
-    _check_positive("runtime.decode_workers", cfg.runtime.decode_workers, allow_zero=True)
-    _check_positive("runtime.torch_threads", cfg.runtime.torch_threads, allow_zero=True)
+    rt = cfg.runtime
+    if rt.num_gpus_per_actor is not None and not 0.0 < rt.num_gpus_per_actor <= 8:
+        raise ConfigError(f"runtime.num_gpus_per_actor: must be in (0, 8], got {rt.num_gpus_per_actor}")
+    for key in AUTO_RUNTIME_KEYS:
+        if key != "num_gpus_per_actor" and getattr(rt, key) is not None:
+            _check_positive(f"runtime.{key}", getattr(rt, key))
     _check_positive("runtime.max_task_retries", cfg.runtime.max_task_retries, allow_zero=True)
     for f in dataclasses.fields(cfg.limits):
         _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))
     if cfg.limits.max_error_rate > 1:
         raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {cfg.limits.max_error_rate}")
     check_window_config(cfg.whisper.window_s, cfg.whisper.boundary_search_s)
+    _check_positive("ocr.max_frames", cfg.ocr.max_frames)
+    _check_positive("ocr.max_side", cfg.ocr.max_side)
+    _check_positive("ocr.min_change", cfg.ocr.min_change, allow_zero=True)
+    if not 0.0 <= cfg.ocr.min_score <= 1.0:
+        raise ConfigError(f"ocr.min_score: must be in [0, 1], got {cfg.ocr.min_score}")
+    if not cfg.ocr.languages or set(cfg.ocr.languages) - set(OCR_LANGUAGES):
+        raise ConfigError(f"ocr.languages: must be a non-empty subset of {list(OCR_LANGUAGES)} (the PP-OCRv4 "
+                          f"model in rapidocr-onnxruntime), got {list(cfg.ocr.languages)}")
+    if not 0.0 < cfg.whisper.vad_threshold < 1.0:
+        raise ConfigError(f"whisper.vad_threshold: must be in (0, 1), got {cfg.whisper.vad_threshold}")
     _check_positive("whisper.silence_rms", cfg.whisper.silence_rms, allow_zero=True)
     if "{tag}" not in cfg.text.hashtag_template:
         raise ConfigError("text.hashtag_template: must contain '{tag}', e.g. 'a video about {tag}'")

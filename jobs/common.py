@@ -253,9 +253,9 @@ def describe_resources(config: Config, cluster: dict[str, Any], resources: dict[
     rt = config.runtime
     lines = [f"ray: {cluster['address']} (cluster CPU {cluster['CPU']:g}, GPU {cluster['GPU']:g}); "
              f"device {rt.device}",
-             f"stages: {' -> '.join(STAGES)}",
+             f"stages: {' -> '.join(name for name in STAGES if name in resources)}",
              f"  {'stage':<8} {'actors':>6} {'CPU/actor':>9} {'GPU/actor':>9} {'videos/call':>11}"]
-    for name in STAGES:
+    for name in (name for name in STAGES if name in resources):
         p = resources[name]
         lines.append(f"  {name:<8} {p['actors']:>6} {p['num_cpus']:>9g} {p['num_gpus']:>9g} {p['batch_size']:>11}")
     lines.append(f"  model batches: clip {rt.clip_batch_size} frames/forward, whisper {rt.whisper_batch_size} "
@@ -289,21 +289,27 @@ def worst(codes: Iterable[int]) -> int:
 
 def run_date(spec: JobSpec, config: Config, task: DateTask, progress: bool) -> DateOutcome:
     """One committed run over the date's input; a run-level failure becomes a ``failed`` outcome."""
-    from extract.pipeline.job import run_job
+    from extract.pipeline.console import RunConsole, run_log_path
+    from extract.pipeline.job import new_run_id, run_job
     from extract.pipeline.manifest import ManifestError
     from extract.report import summarize
 
     dst = config.schedule.output
     print(f"== {task.day}: {task.src}", flush=True)
+    run_id = new_run_id()
+    console = RunConsole(run_log_path(dst, run_id), verbose=log.isEnabledFor(logging.INFO))
     try:
-        record = run_job(task.src, dst, config, retry_errors=spec.retry_errors, progress=progress)
+        with console:
+            record = run_job(task.src, dst, config, retry_errors=spec.retry_errors, progress=progress,
+                             terminal=console.terminal, run_id=run_id)
     except ManifestError as exc:
         print(f"jobs.{spec.name}: {task.day}: {exc}", file=sys.stderr)
         return DateOutcome(task, "failed", EXIT_USAGE, str(exc))
     except Exception as exc:  # noqa: BLE001 - a run-level failure of this date; it published nothing
         log.exception("%s: run failed", task.day)
         detail = f"{type(exc).__name__}: {exc}"
-        print(f"jobs.{spec.name}: {task.day}: run failed, nothing was published: {detail}", file=sys.stderr)
+        print(f"jobs.{spec.name}: {task.day}: run failed, nothing was published: {detail} "
+              f"(log: {console.log_path})", file=sys.stderr)
         return DateOutcome(task, "failed", EXIT_FAILED, detail)
     print(summarize(record, dst), flush=True)
     limit = config.limits.max_error_rate
@@ -316,21 +322,22 @@ def run_date(spec: JobSpec, config: Config, task: DateTask, progress: bool) -> D
 
 def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going: bool, progress: bool) -> int:
     """Run the planned dates in order; returns the job's exit code (``worst`` of the dates)."""
+    from extract.defaults import Machine
     from extract.pipeline.ray_backend import configure_data_context
-    from extract.pipeline.resources import resource_plan
+    from extract.pipeline.resources import plan_resources
 
     pending = [item for item in plan if item.status == "run"]
     if pending:
         try:
             cluster = connect_cluster(config)
-            resources = resource_plan(config, cluster["CPU"], cluster["GPU"])
+            resolved, resources, _ = plan_resources(config, Machine.from_ray(cluster, cluster.get("nodes", 1)))
         except Exception as exc:  # noqa: BLE001 - no cluster, no run: report and alert
             log.exception("cannot start on Ray")
             print(f"jobs.{spec.name}: cannot start on Ray: {type(exc).__name__}: {exc}", file=sys.stderr)
             for item in pending:
                 item.status, item.code, item.detail = "not-started", EXIT_FAILED, "cannot start on Ray (see above)"
         else:
-            print(describe_resources(config, cluster, resources, configure_data_context(config)), flush=True)
+            print(describe_resources(resolved, cluster, resources, configure_data_context(config)), flush=True)
     stopped_by: DateOutcome | None = None
     for i, item in enumerate(plan):
         if item.status not in ("run", "missing"):

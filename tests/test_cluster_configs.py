@@ -55,8 +55,14 @@ def _repo_file(path_in_image: str, mount: str = IMAGE_REPO_PATH) -> Path:
 
 def _check_pools_fit(cpus: float, gpus: float) -> None:
     """prod.yaml's pools fit one node: model actors' GPUs, and decode + model actors' CPUs."""
-    rt = load_config([PROD]).runtime
+    from extract.defaults import GIB, Machine
+    from extract.pipeline.resources import check_plan_fits, plan_resources
+
+    node = Machine(cpus=cpus, memory_bytes=cpus * 8 * GIB, gpus=gpus)
+    config, plan, _ = plan_resources(load_config([PROD]), node)
+    rt = config.runtime
     assert rt.device == "cuda"
+    check_plan_fits(plan, node)
     assert (rt.clip_actors + rt.whisper_actors) * rt.num_gpus_per_actor <= gpus
     assert rt.decode_workers + rt.clip_actors + rt.whisper_actors <= cpus
 

@@ -95,3 +95,29 @@ def test_feature_hash_ignores_where_weights_are_staged():
 def test_whisper_and_output_keys_are_verified_at_load(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config([], [override])
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "prod.yaml"])
+def test_job_configs_hold_no_default_value(name):
+    """A job config says only what differs from the defaults (and the machine-fitted runtime
+    keys are left to resolve at plan time), so a default changes in one place."""
+    import yaml
+
+    from conftest import REPO
+
+    defaults = Config().to_dict()
+
+    def leaves(data, prefix=""):
+        for key, value in data.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    for key, value in leaves(yaml.safe_load((REPO / "jobs" / "configs" / name).read_text()) or {}):
+        section, _, leaf = key.rpartition(".")
+        default = defaults
+        for part in section.split("."):
+            default = default[part]
+        assert value != default[leaf], f"{name}: {key} repeats the default {value!r}"
+    load_config([REPO / "jobs" / "configs" / name])

@@ -557,7 +557,8 @@ def test_pool_kills_a_hung_decoder(tmp_path, clips, monkeypatch):
 
 def test_limit_max_memory_bytes(tmp_path, clips, stage):
     big = media.big_frame_clip(tmp_path / "big.avi")  # 4096 x 4096: over 72 MB to decode
-    config = CONFIG.replace(**{"limits.max_pixels": 4096 * 4096})
+    # two FFmpeg threads, as the measured 72 MB assumed (one thread needs less)
+    config = CONFIG.replace(**{"limits.max_pixels": 4096 * 4096, "runtime.decode_threads": 2})
     assert _decode(big, **{"limits.max_pixels": 4096 * 4096}).probe.width == 4096  # fine without the limit
     baseline = stage.pool.baseline_vm_bytes  # an idle child's address space
     with pytest.raises(ValueError, match="limits.max_memory_bytes"):

@@ -1,53 +1,108 @@
-"""Actor pools and torch threads per stage (``resource_plan``, ``TimedStage``): no Ray started."""
+"""Defaults that fit the machine (``extract.defaults``) and the actor pools they give
+(``resource_plan``, ``TimedStage``): no Ray started."""
 
 from __future__ import annotations
 
 import pytest
 
 from extract.config import Config
+from extract.defaults import GIB, Machine, resolve_runtime
 from extract.pipeline.ray_backend import TimedStage
-from extract.pipeline.resources import check_plan_fits, resource_plan
+from extract.pipeline.resources import check_plan_fits, plan_resources
+
+CPU = Config().replace(**{"runtime.device": "cpu"})
 
 
-def test_cpu_model_actors_get_one_torch_thread_by_default():
-    plan = resource_plan(Config().replace(**{"runtime.device": "cpu"}), cluster_cpus=2, cluster_gpus=0)
-    assert plan["decode"]["actors"] == 1 and "torch_threads" not in plan["decode"]
-    for stage in ("whisper", "clip"):
-        assert plan[stage]["num_cpus"] == 0.5 and plan[stage]["torch_threads"] == 1
+def laptop(cpus: float, gpus: float = 0, gpu_gib: float = 0) -> Machine:
+    return Machine(cpus=cpus, memory_bytes=24 * GIB, gpus=gpus, gpu_memory_bytes=gpu_gib * GIB)
 
 
-def test_the_plan_fits_one_and_two_cores():
-    """One actor of every pool must fit at once (the pools start together)."""
-    for cpus in (1, 2, 4):
-        plan = resource_plan(Config().replace(**{"runtime.device": "cpu"}), cluster_cpus=cpus, cluster_gpus=0)
-        check_plan_fits(plan, cpus, 0)
-        assert plan["whisper"]["torch_threads"] == plan["clip"]["torch_threads"] == 1
-        assert sum(p["num_cpus"] for p in plan.values()) <= cpus
-    assert resource_plan(Config().replace(**{"runtime.device": "cpu"}), 1, 0)["decode"]["num_cpus"] == 0.5
-    many = Config().replace(**{"runtime.device": "cpu", "runtime.clip_actors": 4, "runtime.whisper_actors": 4})
-    plan = resource_plan(many, cluster_cpus=2, cluster_gpus=0)
-    assert plan["decode"]["num_cpus"] == 1.0  # what one actor of each model pool leaves, never negative
-    check_plan_fits(plan, 2, 0)
+@pytest.mark.parametrize("cpus", [1, 2, 16])
+def test_cpu_plans_for_1_2_16_cores(cpus):
+    config, plan, reasons = plan_resources(Config(), laptop(cpus))
+    check_plan_fits(plan, laptop(cpus))
+    rt = config.runtime
+    assert rt.resolved and set(reasons) == {f"runtime.{k}" for k in (
+        "clip_batch_size", "whisper_batch_size", "num_gpus_per_actor", "clip_actors", "whisper_actors", "ocr_actors",
+        "decode_batch_size", "decode_workers", "decode_threads", "videos_per_batch", "torch_threads")}
+    assert plan["clip"]["num_gpus"] == plan["whisper"]["num_gpus"] == 0.0
+    assert rt.decode_threads == 1 and rt.torch_threads == 1 and rt.videos_per_batch == 4
+    reserved = sum(plan[s]["actors"] * plan[s]["num_cpus"] for s in ("clip", "whisper", "ocr"))
+    assert plan["ocr"]["num_gpus"] == 0.0
+    if cpus < 4:  # the tuned laptop layout: one actor per model sharing the cores with decode
+        assert rt.clip_actors == rt.whisper_actors == 1 and plan["clip"]["num_cpus"] == min(0.5, cpus / 4)
+        assert rt.decode_workers == max(1, int(cpus - reserved))
+    else:  # the cores split by the stages' share of the CPU work: Whisper most
+        assert rt.whisper_actors > rt.clip_actors >= rt.ocr_actors >= 1 and plan["whisper"]["num_cpus"] == 1.0
+        assert reserved + rt.decode_workers == cpus and rt.decode_workers >= 1
+    assert sum(p["num_cpus"] for p in plan.values()) <= cpus  # one actor of each pool fits at once
+
+
+@pytest.mark.parametrize("gpus, gib, clip_batch", [(1, 16, 256), (8, 80, 1024), (1, 0, 256)])
+def test_gpu_plans_for_1_and_8_gpus(gpus, gib, clip_batch):
+    machine = Machine(cpus=24 * gpus, memory_bytes=240 * GIB * gpus, gpus=gpus, gpu_memory_bytes=gib * GIB)
+    config, plan, reasons = plan_resources(Config(), machine)  # device auto: the GPUs are used
+    check_plan_fits(plan, machine)
+    rt = config.runtime
+    assert rt.clip_actors == rt.whisper_actors == gpus and rt.num_gpus_per_actor == 0.5
+    assert plan["clip"]["num_gpus"] == 0.5 and plan["clip"]["num_cpus"] == 1.0
+    assert rt.clip_batch_size == clip_batch and rt.videos_per_batch == 32
+    assert plan["ocr"]["num_gpus"] == 0.0 and rt.ocr_actors >= 1  # OCR runs on the CPUs beside the GPUs
+    assert rt.decode_workers == machine.cpus - 2 * gpus - rt.ocr_actors
+    assert "16 GiB per GPU" in reasons["runtime.clip_batch_size"] or gib == 80
+    assert ("not known" in reasons["runtime.clip_batch_size"]) == (gib == 0)
+    # the same machine with device=cpu plans for its cores only
+    cpu_config, cpu_plan, _ = plan_resources(CPU, machine)
+    assert cpu_plan["clip"]["num_gpus"] == 0.0 and cpu_config.runtime.clip_batch_size == 64
+
+
+def test_explicit_keys_are_kept_and_not_explained():
+    config, reasons = resolve_runtime(CPU.replace(**{"runtime.clip_batch_size": 7, "runtime.torch_threads": 3}),
+                                      laptop(8))
+    assert config.runtime.clip_batch_size == 7 and config.runtime.torch_threads == 3
+    assert "runtime.clip_batch_size" not in reasons and "runtime.torch_threads" not in reasons
+    _, plan, _ = plan_resources(config, laptop(8))
+    assert plan["whisper"]["torch_threads"] == plan["clip"]["torch_threads"] == 3
+
+
+def test_decode_actors_are_bounded_by_memory():
+    small = Machine(cpus=64, memory_bytes=16 * GIB)
+    config, reasons = resolve_runtime(CPU, small)
+    assert config.runtime.decode_workers < 64 - 35 and "memory" in reasons["runtime.decode_workers"]
+
+
+def test_machine_from_ray_resources():
+    m = Machine.from_ray({"CPU": 96.0, "GPU": 8.0, "memory": 500 * GIB, "accelerator_type:H100": 8.0}, nodes=2)
+    assert (m.cpus, m.gpus, m.gpu_memory_bytes, m.nodes, m.gpu_type) == (96.0, 8.0, 80 * GIB, 2, "H100")
+    assert "8 GPUs (H100), 80 GiB each on 2 nodes" in m.describe()
+    assert Machine.from_ray({"CPU": 4.0}).gpus == 0.0
+    local = Machine.local()
+    assert local.cpus >= 1 and local.memory_bytes > GIB
+
+
+def test_many_model_actors_on_two_cores_still_fit():
+    many = CPU.replace(**{"runtime.clip_actors": 4, "runtime.whisper_actors": 4})
+    _, plan, _ = plan_resources(many, laptop(2))
+    # what one actor of each of the three model pools leaves (2 - 3 x 0.5), never negative
+    assert plan["decode"]["num_cpus"] == 0.5
+    check_plan_fits(plan, laptop(2))
 
 
 def test_a_plan_that_cannot_fit_names_the_fix():
     config = Config().replace(**{"runtime.device": "cuda", "runtime.num_gpus_per_actor": 1.0})
     with pytest.raises(RuntimeError, match=r"need 2 GPUs .* has 1; set runtime.num_gpus_per_actor=0.5"):
-        check_plan_fits(resource_plan(config, cluster_cpus=16, cluster_gpus=1), 16, 1)
-    check_plan_fits(resource_plan(config.replace(**{"runtime.num_gpus_per_actor": 0.5}), 16, 1), 16, 1)
-    with pytest.raises(RuntimeError, match="needs 3 CPUs .* has 2"):
-        check_plan_fits(resource_plan(config, cluster_cpus=2, cluster_gpus=2), 2, 2)
+        check_plan_fits(plan_resources(config, laptop(16, gpus=1))[1], laptop(16, gpus=1))
+    check_plan_fits(plan_resources(config.replace(**{"runtime.num_gpus_per_actor": 0.5}), laptop(16, 1))[1],
+                    laptop(16, 1))
+    with pytest.raises(RuntimeError, match="needs 4 CPUs .* has 2"):
+        check_plan_fits(plan_resources(config, laptop(2, gpus=2))[1], laptop(2, gpus=2))
 
 
-def test_torch_threads_follow_the_config_key():
-    config = Config().replace(**{"runtime.device": "cpu", "runtime.torch_threads": 3})
-    plan = resource_plan(config, cluster_cpus=8, cluster_gpus=0)
-    assert plan["whisper"]["torch_threads"] == plan["clip"]["torch_threads"] == 3
+def test_stages_built_outside_a_run_resolve_for_this_machine():
+    from extract.defaults import resolved_here
 
-
-def test_gpu_model_actors_follow_their_cpus():
-    plan = resource_plan(Config().replace(**{"runtime.device": "cuda"}), cluster_cpus=16, cluster_gpus=2)
-    assert plan["clip"]["num_cpus"] == 1.0 and plan["clip"]["torch_threads"] == 1
+    config = resolved_here(Config())
+    assert config.runtime.resolved and resolved_here(config) is config
 
 
 class _Echo:
@@ -89,6 +144,7 @@ def test_gpu_wait_asks_for_one_actor_of_each_model(monkeypatch):
     seen = iter([{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}, {"CPU": 16.0, "GPU": 2.0}])
     requests = []
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}])
     monkeypatch.setattr(ray, "cluster_resources", lambda: next(seen))
     monkeypatch.setattr(ray.autoscaler.sdk, "request_resources", lambda bundles: requests.append(bundles))
     monkeypatch.setattr(pipeline, "GPU_POLL_S", 0.0)
@@ -96,3 +152,10 @@ def test_gpu_wait_asks_for_one_actor_of_each_model(monkeypatch):
                                  "schedule.gpu_wait_s": 60.0})
     assert pipeline.connect_cluster(config)["GPU"] == 2.0
     assert requests == [[{"GPU": 1.0}, {"GPU": 1.0}], []]
+
+
+def test_a_disabled_ocr_stage_gets_no_pool():
+    _, plan, _ = plan_resources(CPU.replace(**{"ocr.enabled": False}), laptop(2))
+    assert list(plan) == ["decode", "whisper", "clip"]
+    _, plan, _ = plan_resources(CPU, laptop(2))
+    assert list(plan) == ["decode", "ocr", "whisper", "clip"]

@@ -757,7 +757,8 @@ def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
         if path.is_file():
             rel = str(path.relative_to(dst))
             assert PART_FILE.match(rel) or rel in (f"{RUNS_DIR}/{run['run_id']}.json",
-                                                   f"{RUNS_DIR}/{run['run_id']}.html"), rel  # manifest, report
+                                                   f"{RUNS_DIR}/{run['run_id']}.html",
+                                                   f"{RUNS_DIR}/{run['run_id']}.log"), rel  # manifest, report, log
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.is_relative_to(dst))
     assert after == before, set(after) ^ set(before)
 

@@ -112,7 +112,7 @@ def test_no_text_at_all_skips_the_encoder(config):
 
 def test_nulls_and_shapes(config):
     rows = [
-        make_row("full", "Dogs playing #dog", transcript="look at the dog"),
+        {**make_row("full", "Dogs playing #dog", transcript="look at the dog"), "ocr_text": ["DOG PARK"]},
         make_row("tags_only", "#dog #park"),
         make_row("no_caption", None, transcript="hello"),
         make_row("no_frames", "Dogs playing #dog", transcript="dog", frames_text=None),
@@ -122,7 +122,8 @@ def test_nulls_and_shapes(config):
     for name in EMBEDDING_COLUMNS:
         assert full[name].shape == (DIM,) and full[name].dtype == np.float32
         assert np.linalg.norm(full[name]) == pytest.approx(1.0, abs=1e-5)
-    for name in ("hashtag_frame_similarity", "caption_frame_similarity", "transcript_frame_similarity"):
+    for name in ("hashtag_frame_similarity", "caption_frame_similarity", "transcript_frame_similarity",
+                 "ocr_frame_similarity"):
         assert isinstance(full[name], float) and -1.0 <= full[name] <= 1.0
         assert no_frames[name] is None
     assert tags_only["caption_embedding"].shape == (0,) and tags_only["caption_frame_similarity"] is None
@@ -228,3 +229,15 @@ def test_a_row_that_breaks_fails_alone(config):
         assert row["error_stage"] == "text" and row["retryable"] is True
         assert row["hashtags"] is None and row["caption_embedding"].shape == (0,)
     assert "same CLIP model" in wrong_dim["error_message"]
+
+
+def test_on_screen_text_is_embedded_beside_caption_and_transcript(config):
+    rows = [make_row("a", "beach day #sun"), make_row("b", "nothing on screen")]
+    rows[0]["ocr_text"] = np.array(["SUMMER SALE", "50% OFF"], dtype=object)  # as a Ray batch returns it
+    rows[1]["ocr_text"] = []
+    encoder = run(rows, config)
+    assert "SUMMER SALE 50% OFF" in encoder.calls[0]
+    np.testing.assert_allclose(rows[0]["ocr_embedding"], word_vector("SUMMER SALE 50% OFF"), atol=1e-6)
+    assert rows[0]["ocr_frame_similarity"] == pytest.approx(
+        float(word_vector("SUMMER SALE 50% OFF") @ rows[0]["clip_embedding"]), abs=1e-6)
+    assert rows[1]["ocr_embedding"].shape == (0,) and rows[1]["ocr_frame_similarity"] is None

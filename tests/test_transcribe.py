@@ -437,7 +437,9 @@ def test_fp16_activation_path_runs(tiny_whisper):
 
 
 def stage_config(tiny_whisper: str, **overrides) -> Config:
-    return Config().replace(**{"models.whisper.name": tiny_whisper, "runtime.device": "cpu",
+    """The stage on noise standing in for speech (the tiny random model cannot tell): no voice
+    activity gate unless a test asks for it (tests/test_vad_gating.py runs it on real speech)."""
+    return Config().replace(**{"models.whisper.name": tiny_whisper, "runtime.device": "cpu", "whisper.vad": False,
                                "runtime.whisper_batch_size": 2, "whisper.temperatures": [0.0], **overrides})
 
 
@@ -471,10 +473,10 @@ def test_stage_isolates_a_video_that_breaks_the_batch(tiny_whisper, monkeypatch)
     poison_len = 12345
     real = stage.transcriber.transcribe_batch
 
-    def flaky(audios, batch_size=16):
+    def flaky(audios, batch_size=16, speech_spans=None):
         if any(len(a) == poison_len for a in audios):
             raise RuntimeError("CUDA error: device-side assert")
-        return real(audios, batch_size)
+        return real(audios, batch_size, speech_spans)
 
     monkeypatch.setattr(stage.transcriber, "transcribe_batch", flaky)
     rows = [{"video_id": v, "has_audio": True, "audio": a, "error_stage": None}

@@ -112,3 +112,28 @@ class ClipFrameScaler:
         if rotation:
             rgb = np.rot90(rgb, k=-(rotation // 90))
         return np.ascontiguousarray(crop_or_pad(rgb, plan))
+
+
+class OcrFrameScaler:
+    """Decoded ``VideoFrame`` -> ``(h, w, 3) uint8`` RGB for reading text: the whole picture in
+    display orientation (sample aspect ratio and rotation applied, no crop), its long side
+    shrunk to at most ``max_side`` pixels (never enlarged; area averaging keeps thin strokes)."""
+
+    def __init__(self, max_side: int, sample_aspect_ratio: float = 1.0, threads: int = 1):
+        from av.video.reformatter import VideoReformatter
+
+        self.max_side = max_side
+        self.sar = sample_aspect_ratio
+        self.threads = max(1, threads)
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, frame: Any) -> np.ndarray:
+        rotation = display_rotation(frame.rotation)
+        width, height = max(1, round(frame.width * self.sar)), frame.height
+        scale = min(1.0, self.max_side / max(width, height))
+        out_w, out_h = max(2, round(width * scale)), max(2, round(height * scale))
+        rgb = self.reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24", interpolation="AREA",
+                                        threads=self.threads).to_ndarray()
+        if rotation:
+            rgb = np.rot90(rgb, k=-(rotation // 90))
+        return np.ascontiguousarray(rgb)

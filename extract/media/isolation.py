@@ -68,14 +68,18 @@ def _probe_to_json(probe: Probe) -> dict[str, Any]:
 
 
 def _result_messages(result: DecodedVideo) -> list[bytes]:
-    """A result as wire messages: JSON header, then frames, pts and audio as raw bytes."""
+    """A result as wire messages: JSON header, then frames, pts, audio, OCR frames and their
+    indices as raw bytes."""
     header = {
         "ok": True, "probe": _probe_to_json(result.probe), "policy": result.policy,
         "stats": dataclasses.asdict(result.stats),
         "frames_shape": list(result.frames.shape), "n_pts": len(result.pts_s), "n_audio": len(result.audio),
+        "ocr_shape": list(result.ocr_frames.shape),
     }
     return [json.dumps(header).encode(), result.frames.astype(np.uint8, copy=False).tobytes(),
-            result.pts_s.astype(np.float32, copy=False).tobytes(), result.audio.astype(np.float32, copy=False).tobytes()]
+            result.pts_s.astype(np.float32, copy=False).tobytes(), result.audio.astype(np.float32, copy=False).tobytes(),
+            result.ocr_frames.astype(np.uint8, copy=False).tobytes(),
+            result.ocr_index.astype(np.int32, copy=False).tobytes()]
 
 
 def _error_message(error: VideoError, recycle: bool = False) -> bytes:
@@ -217,7 +221,7 @@ class _Worker:
             request["test_crash"] = True  # test-only crash hook (module docstring)
         self.requests.send_bytes(json.dumps(request).encode())
 
-    def receive(self, max_frame_bytes: int, max_audio_bytes: int) -> DecodedVideo | VideoError:
+    def receive(self, max_frame_bytes: int, max_audio_bytes: int, max_ocr_bytes: int) -> DecodedVideo | VideoError:
         """The child's answer to the submitted job (call once ``results`` is readable)."""
         header = json.loads(self.results.recv_bytes(HEADER_MAX_BYTES))
         self.jobs_done += 1
@@ -229,13 +233,17 @@ class _Worker:
         frames = np.frombuffer(self.results.recv_bytes(max_frame_bytes), np.uint8).reshape(shape)
         pts = np.frombuffer(self.results.recv_bytes(4 * shape[0] + 1), np.float32)
         audio = np.frombuffer(self.results.recv_bytes(max_audio_bytes), np.float32)
-        if len(pts) != shape[0] or len(audio) != int(header["n_audio"]):
+        ocr_shape = tuple(int(d) for d in header["ocr_shape"])
+        ocr_frames = np.frombuffer(self.results.recv_bytes(max_ocr_bytes), np.uint8).reshape(ocr_shape)
+        ocr_index = np.frombuffer(self.results.recv_bytes(4 * shape[0] + 1), np.int32)
+        if (len(pts) != shape[0] or len(audio) != int(header["n_audio"]) or len(ocr_index) != ocr_shape[0]
+                or (len(ocr_index) and (ocr_index.min() < 0 or ocr_index.max() >= shape[0]))):
             raise EOFError("decode process sent inconsistent arrays")
         if self.jobs_done >= MAX_JOBS_PER_WORKER:
             self.kill()
         probe = Probe(**header["probe"])
         stats = DecodeStats(**header["stats"])
-        return DecodedVideo(probe, frames, pts, audio, str(header["policy"]), stats)
+        return DecodedVideo(probe, frames, pts, audio, str(header["policy"]), stats, ocr_frames, ocr_index)
 
     def stderr_tail(self, n_bytes: int = 1500) -> str:
         if self.stderr is None:
@@ -298,6 +306,7 @@ class DecodePool:
         s = spec.image_size
         self.max_frame_bytes = max(config.sampling.max_frames, config.sampling.min_frames) * s * s * 3 + 1
         self.max_audio_bytes = int((config.limits.max_duration_s + 2 * TRUNCATION_SLACK_S) * AUDIO_RATE) * 4 + 1
+        self.max_ocr_bytes = config.ocr.max_frames * config.ocr.max_side ** 2 * 3 + 1
         self._finalizer = weakref.finalize(self, DecodePool._close_workers, self.workers)
         try:
             for worker in self.workers:
@@ -380,7 +389,7 @@ class DecodePool:
 
     def _collect(self, worker: _Worker, job: DecodeJob) -> DecodedVideo | VideoError:
         try:
-            return worker.receive(self.max_frame_bytes, self.max_audio_bytes)
+            return worker.receive(self.max_frame_bytes, self.max_audio_bytes, self.max_ocr_bytes)
         except (EOFError, OSError, ValueError, TypeError, KeyError) as exc:
             said = worker.stderr_tail()
             status = worker.kill()

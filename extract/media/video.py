@@ -28,9 +28,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from extract.config import Config, LimitsConfig
+from extract.config import Config, LimitsConfig, OcrConfig
+from extract.defaults import resolved_here
 from extract.media.audio import AUDIO_RATE, decode_audio
-from extract.media.geometry import ClipFrameScaler, PreprocessSpec
+from extract.media.geometry import ClipFrameScaler, OcrFrameScaler, PreprocessSpec
 from extract.media.limits import MAX_BAD_PACKETS, TRUNCATION_SLACK_S, Deadline
 from extract.media.probe import Probe, check_limits, open_input, read_probe, video_stream
 from extract.media.sampling import (
@@ -87,6 +88,11 @@ class DecodedVideo:
     audio: np.ndarray
     policy: str
     stats: DecodeStats
+    # Frames for OCR (``config.ocr``): ``(k, h, w, 3) uint8`` whole pictures with the long side at
+    # most ``ocr.max_side``, taken from the same decode as ``frames``; ``ocr_index`` ``(k,) int32``:
+    # the position of each in ``frames``. Empty when OCR is off.
+    ocr_frames: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))
+    ocr_index: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
 
     @property
     def audio_s(self) -> float:
@@ -224,8 +230,12 @@ class VideoReader:
 
 
 def frames_at(reader: VideoReader, targets: np.ndarray, plan: Sequence[KeyFrame | None],
-               scale: Callable[[Any], np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+               scale: Callable[[Any], np.ndarray],
+               keep: Callable[[int, Any], None] | None = None) -> tuple[list[np.ndarray], list[float]]:
     """For each target (sorted seconds) the scaled first frame at or after it, and its time.
+
+    ``keep(i, frame)``, when given, also sees the decoded frame that serves target ``i`` (the
+    OCR frames are scaled from it: one decode for both).
 
     ``plan`` (``sampling.plan_seeks``) proposes a key frame per target; it is sought only when
     ``sampling.seek_pays`` from the reader's read position (the plan cannot know how far the
@@ -260,6 +270,8 @@ def frames_at(reader: VideoReader, targets: np.ndarray, plan: Sequence[KeyFrame 
                 continue
             image = scale(frame)
             while len(images) < n and targets[len(images)] <= t + TIME_EPS_S:
+                if keep is not None:
+                    keep(len(images), frame)
                 images.append(image)
                 times.append(t)
             served = True
@@ -283,6 +295,8 @@ def frames_at(reader: VideoReader, targets: np.ndarray, plan: Sequence[KeyFrame 
                                             f"{reader.end_reason}")
         image = scale(frame)
         while len(images) < n:
+            if keep is not None:
+                keep(len(images), frame)
             images.append(image)
             times.append(t_last)
     return images, times
@@ -371,11 +385,12 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     started = time.perf_counter()
     limits, sampling = config.limits, config.sampling
     deadline = deadline or Deadline(limits.timeout_s, path)
-    threads = config.runtime.decode_threads
+    threads = resolved_here(config).runtime.decode_threads
     with open_input(path, limits, threads) as container:
         info = read_probe(container)
         check_limits(info, limits, path)
         scale = ClipFrameScaler(spec, info.sample_aspect_ratio, threads)
+        ocr = _OcrFrames(config.ocr, info.sample_aspect_ratio, threads)
         keyframes = info.keyframes if strategy == "auto" else None
         reader = VideoReader(container, info, deadline, skip_nonref=sampling.policy == "uniform",
                              max_pixels=limits.max_pixels)
@@ -387,20 +402,59 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
                 targets = _keyframe_policy_targets(reader, info, sampling.max_frames)
             else:
                 targets = sample_timestamps(info.video_duration_s, sampling)
-            images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
+            ocr.choose(len(targets))
+            images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale,
+                                      ocr.keep)
         stats = DecodeStats("seek" if reader.seeks else "sequential", reader.frames_decoded, reader.seeks,
                             reader.bad_packets, packets_read=reader.packets_read)
     if images is None:  # scene: too many changes to hold while scanning; decode the chosen ones again
         with open_input(path, limits, threads) as container:
             reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
             targets = np.asarray(times)
-            images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale)
+            ocr.choose(len(targets))
+            images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale,
+                                      ocr.keep)
+    elif ocr.wanted and sampling.policy == "scene" and times:  # scene frames held in memory: OCR's few again
+        ocr.choose(len(times))
+        picked = np.asarray([times[i] for i in ocr.targets])
+        with open_input(path, limits, threads) as container:
+            reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
+            frames_at(reader, picked, plan_seeks(picked, keyframes, reader.min_skip_s), lambda frame: None,
+                      lambda i, frame: ocr.keep(ocr.targets[i], frame))
     waveform = (decode_audio(path, limits, deadline, info) if audio and info.has_audio
                 else np.zeros(0, np.float32))
     frames = np.stack(images) if images else np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
     stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started)
     return DecodedVideo(read_probe_rotated(info, scale.rotation or 0), frames, np.asarray(times, np.float32),
-                        waveform, sampling.policy, stats)
+                        waveform, sampling.policy, stats, *ocr.arrays())
+
+
+class _OcrFrames:
+    """The OCR frames of one decode: up to ``ocr.max_frames`` targets spread over the sampled ones,
+    each scaled (``OcrFrameScaler``) from the same decoded frame as its CLIP frame."""
+
+    def __init__(self, ocr: OcrConfig, sample_aspect_ratio: float, threads: int):
+        self.wanted = ocr.enabled and ocr.max_frames > 0
+        self.max_frames = ocr.max_frames
+        self.scale = OcrFrameScaler(ocr.max_side, sample_aspect_ratio, threads) if self.wanted else None
+        self.targets: list[int] = []
+        self.images: dict[int, np.ndarray] = {}
+
+    def choose(self, n_targets: int) -> None:
+        self.targets = [int(i) for i in spread_indices(n_targets, self.max_frames)] if self.wanted else []
+
+    def keep(self, i: int, frame: Any) -> None:
+        if i in self.targets and i not in self.images:
+            self.images[i] = self.scale(frame)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ocr_frames (k, h, w, 3) uint8, ocr_index (k,) int32)``, frames of one size."""
+        index = sorted(self.images)
+        if not index:
+            return np.zeros((0, 0, 0, 3), np.uint8), np.zeros(0, np.int32)
+        shape = self.images[index[0]].shape  # rotation and size are the stream's: the same for all
+        index = [i for i in index if self.images[i].shape == shape]
+        return np.stack([self.images[i] for i in index]), np.asarray(index, np.int32)
 
 
 def _keyframe_policy_targets(reader: VideoReader, info: Probe, max_frames: int) -> np.ndarray:

@@ -73,7 +73,9 @@ import numpy as np
 
 from extract.config import WHISPER_CONTEXT_S, StorageConfig, WhisperConfig, WhisperModelConfig
 from extract.media.windows import AUDIO_RATE, AudioWindow, is_silent, next_window, plan_windows, quietest_point
+from extract.models.audio_embedding import pooled_embedding, window_frame_sums
 from extract.models.common import CHECKPOINT_ERRORS, ModelLoadError, lineage, resolve_device
+from extract.models.vad import windows_with_speech
 from extract.models.whisper_decoder import CrossAttention, decode_encoded, first_token_logits
 from extract.rows import VideoError
 
@@ -112,6 +114,7 @@ class Transcript:
     language_prob: float | None
     no_speech_prob: float | None
     segments: list[dict[str, Any]] = field(default_factory=list)
+    audio_embedding: np.ndarray | None = None  # (d_model,) float32 L2-normalised; None: nothing audible
 
 
 def base_weights_path() -> Path:
@@ -253,6 +256,10 @@ class _Window:
     language: str | None = None
     result: Any = None  # whisper DecodingResult of the last temperature tried
     deferred: int | None = None  # timestamp step where the decode handed its last segment on (deferred_at)
+    speech: bool = True  # voice activity found speech in it (else it is encoded, not decoded)
+    skip_s: float = 0.0  # seconds at its start an earlier window of the video already pooled
+    emb_sum: Any = None  # (d_model,) float64 sum of its real-audio encoder frames (audio embedding)
+    emb_count: int = 0
 
 
 class WhisperTranscriber:
@@ -297,13 +304,19 @@ class WhisperTranscriber:
         (``extract.media.windows.plan_windows``; module doc, step 6)."""
         return plan_windows(audio, self.cfg.window_s, self.cfg.boundary_search_s)
 
-    def transcribe_batch(self, audios: Sequence[np.ndarray], batch_size: int = 16) -> list[Transcript]:
+    def transcribe_batch(self, audios: Sequence[np.ndarray], batch_size: int = 16,
+                         speech_spans: Sequence[Sequence[tuple[float, float]] | None] | None = None) -> list[Transcript]:
         """Transcribe several videos' audio, ``[(m_i,) float32 16 kHz mono]`` -> ``[Transcript]``.
 
         Up to ``batch_size`` 30 s windows (from any videos) go through the model at once
-        (module doc). Raises ``VideoError`` for a malformed array.
+        (module doc). ``speech_spans`` (per video, seconds, from ``extract.models.vad``; None =
+        no voice activity check) gate the decoder: a window without speech is encoded (its
+        frames count in the audio embedding) but neither language-detected nor decoded, so a
+        music-only clip costs no decoder pass. Raises ``VideoError`` for a malformed array.
         """
         audios = [as_whisper_audio(a) for a in audios]
+        spans = list(speech_spans) if speech_spans is not None else [None] * len(audios)
+        pooled_until = [0] * len(audios)  # per video: audio up to this sample is in the embedding
         cursors = [0] * len(audios)  # per video: first sample not yet transcribed
         decoded: dict[int, list[_Window]] = {}
         languages: dict[int, tuple[str, float | None]] = {}
@@ -314,6 +327,11 @@ class WhisperTranscriber:
             round_windows = [w for v in range(len(audios)) if (w := self._next_window(v, audios, cursors))]
             if not round_windows:
                 break
+            for w in round_windows:
+                w.skip_s = max(0, pooled_until[w.video] - w.window.start) / AUDIO_RATE
+                pooled_until[w.video] = max(pooled_until[w.video], w.window.end)
+                if spans[w.video] is not None:
+                    w.speech = bool(windows_with_speech(spans[w.video], [(w.window.start_s, w.window.end_s)])[0])
             round_windows.sort(key=lambda w: -w.window.n_samples)
             for start in range(0, len(round_windows), size):
                 self._decode_windows(round_windows[start:start + size], audios, languages)
@@ -346,6 +364,8 @@ class WhisperTranscriber:
         point of the ``RESUME_LEAD_IN_S`` before it (``quietest_point``): a word's first sound
         is not cut off."""
         result = w.result
+        if result is None:  # not decoded (no speech in it)
+            return w.window.end
         limit = 2 * math.ceil(len(audio) / (WHISPER_CONTEXT_S * AUDIO_RATE)) + 1
         if followed >= limit or is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio,
                                              self.cfg):
@@ -386,6 +406,15 @@ class WhisperTranscriber:
             # in a batch of 16). On a GPU the batch is what keeps it busy.
             step = len(chunk) if self.device == "cuda" else 1
             features = torch.cat([self.model.encoder(part) for part in mels.split(step)])
+            sums, counts = window_frame_sums(features, [w.window.duration_s for w in chunk], [w.skip_s for w in chunk])
+            for i, w in enumerate(chunk):
+                w.emb_sum, w.emb_count = sums[i], int(counts[i])
+            speaking = [i for i, w in enumerate(chunk) if w.speech]
+            if not speaking:
+                return
+            if len(speaking) < len(chunk):  # windows without speech leave before the decoder
+                features = features.index_select(0, torch.tensor(speaking, device=features.device))
+                chunk = [chunk[i] for i in speaking]
             cross = CrossAttention.compute(self.model, features)
             logits = first_token_logits(self.model, cross, self.tokenizer.sot)
             no_speech = logits.softmax(dim=-1)[:, self.tokenizer.no_speech].cpu().numpy()
@@ -436,9 +465,11 @@ class WhisperTranscriber:
         segments: list[dict[str, Any]] = []
         text_tokens: list[int] = []
         video_end = 0.0  # end of the last segment so far, video time; a resumed window may start before it
+        embedding = pooled_embedding(np.array([w.emb_sum for w in decoded if w.emb_sum is not None]).reshape(
+            -1, self.model.dims.n_audio_state), np.array([w.emb_count for w in decoded if w.emb_sum is not None]))
         for w in decoded:
             result = w.result
-            if is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg):
+            if result is None or is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg):
                 continue
             stats = {"avg_logprob": _finite(result.avg_logprob), "no_speech_prob": _finite(w.no_speech_prob),
                      "compression_ratio": _finite(result.compression_ratio),
@@ -466,8 +497,8 @@ class WhisperTranscriber:
         # Silent windows count as 1.0, which never lowers the minimum.
         no_speech_prob = min([w.no_speech_prob for w in decoded], default=1.0)
         if not text:
-            return Transcript("", None, None, no_speech_prob, [])
-        return Transcript(text, language[0], language[1], no_speech_prob, segments)
+            return Transcript("", None, None, no_speech_prob, [], embedding)
+        return Transcript(text, language[0], language[1], no_speech_prob, segments, embedding)
 
 
 def _finite(value: float) -> float | None:

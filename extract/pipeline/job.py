@@ -13,11 +13,12 @@ import secrets
 import time
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, TextIO
 
 from extract import __version__
 from extract.config import Config
 from extract.models.checkpoints import check_local_checkpoints
+from extract.pipeline.console import progress_bar
 from extract.pipeline.manifest import read_source
 from extract.pipeline.ray_backend import Executor, stream_finished_rows
 from extract.rows import is_failed, mark_failed
@@ -46,11 +47,12 @@ def _lineage(rows: list[dict[str, Any]], models: dict[str, str]) -> None:
 
 
 def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retry_errors: bool = False,
-            progress: bool = True, run_id: str | None = None,
+            progress: bool = True, terminal: TextIO | None = None, run_id: str | None = None,
             stages: dict[str, type] | None = None, executor: Executor | None = None) -> dict[str, Any]:
     """Process ``src`` into ``dst`` and commit one run; returns the run manifest.
 
-    Raises on run-level failures (unreadable manifest, Ray failure, store failure) after
+    ``progress`` shows one bar on ``terminal`` (default standard error; ``RunConsole.terminal``
+    when Ray's output goes to a log). Raises on run-level failures (unreadable manifest, Ray failure, store failure) after
     deleting the run's staging folder, so nothing is published.
     """
     from extract.models.preprocess import clip_embed_dim
@@ -102,11 +104,11 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
         seen: set[str] = set()
         events: Counter = Counter()
         if plan.todo:
-            bar = _progress(len(plan.todo), progress)
+            bar = progress_bar(len(plan.todo), progress, terminal)
             for batch_rows in stream_finished_rows(plan.todo, config, stages, seen, resources, events, executor):
                 _lineage(batch_rows, models)
                 write_rows(batch_rows)
-                bar(len(batch_rows))
+                bar(len(batch_rows), sum(1 for row in batch_rows if is_failed(row)))
             bar(0, close=True)
         lost = [mark_failed(dict(r), "pipeline", "LostRow",
                             f"{r['video_id']!r}: no result came back from the stages; rerun with --retry-errors",
@@ -153,18 +155,3 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
         writer.abort()
         raise
 
-
-def _progress(total: int, enabled: bool) -> Callable[..., None]:
-    """A tqdm bar on stderr (or a no-op); call ``bar(n)`` per finished videos, ``bar(0, close=True)``."""
-    if not enabled:
-        return lambda n, close=False: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="video", desc="extract", dynamic_ncols=True)
-
-    def update(n: int, close: bool = False) -> None:
-        bar.update(n)
-        if close:
-            bar.close()
-
-    return update

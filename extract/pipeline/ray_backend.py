@@ -37,11 +37,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from extract.config import Config
-from extract.pipeline.resources import check_plan_fits, resource_plan
+from extract.defaults import GPU_SHARE, Machine
+from extract.pipeline.resources import check_plan_fits, plan_resources
 from extract.rows import batch_to_rows, mark_failed
-from extract.stages.registry import STAGES, stage_classes
+from extract.stages.registry import stage_classes
 
 log = logging.getLogger("extract")
+plan_log = logging.getLogger("extract.plan")  # the resolved defaults, printed once at start
 
 
 GPU_POLL_S = 10.0  # how often a job looks for autoscaled GPU nodes while it waits
@@ -94,7 +96,8 @@ def init_ray(config: Config) -> None:
 
 
 def connect_cluster(config: Config) -> dict[str, Any]:
-    """Connect to Ray (``extract.pipeline.init_ray``) and return the cluster's ``CPU``/``GPU``.
+    """Connect to Ray (``init_ray``) and return the cluster's resources (``CPU``, ``GPU``,
+    ``memory``, accelerator types), ``address`` and live ``nodes`` (``Machine.from_ray`` reads it).
 
     With ``runtime.device=cuda`` on a cluster with fewer GPUs than one CLIP and one Whisper
     actor take (GPU workers scaled to zero), asks the autoscaler for those two actors' GPUs and
@@ -106,7 +109,7 @@ def connect_cluster(config: Config) -> dict[str, Any]:
 
     init_ray(config)
     resources = ray.cluster_resources()
-    per_actor = config.runtime.num_gpus_per_actor
+    per_actor = config.runtime.num_gpus_per_actor or GPU_SHARE
     if config.runtime.device == "cuda" and resources.get("GPU", 0) < 2 * per_actor:
         print(f"waiting up to {config.schedule.gpu_wait_s:.0f} s for the autoscaler to add a GPU node", flush=True)
         request_resources(bundles=[{"GPU": per_actor}, {"GPU": per_actor}])
@@ -123,7 +126,9 @@ def connect_cluster(config: Config) -> dict[str, Any]:
                 f"{config.schedule.gpu_wait_s:.0f} s; check `ray status`, the autoscaler log "
                 "(/tmp/ray/session_latest/logs/monitor.*) and the cloud's GPU quota")
     address = config.runtime.ray_address or os.environ.get("RAY_ADDRESS") or "in-process"
-    return {"address": address, "CPU": resources.get("CPU", 0.0), "GPU": resources.get("GPU", 0.0)}
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return {**resources, "address": address, "CPU": resources.get("CPU", 0.0), "GPU": resources.get("GPU", 0.0),
+            "nodes": max(nodes, 1)}
 
 
 def configure_data_context(config: Config) -> dict[str, Any]:
@@ -178,13 +183,16 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
     init_ray(config)
     settings = configure_data_context(config)
     stages = stages or stage_classes()
-    cluster = ray.cluster_resources()
-    plan = resource_plan(config, cluster.get("CPU", 1), cluster.get("GPU", 0))
-    check_plan_fits(plan, cluster.get("CPU", 1), cluster.get("GPU", 0))
+    machine = cluster_machine()
+    config, plan, defaults = plan_resources(config, machine)
+    check_plan_fits(plan, machine)
+    if defaults:
+        chosen = ", ".join(f"{key.rsplit('.', 1)[-1]}={why.split(' (', 1)[0]}" for key, why in defaults.items())
+        plan_log.info("plan for %s: %s (why: resources.defaults in the run manifest)", machine.describe(), chosen)
     retries = config.runtime.max_task_retries
     n_blocks = max(1, min(len(rows), len(rows) // config.runtime.decode_batch_size + 1))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
-    for name in STAGES:
+    for name in plan:  # the enabled stages, in run order
         p = plan[name]
         ds = ds.map_batches(
             TimedStage, fn_constructor_args=(stages[name], name, config, p.get("torch_threads")),
@@ -194,7 +202,16 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
             max_restarts=retries, max_task_retries=retries,
         )
     log.info("ray data settings: %s; pools: %s", settings, plan)
-    return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), plan
+    resources = {**plan, "machine": machine.describe(), "defaults": defaults}
+    return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), resources
+
+
+def cluster_machine() -> Machine:
+    """What the connected Ray cluster has, summed over its live nodes."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return Machine.from_ray(ray.cluster_resources(), max(nodes, 1))
 
 
 def _finish_rows(rows: list[dict[str, Any]], expected: set[str], seen: set[str]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from extract.config import Config
+from extract.defaults import resolved_here
 from extract.models.clip import ClipEmbedder, temporal_features
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
 from extract.stages.registry import CLIP
@@ -29,7 +30,7 @@ class ClipStage:
     """
 
     def __init__(self, config: Config):
-        self.config = config
+        config = self.config = resolved_here(config)  # a stage built outside a run plans for this machine
         self.embedder = ClipEmbedder(config.models.clip, config.runtime.device, storage=config.storage)
         self.batch_size = config.runtime.clip_batch_size
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
 POOLS = ("cpu", "model")  # cpu: decode actors on the free cores; model: a model per actor, GPU when there is one
 
@@ -24,6 +25,14 @@ class StageSpec:
     pool: str
     actors_key: str
     label: str
+    uses_gpu: bool = True  # a model actor takes a GPU share when there is one
+    enabled_key: str | None = None  # a config key (``ocr.enabled``) that turns the stage off
+
+    def enabled(self, config: Any) -> bool:
+        if self.enabled_key is None:
+            return True
+        section, key = self.enabled_key.split(".")
+        return bool(getattr(getattr(config, section), key))
 
     def load(self) -> type:
         module, _, cls = self.target.partition(":")
@@ -33,8 +42,12 @@ class StageSpec:
 DECODE = StageSpec("decode", "extract.stages.decode:DecodeStage", "cpu", "decode_workers", "decode")
 WHISPER = StageSpec("whisper", "extract.stages.transcribe:TranscribeStage", "model", "whisper_actors", "Whisper")
 CLIP = StageSpec("clip", "extract.stages.clip:ClipStage", "model", "clip_actors", "CLIP")
-# Whisper runs before CLIP so the CLIP actor embeds transcripts with the same text tower.
-STAGE_SPECS: tuple[StageSpec, ...] = (DECODE, WHISPER, CLIP)
+# rapidocr runs on onnxruntime's CPU provider (the onnxruntime-gpu wheel is not a dependency).
+OCR = StageSpec("ocr", "extract.stages.ocr:OcrStage", "model", "ocr_actors", "OCR", uses_gpu=False,
+                enabled_key="ocr.enabled")
+# OCR and Whisper run before CLIP so the CLIP actor embeds transcripts and on-screen text with
+# the same text tower.
+STAGE_SPECS: tuple[StageSpec, ...] = (DECODE, OCR, WHISPER, CLIP)
 STAGES: tuple[str, ...] = tuple(spec.name for spec in STAGE_SPECS)
 
 

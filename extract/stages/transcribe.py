@@ -10,6 +10,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from extract.config import Config
+from extract.defaults import resolved_here
+from extract.models.vad import NO_AUDIO, VadOptions, VoiceActivity, classify_audio
 from extract.models.whisper import WhisperTranscriber, as_whisper_audio
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
 from extract.stages.registry import WHISPER
@@ -21,7 +23,7 @@ STAGE = WHISPER.name
 
 
 OUTPUT_COLUMNS = ("transcript_text", "language", "language_prob", "no_speech_prob", "whisper_model",
-                  "segments_json")
+                  "segments_json", "speech_s", "speech_ratio", "audio_kind")
 
 
 class TranscribeStage:
@@ -33,42 +35,62 @@ class TranscribeStage:
     ``segments_json`` (JSON list of ``Transcript.segments``, ``'[]'`` without speech). A video
     with ``has_audio`` False gets an empty transcript with None probabilities. Failed rows
     pass through with these columns set to None.
+
+    With ``whisper.vad`` (default) silero-vad finds the speech first (``extract.models.vad``):
+    ``speech_s`` (seconds), ``speech_ratio`` and ``audio_kind`` (``speech``, ``music_or_sound``,
+    ``silence``; ``none`` without an audio track; all None with ``whisper.vad: false``), and
+    Whisper decodes only the windows that hold speech. ``audio_embedding`` ``(d_model,) float32``
+    is the mean of the Whisper encoder's frames over the real audio (the same encoder pass),
+    L2-normalised; ``(0,)`` without audible audio.
     """
 
     def __init__(self, config: Config):
-        self.config = config
+        config = self.config = resolved_here(config)  # a stage built outside a run plans for this machine
         self.transcriber = WhisperTranscriber(config.models.whisper, config.whisper, config.runtime.device,
                                               storage=config.storage)
         self.batch_size = config.runtime.whisper_batch_size
+        self.vad = VoiceActivity(VadOptions(threshold=config.whisper.vad_threshold)) if config.whisper.vad else None
+        self._no_embedding = np.zeros(0, np.float32)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = batch_to_rows(batch)
-        pending: list[tuple[dict[str, Any], np.ndarray]] = []
+        pending: list[tuple[dict[str, Any], tuple[np.ndarray, Any]]] = []
         for row in rows:
             audio = row.pop("audio", None)
-            row.update(dict.fromkeys(OUTPUT_COLUMNS))
+            row.update(dict.fromkeys(OUTPUT_COLUMNS), audio_embedding=self._no_embedding)
             if is_failed(row):
                 continue
             has_audio = row.get("has_audio")
             if has_audio is False or (has_audio is None and (audio is None or len(audio) == 0)):
                 row.update(transcript_text="", whisper_model=self.transcriber.lineage, segments_json="[]")
+                if self.vad is not None:
+                    row.update(audio_kind=NO_AUDIO.kind, speech_s=NO_AUDIO.speech_s, speech_ratio=NO_AUDIO.speech_ratio)
                 continue
             try:
-                pending.append((row, as_whisper_audio(audio)))
-            except VideoError as exc:
+                audio = as_whisper_audio(audio)
+                spans = None
+                if self.vad is not None:
+                    spans = self.vad.speech_spans(audio)
+                    activity = classify_audio(audio, spans, self.config.whisper.silence_rms)
+                    row.update(audio_kind=activity.kind, speech_s=activity.speech_s, speech_ratio=activity.speech_ratio)
+                pending.append((row, (audio, spans)))
+            except (VideoError, ValueError) as exc:
                 mark_exception(row, STAGE, exc)
         self._transcribe_rows(pending)
         return rows_to_batch(rows)
 
-    def _transcribe_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+    def _transcribe_rows(self, pending: list[tuple[dict[str, Any], tuple[np.ndarray, Any]]]) -> None:
         """Transcribe all pending rows together; if that fails, each row alone, so one bad
         video fails only itself."""
         transcripts = process_isolated(
-            pending, lambda audios: self.transcriber.transcribe_batch(audios, self.batch_size), STAGE, "Whisper")
+            pending, lambda items: self.transcriber.transcribe_batch([a for a, _ in items], self.batch_size,
+                                                                     [spans for _, spans in items]), STAGE, "Whisper")
         for (row, _), transcript in zip(pending, transcripts):
             if transcript is None:
                 continue
             row.update(transcript_text=transcript.text, language=transcript.language,
                        language_prob=transcript.language_prob, no_speech_prob=transcript.no_speech_prob,
                        whisper_model=self.transcriber.lineage,
-                       segments_json=json.dumps(transcript.segments, ensure_ascii=False))
+                       segments_json=json.dumps(transcript.segments, ensure_ascii=False),
+                       audio_embedding=(self._no_embedding if transcript.audio_embedding is None
+                                        else transcript.audio_embedding))

@@ -245,7 +245,7 @@ def parse_caption(caption: str | None) -> ParsedCaption:
         unique_tags=unique,
         mentions=tuple(mentions),
         urls=urls,
-        text_without_hashtags=_collapse(_cut_spans(clean, tag_spans, _hash_signs_to_keep_apart(clean, url_spans))),
+        text_without_hashtags=collapse_text(_cut_spans(clean, tag_spans, _hash_signs_to_keep_apart(clean, url_spans))),
         length=len(unicodedata.normalize("NFKC", clean)),
         n_emoji=count_emoji(caption),
     )
@@ -491,7 +491,8 @@ def _cut_spans(text: str, spans: list[tuple[int, int]], apart: set[int]) -> str:
     return "".join(pieces)
 
 
-def _collapse(text: str) -> str:
+def collapse_text(text: str) -> str:
+    """NFKC, control characters as spaces, whitespace runs collapsed to one space, trimmed."""
     text = _CONTROL_RE.sub(" ", unicodedata.normalize("NFKC", text))
     return " ".join(text.split())
 

@@ -43,12 +43,12 @@ embeddings (L2-normalised) and whether each text was cut at the model's context 
 
 STAGE = "text"  # errors.stage of a row whose text features failed
 HASHTAG_SOURCE = "caption"
-EMBEDDING_COLUMNS = ("caption_embedding", "hashtags_embedding", "transcript_embedding")
+EMBEDDING_COLUMNS = ("caption_embedding", "hashtags_embedding", "transcript_embedding", "ocr_embedding")
 TEXT_FEATURE_COLUMNS = (
     "caption_length", "n_hashtags", "n_mentions", "n_urls", "n_emoji", "hashtags", "hashtag_ids",
     "caption_embedding", "caption_truncated", "hashtags_embedding", "transcript_embedding",
     "transcript_truncated", "hashtag_frame_similarity", "caption_frame_similarity",
-    "transcript_frame_similarity", "hashtags_json",
+    "transcript_frame_similarity", "hashtags_json", "ocr_embedding", "ocr_frame_similarity",
 )
 
 
@@ -67,6 +67,7 @@ class _RowTexts:
     tag_indices: dict[str, int]  # normalised tag -> prompt index, in first-appearance order
     transcript: str
     transcript_index: int | None
+    ocr_index: int | None
 
 
 def add_text_features(rows: list[dict[str, Any]], encode_texts: EncodeTexts, config: Config) -> None:
@@ -74,7 +75,7 @@ def add_text_features(rows: list[dict[str, Any]], encode_texts: EncodeTexts, con
 
     Reads ``caption`` (str or None; cut to ``limits.max_caption_chars`` characters, and the cut
     caption is written back so the stored caption is the one the features describe),
-    ``transcript_text`` (str) and ``clip_embedding`` (``(D,)`` float32, ``(0,)`` without frames).
+    ``transcript_text`` (str), ``ocr_text`` (list of on-screen lines, optional) and ``clip_embedding`` (``(D,)`` float32, ``(0,)`` without frames).
 
     Adds: counts ``caption_length``, ``n_hashtags`` (occurrences), ``n_mentions``, ``n_urls``,
     ``n_emoji`` (int); ``hashtags`` (normalised, unique, first-appearance order) and
@@ -86,7 +87,8 @@ def add_text_features(rows: list[dict[str, Any]], encode_texts: EncodeTexts, con
     ``hashtag_frame_similarity``, ``caption_frame_similarity``, ``transcript_frame_similarity``
     (float, None when either side is null); ``hashtags_json``, a JSON list with one object per
     occurrence holding the ``hashtags`` table columns (position, raw, tag, tag_id, source,
-    frame_similarity, tag_in_transcript).
+    frame_similarity, tag_in_transcript); ``ocr_embedding`` (the on-screen lines joined by
+    spaces, ``(0,)`` without any) and its cosine ``ocr_frame_similarity``.
 
     A tag's prompt is ``text.hashtag_template`` filled with the tag's words from its first
     occurrence (``#NYCSubway`` -> "a video about nyc subway"), which CLIP's tokenizer reads
@@ -152,6 +154,8 @@ def _plan_row(row: dict[str, Any], config: Config, texts: dict[str, int]) -> _Ro
             words = " ".join(tag_words(occurrence.raw)) or occurrence.tag
             tag_indices[occurrence.tag] = index(config.text.hashtag_template.format(tag=words))
     transcript = (row.get("transcript_text") or "").strip()
+    lines = row.get("ocr_text")  # the video's on-screen lines in reading order (a list, or an array from Ray)
+    ocr = " ".join(str(line) for line in (() if lines is None else lines)).strip()
     return _RowTexts(
         parsed=parsed,
         caption_cut=cut,
@@ -159,6 +163,7 @@ def _plan_row(row: dict[str, Any], config: Config, texts: dict[str, int]) -> _Ro
         tag_indices=tag_indices,
         transcript=transcript,
         transcript_index=index(transcript) if transcript else None,
+        ocr_index=index(ocr) if ocr else None,
     )
 
 
@@ -191,6 +196,7 @@ def _row_features(plan: _RowTexts, clip_embedding: np.ndarray, embeddings: np.nd
 
     caption_embedding = embedding(plan.caption_index)
     transcript_embedding = embedding(plan.transcript_index)
+    ocr_embedding = embedding(plan.ocr_index)
     hashtags_embedding = empty_embedding()
     if plan.tag_indices:
         mean = _unit_rows(embeddings[list(plan.tag_indices.values())].mean(axis=0, keepdims=True))[0]
@@ -224,6 +230,8 @@ def _row_features(plan: _RowTexts, clip_embedding: np.ndarray, embeddings: np.nd
         "caption_frame_similarity": cosine_similarity(caption_embedding, clip_embedding),
         "transcript_frame_similarity": cosine_similarity(transcript_embedding, clip_embedding),
         "hashtags_json": json.dumps(occurrences, ensure_ascii=False),
+        "ocr_embedding": ocr_embedding,
+        "ocr_frame_similarity": cosine_similarity(ocr_embedding, clip_embedding),
     }
 
 

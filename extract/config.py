@@ -89,6 +89,20 @@ class OcrConfig:
     min_change: float = 2.0  # mean abs difference (0-255) of 32x32 grey thumbnails below which a frame repeats
 
 
+# The label sets shipped with the package (jobs/ sits beside extract/ in a checkout and in site-packages).
+DEFAULT_LABEL_FILE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "labels.yaml"
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    enabled: bool = True  # zero-shot label scores from the frames (CLIP text tower; similarity, not moderation)
+    file: str | None = None  # YAML with a top-level `labels:` section; None = jobs/configs/labels.yaml
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file) if self.file else DEFAULT_LABEL_FILE
+
+
 @dataclass(frozen=True)
 class TextConfig:
     hashtag_template: str = "a video about {tag}"  # prompt for per-tag CLIP text embeddings
@@ -175,6 +189,7 @@ class Config:
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
     text: TextConfig = field(default_factory=TextConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -205,7 +220,8 @@ class Config:
                 models[section][key] = value.rstrip("/").rsplit("/", 1)[-1]
         for section, key in (("clip", "cache_dir"), ("whisper", "download_root")):
             models[section].pop(key, None)
-        return _hash({**{k: d[k] for k in FEATURE_SECTIONS}, "engines": engine_versions()})
+        labels = _file_sha256(self.labels.path) if self.labels.enabled else None  # the sets, not where they live
+        return _hash({**{k: d[k] for k in FEATURE_SECTIONS}, "labels": labels, "engines": engine_versions()})
 
     def replace(self, **overrides: Any) -> "Config":
         """A copy with dotted-key overrides applied, e.g. ``replace(**{"runtime.device": "cpu"})``."""
@@ -219,6 +235,13 @@ FEATURE_SECTIONS = ("models", "sampling", "whisper", "text", "output", "ocr")
 # Packages whose models ship inside their wheels (their version is the model's version) or
 # whose code decides feature values; a new version changes the feature hash.
 FEATURE_ENGINES = ("silero-vad", "rapidocr-onnxruntime", "open-clip-torch", "openai-whisper")
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 @functools.lru_cache(maxsize=1)
@@ -360,6 +383,9 @@ def verify_config(cfg: Config) -> Config:
     if cfg.limits.max_error_rate > 1:
         raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {cfg.limits.max_error_rate}")
     check_window_config(cfg.whisper.window_s, cfg.whisper.boundary_search_s)
+    if cfg.labels.enabled and not cfg.labels.path.is_file():
+        raise ConfigError(f"labels.file: {cfg.labels.path} does not exist; give a YAML file with a top-level "
+                          "'labels:' section, or set labels.enabled=false")
     _check_positive("ocr.max_frames", cfg.ocr.max_frames)
     _check_positive("ocr.max_side", cfg.ocr.max_side)
     _check_positive("ocr.min_change", cfg.ocr.min_change, allow_zero=True)
@@ -457,3 +483,6 @@ def _resolve_model_paths(data: dict, base: Path) -> None:
         value = (models.get(section) or {}).get(key)
         if isinstance(value, str) and (value.startswith("./") or value.startswith("../")):
             models[section][key] = str((base / value).resolve())
+    labels = data.get("labels") or {}
+    if isinstance(labels.get("file"), str) and labels["file"].startswith(("./", "../")):
+        labels["file"] = str((base / labels["file"]).resolve())

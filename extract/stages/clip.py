@@ -11,6 +11,7 @@ import numpy as np
 from extract.config import Config
 from extract.defaults import resolved_here
 from extract.models.clip import ClipEmbedder, temporal_features
+from extract.models.labels import embed_label_sets, label_columns, load_label_file, logit_scale_of
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
 from extract.stages.registry import CLIP
 
@@ -25,7 +26,10 @@ class ClipStage:
 
     Consumes ``frames``; adds ``frame_embeddings`` ``(n, D) float32``, ``clip_embedding``,
     ``clip_model`` (lineage), ``frame_cos_mean``, ``frame_cos_min``, ``thumbnail_similarity``,
-    then the columns of ``text_features.add_text_features`` using this model's text tower.
+    the zero-shot label columns of every configured set (``extract.models.labels.label_columns``:
+    ``labels_<set>``, ``labels_<set>_max``, ``top_<set>``, ``top_<set>_score``; similarity
+    scores, not moderation decisions), then the columns of ``text.features.add_text_features``
+    using this model's text tower.
     Failed rows pass through with empty tensors (``(0, D)``, ``(0,)``) and None features.
     """
 
@@ -33,6 +37,10 @@ class ClipStage:
         config = self.config = resolved_here(config)  # a stage built outside a run plans for this machine
         self.embedder = ClipEmbedder(config.models.clip, config.runtime.device, storage=config.storage)
         self.batch_size = config.runtime.clip_batch_size
+        # Label sets embedded once per actor with this model's text tower (prompt ensembles).
+        self.label_matrices = (embed_label_sets(self.embedder.encode_texts, load_label_file(config.labels.path))
+                               if config.labels.enabled else {})
+        self.logit_scale = logit_scale_of(self.embedder.model)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from extract.text.features import add_text_features
@@ -53,8 +61,9 @@ class ClipStage:
         return rows_to_batch(rows)
 
     def _set_empty(self, row: dict[str, Any]) -> None:
-        row.update(frame_embeddings=np.zeros((0, self.embedder.embed_dim), np.float32),
-                   clip_model=None, **temporal_features(np.zeros((0, self.embedder.embed_dim), np.float32)))
+        empty = np.zeros((0, self.embedder.embed_dim), np.float32)
+        row.update(frame_embeddings=empty, clip_model=None, **temporal_features(empty),
+                   **label_columns(empty, self.label_matrices, self.logit_scale))
 
     def _embed_rows(self, pending: list[tuple[dict[str, Any], np.ndarray]]) -> None:
         """Embed all pending rows packed together; if that fails, each row alone, so one bad
@@ -67,3 +76,4 @@ class ClipStage:
             row["frame_embeddings"] = embeddings
             row["clip_model"] = self.embedder.lineage
             row.update(temporal_features(embeddings))
+            row.update(label_columns(embeddings, self.label_matrices, self.logit_scale))

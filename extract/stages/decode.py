@@ -22,6 +22,9 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   (``AudioRateCheck``), so the audio spans what the container says. The audio is placed on
   the video's timeline (``align_to_video``): a track that starts after the first frame is
   preceded by silence, so transcript times are video times.
+- ``phash`` ``(n,) int64``: the 64-bit DCT perceptual hash of each sampled frame
+  (``extract.media.phash``; the uint64 bits as two's-complement int64), from the CLIP frames
+  already decoded;
 - ``ocr_frames`` ``(k, h, w, 3) uint8`` and ``ocr_frame_index`` ``(k,) int32``: with ``ocr.enabled``,
   up to ``ocr.max_frames`` of the sampled frames (spread over the video) as whole pictures,
   long side at most ``ocr.max_side``, scaled from the same decoded frames (no second decode,
@@ -42,6 +45,7 @@ import numpy as np
 from extract.config import Config
 from extract.defaults import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
+from extract.media.phash import phash_frames
 from extract.media.video import DecodedVideo
 from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, rows_to_batch
 from extract.stages.registry import DECODE
@@ -51,7 +55,7 @@ STAGE = DECODE.name
 
 DECODE_COLUMNS = ("content_sha256", "file_bytes", "container", "video_codec", "audio_codec", "duration_s",
                   "width", "height", "rotation", "fps", "bitrate", "has_audio", "frames", "pts_s", "n_frames",
-                  "sampling_policy", "audio", "audio_s", "ocr_frames", "ocr_frame_index")
+                  "sampling_policy", "audio", "audio_s", "ocr_frames", "ocr_frame_index", "phash")
 
 
 PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width", "height", "rotation", "fps",
@@ -66,13 +70,15 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
         row: dict[str, Any] = {name: None for name in DECODE_COLUMNS}
         row.update(frames=np.zeros((0, image_size, image_size, 3), np.uint8), pts_s=np.zeros(0, np.float32),
                    audio=np.zeros(0, np.float32), ocr_frames=np.zeros((0, 0, 0, 3), np.uint8),
-                   ocr_frame_index=np.zeros(0, np.int32))
+                   ocr_frame_index=np.zeros(0, np.int32), phash=np.zeros(0, np.int64))
         return row
     probe = result.probe
     row = {name: getattr(probe, name) for name in PROBE_COLUMNS}
     row.update(content_sha256=content_sha256, file_bytes=file_bytes, frames=result.frames, pts_s=result.pts_s,
                n_frames=int(len(result.frames)), sampling_policy=policy, audio=result.audio,
-               audio_s=float(result.audio_s), ocr_frames=result.ocr_frames, ocr_frame_index=result.ocr_index)
+               audio_s=float(result.audio_s), ocr_frames=result.ocr_frames, ocr_frame_index=result.ocr_index,
+               # two's-complement int64 of the 64-bit pHash (Delta/Parquet have no unsigned 64-bit type)
+               phash=phash_frames(result.frames).view(np.int64))
     return {name: row[name] for name in DECODE_COLUMNS}
 
 

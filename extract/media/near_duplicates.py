@@ -1,0 +1,500 @@
+"""Near-duplicate and re-upload search: new videos against the whole committed history.
+
+Inputs are what the tables hold, as pyarrow tables (numpy inside):
+
+- ``videos``: one row per committed video, columns ``video_id`` (string), ``upload_ts``
+  (timestamp, nullable: a null sorts after every time), ``content_sha256`` (string). It must
+  hold the new videos too (the step runs after their commit), so copies uploaded earlier the
+  same day are found.
+- ``frames``: one row per sampled frame, ``video_id`` (string) and ``phash`` (int64 as
+  stored, or uint64: the 64-bit pHash of ``extract.media.phash``, same bits either way).
+  Frames of videos absent from ``videos`` are ignored (counted in ``stats``).
+- ``new_ids``: the video ids to search for (the day's videos).
+
+For each new video the search reports the earliest earlier video (by ``upload_ts``, then
+``video_id``) that is a copy of it:
+
+- ``exact``: same ``content_sha256`` (an untouched re-upload), whatever the frames say;
+- ``near``: a candidate pair (below) where at least ``min_match_fraction`` of the new video's
+  informative frames lie within ``max_hamming`` bits of some frame of the other video, and,
+  when pooled CLIP embeddings are given, their cosine is at least ``min_clip_cosine``.
+
+Candidates by locality-sensitive hashing (bit-sampling LSH with banding): ``bands`` bands,
+each a fixed random subset of ``band_bits`` of the 64 hash bits (groups of disjoint subsets
+of one seeded permutation, so a group covers most bits once). Two frames collide in a band
+when their hashes agree on its bits; a frame pair at Hamming distance ``d`` collides in a
+given band with probability ``C(64 - band_bits, d) / C(64, d)``. Per band, the new frames'
+keys (a multiply-shift hash of the band bits into ``KEY_BITS`` bits) mark a byte map; the
+history is scanned once against it in chunks and only marked keys are joined (sorted keys,
+``searchsorted``). A colliding pair counts only when its frames are within ``max_hamming``
+and the other video is earlier. Work per band is one linear pass over the history's hashes
+plus joins proportional to the new frames, so the cost grows with the new day (times the
+history size for the scan, never history squared), and memory stays at the hash arrays plus
+a 16 MiB byte map. Keys held by more than ``max_bucket`` history frames (a channel's intro,
+a logo card) are skipped: they would pair every video that shows them. Flat frames (pHash 0
+or ``FLAT_HASH``: black or single-colour) carry no content and are left out.
+
+Mirrored copies: the new video's hashes are also queried as ``mirror_hash`` (the pHash the
+flipped frames would have), and a pair's match fraction is the better of the two readings;
+``mirrored`` says which won.
+
+Recall per frame pair (``bands=48``, ``band_bits=24``, from the formula above): d = 4: 1.00,
+6: 0.92, 8: 0.57, 10: 0.24, 12: 0.08; a copy is found when any of its frame pairs collides,
+so a video with several frames at d <= 8 is found almost surely (the test copies: see
+``tests/test_near_duplicates.py``). Random 64-bit hashes collide per band with probability
+2^-24, i.e. about ``bands * history_frames / 2^24`` history frames per new frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from extract.media.phash import FLAT_HASH, HASH_BITS, hamming, mirror_hash
+
+KEY_BITS = 24  # band keys index a 2^24-byte (16 MiB) map
+HISTORY_CHUNK = 1 << 16  # history frames keyed at once: temporaries stay in the CPU cache (measured
+# 0.32 s per band over 20 M hashes against 0.43 s with 2 M-frame chunks)
+VERIFY_CHUNK = 1 << 22  # frame comparisons per verification step
+KINDS = ("exact", "near")
+
+EmbeddingLookup = Callable[[Sequence[str]], np.ndarray]
+"""``lookup(video_ids) -> (k, D) float32``: pooled, L2-normalised ``clip_embedding`` of each id
+(a row of zeros or NaN where a video has none). Called once, with the videos of the pairs
+left after the frame check, so the history's embeddings are never all read."""
+
+
+@dataclass(frozen=True)
+class DuplicateOptions:
+    """Thresholds and LSH shape of the near-duplicate search (see module doc).
+
+    Defaults, from ``tests/test_phash.py`` measurements on transformed copies and 200
+    distinct clips: re-encoding, 720p->360p and 2x speed leave frames 0-2 bits apart; a 5 %
+    crop 4-16, a text banner 6-14, a mirror 0-6 through ``mirror_hash``; frames of distinct
+    clips lie 8 or more bits apart (0.1 percentile 18), random hashes ~32. ``max_hamming=12``
+    keeps 7 of 8 frames of the crop and banner copies; ``min_match_fraction=0.5`` needs half
+    the video to match, so one shared frame (a black card, a logo) is not enough.
+    ``min_clip_cosine=0.9`` is a prior for real CLIP weights (a copy's pooled embedding stays
+    close; other videos of the same scene sit lower); tune it per model by percentile.
+    """
+
+    max_hamming: int = 12  # bits; a frame matches another within this distance
+    min_match_fraction: float = 0.5  # share of the new video's informative frames that must match
+    min_clip_cosine: float = 0.9  # pooled CLIP cosine a near copy needs, when embeddings are given
+    bands: int = 48  # LSH bands
+    band_bits: int = 24  # hash bits per band
+    max_bucket: int = 1000  # skip a band key held by more history frames than this
+    mirrored: bool = True  # also query mirrored hashes
+    seed: int = 0  # which bit subsets form the bands (fixed: reproducible candidates)
+    threads: int = 2  # bands searched in parallel (numpy releases the GIL); results do not depend on it
+
+    def __post_init__(self) -> None:
+        self._verify()
+
+    def _verify(self) -> None:
+        checks = (
+            ("max_hamming", 0 <= self.max_hamming < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
+            ("min_match_fraction", 0.0 < self.min_match_fraction <= 1.0, "in (0, 1]"),
+            ("min_clip_cosine", -1.0 <= self.min_clip_cosine <= 1.0, "in [-1, 1]"),
+            ("bands", self.bands >= 1, ">= 1"),
+            ("band_bits", 8 <= self.band_bits <= 32, "in [8, 32]"),
+            ("max_bucket", self.max_bucket >= 1, ">= 1"),
+            ("threads", self.threads >= 1, ">= 1"),
+        )
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"duplicates.{key}: {getattr(self, key)!r} must be {allowed}")
+
+
+@dataclass
+class SearchStats:
+    """Counters of one search, for the run manifest (all counts, ``seconds`` wall clock)."""
+
+    new_videos: int = 0
+    history_videos: int = 0
+    history_frames: int = 0
+    flat_frames: int = 0  # left out: no content
+    orphan_frames: int = 0  # frames whose video is not in ``videos``
+    band_collisions: int = 0  # (new frame, earlier video's frame) pairs sharing a band key, all bands
+    hot_keys_skipped: int = 0  # band keys over max_bucket
+    close_frame_pairs: int = 0  # colliding pairs within max_hamming
+    candidate_pairs: int = 0  # distinct (new video, earlier video, mirrored) with a close pair
+    exact_pairs: int = 0  # new videos with an earlier equal content_sha256
+    duplicates: int = 0  # rows reported
+    seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DuplicateSearch:
+    """Result: ``table`` (see ``result_schema``) and the search's ``stats``."""
+
+    table: "pa.Table"
+    stats: SearchStats
+
+
+def result_schema() -> "pa.Schema":
+    """Columns of the ``duplicates`` rows this search returns (the table schema's core)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("match_frames", pa.float32(), nullable=False),
+        pa.field("clip_cosine", pa.float32(), nullable=True),
+        pa.field("mirrored", pa.bool_(), nullable=False),
+    ])
+
+
+@dataclass(frozen=True)
+class _Bands:
+    masks: np.ndarray  # (bands,) uint64: the bits of each band
+    multipliers: np.ndarray  # (bands,) uint64: odd multiply-shift constants
+
+    @classmethod
+    def make(cls, options: DuplicateOptions) -> "_Bands":
+        rng = np.random.default_rng(options.seed)
+        per_group = HASH_BITS // options.band_bits
+        masks: list[int] = []
+        while len(masks) < options.bands:
+            order = rng.permutation(HASH_BITS)
+            for g in range(per_group):
+                bits = order[g * options.band_bits:(g + 1) * options.band_bits]
+                masks.append(int(sum(1 << int(b) for b in bits)))
+        multipliers = rng.integers(0, 2**63, options.bands, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        return cls(np.array(masks[:options.bands], np.uint64), multipliers)
+
+    def keys(self, band: int, hashes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``(n,) uint64`` hashes -> ``(n,) int64`` keys in ``[0, 2^KEY_BITS)`` for ``band``
+        (written into ``out``, an ``(n,) uint64`` buffer, when given)."""
+        value = np.bitwise_and(hashes, self.masks[band], out=out)
+        value *= self.multipliers[band]  # wraps mod 2^64: the multiply-shift hash
+        value >>= np.uint64(64 - KEY_BITS)
+        return value.view(np.int64)
+
+
+def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequence[str] | "pa.Array",
+                         options: DuplicateOptions = DuplicateOptions(),
+                         embeddings: EmbeddingLookup | None = None) -> DuplicateSearch:
+    """Find, for each video of ``new_ids``, its earliest earlier copy (see module doc).
+
+    Returns one row per new video that has a copy: ``video_id``, ``duplicate_of``, ``kind``
+    (``exact`` | ``near``), ``match_frames`` (share of the new video's informative frames
+    within ``max_hamming`` of the copy's frames, float32 in [0, 1]; 1.0 for an exact copy
+    without informative frames), ``clip_cosine`` (pooled CLIP cosine; null without
+    ``embeddings``), ``mirrored`` (matched through the mirrored hashes). Raises ValueError for
+    a new id missing from ``videos`` or a duplicated ``video_id`` in ``videos``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    started = time.perf_counter()
+    stats = SearchStats()
+    phase = _Phases(stats)
+
+    # Videos in (upload_ts, video_id) order: rank = position; "earlier" = smaller rank.
+    order = pc.sort_indices(videos, options=pc.SortOptions(
+        [("upload_ts", "ascending", "at_end"), ("video_id", "ascending", "at_end")]))
+    ids = videos["video_id"].take(order).combine_chunks()
+    sha = videos["content_sha256"].take(order).combine_chunks()
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise ValueError("videos.video_id: ids must be unique")
+    wanted = new_ids.combine_chunks() if isinstance(new_ids, pa.ChunkedArray) else pa.array(new_ids, pa.string())
+    new_rank = pc.index_in(wanted, value_set=ids)
+    if new_rank.null_count:
+        missing = pc.filter(wanted, pc.is_null(new_rank))[:3].to_pylist()
+        raise ValueError(f"new_ids: {new_rank.null_count} ids are not in videos (e.g. {missing})")
+    new_rank = np.unique(new_rank.to_numpy(zero_copy_only=False).astype(np.int64))
+    stats.new_videos, stats.history_videos = len(new_rank), len(ids)
+    is_new = np.zeros(len(ids), bool)
+    is_new[new_rank] = True
+    phase("videos")
+
+    owner = pc.index_in(frames["video_id"], value_set=ids)
+    hashes = _as_uint64(frames["phash"])
+    valid = ~np.asarray(owner.is_null().to_numpy(zero_copy_only=False))
+    owner = owner.fill_null(-1).to_numpy().astype(np.int32, copy=False)
+    stats.orphan_frames = int((~valid).sum())
+    informative = (hashes != 0) & (hashes != FLAT_HASH)
+    stats.flat_frames = int((valid & ~informative).sum())
+    keep = valid & informative
+    if not keep.all():  # the usual case keeps every frame: no copies of the big arrays
+        hashes, owner = hashes[keep], owner[keep]
+    stats.history_frames = len(hashes)
+    phase("frames")
+
+    query_hash, query_owner, query_mirrored = _queries(hashes, owner, is_new, options.mirrored)
+    pairs = _candidate_pairs(hashes, owner, query_hash, query_owner, query_mirrored, options, stats)
+    phase("candidates")
+
+    exact = _exact_matches(sha, new_rank)
+    stats.exact_pairs = len(exact)
+    phase("exact")
+
+    rows = _confirmed(pairs, exact, hashes, owner, ids, options, embeddings, phase)
+    table = _result_table(rows, ids, sha)
+    stats.duplicates = table.num_rows
+    phase("confirm")
+    stats.seconds = time.perf_counter() - started
+    return DuplicateSearch(table, stats)
+
+
+class _Phases:
+    """Records the seconds since the previous call under a phase name."""
+
+    def __init__(self, stats: SearchStats):
+        self.stats, self.last = stats, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stats.phase_seconds[name] = self.stats.phase_seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def _as_uint64(column) -> np.ndarray:
+    """An int64 or uint64 hash column (nulls = flat 0) as ``(n,) uint64`` with the same bits."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not (pa.types.is_int64(column.type) or pa.types.is_uint64(column.type)):
+        raise ValueError(f"frames.phash: expected int64 or uint64, got {column.type}")
+    values = pc.fill_null(column, 0).to_numpy()
+    return values.view(np.uint64)
+
+
+def _queries(hashes: np.ndarray, owner: np.ndarray, is_new: np.ndarray,
+             mirrored: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The new videos' frame hashes to look up (plus their mirrored readings)."""
+    mine = is_new[owner]
+    q_hash, q_owner = hashes[mine], owner[mine]
+    flags = np.zeros(len(q_hash), bool)
+    if mirrored:
+        q_hash = np.concatenate([q_hash, mirror_hash(q_hash)])
+        q_owner = np.concatenate([q_owner, q_owner])
+        flags = np.concatenate([flags, np.ones(len(flags), bool)])
+    return q_hash, q_owner, flags
+
+
+def _candidate_pairs(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, q_owner: np.ndarray,
+                     q_mirrored: np.ndarray, options: DuplicateOptions, stats: SearchStats) -> np.ndarray:
+    """Distinct ``(new rank, earlier rank, mirrored)`` pairs with a close colliding frame pair,
+    as ``(k, 3) int64``."""
+    if len(q_hash) == 0:
+        return np.zeros((0, 3), np.int64)
+    bands = _Bands.make(options)
+    scratch = threading.local()  # one key map and buffer per thread
+
+    def one_band(band: int) -> tuple[int, int, int, np.ndarray | None]:
+        if not hasattr(scratch, "marked"):
+            scratch.marked = np.zeros(1 << KEY_BITS, bool)
+            scratch.buffer = np.empty(HISTORY_CHUNK, np.uint64)
+        return _band_pairs(band, bands, scratch.marked, scratch.buffer, hashes, owner, q_hash, q_owner,
+                           q_mirrored, options)
+
+    # numpy releases the GIL in these loops, so bands run in parallel on threads.
+    with ThreadPoolExecutor(max_workers=options.threads) as pool:
+        results = list(pool.map(one_band, range(options.bands)))
+    found = []
+    for collisions, hot, close, codes in results:
+        stats.band_collisions += collisions
+        stats.hot_keys_skipped += hot
+        stats.close_frame_pairs += close
+        if codes is not None:
+            found.append(codes)
+    if not found:
+        return np.zeros((0, 3), np.int64)
+    codes = np.unique(np.concatenate(found))
+    stats.candidate_pairs = len(codes)
+    return _pair_decode(codes)
+
+
+def _band_pairs(band: int, bands: _Bands, marked: np.ndarray, buffer: np.ndarray, hashes: np.ndarray,
+                owner: np.ndarray, q_hash: np.ndarray, q_owner: np.ndarray, q_mirrored: np.ndarray,
+                options: DuplicateOptions) -> tuple[int, int, int, np.ndarray | None]:
+    """One band: ``(collisions with earlier frames, hot keys skipped, close pairs, pair codes or None)``.
+    ``marked`` (all False) and ``buffer`` are this thread's scratch; ``marked`` is cleared again."""
+    q_keys = bands.keys(band, q_hash).copy()
+    marked[q_keys] = True
+    hit_frames, hit_keys = [], []
+    for start in range(0, len(hashes), HISTORY_CHUNK):
+        chunk = hashes[start:start + HISTORY_CHUNK]
+        keys = bands.keys(band, chunk, out=buffer[:len(chunk)])
+        hit = np.flatnonzero(np.take(marked, keys))
+        hit_frames.append(hit + start)
+        hit_keys.append(keys[hit])
+    marked[q_keys] = False
+    frames_hit, keys_hit = np.concatenate(hit_frames), np.concatenate(hit_keys)
+    # Join the history hits to the query frames holding the same key (every hit's key is one
+    # of them: the map was marked from them).
+    q_order = np.argsort(q_keys, kind="stable")
+    q_sorted = q_keys[q_order]
+    lo = np.searchsorted(q_sorted, keys_hit, "left")
+    # Hot keys: a value shared by very many history frames pairs everything showing it.
+    per_key = np.bincount(lo, minlength=len(q_sorted))
+    hot = per_key[lo] > options.max_bucket
+    n_hot = 0
+    if hot.any():
+        n_hot = int(np.count_nonzero(per_key > options.max_bucket))
+        frames_hit, keys_hit, lo = frames_hit[~hot], keys_hit[~hot], lo[~hot]
+    counts = np.searchsorted(q_sorted, keys_hit, "right") - lo
+    total = int(counts.sum())
+    if total == 0:
+        return 0, n_hot, 0, None
+    h_frame = np.repeat(frames_hit, counts)
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    q_frame = q_order[np.repeat(lo, counts) + offsets]
+    h_owner, q_own = owner[h_frame], q_owner[q_frame]
+    earlier = h_owner < q_own
+    close = earlier & (hamming(hashes[h_frame], q_hash[q_frame]) <= options.max_hamming)
+    codes = np.unique(_pair_code(q_own[close], h_owner[close], q_mirrored[q_frame[close]])) if close.any() else None
+    return int(earlier.sum()), n_hot, int(close.sum()), codes
+
+
+def _pair_code(new_rank: np.ndarray, earlier_rank: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """One int64 per pair (ranks < 2^31): sorting codes sorts by new, then earlier video."""
+    return (new_rank.astype(np.int64) << 32) | (earlier_rank.astype(np.int64) << 1) | mirrored.astype(np.int64)
+
+
+def _pair_decode(codes: np.ndarray) -> np.ndarray:
+    return np.stack([codes >> 32, (codes & 0xFFFFFFFF) >> 1, codes & 1], axis=1)
+
+
+def _exact_matches(sha: "pa.Array", new_rank: np.ndarray) -> np.ndarray:
+    """``(k, 2) int64`` (new rank, earliest earlier rank with the same content_sha256)."""
+    import pyarrow.compute as pc
+
+    # index_in finds the first occurrence, and the arrays are in (upload_ts, video_id) order;
+    # every new video's own hash is in the set, so no null.
+    first = pc.index_in(sha.take(new_rank), value_set=sha).to_numpy(zero_copy_only=False).astype(np.int64)
+    earlier = first < new_rank
+    return np.stack([new_rank[earlier], first[earlier]], axis=1)
+
+
+@dataclass
+class _Rows:
+    new: np.ndarray  # ranks
+    earlier: np.ndarray  # ranks
+    fraction: np.ndarray  # float32
+    cosine: np.ndarray  # float32, NaN = unknown
+    mirrored: np.ndarray  # bool
+
+
+def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, owner: np.ndarray, ids,
+               options: DuplicateOptions, embeddings: EmbeddingLookup | None, phase: _Phases) -> _Rows:
+    """Per new video, its earliest confirmed earlier copy (exact always confirmed)."""
+    exact3 = np.concatenate([exact, np.zeros((len(exact), 1), np.int64)], axis=1)
+    both = np.concatenate([pairs, exact3]) if len(exact3) else pairs
+    fraction = _match_fractions(both, hashes, owner, len(ids), options.max_hamming)
+    is_exact = np.zeros(len(both), bool)
+    is_exact[len(pairs):] = True
+    if len(exact):  # an exact copy without informative frames still matches in full
+        no_frames = is_exact & np.isnan(fraction)
+        fraction[no_frames] = 1.0
+    ok = is_exact | (fraction >= options.min_match_fraction)
+    both, fraction, is_exact = both[ok], fraction[ok], is_exact[ok]
+    # A pair found directly and mirrored: keep the better reading (then the direct one).
+    order = np.lexsort((both[:, 2], -fraction, both[:, 1], both[:, 0]))
+    both, fraction, is_exact = both[order], fraction[order], is_exact[order]
+    first = np.ones(len(both), bool)
+    first[1:] = (both[1:, 0] != both[:-1, 0]) | (both[1:, 1] != both[:-1, 1])
+    exact_pair = np.zeros(len(both), bool)
+    if len(both):  # exact flag for a (new, earlier) pair if any of its readings was the sha match
+        group = np.cumsum(first) - 1
+        exact_pair = np.bincount(group, weights=is_exact, minlength=group[-1] + 1)[group] > 0
+    both, fraction, exact_pair = both[first], fraction[first], exact_pair[first]
+    phase("frames_check")
+    cosine = np.full(len(both), np.nan, np.float32)
+    if embeddings is not None and len(both):
+        cosine = _cosines(both, ids, embeddings)
+        near_ok = np.isnan(cosine) | (cosine >= options.min_clip_cosine)
+        keep = exact_pair | near_ok
+        both, fraction, cosine = both[keep], fraction[keep], cosine[keep]
+    # Earliest confirmed copy per new video: pairs are sorted by (new, earlier).
+    first = np.ones(len(both), bool)
+    first[1:] = both[1:, 0] != both[:-1, 0]
+    both = both[first]
+    return _Rows(both[:, 0], both[:, 1], fraction[first].astype(np.float32), cosine[first],
+                 both[:, 2].astype(bool))
+
+
+def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, owner: np.ndarray, n_videos: int,
+                     max_hamming: int) -> np.ndarray:
+    """Per pair ``(new, earlier, mirrored)``: share of the new video's frames within
+    ``max_hamming`` of some frame of the earlier one; NaN when the new video has no frames."""
+    out = np.full(len(pairs), np.nan, np.float32)
+    if len(pairs) == 0:
+        return out
+    involved = np.zeros(n_videos, bool)
+    involved[pairs[:, :2].ravel()] = True
+    sel = np.flatnonzero(involved[owner])
+    sel = sel[np.argsort(owner[sel], kind="stable")]
+    f_owner, f_hash = owner[sel], hashes[sel]
+    f_mirror = mirror_hash(f_hash)
+    q_start = np.searchsorted(f_owner, pairs[:, 0], "left")
+    q_n = np.searchsorted(f_owner, pairs[:, 0], "right") - q_start
+    h_start = np.searchsorted(f_owner, pairs[:, 1], "left")
+    h_n = np.searchsorted(f_owner, pairs[:, 1], "right") - h_start
+    sizes = q_n.astype(np.int64) * h_n
+    cum = np.cumsum(sizes)
+    start = 0
+    while start < len(pairs):  # chunks of about VERIFY_CHUNK frame comparisons; a pair is never split
+        base = int(cum[start - 1]) if start else 0
+        end = max(start + 1, int(np.searchsorted(cum, base + VERIFY_CHUNK, "right")))
+        p = np.arange(start, end)
+        s = sizes[p]
+        total = int(s.sum())
+        pid = np.repeat(p, s)
+        within = np.arange(total) - np.repeat(np.cumsum(s) - s, s)
+        i, j = within // h_n[pid], within % h_n[pid]
+        q_frame, h_frame = q_start[pid] + i, h_start[pid] + j
+        q_hash = np.where(pairs[pid, 2] == 1, f_mirror[q_frame], f_hash[q_frame])
+        close = hamming(q_hash, f_hash[h_frame]) <= max_hamming
+        # A new-video frame matches if any frame of the other is close: mark (pair, frame) slots.
+        q_offsets = np.cumsum(q_n[p]) - q_n[p]
+        matched = np.zeros(int(q_n[p].sum()), bool)
+        matched[(q_offsets[pid - start] + i)[close]] = True
+        per_pair = np.bincount(np.repeat(np.arange(len(p)), q_n[p]), weights=matched, minlength=len(p))
+        out[p] = np.where(q_n[p] > 0, per_pair / np.maximum(q_n[p], 1), np.nan)
+        start = end
+    return out
+
+
+def _cosines(pairs: np.ndarray, ids, embeddings: EmbeddingLookup) -> np.ndarray:
+    """Pooled CLIP cosine per pair; NaN where either side has no embedding."""
+    ranks = np.unique(pairs[:, :2])
+    vectors = np.asarray(embeddings(ids.take(ranks).to_pylist()), np.float32)
+    if vectors.shape[0] != len(ranks):
+        raise ValueError(f"embeddings: returned {vectors.shape[0]} rows for {len(ranks)} ids")
+    norms = np.linalg.norm(vectors, axis=1)
+    usable = np.isfinite(norms) & (norms > 0)
+    row = np.searchsorted(ranks, pairs[:, :2])
+    a, b = vectors[row[:, 0]], vectors[row[:, 1]]
+    cosine = np.einsum("ij,ij->i", a, b) / np.maximum(norms[row[:, 0]] * norms[row[:, 1]], 1e-12)
+    return np.where(usable[row[:, 0]] & usable[row[:, 1]], cosine, np.nan).astype(np.float32)
+
+
+def _result_table(rows: _Rows, ids, sha) -> "pa.Table":
+    import pyarrow as pa
+
+    new_sha = sha.take(pa.array(rows.new, pa.int64())).to_numpy(zero_copy_only=False)
+    old_sha = sha.take(pa.array(rows.earlier, pa.int64())).to_numpy(zero_copy_only=False)
+    kind = np.where(new_sha == old_sha, KINDS[0], KINDS[1])
+    return pa.table({
+        "video_id": ids.take(pa.array(rows.new, pa.int64())),
+        "duplicate_of": ids.take(pa.array(rows.earlier, pa.int64())),
+        "kind": pa.array(kind.tolist(), pa.string()),
+        "match_frames": pa.array(rows.fraction, pa.float32()),
+        "clip_cosine": pa.array(rows.cosine, pa.float32(), mask=np.isnan(rows.cosine)),
+        "mirrored": pa.array(rows.mirrored, pa.bool_()),
+    }, schema=result_schema())

@@ -1,0 +1,131 @@
+"""Near-duplicate search: real transformed copies found, re-uploads exact, distinct clips never
+paired, thresholds gate, and the LSH candidate count grows linearly with the new day."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import copies
+from extract.config import Config
+from extract.media.video import decode_video
+from extract.media.near_duplicates import DuplicateOptions, find_near_duplicates, result_schema
+from extract.media.phash import mirror_hash, phash_frames
+from test_phash import CLIP_SPEC
+
+DAY_US = 1_780_000_000 * 10**6
+
+
+def _tables(videos: list[tuple[str, int, str, np.ndarray]]) -> tuple[pa.Table, pa.Table]:
+    """``[(video_id, upload_ts_us, sha, hashes uint64)]`` -> (videos, frames) tables as stored."""
+    ids = [v[0] for v in videos]
+    table = pa.table({"video_id": ids, "upload_ts": pa.array([v[1] for v in videos], pa.timestamp("us", tz="UTC")),
+                      "content_sha256": [v[2] for v in videos]})
+    frames = pa.table({"video_id": [v[0] for v in videos for _ in v[3]],
+                       "phash": pa.array(np.concatenate([v[3] for v in videos]).view(np.int64))})
+    return table, frames
+
+
+def _distinct_clips(n: int, first_seed: int = 1000) -> list[tuple[str, int, str, np.ndarray]]:
+    return [(f"clip{s:03d}", DAY_US + s, f"sha-clip{s}",
+             phash_frames(np.stack([copies.shapes_frame(first_seed + s, t, 398, 224)[:, 87:311] for t in (0.0, 2.0, 4.0, 6.0)])))
+            for s in range(n)]
+
+
+@pytest.fixture(scope="module")
+def copy_videos(tmp_path_factory) -> list[tuple[str, int, str, np.ndarray]]:
+    paths = copies.make_copies(tmp_path_factory.mktemp("copies"))
+    out = []
+    for i, (name, path) in enumerate(paths.items()):
+        frames = decode_video(str(path), Config(), CLIP_SPEC, audio=False).frames
+        out.append((name, DAY_US - 10**9 + i, hashlib.sha256(path.read_bytes()).hexdigest(), phash_frames(frames)))
+    return out
+
+
+def test_copies_found_and_distinct_clips_not_paired(copy_videos):
+    distinct = _distinct_clips(200)
+    videos, frames = _tables(copy_videos + distinct)
+    new_ids = [v[0] for v in copy_videos[1:]] + [v[0] for v in distinct]
+    result = find_near_duplicates(videos, frames, new_ids)
+    rows = {r["video_id"]: r for r in result.table.to_pylist()}
+    assert result.table.schema == result_schema()
+    assert set(rows) == set(copies.TRANSFORMS), rows  # every copy, and no distinct clip
+    for name in copies.TRANSFORMS:
+        assert rows[name]["duplicate_of"] == "original"
+        assert rows[name]["kind"] == ("exact" if name == "reupload" else "near")
+        assert rows[name]["match_frames"] >= 0.5
+        assert rows[name]["mirrored"] == (name == "mirrored")
+    assert rows["reupload"]["match_frames"] == 1.0
+    assert result.stats.exact_pairs == 1 and result.stats.duplicates == 7
+
+
+def test_without_mirrored_queries_the_mirror_is_missed(copy_videos):
+    videos, frames = _tables(copy_videos)
+    result = find_near_duplicates(videos, frames, ["mirrored"], DuplicateOptions(mirrored=False))
+    assert result.table.num_rows == 0
+
+
+def test_clip_cosine_gates_near_copies_not_exact_ones():
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 2**64, 16, dtype=np.uint64)
+    near = src ^ np.uint64(0b101)
+    videos, frames = _tables([("a", 1, "s1", src), ("b", 2, "s2", near), ("c", 3, "s1", src.copy())])
+    same = np.eye(4, dtype=np.float32)[0]
+    lookup = {"a": same, "b": np.eye(4, dtype=np.float32)[1], "c": same}
+    calls = []
+
+    def embeddings(ids):
+        calls.append(list(ids))
+        return np.stack([lookup[i] for i in ids])
+
+    result = find_near_duplicates(videos, frames, ["b", "c"], embeddings=embeddings)
+    rows = {r["video_id"]: r for r in result.table.to_pylist()}
+    assert set(rows) == {"c"}  # b's frames match but its CLIP embedding is orthogonal
+    assert rows["c"]["kind"] == "exact" and rows["c"]["clip_cosine"] == pytest.approx(1.0)
+    assert len(calls) == 1 and set(calls[0]) <= {"a", "b", "c"}
+    loose = find_near_duplicates(videos, frames, ["b"], DuplicateOptions(min_clip_cosine=-1.0), embeddings=embeddings)
+    assert loose.table.column("duplicate_of").to_pylist() == ["a"]
+
+
+def test_earliest_match_and_only_earlier_videos():
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, 2**64, 12, dtype=np.uint64)
+    videos, frames = _tables([("late", 30, "x", src), ("first", 10, "y", src ^ np.uint64(1)),
+                              ("second", 20, "z", src ^ np.uint64(2)), ("orig_null_ts", 0, "w", src)])
+    videos = videos.set_column(1, "upload_ts", pa.array([30, 10, 20, None], pa.timestamp("us", tz="UTC")))
+    result = find_near_duplicates(videos, frames, ["late", "second", "first", "orig_null_ts"])
+    rows = {r["video_id"]: r["duplicate_of"] for r in result.table.to_pylist()}
+    # A null upload time sorts after every time; the first upload has no earlier copy.
+    assert rows == {"second": "first", "late": "first", "orig_null_ts": "first"}
+
+
+def test_bad_input_named():
+    videos, frames = _tables([("a", 1, "s", np.array([5], np.uint64))])
+    with pytest.raises(ValueError, match="new_ids"):
+        find_near_duplicates(videos, frames, ["missing"])
+    with pytest.raises(ValueError, match="duplicates.max_hamming"):
+        DuplicateOptions(max_hamming=70)
+    with pytest.raises(ValueError, match="duplicates.min_match_fraction"):
+        DuplicateOptions(min_match_fraction=0)
+
+
+def test_candidate_count_grows_linearly_with_the_new_day():
+    rng = np.random.default_rng(2)
+    n_history, frames_per_video = 20_000, 16
+    history = rng.integers(0, 2**64, (n_history, frames_per_video), dtype=np.uint64)
+    new = rng.integers(0, 2**64, (2_000, frames_per_video), dtype=np.uint64)
+    new[:40] = history[:40] ^ np.uint64(0b11)  # planted copies
+    new[40:50] = mirror_hash(history[40:50]) ^ np.uint64(1 << 20)
+    counts = {}
+    for size in (1_000, 2_000):
+        vids = ([(f"h{i}", i, f"h{i}", history[i]) for i in range(n_history)] +
+                [(f"n{i}", 10**9 + i, f"n{i}", new[i]) for i in range(size)])
+        videos, frames = _tables(vids)
+        result = find_near_duplicates(videos, frames, [f"n{i}" for i in range(size)])
+        counts[size] = result.stats.band_collisions
+        rows = {r["video_id"]: r["duplicate_of"] for r in result.table.to_pylist()}
+        assert rows == {f"n{i}": f"h{i}" for i in range(50)}
+    assert 1.8 <= counts[2_000] / counts[1_000] <= 2.2, counts

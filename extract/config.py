@@ -109,7 +109,8 @@ class LimitsConfig:
     max_caption_chars: int = 10_000  # longer captions are cut (flag in the row)
 
 
-EMBEDDING_DTYPES = ("float32", "float16")
+# Delta Lake has no 16-bit float type, so the tables store embeddings as float32 only.
+EMBEDDING_DTYPES = ("float32",)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,9 @@ class OutputConfig:
 class StorageConfig:
     s3_endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for an S3-compatible store
     s3_region: str | None = None  # default: AWS_REGION / AWS_DEFAULT_REGION
+    # `extract maintain` deletes table files unreferenced for this long (hours); time travel
+    # reaches back this far. Abandoned staging folders older than this are deleted too.
+    retention_hours: float = 168.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ class ScheduleConfig:
     output: str | None = None  # DST of the scheduled runs (jobs.*); None = pass --output
     lookback_days: int = 1  # the daily run also re-scans this many earlier dates (late uploads)
     gpu_wait_s: float = 900.0  # runtime.device=cuda: wait this long for autoscaled GPU nodes
+    maintain: bool = False  # the daily job runs `extract maintain` on the output after committing
 
 
 @dataclass(frozen=True)
@@ -303,6 +308,7 @@ def verify_config(cfg: Config) -> Config:
         raise ConfigError("text.hashtag_template: must contain '{tag}', e.g. 'a video about {tag}'")
     _check_positive("schedule.lookback_days", cfg.schedule.lookback_days, allow_zero=True)
     _check_positive("schedule.gpu_wait_s", cfg.schedule.gpu_wait_s, allow_zero=True)
+    _check_positive("storage.retention_hours", cfg.storage.retention_hours, allow_zero=True)
     if cfg.schedule.input is not None:
         check_date_template("schedule.input", cfg.schedule.input)
     return cfg

@@ -6,7 +6,7 @@ This is the only module that imports Ray. Stages (``DecodeStage``, ``TranscribeS
     manifest rows -> decode (CPU actors, each with a pool of isolated decode processes)
                   -> whisper (GPU actors, 30 s windows batched across videos)
                   -> clip (GPU actors: frames batched across videos + CLIP text features)
-                  -> driver: rows -> Arrow tables -> staged Parquet -> commit
+                  -> driver: rows -> Arrow tables -> staged Parquet -> one commit per Delta table
 
 Whisper runs before CLIP so the CLIP actor can embed captions, hashtags *and* transcripts with
 the same weights (one model copy per actor). Results stream to the driver, which writes them
@@ -22,7 +22,9 @@ Failures (tests/RELIABILITY.md):
   batch retried up to ``runtime.max_task_retries`` times; when that is not enough the dataset
   fails, and the videos without a result run again in halves (``stream_finished_rows``) until
   the crash is pinned on single videos, which become ``Crash`` error rows;
-- anything else that fails the run deletes its staging folder: nothing is published.
+- anything else that fails the run before its commit deletes its staging folder: nothing is
+  published; a failure between table commits is rolled forward by the next run
+  (``extract.writer``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from extract.rows import batch_to_rows, is_failed, mark_failed
 from extract.schemas import TABLES
 from extract.sources import read_source
 from extract.tables import TableContext, count_records, rows_to_tables
-from extract.writer import RunWriter, commit_run, file_metadata, supersede
+from extract.writer import (RunWriter, commit_metadata, commit_run, ensure_tables, reprocessing_predicate,
+                            roll_forward)
 
 log = logging.getLogger("extract")
 
@@ -119,7 +122,7 @@ def plan_run(rows: list[dict[str, Any]], outcomes: dict[str, dict[str, Any]], fe
 
     - default (incremental): skip ids committed as ``ok`` with the same feature hash, ids
       committed as errors, and forgotten ids whose uri is unchanged;
-    - ``overwrite``: process every row (its old rows are superseded);
+    - ``overwrite``: process every row (its old rows are replaced in the same commit);
     - ``retry_errors``: process only ids whose latest outcome is a retryable error.
     """
     plan = RunPlan()
@@ -432,8 +435,9 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
             stages: dict[str, type] | None = None) -> dict[str, Any]:
     """Process ``src`` into ``dst`` and commit one run; returns the run manifest.
 
-    Raises on run-level failures (unreadable manifest, Ray failure, store failure) after
-    deleting the run's staging folder, so nothing is published.
+    Raises on run-level failures (unreadable manifest, an output that is not our Delta tables,
+    Ray failure, store failure) after deleting the run's staging folder, so nothing is
+    published; a failure between its table commits is rolled forward by the next run.
     """
     from extract.preprocess import clip_embed_dim
 
@@ -442,23 +446,26 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     run_id = run_id or new_run_id(started)
     rows = read_source(src, config.storage)
     catalog = Catalog(dst, config.storage)
-    cleaned = catalog.cleanup()
-    plan = plan_run(rows, catalog.outcomes(), config.feature_hash, overwrite, retry_errors)
+    catalog.check()
+    rolled_forward = roll_forward(catalog)
+    embedding_dim = clip_embed_dim(config.models.clip)
+    base_versions = ensure_tables(catalog, embedding_dim)
+    t_plan = time.perf_counter()
+    outcomes = catalog.outcomes(rows)
+    plan = plan_run(rows, outcomes, config.feature_hash, overwrite, retry_errors)
+    plan_s = time.perf_counter() - t_plan
     log.info("run %s: %d manifest rows, %d to process, %d invalid, skipped %s",
              run_id, len(rows), len(plan.todo), len(plan.failed), dict(plan.skipped))
     if plan.todo:
         check_local_checkpoints(config)
     models: dict[str, str] = {}
     ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=config.feature_hash,
-                       embedding_dim=clip_embed_dim(config.models.clip),
-                       embedding_dtype=config.output.embedding_dtype)
-    # Files open after the first results arrive, so the lineage of the models is known by then.
-    writer = RunWriter(catalog, run_id, lambda table: file_metadata(
-        table, run_id=run_id, config_hash=config.config_hash, feature_hash=config.feature_hash,
-        models=models), config.output.max_rows_per_file)
+                       embedding_dim=embedding_dim)
+    writer = RunWriter(catalog, run_id, embedding_dim, base_versions, catalog.next_seq,
+                       config.output.max_rows_per_file)
     counts = Counter()
     errors_by = Counter()
-    timings = Counter()
+    timings = Counter(plan=plan_s)
     audio_s = 0.0
     resources: dict[str, Any] = {}
     try:
@@ -494,46 +501,47 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
                             f"{r['video_id']!r}: no result came back from the stages; rerun with --retry-errors",
                             retryable=True) for r in plan.todo if r["video_id"] not in seen]
         write_rows(lost)
-        touched = expected | {r["video_id"] for r in plan.failed}
-        t_sup = time.perf_counter()
-        removed = supersede(catalog, writer, touched)
-        timings["supersede"] += time.perf_counter() - t_sup
-        n_errors = counts["rows.errors"]
-        n_done = len(plan.todo) + len(plan.failed)
-        ended = datetime.now(timezone.utc)
-        wall = time.perf_counter() - t0
-        record = {
-            "run_id": run_id, "kind": "run", "status": "committed",
-            "started_at": started.isoformat(), "ended_at": ended.isoformat(), "wall_s": round(wall, 3),
-            "audio_s": round(audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
-            "input": src, "output": dst, "pipeline_version": __version__,
-            "options": {"overwrite": overwrite, "retry_errors": retry_errors},
-            "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash,
-            "models": models,
-            "counts": {
-                "manifest_rows": len(rows), "processed": n_done, "ok": counts["rows.videos"],
-                "errors": n_errors, "skipped": sum(plan.skipped.values()),
-                "skipped_by_reason": dict(plan.skipped),
-                "invalid_upload_ts": sum(1 for r in rows if r.get("ts_warning")),
-                "crash_reruns": events["crash_reruns"],
-            },
-            "tables": {t: counts[f"rows.{t}"] for t in TABLES},
-            "errors_by_stage_type": dict(errors_by),
-            "error_rate": round(n_errors / n_done, 4) if n_done else 0.0,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "throughput": {
-                "videos_per_s": round(n_done / wall, 3) if wall else None,
-                "frames_per_s": round(counts["rows.frame_embeddings"] / wall, 2) if wall else None,
-                "audio_s_per_s": round(audio_s / wall, 2) if wall else None,
-            },
-            "resources": resources, "cleaned_leftovers": len(cleaned),
-            # ru_maxrss is KiB on Linux: peak memory of this driver process, which streams results
-            "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }
-        return commit_run(writer, record, removed)
     except BaseException:
         writer.abort()
         raise
+    touched = expected | {r["video_id"] for r in plan.failed}
+    # Committed videos processed again: each table's commit replaces their rows.
+    predicate = reprocessing_predicate(outcomes, touched, writer.dts)
+    n_errors = counts["rows.errors"]
+    n_done = len(plan.todo) + len(plan.failed)
+    ended = datetime.now(timezone.utc)
+    wall = time.perf_counter() - t0
+    record = {
+        "run_id": run_id, "kind": "run", "status": "committed",
+        "started_at": started.isoformat(), "ended_at": ended.isoformat(), "wall_s": round(wall, 3),
+        "audio_s": round(audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
+        "input": src, "output": dst, "pipeline_version": __version__,
+        "options": {"overwrite": overwrite, "retry_errors": retry_errors},
+        "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash,
+        "models": models,
+        "counts": {
+            "manifest_rows": len(rows), "processed": n_done, "ok": counts["rows.videos"],
+            "errors": n_errors, "skipped": sum(plan.skipped.values()),
+            "skipped_by_reason": dict(plan.skipped),
+            "invalid_upload_ts": sum(1 for r in rows if r.get("ts_warning")),
+            "crash_reruns": events["crash_reruns"], "replaced": sum(1 for vid in touched if vid in outcomes
+                                                                    and outcomes[vid]["status"] != "forgotten"),
+        },
+        "tables": {t: counts[f"rows.{t}"] for t in TABLES},
+        "errors_by_stage_type": dict(errors_by),
+        "error_rate": round(n_errors / n_done, 4) if n_done else 0.0,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "throughput": {
+            "videos_per_s": round(n_done / wall, 3) if wall else None,
+            "frames_per_s": round(counts["rows.frame_embeddings"] / wall, 2) if wall else None,
+            "audio_s_per_s": round(audio_s / wall, 2) if wall else None,
+        },
+        "resources": resources, "rolled_forward": rolled_forward,
+        # ru_maxrss is KiB on Linux: peak memory of this driver process, which streams results
+        "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    return commit_run(writer, record, predicate, commit_metadata(
+        config_hash=config.config_hash, feature_hash=config.feature_hash, models=models))
 
 
 def _progress(total: int, enabled: bool) -> Callable[..., None]:

@@ -84,7 +84,8 @@ def summarize(record: dict[str, Any], dst: str) -> str:
 
 
 def write_run_report(dst: str, run_id: str, storage: StorageConfig | None = None, max_videos: int = 6) -> str:
-    """Write ``DST/_runs/<run_id>.html`` for a committed run; returns its URI.
+    """Write ``DST/_runs/<run_id>.html`` for a committed run (its rows still in the latest
+    tables: forgotten or re-processed videos are not shown); returns its URI.
 
     ``max_videos``: videos on the contact sheet (the run's committed videos, by ``video_id``).
     Raises ``ValueError`` when ``run_id`` has no committed manifest under ``dst``.
@@ -206,7 +207,8 @@ def _summary_section(record: dict[str, Any]) -> str:
     count_rows = [(k, counts[k]) for k in _ordered(counts, COUNT_ORDER) if not isinstance(counts[k], dict)]
     count_rows += [(f"skipped: {k}", v) for k, v in sorted((counts.get("skipped_by_reason") or {}).items())]
     table_rows = [(t, (record.get("tables") or {}).get(t, 0)) for t in TABLES]
-    files = f"{len(record.get('files_added', []))} files published, {len(record.get('files_removed', []))} superseded"
+    versions = record.get("delta_versions") or {}
+    files = f"run {record.get('seq', '-')}; Delta versions " + ", ".join(f"{t} {versions[t]}" for t in TABLES if t in versions)
     config = json.dumps(record.get("config") or {}, indent=2, sort_keys=True)
     return (
         "<h2>Summary</h2>"

@@ -23,16 +23,15 @@ from extract.schemas import TABLES, get_table_schema
 
 @dataclass(frozen=True)
 class TableContext:
-    """What every written record shares: run id, time, feature hash and embedding layout."""
+    """What every written record shares: run id, time, feature hash and embedding width."""
 
     run_id: str
     processed_at: datetime
     feature_hash: str
     embedding_dim: int
-    embedding_dtype: str = "float32"
 
     def schema(self, table: str) -> pa.Schema:
-        return get_table_schema(table).arrow_schema(self.embedding_dim, self.embedding_dtype)
+        return get_table_schema(table).arrow_schema(self.embedding_dim)
 
 
 def parse_ts(value: Any) -> datetime | None:

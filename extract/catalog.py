@@ -213,8 +213,8 @@ class Catalog:
                 queries.append(({r["dt"] for r in dated}, {r["video_id"] for r in dated}))
         out: dict[str, dict[str, Any]] = {}
         for table, status, columns in (
-                ("videos", "ok", ["video_id", "feature_hash", "content_sha256", "uri", "dt"]),
-                ("errors", "error", ["video_id", "retryable", "stage", "error_type", "uri", "dt"])):
+                ("videos", "ok", ["video_id", "feature_hash", "content_sha256", "uri", "dt", "run_id"]),
+                ("errors", "error", ["video_id", "retryable", "stage", "error_type", "uri", "dt", "run_id"])):
             for dts, wanted in queries:
                 if wanted is not None and not wanted:
                     continue

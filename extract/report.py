@@ -98,6 +98,20 @@ def write_run_report(dst: str, run_id: str, storage: StorageConfig | None = None
     return join(dst, RUNS_DIR, f"{run_id}.html")
 
 
+def rewrite_reports(dst: str, run_ids: Iterable[str], storage: StorageConfig | None = None) -> list[str]:
+    """Write again the existing reports ``DST/_runs/<run_id>.html`` of ``run_ids`` from the
+    latest tables (after ``forget``: without the forgotten videos); returns their URIs."""
+    import pyarrow.fs as pafs
+
+    storage = storage or StorageConfig()
+    catalog = Catalog(dst, storage)
+    out = []
+    for run_id in run_ids:
+        if catalog.fs.get_file_info(f"{catalog.root}/{RUNS_DIR}/{run_id}.html").type == pafs.FileType.File:
+            out.append(write_run_report(dst, run_id, storage))
+    return out
+
+
 def build_run_report(catalog: Catalog, run_id: str, max_videos: int = 6) -> str:
     """The report page of one committed run of ``catalog`` as an HTML string."""
     record = next((r for r in catalog.runs if r.get("run_id") == run_id), None)

@@ -396,6 +396,8 @@ def forget_videos(catalog: Catalog, ids: set[str], run_id: str) -> dict[str, Any
         "started_at": started.isoformat(), "pipeline_version": __version__,
         "forgotten": [{"video_id": vid, "uri": (outcomes.get(vid) or {}).get("uri")} for vid in sorted(ids)],
         "counts": {"forgotten": len(ids), "found": sum(1 for vid in ids if vid in outcomes)},
+        # runs whose rows (and so run reports) showed these videos
+        "runs_with_rows": sorted({o["run_id"] for o in outcomes.values() if o.get("run_id")}),
     }
     base = {t: (catalog.open_table(t).version() if catalog.open_table(t) is not None else -1) for t in TABLES}
     if base["videos"] < 0:

@@ -57,7 +57,7 @@ class Catalog:
     dst: str
     storage: StorageConfig = field(default_factory=StorageConfig)
     as_of: AsOf = None
-    runs: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # committed run records, in seq order
 
     def __post_init__(self) -> None:
         self.fs, self.root = filesystem_for(self.dst, self.storage)
@@ -77,7 +77,9 @@ class Catalog:
                     runs.append(json.loads(fh.read()))
         self.all_runs = sorted(runs, key=lambda r: (r.get("seq", -1), r.get("committed_at", ""), r["run_id"]))
         self.run = self._select(self.as_of)
-        self.runs = self.all_runs[: self.all_runs.index(self.run) + 1] if self.run else []
+        # Every record when reading the latest state (also old-layout ones: their forget lists
+        # count); up to the pinned run when reading an earlier one.
+        self.runs = list(self.all_runs) if self.as_of is None else self.all_runs[: self.all_runs.index(self.run) + 1]
         self.versions: dict[str, int] = dict((self.run or {}).get("delta_versions") or {})
         self._tables: dict[str, Any] = {}
 

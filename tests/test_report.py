@@ -25,11 +25,8 @@ from extract.config import Config, LimitsConfig, StorageConfig
 from extract.report import THUMB_PX, read_frames_at, sampled_thumbnails, write_run_report
 from extract.rows import VideoError
 from extract.samples import synthetic_frame, write_clip
-from extract.tables import rows_to_tables
-from extract.writer import RunWriter, commit_run, file_metadata
-
 from test_queries import committed_tiny_run
-from test_writer import ctx, finished_row
+from test_writer import finished_row, write_run
 
 FPS = 12.0
 HOSTILE = "<script>alert(1)</script>#x"
@@ -72,12 +69,8 @@ def _record(run_id: str, n_ok: int, n_err: int, errors_by: dict) -> dict:
 
 
 def _commit(dst: str, rows: list[dict], run_id: str, errors_by: dict) -> None:
-    catalog = Catalog(dst)
-    writer = RunWriter(catalog, run_id, lambda t: file_metadata(t, run_id=run_id, config_hash="c",
-                                                                 feature_hash="fh", models={}))
-    writer.write(rows_to_tables(rows, ctx(run_id)))
     n_err = sum(1 for r in rows if r["error_stage"])
-    commit_run(writer, _record(run_id, len(rows) - n_err, n_err, errors_by), [])
+    write_run(dst, rows, run_id, _record(run_id, len(rows) - n_err, n_err, errors_by))
 
 
 @pytest.fixture(scope="module")

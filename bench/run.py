@@ -54,7 +54,7 @@ DEFAULT_COMPARE = 10  # comparison clips: 5-60 s, 325 s of 30 fps video in all, 
 DEFAULT_SCALING = (10, 40, 160)  # scaling-set clip counts
 QUICK_CLIPS = 2
 QUICK_SCALING = (QUICK_CLIPS,)
-MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper")
+MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper", "bench_planning")
 # Smaller than the micro-benchmarks' own defaults, so `make bench` stays within 20 minutes on
 # 2 cores; passed only where run() takes the keyword. Run a module alone for its full size.
 MICRO_KWARGS = {"bench_decode": {"repeats": 1, "isolation_videos": 5}, "bench_whisper": {"n_clips": 6}}

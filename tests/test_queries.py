@@ -201,7 +201,7 @@ def test_duckdb_polars_and_deltalake_count_what_catalog_reads(output):
         uri = f"{output['dst']}/{table}"
         want = catalog.read(table).num_rows
         dataset = DeltaTable(uri).to_pyarrow_dataset()  # noqa: F841 - DuckDB scans it by name
-        assert duckdb.sql("SELECT count(*) FROM dataset").fetchone()[0] == want, table
+        assert duckdb.sql("SELECT count(*) FROM dataset").fetchall()[0][0] == want, table
         assert pl.scan_delta(uri).select(pl.len()).collect().item() == want, table
         assert DeltaTable(uri).count() == want, table
     assert catalog.read("videos").num_rows == 3 and catalog.read("errors").num_rows == 1

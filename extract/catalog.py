@@ -182,7 +182,14 @@ class Catalog:
         dataset = self.dataset(table, dts)
         if dataset is None:
             return None
-        data = dataset.to_table(columns=columns, filter=filter)
+        try:
+            data = dataset.to_table(columns=columns, filter=filter)
+        except pa.ArrowNotImplementedError:
+            # Files delta-rs rewrote (DELETE, overwrite) carry string statistics that pyarrow
+            # compares as string_view against a string literal and cannot prune with: filter
+            # those rows after reading instead.
+            data = dataset.to_table(filter=None).filter(filter)
+            data = data.select(columns) if columns is not None else data
         return fixed_width_embeddings(table, data, embedding_dim_of(_arrow_schema(self.delta(table))))
 
     def file_actions(self, table: str) -> pa.Table | None:

@@ -619,7 +619,7 @@ def test_kill_at_every_file_operation_publishes_all_or_nothing(replay, tmp_path,
         counter = FaultyFileSystem()
         run(clean, "r2-new", overwrite, counter)
         scenarios.append((overwrite, before, visible_state(str(clean)), counter.changes))
-    assert scenarios[0][3] > 10 and scenarios[1][3] > scenarios[0][3]
+    assert scenarios[0][3] > 10 and scenarios[1][3] >= scenarios[0][3]  # replacing rows is in the commits
 
     for overwrite, before, after, n_changes in scenarios:
         assert before != after

@@ -260,3 +260,24 @@ def test_report_of_a_real_run(tiny_run, small_samples):
     expected = sum(min(4, frames["video_id"].to_pylist().count(v)) for v in ids)
     assert len(_images(page)) == 1 + expected and "frames not shown" not in page
     assert elapsed < 3.0, f"report took {elapsed:.2f} CPU s"
+
+
+def test_forget_rewrites_the_reports_that_showed_the_video(synthetic_output, tmp_path):
+    """`extract forget` deletes the rows, then rewrites each run report that showed them."""
+    import shutil
+
+    from conftest import run_cli
+
+    dst = tmp_path / "out"
+    shutil.copytree(synthetic_output, dst)
+    write_run_report(str(dst), "r1")
+    page = (dst / "_runs" / "r1.html").read_text(encoding="utf-8")
+    assert "<code>land</code>" in page and "the waves are calm" in page
+    ids = tmp_path / "ids.txt"
+    ids.write_text("land\n")
+    proc = run_cli("forget", str(dst), "--ids", str(ids))
+    assert proc.returncode == 0, proc.stderr
+    assert "forgot 1 of 1 ids" in proc.stdout and "1 run reports rewritten" in proc.stdout
+    page = (dst / "_runs" / "r1.html").read_text(encoding="utf-8")
+    assert "<code>land</code>" not in page and "the waves are calm" not in page
+    assert "<code>portrait</code>" in page

@@ -395,3 +395,17 @@ def test_staged_files_roll_over(tmp_path, max_rows):
     staged = writer.close()
     assert len(staged["frame_embeddings"]) == (3 if max_rows == 2 else 1)
     writer.abort()
+
+
+def test_forgotten_ids_stay_forgotten_unless_their_uri_changes(tmp_path):
+    from extract.pipeline import plan_run
+
+    write_run(tmp_path, [finished_row("a"), finished_row("b")], "r1")
+    forget_videos(Catalog(str(tmp_path)), {"a"}, "r2")
+    same, moved = finished_row("a"), finished_row("a")
+    moved["uri"] = "/v/a-reuploaded.mp4"
+    catalog = Catalog(str(tmp_path))
+    assert plan_run([same], catalog.outcomes([same]), "fh").skipped == {"forgotten": 1}
+    assert [r["uri"] for r in plan_run([moved], catalog.outcomes([moved]), "fh").todo] == [moved["uri"]]
+    _, catalog = write_run(tmp_path, [moved], "r3")  # processed again: it has rows, not "forgotten"
+    assert catalog.outcomes([moved])["a"]["status"] == "ok" and every_video_once(catalog) == ["a", "b"]

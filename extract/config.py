@@ -163,7 +163,8 @@ class Config:
 
     @property
     def feature_hash(self) -> str:
-        """sha256 (hex, 16 chars) of the keys that change output features (see module doc).
+        """sha256 (hex, 16 chars) of the keys that change output features (see module doc) and
+        the pipeline version (``extract.__version__``, bumped when outputs change).
 
         Checkpoint locations count by file name only, so re-staging the same weights under
         another folder or bucket does not force every video to be processed again.
@@ -176,7 +177,10 @@ class Config:
                 models[section][key] = value.rstrip("/").rsplit("/", 1)[-1]
         for section, key in (("clip", "cache_dir"), ("whisper", "download_root")):
             models[section].pop(key, None)
-        return _hash({k: d[k] for k in ("models", "sampling", "whisper", "text", "output")})
+        from extract import __version__
+
+        return _hash({**{k: d[k] for k in ("models", "sampling", "whisper", "text", "output")},
+                      "pipeline_version": __version__})
 
     def replace(self, **overrides: Any) -> "Config":
         """A copy with dotted-key overrides applied, e.g. ``replace(**{"runtime.device": "cpu"})``."""

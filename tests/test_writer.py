@@ -409,3 +409,15 @@ def test_forgotten_ids_stay_forgotten_unless_their_uri_changes(tmp_path):
     assert [r["uri"] for r in plan_run([moved], catalog.outcomes([moved]), "fh").todo] == [moved["uri"]]
     _, catalog = write_run(tmp_path, [moved], "r3")  # processed again: it has rows, not "forgotten"
     assert catalog.outcomes([moved])["a"]["status"] == "ok" and every_video_once(catalog) == ["a", "b"]
+
+
+@pytest.mark.parametrize("video_id", ["o'brien", "back\\slash\\'", "日本語 🎬 video", "a\nb", "%_*"])
+def test_hostile_ids_are_replaced_and_forgotten_exactly(tmp_path, video_id):
+    """Ids go into Delta predicates as SQL string literals: quotes, backslashes, newlines and
+    LIKE wildcards match only themselves."""
+    write_run(tmp_path, [finished_row(video_id), finished_row("plain")], "r1")
+    _, catalog = write_run(tmp_path, [finished_row(video_id, n_frames=2)], "r2")
+    assert every_video_once(catalog) == sorted([video_id, "plain"])
+    assert Counter(catalog.read("frame_embeddings")["video_id"].to_pylist()) == {video_id: 2, "plain": 3}
+    forget_videos(catalog, {video_id}, "r3")
+    assert every_video_once(Catalog(str(tmp_path))) == ["plain"]

@@ -421,3 +421,23 @@ def test_hostile_ids_are_replaced_and_forgotten_exactly(tmp_path, video_id):
     assert Counter(catalog.read("frame_embeddings")["video_id"].to_pylist()) == {video_id: 2, "plain": 3}
     forget_videos(catalog, {video_id}, "r3")
     assert every_video_once(Catalog(str(tmp_path))) == ["plain"]
+
+
+def test_cli_inspect_as_of_maintain_and_migrate(tmp_path, capsys):
+    from extract.cli import main
+
+    write_run(tmp_path, [finished_row("a")], "r1")
+    write_run(tmp_path, [finished_row("b"), finished_row("c", failed=True)], "r2")
+    assert main(["inspect", str(tmp_path), "--as-of", "r1"]) == 0
+    out = capsys.readouterr().out
+    assert "as of run r1 (seq 1" in out and "videos               version    1  rows        1" in out
+    assert main(["inspect", str(tmp_path)]) == 0
+    assert "as of run r2 (seq 2" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path), "--as-of", "nope"]) == 2
+    assert main(["inspect", str(tmp_path), "--video", "a", "--as-of", "1"]) == 0
+    assert "videos: 1 rows" in capsys.readouterr().out
+    assert main(["maintain", str(tmp_path), "--set", "storage.retention_hours=0"]) == 0
+    assert "maintained 5 tables" in capsys.readouterr().out
+    assert every_video_once(Catalog(str(tmp_path))) == ["a", "b", "c"]
+    assert main(["migrate", str(tmp_path)]) == 0  # already Delta: nothing to convert, rows kept
+    assert every_video_once(Catalog(str(tmp_path))) == ["a", "b", "c"]

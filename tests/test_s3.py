@@ -104,3 +104,20 @@ def test_s3_commits_are_conditional_so_two_writers_never_share_a_version(s3_serv
                         commit_properties=CommitProperties(max_commit_retries=0))
     table = DeltaTable(uri, storage_options=options)
     assert table.version() == 1 and sorted(table.to_pyarrow_table()["x"].to_pylist()) == [1, 2]
+
+
+def test_delta_storage_options_come_from_the_storage_keys(monkeypatch):
+    from extract.storage import delta_storage_options, delta_uri
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(key, raising=False)
+    assert delta_storage_options("/data/out") == {} and delta_uri("file:///data/out") == "/data/out"
+    assert delta_storage_options("s3://b/p", StorageConfig(s3_region="eu-west-1")) == {
+        "aws_conditional_put": "etag", "aws_region": "eu-west-1"}
+    opts = delta_storage_options("s3://b/p", StorageConfig(s3_endpoint="http://127.0.0.1:9000"))
+    assert opts["aws_endpoint_url"] == "http://127.0.0.1:9000" and opts["aws_allow_http"] == "true"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.internal")
+    assert "aws_allow_http" not in delta_storage_options("s3://b/p")
+    assert delta_storage_options("gs://b/p") == {} and delta_uri("gcs://b/p/") == "gs://b/p"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/keys/sa.json")
+    assert delta_storage_options("gs://b/p") == {"google_application_credentials": "/keys/sa.json"}

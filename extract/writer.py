@@ -281,7 +281,7 @@ def finish_commit(catalog: Catalog, marker: dict[str, Any], started: float | Non
     for i, table in enumerate(TABLES):
         delta = catalog.open_table(table)
         base = marker["base_versions"].get(table, -1)
-        landed = landed_version(delta, run_id, base) if delta is not None else None
+        landed = landed_version(catalog, table, delta, run_id, base) if delta is not None else None
         if landed is not None:
             versions[table] = landed
             continue
@@ -301,7 +301,7 @@ def finish_commit(catalog: Catalog, marker: dict[str, Any], started: float | Non
         else:
             _commit_table(catalog, delta, table, marker, retries=None)
         after = catalog.open_table(table)
-        landed = landed_version(after, run_id, base)
+        landed = landed_version(catalog, table, after, run_id, base)
         versions[table] = after.version() if landed is None else landed  # a DELETE of nothing makes no commit
     record = dict(marker["record"], seq=seq, delta_versions=versions,
                   committed_at=datetime.now(timezone.utc).isoformat())
@@ -314,14 +314,24 @@ def finish_commit(catalog: Catalog, marker: dict[str, Any], started: float | Non
     return record
 
 
-def landed_version(delta, run_id: str, base: int) -> int | None:
-    """The version of ``delta`` whose commit metadata names ``run_id`` (after ``base``), or None."""
-    newer = delta.version() - base
-    if newer <= 0:
-        return None
-    for entry in delta.history(limit=newer):
-        if entry.get(RUN_ID_KEY) == run_id and entry.get("version", -1) > base:
-            return int(entry["version"])
+def landed_version(catalog: Catalog, table: str, delta, run_id: str, base: int) -> int | None:
+    """The version of ``table`` (after ``base``) whose commit metadata names ``run_id``, or None.
+
+    Reads the commits' ``commitInfo`` from ``_delta_log/<version>.json`` (the Delta protocol's
+    log files) through pyarrow: a few small reads, newest first.
+    """
+    from extract.catalog import DELTA_LOG
+
+    for version in range(delta.version(), base, -1):
+        path = f"{catalog.root}/{table}/{DELTA_LOG}/{version:020d}.json"
+        try:
+            with catalog.fs.open_input_stream(path) as fh:
+                lines = fh.read().decode().splitlines()
+        except FileNotFoundError:
+            return None  # older commits were cleaned up from the log
+        for line in lines:
+            if '"commitInfo"' in line and json.loads(line)["commitInfo"].get(RUN_ID_KEY) == run_id:
+                return version
     return None
 
 
@@ -339,7 +349,9 @@ def _commit_table(catalog: Catalog, delta, table: str, marker: dict[str, Any], r
     files = marker["files"].get(table) or []
     if files:
         staged = ds.dataset(files, filesystem=catalog.fs, format="parquet", schema=schema)
-        data = pa.RecordBatchReader.from_batches(schema, staged.to_batches(batch_size=8_192))
+        # A C++ reader (no Python iterator): delta-rs pulls batches from its own threads
+        # without taking the GIL per batch, and streams the staged files, whatever their size.
+        data = ds.Scanner.from_dataset(staged, batch_size=8_192).to_reader()
     else:
         data = schema.empty_table()  # an empty commit still records the app transaction
     if marker["predicate"]:

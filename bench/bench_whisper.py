@@ -45,7 +45,7 @@ def make_clips(n: int = N_CLIPS) -> list[tuple[str, np.ndarray]]:
     Raises RuntimeError without espeak-ng (the benchmark needs speech).
     """
     from extract.media.samples import speech
-    from extract.media.windows import SAMPLE_RATE
+    from extract.media.audio import AUDIO_RATE
 
     clips = []
     for i in range(n):
@@ -54,7 +54,7 @@ def make_clips(n: int = N_CLIPS) -> list[tuple[str, np.ndarray]]:
         audio = speech(text, voice=VOICES[i % len(VOICES)], words_per_minute=150 + 10 * (i % 3))
         if audio is None:
             raise RuntimeError("espeak-ng is not installed: the Whisper benchmark needs speech (make speech)")
-        lead_in = np.zeros(int(LEAD_IN_S * SAMPLE_RATE), np.float32)
+        lead_in = np.zeros(int(LEAD_IN_S * AUDIO_RATE), np.float32)
         clips.append((text, np.concatenate([lead_in, audio[0]])))
     return clips
 
@@ -94,6 +94,7 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
     import torch
 
     from extract.config import WhisperConfig, WhisperModelConfig
+    from extract.media.audio import AUDIO_RATE
     from extract.models.tiny import make_tiny_whisper
     from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
 
@@ -107,7 +108,7 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
     clips = make_clips(n_clips)
     texts = [t for t, _ in clips]
     audios = [a for _, a in clips]
-    audio_s = sum(len(a) for a in audios) / 16_000
+    audio_s = sum(len(a) for a in audios) / AUDIO_RATE
     threads = torch.get_num_threads()
 
     def ours(batch: list[np.ndarray]) -> list[str]:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-CLIPS_VERSION = 2  # bump when the way clips are written changes
+CLIPS_VERSION = 3  # bump when the way clips are written changes
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO / ".build" / "bench-clips"
 FPS = 30.0  # frames per second of every bench clip, what phones record
@@ -59,7 +59,9 @@ TOPICS = ("cooking", "travel", "diy", "dogs", "football", "review", "recipe", "c
 class ClipSpec:
     """One bench clip: ``duration_s`` seconds, ``width`` x ``height`` pixels at ``fps``,
     ``gop`` frames between key frames (None: encoder default), ``text`` spoken by espeak-ng
-    (empty: a silent audio track), ``caption`` for the manifest, ``seed`` of the picture."""
+    (empty: a silent audio track), ``caption`` for the manifest, ``seed`` of the picture;
+    ``music``: the audio is a melody with harmonics and drums (``extract.media.music``)
+    instead of speech."""
 
     video_id: str
     duration_s: float
@@ -70,6 +72,7 @@ class ClipSpec:
     text: str
     caption: str
     seed: int
+    music: bool = False
 
 
 def spoken_text(duration_s: float, start: int) -> str:
@@ -90,7 +93,8 @@ def _caption(i: int) -> str:
 
 
 def mixed_specs(n: int = 12, min_s: float = 5.0, max_s: float = 60.0) -> tuple[ClipSpec, ...]:
-    """The comparison set (module doc): ``n`` clips, durations evenly from ``min_s`` to ``max_s``."""
+    """The comparison set (module doc): ``n`` clips, durations evenly from ``min_s`` to ``max_s``;
+    every other one is music, the others speech."""
     if n < 1:
         raise ValueError(f"mixed clip count must be >= 1, got {n}")
     specs = []
@@ -99,8 +103,9 @@ def mixed_specs(n: int = 12, min_s: float = 5.0, max_s: float = 60.0) -> tuple[C
         width, height = MIXED_SIZES[i % len(MIXED_SIZES)]
         # Size and key-frame interval vary independently: every pair occurs in 9 consecutive clips.
         gop = MIXED_GOPS[(i + i // len(MIXED_SIZES)) % len(MIXED_GOPS)]
+        music = i % 2 == 1  # half the set is music, as on a short-video platform
         specs.append(ClipSpec(f"mixed{i:03d}", float(duration), width, height, FPS, gop,
-                              spoken_text(duration, i), _caption(i), i))
+                              "" if music else spoken_text(duration, i), _caption(i), i, music))
     return tuple(specs)
 
 
@@ -120,7 +125,13 @@ def _write_one(spec: ClipSpec, path: Path, with_speech: bool) -> dict:
     from extract.media.samples import SPEECH_RATE, speech, write_clip
 
     audio, rate, kind = np.zeros((1, int(spec.duration_s * SPEECH_RATE)), np.float32), SPEECH_RATE, "silence"
-    if spec.text:
+    if spec.music:
+        from extract.media.music import melody
+
+        notes = [60 + (spec.seed * 5 + k * 7) % 12 for k in range(int(spec.duration_s / 0.3) + 1)]
+        audio, rate, kind = melody(notes, timbre=("organ", "brass", "flute")[spec.seed % 3], seed=spec.seed), \
+            SPEECH_RATE, "music"
+    elif spec.text:
         waveform = speech(spec.text) if with_speech else None
         audio, rate, kind = (waveform, SPEECH_RATE, "speech") if waveform is not None else ("tone", 48_000, "tone")
     write_clip(path, spec.duration_s, spec.width, spec.height, spec.fps, audio=audio, audio_rate=rate,

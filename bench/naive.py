@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from extract.config import Config, SamplingConfig, WhisperConfig
+from extract.media.audio import AUDIO_RATE
 from extract.media.sampling import TIME_EPS_S
 
 
@@ -189,7 +190,7 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
         if len(audio):
             result = transcribe_one(asr, audio, wcfg, fp16=device == "cuda")
         timings["whisper"] += time.perf_counter() - t
-        audio_s += len(audio) / 16_000
+        audio_s += len(audio) / AUDIO_RATE
 
         t = time.perf_counter()
         pooled = embeddings.mean(axis=0)

@@ -20,9 +20,10 @@ input (SRC): a manifest (.jsonl, .csv or .parquet with columns video_id, uri, an
   caption, upload_ts) or a folder/prefix of videos (video_id = file stem; caption and
   upload_ts from an optional sidecar <stem>.json). Relative uris resolve against the
   manifest's folder. Local paths, file://, s3:// and gs:// are read; nothing else.
-output (DST): a folder or s3://bucket/prefix. Tables are Hive-partitioned by upload date:
-  DST/<table>/dt=YYYY-MM-DD/part-<run_id>-<n>.parquet; DST/_runs/<run_id>.json is written
-  last and lists the run's files, counts, timings, config and models.
+output (DST): a folder, s3://bucket/prefix or gs://bucket/prefix. Each table is a Delta Lake
+  table DST/<table>/ partitioned by upload date (dt=YYYY-MM-DD); a run commits each table
+  once, then writes DST/_runs/<run_id>.json with the tables' Delta versions, counts, timings,
+  config and models (readers pin those versions: `extract inspect DST --as-of RUN`).
 reruns: videos already committed are skipped (incremental); --overwrite re-processes them,
   --retry-errors re-processes only videos whose last outcome is a retryable error.
 examples:
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="extract",
         description="Extract CLIP frame embeddings, Whisper transcripts and hashtag/caption features "
-                    "from videos into Parquet tables, on Ray.",
+                    "from videos into Delta Lake tables, on Ray.",
     )
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log progress details; a run shows Ray's own logs instead of keeping them in its log file")
@@ -92,14 +93,47 @@ def build_parser() -> argparse.ArgumentParser:
                                          "errors of DST; with --video, everything known about one video.")
     inspect.add_argument("dst", metavar="DST")
     inspect.add_argument("--video", metavar="ID", help="show one video's rows in every table")
+    inspect.add_argument("--as-of", metavar="RUN", help="the tables as of a run: its run id, its sequence number, "
+                                                        "or a time (ISO-8601: the last run committed by then)")
     _add_config_args(inspect)
 
     forget = sub.add_parser("forget", help="delete videos' rows from every table (deletion requests)",
-                            description="Remove the rows of the listed video ids from every table in one "
-                                        "committed run; incremental runs do not bring them back.")
+                            description="Delete the rows of the listed video ids from every table (a Delta "
+                                        "DELETE per table, one committed run), then every Parquet file under "
+                                        "DST that still holds them, and rewrite run reports that show them; "
+                                        "incremental runs do not bring them back unless their uri changes.")
     forget.add_argument("dst", metavar="DST")
     forget.add_argument("--ids", required=True, metavar="FILE", help="text file with one video_id per line")
     _add_config_args(forget)
+
+    maintain = sub.add_parser("maintain", help="compact, checkpoint and vacuum the tables",
+                              description="Compact each partition's small files, write Delta checkpoints and "
+                                          "delete files unreferenced for storage.retention_hours (default 168); "
+                                          "run when no run writes to DST.")
+    maintain.add_argument("dst", metavar="DST")
+    _add_config_args(maintain)
+
+    migrate = sub.add_parser("migrate", help="convert an output of the old plain-Parquet layout to Delta tables",
+                             description="Convert DST, written by the earlier plain-Parquet layout, in place into "
+                                         "Delta tables with the same rows.")
+    migrate.add_argument("dst", metavar="DST")
+    _add_config_args(migrate)
+
+    dups = sub.add_parser("duplicates", help="find re-uploads and near copies of new videos among all committed ones",
+                          description="For each video committed with upload date >= --since (default: the dates "
+                                      "the latest run wrote), find the earliest earlier committed copy: exact by "
+                                      "content hash, near by LSH over the frames' perceptual hashes, confirmed "
+                                      "by the share of matching frames and the pooled CLIP cosine; writes the "
+                                      "duplicates table in one committed run.")
+    dups.add_argument("dst", metavar="DST")
+    dups.add_argument("--since", metavar="YYYY-MM-DD", help="search the videos of these upload dates and later")
+    dups.add_argument("--threshold", type=int, default=None, metavar="BITS",
+                      help="Hamming distance (bits of 64) within which two frames match (default 12)")
+    dups.add_argument("--min-match", type=float, default=None, metavar="SHARE",
+                      help="share of a video's frames that must match a copy's (default 0.5)")
+    dups.add_argument("--min-cosine", type=float, default=None, metavar="COS",
+                      help="pooled CLIP cosine a near copy needs (default 0.9; tune per model by percentile)")
+    _add_config_args(dups)
     return parser
 
 
@@ -152,9 +186,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(schema.markdown())
             else:
                 print(f"{name} (version {schema.version}): {schema.description}")
-                print("  dt: string (Hive partition)")
+                print("  dt: string (Delta partition column)")
                 for col in schema.columns:
-                    tp = "fixed_size_list<float32>[D]" if col["type"] == "embedding" else col["type"]
+                    tp = "list<float32> (D values)" if col["type"] == "embedding" else col["type"]
                     print(f"  {col['name']}: {tp}{'' if col['nullable'] else ' not null'}")
                 print()
         return EXIT_OK
@@ -162,20 +196,62 @@ def _dispatch(args: argparse.Namespace) -> int:
         from extract.inspection import describe_output, describe_video
 
         config = _load(args)
-        print(describe_video(args.dst, args.video, config.storage) if args.video
-              else describe_output(args.dst, config.storage))
+        try:
+            print(describe_video(args.dst, args.video, config.storage, args.as_of) if args.video
+                  else describe_output(args.dst, config.storage, as_of=args.as_of))
+        except ValueError as exc:  # an --as-of that names no run
+            print(f"extract: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         return EXIT_OK
-    if args.command == "forget":
-        from extract.pipeline.job import new_run_id
-        from extract.tables.catalog import Catalog
+    if args.command in ("forget", "maintain", "migrate", "duplicates"):
+        return _table_command(args)
+    raise AssertionError(args.command)  # argparse restricts commands
+
+
+def _table_command(args: argparse.Namespace) -> int:
+    """``forget``, ``maintain``, ``migrate`` and ``duplicates``: each one committed run of its kind."""
+    from extract.tables.catalog import Catalog, OutputLayoutError
+    from extract.pipeline.job import new_run_id
+
+    config = _load(args)
+    try:
+        if args.command == "migrate":
+            from extract.tables.migration import migrate
+
+            record = migrate(args.dst, new_run_id(), config.storage)
+            print(f"migrated {args.dst} to Delta tables: " + ", ".join(f"{t} {n} rows" for t, n in record["rows"].items())
+                  + f"; run {record['run_id']}")
+            return EXIT_OK
+        catalog = Catalog(args.dst, config.storage)
+        catalog.check()
+        if args.command == "duplicates":
+            import dataclasses
+
+            from extract.media.near_duplicates import DuplicateOptions
+            from extract.pipeline.duplicates import describe_duplicates, find_duplicates
+
+            chosen = {"max_hamming": args.threshold, "min_match_fraction": args.min_match,
+                      "min_clip_cosine": args.min_cosine}
+            options = dataclasses.replace(DuplicateOptions(), **{k: v for k, v in chosen.items() if v is not None})
+            print(describe_duplicates(find_duplicates(args.dst, config, new_run_id(), args.since, options)))
+            return EXIT_OK
+        if args.command == "maintain":
+            from extract.tables.maintenance import describe_maintenance, maintain
+
+            print(describe_maintenance(maintain(catalog, config.storage.retention_hours, new_run_id())))
+            return EXIT_OK
+        from extract.report import rewrite_reports
         from extract.tables.writer import forget_videos
 
         ids = {line.strip() for line in Path(args.ids).read_text().splitlines() if line.strip()}
-        record = forget_videos(Catalog(args.dst, _load(args).storage), ids, new_run_id())
-        print(f"forgot {record['counts']['found']} of {len(ids)} ids; "
-              f"{len(record['files_removed'])} files rewritten; run {record['run_id']}")
+        record = forget_videos(catalog, ids, new_run_id())
+        reports = rewrite_reports(args.dst, record["runs_with_rows"], config.storage)
+        print(f"forgot {record['counts']['found']} of {len(ids)} ids; {len(record['files_deleted'])} files that held "
+              f"them deleted; {len(reports)} run reports rewritten; run {record['run_id']}")
         return EXIT_OK
-    raise AssertionError(args.command)  # argparse restricts commands
+    except (OutputLayoutError, ValueError) as exc:
+        print(f"extract: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:

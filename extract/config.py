@@ -156,7 +156,8 @@ class LimitsConfig:
     max_caption_chars: int = 10_000  # longer captions are cut (flag in the row)
 
 
-EMBEDDING_DTYPES = ("float32", "float16")
+# Delta Lake has no 16-bit float type, so the tables store embeddings as float32 only.
+EMBEDDING_DTYPES = ("float32",)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,9 @@ class OutputConfig:
 class StorageConfig:
     s3_endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for an S3-compatible store
     s3_region: str | None = None  # default: AWS_REGION / AWS_DEFAULT_REGION
+    # `extract maintain` deletes table files unreferenced for this long (hours); time travel
+    # reaches back this far. Abandoned staging folders older than this are deleted too.
+    retention_hours: float = 168.0
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,8 @@ class ScheduleConfig:
     output: str | None = None  # DST of the scheduled runs (jobs.*); None = pass --output
     lookback_days: int = 1  # the daily run also re-scans this many earlier dates (late uploads)
     gpu_wait_s: float = 900.0  # runtime.device=cuda: wait this long for autoscaled GPU nodes
+    maintain: bool = False  # the daily job runs `extract maintain` on the output after committing
+    duplicates: bool = False  # the daily job runs `extract duplicates` on the dates it committed
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,8 @@ class Config:
 
     @property
     def feature_hash(self) -> str:
-        """sha256 (hex, 16 chars) of the keys that change output features (see module doc).
+        """sha256 (hex, 16 chars) of the keys that change output features (see module doc) and
+        the pipeline version (``extract.__version__``, bumped when outputs change).
 
         Checkpoint locations count by file name only, so re-staging the same weights under
         another folder or bucket does not force every video to be processed again.
@@ -220,8 +227,11 @@ class Config:
                 models[section][key] = value.rstrip("/").rsplit("/", 1)[-1]
         for section, key in (("clip", "cache_dir"), ("whisper", "download_root")):
             models[section].pop(key, None)
+        from extract import __version__
+
         labels = _file_sha256(self.labels.path) if self.labels.enabled else None  # the sets, not where they live
-        return _hash({**{k: d[k] for k in FEATURE_SECTIONS}, "labels": labels, "engines": engine_versions()})
+        return _hash({**{k: d[k] for k in FEATURE_SECTIONS}, "labels": labels, "engines": engine_versions(),
+                      "pipeline_version": __version__})
 
     def replace(self, **overrides: Any) -> "Config":
         """A copy with dotted-key overrides applied, e.g. ``replace(**{"runtime.device": "cpu"})``."""
@@ -402,6 +412,7 @@ def verify_config(cfg: Config) -> Config:
     _check_positive("output.max_rows_per_file", cfg.output.max_rows_per_file)
     _check_positive("schedule.lookback_days", cfg.schedule.lookback_days, allow_zero=True)
     _check_positive("schedule.gpu_wait_s", cfg.schedule.gpu_wait_s, allow_zero=True)
+    _check_positive("storage.retention_hours", cfg.storage.retention_hours, allow_zero=True)
     if cfg.schedule.input is not None:
         check_date_template("schedule.input", cfg.schedule.input)
     return cfg

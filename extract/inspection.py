@@ -6,36 +6,35 @@ from collections import Counter
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from extract.tables.catalog import AsOf, Catalog
 from extract.config import StorageConfig
-from extract.tables.catalog import Catalog
 from extract.tables.schemas import TABLES
 
 
-def describe_output(dst: str, storage: StorageConfig | None = None, last_runs: int = 5) -> str:
-    """Tables (partitions, files, rows, schema versions), recent runs, error summary."""
-    catalog = Catalog(dst, storage or StorageConfig())
+def describe_output(dst: str, storage: StorageConfig | None = None, last_runs: int = 5, as_of: AsOf = None) -> str:
+    """Tables (Delta version, partitions, files, rows), recent runs, error summary; ``as_of``
+    (see ``Catalog``) shows them as of an earlier run."""
+    catalog = Catalog(dst, storage or StorageConfig(), as_of=as_of)
+    catalog.check()
     if not catalog.runs:
         return f"{dst}: no committed runs"
-    lines = [f"{dst}: {len(catalog.runs)} committed runs"]
+    run = catalog.run
+    lines = [f"{dst}: {len(catalog.runs)} committed runs; as of run {run['run_id']} (seq {run.get('seq')}, "
+             f"{run.get('kind', 'run')}, committed {run.get('committed_at')})"]
     for table in TABLES:
-        files = catalog.live_files(table)
-        parts = sorted({f.split("/")[1] for f in files})
-        rows, versions = 0, Counter()
-        for rel in files:
-            with catalog.fs.open_input_file(catalog.abs(rel)) as fh:
-                meta = pq.ParquetFile(fh).metadata
-            rows += meta.num_rows
-            kv = meta.metadata or {}
-            versions[kv.get(b"extract.schema_version", b"?").decode()] += 1
-        lines.append(f"  {table:<20} rows {rows:>8}  files {len(files):>4}  partitions {len(parts):>3}"
-                     f"  schema versions {dict(versions) or '-'}"
-                     + (f"  ({parts[0]} .. {parts[-1]})" if parts else ""))
+        files = catalog.file_actions(table)
+        if files is None:
+            lines.append(f"  {table:<20} (no table)")
+            continue
+        parts = sorted(set(files["partition.dt"].to_pylist())) if files.num_rows else []
+        rows = sum(files["num_records"].to_pylist()) if files.num_rows else 0
+        lines.append(f"  {table:<20} version {catalog.versions[table]:>4}  rows {rows:>8}  files {files.num_rows:>4}"
+                     f"  partitions {len(parts):>3}" + (f"  ({parts[0]} .. {parts[-1]})" if parts else ""))
     lines.append("  recent runs:")
     for run in catalog.runs[-last_runs:]:
         c = run.get("counts", {})
-        lines.append(f"    {run['run_id']}  {run.get('kind', 'run'):<6} {run.get('status')}"
+        lines.append(f"    {run['run_id']}  seq {run.get('seq', '-'):>3}  {run.get('kind', 'run'):<8} {run.get('status')}"
                      f"  processed {c.get('processed', c.get('forgotten', 0))} ok {c.get('ok', '-')}"
                      f" errors {c.get('errors', '-')} skipped {c.get('skipped', '-')}")
     errors = catalog.read("errors", ["stage", "error_type", "retryable"])
@@ -47,9 +46,9 @@ def describe_output(dst: str, storage: StorageConfig | None = None, last_runs: i
     return "\n".join(lines)
 
 
-def describe_video(dst: str, video_id: str, storage: StorageConfig | None = None) -> str:
+def describe_video(dst: str, video_id: str, storage: StorageConfig | None = None, as_of: AsOf = None) -> str:
     """Every committed row of one video, table by table (embeddings shown by shape and norm)."""
-    catalog = Catalog(dst, storage or StorageConfig())
+    catalog = Catalog(dst, storage or StorageConfig(), as_of=as_of)
     lines = [f"video {video_id!r} in {dst}"]
     found = False
     for table in TABLES:

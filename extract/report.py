@@ -43,6 +43,7 @@ THUMB_PX = 160  # longer side of a contact-sheet frame, pixels
 PTS_TOLERANCE_S = 1e-3  # seconds; pts_s is stored as float32, so the sampled frame may lie this far below it
 SNIPPET_CHARS = 240  # transcript characters shown per video
 CAPTION_CHARS = 200  # caption characters shown per video
+OCR_LINES = 6  # on-screen text lines shown per video
 ERROR_EXAMPLES = 3  # example messages per (stage, error type)
 MESSAGE_CHARS = 300  # characters shown per example error message
 CHART_DPI = 96
@@ -84,7 +85,8 @@ def summarize(record: dict[str, Any], dst: str) -> str:
 
 
 def write_run_report(dst: str, run_id: str, storage: StorageConfig | None = None, max_videos: int = 6) -> str:
-    """Write ``DST/_runs/<run_id>.html`` for a committed run; returns its URI.
+    """Write ``DST/_runs/<run_id>.html`` for a committed run (its rows still in the latest
+    tables: forgotten or re-processed videos are not shown); returns its URI.
 
     ``max_videos``: videos on the contact sheet (the run's committed videos, by ``video_id``).
     Raises ``ValueError`` when ``run_id`` has no committed manifest under ``dst``.
@@ -95,6 +97,20 @@ def write_run_report(dst: str, run_id: str, storage: StorageConfig | None = None
     with catalog.fs.open_output_stream(f"{catalog.root}/{RUNS_DIR}/{run_id}.html") as fh:
         fh.write(page.encode("utf-8"))
     return join(dst, RUNS_DIR, f"{run_id}.html")
+
+
+def rewrite_reports(dst: str, run_ids: Iterable[str], storage: StorageConfig | None = None) -> list[str]:
+    """Write again the existing reports ``DST/_runs/<run_id>.html`` of ``run_ids`` from the
+    latest tables (after ``forget``: without the forgotten videos); returns their URIs."""
+    import pyarrow.fs as pafs
+
+    storage = storage or StorageConfig()
+    catalog = Catalog(dst, storage)
+    out = []
+    for run_id in run_ids:
+        if catalog.fs.get_file_info(f"{catalog.root}/{RUNS_DIR}/{run_id}.html").type == pafs.FileType.File:
+            out.append(write_run_report(dst, run_id, storage))
+    return out
 
 
 def build_run_report(catalog: Catalog, run_id: str, max_videos: int = 6) -> str:
@@ -206,7 +222,8 @@ def _summary_section(record: dict[str, Any]) -> str:
     count_rows = [(k, counts[k]) for k in _ordered(counts, COUNT_ORDER) if not isinstance(counts[k], dict)]
     count_rows += [(f"skipped: {k}", v) for k, v in sorted((counts.get("skipped_by_reason") or {}).items())]
     table_rows = [(t, (record.get("tables") or {}).get(t, 0)) for t in TABLES]
-    files = f"{len(record.get('files_added', []))} files published, {len(record.get('files_removed', []))} superseded"
+    versions = record.get("delta_versions") or {}
+    files = f"run {record.get('seq', '-')}; Delta versions " + ", ".join(f"{t} {versions[t]}" for t in TABLES if t in versions)
     config = json.dumps(record.get("config") or {}, indent=2, sort_keys=True)
     return (
         "<h2>Summary</h2>"
@@ -308,7 +325,8 @@ def _errors_section(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 def _contact_sheet_section(catalog: Catalog, run_id: str, max_videos: int, limits: LimitsConfig) -> str:
     columns = ["video_id", "uri", "content_sha256", "file_bytes", "duration_s", "width", "height", "n_frames",
-               "caption", "hashtags", "transcript_text", "language", "no_speech_prob"]
+               "caption", "hashtags", "transcript_text", "language", "no_speech_prob", "audio_kind", "speech_ratio",
+               "ocr_text", "ocr_error", "top_topic", "top_topic_score", "top_safety", "top_safety_score"]
     videos = sorted(_committed_rows(catalog, "videos", run_id, columns), key=lambda v: v["video_id"])
     if not videos or max_videos <= 0:
         return "<h2>Contact sheet</h2><p class=\"muted\">no committed videos from this run</p>"
@@ -354,11 +372,24 @@ def _video_card(video: dict[str, Any], pts_s: list[float], storage: StorageConfi
     caption = _e(_clip_text(video.get("caption"), CAPTION_CHARS)) or "<span class=\"muted\">none</span>"
     facts = (f"{video['duration_s']:.1f} s, {video['width']}×{video['height']}, "
              f"{video['n_frames']} sampled frames")
+    audio = video.get("audio_kind") or "-"
+    if video.get("speech_ratio") is not None:
+        audio += f", speech {100 * video['speech_ratio']:.0f} % of the audio"
+    lines = list(video.get("ocr_text") or [])
+    on_screen = (" / ".join(f"“{_e(_clip_text(line, CAPTION_CHARS))}”" for line in lines[:OCR_LINES])
+                 + (f" <span class=\"muted\">(+{len(lines) - OCR_LINES} more)</span>" if len(lines) > OCR_LINES else ""))
+    if not lines:
+        on_screen = (f"<span class=\"bad\">OCR failed: {_e(_clip_text(video['ocr_error'], MESSAGE_CHARS))}</span>"
+                     if video.get("ocr_error") else "<span class=\"muted\">none read</span>")
+    labels = " · ".join(f"{name}: {_e(video[f'top_{name}'])} ({_fmt(video.get(f'top_{name}_score'))})"
+                        for name in ("topic", "safety") if video.get(f"top_{name}"))
     return (
         f"<div class=\"video\"><h3><code>{_e(video['video_id'])}</code></h3>"
         f"<p>{_e(facts)} · hashtags: {_e(tags)}</p>"
         f"<p>caption: {caption}</p>"
-        f"<p>transcript: {speech}</p>"
+        f"<p>audio: {_e(audio)} · transcript: {speech}</p>"
+        f"<p>on-screen text: {on_screen}</p>"
+        + (f"<p>top labels (zero-shot similarity, not moderation): {labels}</p>" if labels else "") +
         f"<div class=\"frames\">{strip}</div>"
         f"<p class=\"muted\">{_e(video['uri'])}</p></div>"
     )

@@ -11,7 +11,7 @@ date are ``schedule.input`` formatted with it (``--uploads`` overrides), e.g.
 (``--output``). Within a date the run is incremental: videos with a committed outcome are
 skipped, so re-running a date only processes what is new (late uploads).
 
-A date is *finished* when ``DST/_runs/`` holds a committed run over exactly that date's input
+A date is *finished* when ``DST/_runs/`` (read through ``extract.tables.catalog.Catalog``) holds a committed run over exactly that date's input
 with the current feature hash that was not a retry-only run (``finished_run``). A crash
 publishes nothing, so a crashed date is not finished and the next backfill runs it again.
 
@@ -75,6 +75,7 @@ class JobSpec:
     retry_errors: bool = False  # process only videos whose last outcome is a retryable error
     skip_finished: bool = False  # skip dates with a committed run over their input
     stop_on_failure: bool = False  # stop at the first failed date (then --keep-going is offered)
+    maintains: bool = False  # after committing: `extract duplicates` / `extract maintain` (schedule.duplicates / .maintain)
     epilog: str = ""  # the module docstring: --help shows it from its second paragraph on
 
 
@@ -350,9 +351,49 @@ def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going:
             plan[i] = item = run_date(spec, config, item.task, progress)
         if item.code in (EXIT_FAILED, EXIT_USAGE) and spec.stop_on_failure and not keep_going:
             stopped_by = item
-    code = worst(item.code for item in plan)
+    codes = [item.code for item in plan]
+    committed = sorted(str(item.task.day) for item in plan if item.status == "committed")
+    if spec.maintains and config.schedule.duplicates and committed:
+        codes.append(EXIT_OK if find_output_duplicates(spec, config, committed[0]) else EXIT_FAILED)
+    if spec.maintains and config.schedule.maintain and any(item.status == "committed" for item in plan):
+        codes.append(EXIT_OK if maintain_output(spec, config) else EXIT_FAILED)
+    code = worst(codes)
     print(describe_outcomes(spec, plan, code), flush=True)
     return code
+
+
+def find_output_duplicates(spec: JobSpec, config: Config, since: str) -> bool:
+    """``extract duplicates --since`` the earliest committed date on ``schedule.output``; False when it failed."""
+    from extract.pipeline.duplicates import describe_duplicates, find_duplicates
+    from extract.pipeline.job import new_run_id
+
+    try:
+        record = find_duplicates(config.schedule.output, config, new_run_id(), since)
+    except Exception as exc:  # noqa: BLE001 - the runs are committed; report and alert
+        log.exception("duplicate search failed")
+        print(f"jobs.{spec.name}: duplicate search on {config.schedule.output} failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return False
+    print(describe_duplicates(record), flush=True)
+    return True
+
+
+def maintain_output(spec: JobSpec, config: Config) -> bool:
+    """``extract maintain`` on ``schedule.output`` (see ``extract.tables.maintenance``); False when it failed."""
+    from extract.tables.catalog import Catalog
+    from extract.tables.maintenance import describe_maintenance, maintain
+    from extract.pipeline.job import new_run_id
+
+    try:
+        record = maintain(Catalog(config.schedule.output, config.storage), config.storage.retention_hours,
+                          new_run_id())
+    except Exception as exc:  # noqa: BLE001 - the runs are committed; report and alert
+        log.exception("maintenance failed")
+        print(f"jobs.{spec.name}: maintenance of {config.schedule.output} failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return False
+    print(describe_maintenance(record), flush=True)
+    return True
 
 
 def job_main(spec: JobSpec, argv: Sequence[str] | None = None) -> int:

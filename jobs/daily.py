@@ -6,6 +6,8 @@
 Reads ``schedule.input`` formatted with ``--date`` and with each of the
 ``schedule.lookback_days`` dates before it, so uploads that land in an earlier date's folder
 after that date's run are picked up by the next night (already committed videos are skipped).
+With ``schedule.maintain: true`` it then runs ``extract maintain`` on the output (compaction,
+checkpoints, vacuum of files older than ``storage.retention_hours``) when a date committed.
 Exits non-zero when a run failed (1), the date's input is missing (2) or a run's error rate
 passed ``limits.max_error_rate`` (3), so the scheduler alerts.
 """
@@ -19,6 +21,7 @@ SPEC = JobSpec(
     description="Process the uploads of one UTC date (and re-scan the look-back dates for late uploads).",
     date_args="date",
     tasks=daily_tasks,
+    maintains=True,
     epilog=__doc__,
 )
 

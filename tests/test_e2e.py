@@ -2,8 +2,9 @@
 
 Checks the output contract of DESIGN.md: every table present with the registry schema, each
 input in exactly one of videos/errors, frame rows = n_frames, unit-norm finite embeddings,
-no-audio clips with empty transcripts, DuckDB reads the Hive layout, reruns add nothing,
---overwrite keeps one row per video, and directory / Parquet manifests give the same videos.
+no-audio clips with empty transcripts, DuckDB reads the Delta tables, reruns add nothing,
+--overwrite keeps one row per video, directory / Parquet manifests give the same videos, and an
+output that is not our Delta tables fails the run before any video is read.
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ def test_tables_follow_the_contract(first_run, small_samples):
     errors = catalog.read("errors")
     got = videos["video_id"].to_pylist() + ([] if errors is None else errors["video_id"].to_pylist())
     assert sorted(got) == sorted(ids), "each input ends in exactly one of videos/errors"
-    assert errors is None, errors.to_pylist() if errors is not None else None
+    assert errors.num_rows == 0, errors.to_pylist()
     dim = videos.schema.field("clip_embedding").type.list_size
     for table in TABLES:
-        for rel in catalog.live_files(table):
-            assert rel.startswith(f"{table}/dt=") and rel.endswith(".parquet")
-            schema = pq.ParquetFile(dst / rel).schema_arrow.remove_metadata()
-            assert schema.equals(get_table_schema(table).arrow_schema(dim)), rel
+        delta = catalog.delta(table)
+        assert get_table_schema(table).schema_problem(pa.schema(delta.schema().to_arrow())) is None
+        assert delta.metadata().partition_columns == ["dt"]
+        for rel in catalog.file_actions(table)["path"].to_pylist():
+            assert rel.startswith("dt=") and rel.endswith(".parquet"), rel
+    assert catalog.read("videos").schema.field("clip_embedding").type == pa.list_(pa.float32(), dim)
 
     frames = catalog.read("frame_embeddings")
     per_video = {}
@@ -83,17 +86,18 @@ def test_tables_follow_the_contract(first_run, small_samples):
     assert set(run["timings_s"]) >= {"decode", "whisper", "clip", "write"}
 
 
-def test_duckdb_reads_the_hive_layout(first_run):
+def test_duckdb_reads_the_delta_tables(first_run):
     duckdb = pytest.importorskip("duckdb")
+    from deltalake import DeltaTable
+
     dst, _ = first_run
     con = duckdb.connect()
-    n, dts = con.execute(
-        f"select count(*), count(distinct dt) from read_parquet('{dst}/videos/*/*.parquet', hive_partitioning=true)"
-    ).fetchone()
+    videos = DeltaTable(str(dst / "videos")).to_pyarrow_dataset()  # noqa: F841 - DuckDB scans it by name
+    frames = DeltaTable(str(dst / "frame_embeddings")).to_pyarrow_dataset()  # noqa: F841
+    n, dts = con.execute("select count(*), count(distinct dt) from videos").fetchone()
     assert n == 3 and dts == 1
     (norm,) = con.execute(
-        f"select max(abs(list_dot_product(embedding::float[], embedding::float[]) - 1)) "
-        f"from read_parquet('{dst}/frame_embeddings/*/*.parquet')").fetchone()
+        "select max(abs(list_dot_product(embedding::float[], embedding::float[]) - 1)) from frames").fetchone()
     assert norm < 1e-3
 
 
@@ -101,10 +105,13 @@ def test_rerun_adds_nothing_and_overwrite_keeps_one_row(first_run, small_samples
     src_dst, _ = first_run
     dst = tmp_path / "out"
     shutil.copytree(src_dst, dst)
-    before = sorted(p.relative_to(dst) for p in dst.rglob("*.parquet"))
+    def data_files():
+        return sorted(p.relative_to(dst) for p in dst.rglob("*.parquet") if "_delta_log" not in p.parts)
+
+    before = data_files()
     proc = _run(small_samples, dst, tiny_config)
     assert "skipped 3" in proc.stdout
-    assert sorted(p.relative_to(dst) for p in dst.rglob("*.parquet")) == before
+    assert data_files() == before  # an empty commit per table: no data file added
 
     _run(small_samples, dst, tiny_config, "--overwrite")
     catalog = Catalog(str(dst))
@@ -112,8 +119,24 @@ def test_rerun_adds_nothing_and_overwrite_keeps_one_row(first_run, small_samples
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 3
     frames = catalog.read("frame_embeddings")
     n_frames = sum(catalog.read("videos")["n_frames"].to_pylist())
-    assert frames.num_rows == n_frames  # old frame rows superseded, not duplicated
-    assert not any(p.exists() for p in (dst / r for r in before))  # superseded files deleted
+    assert frames.num_rows == n_frames  # old frame rows replaced, not duplicated
+    live = {f"{t}/{p}" for t in TABLES for p in catalog.file_actions(t)["path"].to_pylist()}
+    assert not live & {str(p) for p in before}  # the overwrite replaced every file of those videos
+    first = Catalog(str(dst), as_of=1)  # time travel: the first run's rows, still readable
+    assert sorted(first.read("videos")["run_id"].to_pylist()) == sorted(Catalog(str(src_dst)).read("videos")["run_id"]
+                                                                       .to_pylist())
+
+
+def test_an_output_that_is_not_our_tables_fails_before_any_video(small_samples, tiny_config, tmp_path):
+    old = tmp_path / "old" / "videos" / "dt=2026-11-24"
+    old.mkdir(parents=True)
+    pq.write_table(pa.table({"video_id": ["x"]}), old / "part-r1-0.parquet")
+    proc = run_cli("run", "--input", str(small_samples), "--output", str(tmp_path / "old"),
+                   "--config", "jobs/configs/local.yaml", "--config", str(tiny_config), "--no-progress")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "table videos holds Parquet files without a Delta log" in proc.stderr
+    assert f"extract migrate {tmp_path / 'old'}" in proc.stderr and "nothing was published" in proc.stderr
+    assert "decode" not in proc.stderr.lower()
 
 
 def test_directory_and_parquet_inputs_give_the_same_videos(first_run, small_samples, tiny_config, tmp_path):
@@ -143,6 +166,7 @@ def test_bad_config_exits_2_naming_the_key(small_samples, tmp_path):
 
 def test_help_on_every_subcommand():
     for args in (["--help"], ["run", "--help"], ["models", "make-tiny", "--help"], ["models", "stage", "--help"],
-                 ["samples", "make", "--help"], ["schemas", "--help"], ["inspect", "--help"], ["forget", "--help"]):
+                 ["samples", "make", "--help"], ["schemas", "--help"], ["inspect", "--help"], ["forget", "--help"],
+                 ["maintain", "--help"], ["migrate", "--help"]):
         proc = run_cli(*args)
         assert proc.returncode == 0 and "usage: extract" in proc.stdout, args

@@ -40,7 +40,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, run_cli
-
+from extract.tables import catalog as catalog_module
+from extract.tables import writer as writer_module
+from extract.tables.catalog import DELTA_LOG, RUNS_DIR, STAGING_DIR, Catalog
 from extract.config import StorageConfig, load_config
 from extract.pipeline import ray_backend
 from extract.pipeline.job import run_job
@@ -48,12 +50,13 @@ from extract.pipeline.manifest import read_source
 from extract.pipeline.ray_backend import MAX_CRASH_RERUNS, StageStartError, TimedStage, stream_finished_rows
 from extract.rows import batch_to_rows, rows_to_batch
 from extract.stages.registry import stage_classes
-from extract.tables import catalog as catalog_module
-from extract.tables.catalog import RUNS_DIR, STAGING_DIR, Catalog
 from extract.tables.schemas import TABLES
 
 LOCAL_YAML = REPO / "jobs" / "configs" / "local.yaml"
-PART_FILE = re.compile(r"^(%s)/dt=\d{4}-\d{2}-\d{2}/part-(?P<run>[^/]+)-[0-9a-z]+\.parquet$" % "|".join(TABLES))
+# Files of a Delta table: data files under dt= partitions (delta-rs names them part-<n>-<uuid>)
+# and the log; nothing is named after a video id.
+DELTA_FILE = re.compile(r"^(%s)/(dt=\d{4}-\d{2}-\d{2}/part-[0-9]+-[0-9a-f-]+-c000\.zstd\.parquet|_delta_log/"
+                        r"([0-9]{20}\.(json|checkpoint\.parquet)|_last_checkpoint))$" % "|".join(TABLES))
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -66,21 +69,32 @@ def _write_jsonl(path: Path, records: list) -> Path:
 
 
 def visible_state(dst: str, storage: StorageConfig | None = None) -> dict[str, list[tuple[str, str]]]:
-    """What an exactly-once reader sees: per table, sorted ``(video_id, run_id)`` of its rows."""
+    """What a ``Catalog`` reader sees: per table, sorted ``(video_id, run_id)`` of its rows."""
     catalog = Catalog(dst, storage or StorageConfig())
     state = {}
     for table in TABLES:
-        rows = []
-        for rel in catalog.live_files(table):  # the run id comes from the file name: a mix shows
-            with catalog.fs.open_input_file(catalog.abs(rel)) as fh:
-                ids = pq.read_table(fh, columns=["video_id"])["video_id"].to_pylist()
-            rows += [(vid, PART_FILE.match(rel).group("run")) for vid in ids]
-        state[table] = sorted(rows)
+        data = catalog.read(table, ["video_id", "run_id"])
+        state[table] = sorted(zip(data["video_id"].to_pylist(), data["run_id"].to_pylist())) if data else []
     return state
 
 
+def logged_files(catalog: Catalog, table: str) -> set[str]:
+    """Every data file any commit of ``table``'s Delta log added (absolute paths)."""
+    selector = pafs.FileSelector(f"{catalog.root}/{table}/{DELTA_LOG}", allow_not_found=True)
+    added = set()
+    for info in catalog.fs.get_file_info(selector):
+        if info.path.endswith(".json") and not info.path.endswith("_last_checkpoint"):
+            with catalog.fs.open_input_stream(info.path) as fh:
+                for line in fh.read().decode().splitlines():
+                    action = json.loads(line) if line.strip() else {}
+                    if "add" in action:
+                        added.add(f"{catalog.root}/{table}/{action['add']['path']}")
+    return added
+
+
 def assert_exactly_once(dst: str, ids: list[str], storage: StorageConfig | None = None) -> None:
-    """Every id in exactly one of videos/errors, frame rows match n_frames, no stray files."""
+    """Every id in exactly one of videos/errors, frame rows match n_frames, no pending commit,
+    and no data file that no Delta commit added (a leftover no reader could account for)."""
     catalog = Catalog(dst, storage or StorageConfig())
     videos = catalog.read("videos")
     errors = catalog.read("errors")
@@ -90,15 +104,15 @@ def assert_exactly_once(dst: str, ids: list[str], storage: StorageConfig | None 
     if videos is not None:
         frames = catalog.read("frame_embeddings")
         assert (frames.num_rows if frames is not None else 0) == sum(videos["n_frames"].to_pylist())
-    live = catalog.all_live_files()
     for table in TABLES:
+        logged = logged_files(catalog, table)
         selector = pafs.FileSelector(f"{catalog.root}/{table}", recursive=True, allow_not_found=True)
         for info in catalog.fs.get_file_info(selector):
-            if info.type == pafs.FileType.File:
-                assert info.path[len(catalog.root) + 1:] in live, f"stray file {info.path}"
+            if info.type == pafs.FileType.File and f"/{DELTA_LOG}/" not in info.path:
+                assert info.path in logged, f"stray file {info.path}"
     staged = catalog.fs.get_file_info(pafs.FileSelector(f"{catalog.root}/{STAGING_DIR}", recursive=True,
                                                         allow_not_found=True))
-    assert not [i.path for i in staged if i.type == pafs.FileType.File], "staging left behind"
+    assert not [i.path for i in staged if i.path.endswith(writer_module.COMMIT_MARKER)], "a commit left pending"
 
 
 # --------------------------------------------------------------------------- replayed stages
@@ -274,15 +288,26 @@ class _AtomicSink(io.RawIOBase):
             super().close()
 
 
+_REAL_COMMIT_TABLE = writer_module._commit_table
+
+
 def _use_filesystem(monkeypatch, handler: FaultyFileSystem) -> None:
-    """Make ``Catalog`` (and so the writer) of a local DST go through ``handler``."""
+    """Make ``Catalog`` (and so the writer) of a local DST go through ``handler``; each Delta
+    table commit (delta-rs writes on its own, not through pyarrow) counts as a change just
+    before and just after it, so a kill can land on either side of every table commit."""
     from extract.tables.storage import filesystem_for as real
 
     def filesystem_for(uri, storage=None):
         fs, path = real(uri, storage)
         return (pafs.PyFileSystem(handler), path) if isinstance(fs, pafs.LocalFileSystem) else (fs, path)
 
+    def commit_table(*args, **kwargs):
+        handler._change()
+        _REAL_COMMIT_TABLE(*args, **kwargs)
+        handler._change()
+
     monkeypatch.setattr(catalog_module, "filesystem_for", filesystem_for)
+    monkeypatch.setattr(writer_module, "_commit_table", commit_table)
 
 
 # --------------------------------------------------------------------------- a faulty object store
@@ -567,10 +592,11 @@ def test_crash_pinning_is_bounded_and_other_failures_are_not_retried(monkeypatch
 # later and their close fails against the dead file system, which pytest reports as unraisable.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_kill_at_every_file_operation_publishes_all_or_nothing(replay, tmp_path, monkeypatch):
-    """The driver dies (nothing of it runs any more) at each file-system change of a first run
-    and of an ``--overwrite`` run that supersedes committed rows. A reader following the run
-    manifests sees the state before the run or the whole run, never a mix; the next run
-    completes with every manifest row exactly once and no leftovers."""
+    """The driver dies (nothing of it runs any more) at each file-system change, and on either
+    side of each Delta table commit, of a first run and of an ``--overwrite`` run that replaces
+    committed rows. A ``Catalog`` reader sees the state before the run or the whole run, never
+    a mix; the next run rolls a half-committed run forward and completes with every manifest
+    row exactly once and no leftovers."""
     src = str(replay.manifest)
 
     def run(dst, run_id, overwrite=False, fs=None):
@@ -589,7 +615,7 @@ def test_kill_at_every_file_operation_publishes_all_or_nothing(replay, tmp_path,
         counter = FaultyFileSystem()
         run(clean, "r2-new", overwrite, counter)
         scenarios.append((overwrite, before, visible_state(str(clean)), counter.changes))
-    assert scenarios[0][3] > 10 and scenarios[1][3] > scenarios[0][3]
+    assert scenarios[0][3] > 10 and scenarios[1][3] >= scenarios[0][3]  # replacing rows is in the commits
 
     for overwrite, before, after, n_changes in scenarios:
         assert before != after
@@ -608,7 +634,7 @@ def test_kill_at_every_file_operation_publishes_all_or_nothing(replay, tmp_path,
 
 def test_disk_full_on_staging_fails_cleanly(replay, tiny_config, tmp_path, monkeypatch, capsys):
     """ENOSPC while staging: ``extract run`` exits 1 saying nothing was published, no run
-    manifest and no table file exists, staging is gone, and the next run commits everything."""
+    record and no table data file exists, staging is gone, and the next run commits everything."""
     from extract.cli import main
     monkeypatch.setattr(ray_backend, "execute", replay.execute)  # the CLI's run_job uses the backend's
     dst = tmp_path / "out"
@@ -619,7 +645,8 @@ def test_disk_full_on_staging_fails_cleanly(replay, tiny_config, tmp_path, monke
     err = capsys.readouterr().err
     assert rc == 1 and "nothing was published" in err and "No space left on device" in err, err
     assert full.written > 0
-    assert not list(dst.rglob("*.json")) and not list(dst.rglob("*.parquet")), list(dst.rglob("*"))
+    assert not list(dst.glob(f"{RUNS_DIR}/*.json")), list(dst.rglob("*"))
+    assert not [p for p in dst.rglob("*.parquet") if DELTA_LOG not in p.parts], list(dst.rglob("*"))
     assert not (dst / STAGING_DIR).exists() or not any((dst / STAGING_DIR).iterdir())
 
     _use_filesystem(monkeypatch, FaultyFileSystem())
@@ -653,8 +680,9 @@ def test_store_reads_are_retried_with_backoff_then_recorded(decode_from_store):
 
 def test_store_write_faults_are_retried_or_fail_the_run_unpublished(replay, proxy_factory, s3_server, monkeypatch):
     """Output on S3 behind the proxy. Transient PUT failures are retried and the run commits.
-    When the run manifest cannot be written (every PUT under ``_runs/`` fails) the run fails:
-    a reader sees nothing, and the next run removes the orphaned files and commits."""
+    When the run record cannot be written (every PUT under ``_runs/`` fails) the run fails
+    after its table commits: a Catalog reader sees nothing, and the next run rolls it forward
+    (writes its record) and commits."""
     client = _bucket(s3_server, "writes")
 
     def run(proxy, prefix):
@@ -668,7 +696,7 @@ def test_store_write_faults_are_retried_or_fail_the_run_unpublished(replay, prox
     assert record["status"] == "committed"
     assert_exactly_once("s3://writes/flaky", replay.ids, storage)
     failed_puts = [e for e in flaky.requests("PUT") if e[3]]
-    assert len(failed_puts) >= 3  # the first PUT of each videos file and of the run manifest, retried
+    assert len(failed_puts) >= 2  # the first PUT of a videos file and of the run record, retried
 
     broken = proxy_factory(lambda method, path, n: ("status", 500, "InternalError")
                            if method == "PUT" and f"/{RUNS_DIR}/" in path else None)
@@ -677,7 +705,7 @@ def test_store_write_faults_are_retried_or_fail_the_run_unpublished(replay, prox
     assert visible_state("s3://writes/broken", storage) == {t: [] for t in TABLES}
     assert not client.list_objects_v2(Bucket="writes", Prefix=f"broken/{RUNS_DIR}/").get("Contents")
     healthy = proxy_factory(lambda method, path, n: None)
-    assert run(healthy, "broken")["cleaned_leftovers"] > 0
+    assert len(run(healthy, "broken")["rolled_forward"]) == 1
     assert_exactly_once("s3://writes/broken", replay.ids, storage)
 
 
@@ -756,9 +784,9 @@ def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
     for path in dst.rglob("*"):  # ids never became paths
         if path.is_file():
             rel = str(path.relative_to(dst))
-            assert PART_FILE.match(rel) or rel in (f"{RUNS_DIR}/{run['run_id']}.json",
-                                                   f"{RUNS_DIR}/{run['run_id']}.html",
-                                                   f"{RUNS_DIR}/{run['run_id']}.log"), rel  # manifest, report, log
+            assert DELTA_FILE.match(rel) or rel in (f"{RUNS_DIR}/{run['run_id']}.json",
+                                                    f"{RUNS_DIR}/{run['run_id']}.html",
+                                                    f"{RUNS_DIR}/{run['run_id']}.log"), rel  # record, report, log
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.is_relative_to(dst))
     assert after == before, set(after) ^ set(before)
 

@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_queries import committed_tiny_run
-from test_writer import ctx, finished_row
 
+from extract.tables.catalog import Catalog
 from extract.config import Config, LimitsConfig, StorageConfig
-from extract.media.samples import synthetic_frame, write_clip
 from extract.report import THUMB_PX, read_frames_at, sampled_thumbnails, write_run_report
 from extract.rows import VideoError
-from extract.tables.catalog import Catalog
-from extract.tables.records import rows_to_tables
-from extract.tables.writer import RunWriter, commit_run, file_metadata
+from extract.media.samples import synthetic_frame, write_clip
+from test_queries import committed_tiny_run
+from test_writer import finished_row, write_run
+
 
 FPS = 12.0
 HOSTILE = "<script>alert(1)</script>#x"
@@ -71,12 +70,8 @@ def _record(run_id: str, n_ok: int, n_err: int, errors_by: dict) -> dict:
 
 
 def _commit(dst: str, rows: list[dict], run_id: str, errors_by: dict) -> None:
-    catalog = Catalog(dst)
-    writer = RunWriter(catalog, run_id, lambda t: file_metadata(t, run_id=run_id, config_hash="c",
-                                                                 feature_hash="fh", models={}))
-    writer.write(rows_to_tables(rows, ctx(run_id)))
     n_err = sum(1 for r in rows if r["error_stage"])
-    commit_run(writer, _record(run_id, len(rows) - n_err, n_err, errors_by), [])
+    write_run(dst, rows, run_id, _record(run_id, len(rows) - n_err, n_err, errors_by))
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +257,33 @@ def test_report_of_a_real_run(tiny_run, small_samples):
         assert f"<code>{html.escape(video_id)}</code>" in page
     record = json.loads((dst / "_runs" / f"{run_id}.json").read_text())
     assert record["config_hash"] in page and record["models"]["clip"] in page
+    # per video: its audio kind and speech share, its on-screen text and its top labels
+    videos = Catalog(str(dst)).read("videos", ["audio_kind", "top_topic"]).to_pylist()
+    assert page.count("<p>audio: ") == len(ids) and page.count("<p>on-screen text: ") == len(ids)
+    assert all(f"<p>audio: {v['audio_kind']}" in page for v in videos)
+    assert all(f"topic: {v['top_topic']} (" in page for v in videos)
     frames = Catalog(str(dst)).read("frame_embeddings")
     expected = sum(min(4, frames["video_id"].to_pylist().count(v)) for v in ids)
     assert len(_images(page)) == 1 + expected and "frames not shown" not in page
     assert elapsed < 3.0, f"report took {elapsed:.2f} CPU s"
+
+
+def test_forget_rewrites_the_reports_that_showed_the_video(synthetic_output, tmp_path):
+    """`extract forget` deletes the rows, then rewrites each run report that showed them."""
+    import shutil
+
+    from conftest import run_cli
+
+    dst = tmp_path / "out"
+    shutil.copytree(synthetic_output, dst)
+    write_run_report(str(dst), "r1")
+    page = (dst / "_runs" / "r1.html").read_text(encoding="utf-8")
+    assert "<code>land</code>" in page and "the waves are calm" in page
+    ids = tmp_path / "ids.txt"
+    ids.write_text("land\n")
+    proc = run_cli("forget", str(dst), "--ids", str(ids))
+    assert proc.returncode == 0, proc.stderr
+    assert "forgot 1 of 1 ids" in proc.stdout and "1 run reports rewritten" in proc.stdout
+    page = (dst / "_runs" / "r1.html").read_text(encoding="utf-8")
+    assert "<code>land</code>" not in page and "the waves are calm" not in page
+    assert "<code>portrait</code>" in page

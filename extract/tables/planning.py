@@ -28,7 +28,7 @@ def plan_run(rows: list[dict[str, Any]], outcomes: dict[str, dict[str, Any]], fe
 
     - default (incremental): skip ids committed as ``ok`` with the same feature hash, ids
       committed as errors, and forgotten ids whose uri is unchanged;
-    - ``overwrite``: process every row (its old rows are superseded);
+    - ``overwrite``: process every row (its old rows are replaced in the same commit);
     - ``retry_errors``: process only ids whose latest outcome is a retryable error.
     """
     plan = RunPlan()

@@ -23,16 +23,15 @@ from extract.tables.schemas import TABLES, get_table_schema
 
 @dataclass(frozen=True)
 class TableContext:
-    """What every written record shares: run id, time, feature hash and embedding layout."""
+    """What every written record shares: run id, time, feature hash and embedding width."""
 
     run_id: str
     processed_at: datetime
     feature_hash: str
     embedding_dim: int
-    embedding_dtype: str = "float32"
 
     def schema(self, table: str) -> pa.Schema:
-        return get_table_schema(table).arrow_schema(self.embedding_dim, self.embedding_dtype)
+        return get_table_schema(table).arrow_schema(self.embedding_dim)
 
 
 def parse_ts(value: Any) -> datetime | None:
@@ -62,8 +61,10 @@ def video_records(row: Mapping[str, Any], ctx: TableContext) -> dict[str, list[d
     video = {name: row.get(name) for name in get_table_schema("videos").column_names}
     video.update(common, upload_ts=parse_ts(row.get("upload_ts")), n_segments=len(segments),
                  feature_hash=ctx.feature_hash, processed_at=ctx.processed_at)
+    phash = row.get("phash")
     frames = [
-        {**common, "frame_index": i, "pts_s": float(pts), "embedding": emb}
+        {**common, "frame_index": i, "pts_s": float(pts), "embedding": emb,
+         "phash": int(phash[i]) if phash is not None and i < len(phash) else None}
         for i, (pts, emb) in enumerate(zip(row.get("pts_s", ()), row.get("frame_embeddings", ())))
     ]
     return {
@@ -71,6 +72,7 @@ def video_records(row: Mapping[str, Any], ctx: TableContext) -> dict[str, list[d
         "frame_embeddings": frames,
         "transcript_segments": [{**common, "segment_index": i, **seg} for i, seg in enumerate(segments)],
         "hashtags": [{**common, **tag} for tag in tags],
+        "ocr_text": [{**common, **line} for line in json.loads(row.get("ocr_lines_json") or "[]")],
         "errors": [],
     }
 
@@ -92,6 +94,10 @@ def _column(values: list[Any], field: pa.Field) -> pa.Array:
             storage = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim,
                                                         mask=pa.array(mask))
         return storage
+    if pa.types.is_map(field.type):  # (key, value) pairs; a Ray batch may hand them back as 2-element arrays
+        values = [None if v is None else [(str(k), float(x)) for k, x in v] for v in values]
+    elif pa.types.is_list(field.type) and pa.types.is_floating(field.type.value_type):
+        values = [None if _empty(v) else v for v in values]  # an empty vector is no vector
     return pa.array([_plain(v) for v in values], type=field.type)
 
 

@@ -67,6 +67,45 @@ def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def delta_uri(uri: str) -> str:
+    """The URI delta-rs opens for a local path, ``file://``, ``s3://`` or ``gs://`` location."""
+    check_scheme(uri)
+    if uri.startswith("gcs://"):
+        return "gs://" + uri[len("gcs://"):].rstrip("/")
+    if is_remote(uri):
+        return uri.rstrip("/")
+    return os.path.abspath(local_path(uri))
+
+
+def delta_storage_options(uri: str, storage: StorageConfig | None = None) -> dict[str, str]:
+    """delta-rs (object_store) options for ``uri`` from our ``storage.*`` keys and the standard
+    environment, so Delta tables and ``pyarrow.fs`` reach the same store.
+
+    S3: the endpoint (``storage.s3_endpoint`` / ``AWS_ENDPOINT_URL``; ``http://`` endpoints such
+    as a local MinIO or test server get ``AWS_ALLOW_HTTP``), the region, and conditional-put
+    commits (``aws_conditional_put=etag``: a commit is a PUT with ``If-None-Match``, so two
+    writers can never both create the same log version). Credentials come from the AWS
+    variables, read by delta-rs itself. GCS: ``GOOGLE_APPLICATION_CREDENTIALS`` when set (GCS
+    writes are conditional natively). Local paths: none.
+    """
+    storage = storage or StorageConfig()
+    if uri.startswith("s3://"):
+        options = {"aws_conditional_put": "etag"}
+        endpoint = storage.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        region = storage.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if endpoint:
+            options["aws_endpoint_url"] = endpoint
+            if endpoint.startswith("http://"):
+                options["aws_allow_http"] = "true"
+        if region:
+            options["aws_region"] = region
+        return options
+    if uri.startswith(("gs://", "gcs://")):
+        creds = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        return {"google_application_credentials": creds} if creds else {}
+    return {}
+
+
 @lru_cache(maxsize=1)
 def _gcs() -> pafs.GcsFileSystem:
     return pafs.GcsFileSystem()
@@ -131,3 +170,10 @@ def fetch(uri: str, dest_dir: str | Path, storage: StorageConfig | None = None,
             n += len(chunk)
             fh.write(chunk)
     return str(out), digest.hexdigest(), n
+
+
+def parquet_files(fs: pafs.FileSystem, root: str) -> Iterator[str]:
+    """Every ``*.parquet`` file under ``root`` (tables, their logs, staging)."""
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File and info.path.endswith(".parquet"):
+            yield info.path

@@ -1,0 +1,107 @@
+"""``extract migrate DST``: convert the previous plain-Parquet layout into Delta tables, in place.
+
+The old layout kept each table as Hive folders of Parquet files (``DST/<table>/dt=<dt>/*.parquet``)
+whose live set was named by the run manifests ``DST/_runs/*.json`` (``files_added`` minus
+``files_removed``). ``migrate`` writes each table's live rows, unchanged, as a Delta table in
+the same folder (one commit per table: embeddings become ``list<float32>`` with their width in
+the schema metadata, ``dt`` a column), deletes the old files, and records a ``migrate`` run that
+pins the new versions. The old run manifests stay as history (their ``forget`` lists still keep
+forgotten ids forgotten). A crash part way is finished by running ``migrate`` again: tables
+that already have a Delta log are kept.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from extract import __version__
+from extract.tables.catalog import DELTA_LOG, RUNS_DIR, Catalog
+from extract.config import StorageConfig
+from extract.tables.schemas import TABLES, get_table_schema
+
+
+def old_live_files(catalog: Catalog, table: str) -> list[str]:
+    """Absolute paths of ``table``'s live files in the old layout (every Parquet file under
+    the table when no manifest lists files)."""
+    runs = [r for r in catalog.all_runs if "files_added" in r]
+    if any(r.get("files_added") for r in runs):
+        live: dict[str, None] = {}
+        for run in runs:
+            for rel in run.get("files_removed", ()):
+                live.pop(rel, None)
+            for rel in run.get("files_added", ()):
+                if rel.startswith(f"{table}/"):
+                    live[rel] = None
+        return [f"{catalog.root}/{rel}" for rel in live]
+    selector = pafs.FileSelector(f"{catalog.root}/{table}", recursive=True, allow_not_found=True)
+    return sorted(i.path for i in catalog.fs.get_file_info(selector)
+                  if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+
+def migrate(dst: str, run_id: str, storage: StorageConfig | None = None) -> dict[str, Any]:
+    """Convert ``dst`` in place (see module doc), recording run ``run_id``; returns the
+    ``migrate`` run record with the rows per table."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    from extract.tables.catalog import APP_ID, RUN_ID_KEY
+    from extract.tables.writer import TABLE_CONFIGURATION, write_json, writer_properties
+
+    catalog = Catalog(dst, storage or StorageConfig())
+    seq = catalog.next_seq
+    rows: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    old_files: list[str] = []
+    dims = set()
+    sources = {}
+    for table in TABLES:
+        files = old_live_files(catalog, table)
+        sources[table] = files
+        if files:
+            schema = ds.dataset(files[:1], filesystem=catalog.fs, format="parquet").schema
+            dims |= {f.type.list_size for f in schema if pa.types.is_fixed_size_list(f.type)}
+    if len(dims) > 1:
+        raise ValueError(f"{dst}: the old tables hold embeddings of several widths {sorted(dims)}; cannot migrate")
+    dim = dims.pop() if dims else 0
+    for table in TABLES:
+        if catalog.fs.get_file_info(f"{catalog.root}/{table}/{DELTA_LOG}").type == pafs.FileType.Directory:
+            delta = catalog.open_table(table)
+            versions[table], rows[table] = delta.version(), 0
+            continue
+        files = sources[table]
+        schema = get_table_schema(table).delta_schema(dim)
+        partitioning = ds.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
+        if files:
+            data = ds.dataset(files, filesystem=catalog.fs, format="parquet", partitioning=partitioning,
+                              partition_base_dir=f"{catalog.root}/{table}").to_table()
+            data = pa.Table.from_arrays([data[f.name].cast(f.type) for f in schema], schema=schema)
+        else:
+            data = schema.empty_table()
+        write_deltalake(catalog.table_uri(table), data, partition_by=["dt"], mode="append",
+                        configuration=TABLE_CONFIGURATION, storage_options=catalog.options,
+                        writer_properties=writer_properties(),
+                        commit_properties=CommitProperties(custom_metadata={RUN_ID_KEY: run_id},
+                                                           app_transactions=[Transaction(APP_ID, seq)]))
+        versions[table], rows[table] = catalog.open_table(table).version(), data.num_rows
+        old_files += files
+    for path in old_files:
+        catalog.fs.delete_file(path)
+    for table in TABLES:  # leftovers no manifest named (crashed runs of the old layout)
+        selector = pafs.FileSelector(f"{catalog.root}/{table}", recursive=True, allow_not_found=True)
+        live = {f"{catalog.root}/{table}/{p}" for p in
+                pa.table(catalog.open_table(table).get_add_actions())["path"].to_pylist()}
+        for info in catalog.fs.get_file_info(selector):
+            if (info.type == pafs.FileType.File and info.path.endswith(".parquet") and info.path not in live
+                    and f"/{DELTA_LOG}/" not in info.path and posixpath.basename(posixpath.dirname(info.path))
+                    .startswith("dt=")):
+                catalog.fs.delete_file(info.path)
+    record = {"run_id": run_id, "kind": "migrate", "status": "committed", "pipeline_version": __version__,
+              "seq": seq, "delta_versions": versions, "counts": {"migrated_rows": sum(rows.values())},
+              "rows": rows, "committed_at": datetime.now(timezone.utc).isoformat()}
+    write_json(catalog.fs, f"{catalog.root}/{RUNS_DIR}/{run_id}.json", record)
+    return record

@@ -7,7 +7,7 @@ BUILD := .build
 DEMO_OUT ?= demo-out
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all bench speech clean
+.PHONY: venv demo test test-all bench speech fonts clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,18 @@ speech:
 	    echo "espeak-ng could not be installed: samples use tones, speech-quality tests skip"; \
 	  else echo "espeak-ng not installed: samples use tones, speech-quality tests skip"; fi; }
 
+# Fonts for the OCR tests' rendered text (Latin and CJK); without them those cases skip.
+FONTS := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf \
+         /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+fonts:
+	@ls $(FONTS) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq fonts-dejavu-core fonts-liberation fonts-wqy-microhei >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && \
+	      apt-get install -y -qq fonts-dejavu-core fonts-liberation fonts-wqy-microhei >/dev/null 2>&1)) || \
+	    echo "fonts could not be installed: OCR cases with those fonts skip"; \
+	  else echo "fonts not installed: OCR cases with those fonts skip"; fi; }
+
 $(BUILD)/tiny/tiny.yaml: $(STAMP)
 	$(VENV)/bin/extract models make-tiny $(BUILD)/tiny
 
@@ -36,10 +48,10 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 	$(VENV)/bin/extract run --input $(BUILD)/samples/manifest.jsonl --output $(DEMO_OUT) \
 	  --config jobs/configs/local.yaml --config $(BUILD)/tiny/tiny.yaml
 
-test: venv speech
+test: venv speech fonts
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
-test-all: venv speech
+test-all: venv speech fonts
 	$(PY) -m pytest -q
 
 bench: venv speech

@@ -362,38 +362,40 @@ def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going:
     return code
 
 
+def after_commit(spec: JobSpec, what: str, step: Callable[[], dict[str, Any]],
+                 describe: Callable[[dict[str, Any]], str]) -> bool:
+    """Run one step on ``schedule.output`` after the dates committed (the duplicate search,
+    maintenance) and print its summary; False when it failed (the runs stay committed)."""
+    try:
+        record = step()
+    except Exception as exc:  # noqa: BLE001 - the runs are committed; report and alert
+        log.exception("%s failed", what)
+        print(f"jobs.{spec.name}: {what} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
+    print(describe(record), flush=True)
+    return True
+
+
 def find_output_duplicates(spec: JobSpec, config: Config, since: str) -> bool:
-    """``extract duplicates --since`` the earliest committed date on ``schedule.output``; False when it failed."""
+    """``extract duplicates --since`` the earliest committed date on ``schedule.output``."""
     from extract.pipeline.duplicates import describe_duplicates, find_duplicates
     from extract.pipeline.job import new_run_id
 
-    try:
-        record = find_duplicates(config.schedule.output, config, new_run_id(), since)
-    except Exception as exc:  # noqa: BLE001 - the runs are committed; report and alert
-        log.exception("duplicate search failed")
-        print(f"jobs.{spec.name}: duplicate search on {config.schedule.output} failed: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
-        return False
-    print(describe_duplicates(record), flush=True)
-    return True
+    return after_commit(spec, f"duplicate search on {config.schedule.output}",
+                        lambda: find_duplicates(config.schedule.output, config, new_run_id(), since),
+                        describe_duplicates)
 
 
 def maintain_output(spec: JobSpec, config: Config) -> bool:
-    """``extract maintain`` on ``schedule.output`` (see ``extract.tables.maintenance``); False when it failed."""
+    """``extract maintain`` on ``schedule.output`` (see ``extract.tables.maintenance``)."""
+    from extract.pipeline.job import new_run_id
     from extract.tables.catalog import Catalog
     from extract.tables.maintenance import describe_maintenance, maintain
-    from extract.pipeline.job import new_run_id
 
-    try:
-        record = maintain(Catalog(config.schedule.output, config.storage), config.storage.retention_hours,
-                          new_run_id())
-    except Exception as exc:  # noqa: BLE001 - the runs are committed; report and alert
-        log.exception("maintenance failed")
-        print(f"jobs.{spec.name}: maintenance of {config.schedule.output} failed: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
-        return False
-    print(describe_maintenance(record), flush=True)
-    return True
+    return after_commit(spec, f"maintenance of {config.schedule.output}",
+                        lambda: maintain(Catalog(config.schedule.output, config.storage),
+                                         config.storage.retention_hours, new_run_id()),
+                        describe_maintenance)
 
 
 def job_main(spec: JobSpec, argv: Sequence[str] | None = None) -> int:

@@ -22,12 +22,13 @@ a text-free frame in brackets): rapidocr's defaults 0.33-0.37 (0.34-0.38); ``max
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from extract.config import OCR_LANGUAGES
 from extract.text.captions import collapse_text, remove_invisible
+from extract.text.metrics import edit_distance
 
 OCR_DEVICES = ("cpu", "cuda")
 THUMB_SIDE = 32  # pixels, side of the grey thumbnails that judge repeated frames
@@ -215,18 +216,6 @@ def choose_ocr_frames(frames: np.ndarray, max_frames: int = 4, min_change: float
                 chosen.append(int(i))
                 break
     return sorted(chosen)
-
-
-def edit_distance(reference: Sequence[Any], hypothesis: Sequence[Any]) -> int:
-    """Levenshtein distance between two sequences (characters, words): insertions, deletions
-    and substitutions, each costing one."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, r in enumerate(reference, start=1):
-        current = [i] + [0] * len(hypothesis)
-        for j, h in enumerate(hypothesis, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1]
 
 
 def character_error_rate(reference: str, hypothesis: str) -> float:

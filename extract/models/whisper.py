@@ -78,6 +78,7 @@ from extract.models.common import CHECKPOINT_ERRORS, ModelLoadError, lineage, re
 from extract.models.vad import windows_with_speech
 from extract.models.whisper_decoder import CrossAttention, decode_encoded, first_token_logits
 from extract.rows import VideoError
+from extract.text.metrics import edit_distance
 
 if TYPE_CHECKING:
     import torch
@@ -209,14 +210,8 @@ def normalize_words(text: str) -> list[str]:
 
 def word_edits(reference: str, hypothesis: str) -> tuple[int, int]:
     """``(word-level Levenshtein distance, reference word count)`` after ``normalize_words``."""
-    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, start=1):
-        current = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1], len(ref)
+    ref = normalize_words(reference)
+    return edit_distance(ref, normalize_words(hypothesis)), len(ref)
 
 
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:

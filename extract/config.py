@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
@@ -130,6 +131,18 @@ class RuntimeConfig:
         return all(getattr(self, key) is not None for key in AUTO_RUNTIME_KEYS)
 
 
+# The codecs phones, cameras and browsers record; FFmpeg has decoders for hundreds more, each one
+# more parser an upload can reach. Names are FFmpeg codec names (what ``probe`` reports: ``av1``,
+# not the ``libdav1d`` decoder); an entry ending in ``*`` allows that prefix (``pcm_*``).
+VIDEO_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4")
+AUDIO_CODECS = ("aac", "opus", "mp3", "vorbis", "flac", "pcm_*")
+
+
+def codec_allowed(codec: str, allowed: Sequence[str]) -> bool:
+    """Whether FFmpeg codec name ``codec`` matches an entry of ``allowed`` (exact, or a ``prefix*``)."""
+    return any(codec == entry or (entry.endswith("*") and codec.startswith(entry[:-1])) for entry in allowed)
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     max_file_bytes: int = 2 * 1024**3  # 2 GiB
@@ -140,6 +153,8 @@ class LimitsConfig:
     max_memory_bytes: int = 4 * 1024**3  # address-space limit of a decode child process
     max_error_rate: float = 0.5  # a run with a higher share of error rows exits non-zero
     max_caption_chars: int = 10_000  # longer captions are cut (flag in the row)
+    video_codecs: tuple[str, ...] = VIDEO_CODECS  # video codecs decoded; others are UnsupportedCodec rows
+    audio_codecs: tuple[str, ...] = AUDIO_CODECS  # audio codecs decoded (``pcm_*``: any PCM)
 
 
 EMBEDDING_DTYPES = ("float32", "float16")
@@ -323,6 +338,16 @@ def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def _check_codecs(key: str, codecs: Sequence[str]) -> None:
+    """An allow-list of FFmpeg codec names: non-empty, lower-case names, ``*`` only at the end."""
+    if not codecs:
+        raise ConfigError(f"{key}: must list at least one codec (FFmpeg codec names, e.g. h264 or pcm_*)")
+    for codec in codecs:
+        if not re.fullmatch(r"[a-z0-9_]+\*?", codec):
+            raise ConfigError(f"{key}: {codec!r} is not an FFmpeg codec name (lower-case letters, digits and _, "
+                              f"optionally ending in * for a prefix such as pcm_*)")
+
+
 def verify_config(cfg: Config) -> Config:
     """Check cross-field rules; raise ConfigError naming the key. Returns ``cfg``."""
     _check_choice("sampling.policy", cfg.sampling.policy, SAMPLING_POLICIES)
@@ -356,7 +381,10 @@ def verify_config(cfg: Config) -> Config:
             _check_positive(f"runtime.{key}", getattr(rt, key))
     _check_positive("runtime.max_task_retries", cfg.runtime.max_task_retries, allow_zero=True)
     for f in dataclasses.fields(cfg.limits):
-        _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))
+        if f.name in ("video_codecs", "audio_codecs"):
+            _check_codecs(f"limits.{f.name}", getattr(cfg.limits, f.name))
+        else:
+            _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))
     if cfg.limits.max_error_rate > 1:
         raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {cfg.limits.max_error_rate}")
     check_window_config(cfg.whisper.window_s, cfg.whisper.boundary_search_s)

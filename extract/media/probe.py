@@ -16,7 +16,11 @@ video legitimately needs:
 
 ``probe`` and ``read_probe`` report the fields of the ``videos`` table plus what the decoder
 needs (stream start, key-frame positions); ``check_limits`` turns a limit breach into a
-``VideoError`` whose message names the ``limits.*`` key.
+``VideoError`` whose message names the ``limits.*`` key. It also holds the codec allow-list
+(``limits.video_codecs``/``limits.audio_codecs``), checked on the probe before PyAV opens a
+stream's decoder (it does so at the first decoded packet). FFmpeg's own stream-info scan inside
+``av.open`` (``avformat_find_stream_info``) may still run a decoder over the first packets of a
+stream whose headers lack parameters; a ``codec_whitelist`` container option would close that.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterator
 
-from extract.config import LimitsConfig
+from extract.config import LimitsConfig, codec_allowed
 from extract.media.sampling import KeyFrame
 from extract.rows import VideoError
 
@@ -262,7 +266,15 @@ def read_probe(container: Any, rotation: int = 0) -> Probe:
 
 
 def check_limits(probe: Probe, limits: LimitsConfig, name: str = "video") -> None:
-    """Raise ``VideoError("LimitExceeded")`` naming the ``limits.*`` key a probe breaks."""
+    """Raise ``VideoError`` naming the ``limits.*`` key a probe breaks: ``UnsupportedCodec`` for a
+    video or audio codec outside ``limits.video_codecs``/``limits.audio_codecs`` (checked first,
+    from the container's stream headers, before any decoder has been opened), else
+    ``LimitExceeded``. The names are codec names (``av1``), not FFmpeg's decoder names (``libdav1d``)."""
+    for kind, codec, key, allowed in (("video", probe.video_codec, "video_codecs", limits.video_codecs),
+                                      ("audio", probe.audio_codec, "audio_codecs", limits.audio_codecs)):
+        if codec is not None and not codec_allowed(codec, allowed):
+            raise VideoError("UnsupportedCodec", f"{name!r}: {kind} codec {codec} is not in limits.{key} "
+                                                 f"({', '.join(allowed)})")
     if probe.n_streams > limits.max_streams:
         raise _streams_error(name, str(probe.n_streams), limits)
     if probe.duration_s > limits.max_duration_s:

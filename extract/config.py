@@ -173,6 +173,15 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    # Where manifest rows may point: absolute folders or URI prefixes (s3://uploads/2026-01-02/),
+    # matched on whole path components after normalisation (``..`` and, for local paths,
+    # symlinks resolved). None = the manifest's own folder or prefix (the SRC folder itself when
+    # SRC is a folder). Rows outside are ``manifest`` error rows, never fetched.
+    allowed_uris: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     # Where the uploads of one UTC date are: a manifest or a folder/prefix, with a {date}
     # field formatted from that date ("{date}" = 2026-11-24, "{date:%Y/%m/%d}" = 2026/11/24),
@@ -194,6 +203,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -406,6 +416,14 @@ def verify_config(cfg: Config) -> Config:
     _check_positive("schedule.gpu_wait_s", cfg.schedule.gpu_wait_s, allow_zero=True)
     if cfg.schedule.input is not None:
         check_date_template("schedule.input", cfg.schedule.input)
+    if cfg.input.allowed_uris is not None:
+        if not cfg.input.allowed_uris:
+            raise ConfigError("input.allowed_uris: list at least one folder or URI prefix, or null for the "
+                              "manifest's own folder")
+        for i, prefix in enumerate(cfg.input.allowed_uris):
+            if not (prefix.startswith(("/", "file:///")) or re.match(r"(s3|gs|gcs)://[^/]", prefix)):
+                raise ConfigError(f"input.allowed_uris[{i}]: {prefix!r} must be an absolute folder or a URI with "
+                                  f"a bucket (s3://, gs://), e.g. /data/uploads or s3://uploads/2026-01-02/")
     return cfg
 
 

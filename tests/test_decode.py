@@ -12,6 +12,8 @@ import media
 import numpy as np
 import pytest
 
+from decode_crash import crashing_child_args
+
 from extract.config import Config
 from extract.media import audio as media_audio
 from extract.media import isolation, video
@@ -527,13 +529,21 @@ def test_stage_rows_contract_and_failed_passthrough(stage, clips, tmp_path):
         assert failed["n_frames"] is None and failed["width"] is None
 
 
-def test_crash_costs_only_its_row(stage, clips, monkeypatch):
-    monkeypatch.setenv(isolation.CRASH_HOOK_ENV, "boom,other")
-    rows = batch_to_rows(stage(_batch(("a", clips["short"]), ("boom", clips["short"]), ("b", clips["no_audio"]))))
+def test_crash_costs_only_its_row(clips, monkeypatch):
+    """Children that abort on ``boom`` (``tests/decode_crash.py``): only its row is a ``Crash``,
+    the next video gets a fresh child; with the package's own child it decodes."""
+    monkeypatch.setattr(isolation, "CHILD_ARGS", crashing_child_args(["boom", "other"]))
+    crashing = DecodeStage(CONFIG)
+    try:
+        rows = batch_to_rows(crashing(_batch(("a", clips["short"]), ("boom", clips["short"]), ("b", clips["no_audio"]))))
+        monkeypatch.undo()
+        crashing.pool.workers[0].kill()  # the next start runs the package's own child
+        again = batch_to_rows(crashing(_batch(("boom", clips["short"]))))[0]
+    finally:
+        crashing.close()
     assert [r["error_type"] for r in rows] == [None, "Crash", None]
     assert rows[1]["retryable"] is False and "SIGABRT" in rows[1]["error_message"]
-    monkeypatch.delenv(isolation.CRASH_HOOK_ENV)
-    assert batch_to_rows(stage(_batch(("boom", clips["short"]))))[0]["error_type"] is None  # fresh child
+    assert again["error_type"] is None
 
 
 def test_stage_limit_max_file_bytes(clips):

@@ -9,11 +9,9 @@ parent kills the process group ``KILL_GRACE_S`` later if it has not), and a chil
 video gets a fresh process. Results come back as a JSON header plus raw arrays, never pickle,
 so a compromised child cannot run code in the parent.
 
-Test-only hook: when the environment variable ``EXTRACT_TEST_CRASH_VIDEO_IDS`` (comma
-separated, read in the parent when a video is submitted) names a row's ``video_id``, the child
-calls ``os.abort()`` before decoding it. It exists so tests can prove a crash costs one row;
-never set it in production.
-
+A child runs ``python CHILD_ARGS``: ``serve_decode_requests``, which answers each job with
+``answer_job``. The package reads no test switch; tests that need a child to crash run their
+own entry point (``tests/decode_crash.py``) through ``CHILD_ARGS``.
 """
 
 from __future__ import annotations
@@ -43,7 +41,9 @@ from extract.media.probe import Probe
 from extract.media.video import DecodedVideo, DecodeStats, decode_video
 from extract.rows import VideoError
 
-CRASH_HOOK_ENV = "EXTRACT_TEST_CRASH_VIDEO_IDS"  # test-only, see module docstring
+# The decode child's command line after the interpreter (read at each child start).
+CHILD_ARGS: tuple[str, ...] = ("-c", "from extract.media.isolation import serve_decode_requests; "
+                                     "serve_decode_requests()")
 
 
 KILL_GRACE_S = 5.0  # after limits.timeout_s, how long the parent waits before killing the child
@@ -108,7 +108,6 @@ def serve_decode_requests() -> None:
     """
     import faulthandler
     import resource
-    import traceback
 
     import av  # noqa: F401  - imported before the address-space limit is applied
 
@@ -135,22 +134,28 @@ def serve_decode_requests() -> None:
             job = json.loads(requests.recv_bytes(HEADER_MAX_BYTES))
         except EOFError:
             return
-        if job.get("test_crash"):
-            os.abort()  # test-only crash hook (module docstring)
-        name = job["path"]
-        try:
-            messages = _result_messages(decode_video(job["path"], config, spec, strategy=job.get("strategy", "auto"),
-                                                     deadline=Deadline(config.limits.timeout_s, name)))
-        except VideoError as exc:
-            messages = [_error_message(exc)]
-        except MemoryError:
-            messages = [_error_message(memory_error(name, config.limits), recycle=True)]
-        except Exception as exc:  # noqa: BLE001 - any other failure is this video's, reported with its origin
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            message = f"{name!r}: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
-            messages = [_error_message(VideoError(type(exc).__name__, message, retryable=True))]
-        for message in messages:
+        for message in answer_job(job, config, spec):
             results.send_bytes(message)
+
+
+def answer_job(job: dict[str, Any], config: Config, spec: PreprocessSpec) -> list[bytes]:
+    """Decode one job (``{"video_id", "path", "strategy"}``) in this child: the wire messages of
+    its result, or one error header (``VideoError``; out of memory; any other exception, named
+    with where it was raised)."""
+    import traceback
+
+    name = job["path"]
+    try:
+        return _result_messages(decode_video(job["path"], config, spec, strategy=job.get("strategy", "auto"),
+                                             deadline=Deadline(config.limits.timeout_s, name)))
+    except VideoError as exc:
+        return [_error_message(exc)]
+    except MemoryError:
+        return [_error_message(memory_error(name, config.limits), recycle=True)]
+    except Exception as exc:  # noqa: BLE001 - any other failure is this video's, reported with its origin
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        message = f"{name!r}: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
+        return [_error_message(VideoError(type(exc).__name__, message, retryable=True))]
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ class _Worker:
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)  # truncation-safe
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from extract.media.isolation import serve_decode_requests; serve_decode_requests()"],
+                [sys.executable, *CHILD_ARGS],
                 stdin=req_read, stdout=res_write, stderr=self.stderr, env=self.env, start_new_session=True,
                 close_fds=True)
         finally:
@@ -216,10 +221,7 @@ class _Worker:
 
     def submit(self, job: DecodeJob) -> None:
         self.stderr.truncate(0)
-        request = dataclasses.asdict(job)
-        if job.video_id in os.environ.get(CRASH_HOOK_ENV, "").split(","):
-            request["test_crash"] = True  # test-only crash hook (module docstring)
-        self.requests.send_bytes(json.dumps(request).encode())
+        self.requests.send_bytes(json.dumps(dataclasses.asdict(job)).encode())
 
     def receive(self, max_frame_bytes: int, max_audio_bytes: int, max_ocr_bytes: int) -> DecodedVideo | VideoError:
         """The child's answer to the submitted job (call once ``results`` is readable)."""

@@ -2,9 +2,13 @@
 
 Two entry points, both run as scripts:
 
-- ``python tests/decode_crash.py child IDS``: a decode child (``isolation.serve_decode_requests``)
-  that calls ``os.abort()`` instead of answering a job whose ``video_id`` is in the
-  comma-separated ``IDS``. Select it with ``crashing_child_args(ids)`` as ``isolation.CHILD_ARGS``.
+- ``python tests/decode_crash.py child IDS [MODE]``: a decode child (``isolation.serve_decode_requests``)
+  that, for a job whose ``video_id`` is in the comma-separated ``IDS``, calls ``os.abort()``
+  (MODE ``abort``, the default), sleeps past every limit (``stall``), or tries what a decoder
+  taken over by a crafted file would try (``escape``: read credential variables, connect to the
+  loopback TCP port ``PORT``, open ``/etc/passwd``, allocate past its address-space limit) and
+  answers with a ``SandboxReport`` error whose message is the JSON of what happened.
+  Select it with ``crashing_child_args(ids, mode)`` as ``isolation.CHILD_ARGS``.
 - ``python tests/decode_crash.py cli IDS ARGS...``: ``python -m extract ARGS`` whose decode stage
   starts such children (a ``DecodeStage`` subclass defined here, so Ray ships it by value to the
   decode actors, where it sets ``CHILD_ARGS`` before its pool starts).
@@ -20,20 +24,61 @@ from typing import Iterable
 SCRIPT = str(Path(__file__).resolve())
 
 
-def crashing_child_args(video_ids: Iterable[str]) -> tuple[str, ...]:
-    """``isolation.CHILD_ARGS`` for a child that aborts on ``video_ids``."""
-    return (SCRIPT, "child", ",".join(video_ids))
+MODES = ("abort", "stall")
 
 
-def serve_crashing(video_ids: set[str]) -> None:
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                        "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_KEY", "HF_TOKEN", "HTTPS_PROXY", "RAY_ADDRESS")
+
+
+def crashing_child_args(video_ids: Iterable[str], mode: str = "abort", port: int = 0) -> tuple[str, ...]:
+    """``isolation.CHILD_ARGS`` for a child that aborts, stalls or tries to escape on ``video_ids``."""
+    if mode not in MODES + ("escape",):
+        raise ValueError(f"mode {mode!r} is not one of {MODES + ('escape',)}")
+    return (SCRIPT, "child", ",".join(video_ids), mode, str(port))
+
+
+def _attempt(action) -> dict:
+    try:
+        action()
+    except BaseException as exc:  # noqa: BLE001 - the report says whatever stopped the action
+        return {"ok": False, "error": type(exc).__name__, "errno": getattr(exc, "errno", None)}
+    return {"ok": True}
+
+
+def escape_report(config, fd: int, port: int) -> dict:
+    """What a hijacked decoder could get at from inside this child (see the module docstring)."""
+    import socket
+
+    def connect() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            s.connect(("127.0.0.1", port))
+
+    return {"credentials": {k: os.environ.get(k) for k in CREDENTIAL_VARIABLES}, "environment": sorted(os.environ),
+            "connect": _attempt(connect), "passwd": _attempt(lambda: open("/etc/passwd").read()),
+            "allocate": _attempt(lambda: bytearray(config.limits.max_memory_bytes)),
+            "input_head": os.pread(fd, 8, 0).hex()}
+
+
+def serve_crashing(video_ids: set[str], mode: str = "abort", port: str = "0") -> None:
+    import json
+    import time
+
     from extract.media import isolation
+    from extract.rows import VideoError
 
     answer = isolation.answer_job
 
-    def answer_or_abort(job, config, spec):
+    def answer_or_abort(job, config, spec, fd):
         if job["video_id"] in video_ids:
+            if mode == "escape":
+                report = json.dumps(escape_report(config, fd, int(port)))
+                return [isolation._error_message(VideoError("SandboxReport", report))]
+            if mode == "stall":
+                time.sleep(3600)
             os.abort()
-        return answer(job, config, spec)
+        return answer(job, config, spec, fd)
 
     isolation.answer_job = answer_or_abort
     isolation.serve_decode_requests()
@@ -60,6 +105,6 @@ def run_cli(video_ids: set[str], argv: list[str]) -> int:
 if __name__ == "__main__":
     role, ids = sys.argv[1], {i for i in sys.argv[2].split(",") if i}
     if role == "child":
-        serve_crashing(ids)
+        serve_crashing(ids, *sys.argv[3:5])
     else:
         sys.exit(run_cli(ids, sys.argv[3:]))

@@ -373,8 +373,9 @@ CASES = [
     Case("hls_file_entry_named_mp4", lambda d, env: playlist(d / "hls.mp4", hls([f"file://{env['canary']}",
                                                                                  f"file://{env['clip']}"])),
          frozenset({"UnsupportedFormat", "DecodeError"})),
+    # Read through a descriptor (``fd:``, no file name), FFmpeg does not even probe HLS for it.
     Case("hls_http_entry_named_m3u8", lambda d, env: playlist(d / "remote.m3u8", hls([f"{env['http']}/seg0.ts"])),
-         frozenset({"UnsupportedFormat"}), ("not allowed",)),
+         frozenset({"UnsupportedFormat"}), ("not a readable video file",)),
     Case("hls_relative_entry", lambda d, env: playlist(d / "rel.m3u8", hls([Path(env["canary"]).name])),
          frozenset({"UnsupportedFormat"})),
     Case("dash_manifest_named_mp4", lambda d, env: playlist(d / "dash.mp4", dash(f"{env['http']}/video.mp4")),

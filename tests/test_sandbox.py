@@ -8,6 +8,7 @@ then runs the checks the test sends it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -248,3 +249,44 @@ def test_seccomp_program_is_well_formed(machine):
         if code & 0x07 == 0x05:  # a jump lands inside the program
             assert i + 1 + max(jt, jf) < len(prog)
     assert prog[-1] == (0x06, 0, 0, 0x7FFF0000)
+
+
+def test_a_real_decode_child_holds_nothing_worth_stealing(tmp_path, clip, monkeypatch):
+    """Inside a ``DecodeStage``'s own child (the package's spawn, environment, limits and
+    confinement; only its job handler swapped by ``tests/decode_crash.py``): credential variables
+    set in the parent are absent, a loopback TCP connect and opening ``/etc/passwd`` fail (both
+    work from this test process), allocating past ``limits.max_memory_bytes`` fails, the input
+    arrives as a descriptor, and the video is one error row; the next video decodes."""
+    from decode_crash import CREDENTIAL_VARIABLES, crashing_child_args
+
+    from extract.config import Config
+    from extract.media import isolation
+    from extract.rows import batch_to_rows, rows_to_batch
+    from extract.stages.decode import DecodeStage
+
+    import media
+
+    for name in CREDENTIAL_VARIABLES:
+        monkeypatch.setenv(name, f"secret-{name}")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=2):  # the port is open to an unconfined process
+        pass
+    assert open("/etc/passwd").read()
+    monkeypatch.setattr(isolation, "CHILD_ARGS", crashing_child_args(["escape"], "escape", port))
+    stage = DecodeStage(Config().replace(**{"models.clip.pretrained": None, "limits.max_memory_bytes": ADDRESS_SPACE}))
+    try:
+        escape, after = batch_to_rows(stage(rows_to_batch([media.source_row("escape", clip),
+                                                           media.source_row("after", clip)])))
+    finally:
+        stage.close()
+        listener.close()
+    assert (escape["error_stage"], escape["error_type"]) == ("decode", "SandboxReport")
+    report = json.loads(escape["error_message"])
+    assert report["credentials"] == {name: None for name in CREDENTIAL_VARIABLES}
+    assert not [k for k in report["environment"] if k.startswith(("AWS_", "GOOGLE_", "AZURE_", "RAY_"))]
+    assert report["connect"]["ok"] is False and report["connect"]["errno"] == errno.EPERM
+    assert report["passwd"]["ok"] is False and report["passwd"]["errno"] in (errno.EACCES, errno.EPERM)
+    assert report["allocate"] == {"ok": False, "error": "MemoryError", "errno": None}
+    assert bytes.fromhex(report["input_head"])[4:8] == b"ftyp"  # the MP4 it was handed, read by descriptor
+    assert after["error_stage"] is None and after["n_frames"] == 4

@@ -7,7 +7,7 @@ BUILD := .build
 DEMO_OUT ?= demo-out
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all bench speech clean
+.PHONY: venv demo test test-all fuzz bench speech clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ test: venv speech
 
 test-all: venv speech
 	$(PY) -m pytest -q
+
+# Mutation fuzz tier: every mutant of tests/mutate.py through the decode stage (a fixed-seed slice runs in `make test`).
+fuzz: venv
+	$(PY) -m pytest -q tests/test_fuzz_decode.py tests/test_fuzz.py
 
 bench: venv speech
 	$(PY) -m bench.run

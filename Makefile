@@ -7,7 +7,7 @@ BUILD := .build
 DEMO_OUT ?= demo-out
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all bench speech fonts clean
+.PHONY: venv demo test test-all fuzz bench speech fonts clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,10 @@ test: venv speech fonts
 
 test-all: venv speech fonts
 	$(PY) -m pytest -q
+
+# Mutation fuzz tier: every mutant of tests/mutate.py through the decode stage (a fixed-seed slice runs in `make test`).
+fuzz: venv
+	$(PY) -m pytest -q tests/test_fuzz_decode.py tests/test_fuzz.py
 
 bench: venv speech
 	$(PY) -m bench.run

@@ -169,7 +169,7 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
     wcfg = config.whisper
     videos, frames_out, segments_out = [], [], []
     audio_s = 0.0
-    for source in read_source(str(manifest), config.storage):
+    for source in read_source(str(manifest), config.storage, allowed_uris=config.input.allowed_uris):
         path = source["uri"]
         t = time.perf_counter()
         images, times, _ = decode_all_then_pick(path, config.sampling)

@@ -261,7 +261,7 @@ def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
 
     totals = {side: {"wall_s": 0.0, "cpu_s": 0.0, "frames": 0} for side in ("ours", "naive")}
     machine_before = decode_stage_on_all_cores(manifest, config)  # again after, against the machine's drift
-    for i, source in enumerate(read_source(str(manifest), config.storage)):
+    for i, source in enumerate(read_source(str(manifest), config.storage, allowed_uris=config.input.allowed_uris)):
         order = (("ours", ours), ("naive", naive)) if i % 2 == 0 else (("naive", naive), ("ours", ours))
         for side, fn in order:
             wall, cpu = time.perf_counter(), time.process_time()
@@ -292,7 +292,7 @@ def decode_stage_on_all_cores(manifest: str | Path, config: Any) -> dict[str, An
     from extract.stages.decode import DecodeStage
 
     processes = os.cpu_count() or 1
-    batch = rows_to_batch(read_source(str(manifest), config.storage))
+    batch = rows_to_batch(read_source(str(manifest), config.storage, allowed_uris=config.input.allowed_uris))
     t0 = time.perf_counter()
     stage = DecodeStage(config, processes)
     startup = time.perf_counter() - t0
@@ -476,6 +476,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     setup = model_setup(args.quick, work)
     setup["files"] += [str(Path(f).resolve()) for f in args.config]
     setup["overrides"] += args.overrides
+    # The subset manifests live under WORK and point at the clip sets' folders.
+    clip_dirs = sorted({str(m.parent.resolve()) for m in (compare_manifest, scaling_manifest)})
+    setup["overrides"].append(f"input.allowed_uris={json.dumps(clip_dirs)}")
     machine, lib_versions = machine_info(), versions()
     micro = {} if (args.quick or args.skip_micro) else run_micro_benchmarks(work / "micro")
 

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
@@ -144,6 +145,18 @@ class RuntimeConfig:
         return all(getattr(self, key) is not None for key in AUTO_RUNTIME_KEYS)
 
 
+# The codecs phones, cameras and browsers record; FFmpeg has decoders for hundreds more, each one
+# more parser an upload can reach. Names are FFmpeg codec names (what ``probe`` reports: ``av1``,
+# not the ``libdav1d`` decoder); an entry ending in ``*`` allows that prefix (``pcm_*``).
+VIDEO_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4")
+AUDIO_CODECS = ("aac", "opus", "mp3", "vorbis", "flac", "pcm_*")
+
+
+def codec_allowed(codec: str, allowed: Sequence[str]) -> bool:
+    """Whether FFmpeg codec name ``codec`` matches an entry of ``allowed`` (exact, or a ``prefix*``)."""
+    return any(codec == entry or (entry.endswith("*") and codec.startswith(entry[:-1])) for entry in allowed)
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     max_file_bytes: int = 2 * 1024**3  # 2 GiB
@@ -154,6 +167,8 @@ class LimitsConfig:
     max_memory_bytes: int = 4 * 1024**3  # address-space limit of a decode child process
     max_error_rate: float = 0.5  # a run with a higher share of error rows exits non-zero
     max_caption_chars: int = 10_000  # longer captions are cut (flag in the row)
+    video_codecs: tuple[str, ...] = VIDEO_CODECS  # video codecs decoded; others are UnsupportedCodec rows
+    audio_codecs: tuple[str, ...] = AUDIO_CODECS  # audio codecs decoded (``pcm_*``: any PCM)
 
 
 # Delta Lake has no 16-bit float type, so the tables store embeddings as float32 only.
@@ -173,6 +188,15 @@ class StorageConfig:
     # `extract maintain` deletes table files unreferenced for this long (hours); time travel
     # reaches back this far. Abandoned staging folders older than this are deleted too.
     retention_hours: float = 168.0
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    # Where manifest rows may point: absolute folders or URI prefixes (s3://uploads/2026-01-02/),
+    # matched on whole path components after normalisation (``..`` and, for local paths,
+    # symlinks resolved). None = the manifest's own folder or prefix (the SRC folder itself when
+    # SRC is a folder). Rows outside are ``manifest`` error rows, never fetched.
+    allowed_uris: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +224,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -356,6 +381,16 @@ def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def _check_codecs(key: str, codecs: Sequence[str]) -> None:
+    """An allow-list of FFmpeg codec names: non-empty, lower-case names, ``*`` only at the end."""
+    if not codecs:
+        raise ConfigError(f"{key}: must list at least one codec (FFmpeg codec names, e.g. h264 or pcm_*)")
+    for codec in codecs:
+        if not re.fullmatch(r"[a-z0-9_]+\*?", codec):
+            raise ConfigError(f"{key}: {codec!r} is not an FFmpeg codec name (lower-case letters, digits and _, "
+                              f"optionally ending in * for a prefix such as pcm_*)")
+
+
 def verify_config(cfg: Config) -> Config:
     """Check cross-field rules; raise ConfigError naming the key. Returns ``cfg``."""
     _check_choice("sampling.policy", cfg.sampling.policy, SAMPLING_POLICIES)
@@ -389,7 +424,10 @@ def verify_config(cfg: Config) -> Config:
             _check_positive(f"runtime.{key}", getattr(rt, key))
     _check_positive("runtime.max_task_retries", cfg.runtime.max_task_retries, allow_zero=True)
     for f in dataclasses.fields(cfg.limits):
-        _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))
+        if f.name in ("video_codecs", "audio_codecs"):
+            _check_codecs(f"limits.{f.name}", getattr(cfg.limits, f.name))
+        else:
+            _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))
     if cfg.limits.max_error_rate > 1:
         raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {cfg.limits.max_error_rate}")
     check_window_config(cfg.whisper.window_s, cfg.whisper.boundary_search_s)
@@ -415,6 +453,14 @@ def verify_config(cfg: Config) -> Config:
     _check_positive("storage.retention_hours", cfg.storage.retention_hours, allow_zero=True)
     if cfg.schedule.input is not None:
         check_date_template("schedule.input", cfg.schedule.input)
+    if cfg.input.allowed_uris is not None:
+        if not cfg.input.allowed_uris:
+            raise ConfigError("input.allowed_uris: list at least one folder or URI prefix, or null for the "
+                              "manifest's own folder")
+        for i, prefix in enumerate(cfg.input.allowed_uris):
+            if not (prefix.startswith(("/", "file:///")) or re.match(r"(s3|gs|gcs)://[^/]", prefix)):
+                raise ConfigError(f"input.allowed_uris[{i}]: {prefix!r} must be an absolute folder or a URI with "
+                                  f"a bucket (s3://, gs://), e.g. /data/uploads or s3://uploads/2026-01-02/")
     return cfg
 
 

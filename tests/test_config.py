@@ -121,3 +121,24 @@ def test_job_configs_hold_no_default_value(name):
             default = default[part]
         assert value != default[leaf], f"{name}: {key} repeats the default {value!r}"
     load_config([REPO / "jobs" / "configs" / name])
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("limits.video_codecs", [], "at least one codec"),
+    ("limits.audio_codecs", ["AAC"], "'AAC' is not an FFmpeg codec name"),
+    ("limits.audio_codecs", ["pcm_*_le"], "'pcm_*_le' is not an FFmpeg codec name"),
+    ("limits.video_codecs", "h264", "expected a list"),
+])
+def test_codec_allow_lists_are_checked_naming_the_key(key, value, words):
+    with pytest.raises(ConfigError) as info:
+        Config().replace(**{key: value})
+    assert str(info.value).startswith(key) and words in str(info.value)
+
+
+def test_codec_allowed_matches_names_and_prefixes():
+    from extract.config import AUDIO_CODECS, VIDEO_CODECS, codec_allowed
+
+    assert codec_allowed("pcm_s16le", AUDIO_CODECS) and codec_allowed("pcm_alaw", AUDIO_CODECS)
+    assert not codec_allowed("ac3", AUDIO_CODECS) and not codec_allowed("pcm", ("pcm_*",))
+    assert codec_allowed("av1", VIDEO_CODECS) and not codec_allowed("libdav1d", VIDEO_CODECS)
+    assert not codec_allowed("h264x", VIDEO_CODECS) and not codec_allowed("mjpeg", VIDEO_CODECS)

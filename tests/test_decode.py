@@ -12,6 +12,8 @@ import media
 import numpy as np
 import pytest
 
+from decode_crash import crashing_child_args
+
 from extract.config import Config
 from extract.media import audio as media_audio
 from extract.media import isolation, video
@@ -527,13 +529,21 @@ def test_stage_rows_contract_and_failed_passthrough(stage, clips, tmp_path):
         assert failed["n_frames"] is None and failed["width"] is None
 
 
-def test_crash_costs_only_its_row(stage, clips, monkeypatch):
-    monkeypatch.setenv(isolation.CRASH_HOOK_ENV, "boom,other")
-    rows = batch_to_rows(stage(_batch(("a", clips["short"]), ("boom", clips["short"]), ("b", clips["no_audio"]))))
+def test_crash_costs_only_its_row(clips, monkeypatch):
+    """Children that abort on ``boom`` (``tests/decode_crash.py``): only its row is a ``Crash``,
+    the next video gets a fresh child; with the package's own child it decodes."""
+    monkeypatch.setattr(isolation, "CHILD_ARGS", crashing_child_args(["boom", "other"]))
+    crashing = DecodeStage(CONFIG)
+    try:
+        rows = batch_to_rows(crashing(_batch(("a", clips["short"]), ("boom", clips["short"]), ("b", clips["no_audio"]))))
+        monkeypatch.undo()
+        crashing.pool.workers[0].kill()  # the next start runs the package's own child
+        again = batch_to_rows(crashing(_batch(("boom", clips["short"]))))[0]
+    finally:
+        crashing.close()
     assert [r["error_type"] for r in rows] == [None, "Crash", None]
     assert rows[1]["retryable"] is False and "SIGABRT" in rows[1]["error_message"]
-    monkeypatch.delenv(isolation.CRASH_HOOK_ENV)
-    assert batch_to_rows(stage(_batch(("boom", clips["short"]))))[0]["error_type"] is None  # fresh child
+    assert again["error_type"] is None
 
 
 def test_stage_limit_max_file_bytes(clips):
@@ -546,13 +556,19 @@ def test_stage_limit_max_file_bytes(clips):
 
 
 def test_pool_kills_a_hung_decoder(tmp_path, clips, monkeypatch):
+    """A child that stops answering (``tests/decode_crash.py`` stall mode: it sleeps, so neither
+    its own deadline nor its CPU budget ends it) is killed ``KILL_GRACE_S`` after the timeout;
+    the next video gets a fresh child. A FIFO never reaches a child: the parent refuses it."""
     monkeypatch.setattr(isolation, "KILL_GRACE_S", 0.5)
+    monkeypatch.setattr(isolation, "CHILD_ARGS", crashing_child_args(["hang"], "stall"))
     fifo = tmp_path / "hang.mp4"
-    os.mkfifo(fifo)  # opening it blocks in the kernel: the child cannot stop itself
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
     with DecodePool(CONFIG.replace(**{"limits.timeout_s": 1.0}), SPEC) as pool:
-        hung, after = pool.map([DecodeJob("hang", str(fifo))]), pool.map([DecodeJob("ok", str(clips["short"]))])
+        hung, after = pool.map([DecodeJob("hang", str(clips["short"]))]), pool.map([DecodeJob("ok", str(clips["short"]))])
+        (fifo_result,) = pool.map([DecodeJob("fifo", str(fifo))])
     assert hung[0].error_type == "Timeout" and hung[0].retryable and "killed" in str(hung[0])
     assert after[0].frames.shape == (4, 224, 224, 3)
+    assert fifo_result.error_type == "NotAFile" and str(fifo) in str(fifo_result)
 
 
 def test_limit_max_memory_bytes(tmp_path, clips, stage):
@@ -591,12 +607,11 @@ def test_pool_takes_the_next_job_when_a_child_is_idle(tmp_path, clips, monkeypat
     """Two children: a hung video holds one while the other decodes the rest; jobs are pulled
     from the iterable only when a child is free; results come back in job order."""
     monkeypatch.setattr(isolation, "KILL_GRACE_S", 0.5)
-    fifo = tmp_path / "hang.mp4"
-    os.mkfifo(fifo)
+    monkeypatch.setattr(isolation, "CHILD_ARGS", crashing_child_args(["hang"], "stall"))
     asked, ended = [], []
 
     def jobs():
-        for name, path in (("hang", fifo), ("a", clips["short"]), ("b", clips["no_audio"]), ("c", clips["short"])):
+        for name, path in (("hang", clips["short"]), ("a", clips["short"]), ("b", clips["no_audio"]), ("c", clips["short"])):
             asked.append((name, list(ended)))
             yield DecodeJob(name, str(path))
 

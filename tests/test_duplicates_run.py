@@ -21,7 +21,7 @@ COPIES = ("reupload", "crf35", "scale360", "mirrored")
 def output(tmp_path_factory, tiny_config):
     folder = tmp_path_factory.mktemp("copies")
     clips = make_copies(folder)
-    other = make_copies(tmp_path_factory.mktemp("other"), seed=99)["original"]
+    other = make_copies(folder / "other", seed=99)["original"]  # inside the manifest's folder (input.allowed_uris)
     rows = [{"video_id": "original", "uri": str(clips["original"]), "upload_ts": "2026-01-01T10:00:00Z"},
             {"video_id": "unrelated", "uri": str(other), "upload_ts": "2026-01-02T10:00:00Z"}]
     rows += [{"video_id": name, "uri": str(clips[name]), "upload_ts": "2026-01-02T11:00:00Z"} for name in COPIES]

@@ -36,7 +36,7 @@ FUZZ_EXAMPLES_SLOW = 2000
 TIMEOUT_S = 5.0
 CONFIG = Config().replace(**{"models.clip.pretrained": None, "limits.timeout_s": TIMEOUT_S,
                              "limits.max_memory_bytes": 2 * 1024**3})
-ERROR_TYPES = {"UnsupportedFormat", "DecodeError", "LimitExceeded", "NoVideoStream", "Timeout", "Crash"}
+ERROR_TYPES = {"UnsupportedFormat", "UnsupportedCodec", "DecodeError", "LimitExceeded", "NoVideoStream", "Timeout", "Crash"}
 # Known gaps (tests/RELIABILITY.md, B and C), still one well-formed error row each: tags that
 # are not UTF-8 fail the open (probe.open_input needs ``metadata_errors="replace"``), and an
 # audio format change mid-stream fails the resampler. error_type -> what its message says.

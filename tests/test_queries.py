@@ -59,8 +59,9 @@ def _tiny_run(small_samples: Path, tiny_config: Path, tmp_path_factory) -> tuple
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     dst = root / "out"
+    allowed = json.dumps([str(small_samples.parent), str(root)])  # the manifest sits apart from the samples
     proc = run_cli("run", "--input", str(manifest), "--output", str(dst), "--config", "jobs/configs/local.yaml",
-                   "--config", str(tiny_config), "--no-progress")
+                   "--config", str(tiny_config), "--no-progress", "--set", f"input.allowed_uris={allowed}")
     if proc.returncode != 0:
         return f"extract run exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-6000:]}"
     (run_file,) = (dst / "_runs").glob("*.json")

@@ -35,7 +35,8 @@ MEMORY_LIMIT = 2 * 1024**3  # limits.max_memory_bytes: RLIMIT_AS of the decode p
 PEAK_RSS_BOUND = 256 * 1024**2  # the decode process's peak resident memory over all cases (about 100 MiB seen)
 CONFIG = Config().replace(**{"models.clip.pretrained": None, "limits.timeout_s": TIMEOUT_S,
                              "limits.max_memory_bytes": MEMORY_LIMIT})
-DECODE_ERRORS = {"UnsupportedFormat", "DecodeError", "LimitExceeded", "NoVideoStream", "NotAFile", "Timeout"}
+DECODE_ERRORS = {"UnsupportedFormat", "UnsupportedCodec", "DecodeError", "LimitExceeded", "NoVideoStream", "NotAFile",
+                 "Timeout"}
 
 
 # --------------------------------------------------------------------------- MP4 box surgery
@@ -372,8 +373,9 @@ CASES = [
     Case("hls_file_entry_named_mp4", lambda d, env: playlist(d / "hls.mp4", hls([f"file://{env['canary']}",
                                                                                  f"file://{env['clip']}"])),
          frozenset({"UnsupportedFormat", "DecodeError"})),
+    # Read through a descriptor (``fd:``, no file name), FFmpeg does not even probe HLS for it.
     Case("hls_http_entry_named_m3u8", lambda d, env: playlist(d / "remote.m3u8", hls([f"{env['http']}/seg0.ts"])),
-         frozenset({"UnsupportedFormat"}), ("not allowed",)),
+         frozenset({"UnsupportedFormat"}), ("not a readable video file",)),
     Case("hls_relative_entry", lambda d, env: playlist(d / "rel.m3u8", hls([Path(env["canary"]).name])),
          frozenset({"UnsupportedFormat"})),
     Case("dash_manifest_named_mp4", lambda d, env: playlist(d / "dash.mp4", dash(f"{env['http']}/video.mp4")),
@@ -411,7 +413,47 @@ CASES = [
     Case("unsupported_codec", lambda d, env: unknown_codec_avi(env["avi"], d / "unknown.avi"),
          frozenset({"UnsupportedFormat", "DecodeError", "NoVideoStream"})),
     Case("fifo_named_mp4", lambda d, env: _fifo(d / "pipe.mp4"), frozenset({"NotAFile"})),
+    # Codec allow-list (limits.video_codecs / limits.audio_codecs): real files FFmpeg decodes,
+    # refused at probe because no phone or browser records them.
+    Case("video_codec_ffv1", lambda d, env: write_clip(d / "ffv1.mkv", 1.0, 64, 48, 10.0, audio=None, codec="ffv1",
+                                                       container="matroska"),
+         frozenset({"UnsupportedCodec"}), ("video codec ffv1", "limits.video_codecs")),
+    Case("video_codec_mjpeg", lambda d, env: write_clip(d / "mjpeg.avi", 1.0, 64, 48, 10.0, audio=None, codec="mjpeg",
+                                                        pix_fmt="yuvj420p"),
+         frozenset({"UnsupportedCodec"}), ("video codec mjpeg", "limits.video_codecs")),
+    Case("audio_codec_ac3", lambda d, env: write_clip(d / "ac3.mp4", 1.0, 64, 48, 10.0, audio_codec="ac3"),
+         frozenset({"UnsupportedCodec"}), ("audio codec ac3", "limits.audio_codecs")),
+    Case("audio_codec_mp2", lambda d, env: write_clip(d / "mp2.ts", 1.0, 64, 48, 10.0, audio_codec="mp2",
+                                                      container="mpegts"),
+         frozenset({"UnsupportedCodec"}), ("audio codec mp2", "limits.audio_codecs")),
+    Case("audio_pcm_alaw_allowed_by_prefix", lambda d, env: write_clip(d / "alaw.mov", 2.0, 64, 48, 10.0,
+                                                                       audio_codec="pcm_alaw"),
+         frozenset({"ok"}), check=lambda row: _check_codecs(row, "h264", "pcm_alaw")),
+    Case("video_codec_av1_allowed", lambda d, env: write_clip(d / "av1.mp4", 2.0, 64, 64, 10.0, audio=None,
+                                                              codec="libsvtav1"),
+         frozenset({"ok"}), check=lambda row: _check_codecs(row, "av1", None)),
 ]
+
+
+def _check_codecs(row: dict, video_codec: str, audio_codec: str | None) -> None:
+    """Probe names the codec (``av1``), not the decoder FFmpeg picked (``libdav1d``)."""
+    assert (row["video_codec"], row["audio_codec"]) == (video_codec, audio_codec)
+    assert row["n_frames"] == 4 and (row["audio_s"] > 1.5) == (audio_codec is not None)
+
+
+def test_codec_allow_list_is_configurable(env):
+    """An allow-list naming ``pcm_alaw`` alone refuses other PCM; adding ``ac3`` admits AC-3."""
+    d = env["dir"]
+    s16 = write_clip(d / "s16.mkv", 1.0, 64, 48, 10.0, audio_codec="pcm_s16le")
+    ac3 = write_clip(d / "ac3_ok.mp4", 1.0, 64, 48, 10.0, audio_codec="ac3")
+    custom = DecodeStage(CONFIG.replace(**{"limits.audio_codecs": ["pcm_alaw", "aac", "ac3"]}))
+    try:
+        refused, admitted = batch_to_rows(custom(rows_to_batch([_row("s16", s16), _row("ac3", ac3)])))
+    finally:
+        custom.close()
+    assert refused["error_type"] == "UnsupportedCodec" and "pcm_s16le" in refused["error_message"]
+    assert "limits.audio_codecs (pcm_alaw, aac, ac3)" in refused["error_message"]
+    assert admitted["error_stage"] is None and admitted["audio_codec"] == "ac3"
 
 
 def _fifo(path: Path) -> Path:

@@ -146,8 +146,10 @@ def replay(tmp_path_factory, small_samples, tiny_config) -> Replay:
         record["uri"] = str((small_samples.parent / record["uri"]).resolve())
     records.append({"video_id": "gone", "uri": str(d / "gone.mp4"), "caption": "lost #gone"})
     manifest = _write_jsonl(d / "manifest.jsonl", records)
-    config = load_config([LOCAL_YAML, tiny_config], ["limits.max_error_rate=1.0"])
-    rows = read_source(str(manifest), config.storage)
+    # The manifest sits apart from the sample clips it names: allow both folders.
+    allowed = json.dumps([str(small_samples.parent.resolve()), str(d)])
+    config = load_config([LOCAL_YAML, tiny_config], ["limits.max_error_rate=1.0", f"input.allowed_uris={allowed}"])
+    rows = read_source(str(manifest), config.storage, allowed_uris=config.input.allowed_uris)
     stages = [TimedStage(cls, name, config) for name, cls in stage_classes().items()]
     try:
         batch = rows_to_batch(rows)
@@ -717,15 +719,28 @@ def _cli_run(src, dst, tiny_config, *extra, env=None, timeout=600):
                    "--config", str(tiny_config), "--no-progress", *extra, env=env, timeout=timeout)
 
 
+def _crashing_cli_run(crash_ids, src, dst, tiny_config, *extra, timeout=600):
+    """``_cli_run`` whose decode children abort on ``crash_ids`` (``tests/decode_crash.py``)."""
+    args = ["run", "--input", str(src), "--output", str(dst), "--config", str(LOCAL_YAML),
+            "--config", str(tiny_config), "--no-progress", *extra]
+    return subprocess.run([sys.executable, str(REPO / "tests" / "decode_crash.py"), "cli", ",".join(crash_ids), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO)))
+
+
 def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
     """One ``extract run`` over a manifest of hostile ids, captions and files, with one video
-    whose decode process aborts every time (test hook). Every manifest row ends in exactly one
+    whose decode process aborts every time (``tests/decode_crash.py``), and rows pointing outside
+    the manifest's folder (``input.allowed_uris``). Every manifest row ends in exactly one
     of videos/errors, ids never become paths, nothing outside DST is written, the playlist's
     target is never opened, and the run commits."""
-    media_dir = tmp_path / "media"
-    media_dir.mkdir()
+    media_dir, private = tmp_path / "uploads" / "media", tmp_path / "private"
+    media_dir.mkdir(parents=True)
+    private.mkdir()
     clip = str(media.small_clip(media_dir / "clip.mp4", 2.0, audio=None))
     canary = media.FifoCanary(media_dir / "secret.mp4")
+    outside = media.FifoCanary(private / "outside.mp4")  # beside the uploads folder: never to be read
+    (media_dir / "link.mp4").symlink_to(outside.path)
     playlist = media_dir / "list.mp4"
     playlist.write_text(f"#EXTM3U\n#EXTINF:2,\nfile://{canary.path}\n#EXT-X-ENDLIST\n")
     big_caption = ("x\x00\x07\u202e #fyp " * 100_000)[:1_000_000]
@@ -746,17 +761,22 @@ def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
         {"video_id": "web", "uri": "http://127.0.0.1:9/v.mp4"},
         "{not json",
         {"video_id": "caption-surrogate", "uri": clip, "caption": "broken \ud83d emoji"},
+        {"video_id": "passwd", "uri": "/etc/passwd"},
+        {"video_id": "dotdot", "uri": "../private/outside.mp4"},
+        {"video_id": "symlink-out", "uri": "media/link.mp4"},
+        {"video_id": "bucket", "uri": "s3://someone-else/v.mp4"},
     ]
-    manifest = _write_jsonl(tmp_path / "manifest.jsonl", records)
+    manifest = _write_jsonl(tmp_path / "uploads" / "manifest.jsonl", records)
     dst = tmp_path / "out"
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     try:
-        proc = _cli_run(manifest, dst, tiny_config, "--set", "limits.max_error_rate=1.0",
-                        env={"EXTRACT_TEST_CRASH_VIDEO_IDS": "crash-me"})
+        proc = _crashing_cli_run(["crash-me"], manifest, dst, tiny_config, "--set", "limits.max_error_rate=1.0")
     finally:
         canary.close()
+        outside.close()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert canary.opened == 0, "the playlist's entry was opened"
+    assert outside.opened == 0, "a file outside the manifest's folder was opened"
 
     catalog = Catalog(str(dst))
     (run,) = catalog.runs
@@ -773,7 +793,10 @@ def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
         ("surrogate\ufffd", "manifest", "InvalidInput"): 1, ("a/b/c", "manifest", "InvalidInput"): 1,
         ("", "manifest", "InvalidInput"): 2, ("no-uri", "manifest", "InvalidInput"): 1,
         ("crash-me", "decode", "Crash"): 1, ("playlist", "decode", "Refused"): 1,
-        ("empty", "decode", "UnsupportedFormat"): 1, ("web", "manifest", "InvalidInput"): 1})
+        ("empty", "decode", "UnsupportedFormat"): 1, ("web", "manifest", "InvalidInput"): 1,
+        ("passwd", "manifest", "InputNotAllowed"): 1, ("dotdot", "manifest", "InputNotAllowed"): 1,
+        ("symlink-out", "manifest", "InputNotAllowed"): 1, ("bucket", "manifest", "InputNotAllowed"): 1})
+    assert all("input.allowed_uris" in e["message"] for e in errors if e["error_type"] == "InputNotAllowed")
     crash = next(e for e in errors if e["video_id"] == "crash-me")
     assert "SIGABRT" in crash["message"] and crash["retryable"] is False
     assert ok["../../escape"]["caption"] == big_caption[:10_000] and ok["../../escape"]["caption_truncated"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+from html.parser import HTMLParser
 import io
 import json
 import re
@@ -287,3 +288,54 @@ def test_forget_rewrites_the_reports_that_showed_the_video(synthetic_output, tmp
     page = (dst / "_runs" / "r1.html").read_text(encoding="utf-8")
     assert "<code>land</code>" not in page and "the waves are calm" not in page
     assert "<code>portrait</code>" in page
+
+
+class _TagCollector(HTMLParser):
+    """Every start tag of a page with its attributes, as a browser's tokenizer would see them."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, attrs))
+
+    handle_startendtag = handle_starttag
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+INJECTIONS = ('"><img src=x onerror=alert(1)>', "<script>alert(1)</script>", "' onmouseover='alert(1)",
+              "<a href=\"https://evil.example/\">x</a>", "</code><iframe src=//evil.example>")
+
+
+def test_hostile_text_never_becomes_markup(tmp_path):
+    """Ids, captions, transcripts, hashtags, uris and error messages made of markup: parsed with
+    ``html.parser``, the page has no script, frame, object, link, base or form element, no ``on*``
+    attribute, and no ``src``/``href`` other than inline ``data:`` images; the injected text is
+    there as text."""
+    clip = _clip(tmp_path / "clip.mp4")
+    rows = [_video_row(INJECTIONS[0], str(clip), clip, [0.0, 1.0], caption=" ".join(INJECTIONS),
+                       hashtags=[INJECTIONS[2]], transcript_text=INJECTIONS[1] + INJECTIONS[3]),
+            _video_row(INJECTIONS[4], str(tmp_path / INJECTIONS[1]), None, [0.0], failed=True)]
+    rows[1]["error_message"] = " ".join(INJECTIONS)
+    dst = tmp_path / "out"
+    _commit(str(dst), rows, "r1", {"decode/DecodeError": 1})
+    page = Path(write_run_report(str(dst), "r1")).read_text(encoding="utf-8")
+    parser = _TagCollector()
+    parser.feed(page)
+    parser.close()
+    names = {tag for tag, _ in parser.tags}
+    assert not names & {"script", "iframe", "frame", "object", "embed", "link", "base", "form", "a", "svg"}, names
+    for tag, attrs in parser.tags:
+        for name, value in attrs:
+            assert not name.startswith("on"), (tag, name, value)
+            if name in ("src", "href", "action", "formaction", "srcset", "background"):
+                assert tag == "img" and name == "src" and value.startswith("data:image/png;base64,"), (tag, name)
+    (policy,) = [dict(a)["content"] for t, a in parser.tags if t == "meta" and dict(a).get("http-equiv")]
+    assert policy.startswith("default-src 'none'")
+    text = "".join(parser.text)
+    for injected in INJECTIONS:
+        assert injected in text  # shown as text, whole

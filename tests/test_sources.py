@@ -1,6 +1,7 @@
 """Manifest reading: formats, directory + sidecars, validation rows, uri resolution, timestamps."""
 
 import json
+import re
 from datetime import date
 
 import pyarrow as pa
@@ -100,3 +101,79 @@ def test_upload_ts_parsing(value, expected):
 def test_invalid_upload_ts_is_reported_not_fatal(value):
     ts, problem = parse_upload_ts(value)
     assert ts is None and problem
+
+
+def _confined(got):
+    return {r["video_id"]: (r["error_stage"], r["error_type"], r["error_message"] or "") for r in got}
+
+
+def test_rows_outside_the_manifest_folder_are_error_rows(tmp_path):
+    """Default confinement: the manifest's own folder. Absolute paths elsewhere, ``..`` escapes,
+    ``file://`` elsewhere, another scheme's bucket and symlinks leaving the folder are rejected at
+    the manifest stage naming the row, the uri and the key; paths inside (also through an
+    inside symlink, and a ``..`` that stays inside) pass."""
+    uploads, outside = tmp_path / "uploads", tmp_path / "outside"
+    (uploads / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.mp4").write_bytes(b"x")
+    (uploads / "a.mp4").write_bytes(b"x")
+    (uploads / "leak.mp4").symlink_to(outside / "secret.mp4")
+    (uploads / "leakdir").symlink_to(outside)
+    (uploads / "alias.mp4").symlink_to(uploads / "a.mp4")
+    (tmp_path / "uploads-evil").mkdir()  # shares the folder's name as a string prefix
+    rows = [
+        {"video_id": "ok", "uri": "a.mp4"},
+        {"video_id": "ok-abs", "uri": str(uploads / "sub" / ".." / "a.mp4")},
+        {"video_id": "ok-alias", "uri": "alias.mp4"},
+        {"video_id": "passwd", "uri": "/etc/passwd"},
+        {"video_id": "dotdot", "uri": "../outside/secret.mp4"},
+        {"video_id": "deep-dotdot", "uri": "sub/../../outside/secret.mp4"},
+        {"video_id": "file-uri", "uri": f"file://{outside}/secret.mp4"},
+        {"video_id": "bucket", "uri": "s3://other-bucket/v.mp4"},
+        {"video_id": "symlink", "uri": "leak.mp4"},
+        {"video_id": "symlink-dir", "uri": "leakdir/secret.mp4"},
+        {"video_id": "name-prefix", "uri": str(tmp_path / "uploads-evil" / "v.mp4")},
+    ]
+    got = _confined(read_source(str(_write_jsonl(uploads / "m.jsonl", rows)), today=TODAY))
+    assert [vid for vid, (stage, _, _) in got.items() if stage is None] == ["ok", "ok-abs", "ok-alias"]
+    for i, row in enumerate(rows[3:], start=4):
+        stage, kind, message = got[row["video_id"]]
+        assert (stage, kind) == ("manifest", "InputNotAllowed"), row
+        assert f"manifest row {i}" in message and "input.allowed_uris" in message and str(uploads) in message
+        assert row["uri"].split("/")[-1] in message
+    # A directory SRC confines to itself (its symlink to a file elsewhere is refused).
+    by_dir = _confined(read_source(str(uploads), today=TODAY))
+    assert by_dir["a"][0] is None and by_dir["alias"][0] is None and by_dir["leak"][1] == "InputNotAllowed"
+
+
+def test_allowed_uris_widen_and_narrow_confinement(tmp_path):
+    """``input.allowed_uris`` replaces the default: listing the other folder admits it (and only
+    it); an object prefix admits its keys, not a sibling bucket or prefix, nor a ``..`` escape."""
+    from extract.config import Config, ConfigError
+    from extract.pipeline.manifest import normalize_records
+
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = [{"video_id": "here", "uri": "a.mp4"}, {"video_id": "there", "uri": str(other / "b.mp4")}]
+    manifest = str(_write_jsonl(tmp_path / "m.jsonl", rows))
+    got = _confined(read_source(manifest, today=TODAY, allowed_uris=[str(other)]))
+    assert got["here"][1] == "InputNotAllowed" and got["there"][0] is None
+    assert f"outside input.allowed_uris: {other};" in got["here"][2]
+
+    s3 = [{"video_id": "ok", "uri": "v.mp4"}, {"video_id": "ok-abs", "uri": "s3://uploads/day1/x/v.mp4"},
+          {"video_id": "sibling", "uri": "s3://uploads/day10/v.mp4"},
+          {"video_id": "bucket", "uri": "s3://uploads-private/day1/v.mp4"},
+          {"video_id": "dotdot", "uri": "s3://uploads/day1/../day2/v.mp4"},
+          {"video_id": "into", "uri": "s3://uploads/day2/../day1/v.mp4"},
+          {"video_id": "gs", "uri": "gs://uploads/day1/v.mp4"}, {"video_id": "local", "uri": "/etc/passwd"}]
+    got = _confined(normalize_records(s3, "s3://uploads/day1", TODAY))
+    assert [vid for vid, (stage, _, _) in got.items() if stage is None] == ["ok", "ok-abs"]
+    assert {got[vid][1] for vid in ("sibling", "bucket", "dotdot", "into", "gs", "local")} == {"InputNotAllowed"}
+    got = _confined(normalize_records(s3, "s3://uploads/day1", TODAY, ["s3://uploads/day1/", "gs://uploads"]))
+    assert got["gs"][0] is None and got["dotdot"][1] == "InputNotAllowed"
+
+    for bad, words in (([], "at least one"), (["relative/dir"], "input.allowed_uris[0]"),
+                       (["/ok", "http://host/x"], "input.allowed_uris[1]")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            Config().replace(**{"input.allowed_uris": bad})
+    assert Config().replace(**{"input.allowed_uris": ["s3://b/p/", "/data"]}).input.allowed_uris == ("s3://b/p/", "/data")

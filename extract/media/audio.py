@@ -209,15 +209,16 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig,
 
 
 def decode_audio(path: str, limits: LimitsConfig | None = None, deadline: Deadline | None = None,
-                 video: Probe | None = None) -> np.ndarray:
+                 video: Probe | None = None, fd: int | None = None) -> np.ndarray:
     """The first audio stream of ``path`` as ``(m,) float32`` 16 kHz mono; empty when none.
 
     Opens with the same hardening as video (``probe.open_input``); raises ``VideoError``.
     With ``video`` (its probe), the audio is placed on that video's timeline (``align_to_video``).
+    ``fd``: read this open descriptor of the file instead of opening ``path`` (``open_input``).
     """
     limits = limits or LimitsConfig()
     deadline = deadline or Deadline(limits.timeout_s, path)
-    with open_input(path, limits) as container:
+    with open_input(path, limits, fd=fd) as container:
         stream = audio_stream(container)
         if stream is None:
             return np.zeros(0, np.float32)

@@ -2,18 +2,22 @@
 
 Isolation: ``DecodeStage`` never decodes in its own process. A ``DecodePool`` of long-lived
 child processes (``subprocess`` with fork+exec, never a bare fork of a threaded worker; own
-process group; ``RLIMIT_AS`` = ``limits.max_memory_bytes``; no core dumps) does the FFmpeg
-work. The parent enforces ``limits.timeout_s`` (the child stops itself at the limit; the
+process group) does the FFmpeg work, confined by ``extract.media.sandbox``: an allow-listed
+environment (no credentials, tokens or proxies; an empty ``HOME``), resource limits
+(``RLIMIT_AS`` = ``limits.max_memory_bytes``, a CPU budget per job of ``limits.timeout_s`` per
+decoder thread, 64 open files, no core dumps), and, before its first job, a seccomp filter (no
+network sockets, no ``open``, no ``exec``) plus Landlock where the kernel has it. The parent
+opens each file and hands the child the descriptor with the job (``open_job_file``; anything
+but a regular file is refused there), so the child opens no path and holds no storage
+credentials. The parent enforces ``limits.timeout_s`` (the child stops itself at the limit; the
 parent kills the process group ``KILL_GRACE_S`` later if it has not), and a child that dies
 (segfault, abort, out of memory) costs only its video: the row gets ``Crash`` and the next
 video gets a fresh process. Results come back as a JSON header plus raw arrays, never pickle,
 so a compromised child cannot run code in the parent.
 
-Test-only hook: when the environment variable ``EXTRACT_TEST_CRASH_VIDEO_IDS`` (comma
-separated, read in the parent when a video is submitted) names a row's ``video_id``, the child
-calls ``os.abort()`` before decoding it. It exists so tests can prove a crash costs one row;
-never set it in production.
-
+A child runs ``python CHILD_ARGS``: ``serve_decode_requests``, which answers each job with
+``answer_job``. The package reads no test switch; tests that need a child to crash run their
+own entry point (``tests/decode_crash.py``) through ``CHILD_ARGS``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import fcntl
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from extract.config import Config, config_from_dict
+from extract.media import sandbox
 from extract.media.audio import AUDIO_RATE
 from extract.media.geometry import PreprocessSpec
 from extract.media.limits import TRUNCATION_SLACK_S, Deadline, memory_error
@@ -43,7 +50,9 @@ from extract.media.probe import Probe
 from extract.media.video import DecodedVideo, DecodeStats, decode_video
 from extract.rows import VideoError
 
-CRASH_HOOK_ENV = "EXTRACT_TEST_CRASH_VIDEO_IDS"  # test-only, see module docstring
+# The decode child's command line after the interpreter (read at each child start).
+CHILD_ARGS: tuple[str, ...] = ("-c", "from extract.media.isolation import serve_decode_requests; "
+                                     "serve_decode_requests()")
 
 
 KILL_GRACE_S = 5.0  # after limits.timeout_s, how long the parent waits before killing the child
@@ -58,7 +67,10 @@ MAX_JOBS_PER_WORKER = 500  # recycle a child after this many videos (bounds leak
 MIN_HEADROOM_BYTES = 64 * 1024**2  # address space a child needs above its idle size to decode anything
 
 
-HEADER_MAX_BYTES = 1 << 20  # largest JSON header the parent accepts from a child
+HEADER_MAX_BYTES = 1 << 20  # largest JSON header the parent accepts from a child (and a child from the parent)
+
+
+CHILD_OPEN_FILES = 64  # RLIMIT_NOFILE of a child: stdio, its sockets and pipes, the input and FFmpeg's dup of it
 
 
 def _probe_to_json(probe: Probe) -> dict[str, Any]:
@@ -100,25 +112,29 @@ def _vm_bytes() -> int | None:
 
 
 def serve_decode_requests() -> None:
-    """Child-process main loop of ``DecodePool`` (stdin: requests, stdout: results).
+    """Child-process main loop of ``DecodePool`` (stdin: the job socket, stdout: results).
 
-    First message: ``{"config": ..., "spec": ...}``; the child applies ``RLIMIT_AS`` and answers
-    ``{"ready": true}``. Then per job ``{"video_id", "path"}`` -> ``_result_messages`` or an
-    error header. Exits on EOF (the parent closed the pipe or died).
+    First message: ``{"config": ..., "spec": ...}``; the child applies its resource limits and
+    confines itself (``extract.media.sandbox``: seccomp, Landlock where the kernel has it), then
+    answers ``{"ready": true, ...}``. Then per job a ``{"video_id", "path", "strategy"}`` message
+    carrying the file's open descriptor -> ``answer_job``'s messages. Exits on EOF (the parent
+    closed the socket or died).
     """
     import faulthandler
-    import resource
-    import traceback
+    import socket
+    import traceback  # noqa: F401  - answer_job's, imported while imports can still read files
 
     import av  # noqa: F401  - imported before the address-space limit is applied
+
+    from extract.defaults import resolved_here
 
     faulthandler.enable()  # a segfault prints the Python stack to stderr, which the parent reports
     results_fd = os.dup(1)
     os.dup2(2, 1)  # stray writes to stdout by native code must not corrupt the result stream
-    requests = Connection(0, writable=False)
+    jobs = socket.socket(fileno=0)
     results = Connection(results_fd, readable=False)
-    init = json.loads(requests.recv_bytes(HEADER_MAX_BYTES))
-    config = config_from_dict(init["config"])
+    init = json.loads(sandbox.receive_job(jobs, HEADER_MAX_BYTES)[0])
+    config = resolved_here(config_from_dict(init["config"]))
     spec = PreprocessSpec(**{**init["spec"], "mean": tuple(init["spec"]["mean"]), "std": tuple(init["spec"]["std"])})
     limit = config.limits.max_memory_bytes
     baseline = _vm_bytes() or 0
@@ -127,30 +143,49 @@ def serve_decode_requests() -> None:
             f"limits.max_memory_bytes={limit} is too small: a decode process uses {baseline} bytes of address "
             f"space before decoding anything; allow at least {baseline + MIN_HEADROOM_BYTES}")}).encode())
         return
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    results.send_bytes(json.dumps({"ready": True, "pid": os.getpid(), "baseline_vm_bytes": baseline}).encode())
+    sandbox.apply_limits(sandbox.ChildLimits(address_space_bytes=limit, open_files=CHILD_OPEN_FILES))
+    try:
+        confinement = sandbox.confine()
+    except (RuntimeError, OSError) as exc:  # unconfined, a child must not decode uploads
+        results.send_bytes(json.dumps({"ready": False, "message": f"decode process cannot confine itself: {exc}"})
+                           .encode())
+        return
+    results.send_bytes(json.dumps({"ready": True, "pid": os.getpid(), "baseline_vm_bytes": baseline,
+                                   **dataclasses.asdict(confinement)}).encode())
+    # CPU seconds a job may use: its wall-clock budget on every decoder thread (past it, SIGXCPU).
+    cpu_s = config.limits.timeout_s * max(1, config.runtime.decode_threads or 1)
     while True:
         try:
-            job = json.loads(requests.recv_bytes(HEADER_MAX_BYTES))
+            message, fd = sandbox.receive_job(jobs, HEADER_MAX_BYTES)
         except EOFError:
             return
-        if job.get("test_crash"):
-            os.abort()  # test-only crash hook (module docstring)
-        name = job["path"]
         try:
-            messages = _result_messages(decode_video(job["path"], config, spec, strategy=job.get("strategy", "auto"),
-                                                     deadline=Deadline(config.limits.timeout_s, name)))
-        except VideoError as exc:
-            messages = [_error_message(exc)]
-        except MemoryError:
-            messages = [_error_message(memory_error(name, config.limits), recycle=True)]
-        except Exception as exc:  # noqa: BLE001 - any other failure is this video's, reported with its origin
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            message = f"{name!r}: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
-            messages = [_error_message(VideoError(type(exc).__name__, message, retryable=True))]
-        for message in messages:
-            results.send_bytes(message)
+            sandbox.cpu_budget(cpu_s)
+            for reply in answer_job(json.loads(message), config, spec, fd):
+                results.send_bytes(reply)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def answer_job(job: dict[str, Any], config: Config, spec: PreprocessSpec, fd: int | None) -> list[bytes]:
+    """Decode one job (``{"video_id", "path", "strategy"}``, the file read from the open
+    descriptor ``fd``) in this child: the wire messages of its result, or one error header
+    (``VideoError``; out of memory; any other exception, named with where it was raised)."""
+    import traceback
+
+    name = job["path"]
+    try:
+        return _result_messages(decode_video(job["path"], config, spec, strategy=job.get("strategy", "auto"),
+                                             deadline=Deadline(config.limits.timeout_s, name), fd=fd))
+    except VideoError as exc:
+        return [_error_message(exc)]
+    except MemoryError:
+        return [_error_message(memory_error(name, config.limits), recycle=True)]
+    except Exception as exc:  # noqa: BLE001 - any other failure is this video's, reported with its origin
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        message = f"{name!r}: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
+        return [_error_message(VideoError(type(exc).__name__, message, retryable=True))]
 
 
 @dataclass(frozen=True)
@@ -169,7 +204,7 @@ class _Worker:
         self.init = init
         self.env = env
         self.proc: subprocess.Popen | None = None
-        self.requests: Connection | None = None
+        self.requests: socket.socket | None = None
         self.results: Connection | None = None
         self.stderr = None
         self.jobs_done = 0
@@ -180,22 +215,25 @@ class _Worker:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        req_read, req_write = os.pipe()
+        jobs, child_jobs = sandbox.job_channel()
         res_read, res_write = os.pipe()
         self.stderr = tempfile.TemporaryFile()
         fd = self.stderr.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)  # truncation-safe
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from extract.media.isolation import serve_decode_requests; serve_decode_requests()"],
-                stdin=req_read, stdout=res_write, stderr=self.stderr, env=self.env, start_new_session=True,
+                [sys.executable, *CHILD_ARGS],
+                stdin=child_jobs, stdout=res_write, stderr=self.stderr, env=self.env, start_new_session=True,
                 close_fds=True)
+        except BaseException:
+            jobs.close()
+            raise
         finally:
-            os.close(req_read)
+            child_jobs.close()
             os.close(res_write)
-        self.requests = Connection(req_write, readable=False)
+        self.requests = jobs
         self.results = Connection(res_read, writable=False)
-        self.requests.send_bytes(self.init)
+        sandbox.send_job(self.requests, self.init)
         self.jobs_done = 0
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -214,12 +252,10 @@ class _Worker:
             raise ValueError(hello.get("message", "decode process refused to start"))
         self.baseline_vm_bytes = int(hello.get("baseline_vm_bytes", 0))
 
-    def submit(self, job: DecodeJob) -> None:
+    def submit(self, job: DecodeJob, fd: int) -> None:
+        """Send ``job`` with the open descriptor ``fd`` of its file (the child gets its own copy)."""
         self.stderr.truncate(0)
-        request = dataclasses.asdict(job)
-        if job.video_id in os.environ.get(CRASH_HOOK_ENV, "").split(","):
-            request["test_crash"] = True  # test-only crash hook (module docstring)
-        self.requests.send_bytes(json.dumps(request).encode())
+        sandbox.send_job(self.requests, json.dumps(dataclasses.asdict(job)).encode(), fd)
 
     def receive(self, max_frame_bytes: int, max_audio_bytes: int, max_ocr_bytes: int) -> DecodedVideo | VideoError:
         """The child's answer to the submitted job (call once ``results`` is readable)."""
@@ -276,15 +312,19 @@ class _Worker:
             self.stderr = None
 
 
-def _child_env() -> dict[str, str]:
-    import extract
-
-    env = dict(os.environ)
-    root = str(Path(extract.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    # One decode per core: no BLAS thread pools; few malloc arenas keep the address space (RLIMIT_AS) honest.
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
-    return env
+def open_job_file(job: DecodeJob) -> int:
+    """An open read-only descriptor of ``job.path`` for its child; ``VideoError`` ``NotFound``,
+    or ``NotAFile`` for anything but a regular file (a FIFO or device could block or never end)."""
+    try:
+        fd = os.open(job.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # NONBLOCK: a FIFO must not hang us
+    except FileNotFoundError as exc:
+        raise VideoError("NotFound", f"{job.path!r} does not exist") from exc
+    except OSError as exc:
+        raise VideoError("NotFound", f"{job.path!r} cannot be opened: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise VideoError("NotAFile", f"{job.path!r} is not a regular file")
+    return fd
 
 
 class DecodePool:
@@ -302,12 +342,14 @@ class DecodePool:
         self.config = config
         self.size = size
         init = json.dumps({"config": config.to_dict(), "spec": dataclasses.asdict(spec)}).encode()
-        self.workers = [_Worker(init, _child_env()) for _ in range(size)]
+        self._home = tempfile.TemporaryDirectory(prefix="extract-decode-home-")  # the children's empty HOME
+        env = sandbox.child_environment(os.environ, self._home.name)
+        self.workers = [_Worker(init, env) for _ in range(size)]
         s = spec.image_size
         self.max_frame_bytes = max(config.sampling.max_frames, config.sampling.min_frames) * s * s * 3 + 1
         self.max_audio_bytes = int((config.limits.max_duration_s + 2 * TRUNCATION_SLACK_S) * AUDIO_RATE) * 4 + 1
         self.max_ocr_bytes = config.ocr.max_frames * config.ocr.max_side ** 2 * 3 + 1
-        self._finalizer = weakref.finalize(self, DecodePool._close_workers, self.workers)
+        self._finalizer = weakref.finalize(self, DecodePool._close_workers, self.workers, self._home)
         try:
             for worker in self.workers:
                 worker.start()
@@ -361,8 +403,18 @@ class DecodePool:
                     exhausted = True
                     break
                 submitted.append(job)
-                self._ensure_started(worker)
-                worker.submit(job)
+                try:
+                    fd = open_job_file(job)
+                except VideoError as exc:
+                    results[len(submitted) - 1] = exc
+                    if on_result is not None:
+                        on_result(len(submitted) - 1, exc)
+                    continue
+                try:
+                    self._ensure_started(worker)
+                    worker.submit(job, fd)
+                finally:
+                    os.close(fd)
                 busy[w] = (len(submitted) - 1, time.monotonic() + hard_s)
             if not busy:
                 continue
@@ -411,9 +463,10 @@ class DecodePool:
         return result
 
     @staticmethod
-    def _close_workers(workers: list[_Worker]) -> None:
+    def _close_workers(workers: list[_Worker], home: tempfile.TemporaryDirectory) -> None:
         for worker in workers:
             worker.close()
+        home.cleanup()
 
     def close(self) -> None:
         self._finalizer()

@@ -16,7 +16,11 @@ video legitimately needs:
 
 ``probe`` and ``read_probe`` report the fields of the ``videos`` table plus what the decoder
 needs (stream start, key-frame positions); ``check_limits`` turns a limit breach into a
-``VideoError`` whose message names the ``limits.*`` key.
+``VideoError`` whose message names the ``limits.*`` key. It also holds the codec allow-list
+(``limits.video_codecs``/``limits.audio_codecs``), checked on the probe before PyAV opens a
+stream's decoder (it does so at the first decoded packet). FFmpeg's own stream-info scan inside
+``av.open`` (``avformat_find_stream_info``) may still run a decoder over the first packets of a
+stream whose headers lack parameters; a ``codec_whitelist`` container option would close that.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterator
 
-from extract.config import LimitsConfig
+from extract.config import LimitsConfig, codec_allowed
+from extract.media import sandbox
 from extract.media.sampling import KeyFrame
 from extract.rows import VideoError
 
@@ -94,8 +99,12 @@ def ffmpeg_log_capture() -> Iterator[list[tuple[int, str, str]]]:
         av.logging.set_level(previous_level)
 
 
-def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1) -> Any:
+def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1, fd: int | None = None) -> Any:
     """Open a local media file with the hardening of the module docstring.
+
+    With ``fd`` (an open descriptor of the file, as a confined decode child receives it,
+    ``extract.media.sandbox``) FFmpeg reads the descriptor through its ``fd`` protocol, the only
+    protocol then allowed, and ``path`` only names the file in messages.
 
     Returns an ``av.container.InputContainer``; its video decoder (if any) is configured with
     ``max_pixels`` and ``decode_threads`` frame+slice threads. Raises ``VideoError``:
@@ -110,10 +119,14 @@ def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1) -> Any:
         "protocol_whitelist": PROTOCOLS,
         "max_streams": str(limits.max_streams + 1),
     }
+    url = "file:" + os.path.abspath(path)
+    if fd is not None:
+        url, fd_options = sandbox.descriptor_input(fd)
+        options.update(fd_options, protocol_whitelist=sandbox.FFMPEG_PROTOCOL)
     timeout = min(limits.timeout_s, MAX_OPEN_TIMEOUT_S)
     with ffmpeg_log_capture() as logs:
         try:
-            container = av.open("file:" + os.path.abspath(path), "r", container_options=options,
+            container = av.open(url, "r", container_options=options,
                                 timeout=(timeout, timeout), metadata_errors="replace")
         except FileNotFoundError as exc:
             raise VideoError("NotFound", f"{path!r} does not exist") from exc
@@ -155,10 +168,11 @@ def _streams_error(path: str, count: str, limits: LimitsConfig) -> VideoError:
     return VideoError("LimitExceeded", f"{path!r} has {count} streams, over limits.max_streams={limits.max_streams}")
 
 
-def video_stream(container: Any) -> Any:
+def video_stream(container: Any, name: str | None = None) -> Any:
     """The first real video stream (cover art and other attached pictures do not count).
 
-    Raises ``VideoError("NoVideoStream")`` when there is none.
+    Raises ``VideoError("NoVideoStream")`` naming ``name`` (default: the container's URL, which
+    for a descriptor is only ``fd:``) when there is none.
     """
     import av
 
@@ -166,7 +180,7 @@ def video_stream(container: Any) -> Any:
         if not stream.disposition & av.stream.Disposition.attached_pic:
             return stream
     kinds = ", ".join(s.type for s in container.streams) or "none"
-    raise VideoError("NoVideoStream", f"{container.name!r} has no video stream (streams: {kinds})")
+    raise VideoError("NoVideoStream", f"{name or container.name!r} has no video stream (streams: {kinds})")
 
 
 def audio_stream(container: Any) -> Any | None:
@@ -225,14 +239,16 @@ def read_keyframes(stream: Any) -> tuple[KeyFrame, ...] | None:
                  for e in entries)
 
 
-def read_probe(container: Any, rotation: int = 0) -> Probe:
+def read_probe(container: Any, rotation: int = 0, name: str | None = None) -> Probe:
     """``Probe`` of an open container; ``rotation`` (clockwise degrees) comes from a decoded
-    frame's display matrix, which the container API does not expose."""
-    stream = video_stream(container)
+    frame's display matrix, which the container API does not expose. ``name`` names the file in
+    errors (default: the container's URL)."""
+    name = name or container.name
+    stream = video_stream(container, name)
     audio = audio_stream(container)
     ctx = stream.codec_context
     if ctx is None:
-        raise VideoError("UnsupportedFormat", f"{container.name!r}: no decoder for its video codec")
+        raise VideoError("UnsupportedFormat", f"{name!r}: no decoder for its video codec")
     container_s = _seconds(container.duration, Fraction(1, 1_000_000))
     stream_s = _seconds(stream.duration, stream.time_base) or _tag_seconds(stream.metadata.get("DURATION"))
     duration_s = container_s or stream_s or 0.0
@@ -262,7 +278,15 @@ def read_probe(container: Any, rotation: int = 0) -> Probe:
 
 
 def check_limits(probe: Probe, limits: LimitsConfig, name: str = "video") -> None:
-    """Raise ``VideoError("LimitExceeded")`` naming the ``limits.*`` key a probe breaks."""
+    """Raise ``VideoError`` naming the ``limits.*`` key a probe breaks: ``UnsupportedCodec`` for a
+    video or audio codec outside ``limits.video_codecs``/``limits.audio_codecs`` (checked first,
+    from the container's stream headers, before any decoder has been opened), else
+    ``LimitExceeded``. The names are codec names (``av1``), not FFmpeg's decoder names (``libdav1d``)."""
+    for kind, codec, key, allowed in (("video", probe.video_codec, "video_codecs", limits.video_codecs),
+                                      ("audio", probe.audio_codec, "audio_codecs", limits.audio_codecs)):
+        if codec is not None and not codec_allowed(codec, allowed):
+            raise VideoError("UnsupportedCodec", f"{name!r}: {kind} codec {codec} is not in limits.{key} "
+                                                 f"({', '.join(allowed)})")
     if probe.n_streams > limits.max_streams:
         raise _streams_error(name, str(probe.n_streams), limits)
     if probe.duration_s > limits.max_duration_s:

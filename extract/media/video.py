@@ -118,7 +118,7 @@ class VideoReader:
     def __init__(self, container: Any, info: Probe, deadline: Deadline, skip_nonref: bool, max_pixels: int):
         self.container = container
         self.max_pixels = max_pixels
-        self.stream = video_stream(container)
+        self.stream = video_stream(container, deadline.name)
         self.ctx = self.stream.codec_context
         self.tb = self.stream.time_base
         # Integer numerator and denominator: ``pts * num / den`` rounds once, exactly as
@@ -370,7 +370,7 @@ def _with_measured_duration(info: Probe, reader: VideoReader, limits: LimitsConf
 
 
 def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: str = "auto",
-                 deadline: Deadline | None = None, audio: bool = True) -> DecodedVideo:
+                 deadline: Deadline | None = None, audio: bool = True, fd: int | None = None) -> DecodedVideo:
     """Probe ``path``, sample frames by ``config.sampling`` and decode its audio, in this process.
 
     ``strategy``: ``auto`` (seek where ``plan_seeks`` proposes and ``seek_pays`` confirms, see
@@ -378,7 +378,9 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     leaves the audio out (``audio`` empty; the probe still says ``has_audio``): for frame-only
     callers and the decode benchmark. Enforces ``config.limits`` except the address-space
     limit, which only a ``DecodePool`` child applies. Raises ``VideoError`` (``MemoryError``
-    when memory runs out, which a child reports as ``LimitExceeded``).
+    when memory runs out, which a child reports as ``LimitExceeded``). ``fd``: read this open
+    descriptor of the file (each open rewinds it) instead of opening ``path``, which then only
+    names the file in messages (a confined child can open no path).
     """
     if strategy not in ("auto", "sequential"):
         raise ValueError(f"strategy {strategy!r} is not one of auto, sequential")
@@ -386,8 +388,8 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     limits, sampling = config.limits, config.sampling
     deadline = deadline or Deadline(limits.timeout_s, path)
     threads = resolved_here(config).runtime.decode_threads
-    with open_input(path, limits, threads) as container:
-        info = read_probe(container)
+    with open_input(path, limits, threads, fd) as container:
+        info = read_probe(container, name=path)
         check_limits(info, limits, path)
         scale = ClipFrameScaler(spec, info.sample_aspect_ratio, threads)
         ocr = _OcrFrames(config.ocr, info.sample_aspect_ratio, threads)
@@ -408,7 +410,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
         stats = DecodeStats("seek" if reader.seeks else "sequential", reader.frames_decoded, reader.seeks,
                             reader.bad_packets, packets_read=reader.packets_read)
     if images is None:  # scene: too many changes to hold while scanning; decode the chosen ones again
-        with open_input(path, limits, threads) as container:
+        with open_input(path, limits, threads, fd) as container:
             reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
             targets = np.asarray(times)
             ocr.choose(len(targets))
@@ -417,11 +419,11 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     elif ocr.wanted and sampling.policy == "scene" and times:  # scene frames held in memory: OCR's few again
         ocr.choose(len(times))
         picked = np.asarray([times[i] for i in ocr.targets])
-        with open_input(path, limits, threads) as container:
+        with open_input(path, limits, threads, fd) as container:
             reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
             frames_at(reader, picked, plan_seeks(picked, keyframes, reader.min_skip_s), lambda frame: None,
                       lambda i, frame: ocr.keep(ocr.targets[i], frame))
-    waveform = (decode_audio(path, limits, deadline, info) if audio and info.has_audio
+    waveform = (decode_audio(path, limits, deadline, info, fd) if audio and info.has_audio
                 else np.zeros(0, np.float32))
     frames = np.stack(images) if images else np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
     stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started)

@@ -84,7 +84,7 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     run_id = run_id or new_run_id(started)
-    rows = read_source(src, config.storage)
+    rows = read_source(src, config.storage, allowed_uris=config.input.allowed_uris)
     catalog = Catalog(dst, config.storage)
     catalog.check()
     rolled_forward = roll_forward(catalog)

@@ -12,6 +12,12 @@ Rules (documented in the README):
   file can store. An id or uri holding one is an invalid row; in a caption each becomes U+FFFD.
   Stored strings are always the cleaned ones, so a bad row still fits the ``errors`` table.
 - Relative ``uri`` values resolve against the manifest's folder (or prefix).
+- Rows are confined (``input.allowed_uris``; default: the manifest's own folder or prefix, or
+  SRC itself when it is a folder): a ``uri`` outside every allowed prefix (``/etc/passwd``,
+  another bucket, a ``..`` escape, a local symlink whose target lies outside) is an error row
+  (``InputNotAllowed``) before anything is fetched. A prefix matches whole path components;
+  a local path is judged by its real path (what the kernel opens), an object key both as
+  written and with ``..`` collapsed (stores differ on whether they collapse it).
 - Duplicate ``video_id``: the first row in manifest order wins, later ones are error rows.
 - ``upload_ts``: ISO-8601 (``Z`` or offset; naive means UTC) or a Unix timestamp in seconds;
   ``dt`` (the Hive partition) is its UTC date. Missing or invalid values give ``upload_ts``
@@ -25,15 +31,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import posixpath
 from datetime import date, datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pyarrow.fs as pafs
 
 from extract.config import StorageConfig
 from extract.rows import VideoError, mark_failed
-from extract.tables.storage import check_scheme, filesystem_for, is_remote
+from extract.tables.storage import check_scheme, filesystem_for, is_remote, local_path
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".flv", ".3gp")
 MANIFEST_EXTENSIONS = (".jsonl", ".csv", ".parquet")
@@ -45,8 +52,13 @@ class ManifestError(ValueError):
     """The manifest as a whole cannot be read; the message names the source and the fix."""
 
 
-def read_source(src: str, storage: StorageConfig | None = None, today: date | None = None) -> list[dict[str, Any]]:
-    """Source rows for a manifest file or a directory/prefix of videos, in manifest order."""
+def read_source(src: str, storage: StorageConfig | None = None, today: date | None = None,
+                allowed_uris: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Source rows for a manifest file or a directory/prefix of videos, in manifest order.
+
+    ``allowed_uris``: ``input.allowed_uris`` (None: the manifest's folder or prefix, or ``src``
+    itself when it is a folder); rows pointing elsewhere are ``InputNotAllowed`` error rows.
+    """
     today = today or datetime.now(timezone.utc).date()
     fs, path = filesystem_for(src, storage)
     info = fs.get_file_info(path)
@@ -57,7 +69,7 @@ def read_source(src: str, storage: StorageConfig | None = None, today: date | No
         records = list(_directory_records(fs, path, src))
     else:
         records = list(_manifest_records(fs, path, src))
-    return normalize_records(records, base, today)
+    return normalize_records(records, base, today, allowed_uris)
 
 
 def _parent_uri(uri: str) -> str:
@@ -123,8 +135,14 @@ def _read_sidecar(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
     return {k: data[k] for k in ("caption", "upload_ts") if k in data}
 
 
-def normalize_records(records: list[dict[str, Any]], base: str, today: date) -> list[dict[str, Any]]:
-    """Raw manifest records -> source rows (validated, resolved, de-duplicated)."""
+def normalize_records(records: list[dict[str, Any]], base: str, today: date,
+                      allowed_uris: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Raw manifest records -> source rows (validated, resolved, confined, de-duplicated).
+
+    ``allowed_uris`` None confines rows to ``base`` (the manifest's folder or prefix).
+    """
+    allowed = tuple(allowed_uris) if allowed_uris is not None else (base,)
+    prefixes = [_prefix_form(prefix) for prefix in allowed]
     seen: set[str] = set()
     rows = []
     for index, record in enumerate(records):
@@ -160,11 +178,18 @@ def normalize_records(records: list[dict[str, Any]], base: str, today: date) -> 
                 problem = f"{where}: {exc}"
             else:
                 row["uri"] = resolve_uri(row["uri"], base)
+                if not uri_allowed(row["uri"], prefixes):
+                    key = ("input.allowed_uris" if allowed_uris is not None
+                           else "input.allowed_uris (unset: the manifest's own folder)")
+                    problem = (f"{where}: uri {row['uri']!r} is outside {key}: {', '.join(allowed)}; "
+                               "it was not read")
+                    mark_failed(row, "manifest", "InputNotAllowed", problem, retryable=False)
         if problem is None and row["video_id"] in seen:
             problem = (f"{where}: duplicate video_id {row['video_id']!r}; the first row with this id "
                        "is processed, later ones are rejected")
         if problem is not None:
-            mark_failed(row, "manifest", "InvalidInput", problem, retryable=False)
+            if row["error_stage"] is None:
+                mark_failed(row, "manifest", "InvalidInput", problem, retryable=False)
         else:
             seen.add(row["video_id"])
         if ts_problem and problem is None:
@@ -210,6 +235,35 @@ def resolve_uri(uri: str, base: str) -> str:
     if "://" in uri or uri.startswith("/"):
         return uri
     return f"{base.rstrip('/')}/{uri}"
+
+
+def _object_forms(uri: str) -> list[str]:
+    """An object URI as written and with its key's ``.``/``..`` segments collapsed (``gcs://`` as ``gs://``)."""
+    scheme, rest = uri.split("://", 1)
+    scheme = "gs" if scheme == "gcs" else scheme
+    bucket, _, key = rest.partition("/")
+    collapsed = posixpath.normpath("/" + key).lstrip("/") if key else ""
+    return [f"{scheme}://{bucket}/{key}", f"{scheme}://{bucket}/{collapsed}"]
+
+
+def _prefix_form(prefix: str) -> str:
+    """An allowed prefix as the form ``uri_allowed`` compares: an object prefix with ``..``
+    collapsed, a local folder as its real path; no trailing slash."""
+    if is_remote(prefix):
+        return _object_forms(prefix)[1].rstrip("/")
+    return os.path.realpath(local_path(prefix)).rstrip("/") or "/"
+
+
+def uri_allowed(uri: str, prefixes: Sequence[str]) -> bool:
+    """Whether ``uri`` (absolute, resolved) lies under one of ``prefixes`` (``_prefix_form``s), on
+    whole path components. A local path counts by its real path (symlinks and ``..`` resolved,
+    as the kernel will open it); an object URI must be inside both as written and collapsed."""
+    forms = _object_forms(uri) if is_remote(uri) else [os.path.realpath(local_path(uri))]
+
+    def inside(form: str) -> bool:
+        return any(form == prefix or form.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
+
+    return all(inside(form) for form in forms)
 
 
 def parse_upload_ts(value: Any) -> tuple[datetime | None, str | None]:

@@ -126,9 +126,8 @@ def connect_cluster(config: Config) -> dict[str, Any]:
                 f"{config.schedule.gpu_wait_s:.0f} s; check `ray status`, the autoscaler log "
                 "(/tmp/ray/session_latest/logs/monitor.*) and the cloud's GPU quota")
     address = config.runtime.ray_address or os.environ.get("RAY_ADDRESS") or "in-process"
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     return {**resources, "address": address, "CPU": resources.get("CPU", 0.0), "GPU": resources.get("GPU", 0.0),
-            "nodes": max(nodes, 1)}
+            "nodes": _live_nodes()}
 
 
 def configure_data_context(config: Config) -> dict[str, Any]:
@@ -210,8 +209,14 @@ def cluster_machine() -> Machine:
     """What the connected Ray cluster has, summed over its live nodes."""
     import ray
 
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    return Machine.from_ray(ray.cluster_resources(), max(nodes, 1))
+    return Machine.from_ray(ray.cluster_resources(), _live_nodes())
+
+
+def _live_nodes() -> int:
+    """Live nodes of the connected Ray cluster (at least 1)."""
+    import ray
+
+    return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
 
 
 def _finish_rows(rows: list[dict[str, Any]], expected: set[str], seen: set[str]) -> list[dict[str, Any]]:

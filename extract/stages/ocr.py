@@ -1,7 +1,7 @@
 """OCR stage: burned-in text of a few sampled frames per video (``OcrStage``, rapidocr PP-OCRv4).
 
 Consumes ``ocr_frames`` ``(k, h, w, 3) uint8`` and ``ocr_frame_index`` ``(k,) int32`` from the
-decode stage (whole pictures, long side at most ``ocr.max_frames``; dropped from the output)
+decode stage (whole pictures, long side at most ``ocr.max_side``; dropped from the output)
 and the row's ``pts_s``; adds
 
 - ``ocr_text``: the video's distinct lines in reading order, deduplicated across frames

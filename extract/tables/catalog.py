@@ -221,9 +221,14 @@ class Catalog:
             if dated:
                 queries.append(({r["dt"] for r in dated}, {r["video_id"] for r in dated}))
         out: dict[str, dict[str, Any]] = {}
+        identity = ["source_bytes", "source_mtime"]
         for table, status, columns in (
-                ("videos", "ok", ["video_id", "feature_hash", "content_sha256", "uri", "dt", "run_id"]),
-                ("errors", "error", ["video_id", "retryable", "stage", "error_type", "uri", "dt", "run_id"])):
+                ("videos", "ok", ["video_id", "feature_hash", "content_sha256", "uri", "dt", "run_id", *identity]),
+                ("errors", "error", ["video_id", "retryable", "stage", "error_type", "uri", "dt", "run_id", *identity])):
+            delta = self.delta(table)
+            if delta is not None:  # a table of an older schema version may lack the identity columns
+                present = set(_arrow_schema(delta).names) | {"dt"}
+                columns = [c for c in columns if c in present]
             for dts, wanted in queries:
                 if wanted is not None and not wanted:
                     continue

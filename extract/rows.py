@@ -106,7 +106,7 @@ def is_reused(row: Mapping[str, Any]) -> bool:
 
 def matching_candidate(row: Mapping[str, Any], content_sha256: str) -> dict[str, Any] | None:
     """The entry of ``row["reuse_candidates"]`` (a JSON list of committed videos with
-    ``video_id``, ``dt``, ``content_sha256`` and ``REUSED_INPUTS``) whose bytes hash to
+    ``video_id``, ``dt``, ``content_sha256``, ``table``, ``version``) whose bytes hash to
     ``content_sha256``; None when there is none."""
     for candidate in json.loads(row.get("reuse_candidates") or "[]"):
         if candidate["content_sha256"] == content_sha256:

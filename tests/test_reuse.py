@@ -176,6 +176,15 @@ def test_changed_features_and_overwrite_decode_again(setup, tmp_path):
     recomputed = _run(src, dst, other, stages)
     assert recomputed["counts"]["processed_by_reason"] == {"features_changed": 1}
     assert recomputed["counts"]["reused"] == 0 and stages.decoded["a"][0]  # decoded (the stages' own config)
+    # A copy under a new id, with input.reuse_days 0: only a row's own committed version is
+    # reused, so the copy is decoded.
+    shutil.copy(tmp_path / "a.mp4", tmp_path / "b.mp4")
+    Path(src).write_text("".join(json.dumps({"video_id": v, "uri": f"{v}.mp4"}) + "\n" for v in "ab"))
+    window = other.replace(**{"input.reuse_days": 0})
+    assert window.feature_hash == other.feature_hash
+    no_window = _run(src, dst, window, stages)
+    assert no_window["counts"]["processed_by_reason"] == {"new": 1} and no_window["counts"]["reused"] == 0
+    assert stages.decoded["b"][0] and stages.decoded["b"][1] is None
 
 
 def test_plan_identity_rules():

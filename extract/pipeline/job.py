@@ -97,7 +97,8 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     outcomes = catalog.outcomes(rows)
     plan = plan_run(rows, outcomes, config.feature_hash, overwrite, retry_errors)
     # --overwrite asks for the features to be computed again, so it reuses nothing
-    candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, config.feature_hash)
+    candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, config.feature_hash,
+                                                            config.input.reuse_days)
     stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
     log.info("run %s: %d manifest rows, %d to process (%s; %d may reuse committed bytes), %d invalid, skipped %s",
              run_id, len(rows), len(plan.todo), dict(plan.why), candidates, len(plan.failed), dict(plan.skipped))

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import defaultdict
 from typing import Any, Iterator
 
 import numpy as np
@@ -48,7 +49,7 @@ from extract.defaults import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
 from extract.media.phash import phash_frames
 from extract.media.video import DecodedVideo
-from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception,
+from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception, mark_failed,
                           matching_candidate, rows_to_batch)
 from extract.stages.registry import DECODE
 
@@ -124,6 +125,7 @@ class DecodeStage:
             else:
                 todo.append(row)
         fetched: list[tuple[dict[str, Any], str, str, int]] = []  # (row, local path, sha256, bytes) per job
+        reused: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (row, the committed video with its bytes)
         with tempfile.TemporaryDirectory(prefix="extract-decode-") as tmp:
 
             def jobs() -> Iterator[DecodeJob]:  # fetched just in time: a child is idle when asked
@@ -140,9 +142,8 @@ class DecodeStage:
                     if original is not None:  # committed bytes: nothing to decode (module doc)
                         if path.startswith(tmp):
                             os.unlink(path)
-                        row.update(decode_columns(None, size, policy, digest, n_bytes),
-                                   reused_from=original["video_id"], reused_dt=original["dt"],
-                                   reused_inputs=json.dumps({k: original.get(k) for k in REUSED_INPUTS}))
+                        row.update(decode_columns(None, size, policy, digest, n_bytes))
+                        reused.append((row, original))
                         continue
                     fetched.append((row, path, digest, n_bytes))
                     yield DecodeJob(str(row["video_id"]), path)
@@ -157,9 +158,39 @@ class DecodeStage:
                     row.update(decode_columns(result, size, policy, digest, n_bytes))
 
             self.pool.map(jobs(), finish)
+        self._reuse(reused)
         for row in rows:
             row.pop("reuse_candidates", None)  # used up here
         return rows_to_batch(rows)
+
+    def _reuse(self, reused: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Point rows whose bytes are committed at that video: ``reused_from``, ``reused_dt`` and
+        ``reused_inputs`` (its text inputs, read per table version and partition)."""
+        from extract.tables.catalog import committed_rows
+
+        groups: dict[tuple[str, int, str], list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+        for row, original in reused:
+            groups[(original["table"], original["version"], original["dt"])].append((row, original))
+        for (table, version, dt), members in groups.items():
+            try:
+                found = {rec["video_id"]: rec for rec in committed_rows(
+                    table, version, self.config.storage, dt, [o["video_id"] for _, o in members],
+                    ["video_id", *REUSED_INPUTS])}
+            except Exception as exc:  # noqa: BLE001 - the store failed: these videos retry later
+                for row, _ in members:
+                    mark_failed(row, STAGE, "StoreError",
+                                f"{row['video_id']!r}: its bytes equal a committed video's, which could not be "
+                                f"read ({type(exc).__name__}: {exc}); retry with --retry-errors", retryable=True)
+                continue
+            for row, original in members:
+                inputs = found.get(original["video_id"])
+                if inputs is None:
+                    mark_failed(row, STAGE, "ReuseLost", f"{row['video_id']!r}: the committed video "
+                                f"{original['video_id']!r} with its bytes is gone; retry with --retry-errors",
+                                retryable=True)
+                    continue
+                row.update(reused_from=original["video_id"], reused_dt=dt,
+                           reused_inputs=json.dumps({k: inputs.get(k) for k in REUSED_INPUTS}))
 
     def close(self) -> None:
         """Stop the decode processes (also happens when the stage is garbage-collected)."""

@@ -271,6 +271,22 @@ class Catalog:
                     f"another output location, or move {table}/ away")
 
 
+def committed_rows(table_uri: str, version: int, storage: StorageConfig, dt: str, ids: Iterable[str],
+                   columns: list[str]) -> list[dict[str, Any]]:
+    """``columns`` of the rows of ``ids`` in partition ``dt`` of the Delta table at ``table_uri``,
+    at ``version`` (a worker's point read, e.g. of the video a row's bytes equal)."""
+    from deltalake import DeltaTable
+
+    delta = DeltaTable(table_uri, version=version, storage_options=delta_storage_options(table_uri, storage))
+    dataset = delta.to_pyarrow_dataset(file_pruning_predicate=[("dt", "in", [dt])])
+    where = pc.field("video_id").isin(pa.array(sorted(set(ids)), pa.string()))
+    try:
+        data = dataset.to_table(columns=columns, filter=where)
+    except pa.ArrowNotImplementedError:  # string statistics of rewritten files (see Catalog.read)
+        data = dataset.to_table(columns=columns).filter(where)
+    return data.to_pylist()
+
+
 def _arrow_schema(delta) -> pa.Schema:
     """A DeltaTable's schema as a pyarrow schema (field metadata included)."""
     return pa.schema(delta.schema().to_arrow())

@@ -7,9 +7,10 @@ Builds one synthetic output, day by day: each day one run of ``--videos`` commit
 a run record pinning the versions) and 1 % error rows. At each history size in ``--days`` it
 measures, each in a fresh child process so its peak memory is its own:
 
-- planning: ``Catalog(dst)`` + ``Catalog.outcomes(manifest)`` + ``plan_run`` for a new manifest
-  of ``--videos`` rows of the next day (5 % of them re-uploads of the previous day's videos,
-  so the lookup finds committed rows), seconds and peak RSS (VmHWM) of the process and above
+- planning: ``Catalog(dst)`` + ``Catalog.outcomes(manifest)`` + ``plan_run`` + the identical-bytes
+  candidates (``pipeline.reuse.attach_candidates``: ``input.reuse_days`` of partitions) for a
+  new manifest of ``--videos`` rows of the next day (5 % of them re-uploads of the previous day's
+  videos with an unchanged listing, so the lookup finds committed rows and skips them), seconds and peak RSS (VmHWM) of the process and above
   what it had after its imports and building the manifest;
 - the same with 100 rows without ``upload_ts`` (those ids are looked up in every partition);
 - commit: ``commit_run`` of a staged run of ``--videos`` videos (one commit per table + record).
@@ -34,6 +35,13 @@ DIM = 512
 START = date(2025, 1, 1)
 
 
+def _sizes(day: int, n: int) -> list[int]:
+    """File sizes of day ``day``'s ``n`` synthetic videos: spread over 0.2-30 MB like phone clips."""
+    import numpy as np
+
+    return np.random.default_rng(day).integers(200_000, 30_000_000, n).tolist()
+
+
 def _synthetic_videos(n: int, day: int, dim: int = DIM, prefix: str = "v"):
     """``n`` videos rows (in-memory record schema, embeddings null) uploaded on day ``day``."""
     import pyarrow as pa
@@ -48,6 +56,8 @@ def _synthetic_videos(n: int, day: int, dim: int = DIM, prefix: str = "v"):
         "upload_ts": pa.array([ts] * n, pa.timestamp("us", tz="UTC")),
         "uri": pa.array([f"s3://uploads/{dt}/{prefix}{i:06d}.mp4" for i in range(n)]),
         "content_sha256": pa.array([f"{day:08x}{i:056x}" for i in range(n)]),
+        "file_bytes": pa.array(_sizes(day, n), pa.int64()), "source_bytes": pa.array(_sizes(day, n), pa.int64()),
+        "source_mtime": pa.array([ts] * n, pa.timestamp("us", tz="UTC")),
         "feature_hash": pa.array(["fh"] * n), "run_id": pa.array([f"run-{day:04d}"] * n),
         "processed_at": pa.array([ts] * n, pa.timestamp("us", tz="UTC")),
     }
@@ -95,6 +105,7 @@ def build_history(dst: str, first_day: int, last_day: int, videos: int) -> None:
             "uri": ["s3://x"] * n_err, "stage": ["decode"] * n_err, "error_type": ["DecodeError"] * n_err,
             "message": ["broken"] * n_err, "retryable": [False] * n_err, "content_sha256": [None] * n_err,
             "at": pa.array([datetime(2026, 1, 1, tzinfo=timezone.utc)] * n_err, pa.timestamp("us", tz="UTC")),
+            "source_bytes": pa.nulls(n_err, pa.int64()), "source_mtime": pa.nulls(n_err, pa.timestamp("us", tz="UTC")),
             "dt": [dt] * n_err})
         errors = pa.Table.from_arrays([errors[f.name].cast(f.type) for f in delta_schema["errors"]],
                                       schema=delta_schema["errors"])
@@ -116,11 +127,14 @@ def _manifest(day: int, videos: int, undated: int = 0) -> list[dict[str, Any]]:
     """A new day's manifest rows (as ``extract.pipeline.manifest`` makes them); 5 % re-uploads."""
     dt = START + timedelta(days=day)
     rows = [{"video_id": f"n{day:04d}-{i:06d}", "uri": f"s3://uploads/{dt}/n{i:06d}.mp4", "dt": str(dt),
-             "upload_ts": f"{dt}T12:00:00+00:00", "caption": None} for i in range(videos)]
+             "upload_ts": f"{dt}T12:00:00+00:00", "caption": None, "source_bytes": size,
+             "source_mtime": f"{dt}T12:00:00Z"} for i, size in enumerate(_sizes(10_000 + day, videos))]
     prev = START + timedelta(days=day - 1)
-    for i in range(videos // 20):  # re-uploads of yesterday's committed videos
+    sizes = _sizes(day - 1, videos // 20)
+    for i in range(videos // 20):  # re-uploads of yesterday's committed videos (same listing)
         rows[i].update(video_id=f"v{day - 1:04d}-{i:06d}", uri=f"s3://uploads/{prev}/v{i:06d}.mp4",
-                       dt=str(prev), upload_ts=f"{prev}T12:00:00+00:00")
+                       dt=str(prev), upload_ts=f"{prev}T12:00:00+00:00", source_bytes=sizes[i],
+                       source_mtime=f"{prev}T12:00:00Z")
     for row in rows[-undated:] if undated else []:
         row["upload_ts"] = None
     return rows
@@ -140,6 +154,8 @@ def plan_once(dst: str, day: int, videos: int, undated: int) -> dict[str, Any]:
     import pyarrow  # noqa: F401 - imported before the baseline is taken, as a real run has
     import deltalake  # noqa: F401
 
+    from extract.config import InputConfig
+    from extract.pipeline.reuse import attach_candidates
     from extract.tables.catalog import Catalog
     from extract.tables.planning import plan_run
 
@@ -149,10 +165,12 @@ def plan_once(dst: str, day: int, videos: int, undated: int) -> dict[str, Any]:
     catalog = Catalog(dst)
     outcomes = catalog.outcomes(rows)
     plan = plan_run(rows, outcomes, "fh")
+    candidates = attach_candidates(catalog, plan.todo, outcomes, "fh", InputConfig().reuse_days)
     seconds = time.perf_counter() - start
     peak_mb = peak_rss_mb()
     return {"plan_s": round(seconds, 3), "peak_rss_mb": round(peak_mb, 1), "above_imports_mb": round(peak_mb - base_mb, 1),
-            "todo": len(plan.todo), "skipped": dict(plan.skipped), "found": len(outcomes)}
+            "todo": len(plan.todo), "skipped": dict(plan.skipped), "found": len(outcomes),
+            "reuse_candidates": candidates}
 
 
 def commit_once(dst: str, day: int, videos: int) -> dict[str, Any]:

@@ -197,6 +197,11 @@ class InputConfig:
     # symlinks resolved). None = the manifest's own folder or prefix (the SRC folder itself when
     # SRC is a folder). Rows outside are ``manifest`` error rows, never fetched.
     allowed_uris: tuple[str, ...] | None = None
+    # A processed row whose bytes equal a video committed (with the same feature hash) in the
+    # upload partitions of the reuse_days days up to the manifest's newest date reuses that
+    # video's features instead of decoding (extract.pipeline.reuse); 0 = only the row's own
+    # committed version. The window keeps the lookup's cost to days, not to the whole history.
+    reuse_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -398,6 +403,7 @@ def verify_config(cfg: Config) -> Config:
     _check_choice("output.embedding_dtype", cfg.output.embedding_dtype, EMBEDDING_DTYPES)
     _check_choice("whisper.task", cfg.whisper.task, ("transcribe", "translate"))
     _check_positive("sampling.fps", cfg.sampling.fps)
+    _check_positive("input.reuse_days", cfg.input.reuse_days, allow_zero=True)
     _check_positive("sampling.max_frames", cfg.sampling.max_frames)
     _check_positive("sampling.min_frames", cfg.sampling.min_frames)
     if cfg.sampling.min_frames > cfg.sampling.max_frames:

@@ -8,12 +8,17 @@ Columns by stage (every stage keeps the columns it received and adds its own):
 
 - source (``sources.read_manifest``): ``video_id`` str, ``uri`` str, ``caption`` str|None,
   ``upload_ts`` str|None (ISO-8601 UTC), ``dt`` str ``YYYY-MM-DD``, ``error_stage``,
-  ``error_type``, ``error_message``, ``retryable`` (None unless the row already failed).
+  ``error_type``, ``error_message``, ``retryable`` (None unless the row already failed),
+  ``source_bytes`` int|None and ``source_mtime`` str|None (the store's listing), and
+  ``reuse_candidates`` (JSON list or None: committed videos whose bytes it may share, see
+  ``extract.pipeline.reuse``).
 - decode (``decode.DecodeStage``): probe fields (``content_sha256``, ``file_bytes``,
   ``container``, ``video_codec``, ``audio_codec``, ``duration_s``, ``width``, ``height``,
   ``rotation``, ``fps``, ``bitrate``, ``has_audio``), ``frames`` ``(n, S, S, 3) uint8``,
   ``pts_s`` ``(n,) float32``, ``n_frames`` int, ``sampling_policy`` str, ``audio``
-  ``(m,) float32`` 16 kHz mono, ``audio_s`` float.
+  ``(m,) float32`` 16 kHz mono, ``audio_s`` float; ``reused_from`` / ``reused_dt`` /
+  ``reused_inputs`` (JSON) when the bytes equal a candidate's: then nothing was decoded and
+  later stages run no model for the row (``is_reused``).
 - whisper (``transcribe.TranscribeStage``): consumes ``audio``; adds ``transcript_text``,
   ``language``, ``language_prob``, ``no_speech_prob``, ``whisper_model``, ``segments_json``
   (JSON list of segment dicts with the ``transcript_segments`` columns).
@@ -28,6 +33,7 @@ stages pass it through untouched. Tensors are never None so Ray can store them a
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from typing import Any, Callable, Iterable, Mapping
@@ -88,6 +94,24 @@ def rows_to_batch(rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
 def is_failed(row: Mapping[str, Any]) -> bool:
     """True when an earlier stage recorded an error for this row."""
     return row.get("error_stage") is not None
+
+
+REUSED_INPUTS = ("clip_embedding", "transcript_text", "ocr_text")  # what a reused row's text features read
+
+
+def is_reused(row: Mapping[str, Any]) -> bool:
+    """True when the decode stage found the row's bytes committed under ``reused_from``."""
+    return row.get("reused_from") is not None
+
+
+def matching_candidate(row: Mapping[str, Any], content_sha256: str) -> dict[str, Any] | None:
+    """The entry of ``row["reuse_candidates"]`` (a JSON list of committed videos with
+    ``video_id``, ``dt``, ``content_sha256``, ``table``, ``version``) whose bytes hash to
+    ``content_sha256``; None when there is none."""
+    for candidate in json.loads(row.get("reuse_candidates") or "[]"):
+        if candidate["content_sha256"] == content_sha256:
+            return candidate
+    return None
 
 
 def mark_failed(row: dict[str, Any], stage: str, error_type: str, message: str,

@@ -22,6 +22,7 @@ from extract.models.checkpoints import check_local_checkpoints
 from extract.pipeline.console import progress_bar
 from extract.pipeline.manifest import read_source
 from extract.pipeline.ray_backend import Executor, stream_finished_rows
+from extract.pipeline.reuse import attach_candidates, reused_records
 from extract.rows import is_failed, mark_failed
 from extract.stages.registry import STAGES
 from extract.tables.catalog import Catalog
@@ -46,6 +47,7 @@ class RunStats:
     seconds per stage (summed over workers), audio seconds, and the models' lineage."""
 
     rows: Counter = field(default_factory=Counter)  # table -> records written
+    reused: int = 0  # videos whose bytes were committed: features copied, nothing decoded
     errors_by: Counter = field(default_factory=Counter)  # "stage/error_type" -> error rows
     timings: Counter = field(default_factory=Counter)  # stage or step -> seconds
     audio_s: float = 0.0
@@ -54,6 +56,7 @@ class RunStats:
     def add(self, rows: list[dict[str, Any]], tables: dict[tuple[str, str], Any]) -> None:
         """Count one written batch: its ``rows`` and the Arrow ``tables`` they became."""
         self.rows.update(count_records(tables))
+        self.reused += sum(1 for row in rows if row.get("reused_from") and not is_failed(row))
         for row in rows:
             for stage in STAGES:
                 self.timings[stage] += float(row.get(f"time_{stage}_s") or 0.0)
@@ -93,9 +96,12 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     t_plan = time.perf_counter()
     outcomes = catalog.outcomes(rows)
     plan = plan_run(rows, outcomes, config.feature_hash, overwrite, retry_errors)
+    # --overwrite asks for the features to be computed again, so it reuses nothing
+    candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, config.feature_hash,
+                                                            config.input.reuse_days)
     stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
-    log.info("run %s: %d manifest rows, %d to process, %d invalid, skipped %s",
-             run_id, len(rows), len(plan.todo), len(plan.failed), dict(plan.skipped))
+    log.info("run %s: %d manifest rows, %d to process (%s; %d may reuse committed bytes), %d invalid, skipped %s",
+             run_id, len(rows), len(plan.todo), dict(plan.why), candidates, len(plan.failed), dict(plan.skipped))
     if plan.todo:
         check_local_checkpoints(config)
     ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=config.feature_hash,
@@ -107,7 +113,7 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     seen: set[str] = set()
 
     def write_rows(batch_rows: list[dict[str, Any]]) -> None:
-        tables = rows_to_tables(batch_rows, ctx)
+        tables = rows_to_tables(batch_rows, ctx, reused_records(catalog, batch_rows))
         t_write = time.perf_counter()
         writer.write(tables)
         stats.timings["write"] += time.perf_counter() - t_write
@@ -157,6 +163,8 @@ def _run_record(run_id: str, src: str, dst: str, config: Config, rows: list[dict
             "manifest_rows": len(rows), "processed": n_done, "ok": stats.rows["videos"],
             "errors": n_errors, "skipped": sum(plan.skipped.values()),
             "skipped_by_reason": dict(plan.skipped),
+            "processed_by_reason": dict(plan.why),
+            "reused": stats.reused,
             "invalid_upload_ts": sum(1 for r in rows if r.get("ts_warning")),
             "crash_reruns": events["crash_reruns"],
         },

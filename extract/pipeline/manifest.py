@@ -22,6 +22,8 @@ Rules (documented in the README):
 - ``upload_ts``: ISO-8601 (``Z`` or offset; naive means UTC) or a Unix timestamp in seconds;
   ``dt`` (the Hive partition) is its UTC date. Missing or invalid values give ``upload_ts``
   null and ``dt`` = the run's UTC date; an invalid value is noted in ``ts_warning``.
+- Every valid row gets its input's identity from the store's listing (``source_bytes``,
+  ``source_mtime``; no content is read), which a rerun compares with the committed one.
 - A directory lists video files by extension (``VIDEO_EXTENSIONS``), ``video_id`` = file stem,
   with ``caption``/``upload_ts`` from an optional sidecar ``<stem>.json``.
 """
@@ -40,7 +42,7 @@ import pyarrow.fs as pafs
 
 from extract.config import StorageConfig
 from extract.rows import VideoError, mark_failed
-from extract.tables.storage import check_scheme, filesystem_for, is_remote, local_path
+from extract.tables.storage import check_scheme, filesystem_for, is_remote, local_path, source_identities
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".flv", ".3gp")
 MANIFEST_EXTENSIONS = (".jsonl", ".csv", ".parquet")
@@ -69,7 +71,20 @@ def read_source(src: str, storage: StorageConfig | None = None, today: date | No
         records = list(_directory_records(fs, path, src))
     else:
         records = list(_manifest_records(fs, path, src))
-    return normalize_records(records, base, today, allowed_uris)
+    rows = normalize_records(records, base, today, allowed_uris)
+    add_source_identity(rows, storage)
+    return rows
+
+
+def add_source_identity(rows: list[dict[str, Any]], storage: StorageConfig | None = None) -> None:
+    """Set ``source_bytes`` (int) and ``source_mtime`` (ISO-8601 UTC) of every valid row from
+    the store's listing (``storage.source_identities``); None where the store gives none."""
+    valid = [row for row in rows if row["error_stage"] is None]
+    identities = source_identities([row["uri"] for row in valid], storage)
+    for row in rows:
+        size, mtime = identities.get(row["uri"], (None, None)) if row["error_stage"] is None else (None, None)
+        row["source_bytes"] = size
+        row["source_mtime"] = None if mtime is None else mtime.isoformat().replace("+00:00", "Z")
 
 
 def _parent_uri(uri: str) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Mapping
 
@@ -12,7 +13,8 @@ from extract.config import Config
 from extract.defaults import resolved_here
 from extract.models.clip import ClipEmbedder, temporal_features
 from extract.models.labels import embed_label_sets, label_columns, load_label_file, logit_scale_of
-from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
+from extract.rows import (VideoError, batch_to_rows, is_failed, is_reused, mark_exception, process_isolated,
+                          rows_to_batch)
 from extract.stages.registry import CLIP
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ class ClipStage:
             frames = row.pop("frames", None)
             self._set_empty(row)
             if is_failed(row):
+                continue
+            if is_reused(row):  # no frames: the text features read the original's inputs
+                inputs = json.loads(row.pop("reused_inputs") or "{}")
+                row.update(transcript_text=inputs.get("transcript_text") or "", ocr_text=inputs.get("ocr_text") or [],
+                           clip_embedding=np.asarray(inputs.get("clip_embedding") or [], np.float32))
                 continue
             try:
                 pending.append((row, self.embedder.check_frames(frames)))

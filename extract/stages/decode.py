@@ -36,8 +36,10 @@ end is in ``extract.media.video``; the child processes and their limits in ``ext
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections import defaultdict
 from typing import Any, Iterator
 
 import numpy as np
@@ -47,7 +49,8 @@ from extract.defaults import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
 from extract.media.phash import phash_frames
 from extract.media.video import DecodedVideo
-from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, rows_to_batch
+from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception, mark_failed,
+                          matching_candidate, rows_to_batch)
 from extract.stages.registry import DECODE
 
 STAGE = DECODE.name
@@ -55,7 +58,8 @@ STAGE = DECODE.name
 
 DECODE_COLUMNS = ("content_sha256", "file_bytes", "container", "video_codec", "audio_codec", "duration_s",
                   "width", "height", "rotation", "fps", "bitrate", "has_audio", "frames", "pts_s", "n_frames",
-                  "sampling_policy", "audio", "audio_s", "ocr_frames", "ocr_frame_index", "phash")
+                  "sampling_policy", "audio", "audio_s", "ocr_frames", "ocr_frame_index", "phash",
+                  "reused_from", "reused_dt", "reused_inputs")
 
 
 PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width", "height", "rotation", "fps",
@@ -68,13 +72,15 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
     tensors of the right trailing shape and None elsewhere."""
     if result is None:
         row: dict[str, Any] = {name: None for name in DECODE_COLUMNS}
+        row.update(content_sha256=content_sha256, file_bytes=file_bytes)
         row.update(frames=np.zeros((0, image_size, image_size, 3), np.uint8), pts_s=np.zeros(0, np.float32),
                    audio=np.zeros(0, np.float32), ocr_frames=np.zeros((0, 0, 0, 3), np.uint8),
                    ocr_frame_index=np.zeros(0, np.int32), phash=np.zeros(0, np.int64))
         return row
     probe = result.probe
     row = {name: getattr(probe, name) for name in PROBE_COLUMNS}
-    row.update(content_sha256=content_sha256, file_bytes=file_bytes, frames=result.frames, pts_s=result.pts_s,
+    row.update(reused_from=None, reused_dt=None, reused_inputs=None,
+               content_sha256=content_sha256, file_bytes=file_bytes, frames=result.frames, pts_s=result.pts_s,
                n_frames=int(len(result.frames)), sampling_policy=policy, audio=result.audio,
                audio_s=float(result.audio_s), ocr_frames=result.ocr_frames, ocr_frame_index=result.ocr_index,
                # two's-complement int64 of the 64-bit pHash (Delta/Parquet have no unsigned 64-bit type)
@@ -89,8 +95,9 @@ class DecodeStage:
     ``DecodePool`` of ``processes`` children (1: a Ray decode actor owns one CPU). Each row's
     file is fetched with ``storage.fetch`` (streamed sha256, size limit, remote objects copied
     to a temporary file that is deleted after decoding) when a child is idle, and decoded
-    there, so several children never wait for each other. Failures become error rows;
-    already-failed rows pass through.
+    there, so several children never wait for each other. A file whose sha256 equals one of
+    the row's ``reuse_candidates`` is not decoded: the row gets ``reused_from`` instead
+    (``extract.pipeline.reuse``). Failures become error rows; already-failed rows pass through.
     """
 
     def __init__(self, config: Config, processes: int = 1):
@@ -112,11 +119,13 @@ class DecodeStage:
         size, policy = self.spec.image_size, self.config.sampling.policy
         todo = []
         for row in rows:
+            row.setdefault("reuse_candidates", None)
             if is_failed(row):
                 row.update(decode_columns(None, size, policy))
             else:
                 todo.append(row)
         fetched: list[tuple[dict[str, Any], str, str, int]] = []  # (row, local path, sha256, bytes) per job
+        reused: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (row, the committed video with its bytes)
         with tempfile.TemporaryDirectory(prefix="extract-decode-") as tmp:
 
             def jobs() -> Iterator[DecodeJob]:  # fetched just in time: a child is idle when asked
@@ -128,6 +137,13 @@ class DecodeStage:
                             raise VideoError("UnsupportedFormat", f"{row['uri']!r} is empty (0 bytes)")
                     except Exception as exc:  # noqa: BLE001 - per-video failure, recorded on the row
                         self._fail(row, exc)
+                        continue
+                    original = matching_candidate(row, digest)
+                    if original is not None:  # committed bytes: nothing to decode (module doc)
+                        if path.startswith(tmp):
+                            os.unlink(path)
+                        row.update(decode_columns(None, size, policy, digest, n_bytes))
+                        reused.append((row, original))
                         continue
                     fetched.append((row, path, digest, n_bytes))
                     yield DecodeJob(str(row["video_id"]), path)
@@ -142,7 +158,39 @@ class DecodeStage:
                     row.update(decode_columns(result, size, policy, digest, n_bytes))
 
             self.pool.map(jobs(), finish)
+        self._reuse(reused)
+        for row in rows:
+            row.pop("reuse_candidates", None)  # used up here
         return rows_to_batch(rows)
+
+    def _reuse(self, reused: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Point rows whose bytes are committed at that video: ``reused_from``, ``reused_dt`` and
+        ``reused_inputs`` (its text inputs, read per table version and partition)."""
+        from extract.tables.catalog import committed_rows
+
+        groups: dict[tuple[str, int, str], list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+        for row, original in reused:
+            groups[(original["table"], original["version"], original["dt"])].append((row, original))
+        for (table, version, dt), members in groups.items():
+            try:
+                found = {rec["video_id"]: rec for rec in committed_rows(
+                    table, version, self.config.storage, dt, [o["video_id"] for _, o in members],
+                    ["video_id", *REUSED_INPUTS])}
+            except Exception as exc:  # noqa: BLE001 - the store failed: these videos retry later
+                for row, _ in members:
+                    mark_failed(row, STAGE, "StoreError",
+                                f"{row['video_id']!r}: its bytes equal a committed video's, which could not be "
+                                f"read ({type(exc).__name__}: {exc}); retry with --retry-errors", retryable=True)
+                continue
+            for row, original in members:
+                inputs = found.get(original["video_id"])
+                if inputs is None:
+                    mark_failed(row, STAGE, "ReuseLost", f"{row['video_id']!r}: the committed video "
+                                f"{original['video_id']!r} with its bytes is gone; retry with --retry-errors",
+                                retryable=True)
+                    continue
+                row.update(reused_from=original["video_id"], reused_dt=dt,
+                           reused_inputs=json.dumps({k: inputs.get(k) for k in REUSED_INPUTS}))
 
     def close(self) -> None:
         """Stop the decode processes (also happens when the stage is garbage-collected)."""

@@ -26,7 +26,7 @@ import numpy as np
 from extract.config import Config
 from extract.defaults import resolved_here
 from extract.models.ocr import OcrOptions, OcrReader, choose_ocr_frames, merge_lines
-from extract.rows import batch_to_rows, is_failed, rows_to_batch
+from extract.rows import batch_to_rows, is_failed, is_reused, rows_to_batch
 from extract.stages.registry import OCR
 
 STAGE = OCR.name
@@ -48,7 +48,7 @@ class OcrStage:
             frames = row.pop("ocr_frames", None)
             index = row.pop("ocr_frame_index", None)
             row.update(ocr_text=[], ocr_lines_json="[]", ocr_error=None)
-            if is_failed(row) or self.reader is None or frames is None or len(frames) == 0:
+            if is_failed(row) or is_reused(row) or self.reader is None or frames is None or len(frames) == 0:
                 continue
             try:
                 row.update(self.read_video(np.asarray(frames), np.asarray(index), row.get("pts_s")))

@@ -13,7 +13,7 @@ from extract.config import Config
 from extract.defaults import resolved_here
 from extract.models.vad import NO_AUDIO, VadOptions, VoiceActivity, classify_audio
 from extract.models.whisper import WhisperTranscriber, as_whisper_audio
-from extract.rows import VideoError, batch_to_rows, is_failed, mark_exception, process_isolated, rows_to_batch
+from extract.rows import VideoError, batch_to_rows, is_failed, is_reused, mark_exception, process_isolated, rows_to_batch
 from extract.stages.registry import WHISPER
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class TranscribeStage:
         for row in rows:
             audio = row.pop("audio", None)
             row.update(dict.fromkeys(OUTPUT_COLUMNS), audio_embedding=self._no_embedding)
-            if is_failed(row):
+            if is_failed(row) or is_reused(row):  # a reused row's transcript is copied at writing
                 continue
             has_audio = row.get("has_audio")
             if has_audio is False or (has_audio is None and (audio is None or len(audio) == 0)):

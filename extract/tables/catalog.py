@@ -221,9 +221,14 @@ class Catalog:
             if dated:
                 queries.append(({r["dt"] for r in dated}, {r["video_id"] for r in dated}))
         out: dict[str, dict[str, Any]] = {}
+        identity = ["source_bytes", "source_mtime"]
         for table, status, columns in (
-                ("videos", "ok", ["video_id", "feature_hash", "content_sha256", "uri", "dt", "run_id"]),
-                ("errors", "error", ["video_id", "retryable", "stage", "error_type", "uri", "dt", "run_id"])):
+                ("videos", "ok", ["video_id", "feature_hash", "content_sha256", "uri", "dt", "run_id", *identity]),
+                ("errors", "error", ["video_id", "retryable", "stage", "error_type", "uri", "dt", "run_id", *identity])):
+            delta = self.delta(table)
+            if delta is not None:  # a table of an older schema version may lack the identity columns
+                present = set(_arrow_schema(delta).names) | {"dt"}
+                columns = [c for c in columns if c in present]
             for dts, wanted in queries:
                 if wanted is not None and not wanted:
                     continue
@@ -264,6 +269,22 @@ class Catalog:
                 raise OutputLayoutError(
                     f"{self.dst}: table {table} is a Delta table with another schema ({problem}); write to "
                     f"another output location, or move {table}/ away")
+
+
+def committed_rows(table_uri: str, version: int, storage: StorageConfig, dt: str, ids: Iterable[str],
+                   columns: list[str]) -> list[dict[str, Any]]:
+    """``columns`` of the rows of ``ids`` in partition ``dt`` of the Delta table at ``table_uri``,
+    at ``version`` (a worker's point read, e.g. of the video a row's bytes equal)."""
+    from deltalake import DeltaTable
+
+    delta = DeltaTable(table_uri, version=version, storage_options=delta_storage_options(table_uri, storage))
+    dataset = delta.to_pyarrow_dataset(file_pruning_predicate=[("dt", "in", [dt])])
+    where = pc.field("video_id").isin(pa.array(sorted(set(ids)), pa.string()))
+    try:
+        data = dataset.to_table(columns=columns, filter=where)
+    except pa.ArrowNotImplementedError:  # string statistics of rewritten files (see Catalog.read)
+        data = dataset.to_table(columns=columns).filter(where)
+    return data.to_pylist()
 
 
 def _arrow_schema(delta) -> pa.Schema:

@@ -3,14 +3,16 @@
 ``rows_to_tables`` splits each finished row (one per video, see ``extract.rows``) into the
 records of every table and builds one Arrow table per (table, dt) with the registry schema.
 A row that does not fit its schema becomes an ``errors`` record (stage ``write``) instead of
-failing the batch, so one bad value never costs other videos.
+failing the batch, so one bad value never costs other videos. A row that reuses a committed
+video's features (``reused_from``, see ``extract.pipeline.reuse``) gets its records from that
+video's committed ones (``ReusedVideo``).
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
@@ -34,6 +36,21 @@ class TableContext:
         return get_table_schema(table).arrow_schema(self.embedding_dim)
 
 
+# Tables whose rows describe a video's bytes: a reused video gets copies of the original's.
+COPIED_TABLES = ("frame_embeddings", "transcript_segments", "ocr_text")
+
+
+@dataclass(frozen=True)
+class ReusedVideo:
+    """A committed video's records that a row with identical bytes reuses: its ``videos``
+    record, its records in ``COPIED_TABLES`` (``children``), and the ``videos`` columns the
+    row keeps from itself (``own_columns``)."""
+
+    video: dict[str, Any]
+    children: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    own_columns: tuple[str, ...] = ()
+
+
 def parse_ts(value: Any) -> datetime | None:
     """ISO-8601 string (as produced by ``sources``) -> aware UTC datetime; None passes."""
     if value is None or isinstance(value, datetime):
@@ -45,9 +62,15 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, np.ndarray) and value.size == 0)
 
 
-def video_records(row: Mapping[str, Any], ctx: TableContext) -> dict[str, list[dict[str, Any]]]:
-    """The records one finished row contributes to each table (without ``dt``)."""
+def video_records(row: Mapping[str, Any], ctx: TableContext,
+                  reused: ReusedVideo | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The records one finished row contributes to each table (without ``dt``); ``reused``:
+    the committed records of the video whose bytes the row shares (``row["reused_from"]``)."""
     common = {"video_id": row["video_id"], "run_id": ctx.run_id}
+    if not is_failed(row) and row.get("reused_from") and reused is None:
+        row = mark_failed(dict(row), "write", "ReuseLost",
+                          f"{row['video_id']!r}: the committed video {row['reused_from']!r} whose bytes it shares "
+                          "is no longer readable; rerun with --retry-errors", retryable=True)
     if is_failed(row):
         return {"errors": [{
             **common, "uri": row.get("uri"), "stage": row["error_stage"],
@@ -55,12 +78,15 @@ def video_records(row: Mapping[str, Any], ctx: TableContext) -> dict[str, list[d
             "message": row.get("error_message") or "",
             "retryable": bool(row.get("retryable")),
             "content_sha256": row.get("content_sha256"), "at": ctx.processed_at,
+            "source_bytes": row.get("source_bytes"), "source_mtime": parse_ts(row.get("source_mtime")),
         }]}
-    segments = json.loads(row.get("segments_json") or "[]")
     tags = json.loads(row.get("hashtags_json") or "[]")
+    if reused is not None:
+        return _reused_records(row, ctx, reused, common, tags)
+    segments = json.loads(row.get("segments_json") or "[]")
     video = {name: row.get(name) for name in get_table_schema("videos").column_names}
-    video.update(common, upload_ts=parse_ts(row.get("upload_ts")), n_segments=len(segments),
-                 feature_hash=ctx.feature_hash, processed_at=ctx.processed_at)
+    video.update(common, upload_ts=parse_ts(row.get("upload_ts")), source_mtime=parse_ts(row.get("source_mtime")),
+                 n_segments=len(segments), feature_hash=ctx.feature_hash, processed_at=ctx.processed_at)
     phash = row.get("phash")
     frames = [
         {**common, "frame_index": i, "pts_s": float(pts), "embedding": emb,
@@ -75,6 +101,20 @@ def video_records(row: Mapping[str, Any], ctx: TableContext) -> dict[str, list[d
         "ocr_text": [{**common, **line} for line in json.loads(row.get("ocr_lines_json") or "[]")],
         "errors": [],
     }
+
+
+def _reused_records(row: Mapping[str, Any], ctx: TableContext, reused: ReusedVideo, common: dict[str, Any],
+                    tags: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records of a row that reuses ``reused``: the original's ``videos`` record with the row's
+    own columns over it, the original's byte-derived rows under the row's id, its own hashtags."""
+    video = dict(reused.video)
+    video.update({name: row.get(name) for name in reused.own_columns if name in video})
+    video.update(common, upload_ts=parse_ts(row.get("upload_ts")), source_mtime=parse_ts(row.get("source_mtime")),
+                 feature_hash=ctx.feature_hash, processed_at=ctx.processed_at)
+    out = {"videos": [video], "hashtags": [{**common, **tag} for tag in tags], "errors": []}
+    for table, records in reused.children.items():
+        out[table] = [{**rec, **common} for rec in records]
+    return out
 
 
 def _column(values: list[Any], field: pa.Field) -> pa.Array:
@@ -123,14 +163,17 @@ def build_table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def rows_to_tables(rows: Iterable[dict[str, Any]], ctx: TableContext) -> dict[tuple[str, str], pa.Table]:
+def rows_to_tables(rows: Iterable[dict[str, Any]], ctx: TableContext,
+                   reused: Mapping[str, ReusedVideo] | None = None) -> dict[tuple[str, str], pa.Table]:
     """Finished rows -> ``{(table, dt): Arrow table}``; rows that do not fit become error records.
 
-    The fast path builds each table from all rows at once; only when that fails are the rows
-    checked one by one, so a single bad value costs only its own video.
+    ``reused``: ``{video_id: ReusedVideo}`` for the rows with ``reused_from``. The fast path
+    builds each table from all rows at once; only when that fails are the rows checked one by
+    one, so a single bad value costs only its own video.
     """
     rows = list(rows)
-    per_row = [_records_or_error(row, ctx) for row in rows]
+    reused = reused or {}
+    per_row = [_records_or_error(row, ctx, reused.get(row["video_id"])) for row in rows]
     try:
         return _group_and_build(rows, per_row, ctx)
     except (ValueError, TypeError, pa.ArrowException):
@@ -152,9 +195,10 @@ def _group_and_build(rows, per_row, ctx: TableContext) -> dict[tuple[str, str], 
     return {key: build_table(recs, ctx.schema(key[0])) for key, recs in grouped.items() if recs}
 
 
-def _records_or_error(row: dict[str, Any], ctx: TableContext) -> dict[str, list[dict[str, Any]]]:
+def _records_or_error(row: dict[str, Any], ctx: TableContext,
+                      reused: ReusedVideo | None = None) -> dict[str, list[dict[str, Any]]]:
     try:
-        return video_records(row, ctx)
+        return video_records(row, ctx, reused)
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
         return _schema_error(row, exc, ctx)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -109,6 +111,53 @@ def delta_storage_options(uri: str, storage: StorageConfig | None = None) -> dic
 @lru_cache(maxsize=1)
 def _gcs() -> pafs.GcsFileSystem:
     return pafs.GcsFileSystem()
+
+
+STAT_CHUNK = 256  # paths per get_file_info call when listing identities
+STAT_THREADS = 16  # concurrent calls: object stores answer one HEAD per path
+
+
+def source_identities(uris: list[str], storage: StorageConfig | None = None
+                      ) -> dict[str, tuple[int | None, datetime | None]]:
+    """``{uri: (size_bytes, mtime UTC)}`` from the store's listing, without reading any content.
+
+    This is the input's identity a rerun compares (an object's size and ``Last-Modified``, a
+    file's size and modification time): one ``get_file_info`` per 256 paths, 16 at a time, so
+    the cost grows with the manifest only. URIs that are missing, not files, or whose store
+    cannot be reached are left out (their rows are processed and fail or succeed on their own).
+    """
+    by_fs: dict[int, tuple[pafs.FileSystem, list[tuple[str, str]]]] = {}
+    for uri in uris:
+        try:
+            fs, path = filesystem_for(uri, storage)
+        except VideoError:
+            continue
+        by_fs.setdefault(id(fs), (fs, []))[1].append((uri, path))
+    jobs = [(fs, pairs[i:i + STAT_CHUNK]) for fs, pairs in by_fs.values() for i in range(0, len(pairs), STAT_CHUNK)]
+
+    def stat(job: tuple[pafs.FileSystem, list[tuple[str, str]]]) -> list[tuple[str, pafs.FileInfo]]:
+        fs, pairs = job
+        try:
+            return list(zip([u for u, _ in pairs], fs.get_file_info([p for _, p in pairs])))
+        except OSError:  # one unreachable path fails the call: ask for each alone
+            out = []
+            for uri, path in pairs:
+                try:
+                    out.append((uri, fs.get_file_info(path)))
+                except OSError:
+                    continue
+            return out
+
+    identities: dict[str, tuple[int | None, datetime | None]] = {}
+    with ThreadPoolExecutor(min(STAT_THREADS, max(1, len(jobs)))) as pool:
+        for results in pool.map(stat, jobs):
+            for uri, info in results:
+                if info.type == pafs.FileType.File:
+                    mtime = info.mtime
+                    if mtime is not None:
+                        mtime = (mtime if mtime.tzinfo else mtime.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+                    identities[uri] = (info.size, mtime)
+    return identities
 
 
 def join(uri: str, *parts: str) -> str:

@@ -36,7 +36,8 @@ def describe_output(dst: str, storage: StorageConfig | None = None, last_runs: i
         c = run.get("counts", {})
         lines.append(f"    {run['run_id']}  seq {run.get('seq', '-'):>3}  {run.get('kind', 'run'):<8} {run.get('status')}"
                      f"  processed {c.get('processed', c.get('forgotten', 0))} ok {c.get('ok', '-')}"
-                     f" errors {c.get('errors', '-')} skipped {c.get('skipped', '-')}")
+                     f" errors {c.get('errors', '-')} skipped {c.get('skipped', '-')}"
+                     + (f" reused {c['reused']}" if c.get("reused") else ""))
     errors = catalog.read("errors", ["stage", "error_type", "retryable"])
     if errors is not None and errors.num_rows:
         by = Counter(zip(errors["stage"].to_pylist(), errors["error_type"].to_pylist()))

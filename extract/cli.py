@@ -233,7 +233,14 @@ def _table_command(args: argparse.Namespace) -> int:
             chosen = {"max_hamming": args.threshold, "min_match_fraction": args.min_match,
                       "min_clip_cosine": args.min_cosine}
             options = dataclasses.replace(DuplicateOptions(), **{k: v for k, v in chosen.items() if v is not None})
-            print(describe_duplicates(find_duplicates(args.dst, config, new_run_id(), args.since, options)))
+            record = find_duplicates(args.dst, config, new_run_id(), args.since, options)
+            print(describe_duplicates(record))
+            from extract.report import write_run_report
+
+            try:  # the pairs with both videos' thumbnails
+                print(f"  run report: {write_run_report(args.dst, record['run_id'], config.storage)}")
+            except (OSError, ValueError) as exc:  # the run is committed; a report failure must not change that
+                print(f"extract: run committed, but the report could not be written: {exc}", file=sys.stderr)
             return EXIT_OK
         if args.command == "maintain":
             from extract.tables.maintenance import describe_maintenance, maintain

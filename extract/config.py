@@ -179,6 +179,9 @@ EMBEDDING_DTYPES = ("float32",)
 class OutputConfig:
     embedding_dtype: str = "float32"  # one of EMBEDDING_DTYPES
     max_rows_per_file: int = 200_000  # a part file is rolled over past this many rows
+    # Frames per video (spread over its sampled frames) the decode child also stores as a small
+    # JPEG (frame_embeddings.thumbnail_jpeg) for the run report; 0 = none. Not a feature: not hashed.
+    thumbnails: int = 4
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,7 @@ class Config:
                 models[section][key] = value.rstrip("/").rsplit("/", 1)[-1]
         for section, key in (("clip", "cache_dir"), ("whisper", "download_root")):
             models[section].pop(key, None)
+        d["output"].pop("thumbnails")  # pictures for people, not features
         from extract import __version__
 
         labels = _file_sha256(self.labels.path) if self.labels.enabled else None  # the sets, not where they live
@@ -454,6 +458,7 @@ def verify_config(cfg: Config) -> Config:
     if "{tag}" not in cfg.text.hashtag_template:
         raise ConfigError("text.hashtag_template: must contain '{tag}', e.g. 'a video about {tag}'")
     _check_positive("output.max_rows_per_file", cfg.output.max_rows_per_file)
+    _check_positive("output.thumbnails", cfg.output.thumbnails, allow_zero=True)
     _check_positive("schedule.lookback_days", cfg.schedule.lookback_days, allow_zero=True)
     _check_positive("schedule.gpu_wait_s", cfg.schedule.gpu_wait_s, allow_zero=True)
     _check_positive("storage.retention_hours", cfg.storage.retention_hours, allow_zero=True)

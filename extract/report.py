@@ -3,19 +3,21 @@
 ``summarize(record, dst)`` is the few lines ``extract run`` prints. ``write_run_report(dst,
 run_id)`` writes ``DST/_runs/<run_id>.html`` next to the run manifest: run summary (outcome,
 counts, config hash, models), per-stage time and throughput (matplotlib bar charts), the error
-breakdown by stage and type with example messages, and a contact sheet of a few videos
-(sampled frames at their ``pts_s``, duration, hashtags, transcript snippet).
+breakdown by stage and type with example messages, the near copies and re-uploads found for this
+run's videos (or by this ``duplicates`` run) with both videos' thumbnails side by side, and a
+contact sheet of a few videos (thumbnails at their ``pts_s``, duration, hashtags, transcript
+snippet).
 
 The page is one file with no external assets: CSS inline, images as base64 PNG ``data:`` URIs,
 no scripts, and a Content-Security-Policy that forbids loading anything else. Everything that
 came from input or from decoding (ids, uris, captions, hashtags, transcripts, error messages)
 is escaped with ``html.escape``; captions are untrusted.
 
-Contact-sheet frames are decoded again from each video's ``uri`` (object-store URIs are fetched
-to a temporary folder first) with the decode stage's own hardened open and frame reader
-(``extract.media.probe.open_input``, ``extract.media.video``), under the run's ``limits``. Only files whose bytes still hash to the committed
-``content_sha256`` are shown; a video that cannot be read again gets a placeholder line saying
-why, never a failed report.
+Pictures are the thumbnails the decode stage made inside its confined decode children
+(``output.thumbnails`` JPEGs per video, ``frame_embeddings.thumbnail_jpeg``), read from the
+committed tables: the report parses no upload (it imports no media reader, ``tests/test_layers.py``
+checks), and ``forget``, which deletes a video's rows, deletes its pictures with them. A video
+without stored thumbnails (a run with ``output.thumbnails: 0``) gets a line saying so.
 """
 
 from __future__ import annotations
@@ -24,23 +26,15 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-
 from extract.config import LimitsConfig, StorageConfig
-from extract.media.probe import display_rotation
-from extract.rows import VideoError
 from extract.tables.catalog import RUNS_DIR, Catalog
 from extract.tables.schemas import TABLES
-from extract.tables.storage import fetch, is_remote, join
+from extract.tables.storage import join
 
-FRAMES_PER_VIDEO = 4  # contact-sheet frames per video, spread over its sampled frames
-THUMB_PX = 160  # longer side of a contact-sheet frame, pixels
-PTS_TOLERANCE_S = 1e-3  # seconds; pts_s is stored as float32, so the sampled frame may lie this far below it
+MAX_DUPLICATES = 20  # duplicate pairs shown
 SNIPPET_CHARS = 240  # transcript characters shown per video
 CAPTION_CHARS = 200  # caption characters shown per video
 OCR_LINES = 6  # on-screen text lines shown per video
@@ -119,13 +113,13 @@ def build_run_report(catalog: Catalog, run_id: str, max_videos: int = 6) -> str:
     if record is None:
         raise ValueError(f"run {run_id!r} has no committed manifest under {catalog.dst}/{RUNS_DIR}/; "
                          f"committed runs: {', '.join(r['run_id'] for r in catalog.runs[-5:]) or 'none'}")
-    limits = _run_limits(record)
     sections = [
         _summary_section(record),
         _timings_section(record),
         _errors_section(record, _committed_rows(catalog, "errors", run_id,
                                                 ["video_id", "stage", "error_type", "message", "retryable"])),
-        _contact_sheet_section(catalog, run_id, max_videos, limits),
+        _duplicates_section(catalog, run_id),
+        _contact_sheet_section(catalog, run_id, max_videos),
     ]
     title = f"extract run {run_id}"
     return (
@@ -145,6 +139,7 @@ _CSS = (
     ".num{text-align:right;font-variant-numeric:tabular-nums}"
     ".ok{color:#17692a;font-weight:bold}.bad{color:#a4161a;font-weight:bold}"
     ".video{border:1px solid #ddd;padding:.6em;margin:.8em 0}.frames{display:flex;gap:6px;flex-wrap:wrap}"
+    ".pair{display:flex;gap:1.5em;flex-wrap:wrap}.pair>div{flex:1 1 0;min-width:300px}"
     "figure{margin:0;text-align:center;font-size:.8em;color:#555}.muted{color:#777}"
     "code,pre{font-size:.85em;white-space:pre-wrap;word-break:break-all}"
 )
@@ -175,7 +170,7 @@ def _clip_text(text: str | None, limit: int) -> str:
 
 
 def _run_limits(record: dict[str, Any]) -> LimitsConfig:
-    """The run's ``limits`` (from its recorded config), so re-decoding obeys what the run obeyed."""
+    """The run's ``limits`` (from its recorded config)."""
     from extract.config import ConfigError, config_from_dict
 
     try:
@@ -184,17 +179,44 @@ def _run_limits(record: dict[str, Any]) -> LimitsConfig:
         return LimitsConfig()  # a manifest from another pipeline version: default limits
 
 
-def _committed_rows(catalog: Catalog, table: str, run_id: str, columns: list[str],
-                    video_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Live rows of ``table`` written by ``run_id`` (optionally only ``video_ids``)."""
+def _committed_rows(catalog: Catalog, table: str, run_id: str | None, columns: list[str],
+                    video_ids: Sequence[str] | None = None, where: Any = None) -> list[dict[str, Any]]:
+    """Live rows of ``table`` written by ``run_id`` (None: by any run), optionally only those of
+    ``video_ids`` and matching the dataset expression ``where``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    where = pc.field("run_id") == run_id
+    if run_id is not None:
+        where = pc.field("run_id") == run_id if where is None else where & (pc.field("run_id") == run_id)
     if video_ids is not None:
-        where = where & pc.field("video_id").isin(pa.array(list(video_ids), pa.string()))
+        by_id = pc.field("video_id").isin(pa.array(list(video_ids), pa.string()))
+        where = by_id if where is None else where & by_id
     data = catalog.read(table, columns=columns, filter=where)
     return [] if data is None else data.to_pylist()
+
+
+def _thumbnails(catalog: Catalog, video_ids: Sequence[str], run_id: str | None = None
+                ) -> dict[str, list[tuple[float, bytes]]]:
+    """The stored thumbnails (``frame_embeddings.thumbnail_jpeg``) of ``video_ids`` as
+    ``{video_id: [(pts_s, JPEG file), ...]}`` in frame order; only rows of ``run_id`` when given."""
+    import pyarrow.compute as pc
+
+    if not video_ids:
+        return {}
+    rows = _committed_rows(catalog, "frame_embeddings", run_id, ["video_id", "frame_index", "pts_s", "thumbnail_jpeg"],
+                           video_ids, where=pc.field("thumbnail_jpeg").is_valid())
+    found: dict[str, list[tuple[int, float, bytes]]] = defaultdict(list)
+    for row in rows:
+        found[row["video_id"]].append((row["frame_index"], row["pts_s"], row["thumbnail_jpeg"]))
+    return {vid: [(pts, jpeg) for _, pts, jpeg in sorted(frames)] for vid, frames in found.items()}
+
+
+def _strip(thumbnails: list[tuple[float, bytes]]) -> str:
+    """A row of thumbnails with their times, or a line saying there are none."""
+    if not thumbnails:
+        return "<span class=\"muted\">no thumbnails stored (the run had output.thumbnails: 0)</span>"
+    return "".join(f"<figure><img alt=\"frame at {pts:.2f} s\" src=\"{_jpeg_uri(jpeg)}\">"
+                   f"<figcaption>{pts:.2f} s</figcaption></figure>" for pts, jpeg in thumbnails)
 
 
 def _outcome(record: dict[str, Any]) -> tuple[str, bool]:
@@ -320,47 +342,65 @@ def _errors_section(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             "<th>retryable (live rows)</th><th>examples</th></tr>" + "".join(body) + "</table>")
 
 
+# --------------------------------------------------------------------------- duplicates
+
+
+def _duplicates_section(catalog: Catalog, run_id: str) -> str:
+    """Near copies and re-uploads: the ``duplicates`` rows this run wrote (a ``duplicates`` run)
+    or found for this run's videos (a processing run, once a ``duplicates`` run searched them),
+    each new video's thumbnails beside those of the committed video it copies."""
+    import pyarrow.compute as pc
+
+    columns = ["video_id", "duplicate_of", "kind", "match_frames", "clip_cosine", "mirrored", "run_id"]
+    rows = _committed_rows(catalog, "duplicates", run_id, columns)
+    own = [v["video_id"] for v in _committed_rows(catalog, "videos", run_id, ["video_id"])]
+    if own:
+        seen = {r["video_id"] for r in rows}
+        rows += [r for r in _committed_rows(catalog, "duplicates", None, columns, own,
+                                            where=pc.field("run_id") != run_id) if r["video_id"] not in seen]
+    if not rows:
+        return "<h2>Duplicates</h2><p class=\"muted\">no near copies or re-uploads found for this run</p>"
+    rows.sort(key=lambda r: (r["kind"] != "exact", r["video_id"]))
+    shown = rows[:MAX_DUPLICATES]
+    thumbs = _thumbnails(catalog, sorted({r["video_id"] for r in shown} | {r["duplicate_of"] for r in shown}))
+    cards = []
+    for r in shown:
+        facts = (f"{r['kind']}: matching frames {_fmt(r['match_frames'])}, CLIP cosine {_fmt(r['clip_cosine'])}"
+                 + (", mirrored" if r.get("mirrored") else "") + f"; found by run {r['run_id']}")
+        cards.append(
+            f"<div class=\"video\"><p>{_e(facts)}</p><div class=\"pair\">"
+            f"<div><h3>new: <code>{_e(r['video_id'])}</code></h3>"
+            f"<div class=\"frames\">{_strip(thumbs.get(r['video_id'], []))}</div></div>"
+            f"<div><h3>copy of: <code>{_e(r['duplicate_of'])}</code></h3>"
+            f"<div class=\"frames\">{_strip(thumbs.get(r['duplicate_of'], []))}</div></div>"
+            "</div></div>")
+    more = len(rows) - len(shown)
+    note = f"<p class=\"muted\">{len(rows)} duplicates" + (f" ({more} more not shown)" if more else "") + "</p>"
+    return "<h2>Duplicates</h2>" + note + "".join(cards)
+
+
 # --------------------------------------------------------------------------- contact sheet
 
 
-def _contact_sheet_section(catalog: Catalog, run_id: str, max_videos: int, limits: LimitsConfig) -> str:
-    columns = ["video_id", "uri", "content_sha256", "file_bytes", "duration_s", "width", "height", "n_frames",
+def _contact_sheet_section(catalog: Catalog, run_id: str, max_videos: int) -> str:
+    columns = ["video_id", "uri", "duration_s", "width", "height", "n_frames",
                "caption", "hashtags", "transcript_text", "language", "no_speech_prob", "audio_kind", "speech_ratio",
                "ocr_text", "ocr_error", "top_topic", "top_topic_score", "top_safety", "top_safety_score"]
     videos = sorted(_committed_rows(catalog, "videos", run_id, columns), key=lambda v: v["video_id"])
     if not videos or max_videos <= 0:
         return "<h2>Contact sheet</h2><p class=\"muted\">no committed videos from this run</p>"
     shown = videos[:max_videos]
-    frames = _committed_rows(catalog, "frame_embeddings", run_id, ["video_id", "frame_index", "pts_s"],
-                             [v["video_id"] for v in shown])
-    pts_by_video: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for f in frames:
-        pts_by_video[f["video_id"]].append((f["frame_index"], f["pts_s"]))
-    cards = []
-    with tempfile.TemporaryDirectory(prefix="extract-report-") as tmp:
-        for video in shown:
-            pts = [p for _, p in sorted(pts_by_video[video["video_id"]])]
-            cards.append(_video_card(video, pts, catalog.storage, limits, tmp))
+    thumbs = _thumbnails(catalog, [v["video_id"] for v in shown], run_id)
+    cards = [_video_card(video, thumbs.get(video["video_id"], [])) for video in shown]
     more = len(videos) - len(shown)
     note = f"<p class=\"muted\">{len(shown)} of {len(videos)} videos of this run" + \
         (f" ({more} more not shown)" if more else "") + "</p>"
     return "<h2>Contact sheet</h2>" + note + "".join(cards)
 
 
-def _video_card(video: dict[str, Any], pts_s: list[float], storage: StorageConfig, limits: LimitsConfig,
-                tmp_dir: str) -> str:
-    """One video: facts, caption, hashtags, transcript snippet and a row of sampled frames."""
-    from extract.media.sampling import spread_indices
-
-    chosen = [pts_s[i] for i in spread_indices(len(pts_s), FRAMES_PER_VIDEO)]
-    try:
-        thumbs = sampled_thumbnails(video["uri"], chosen, storage=storage, limits=limits, tmp_dir=tmp_dir,
-                                    content_sha256=video["content_sha256"], file_bytes=video["file_bytes"])
-        strip = "".join(f"<figure><img alt=\"frame at {t:.2f} s\" src=\"{_png_uri(_encode_png(img))}\">"
-                        f"<figcaption>{t:.2f} s</figcaption></figure>" for t, img in zip(chosen, thumbs))
-        strip = strip or "<span class=\"muted\">no sampled frames</span>"
-    except VideoError as exc:
-        strip = f"<p class=\"bad\">frames not shown: {_e(exc.error_type)}: {_e(_clip_text(str(exc), MESSAGE_CHARS))}</p>"
+def _video_card(video: dict[str, Any], thumbnails: list[tuple[float, bytes]]) -> str:
+    """One video: facts, caption, hashtags, transcript snippet and its stored thumbnails."""
+    strip = _strip(thumbnails)
     transcript = _clip_text(video["transcript_text"], SNIPPET_CHARS)
     if transcript:
         language = video.get("language")
@@ -399,91 +439,8 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def sampled_thumbnails(uri: str, pts_s: Sequence[float], *, storage: StorageConfig | None = None,
-                       limits: LimitsConfig | None = None, tmp_dir: str | None = None,
-                       content_sha256: str | None = None, file_bytes: int | None = None,
-                       max_side_px: int = THUMB_PX) -> list[np.ndarray]:
-    """The frames of the video at ``uri`` presented at ``pts_s`` (seconds from the video
-    stream's start, as in ``frame_embeddings``), as ``(h, w, 3) uint8`` RGB images whose longer
-    side is ``max_side_px``, display orientation (rotation and pixel aspect applied).
-
-    Remote URIs are fetched into ``tmp_dir`` (a temporary folder when None). With
-    ``content_sha256``, a file whose bytes changed since it was processed is refused, so the
-    frames shown are those that were embedded. Raises ``VideoError`` on any failure.
-    """
-    limits = limits or LimitsConfig()
-    if tmp_dir is None:
-        with tempfile.TemporaryDirectory(prefix="extract-report-") as tmp:
-            return sampled_thumbnails(uri, pts_s, storage=storage, limits=limits, tmp_dir=tmp,
-                                      content_sha256=content_sha256, file_bytes=file_bytes, max_side_px=max_side_px)
-    path, sha256, _ = fetch(uri, tmp_dir, storage, max_bytes=file_bytes or limits.max_file_bytes)
-    try:
-        if content_sha256 is not None and sha256 != content_sha256:
-            raise VideoError("ContentChanged", f"{uri!r} changed since it was processed (sha256 {sha256[:12]}… "
-                                               f"is not the committed {content_sha256[:12]}…)")
-        return read_frames_at(path, pts_s, limits, max_side_px)
-    finally:
-        if is_remote(uri):  # one fetched copy at a time, however many videos the report shows
-            os.remove(path)
-
-
-def read_frames_at(path: str, pts_s: Sequence[float], limits: LimitsConfig, max_side_px: int = THUMB_PX,
-                   decode_threads: int = 1) -> list[np.ndarray]:
-    """Decode the frames of a local video presented at ``pts_s`` (seconds from the video
-    stream's start), in the order given; ``(h, w, 3) uint8`` RGB, longer side ``max_side_px``.
-
-    Uses the decode stage's reader (``extract.media.video``): seeks where ``plan_seeks`` says a seek
-    pays, drops non-reference frames before each target inside the decoder, and enforces
-    ``limits.timeout_s``. Raises ``VideoError`` (open, decode, timeout, a target past the end).
-    """
-    import av
-
-    from extract.media.limits import Deadline
-    from extract.media.probe import open_input, read_probe
-    from extract.media.sampling import plan_seeks
-    from extract.media.video import VideoReader, frames_at
-
-    if not len(pts_s):
-        return []
-    requested = np.asarray(pts_s, np.float64)
-    order = np.argsort(requested, kind="stable")
-    # The first frame at or after (pts - tolerance) is the frame that was sampled at pts.
-    targets = np.maximum(requested[order] - PTS_TOLERANCE_S, 0.0)
-    try:
-        with open_input(path, limits, decode_threads) as container:
-            info = read_probe(container)
-            reader = VideoReader(container, info, Deadline(limits.timeout_s, path), skip_nonref=True,
-                                  max_pixels=limits.max_pixels)
-            sar = info.sample_aspect_ratio
-
-            def thumbnail(frame: Any) -> np.ndarray:
-                return _thumbnail(frame, display_rotation(frame.rotation), sar, max_side_px)
-
-            images, _ = frames_at(reader, targets, plan_seeks(targets, info.keyframes, reader.min_skip_s),
-                                   thumbnail)
-    except av.error.FFmpegError as exc:
-        raise VideoError("DecodeError", f"{path!r}: {exc}") from exc
-    out: list[np.ndarray] = [np.empty(0)] * len(images)
-    for rank, i in enumerate(order):
-        out[i] = images[rank]
-    return out
-
-
-def _thumbnail(frame: Any, rotation: int, sample_aspect_ratio: float, max_side_px: int) -> np.ndarray:
-    """A decoded frame scaled (libswscale) so its displayed longer side is ``max_side_px``."""
-    shown_w, shown_h = frame.width * sample_aspect_ratio, frame.height
-    scale = max_side_px / max(shown_w, shown_h)
-    width, height = max(2, round(shown_w * scale)), max(2, round(shown_h * scale))
-    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
-    return np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90))) if rotation else rgb
-
-
-def _encode_png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
+def _jpeg_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def _png_uri(png: bytes) -> str:

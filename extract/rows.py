@@ -16,9 +16,11 @@ Columns by stage (every stage keeps the columns it received and adds its own):
   ``container``, ``video_codec``, ``audio_codec``, ``duration_s``, ``width``, ``height``,
   ``rotation``, ``fps``, ``bitrate``, ``has_audio``), ``frames`` ``(n, S, S, 3) uint8``,
   ``pts_s`` ``(n,) float32``, ``n_frames`` int, ``sampling_policy`` str, ``audio``
-  ``(m,) float32`` 16 kHz mono, ``audio_s`` float; ``reused_from`` / ``reused_dt`` /
-  ``reused_inputs`` (JSON) when the bytes equal a candidate's: then nothing was decoded and
-  later stages run no model for the row (``is_reused``).
+  ``(m,) float32`` 16 kHz mono, ``audio_s`` float, thumbnails (``thumbnail_jpeg``,
+  ``thumbnail_bytes``, ``thumbnail_index``; read them with ``thumbnails_of``), and more
+  (``extract.stages.decode``); ``reused_from`` / ``reused_dt`` / ``reused_inputs`` (JSON) when
+  the bytes equal a candidate's: then nothing was decoded and later stages run no model for
+  the row (``is_reused``).
 - whisper (``transcribe.TranscribeStage``): consumes ``audio``; adds ``transcript_text``,
   ``language``, ``language_prob``, ``no_speech_prob``, ``whisper_model``, ``segments_json``
   (JSON list of segment dicts with the ``transcript_segments`` columns).
@@ -136,6 +138,16 @@ def mark_exception(row: dict[str, Any], stage: str, exc: BaseException) -> dict[
     where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
     message = f"{row.get('video_id')!r}: {type(exc).__name__}: {exc}{where}"
     return mark_failed(row, stage, type(exc).__name__, message, retryable=True)
+
+
+def thumbnails_of(row: dict[str, Any]) -> dict[int, bytes]:
+    """A row's thumbnails (the decode columns above) as ``{frame index: JPEG file}``."""
+    jpeg, sizes, index = row.get("thumbnail_jpeg"), row.get("thumbnail_bytes"), row.get("thumbnail_index")
+    if jpeg is None or sizes is None or index is None or not len(index):
+        return {}
+    data = np.asarray(jpeg, np.uint8).tobytes()
+    ends = np.cumsum(np.asarray(sizes, np.int64))
+    return {int(i): data[end - n:end] for i, n, end in zip(index, sizes, ends)}
 
 
 class VideoError(Exception):

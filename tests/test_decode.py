@@ -657,3 +657,75 @@ def test_stage_fetches_each_object_when_a_child_is_idle(clips, s3_server, tmp_pa
         (None, 4, True), (None, 4, False), (None, 4, True), (None, 4, False)]
     assert len(copies_seen) == 4 and max(copies_seen) <= 1  # a fetch happens for an idle child only
     assert list(scratch.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+
+THUMB_FPS = 12.0
+
+
+def _thumb_clip(path: Path, width: int = 192, height: int = 108, rotation: int = 0) -> Path:
+    from extract.media.samples import write_clip
+
+    return write_clip(path, 3.0, width, height, THUMB_FPS, audio=None, rotation=rotation, gop=6)
+
+
+def _nearest_frame(jpeg: bytes, width: int, height: int, upright_k: int = 0) -> int:
+    """Index of the synthetic frame that a thumbnail (rotated back by ``upright_k`` quarter
+    turns) looks most like."""
+    import io
+
+    from PIL import Image
+
+    from extract.media.samples import synthetic_frame
+
+    thumb = np.rot90(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32), k=upright_k)
+    h, w = thumb.shape[:2]
+    errs = [np.abs(np.asarray(Image.fromarray(synthetic_frame(i, THUMB_FPS, width, height)).resize((w, h)),
+                              np.float32) - thumb).mean() for i in range(int(3.0 * THUMB_FPS))]
+    return int(np.argmin(errs))
+
+
+def test_thumbnails_come_from_the_sampled_frames_in_the_child(tmp_path):
+    """The decode child sends up to ``output.thumbnails`` JPEGs spread over the sampled frames:
+    whole pictures, long side 160 px, each showing the frame at its ``pts_s``; the stage carries
+    them on the row (``thumbnails_of``)."""
+    import io
+
+    from PIL import Image
+
+    from extract.rows import thumbnails_of
+
+    path = _thumb_clip(tmp_path / "c.mp4")
+    config = CONFIG.replace(**{"sampling.fps": 3.0})  # 9 sampled frames, 4 of them thumbnails
+    with DecodePool(config, SPEC) as pool:
+        (result,) = pool.map([DecodeJob("c", str(path))])
+    n = len(result.frames)
+    assert n > 4 and list(result.thumbnail_index) == [int(i) for i in spread_indices(n, 4)]
+    for i, jpeg in zip(result.thumbnail_index, result.thumbnails):
+        img = Image.open(io.BytesIO(jpeg))
+        assert img.format == "JPEG" and img.size == (160, 90) and len(jpeg) < 8000
+        assert _nearest_frame(jpeg, 192, 108) == round(float(result.pts_s[i]) * THUMB_FPS)
+    stage = DecodeStage(config.replace(**{"output.thumbnails": 2}))
+    try:
+        (row,) = batch_to_rows(stage(rows_to_batch([media.source_row("c", path)])))
+    finally:
+        stage.close()
+    thumbs = thumbnails_of(row)
+    assert sorted(thumbs) == [int(i) for i in spread_indices(row["n_frames"], 2)]
+    assert all(Image.open(io.BytesIO(j)).format == "JPEG" for j in thumbs.values())
+
+
+def test_thumbnails_are_upright_for_every_policy_and_can_be_off(tmp_path):
+    path = _thumb_clip(tmp_path / "p.mp4", 160, 96, rotation=90)
+    for policy in ("uniform", "keyframes", "scene"):
+        result = _decode(path, **{"sampling.policy": policy})
+        assert len(result.thumbnails) == min(4, len(result.frames)) > 0, policy
+        for i, jpeg in zip(result.thumbnail_index, result.thumbnails):
+            # Clockwise 90: the stored picture's left column becomes the top row.
+            assert _nearest_frame(jpeg, 160, 96, upright_k=1) == round(float(result.pts_s[i]) * THUMB_FPS), policy
+    off = _decode(path, **{"output.thumbnails": 0})
+    assert off.thumbnails == () and len(off.thumbnail_index) == 0 and len(off.frames) > 0
+    # pictures for the report, not features: the setting leaves the feature hash alone
+    assert CONFIG.replace(**{"output.thumbnails": 0}).feature_hash == CONFIG.feature_hash

@@ -142,3 +142,57 @@ def test_a_deliberate_violation_is_caught(tmp_path, module, line, expected):
     finally:
         REPO = saved
     assert any(expected in p for p in problems), problems
+
+
+# The run report must parse no upload (issue 22): its pictures are the decode children's thumbnails.
+MEDIA_READERS = ("av", "extract.media.video", "extract.media.probe", "extract.media.audio", "extract.media.isolation")
+
+
+def import_chains(start: str, root: Path = PACKAGE) -> dict[str, list[str]]:
+    """Every module ``start`` can import, transitively within the package (function-level
+    imports and the packages' ``__init__`` included), and external modules by their top-level
+    name: ``{module: the import chain from start}``."""
+    def path_of(mod: str) -> Path | None:
+        base = root.parent / mod.replace(".", "/")
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.exists():
+                return candidate
+        return None
+
+    chains = {start: [start]}
+    todo = [start]
+    while todo:
+        mod = todo.pop()
+        path = path_of(mod)
+        if path is None:
+            continue
+        targets = [t for _, t in imports(path)]
+        # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+        targets += [".".join(t.split(".")[:i]) for t in targets if t.startswith("extract.")
+                    for i in range(2, t.count(".") + 1)]
+        for target in targets:
+            name = target if target.startswith("extract") else target.split(".")[0]
+            if name not in chains:
+                chains[name] = chains[mod] + [name]
+                if name.startswith("extract"):
+                    todo.append(name)
+    return chains
+
+
+def test_the_report_never_reaches_a_media_reader():
+    chains = import_chains("extract.report")
+    assert "extract.tables.catalog" in chains and "matplotlib" in chains  # the walk does follow imports
+    reached = {m: " -> ".join(chains[m]) for m in MEDIA_READERS if m in chains}
+    assert reached == {}, f"the report reaches a media reader: {reached}"
+
+
+def test_a_report_import_of_the_video_reader_is_caught(tmp_path):
+    import shutil
+
+    copy = tmp_path / "extract"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    stages = copy / "stages" / "registry.py"  # indirectly: the report imports the stage registry
+    stages.write_text(stages.read_text() + "\n\ndef _bad():\n    from extract.stages.decode import DecodeStage\n")
+    chains = import_chains("extract.report", copy)
+    assert "extract.media.video" in chains and "av" in chains
+    assert chains["extract.media.video"][:3] == ["extract.report", "extract.stages.registry", "extract.stages.decode"]

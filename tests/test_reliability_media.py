@@ -456,6 +456,31 @@ def test_codec_allow_list_is_configurable(env):
     assert admitted["error_stage"] is None and admitted["audio_codec"] == "ac3"
 
 
+@pytest.mark.parametrize("codec, suffix, pix_fmt", [("ffv1", "mkv", "yuv420p"), ("mjpeg", "avi", "yuvj420p")])
+def test_stream_info_scan_opens_no_decoder_outside_the_allow_list(tmp_path, codec, suffix, pix_fmt):
+    """``av.open``'s stream-info scan (``avformat_find_stream_info``) opens a decoder to fill in
+    what headers lack; FFmpeg's ``codec_whitelist`` stops it for codecs outside ``limits.video_codecs``:
+    the scan leaves the pixel format unknown (it never decoded), while with the codec allowed the
+    same scan decodes and knows it."""
+    from extract.config import VIDEO_CODECS, LimitsConfig
+    from extract.media.probe import open_input
+
+    container = "matroska" if suffix == "mkv" else None
+    path = write_clip(tmp_path / f"c.{suffix}", 1.0, 64, 48, 10.0, audio=None, codec=codec, pix_fmt=pix_fmt,
+                      **({"container": container} if container else {}))
+    with open_input(str(path), LimitsConfig()) as refused:
+        assert refused.streams.video[0].codec_context.format is None
+    with open_input(str(path), LimitsConfig(video_codecs=VIDEO_CODECS + (codec,))) as admitted:
+        assert admitted.streams.video[0].codec_context.format.name == pix_fmt
+    stage = DecodeStage(CONFIG)
+    try:
+        (row,) = batch_to_rows(stage(rows_to_batch([_row(codec, path)])))
+    finally:
+        stage.close()
+    assert row["error_stage"] == "decode" and row["error_type"] == "UnsupportedCodec"
+    assert f"video codec {codec} is not in limits.video_codecs" in row["error_message"]
+
+
 def _fifo(path: Path) -> Path:
     os.mkfifo(path)
     return path

@@ -1,7 +1,9 @@
-"""The run report page (``DST/_runs/<run_id>.html``): self-contained, escaped, right frames.
+"""The run report page (``DST/_runs/<run_id>.html``): self-contained, escaped, right pictures.
 
-Fast tests build a committed output with ``extract.tables.writer`` from fabricated rows that point at
-real PyAV-made clips; the end-to-end test reports on a real tiny ``extract run`` (shared with
+Fast tests build a committed output with ``extract.tables.writer`` from fabricated rows whose
+frames, perceptual hashes and thumbnails come from decoding real PyAV-made clips with the decode
+stage's own ``decode_video``; the clips are deleted before the report is written (it reads the
+tables only). The end-to-end test reports on a real tiny ``extract run`` (shared with
 tests/test_queries.py through ``committed_tiny_run``).
 """
 
@@ -16,16 +18,19 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from extract.tables.catalog import Catalog
-from extract.config import Config, LimitsConfig, StorageConfig
-from extract.report import THUMB_PX, read_frames_at, sampled_thumbnails, write_run_report
-from extract.rows import VideoError
-from extract.media.samples import synthetic_frame, write_clip
+from extract.config import Config, StorageConfig
+from extract.report import write_run_report
+from extract.media.samples import write_clip
+from extract.media.video import THUMB_SIDE, decode_video
+from extract.models.preprocess import preprocess_spec
+from extract.stages.decode import decode_columns
 from test_queries import committed_tiny_run
 from test_writer import finished_row, write_run
 
@@ -33,6 +38,8 @@ from test_writer import finished_row, write_run
 FPS = 12.0
 HOSTILE = "<script>alert(1)</script>#x"
 IMG_SRC = re.compile(r"<img[^>]*\ssrc=\"([^\"]*)\"")
+DECODE_CONFIG = Config().replace(**{"models.clip.pretrained": None})
+FROM_DECODE = ("pts_s", "phash", "thumbnail_jpeg", "thumbnail_bytes", "thumbnail_index")
 
 
 def _clip(path: Path, duration_s: float = 3.0, width: int = 192, height: int = 108, rotation: int = 0,
@@ -40,11 +47,20 @@ def _clip(path: Path, duration_s: float = 3.0, width: int = 192, height: int = 1
     return write_clip(path, duration_s, width, height, FPS, audio=None, rotation=rotation, gop=6, seed=seed)
 
 
-def _video_row(video_id: str, uri: str, path: Path | None, pts: list[float], failed: bool = False,
+def _decoded(path: Path, thumbnails: int) -> dict:
+    """The decode stage's pts, hashes and thumbnails of a clip (``decode_video``, in this process)."""
+    config = DECODE_CONFIG.replace(**{"output.thumbnails": thumbnails})
+    spec = preprocess_spec(config.models.clip)
+    columns = decode_columns(decode_video(str(path), config, spec, audio=False), spec.image_size, "uniform")
+    return {name: columns[name] for name in FROM_DECODE}
+
+
+def _video_row(video_id: str, uri: str, path: Path | None, failed: bool = False, thumbnails: int = 4,
                **over) -> dict:
-    row = finished_row(video_id, n_frames=len(pts), failed=failed)
-    row["pts_s"] = np.asarray(pts, np.float32)
-    row["uri"] = uri
+    """A finished row; with ``path``, its frames' pts, hashes and thumbnails decoded from the clip."""
+    decoded = _decoded(path, thumbnails) if path is not None and not failed else {"pts_s": np.zeros(1, np.float32)}
+    row = finished_row(video_id, n_frames=len(decoded["pts_s"]), failed=failed)
+    row.update(decoded, uri=uri)
     if path is not None:
         data = path.read_bytes()
         row["content_sha256"], row["file_bytes"] = hashlib.sha256(data).hexdigest(), len(data)
@@ -78,22 +94,24 @@ def _commit(dst: str, rows: list[dict], run_id: str, errors_by: dict) -> None:
 @pytest.fixture(scope="module")
 def synthetic_output(tmp_path_factory):
     """A committed run: a landscape clip, a portrait (rotation 90) clip with a hostile caption,
-    a video whose file is gone, and a failed video with a hostile error message."""
+    a video decoded with ``output.thumbnails: 0``, and a failed video with a hostile error
+    message. The clips are deleted once decoded: the report must not need them."""
     root = tmp_path_factory.mktemp("report")
     clips = root / "clips"
     land = _clip(clips / "land.mp4")
     portrait = _clip(clips / "portrait.mp4", width=160, height=96, rotation=90, seed=1)
-    gone = _clip(clips / "gone.mp4", seed=2)
+    bare = _clip(clips / "bare.mp4", seed=2)
     rows = [
-        _video_row("land", str(land), land, [0.0, 0.75, 1.5, 2.25, 2.5], hashtags=["beach", "fyp"],
+        _video_row("land", str(land), land, hashtags=["beach", "fyp"],
                    transcript_text="the waves are calm today " * 30),
-        _video_row("portrait", f"file://{portrait}", portrait, [0.0, 1.0, 2.0], caption=HOSTILE,
+        _video_row("portrait", f"file://{portrait}", portrait, thumbnails=3, caption=HOSTILE,
                    hashtags=["x"], transcript_text=HOSTILE),
-        _video_row("gone<&>", str(gone), gone, [0.0, 1.0]),
-        _video_row("broken", str(root / "broken.mp4"), None, [0.0], failed=True),
+        _video_row("bare<&>", str(bare), bare, thumbnails=0),
+        _video_row("broken", str(root / "broken.mp4"), None, failed=True),
     ]
     rows[3]["error_message"] = "'broken': <img src=x onerror=alert(2)> moov atom not found"
-    gone.unlink()
+    for clip in (land, portrait, bare):
+        clip.unlink()
     dst = root / "out"
     _commit(str(dst), rows, "r1", {"decode/DecodeError": 1})
     return dst
@@ -109,15 +127,23 @@ def synthetic_page(synthetic_output):
 
 
 def _images(page: str) -> list[Image.Image]:
+    """The page's images: PNG charts and JPEG thumbnails, all inline ``data:`` URIs."""
     out = []
     for src in IMG_SRC.findall(page):
-        assert src.startswith("data:image/png;base64,"), src[:60]
-        png = base64.b64decode(src.split(",", 1)[1], validate=True)
-        img = Image.open(io.BytesIO(png))
-        assert img.format == "PNG"
+        kind = re.match(r"data:image/(png|jpeg);base64,", src)
+        assert kind, src[:60]
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        img = Image.open(io.BytesIO(data))
+        assert img.format == kind.group(1).upper()
         img.load()
         out.append(img)
     return out
+
+
+def _jpegs(page: str) -> list[bytes]:
+    """The JPEG files of the page's thumbnails, in page order."""
+    return [base64.b64decode(src.split(",", 1)[1]) for src in IMG_SRC.findall(page)
+            if src.startswith("data:image/jpeg;base64,")]
 
 
 def _assert_self_contained(page: str) -> None:
@@ -132,7 +158,7 @@ def test_page_is_self_contained_and_escaped(synthetic_page):
     assert "alert(1)" in page and "<script>alert(1)" not in page
     assert html.escape(HOSTILE) in page  # caption and transcript, escaped
     assert "onerror=alert(2)" in page and "<img src=x" not in page
-    assert html.escape("gone<&>") in page and "gone<&>" not in page
+    assert html.escape("bare<&>") in page and "bare<&>" not in page
     for video_id in ("land", "portrait", "broken"):
         assert video_id in page
 
@@ -149,17 +175,24 @@ def test_page_reports_summary_timings_and_errors(synthetic_page):
     assert "the waves are calm today" in page and " …" in page  # transcript snippet, cut
 
 
-def test_contact_sheet_frames(synthetic_page):
+def test_contact_sheet_shows_the_decode_stage_thumbnails(synthetic_output, synthetic_page):
     page, _ = synthetic_page
     images = _images(page)
     chart, thumbs = images[0], images[1:]
     assert chart.width > 400
-    # land: 5 sampled frames -> 4 shown (landscape); portrait: 3 (portrait); gone: a placeholder.
+    # land: 4 thumbnails (landscape); portrait: 3 (portrait, rotation applied); bare: a placeholder.
     assert len(thumbs) == 4 + 3
-    assert all(max(t.size) == THUMB_PX for t in thumbs)
+    assert all(max(t.size) == THUMB_SIDE for t in thumbs)
     assert all(t.width > t.height for t in thumbs[:4])
     assert all(t.height > t.width for t in thumbs[4:])
-    assert "frames not shown: NotFound" in page
+    assert "no thumbnails stored (the run had output.thumbnails: 0)" in page
+    # the very files stored in frame_embeddings, in frame order, with their times
+    stored = Catalog(str(synthetic_output)).read("frame_embeddings", ["video_id", "frame_index", "pts_s",
+                                                                      "thumbnail_jpeg"]).to_pylist()
+    expected = [r for v in ("land", "portrait") for r in sorted(
+        (r for r in stored if r["video_id"] == v and r["thumbnail_jpeg"] is not None), key=lambda r: r["frame_index"])]
+    assert _jpegs(page) == [r["thumbnail_jpeg"] for r in expected]
+    assert all(f"<figcaption>{r['pts_s']:.2f} s</figcaption>" in page for r in expected)
 
 
 def test_report_is_fast(synthetic_page):
@@ -174,49 +207,8 @@ def test_unknown_run_is_refused(synthetic_output):
         write_run_report(str(synthetic_output), "nope")
 
 
-def _best_match(thumb: np.ndarray, n_frames: int, width: int, height: int, seed: int) -> int:
-    """Index of the synthetic frame that ``thumb`` (a downscaled decoded frame) looks most like."""
-    h, w = thumb.shape[:2]
-    errs = [np.abs(np.asarray(Image.fromarray(synthetic_frame(i, FPS, width, height, seed)).resize((w, h)),
-                              np.float32) - thumb).mean() for i in range(n_frames)]
-    return int(np.argmin(errs))
-
-
-@pytest.mark.parametrize("pts", [[0.0, 1.0, 2.5], [2.5, 0.5, 0.5], [1.0 / FPS * 7]])
-def test_frames_at_pts_are_the_sampled_frames(tmp_path, pts):
-    path = _clip(tmp_path / "c.mp4", duration_s=3.0, width=192, height=108)
-    thumbs = read_frames_at(str(path), pts, LimitsConfig())
-    assert len(thumbs) == len(pts)
-    for t, thumb in zip(pts, thumbs):
-        assert thumb.dtype == np.uint8 and thumb.shape == (90, 160, 3)
-        assert _best_match(thumb, int(3.0 * FPS), 192, 108, seed=0) == round(t * FPS)
-
-
-def test_rotated_video_is_shown_upright(tmp_path):
-    path = _clip(tmp_path / "p.mp4", width=160, height=96, rotation=90)
-    (thumb,) = read_frames_at(str(path), [1.0], LimitsConfig())
-    assert thumb.shape == (THUMB_PX, 96, 3)
-    # Clockwise 90: the stored picture's left column becomes the top row.
-    upright = np.rot90(thumb, k=1)
-    assert _best_match(upright, 36, 160, 96, seed=0) == 12
-
-
-def test_unreadable_or_changed_videos_raise_video_error(tmp_path):
-    path = _clip(tmp_path / "c.mp4")
-    with pytest.raises(VideoError, match="changed since"):
-        sampled_thumbnails(str(path), [0.0], content_sha256="0" * 64)
-    with pytest.raises(VideoError, match="frames end at") as exc:
-        read_frames_at(str(path), [0.0, 9.0], LimitsConfig())
-    assert exc.value.error_type == "DecodeError"
-    playlist = tmp_path / "x.m3u8"
-    playlist.write_text(f"#EXTM3U\n#EXTINF:1,\nfile://{path}\n")
-    with pytest.raises(VideoError) as exc:
-        sampled_thumbnails(str(playlist), [0.0])
-    assert exc.value.error_type == "UnsupportedFormat"
-
-
 def test_report_on_object_store(s3_server, tmp_path):
-    """Output and videos on S3: the report is written there and its frames come from S3."""
+    """Output on S3: the report is written there, its thumbnails read from the tables there."""
     import boto3
 
     from extract.tables.storage import filesystem_for
@@ -226,14 +218,14 @@ def test_report_on_object_store(s3_server, tmp_path):
     fs, _ = filesystem_for("s3://report-bucket/x")
     with fs.open_output_stream("report-bucket/videos/s3clip.mp4") as out:
         out.write(clip.read_bytes())
-    row = _video_row("s3clip", "s3://report-bucket/videos/s3clip.mp4", clip, [0.0, 1.0, 2.0])
+    row = _video_row("s3clip", "s3://report-bucket/videos/s3clip.mp4", clip, thumbnails=3)
     _commit("s3://report-bucket/out", [row], "r1", {})
     uri = write_run_report("s3://report-bucket/out", "r1", StorageConfig())
     assert uri == "s3://report-bucket/out/_runs/r1.html"
     with fs.open_input_stream("report-bucket/out/_runs/r1.html") as fh:
         page = fh.read().decode()
     _assert_self_contained(page)
-    assert len(_images(page)) == 1 + 3 and "frames not shown" not in page
+    assert len(_images(page)) == 1 + 3 and "no thumbnails stored" not in page
     assert "no errors" in page
     assert len(Catalog("s3://report-bucket/out").runs) == 1  # the .html is not read as a run
 
@@ -263,9 +255,14 @@ def test_report_of_a_real_run(tiny_run, small_samples):
     assert page.count("<p>audio: ") == len(ids) and page.count("<p>on-screen text: ") == len(ids)
     assert all(f"<p>audio: {v['audio_kind']}" in page for v in videos)
     assert all(f"topic: {v['top_topic']} (" in page for v in videos)
-    frames = Catalog(str(dst)).read("frame_embeddings")
-    expected = sum(min(4, frames["video_id"].to_pylist().count(v)) for v in ids)
-    assert len(_images(page)) == 1 + expected and "frames not shown" not in page
+    # the thumbnails the decode children made during the run, 4 per video (output.thumbnails)
+    frames = Catalog(str(dst)).read("frame_embeddings", ["video_id", "frame_index", "thumbnail_jpeg"]).to_pylist()
+    stored = [r for r in frames if r["thumbnail_jpeg"] is not None]
+    shown = sorted(r["video_id"] for r in Catalog(str(dst)).read("videos", ["video_id"]).to_pylist())[:6]
+    assert {v: sum(r["video_id"] == v for r in stored) for v in shown} == {
+        v: min(4, sum(r["video_id"] == v for r in frames)) for v in shown}
+    assert sorted(_jpegs(page)) == sorted(r["thumbnail_jpeg"] for r in stored if r["video_id"] in shown)
+    assert len(_images(page)) == 1 + len(_jpegs(page)) and "no thumbnails stored" not in page
     assert elapsed < 3.0, f"report took {elapsed:.2f} CPU s"
 
 
@@ -317,13 +314,19 @@ def test_hostile_text_never_becomes_markup(tmp_path):
     attribute, and no ``src``/``href`` other than inline ``data:`` images; the injected text is
     there as text."""
     clip = _clip(tmp_path / "clip.mp4")
-    rows = [_video_row(INJECTIONS[0], str(clip), clip, [0.0, 1.0], caption=" ".join(INJECTIONS),
+    rows = [_video_row(INJECTIONS[0], str(clip), clip, caption=" ".join(INJECTIONS),
                        hashtags=[INJECTIONS[2]], transcript_text=INJECTIONS[1] + INJECTIONS[3]),
-            _video_row(INJECTIONS[4], str(tmp_path / INJECTIONS[1]), None, [0.0], failed=True)]
+            _video_row(INJECTIONS[4], str(tmp_path / INJECTIONS[1]), None, failed=True)]
     rows[1]["error_message"] = " ".join(INJECTIONS)
     dst = tmp_path / "out"
     _commit(str(dst), rows, "r1", {"decode/DecodeError": 1})
     page = Path(write_run_report(str(dst), "r1")).read_text(encoding="utf-8")
+    _assert_markup_is_ours(page, INJECTIONS)
+
+
+def _assert_markup_is_ours(page: str, injected: Sequence[str]) -> None:
+    """Parsed with ``html.parser``: no active element, no ``on*`` attribute, no ``src``/``href``
+    but inline ``data:`` images, CSP ``default-src 'none'``; each ``injected`` text whole as text."""
     parser = _TagCollector()
     parser.feed(page)
     parser.close()
@@ -333,9 +336,47 @@ def test_hostile_text_never_becomes_markup(tmp_path):
         for name, value in attrs:
             assert not name.startswith("on"), (tag, name, value)
             if name in ("src", "href", "action", "formaction", "srcset", "background"):
-                assert tag == "img" and name == "src" and value.startswith("data:image/png;base64,"), (tag, name)
+                assert tag == "img" and name == "src" and re.match(r"data:image/(png|jpeg);base64,", value), (tag, name)
     (policy,) = [dict(a)["content"] for t, a in parser.tags if t == "meta" and dict(a).get("http-equiv")]
     assert policy.startswith("default-src 'none'")
     text = "".join(parser.text)
-    for injected in INJECTIONS:
-        assert injected in text  # shown as text, whole
+    for one in injected:
+        assert one in text  # shown as text, whole
+
+
+def test_duplicates_are_shown_with_both_videos_thumbnails(tmp_path):
+    """A re-upload committed by a later run, found by a real ``duplicates`` run: that run's
+    report (and the later processing run's) shows the pair, the new video's thumbnails beside
+    those of the committed original, read from the tables; the hostile ids stay text."""
+    from extract.pipeline.duplicates import find_duplicates
+
+    original = _clip(tmp_path / "orig.mp4", seed=3)
+    other = _clip(tmp_path / "other.mp4", seed=4)
+    copy_id = INJECTIONS[0]  # an id made of markup
+    dst = tmp_path / "out"
+    _commit(str(dst), [_video_row("orig</code>", str(original), original),
+                       _video_row("other", str(other), other)], "r1", {})
+    reupload = _video_row(copy_id, str(original), original, thumbnails=2, dt="2026-11-25",
+                          upload_ts="2026-11-25T10:00:00Z")
+    _commit(str(dst), [reupload], "r2", {})
+    original.unlink()
+    other.unlink()
+    record = find_duplicates(str(dst), Config(), "d1", since="2026-11-25")
+    assert record["counts"]["duplicates"] == 1
+    catalog = Catalog(str(dst))
+    stored = sorted(catalog.read("frame_embeddings", ["video_id", "frame_index", "thumbnail_jpeg"]).to_pylist(),
+                    key=lambda r: r["frame_index"])
+    thumbs = {v: [r["thumbnail_jpeg"] for r in stored if r["video_id"] == v and r["thumbnail_jpeg"]]
+              for v in (copy_id, "orig</code>")}
+    assert len(thumbs[copy_id]) == 2 and len(thumbs["orig</code>"]) == 4
+    for run_id in ("d1", "r2"):
+        page = Path(write_run_report(str(dst), run_id)).read_text(encoding="utf-8")
+        section = page.split("<h2>Duplicates</h2>", 1)[1].split("<h2>", 1)[0]
+        assert "exact: matching frames" in section and "found by run d1" in section
+        new, original_side = section.split("copy of: ", 1)
+        assert html.escape(copy_id) in new and html.escape("orig</code>") in original_side
+        assert _jpegs(new) == thumbs[copy_id] and _jpegs(original_side) == thumbs["orig</code>"]
+        assert "other" not in section
+        _assert_markup_is_ours(page, [copy_id, "orig</code>"])
+    page = Path(write_run_report(str(dst), "r1")).read_text(encoding="utf-8")
+    assert "no near copies or re-uploads found for this run" in page  # r1's videos are originals

@@ -47,7 +47,7 @@ from extract.media.audio import AUDIO_RATE
 from extract.media.geometry import PreprocessSpec
 from extract.media.limits import TRUNCATION_SLACK_S, Deadline, memory_error
 from extract.media.probe import Probe
-from extract.media.video import DecodedVideo, DecodeStats, decode_video
+from extract.media.video import THUMB_SIDE, DecodedVideo, DecodeStats, decode_video
 from extract.rows import VideoError
 
 # The decode child's command line after the interpreter (read at each child start).
@@ -80,18 +80,21 @@ def _probe_to_json(probe: Probe) -> dict[str, Any]:
 
 
 def _result_messages(result: DecodedVideo) -> list[bytes]:
-    """A result as wire messages: JSON header, then frames, pts, audio, OCR frames and their
-    indices as raw bytes."""
+    """A result as wire messages: JSON header (with each thumbnail's size), then frames, pts,
+    audio, OCR frames and their indices as raw bytes, the thumbnails' indices, and the thumbnail
+    JPEG files back to back."""
     header = {
         "ok": True, "probe": _probe_to_json(result.probe), "policy": result.policy,
         "stats": dataclasses.asdict(result.stats),
         "frames_shape": list(result.frames.shape), "n_pts": len(result.pts_s), "n_audio": len(result.audio),
         "ocr_shape": list(result.ocr_frames.shape),
+        "thumbnail_bytes": [len(jpeg) for jpeg in result.thumbnails],
     }
     return [json.dumps(header).encode(), result.frames.astype(np.uint8, copy=False).tobytes(),
             result.pts_s.astype(np.float32, copy=False).tobytes(), result.audio.astype(np.float32, copy=False).tobytes(),
             result.ocr_frames.astype(np.uint8, copy=False).tobytes(),
-            result.ocr_index.astype(np.int32, copy=False).tobytes()]
+            result.ocr_index.astype(np.int32, copy=False).tobytes(),
+            result.thumbnail_index.astype(np.int32, copy=False).tobytes(), b"".join(result.thumbnails)]
 
 
 def _error_message(error: VideoError, recycle: bool = False) -> bytes:
@@ -125,6 +128,9 @@ def serve_decode_requests() -> None:
     import traceback  # noqa: F401  - answer_job's, imported while imports can still read files
 
     import av  # noqa: F401  - imported before the address-space limit is applied
+    from PIL import Image
+
+    Image.preinit()  # the JPEG plugin (thumbnails), imported while imports can still read files
 
     from extract.defaults import resolved_here
 
@@ -257,7 +263,8 @@ class _Worker:
         self.stderr.truncate(0)
         sandbox.send_job(self.requests, json.dumps(dataclasses.asdict(job)).encode(), fd)
 
-    def receive(self, max_frame_bytes: int, max_audio_bytes: int, max_ocr_bytes: int) -> DecodedVideo | VideoError:
+    def receive(self, max_frame_bytes: int, max_audio_bytes: int, max_ocr_bytes: int,
+                max_thumbnail_bytes: int) -> DecodedVideo | VideoError:
         """The child's answer to the submitted job (call once ``results`` is readable)."""
         header = json.loads(self.results.recv_bytes(HEADER_MAX_BYTES))
         self.jobs_done += 1
@@ -272,14 +279,22 @@ class _Worker:
         ocr_shape = tuple(int(d) for d in header["ocr_shape"])
         ocr_frames = np.frombuffer(self.results.recv_bytes(max_ocr_bytes), np.uint8).reshape(ocr_shape)
         ocr_index = np.frombuffer(self.results.recv_bytes(4 * shape[0] + 1), np.int32)
+        thumbnail_index = np.frombuffer(self.results.recv_bytes(4 * shape[0] + 1), np.int32)
+        jpegs = self.results.recv_bytes(max_thumbnail_bytes)
+        sizes = [int(n) for n in header["thumbnail_bytes"]]
         if (len(pts) != shape[0] or len(audio) != int(header["n_audio"]) or len(ocr_index) != ocr_shape[0]
-                or (len(ocr_index) and (ocr_index.min() < 0 or ocr_index.max() >= shape[0]))):
+                or (len(ocr_index) and (ocr_index.min() < 0 or ocr_index.max() >= shape[0]))
+                or len(thumbnail_index) != len(sizes) or sum(sizes) != len(jpegs) or min(sizes, default=1) < 1
+                or (len(thumbnail_index) and (thumbnail_index.min() < 0 or thumbnail_index.max() >= shape[0]))):
             raise EOFError("decode process sent inconsistent arrays")
+        ends = np.cumsum(sizes)
+        thumbnails = tuple(jpegs[end - n:end] for n, end in zip(sizes, ends))
         if self.jobs_done >= MAX_JOBS_PER_WORKER:
             self.kill()
         probe = Probe(**header["probe"])
         stats = DecodeStats(**header["stats"])
-        return DecodedVideo(probe, frames, pts, audio, str(header["policy"]), stats, ocr_frames, ocr_index)
+        return DecodedVideo(probe, frames, pts, audio, str(header["policy"]), stats, ocr_frames, ocr_index,
+                            thumbnails, thumbnail_index)
 
     def stderr_tail(self, n_bytes: int = 1500) -> str:
         if self.stderr is None:
@@ -349,6 +364,8 @@ class DecodePool:
         self.max_frame_bytes = max(config.sampling.max_frames, config.sampling.min_frames) * s * s * 3 + 1
         self.max_audio_bytes = int((config.limits.max_duration_s + 2 * TRUNCATION_SLACK_S) * AUDIO_RATE) * 4 + 1
         self.max_ocr_bytes = config.ocr.max_frames * config.ocr.max_side ** 2 * 3 + 1
+        # a JPEG of a THUMB_SIDE-square picture is far below its raw size
+        self.max_thumbnail_bytes = config.output.thumbnails * THUMB_SIDE ** 2 * 3 + 1
         self._finalizer = weakref.finalize(self, DecodePool._close_workers, self.workers, self._home)
         try:
             for worker in self.workers:
@@ -441,7 +458,8 @@ class DecodePool:
 
     def _collect(self, worker: _Worker, job: DecodeJob) -> DecodedVideo | VideoError:
         try:
-            return worker.receive(self.max_frame_bytes, self.max_audio_bytes, self.max_ocr_bytes)
+            return worker.receive(self.max_frame_bytes, self.max_audio_bytes, self.max_ocr_bytes,
+                                  self.max_thumbnail_bytes)
         except (EOFError, OSError, ValueError, TypeError, KeyError) as exc:
             said = worker.stderr_tail()
             status = worker.kill()

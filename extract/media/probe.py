@@ -19,8 +19,11 @@ needs (stream start, key-frame positions); ``check_limits`` turns a limit breach
 ``VideoError`` whose message names the ``limits.*`` key. It also holds the codec allow-list
 (``limits.video_codecs``/``limits.audio_codecs``), checked on the probe before PyAV opens a
 stream's decoder (it does so at the first decoded packet). FFmpeg's own stream-info scan inside
-``av.open`` (``avformat_find_stream_info``) may still run a decoder over the first packets of a
-stream whose headers lack parameters; a ``codec_whitelist`` container option would close that.
+``av.open`` (``avformat_find_stream_info``) opens decoders over the first packets of a stream
+whose headers lack parameters, before any probe exists: ``open_input`` passes FFmpeg's
+``codec_whitelist`` option (``codec_whitelist()``: every decoder of the allowed codecs), so that scan can
+open no decoder outside the allow-list (FFmpeg logs "Codec (ffv1) not on whitelist" and leaves
+the stream's parameters unset; ``check_limits`` then names the codec and the key).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any, Iterator
 
 from extract.config import LimitsConfig, codec_allowed
@@ -99,6 +103,25 @@ def ffmpeg_log_capture() -> Iterator[list[tuple[int, str, str]]]:
         av.logging.set_level(previous_level)
 
 
+@lru_cache(maxsize=8)
+def codec_whitelist(video_codecs: tuple[str, ...], audio_codecs: tuple[str, ...]) -> str:
+    """FFmpeg's ``codec_whitelist`` value for the allow-lists: the names of every decoder this
+    FFmpeg has for an allowed codec (``av1`` -> ``libdav1d,libaom-av1,av1``; ``pcm_*`` -> each PCM
+    decoder), comma-separated. FFmpeg matches decoder names, the allow-lists name codecs."""
+    import av
+
+    names = []
+    for name in sorted(av.codecs_available):
+        try:
+            codec = av.Codec(name, "r")
+        except (ValueError, av.error.FFmpegError):  # an encoder only
+            continue
+        allowed = {"video": video_codecs, "audio": audio_codecs}.get(codec.type)
+        if allowed and codec_allowed(codec.canonical_name, allowed):
+            names.append(codec.name)
+    return ",".join(names) or "none"  # an empty whitelist would allow everything
+
+
 def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1, fd: int | None = None) -> Any:
     """Open a local media file with the hardening of the module docstring.
 
@@ -118,6 +141,7 @@ def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1, fd: int
         "format_whitelist": ",".join(ALLOWED_FORMATS),
         "protocol_whitelist": PROTOCOLS,
         "max_streams": str(limits.max_streams + 1),
+        "codec_whitelist": codec_whitelist(limits.video_codecs, limits.audio_codecs),
     }
     url = "file:" + os.path.abspath(path)
     if fd is not None:
@@ -140,7 +164,8 @@ def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1, fd: int
             # FFmpeg checks the stride-aligned width (up to 63 px wider): twice the limit keeps
             # legal sizes decodable and still stops a stream that grows mid-file far past it
             # before its buffers exist; the decoder checks the exact limit on every frame.
-            stream.codec_context.options = {"max_pixels": str(2 * limits.max_pixels)}
+            stream.codec_context.options = {"max_pixels": str(2 * limits.max_pixels),
+                                            "codec_whitelist": options["codec_whitelist"]}
             stream.codec_context.thread_count = decode_threads
             stream.codec_context.thread_type = DECODER_THREAD_TYPE
     return container

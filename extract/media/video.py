@@ -17,6 +17,11 @@ Truncated and corrupt files: what decodes is used. Single undecodable packets ar
 sampling target (truncated, or a header that lies about the duration) is rejected as
 ``DecodeError`` naming how far it got; a target within the slack of the last frame takes the
 last frame. A broken header (e.g. an MP4 cut before its ``moov`` index) fails at open.
+
+Thumbnails (``output.thumbnails``): up to that many of the sampled frames, spread over the
+video, are also kept as small JPEGs of the whole picture (display orientation and pixel aspect
+applied, long side ``THUMB_SIDE``), scaled from the same decoded frames as the CLIP crops, so
+the run report shows pictures without any process but a decode child parsing the upload.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ FALLBACK_FPS = 30.0  # frame rate assumed when the container states none (seek c
 SCENE_STORE_FACTOR = 4  # scene frames kept in memory up to this many times max_frames, else a 2nd pass
 
 
+THUMB_SIDE = 160  # long side of a thumbnail, pixels (never enlarged)
+THUMB_QUALITY = 75  # JPEG quality of a thumbnail (libjpeg scale; 75: a few kB at 160 px)
+
+
 @dataclass(frozen=True)
 class DecodeStats:
     """How a video was read: ``strategy`` ``seek`` (at least one seek) or ``sequential``;
@@ -93,6 +102,10 @@ class DecodedVideo:
     # the position of each in ``frames``. Empty when OCR is off.
     ocr_frames: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))
     ocr_index: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    # Thumbnails (``output.thumbnails``): JPEG files (bytes) of whole pictures, long side at most
+    # ``THUMB_SIDE``; ``thumbnail_index`` ``(t,) int32``: the position of each in ``frames``.
+    thumbnails: tuple[bytes, ...] = ()
+    thumbnail_index: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
 
     @property
     def audio_s(self) -> float:
@@ -303,10 +316,13 @@ def frames_at(reader: VideoReader, targets: np.ndarray, plan: Sequence[KeyFrame 
 
 
 def _scene_frames(reader: VideoReader, scale: Callable[[Any], np.ndarray], threshold: float,
-                  max_frames: int) -> tuple[list[np.ndarray] | None, list[float]]:
+                  max_frames: int, keep: Callable[[int, Any], None] | None = None,
+                  ) -> tuple[list[np.ndarray] | None, list[float]]:
     """``scene`` policy in one sequential pass: frames at scene changes (first frame included),
     thinned to ``max_frames``. Returns ``(None, times)`` when there were too many changes to
-    keep in memory: the caller then decodes the selected times in a second pass."""
+    keep in memory: the caller then decodes the selected times in a second pass. ``keep(j,
+    frame)``, when given, sees every scene-change frame held in memory (``j``: its position
+    among the changes, which are thinned by ``spread_indices(changes, max_frames)``)."""
     from av.video.reformatter import VideoReformatter
 
     thumbs = VideoReformatter()
@@ -319,6 +335,8 @@ def _scene_frames(reader: VideoReader, scale: Callable[[Any], np.ndarray], thres
         if detector.update(gray):
             times.append(t)
             if kept is not None:
+                if keep is not None:
+                    keep(len(kept), frame)
                 kept.append(scale(frame))
                 if len(kept) > SCENE_STORE_FACTOR * max_frames:
                     kept = None
@@ -393,20 +411,30 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
         check_limits(info, limits, path)
         scale = ClipFrameScaler(spec, info.sample_aspect_ratio, threads)
         ocr = _OcrFrames(config.ocr, info.sample_aspect_ratio, threads)
+        thumbs = _Thumbnails(config.output.thumbnails, info.sample_aspect_ratio, threads)
+
+        def keep(i: int, frame: Any) -> None:  # the OCR frame and the thumbnail of sampled frame i
+            ocr.keep(i, frame)
+            thumbs.keep(i, frame)
+
         keyframes = info.keyframes if strategy == "auto" else None
         reader = VideoReader(container, info, deadline, skip_nonref=sampling.policy == "uniform",
                              max_pixels=limits.max_pixels)
         info = _with_measured_duration(info, reader, limits, path)
         if sampling.policy == "scene":
-            images, times = _scene_frames(reader, scale, sampling.scene_threshold, sampling.max_frames)
+            images, times = _scene_frames(reader, scale, sampling.scene_threshold, sampling.max_frames,
+                                          thumbs.keep_scene if thumbs.wanted else None)
+            if images is not None:
+                thumbs.adopt_scene(sampling.max_frames)
         else:
             if sampling.policy == "keyframes":
                 targets = _keyframe_policy_targets(reader, info, sampling.max_frames)
             else:
                 targets = sample_timestamps(info.video_duration_s, sampling)
             ocr.choose(len(targets))
+            thumbs.choose(len(targets))
             images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale,
-                                      ocr.keep)
+                                      keep)
         stats = DecodeStats("seek" if reader.seeks else "sequential", reader.frames_decoded, reader.seeks,
                             reader.bad_packets, packets_read=reader.packets_read)
     if images is None:  # scene: too many changes to hold while scanning; decode the chosen ones again
@@ -414,8 +442,9 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
             reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
             targets = np.asarray(times)
             ocr.choose(len(targets))
+            thumbs.choose(len(targets))
             images, times = frames_at(reader, targets, plan_seeks(targets, keyframes, reader.min_skip_s), scale,
-                                      ocr.keep)
+                                      keep)
     elif ocr.wanted and sampling.policy == "scene" and times:  # scene frames held in memory: OCR's few again
         ocr.choose(len(times))
         picked = np.asarray([times[i] for i in ocr.targets])
@@ -428,7 +457,54 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     frames = np.stack(images) if images else np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
     stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started)
     return DecodedVideo(read_probe_rotated(info, scale.rotation or 0), frames, np.asarray(times, np.float32),
-                        waveform, sampling.policy, stats, *ocr.arrays())
+                        waveform, sampling.policy, stats, *ocr.arrays(), *thumbs.jpegs())
+
+
+class _Thumbnails:
+    """The thumbnails of one decode: up to ``n`` targets spread over the sampled ones, each scaled
+    (``OcrFrameScaler``: whole picture, display orientation, long side ``THUMB_SIDE``) from the
+    same decoded frame as its CLIP frame, and JPEG-encoded at the end."""
+
+    def __init__(self, n: int, sample_aspect_ratio: float, threads: int):
+        self.n = n
+        self.wanted = n > 0
+        self.scale = OcrFrameScaler(THUMB_SIDE, sample_aspect_ratio, threads) if self.wanted else None
+        self.targets: list[int] = []
+        self.images: dict[int, np.ndarray] = {}
+        self.scene: list[np.ndarray] = []  # ``scene`` policy: one per scene change held in memory
+
+    def choose(self, n_targets: int) -> None:
+        self.targets = [int(i) for i in spread_indices(n_targets, self.n)] if self.wanted else []
+
+    def keep(self, i: int, frame: Any) -> None:
+        if i in self.targets and i not in self.images:
+            self.images[i] = self.scale(frame)
+
+    def keep_scene(self, j: int, frame: Any) -> None:
+        self.scene.append(self.scale(frame))
+
+    def adopt_scene(self, max_frames: int) -> None:
+        """Targets among the kept scene frames (``spread_indices`` of the changes, as ``_scene_frames``)."""
+        kept = spread_indices(len(self.scene), max_frames)
+        self.choose(len(kept))
+        self.images = {i: self.scene[kept[i]] for i in self.targets}
+        self.scene = []
+
+    def jpegs(self) -> tuple[tuple[bytes, ...], np.ndarray]:
+        """``(JPEG files, thumbnail_index (t,) int32)`` in frame order."""
+        index = sorted(self.images)
+        return tuple(encode_jpeg(self.images[i]) for i in index), np.asarray(index, np.int32)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = THUMB_QUALITY) -> bytes:
+    """``(h, w, 3) uint8`` RGB -> a baseline JPEG file (Pillow's libjpeg, 4:2:0)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 class _OcrFrames:

@@ -28,7 +28,13 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
 - ``ocr_frames`` ``(k, h, w, 3) uint8`` and ``ocr_frame_index`` ``(k,) int32``: with ``ocr.enabled``,
   up to ``ocr.max_frames`` of the sampled frames (spread over the video) as whole pictures,
   long side at most ``ocr.max_side``, scaled from the same decoded frames (no second decode,
-  except for the ``scene`` policy, which re-reads those few by seeking).
+  except for the ``scene`` policy, which re-reads those few by seeking);
+- ``thumbnail_jpeg`` ``(b,) uint8``, ``thumbnail_bytes`` ``(t,) int32`` and ``thumbnail_index``
+  ``(t,) int32``: with ``output.thumbnails`` = N > 0, up to N of the sampled frames (spread over
+  the video) as JPEG files back to back (``thumbnail_bytes``: the length of each, in order;
+  ``thumbnail_index``: the frame each shows), whole pictures in display orientation with the
+  long side at most 160 px, encoded in the decode child from the frames it decoded (see
+  ``extract.rows.thumbnails_of``); stored as ``frame_embeddings.thumbnail_jpeg`` for the run report.
 
 How frames are reached (seeks, dropped non-reference frames) and how truncated or corrupt files
 end is in ``extract.media.video``; the child processes and their limits in ``extract.media.isolation``.
@@ -59,7 +65,7 @@ STAGE = DECODE.name
 DECODE_COLUMNS = ("content_sha256", "file_bytes", "container", "video_codec", "audio_codec", "duration_s",
                   "width", "height", "rotation", "fps", "bitrate", "has_audio", "frames", "pts_s", "n_frames",
                   "sampling_policy", "audio", "audio_s", "ocr_frames", "ocr_frame_index", "phash",
-                  "reused_from", "reused_dt", "reused_inputs")
+                  "thumbnail_jpeg", "thumbnail_bytes", "thumbnail_index", "reused_from", "reused_dt", "reused_inputs")
 
 
 PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width", "height", "rotation", "fps",
@@ -75,7 +81,9 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
         row.update(content_sha256=content_sha256, file_bytes=file_bytes)
         row.update(frames=np.zeros((0, image_size, image_size, 3), np.uint8), pts_s=np.zeros(0, np.float32),
                    audio=np.zeros(0, np.float32), ocr_frames=np.zeros((0, 0, 0, 3), np.uint8),
-                   ocr_frame_index=np.zeros(0, np.int32), phash=np.zeros(0, np.int64))
+                   ocr_frame_index=np.zeros(0, np.int32), phash=np.zeros(0, np.int64),
+                   thumbnail_jpeg=np.zeros(0, np.uint8), thumbnail_bytes=np.zeros(0, np.int32),
+                   thumbnail_index=np.zeros(0, np.int32))
         return row
     probe = result.probe
     row = {name: getattr(probe, name) for name in PROBE_COLUMNS}
@@ -84,7 +92,10 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                n_frames=int(len(result.frames)), sampling_policy=policy, audio=result.audio,
                audio_s=float(result.audio_s), ocr_frames=result.ocr_frames, ocr_frame_index=result.ocr_index,
                # two's-complement int64 of the 64-bit pHash (Delta/Parquet have no unsigned 64-bit type)
-               phash=phash_frames(result.frames).view(np.int64))
+               phash=phash_frames(result.frames).view(np.int64),
+               thumbnail_jpeg=np.frombuffer(b"".join(result.thumbnails), np.uint8),
+               thumbnail_bytes=np.asarray([len(j) for j in result.thumbnails], np.int32),
+               thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False))
     return {name: row[name] for name in DECODE_COLUMNS}
 
 

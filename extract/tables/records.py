@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pyarrow as pa
 
-from extract.rows import is_failed, mark_failed
+from extract.rows import is_failed, mark_failed, thumbnails_of
 from extract.tables.schemas import TABLES, get_table_schema
 
 
@@ -88,9 +88,11 @@ def video_records(row: Mapping[str, Any], ctx: TableContext,
     video.update(common, upload_ts=parse_ts(row.get("upload_ts")), source_mtime=parse_ts(row.get("source_mtime")),
                  n_segments=len(segments), feature_hash=ctx.feature_hash, processed_at=ctx.processed_at)
     phash = row.get("phash")
+    thumbnails = thumbnails_of(row)
     frames = [
         {**common, "frame_index": i, "pts_s": float(pts), "embedding": emb,
-         "phash": int(phash[i]) if phash is not None and i < len(phash) else None}
+         "phash": int(phash[i]) if phash is not None and i < len(phash) else None,
+         "thumbnail_jpeg": thumbnails.get(i)}
         for i, (pts, emb) in enumerate(zip(row.get("pts_s", ()), row.get("frame_embeddings", ())))
     ]
     return {

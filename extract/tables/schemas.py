@@ -29,6 +29,7 @@ TABLES = ("videos", "frame_embeddings", "transcript_segments", "hashtags", "ocr_
 
 _SIMPLE_TYPES = {
     "string": pa.string(),
+    "binary": pa.binary(),
     "bool": pa.bool_(),
     "int32": pa.int32(),
     "int64": pa.int64(),
@@ -140,12 +141,16 @@ def embedding_dim_of(schema: pa.Schema) -> int | None:
 
 
 def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
-    """Arrow types equal up to list field names, string vs large/view string (readers differ)."""
+    """Arrow types equal up to list field names, string vs large/view string and binary vs
+    large/view binary (readers differ)."""
     if pa.types.is_list(a) or pa.types.is_large_list(a) or pa.types.is_list_view(a):
         return (pa.types.is_list(b) or pa.types.is_large_list(b)) and _same_type(a.value_type, b.value_type)
     strings = (pa.string(), pa.large_string(), pa.string_view())
     if a in strings:
         return b in strings
+    binaries = (pa.binary(), pa.large_binary(), pa.binary_view())
+    if a in binaries:
+        return b in binaries
     return a.equals(b)
 
 

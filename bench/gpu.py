@@ -47,7 +47,7 @@ def end_to_end(work: Path, counts: tuple[int, int], duration_s: float, size: tup
     whisper = str(base) if base.is_file() else str(make_tiny(work / "tiny").parent / "whisper-tiny-random.pt")
     config = load_config([], overrides + [f"models.whisper.name={whisper}"])
     init_ray(config)
-    gpus = max(cluster_machine().gpus, 1.0) if device == "cuda" else 1.0
+    gpus = max(cluster_machine(config).gpus, 1.0) if device == "cuda" else 1.0
     walls = []
     for n in counts:
         sub = subset_manifest(manifest, n, work / f"gpu-{n}.jsonl")

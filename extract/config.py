@@ -115,6 +115,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # Runtime keys left null are resolved at plan time from the machine or cluster the run has
 # (``extract.defaults.resolve_runtime``: cores, memory, GPUs and their memory); what they
 # resolved to, and why, is printed at start and kept in the run manifest.
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")  # not usable as runtime.accelerator_resource
 AUTO_RUNTIME_KEYS = ("clip_batch_size", "whisper_batch_size", "num_gpus_per_actor", "clip_actors", "whisper_actors",
                      "ocr_actors", "decode_batch_size", "decode_workers", "decode_threads", "videos_per_batch",
                      "torch_threads")
@@ -137,6 +138,10 @@ class RuntimeConfig:
     # the environment cannot oversubscribe the cores)
     torch_threads: int | None = None
     ray_address: str | None = None  # None = RAY_ADDRESS env or an in-process local Ray
+    # A custom Ray resource the Whisper and CLIP actors also ask for (num_gpus_per_actor of it
+    # each), so they run only on nodes that declare it (`ray start --resources='{"NAME": N}'`);
+    # null = no such constraint. On a GPU run the actors still ask for their GPU share as well.
+    accelerator_resource: str | None = None
     max_task_retries: int = 2  # Ray retries of a crashed actor call; then the crashing video is isolated (pipeline)
 
     @property
@@ -433,6 +438,11 @@ def verify_config(cfg: Config) -> Config:
         if key != "num_gpus_per_actor" and getattr(rt, key) is not None:
             _check_positive(f"runtime.{key}", getattr(rt, key))
     _check_positive("runtime.max_task_retries", cfg.runtime.max_task_retries, allow_zero=True)
+    name = rt.accelerator_resource
+    if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name)
+                             or name in RAY_BUILTIN_RESOURCES):
+        raise ConfigError(f"runtime.accelerator_resource: must name a custom Ray resource (letters, digits, _ . -; "
+                          f"not one of {list(RAY_BUILTIN_RESOURCES)}), got {name!r}")
     for f in dataclasses.fields(cfg.limits):
         if f.name in ("video_codecs", "audio_codecs"):
             _check_codecs(f"limits.{f.name}", getattr(cfg.limits, f.name))

@@ -60,7 +60,8 @@ UNKNOWN_GPU_GIB = 16  # plan conservatively when the GPU's memory is not known
 @dataclass(frozen=True)
 class Machine:
     """What a run has: CPU cores, memory (bytes), GPUs, the memory of one GPU (bytes, 0 = not
-    known) and the number of nodes, summed over a Ray cluster."""
+    known) and the number of nodes, summed over a Ray cluster; ``accelerators`` is the total of
+    the custom resource ``runtime.accelerator_resource`` names (0 when it is not set)."""
 
     cpus: float
     memory_bytes: float
@@ -68,16 +69,21 @@ class Machine:
     gpu_memory_bytes: float = 0.0
     nodes: int = 1
     gpu_type: str | None = None
+    accelerators: float = 0.0
 
     @classmethod
-    def from_ray(cls, resources: Mapping[str, float], nodes: int = 1) -> "Machine":
-        """From ``ray.cluster_resources()`` (``CPU``, ``GPU``, ``memory`` in bytes, and
-        ``accelerator_type:<name>`` keys that name the GPU model)."""
+    def from_ray(cls, resources: Mapping[str, float], nodes: int = 1,
+                 accelerator_resource: str | None = None) -> "Machine":
+        """From ``ray.cluster_resources()`` (``CPU``, ``GPU``, ``memory`` in bytes,
+        ``accelerator_type:<name>`` keys that name the GPU model, and custom resources, of which
+        ``accelerator_resource`` is counted)."""
         types = [key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:")]
         gpu_type = min(types, key=lambda t: GPU_MEMORY_GIB.get(t, UNKNOWN_GPU_GIB), default=None)
         gib = GPU_MEMORY_GIB.get(gpu_type, 0) if gpu_type else 0
+        accelerators = float(resources.get(accelerator_resource, 0.0)) if accelerator_resource else 0.0
         return cls(cpus=float(resources.get("CPU", 1.0)), memory_bytes=float(resources.get("memory", 0.0)),
-                   gpus=float(resources.get("GPU", 0.0)), gpu_memory_bytes=gib * GIB, nodes=nodes, gpu_type=gpu_type)
+                   gpus=float(resources.get("GPU", 0.0)), gpu_memory_bytes=gib * GIB, nodes=nodes, gpu_type=gpu_type,
+                   accelerators=accelerators)
 
     @classmethod
     def local(cls) -> "Machine":
@@ -97,7 +103,8 @@ class Machine:
             mem = f", {self.gpu_memory_bytes / GIB:.0f} GiB each" if self.gpu_memory_bytes else ""
             gpu = f", {self.gpus:g} GPU{'s' if self.gpus != 1 else ''}{f' ({self.gpu_type})' if self.gpu_type else ''}{mem}"
         nodes = f" on {self.nodes} nodes" if self.nodes > 1 else ""
-        return f"{self.cpus:g} CPUs, {self.memory_bytes / GIB:.0f} GiB{gpu}{nodes}"
+        accel = f", {self.accelerators:g} accelerator resource units" if self.accelerators else ""
+        return f"{self.cpus:g} CPUs, {self.memory_bytes / GIB:.0f} GiB{gpu}{accel}{nodes}"
 
 
 def uses_gpus(config: Config, machine: Machine) -> bool:
@@ -119,6 +126,8 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
     rt = config.runtime
     on_gpu = uses_gpus(config, machine)
     chosen: dict[str, tuple[Any, str]] = {}
+    cpu_share_reason = (f"of {rt.accelerator_resource} per Whisper or CLIP actor: two share one unit"
+                        if rt.accelerator_resource else "unused: no GPU")
     if on_gpu:
         gib = machine.gpu_memory_bytes / GIB if machine.gpu_memory_bytes else UNKNOWN_GPU_GIB
         known = "" if machine.gpu_memory_bytes else " (memory not known: planned as 16)"
@@ -139,7 +148,7 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
         )
     elif machine.cpus < 4:
         chosen.update(
-            num_gpus_per_actor=(GPU_SHARE, "unused: no GPU"),
+            num_gpus_per_actor=(GPU_SHARE, cpu_share_reason),
             clip_actors=(1, f"{machine.cpus:g} cores: one actor per model"),
             whisper_actors=(1, f"{machine.cpus:g} cores: one actor per model"),
             ocr_actors=(1, f"{machine.cpus:g} cores: one actor per model"),
@@ -154,7 +163,7 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
         clip = max(1, round(machine.cpus * CLIP_CPU_SHARE))
         ocr = max(1, round(machine.cpus * OCR_CPU_SHARE))
         chosen.update(
-            num_gpus_per_actor=(GPU_SHARE, "unused: no GPU"),
+            num_gpus_per_actor=(GPU_SHARE, cpu_share_reason),
             clip_actors=(clip, f"{CLIP_CPU_SHARE:.0%} of {machine.cpus:g} cores (CLIP's share of the CPU work)"),
             whisper_actors=(whisper, f"{WHISPER_CPU_SHARE:.0%} of {machine.cpus:g} cores "
                                      "(Whisper's share of the CPU work)"),

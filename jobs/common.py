@@ -258,7 +258,9 @@ def describe_resources(config: Config, cluster: dict[str, Any], resources: dict[
              f"  {'stage':<8} {'actors':>6} {'CPU/actor':>9} {'GPU/actor':>9} {'videos/call':>11}"]
     for name in (name for name in STAGES if name in resources):
         p = resources[name]
-        lines.append(f"  {name:<8} {p['actors']:>6} {p['num_cpus']:>9g} {p['num_gpus']:>9g} {p['batch_size']:>11}")
+        extra = "".join(f"  {key} {amount:g}/actor" for key, amount in p["resources"].items())
+        lines.append(f"  {name:<8} {p['actors']:>6} {p['num_cpus']:>9g} {p['num_gpus']:>9g} {p['batch_size']:>11}"
+                     + extra)
     lines.append(f"  model batches: clip {rt.clip_batch_size} frames/forward, whisper {rt.whisper_batch_size} "
                  f"windows/decode; decode {rt.decode_threads} FFmpeg thread(s)/video")
     lines.append("ray data: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
@@ -331,7 +333,8 @@ def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going:
     if pending:
         try:
             cluster = connect_cluster(config)
-            resolved, resources, _ = plan_resources(config, Machine.from_ray(cluster, cluster.get("nodes", 1)))
+            resolved, resources, _ = plan_resources(config, Machine.from_ray(cluster, cluster.get("nodes", 1),
+                                                                         config.runtime.accelerator_resource))
         except Exception as exc:  # noqa: BLE001 - no cluster, no run: report and alert
             log.exception("cannot start on Ray")
             print(f"jobs.{spec.name}: cannot start on Ray: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -159,3 +159,37 @@ def test_a_disabled_ocr_stage_gets_no_pool():
     assert list(plan) == ["decode", "whisper", "clip"]
     _, plan, _ = plan_resources(CPU, laptop(2))
     assert list(plan) == ["decode", "ocr", "whisper", "clip"]
+
+
+def test_accelerator_resource_places_the_gpu_stages_on_the_nodes_that_declare_it():
+    from extract.config import ConfigError, load_config
+
+    config = CPU.replace(**{"runtime.accelerator_resource": "accel"})
+    machine = Machine.from_ray({"CPU": 6.0, "memory": 24 * GIB, "accel": 2.0}, nodes=3, accelerator_resource="accel")
+    assert machine.accelerators == 2.0 and "2 accelerator resource units on 3 nodes" in machine.describe()
+    resolved, plan, reasons = plan_resources(config, machine)
+    check_plan_fits(plan, machine)
+    # the CPU layout, but Whisper and CLIP ask for a share of the custom resource, OCR and decode do not
+    assert plan["whisper"]["resources"] == plan["clip"]["resources"] == {"accel": 0.5}
+    assert plan["ocr"]["resources"] == plan["decode"]["resources"] == {}
+    assert plan["clip"]["num_gpus"] == plan["whisper"]["num_gpus"] == 0.0
+    assert "of accel per Whisper or CLIP actor" in reasons["runtime.num_gpus_per_actor"]
+    # unset: no custom resource asked for, and the reason says the share is unused
+    _, plain, plain_reasons = plan_resources(CPU, machine)
+    assert all(p["resources"] == {} for p in plain.values())
+    assert plain_reasons["runtime.num_gpus_per_actor"].endswith("(unused: no GPU)")
+    # a cluster without (enough of) the resource fails at plan time, naming the key and the fix
+    for units in (0.0, 0.5):
+        short = Machine(cpus=6, memory_bytes=24 * GIB, accelerators=units)
+        with pytest.raises(RuntimeError, match=r"need 1 of the Ray resource 'accel' \(runtime.accelerator_resource"):
+            check_plan_fits(plan_resources(config, short)[1], short)
+    # on a GPU run the actors ask for both their GPU share and the resource
+    gpu = Machine(cpus=16, memory_bytes=64 * GIB, gpus=2, gpu_memory_bytes=24 * GIB, accelerators=2)
+    _, gpu_plan, _ = plan_resources(Config().replace(**{"runtime.accelerator_resource": "accel"}), gpu)
+    assert gpu_plan["clip"]["num_gpus"] == 0.5 and gpu_plan["clip"]["resources"] == {"accel": 0.5}
+    check_plan_fits(gpu_plan, gpu)
+    # the key is validated where configs load
+    assert load_config([], ["runtime.accelerator_resource=fake_gpu"]).runtime.accelerator_resource == "fake_gpu"
+    for bad in ("GPU", "CPU", "node:127.0.0.1", "two words"):
+        with pytest.raises(ConfigError, match="runtime.accelerator_resource"):
+            load_config([], [f"runtime.accelerator_resource={bad}"])

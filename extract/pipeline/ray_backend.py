@@ -182,7 +182,7 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
     init_ray(config)
     settings = configure_data_context(config)
     stages = stages or stage_classes()
-    machine = cluster_machine()
+    machine = cluster_machine(config)
     config, plan, defaults = plan_resources(config, machine)
     check_plan_fits(plan, machine)
     if defaults:
@@ -197,7 +197,7 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
             TimedStage, fn_constructor_args=(stages[name], name, config, p.get("torch_threads")),
             batch_size=p["batch_size"], batch_format="numpy", zero_copy_batch=False,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=p["actors"]),
-            num_cpus=p["num_cpus"], num_gpus=p["num_gpus"] or None,
+            num_cpus=p["num_cpus"], num_gpus=p["num_gpus"] or None, resources=p["resources"] or None,
             max_restarts=retries, max_task_retries=retries,
         )
     log.info("ray data settings: %s; pools: %s", settings, plan)
@@ -205,11 +205,12 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
     return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), resources
 
 
-def cluster_machine() -> Machine:
-    """What the connected Ray cluster has, summed over its live nodes."""
+def cluster_machine(config: Config) -> Machine:
+    """What the connected Ray cluster has, summed over its live nodes (with the total of
+    ``runtime.accelerator_resource`` when it is set)."""
     import ray
 
-    return Machine.from_ray(ray.cluster_resources(), _live_nodes())
+    return Machine.from_ray(ray.cluster_resources(), _live_nodes(), config.runtime.accelerator_resource)
 
 
 def _live_nodes() -> int:

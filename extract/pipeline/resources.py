@@ -30,8 +30,10 @@ def plan_resources(config: Config, machine: Machine) -> tuple[Config, dict[str, 
 
 
 def resource_plan(config: Config, machine: Machine) -> dict[str, dict[str, Any]]:
-    """Per stage of a resolved ``config``: actor pool size, CPUs and GPUs per actor, videos per
-    batch, and for the model stages torch's CPU threads."""
+    """Per stage of a resolved ``config``: actor pool size, CPUs and GPUs per actor, custom Ray
+    ``resources`` per actor (``runtime.accelerator_resource``: ``num_gpus_per_actor`` of it for
+    the GPU stages, on a GPU run or not), videos per batch, and for the model stages torch's CPU
+    threads."""
     if not config.runtime.resolved:
         raise ValueError("resource_plan needs a config resolved by extract.defaults.resolve_runtime")
     rt = config.runtime
@@ -43,14 +45,16 @@ def resource_plan(config: Config, machine: Machine) -> dict[str, dict[str, Any]]
     models = [spec for spec in specs if spec.pool == "model"]
     # What one actor of each model pool leaves (the pools' minimum; more model actors queue).
     cpu_share = 1.0 if gpus > 0 else max(min(1.0, machine.cpus - len(models) * model_cpus), 0.25)
+    accel = {rt.accelerator_resource: rt.num_gpus_per_actor} if rt.accelerator_resource else {}
     plan: dict[str, dict[str, Any]] = {}
     for spec in specs:
         if spec.pool == "cpu":
             plan[spec.name] = {"actors": getattr(rt, spec.actors_key), "num_cpus": cpu_share, "num_gpus": 0.0,
-                               "batch_size": rt.decode_batch_size}
+                               "resources": {}, "batch_size": rt.decode_batch_size}
         else:
             plan[spec.name] = {"actors": getattr(rt, spec.actors_key), "num_cpus": model_cpus,
                                "num_gpus": gpus if spec.uses_gpu else 0.0,
+                               "resources": dict(accel) if spec.uses_gpu else {},
                                "batch_size": rt.videos_per_batch, "torch_threads": rt.torch_threads}
     return plan
 
@@ -69,6 +73,15 @@ def check_plan_fits(plan: dict[str, dict[str, Any]], machine: Machine) -> None:
             f"one CLIP and one Whisper actor need {gpus:g} GPUs (runtime.num_gpus_per_actor="
             f"{plan['clip']['num_gpus']:g} each) but the Ray cluster has {machine.gpus:g}; set "
             "runtime.num_gpus_per_actor=0.5 to share one GPU, or add GPU nodes")
+    accel = {name for p in plan.values() for name in p["resources"]}  # runtime.accelerator_resource, if set
+    for name in accel:
+        need = sum(p["resources"].get(name, 0.0) for p in plan.values())
+        if need > machine.accelerators + 1e-9:
+            raise RuntimeError(
+                f"one CLIP and one Whisper actor need {need:g} of the Ray resource {name!r} "
+                f"(runtime.accelerator_resource; runtime.num_gpus_per_actor={plan['clip']['resources'][name]:g} each) "
+                f"but the Ray cluster has {machine.accelerators:g}; start the model nodes with "
+                f"`ray start --resources='{{\"{name}\": 1}}'` or unset runtime.accelerator_resource")
     if cpus > machine.cpus + 1e-9:
         raise RuntimeError(
             f"one actor of each stage needs {cpus:g} CPUs ({per_stage}) but the Ray cluster has "

@@ -270,10 +270,13 @@ def _owner_ranks(column, ids: "pa.Array") -> np.ndarray:
 
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     out = np.empty(sum(len(c) for c in chunks), np.int32)
-    start = 0
+    start, looked_up = 0, {}  # the chunks of one Parquet row group share its dictionary: look it up once
     for chunk in chunks:
         if pa.types.is_dictionary(chunk.type):
-            per_value = pc.index_in(chunk.dictionary, value_set=ids).fill_null(-1).to_numpy()
+            key = (chunk.dictionary.buffers()[-1].address if len(chunk.dictionary) else 0, len(chunk.dictionary))
+            if key not in looked_up:
+                looked_up = {key: pc.index_in(chunk.dictionary, value_set=ids).fill_null(-1).to_numpy()}
+            per_value = looked_up[key]
             codes = pc.fill_null(chunk.indices, 0).to_numpy().astype(np.int64, copy=False)
             ranks = per_value[codes] if len(per_value) else np.full(len(chunk), -1)
             if chunk.null_count:

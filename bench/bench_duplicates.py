@@ -133,9 +133,12 @@ def search_worker(work: Path, new: int) -> dict[str, Any]:
     meta = json.loads((work / "truth.json").read_text())
     started = time.perf_counter()
     new_videos = pq.read_table(work / "new_videos.parquet").slice(0, new)
-    new_frames = pq.read_table(work / "new_frames.parquet").slice(0, meta["new_frame_counts"][new - 1])
+    # Frame ids dictionary-encoded, as the job's step reads them (``Catalog.read(..., dictionary=...)``).
+    new_frames = pq.read_table(work / "new_frames.parquet", read_dictionary=["video_id"]).slice(
+        0, meta["new_frame_counts"][new - 1])
     videos = pa.concat_tables([pq.read_table(work / "history_videos.parquet"), new_videos])
-    frames = pa.concat_tables([pq.read_table(work / "history_frames.parquet"), new_frames])
+    frames = pa.concat_tables([pq.read_table(work / "history_frames.parquet", read_dictionary=["video_id"]),
+                               new_frames])
     read_s = time.perf_counter() - started
     result = find_near_duplicates(videos, frames, new_videos["video_id"], DuplicateOptions())
     total_s = time.perf_counter() - started

@@ -6,7 +6,7 @@ earliest earlier committed copy of each: ``exact`` by ``content_sha256``, ``near
 banding of the frames' perceptual hashes (``frame_embeddings.phash``), confirmed by the share
 of matching frames and the pooled CLIP cosine (read only for the candidate pairs). The cost
 grows with the new videos, not with the history squared: the history is read as two narrow
-columns (ids, hashes) and scanned once per band.
+columns (ids, hashes; the frames' ids dictionary-encoded) and scanned once per band.
 
 The result is one committed run (kind ``duplicates``) through the same commit path as every
 run: the ``duplicates`` rows of the searched videos are replaced in one Delta commit, the
@@ -49,7 +49,7 @@ def find_duplicates(dst: str, config: Config, run_id: str, since: str | None = N
         written = catalog.read("videos", ["dt"], filter=pc.field("run_id") == latest)
         since = min(written["dt"].to_pylist()) if written is not None and written.num_rows else "9999-12-31"
     new_ids = pc.filter(videos["video_id"], pc.greater_equal(videos["dt"], since))
-    frames = catalog.read("frame_embeddings", ["video_id", "phash"])
+    frames = catalog.read("frame_embeddings", ["video_id", "phash"], dictionary=["video_id"])
     dim = _embedding_dim(catalog)
 
     def embeddings(ids: list[str]) -> np.ndarray:
@@ -59,11 +59,11 @@ def find_duplicates(dst: str, config: Config, run_id: str, since: str | None = N
         return np.array([by_id.get(i) or [np.nan] * dim for i in ids], np.float32).reshape(len(ids), dim)
 
     search = find_near_duplicates(videos.drop_columns(["dt"]), frames, new_ids, options, embeddings)
-    dt_of = dict(zip(videos["video_id"].to_pylist(), videos["dt"].to_pylist()))
     found = search.table
     writer = RunWriter(catalog, run_id, dim, ensure_tables(catalog, dim), catalog.next_seq,
                        config.output.max_rows_per_file)
-    dts = pa.array([dt_of[v] for v in found["video_id"].to_pylist()], pa.string())
+    dts = videos["dt"].take(pc.index_in(found["video_id"], value_set=videos["video_id"].combine_chunks()))
+    dts = dts.cast(pa.string()).combine_chunks()
     found = found.append_column("run_id", pa.array([run_id] * found.num_rows, pa.string()))
     try:
         for dt in sorted(set(dts.to_pylist())):  # a copy's row lives in its own upload date's partition

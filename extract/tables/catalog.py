@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -161,25 +161,29 @@ class Catalog:
                 f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
                 f"restore {table}/_delta_log from a backup, or move {table}/ away and run again") from exc
 
-    def dataset(self, table: str, dts: Iterable[str] | None = None) -> ds.Dataset | None:
+    def dataset(self, table: str, dts: Iterable[str] | None = None,
+                dictionary: Sequence[str] = ()) -> ds.Dataset | None:
         """A pyarrow dataset of ``table``'s files at the pinned version (only the ``dts``
-        partitions when given); None before any run. Embeddings are ``list<float32>``."""
+        partitions when given); None before any run. Embeddings are ``list<float32>``; the
+        ``dictionary`` columns are read dictionary-encoded (repeated ids: codes, not strings)."""
         delta = self.delta(table)
         if delta is None:
             return None
         prune = None if dts is None else [("dt", "in", sorted(set(dts)))]
         if dts is not None and not prune[0][2]:
             return None
-        return delta.to_pyarrow_dataset(file_pruning_predicate=prune)
+        options = ds.ParquetReadOptions(dictionary_columns=list(dictionary)) if dictionary else None
+        return delta.to_pyarrow_dataset(file_pruning_predicate=prune, parquet_read_options=options)
 
     def read(self, table: str, columns: list[str] | None = None, filter: Any = None,
-             dts: Iterable[str] | None = None) -> pa.Table | None:
+             dts: Iterable[str] | None = None, dictionary: Sequence[str] = ()) -> pa.Table | None:
         """Committed rows of ``table`` (``dt`` included) at the pinned run; None before any run.
+        The ``dictionary`` columns come back dictionary-encoded.
 
         Embedding columns come back as ``fixed_size_list<float32>[D]`` (D from the table's
         schema metadata); a value of another width raises ValueError naming the column.
         """
-        dataset = self.dataset(table, dts)
+        dataset = self.dataset(table, dts, dictionary)
         if dataset is None:
             return None
         try:

@@ -25,6 +25,7 @@ from extract.pipeline.ray_backend import Executor, stream_finished_rows
 from extract.rows import is_failed, mark_failed
 from extract.stages.registry import STAGES
 from extract.tables.catalog import Catalog
+from extract.tables.evolution import evolve_tables
 from extract.tables.planning import plan_run
 from extract.tables.records import TableContext, count_records, rows_to_tables
 from extract.tables.schemas import TABLES
@@ -87,8 +88,10 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     rows = read_source(src, config.storage, allowed_uris=config.input.allowed_uris)
     catalog = Catalog(dst, config.storage)
     catalog.check()
-    rolled_forward = roll_forward(catalog)
     embedding_dim = clip_embed_dim(config.models.clip)
+    # Before rolling forward: a pending commit staged by this version writes our columns.
+    evolved = evolve_tables(catalog, embedding_dim, run_id)
+    rolled_forward = roll_forward(catalog)
     base_versions = ensure_tables(catalog, embedding_dim)
     t_plan = time.perf_counter()
     outcomes = catalog.outcomes(rows)
@@ -131,7 +134,7 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     # Committed videos processed again: each table's commit replaces their rows.
     predicate = reprocessing_predicate(outcomes, touched, writer.dts)
     record = _run_record(run_id, src, dst, config, rows, plan, stats, events, started, t0, overwrite, retry_errors)
-    record.update(resources=resources, rolled_forward=rolled_forward)
+    record.update(resources=resources, rolled_forward=rolled_forward, schema_evolution=evolved)
     record["counts"]["replaced"] = sum(1 for vid in touched if vid in outcomes and outcomes[vid]["status"] != "forgotten")
     return commit_run(writer, record, predicate, commit_metadata(
         config_hash=config.config_hash, feature_hash=config.feature_hash, models=stats.models))

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from extract import __version__
 from extract.config import Config
 from extract.models.checkpoints import check_local_checkpoints
+from extract.models.weights import weights_digests
 from extract.pipeline.console import progress_bar
 from extract.pipeline.manifest import read_source
 from extract.pipeline.ray_backend import Executor, stream_finished_rows
@@ -94,14 +95,16 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     rolled_forward = roll_forward(catalog)
     base_versions = ensure_tables(catalog, embedding_dim)
     t_plan = time.perf_counter()
+    weights = weights_digests(config)  # once, on the driver: the feature hash counts the weights' bytes
+    feature_hash = config.feature_hash_of(weights)
     outcomes = catalog.outcomes(rows)
-    plan = plan_run(rows, outcomes, config.feature_hash, overwrite, retry_errors)
+    plan = plan_run(rows, outcomes, feature_hash, overwrite, retry_errors)
     stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
     log.info("run %s: %d manifest rows, %d to process, %d invalid, skipped %s",
              run_id, len(rows), len(plan.todo), len(plan.failed), dict(plan.skipped))
     if plan.todo:
         check_local_checkpoints(config)
-    ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=config.feature_hash,
+    ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=feature_hash,
                        embedding_dim=embedding_dim)
     writer = RunWriter(catalog, run_id, embedding_dim, base_versions, catalog.next_seq,
                        config.output.max_rows_per_file)
@@ -134,10 +137,10 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     # Committed videos processed again: each table's commit replaces their rows.
     predicate = reprocessing_predicate(outcomes, touched, writer.dts)
     record = _run_record(run_id, src, dst, config, rows, plan, stats, events, started, t0, overwrite, retry_errors)
-    record.update(resources=resources, rolled_forward=rolled_forward, schema_evolution=evolved)
+    record.update(feature_hash=feature_hash, weights=weights, resources=resources, rolled_forward=rolled_forward, schema_evolution=evolved)
     record["counts"]["replaced"] = sum(1 for vid in touched if vid in outcomes and outcomes[vid]["status"] != "forgotten")
     return commit_run(writer, record, predicate, commit_metadata(
-        config_hash=config.config_hash, feature_hash=config.feature_hash, models=stats.models))
+        config_hash=config.config_hash, feature_hash=feature_hash, models=stats.models))
 
 
 def _run_record(run_id: str, src: str, dst: str, config: Config, rows: list[dict[str, Any]], plan: Any,
@@ -154,7 +157,7 @@ def _run_record(run_id: str, src: str, dst: str, config: Config, rows: list[dict
         "audio_s": round(stats.audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
         "input": src, "output": dst, "pipeline_version": __version__,
         "options": {"overwrite": overwrite, "retry_errors": retry_errors},
-        "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash,
+        "config": config.to_dict(), "config_hash": config.config_hash,
         "models": stats.models,
         "counts": {
             "manifest_rows": len(rows), "processed": n_done, "ok": stats.rows["videos"],

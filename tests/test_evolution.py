@@ -9,6 +9,7 @@ columns (what the evolution rule lets a new version add), so the test follows th
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,7 +91,7 @@ def config(tiny_config, small_samples, tmp_path):
     return load_config([LOCAL_YAML, tiny_config], ["limits.max_error_rate=1.0", f"input.allowed_uris={allowed}"])
 
 
-def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir, small_samples, config):
+def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir, small_samples, config, caplog):
     import duckdb
     import polars as pl
     from deltalake import DeltaTable
@@ -113,6 +114,8 @@ def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir,
 
     # 2. this version's run into it: evolves, then processes the two new videos
     before = {t: DeltaTable(str(dst / t)).version() for t in TABLES}
+    caplog.set_level(logging.INFO, logger="extract")
+    caplog.clear()
     record = run_job(str(manifest(tmp_path / "m2.jsonl", small_samples, {"silent_loop", "beach_day",
                                                                         "portrait_dance"})),
                      str(dst), config, progress=False, executor=inline_executor(calls), run_id="new")
@@ -123,6 +126,9 @@ def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir,
         assert e["columns"] == dropped[table], table
         assert (e["from_version"], e["to_version"]) == (old_versions[table], get_table_schema(table).version)
         assert before[table] < e["delta_version"] < record["delta_versions"][table]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("schema evolution:")]
+    assert len(lines) == 1 and all(f"{t} v{old_versions[t]} -> v{get_table_schema(t).version}" in lines[0]
+                                   for t in evolved), lines
     saved = json.loads((dst / "_runs" / "new.json").read_text())
     assert saved["schema_evolution"] == record["schema_evolution"]
 

@@ -90,7 +90,8 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
     real_fetch = weights_module.local_checkpoint
     monkeypatch.setattr(weights_module, "local_checkpoint", lambda *a, **k: fetched.append(a[0]) or real_fetch(*a, **k))
     digests = weights_digests(remote)
-    assert digests == {"models.clip.pretrained": sha256_file(clip_file), "models.whisper.name": sha256_file(whisper_file)}
+    assert digests == {"models.clip.pretrained": sha256_file(clip_file),
+                       "models.whisper.name": sha256_file(whisper_file)}
     assert fetched == []  # the sidecars said it: nothing fetched
     local = config.replace(**{"models.whisper.name": str(whisper_file)})
     assert remote.feature_hash_of(digests) == local.feature_hash_of(weights_digests(local))

@@ -137,7 +137,8 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     # Committed videos processed again: each table's commit replaces their rows.
     predicate = reprocessing_predicate(outcomes, touched, writer.dts)
     record = _run_record(run_id, src, dst, config, rows, plan, stats, events, started, t0, overwrite, retry_errors)
-    record.update(feature_hash=feature_hash, weights=weights, resources=resources, rolled_forward=rolled_forward, schema_evolution=evolved)
+    record.update(feature_hash=feature_hash, weights=weights, resources=resources, rolled_forward=rolled_forward,
+                  schema_evolution=evolved)
     record["counts"]["replaced"] = sum(1 for vid in touched if vid in outcomes and outcomes[vid]["status"] != "forgotten")
     return commit_run(writer, record, predicate, commit_metadata(
         config_hash=config.config_hash, feature_hash=feature_hash, models=stats.models))

@@ -7,9 +7,10 @@ the same folder (one commit per table: embeddings become ``list<float32>`` with 
 the schema metadata, ``dt`` a column), deletes the old files, and records a ``migrate`` run that
 pins the new versions. Old files of an older schema version (lacking nullable columns added
 since) are read under the union of the files' schemas, the columns none has becoming nulls,
-as a run evolves an older Delta table (``extract.tables.evolution``). The old run manifests stay as history (their ``forget`` lists still keep
-forgotten ids forgotten). A crash part way is finished by running ``migrate`` again: tables
-that already have a Delta log are kept.
+as a run evolves an older Delta table (``extract.tables.evolution``). The old run manifests
+stay as history (their ``forget`` lists still keep forgotten ids forgotten). A crash part way
+is finished by running ``migrate`` again: tables that already have a Delta log are kept (a
+later run evolves them if they are of an older schema version).
 """
 
 from __future__ import annotations

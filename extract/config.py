@@ -4,9 +4,11 @@ One place defines every key, its default and its allowed values. ``load_config``
 several YAML files in order, then the dotted overrides, and validates the result with
 messages that name the key (``ConfigError: sampling.policy: 'fast' is not one of ...``).
 
-The *feature hash* (``Config.feature_hash``) covers only the keys that change what a video's
-output rows contain (models, sampling, whisper decoding, text, output dtype). Runtime and
-limit keys do not change features, so changing a batch size never forces a reprocess.
+The *feature hash* (``Config.feature_hash_of``) covers only the keys that change what a video's
+output rows contain (models, sampling, whisper decoding, text, output dtype), with each model's
+weights counted by the sha256 of their file (the digests are computed above this layer, by
+``extract.models.weights``). Runtime and limit keys do not change features, so changing a batch
+size never forces a reprocess.
 """
 
 from __future__ import annotations
@@ -249,20 +251,23 @@ class Config:
         """sha256 (hex, 16 chars) of the whole config."""
         return _hash(self.to_dict())
 
-    @property
-    def feature_hash(self) -> str:
-        """sha256 (hex, 16 chars) of the keys that change output features (see module doc) and
-        the pipeline version (``extract.__version__``, bumped when outputs change).
+    def feature_hash_of(self, weights: Mapping[str, str]) -> str:
+        """sha256 (hex, 16 chars) of the keys that change output features (see module doc), the
+        models' weights and the pipeline version (``extract.__version__``, bumped when outputs change).
 
-        Checkpoint locations count by file name only, so re-staging the same weights under
-        another folder or bucket does not force every video to be processed again.
+        ``weights``: ``{"models.clip.pretrained" | "models.clip.model_config" | "models.whisper.name":
+        sha256 of the file it resolves to}`` (``extract.models.weights.weights_digests``, computed
+        above this layer). A key with a digest counts by it, not by where the file lives, so the
+        same weights under another name, folder or bucket hash alike and new bytes under the same
+        name do not; a key without one (an open_clip tag or Whisper name not resolved to a file,
+        no weights) counts by its value. Where weights are looked up (``cache_dir``,
+        ``download_root``) does not count.
         """
         d = self.to_dict()
         models = d["models"]
-        for section, key in (("clip", "pretrained"), ("clip", "model_config"), ("whisper", "name")):
-            value = models[section].get(key)
-            if isinstance(value, str) and "/" in value:
-                models[section][key] = value.rstrip("/").rsplit("/", 1)[-1]
+        for dotted, digest in weights.items():
+            _, section, key = dotted.split(".")
+            models[section][key] = f"sha256:{digest}"
         for section, key in (("clip", "cache_dir"), ("whisper", "download_root")):
             models[section].pop(key, None)
         d["output"].pop("thumbnails")  # pictures for people, not features

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from extract.cli import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from extract.config import Config, ConfigError, StorageConfig, load_config
+from extract.models.weights import feature_hash
 from extract.pipeline.ray_backend import connect_cluster
 
 log = logging.getLogger("extract.jobs")
@@ -219,9 +220,10 @@ def plan_dates(spec: JobSpec, config: Config, tasks: Sequence[DateTask]) -> list
     from extract.tables.catalog import Catalog
 
     runs = Catalog(config.schedule.output, config.storage).runs if spec.skip_finished else []
+    features = feature_hash(config) if spec.skip_finished else None  # as the runs record it: weights by content
     plan = []
     for task in tasks:
-        run_id = finished_run(runs, task.src, config.feature_hash) if spec.skip_finished else None
+        run_id = finished_run(runs, task.src, features) if spec.skip_finished else None
         if run_id:
             plan.append(DateOutcome(task, "finished", detail=f"committed by run {run_id}"))
         elif not input_exists(task.src, config.storage):
@@ -238,7 +240,7 @@ def plan_dates(spec: JobSpec, config: Config, tasks: Sequence[DateTask]) -> list
 def describe_dates(spec: JobSpec, config: Config, plan: Sequence[DateOutcome]) -> str:
     """The job's header and one line per date: its input and what the job will do with it."""
     lines = [f"jobs.{spec.name}: {len(plan)} date(s) -> {config.schedule.output} "
-             f"(config {config.config_hash}, features {config.feature_hash}"
+             f"(config {config.config_hash}, features {feature_hash(config)}"
              f"{', retryable errors only' if spec.retry_errors else ''})"]
     for item in plan:
         note = f"  ({item.detail})" if item.detail else ""

@@ -1,5 +1,8 @@
 """Config loading: merge order, --set parsing, validation messages, hashes."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from extract.config import Config, ConfigError, load_config, parse_override
@@ -69,17 +72,60 @@ def test_parse_override_yaml_values():
 
 def test_feature_hash_ignores_runtime_but_not_models():
     base = Config()
-    assert base.replace(**{"runtime.clip_batch_size": 7}).feature_hash == base.feature_hash
+    assert base.replace(**{"runtime.clip_batch_size": 7}).feature_hash_of({}) == base.feature_hash_of({})
     assert base.replace(**{"runtime.clip_batch_size": 7}).config_hash != base.config_hash
-    assert base.replace(**{"models.clip.name": "ViT-B-16"}).feature_hash != base.feature_hash
-    assert base.replace(**{"sampling.fps": 2.0}).feature_hash != base.feature_hash
+    assert base.replace(**{"models.clip.name": "ViT-B-16"}).feature_hash_of({}) != base.feature_hash_of({})
+    assert base.replace(**{"sampling.fps": 2.0}).feature_hash_of({}) != base.feature_hash_of({})
 
 
-def test_feature_hash_ignores_where_weights_are_staged():
-    a = Config().replace(**{"models.whisper.name": "/mnt/models/whisper-small.pt"})
-    b = Config().replace(**{"models.whisper.name": "s3://bucket/v2/whisper-small.pt"})
-    c = Config().replace(**{"models.whisper.name": "s3://bucket/v2/whisper-base.pt"})
-    assert a.feature_hash == b.feature_hash != c.feature_hash
+def test_feature_hash_counts_weights_by_content_not_name(tmp_path, monkeypatch):
+    from extract.models import weights as weights_module
+    from extract.models.weights import weights_digests
+    from extract.tables.planning import plan_run
+
+    monkeypatch.setenv("EXTRACT_DIGEST_CACHE", str(tmp_path / "digests"))
+    hashed = []
+    real = weights_module.sha256_file
+    monkeypatch.setattr(weights_module, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    first = tmp_path / "a" / "whisper-small.pt"
+    first.parent.mkdir()
+    first.write_bytes(b"weights v1" * 1000)
+
+    def features(path):
+        config = Config().replace(**{"models.whisper.name": str(path), "models.clip.pretrained": None})
+        return config.feature_hash_of(weights_digests(config))
+
+    before = features(first)
+    assert hashed == ["whisper-small.pt"]
+    assert features(first) == before and hashed == ["whisper-small.pt"]  # cached: (path, size, mtime_ns)
+    # the same bytes under another name and folder: same feature hash
+    renamed = tmp_path / "b" / "whisper-small-v2-final.pt"
+    renamed.parent.mkdir()
+    renamed.write_bytes(first.read_bytes())
+    assert features(renamed) == before
+    # new bytes under the same name: another feature hash, so a rerun processes the videos again
+    stat = first.stat()
+    first.write_bytes(b"weights v2" * 1000)  # same size
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # past the file system's mtime granularity
+    after = features(first)
+    assert after != before and hashed.count("whisper-small.pt") == 2
+    row = {"video_id": "v", "dt": "2026-11-24", "upload_ts": "2026-11-24T10:00:00Z", "uri": "/v.mp4"}
+    outcome = {"v": {"status": "ok", "feature_hash": before, "uri": "/v.mp4", "dt": "2026-11-24"}}
+    assert [r["video_id"] for r in plan_run([row], outcome, after, False, False).todo] == ["v"]
+    assert not plan_run([row], outcome, before, False, False).todo
+    # a key without a file counts by its value; where weights are looked up does not count
+    named = Config().replace(**{"models.whisper.name": "/nowhere/whisper-small.pt"})
+    assert weights_digests(named) == {}
+    assert named.replace(**{"models.whisper.download_root": "/x"}).feature_hash_of({}) == named.feature_hash_of({})
+
+
+def test_named_whisper_weights_count_by_their_published_sha256():
+    import whisper
+
+    from extract.models.weights import weights_digests
+
+    digests = weights_digests(Config().replace(**{"models.whisper.name": "small", "models.clip.pretrained": None}))
+    assert digests == {"models.whisper.name": whisper._MODELS["small"].split("/")[-2]}
 
 
 @pytest.mark.parametrize("override, key", [

@@ -29,6 +29,7 @@ import jobs.daily
 import jobs.retry_failures
 from extract.cli import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from extract.config import ConfigError, load_config
+from extract.models.weights import feature_hash
 from extract.tables.catalog import Catalog
 from jobs.common import daily_tasks, finished_run, parse_day, plan_dates, upload_source
 
@@ -100,16 +101,17 @@ def test_a_date_is_finished_by_a_complete_run_over_its_input(tmp_path):
     src = {d: upload_source(config, date.fromisoformat(d)) for d in (D1, D2, "2026-03-03")}
     for d in (D1, D2):
         os.makedirs(src[d])
+    features = feature_hash(config)  # what run_job records: the weights counted by content
     runs = [
         {"run_id": "r1", "kind": "run", "status": "committed", "input": src[D1],
-         "feature_hash": config.feature_hash, "options": {"retry_errors": False}},
+         "feature_hash": features, "options": {"retry_errors": False}},
         {"run_id": "r2", "kind": "run", "status": "committed", "input": src[D2],
-         "feature_hash": config.feature_hash, "options": {"retry_errors": True}},  # retry-only
+         "feature_hash": features, "options": {"retry_errors": True}},  # retry-only
         {"run_id": "r3", "kind": "run", "status": "committed", "input": src[D2],
          "feature_hash": "0000000000000000", "options": {"retry_errors": False}},  # other features
     ]
-    assert finished_run(runs, src[D1], config.feature_hash) == "r1"
-    assert finished_run(runs, src[D2], config.feature_hash) is None
+    assert finished_run(runs, src[D1], features) == "r1"
+    assert finished_run(runs, src[D2], features) is None
     (tmp_path / "out" / "_runs").mkdir(parents=True)
     for run in runs:
         (tmp_path / "out" / "_runs" / f"{run['run_id']}.json").write_text(json.dumps(run))

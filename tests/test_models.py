@@ -66,3 +66,61 @@ def test_check_names_the_key_and_path_and_leaves_names_to_the_actors(tmp_path, t
     for overrides in (["models.whisper.name=base", "models.clip.name=ViT-B-32", "models.clip.pretrained=openai"],
                       ["models.whisper.name=s3://bucket/w.pt", "models.clip.pretrained=s3://bucket/c.pt"]):
         check_local_checkpoints(load_config([tiny_config], overrides))
+
+
+def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_path, monkeypatch, s3_server):
+    import boto3
+
+    from extract.config import Config
+    from extract.models import weights as weights_module
+    from extract.models.checkpoints import sha256_file
+    from extract.models.staging import stage_models
+    from extract.models.weights import weights_digests
+
+    monkeypatch.setenv("EXTRACT_DIGEST_CACHE", str(tmp_path / "digests"))
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="models-digest")
+    clip_file, whisper_file = tmp_path / "clip.pt", tmp_path / "whisper.pt"
+    clip_file.write_bytes(b"clip weights" * 100)
+    whisper_file.write_bytes(b"whisper weights" * 100)
+    config = Config().replace(**{"models.clip.name": "ViT-B-32", "models.clip.pretrained": str(clip_file)})
+    staged = stage_models(config, "s3://models-digest/v1", clip_from=str(clip_file), whisper_from=str(whisper_file))
+    remote = config.replace(**{"models.clip.pretrained": staged["models"]["clip"]["pretrained"],
+                               "models.whisper.name": staged["models"]["whisper"]["name"]})
+    fetched = []
+    real_fetch = weights_module.local_checkpoint
+    monkeypatch.setattr(weights_module, "local_checkpoint", lambda *a, **k: fetched.append(a[0]) or real_fetch(*a, **k))
+    digests = weights_digests(remote)
+    assert digests == {"models.clip.pretrained": sha256_file(clip_file),
+                       "models.whisper.name": sha256_file(whisper_file)}
+    assert fetched == []  # the sidecars said it: nothing fetched
+    local = config.replace(**{"models.whisper.name": str(whisper_file)})
+    assert remote.feature_hash_of(digests) == local.feature_hash_of(weights_digests(local))
+    # an object replaced without its sidecar (another size): fetched and hashed
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=s3_server, region="us-east-1")
+    with fs.open_output_stream(staged["models"]["whisper"]["name"][len("s3://"):]) as out:
+        out.write(b"other whisper weights")
+    changed = weights_digests(remote)
+    assert changed["models.whisper.name"] != digests["models.whisper.name"]
+    assert fetched == [staged["models"]["whisper"]["name"]]
+
+
+def test_an_open_clip_tag_counts_by_the_file_it_resolves_to_in_the_cache(tmp_path, monkeypatch):
+    from extract.config import Config
+    from extract.models.checkpoints import sha256_file
+    from extract.models.weights import weights_digests
+
+    monkeypatch.setenv("EXTRACT_DIGEST_CACHE", str(tmp_path / "digests"))
+    cache = tmp_path / "hf"
+    config = Config().replace(**{"models.clip.name": "ViT-B-32", "models.clip.pretrained": "laion2b_s34b_b79k",
+                                 "models.clip.cache_dir": str(cache), "models.whisper.name": str(tmp_path / "none")})
+    assert weights_digests(config) == {}  # not in the cache: the tag counts by its name
+    # the Hugging Face hub cache layout open_clip downloads into
+    repo = cache / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"tag weights")
+    assert weights_digests(config) == {"models.clip.pretrained": sha256_file(snapshot / "open_clip_model.safetensors")}

@@ -75,7 +75,7 @@ def _record(run_id: str, n_ok: int, n_err: int, errors_by: dict) -> dict:
         "run_id": run_id, "kind": "run", "status": "committed", "input": "manifest.jsonl", "output": "out",
         "started_at": "2026-11-25T00:00:00+00:00", "ended_at": "2026-11-25T00:00:09+00:00", "wall_s": 9.0,
         "pipeline_version": "test", "options": {"overwrite": False, "retry_errors": False},
-        "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash,
+        "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash_of({}),
         "models": {"clip": "tiny#abc", "whisper": "tiny#def"},
         "counts": {"manifest_rows": n, "processed": n, "ok": n_ok, "errors": n_err, "skipped": 0,
                    "skipped_by_reason": {}},

@@ -172,7 +172,7 @@ def test_changed_features_and_overwrite_decode_again(setup, tmp_path):
     forced = _run(src, dst, config, stages, overwrite=True)
     assert forced["counts"]["reused"] == 0 and stages.decoded["a"][0]
     other = config.replace(**{"sampling.max_frames": 6})
-    assert other.feature_hash != config.feature_hash
+    assert other.feature_hash_of({}) != config.feature_hash_of({})
     recomputed = _run(src, dst, other, stages)
     assert recomputed["counts"]["processed_by_reason"] == {"features_changed": 1}
     assert recomputed["counts"]["reused"] == 0 and stages.decoded["a"][0]  # decoded (the stages' own config)
@@ -181,7 +181,7 @@ def test_changed_features_and_overwrite_decode_again(setup, tmp_path):
     shutil.copy(tmp_path / "a.mp4", tmp_path / "b.mp4")
     Path(src).write_text("".join(json.dumps({"video_id": v, "uri": f"{v}.mp4"}) + "\n" for v in "ab"))
     window = other.replace(**{"input.reuse_days": 0})
-    assert window.feature_hash == other.feature_hash
+    assert window.feature_hash_of({}) == other.feature_hash_of({})
     no_window = _run(src, dst, window, stages)
     assert no_window["counts"]["processed_by_reason"] == {"new": 1} and no_window["counts"]["reused"] == 0
     assert stages.decoded["b"][0] and stages.decoded["b"][1] is None

@@ -12,14 +12,19 @@ import yaml
 
 from extract.config import Config, StorageConfig
 from extract.models.checkpoints import WHISPER_NAMES
-from extract.tables.storage import filesystem_for
+from extract.models.weights import file_digest, write_sidecar
+from extract.tables.storage import filesystem_for, is_remote
 
 
 def _put(src: str, dest_uri: str, storage: StorageConfig) -> str:
+    """Copy ``src`` to ``dest_uri``; an object-store copy gets its sha256 recorded beside it
+    (``<object>.sha256``), so runs count its content without fetching it."""
     fs, path = filesystem_for(dest_uri, storage)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with open(src, "rb") as fh, fs.open_output_stream(path) as out:
         shutil.copyfileobj(fh, out, 1 << 20)
+    if is_remote(dest_uri):
+        write_sidecar(dest_uri, file_digest(src), Path(src).stat().st_size, storage)
     return dest_uri
 
 

@@ -28,6 +28,7 @@ from extract import __version__
 from extract.config import Config
 from extract.media.near_duplicates import DuplicateOptions, find_near_duplicates
 from extract.tables.catalog import Catalog
+from extract.tables.evolution import evolve_tables
 from extract.tables.writer import RunWriter, commit_run, ensure_tables, in_predicate, roll_forward
 
 
@@ -39,10 +40,11 @@ def find_duplicates(dst: str, config: Config, run_id: str, since: str | None = N
     started = datetime.now(timezone.utc)
     catalog = Catalog(dst, config.storage)
     catalog.check()
-    roll_forward(catalog)
     processing = [r for r in catalog.runs if r.get("kind") == "run"]
     if not processing:
         raise ValueError(f"{dst}: no committed processing run to search (run `extract run` first)")
+    evolved = evolve_tables(catalog, _embedding_dim(catalog), run_id)
+    roll_forward(catalog)
     videos = catalog.read("videos", ["video_id", "upload_ts", "content_sha256", "dt"])
     if since is None:  # the dates the latest processing run wrote
         latest = processing[-1]["run_id"]
@@ -81,7 +83,7 @@ def find_duplicates(dst: str, config: Config, run_id: str, since: str | None = N
         "counts": {"searched": n_new, "history": videos.num_rows, "duplicates": found.num_rows,
                    **{f"kind_{k['values']}": k["counts"] for k in kinds}},
         "search": {k: v for k, v in vars(search.stats).items() if isinstance(v, (int, float, str))},
-        "wall_s": round(time.perf_counter() - t0, 3),
+        "wall_s": round(time.perf_counter() - t0, 3), "schema_evolution": evolved,
     }
     ids = new_ids.to_pylist()
     return commit_run(writer, record, {"duplicates": in_predicate("video_id", ids) if ids else "false"})

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from extract import __version__
 from extract.config import Config
 from extract.models.checkpoints import check_local_checkpoints
+from extract.models.weights import weights_digests
 from extract.pipeline.console import progress_bar
 from extract.pipeline.manifest import read_source
 from extract.pipeline.ray_backend import Executor, stream_finished_rows
@@ -26,6 +27,7 @@ from extract.pipeline.reuse import attach_candidates, reused_records
 from extract.rows import is_failed, mark_failed
 from extract.stages.registry import STAGES
 from extract.tables.catalog import Catalog
+from extract.tables.evolution import evolve_tables
 from extract.tables.planning import plan_run
 from extract.tables.records import TableContext, count_records, rows_to_tables
 from extract.tables.schemas import TABLES
@@ -90,21 +92,25 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     rows = read_source(src, config.storage, allowed_uris=config.input.allowed_uris)
     catalog = Catalog(dst, config.storage)
     catalog.check()
-    rolled_forward = roll_forward(catalog)
     embedding_dim = clip_embed_dim(config.models.clip)
+    # Before rolling forward: a pending commit staged by this version writes our columns.
+    evolved = evolve_tables(catalog, embedding_dim, run_id)
+    rolled_forward = roll_forward(catalog)
     base_versions = ensure_tables(catalog, embedding_dim)
     t_plan = time.perf_counter()
+    weights = weights_digests(config)  # once, on the driver: the feature hash counts the weights' bytes
+    feature_hash = config.feature_hash_of(weights)
     outcomes = catalog.outcomes(rows)
-    plan = plan_run(rows, outcomes, config.feature_hash, overwrite, retry_errors)
+    plan = plan_run(rows, outcomes, feature_hash, overwrite, retry_errors)
     # --overwrite asks for the features to be computed again, so it reuses nothing
-    candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, config.feature_hash,
+    candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, feature_hash,
                                                             config.input.reuse_days)
     stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
     log.info("run %s: %d manifest rows, %d to process (%s; %d may reuse committed bytes), %d invalid, skipped %s",
              run_id, len(rows), len(plan.todo), dict(plan.why), candidates, len(plan.failed), dict(plan.skipped))
     if plan.todo:
         check_local_checkpoints(config)
-    ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=config.feature_hash,
+    ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=feature_hash,
                        embedding_dim=embedding_dim)
     writer = RunWriter(catalog, run_id, embedding_dim, base_versions, catalog.next_seq,
                        config.output.max_rows_per_file)
@@ -137,10 +143,11 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     # Committed videos processed again: each table's commit replaces their rows.
     predicate = reprocessing_predicate(outcomes, touched, writer.dts)
     record = _run_record(run_id, src, dst, config, rows, plan, stats, events, started, t0, overwrite, retry_errors)
-    record.update(resources=resources, rolled_forward=rolled_forward)
+    record.update(feature_hash=feature_hash, weights=weights, resources=resources, rolled_forward=rolled_forward,
+                  schema_evolution=evolved)
     record["counts"]["replaced"] = sum(1 for vid in touched if vid in outcomes and outcomes[vid]["status"] != "forgotten")
     return commit_run(writer, record, predicate, commit_metadata(
-        config_hash=config.config_hash, feature_hash=config.feature_hash, models=stats.models))
+        config_hash=config.config_hash, feature_hash=feature_hash, models=stats.models))
 
 
 def _run_record(run_id: str, src: str, dst: str, config: Config, rows: list[dict[str, Any]], plan: Any,
@@ -157,7 +164,7 @@ def _run_record(run_id: str, src: str, dst: str, config: Config, rows: list[dict
         "audio_s": round(stats.audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
         "input": src, "output": dst, "pipeline_version": __version__,
         "options": {"overwrite": overwrite, "retry_errors": retry_errors},
-        "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": config.feature_hash,
+        "config": config.to_dict(), "config_hash": config.config_hash,
         "models": stats.models,
         "counts": {
             "manifest_rows": len(rows), "processed": n_done, "ok": stats.rows["videos"],

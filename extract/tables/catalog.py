@@ -12,8 +12,8 @@ table's latest version see each table committed atomically; docs/QUERIES.md show
 a run's versions too.
 
 ``check`` refuses locations a run must not write to: a table whose Delta log cannot be read, a
-Delta table whose schema is not ours, or the previous plain-Parquet layout (fix: ``extract
-migrate DST``).
+Delta table whose schema is not ours nor an older version of ours (which a run evolves, see
+``extract.tables.evolution``), or the previous plain-Parquet layout (fix: ``extract migrate DST``).
 """
 
 from __future__ import annotations
@@ -181,11 +181,22 @@ class Catalog:
         The ``dictionary`` columns come back dictionary-encoded.
 
         Embedding columns come back as ``fixed_size_list<float32>[D]`` (D from the table's
-        schema metadata); a value of another width raises ValueError naming the column.
+        schema metadata); a value of another width raises ValueError naming the column. Columns
+        of our schema that the pinned version predates (an older schema version, see
+        ``extract.tables.evolution``) come back null.
         """
         dataset = self.dataset(table, dts, dictionary)
         if dataset is None:
             return None
+        dim = embedding_dim_of(_arrow_schema(self.delta(table)))
+        later = [f for f in get_table_schema(table).arrow_schema(dim or 0)
+                 if f.name not in dataset.schema.names and (columns is None or f.name in columns)]
+        if later:  # read what the version has, then add the later columns as nulls
+            names = {f.name for f in later}
+            data = self.read(table, [c for c in (columns or dataset.schema.names) if c not in names], filter, dts)
+            for f in later:
+                data = data.append_column(f, pa.nulls(data.num_rows, f.type))
+            return data.select(columns) if columns is not None else data
         try:
             data = dataset.to_table(columns=columns, filter=filter)
         except pa.ArrowNotImplementedError:
@@ -229,10 +240,6 @@ class Catalog:
         for table, status, columns in (
                 ("videos", "ok", ["video_id", "feature_hash", "content_sha256", "uri", "dt", "run_id", *identity]),
                 ("errors", "error", ["video_id", "retryable", "stage", "error_type", "uri", "dt", "run_id", *identity])):
-            delta = self.delta(table)
-            if delta is not None:  # a table of an older schema version may lack the identity columns
-                present = set(_arrow_schema(delta).names) | {"dt"}
-                columns = [c for c in columns if c in present]
             for dts, wanted in queries:
                 if wanted is not None and not wanted:
                     continue
@@ -251,7 +258,8 @@ class Catalog:
 
     def check(self) -> None:
         """Raise OutputLayoutError when ``dst`` is not (yet) our Delta tables, naming the table
-        and the fix: the old plain-Parquet layout, an unreadable log, a foreign schema."""
+        and the fix: the old plain-Parquet layout, an unreadable log, a foreign schema. A table
+        of an older schema version of ours passes: a run evolves it (``extract.tables.evolution``)."""
         for table in TABLES:
             base = f"{self.root}/{table}"
             if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
@@ -268,10 +276,10 @@ class Catalog:
             delta = self.open_table(table)
             if delta is None:
                 continue
-            problem = get_table_schema(table).schema_problem(_arrow_schema(delta))
-            if problem:
+            diff = get_table_schema(table).diff(_arrow_schema(delta))
+            if diff.problems:
                 raise OutputLayoutError(
-                    f"{self.dst}: table {table} is a Delta table with another schema ({problem}); write to "
+                    f"{self.dst}: table {table} is a Delta table with another schema ({diff.describe()}); write to "
                     f"another output location, or move {table}/ away")
 
 

@@ -5,9 +5,12 @@ whose live set was named by the run manifests ``DST/_runs/*.json`` (``files_adde
 ``files_removed``). ``migrate`` writes each table's live rows, unchanged, as a Delta table in
 the same folder (one commit per table: embeddings become ``list<float32>`` with their width in
 the schema metadata, ``dt`` a column), deletes the old files, and records a ``migrate`` run that
-pins the new versions. The old run manifests stay as history (their ``forget`` lists still keep
-forgotten ids forgotten). A crash part way is finished by running ``migrate`` again: tables
-that already have a Delta log are kept.
+pins the new versions. Old files of an older schema version (lacking nullable columns added
+since) are read under the union of the files' schemas, the columns none has becoming nulls,
+as a run evolves an older Delta table (``extract.tables.evolution``). The old run manifests
+stay as history (their ``forget`` lists still keep forgotten ids forgotten). A crash part way
+is finished by running ``migrate`` again: tables that already have a Delta log are kept (a
+later run evolves them if they are of an older schema version).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from extract import __version__
 from extract.tables.catalog import DELTA_LOG, RUNS_DIR, Catalog
 from extract.config import StorageConfig
-from extract.tables.schemas import TABLES, get_table_schema
+from extract.tables.schemas import TABLES, get_table_schema, table_description
 
 
 def old_live_files(catalog: Catalog, table: str) -> list[str]:
@@ -42,6 +46,17 @@ def old_live_files(catalog: Catalog, table: str) -> list[str]:
     selector = pafs.FileSelector(f"{catalog.root}/{table}", recursive=True, allow_not_found=True)
     return sorted(i.path for i in catalog.fs.get_file_info(selector)
                   if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+
+def _column(table: str, data: pa.Table, field: pa.Field) -> pa.Array | pa.ChunkedArray:
+    """``field`` of the old rows ``data``, cast to the Delta type; nulls when no old file has it
+    (a nullable column of a later schema version). Raises ValueError for a lacking required column."""
+    if field.name in data.column_names:
+        return data[field.name].cast(field.type)
+    if not field.nullable:
+        raise ValueError(f"table {table}: the old files lack column {field.name}, which is not nullable; "
+                         "they were not written by this pipeline: move them away")
+    return pa.nulls(data.num_rows, field.type)
 
 
 def migrate(dst: str, run_id: str, storage: StorageConfig | None = None) -> dict[str, Any]:
@@ -77,12 +92,17 @@ def migrate(dst: str, run_id: str, storage: StorageConfig | None = None) -> dict
         schema = get_table_schema(table).delta_schema(dim)
         partitioning = ds.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
         if files:
-            data = ds.dataset(files, filesystem=catalog.fs, format="parquet", partitioning=partitioning,
-                              partition_base_dir=f"{catalog.root}/{table}").to_table()
-            data = pa.Table.from_arrays([data[f.name].cast(f.type) for f in schema], schema=schema)
+            # Files of older schema versions lack later columns: read them under the union of
+            # the files' schemas, then give columns none of them has nulls (the evolution rule).
+            unified = pa.unify_schemas([pq.read_schema(f, filesystem=catalog.fs) for f in files]
+                                       + [pa.schema([("dt", pa.string())])])
+            data = ds.dataset(files, schema=unified, filesystem=catalog.fs, format="parquet",
+                              partitioning=partitioning, partition_base_dir=f"{catalog.root}/{table}").to_table()
+            data = pa.Table.from_arrays([_column(table, data, f) for f in schema], schema=schema)
         else:
             data = schema.empty_table()
         write_deltalake(catalog.table_uri(table), data, partition_by=["dt"], mode="append",
+                        description=table_description(get_table_schema(table)),
                         configuration=TABLE_CONFIGURATION, storage_options=catalog.options,
                         writer_properties=writer_properties(),
                         commit_properties=CommitProperties(custom_metadata={RUN_ID_KEY: run_id},

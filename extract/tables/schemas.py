@@ -7,13 +7,17 @@ fixed-size list) whose field metadata ``extract.embedding_dim`` holds the width 
 CLIP model at write time; every write and read checks each value has exactly D floats, and
 ``extract.tables.catalog`` hands embeddings back as ``fixed_size_list<float32>[D]``.
 
-Evolution rule: a new version may only add nullable columns at the end, so files written
-under an older version stay readable beside newer ones through a unified dataset schema.
+Evolution rule: a new version may only add nullable columns (at the end) and field metadata.
+A Delta table written under an older version is evolved in place by the next run
+(``extract.tables.evolution``): ``TableSchema.diff`` says which columns and metadata it lacks,
+its rows read back with nulls in the added columns. The version a table was created or last
+evolved under is in its Delta table description (``table_description``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +45,30 @@ _SIMPLE_TYPES = {
     "list<float32>": pa.list_(pa.float32()),  # a variable-width vector (audio_embedding, an OCR box)
     "map<string,float32>": pa.map_(pa.string(), pa.float32()),
 }
+
+
+@dataclass(frozen=True)
+class SchemaDiff:
+    """How a Delta table's schema differs from ours (``TableSchema.diff``)."""
+
+    added: tuple[pa.Field, ...] = ()  # our nullable columns the table lacks (Delta types, metadata included)
+    metadata: tuple[tuple[str, dict[str, str]], ...] = ()  # (column, field metadata keys it lacks)
+    problems: tuple[str, ...] = ()  # differences no evolution can fix (types, dropped or foreign columns)
+
+    @property
+    def evolvable(self) -> bool:
+        """True when the table only lacks what a run may add (and lacks something)."""
+        return not self.problems and bool(self.added or self.metadata)
+
+    def describe(self) -> str:
+        """Every difference, for a message: problems, then what evolution would add."""
+        parts = list(self.problems)
+        if self.added:
+            parts.append(f"missing columns {[f.name for f in self.added]}")
+        if self.metadata:
+            parts.append(f"columns {[name for name, _ in self.metadata]} lack field metadata "
+                         f"{sorted({k for _, meta in self.metadata for k in meta})}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -85,24 +113,57 @@ class TableSchema:
         fields += [pa.field(p["name"], pa.string(), nullable=False) for p in self.partitioning]
         return pa.schema(fields)
 
+    def diff(self, found: pa.Schema, embedding_dim: int | None = None) -> SchemaDiff:
+        """How the Delta table schema ``found`` differs from this one.
+
+        Columns of ours it lacks that are nullable, and field metadata keys its columns lack,
+        are what a run may add (``SchemaDiff.added``, ``.metadata``); a lacking non-nullable
+        column, an extra column, another type, a metadata value that differs or embedding
+        columns of differing (or no) widths are ``problems``. The width D of added embedding
+        columns is the table's, else ``embedding_dim`` (0 when neither is known).
+        """
+        dims = {f.name: (f.metadata or {}).get(EMBEDDING_DIM_KEY.encode()) for f in found
+                if f.name in self.embedding_columns}
+        widths = {v.decode() for v in dims.values() if v is not None}
+        problems = []
+        if len(widths) > 1:
+            problems.append(f"embedding columns {sorted(dims)} have differing widths {sorted(widths)} "
+                            f"in {EMBEDDING_DIM_KEY} metadata")
+        elif dims and not widths:
+            problems.append(f"embedding columns {sorted(dims)} lack {EMBEDDING_DIM_KEY} metadata (their width)")
+        dim = int(next(iter(widths))) if len(widths) == 1 else (embedding_dim or 0)
+        want = {f.name: f for f in self.delta_schema(dim)}
+        got = {f.name: f for f in found}
+        added = [f for n, f in want.items() if n not in got and f.nullable]
+        required = [n for n, f in want.items() if n not in got and not f.nullable]
+        if required:
+            problems.append(f"missing columns {required}, which are not nullable (no older schema of ours lacks them)")
+        extra = [n for n in got if n not in want]
+        if extra:
+            problems.append(f"unexpected columns {extra}")
+        metadata = []
+        for name, field in want.items():
+            if name not in got:
+                continue
+            if not _same_type(got[name].type, field.type):
+                problems.append(f"{name} is {got[name].type}, expected {field.type}")
+                continue
+            have = {k.decode(): v.decode() for k, v in (got[name].metadata or {}).items()}
+            lacking = {}
+            for key, value in {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}.items():
+                if key not in have:
+                    lacking[key] = value
+                elif have[key] != value and key != EMBEDDING_DIM_KEY:  # widths: checked above and on write
+                    problems.append(f"column {name} has field metadata {key}={have[key]!r}, expected {value!r}")
+            if lacking and not (EMBEDDING_DIM_KEY in lacking and not widths):
+                metadata.append((name, lacking))
+        return SchemaDiff(tuple(added), tuple(metadata), tuple(problems))
+
     def schema_problem(self, found: pa.Schema) -> str | None:
-        """Why a Delta table's schema ``found`` is not this table's (None when it is): columns
-        missing, extra or of another type, or embeddings of differing widths."""
-        dims = {f.metadata.get(EMBEDDING_DIM_KEY.encode()) if f.metadata else None
-                for f in found if f.name in self.embedding_columns}
-        want_types = {f.name: f.type for f in self.delta_schema(0)}
-        got_types = {f.name: f.type for f in found}
-        missing = [n for n in want_types if n not in got_types]
-        extra = [n for n in got_types if n not in want_types]
-        differ = [f"{n} is {got_types[n]}, expected {t}" for n, t in want_types.items()
-                  if n in got_types and not _same_type(got_types[n], t)]
-        parts = ([f"missing columns {missing}"] if missing else []) + \
-                ([f"unexpected columns {extra}"] if extra else []) + differ
-        if self.embedding_columns and not missing and (len(dims) != 1 or None in dims):
-            parts.append(f"embedding columns {self.embedding_columns} lack one common {EMBEDDING_DIM_KEY} metadata")
-        if parts:
-            return "; ".join(parts)
-        return None
+        """Why a Delta table's schema ``found`` is not exactly this table's (None when it is),
+        evolvable differences included (``diff``)."""
+        diff = self.diff(found)
+        return diff.describe() or None
 
     def markdown(self) -> str:
         """Column documentation as a Markdown section."""
@@ -130,6 +191,20 @@ def get_table_schema(name: str) -> TableSchema:
         name=data["name"], version=int(data["version"]), description=data["description"],
         columns=tuple(data["columns"]), partitioning=tuple(data.get("partitioning", ())),
     )
+
+
+_VERSION_NOTE = re.compile(r"\(extract schema version (\d+)\)$")
+
+
+def table_description(schema: TableSchema) -> str:
+    """A Delta table's description: the schema's, with the version it was written under."""
+    return f"{schema.description} (extract schema version {schema.version})"
+
+
+def schema_version_of(description: str | None) -> int | None:
+    """The schema version a Delta table description (``table_description``) names; None: none."""
+    match = _VERSION_NOTE.search((description or "").strip())
+    return int(match.group(1)) if match else None
 
 
 def embedding_dim_of(schema: pa.Schema) -> int | None:

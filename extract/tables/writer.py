@@ -36,8 +36,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from extract import __version__
-from extract.tables.catalog import APP_ID, RUN_ID_KEY, RUNS_DIR, STAGING_DIR, Catalog, OutputLayoutError, _arrow_schema
-from extract.tables.schemas import TABLES, embedding_dim_of, get_table_schema
+from extract.tables.catalog import APP_ID, RUN_ID_KEY, RUNS_DIR, STAGING_DIR, Catalog, OutputLayoutError
+from extract.tables.evolution import check_width
+from extract.tables.schemas import TABLES, get_table_schema, table_description
 from extract.tables.storage import parquet_files
 
 COMMIT_MARKER = "_commit.json"
@@ -95,7 +96,7 @@ def reprocessing_predicate(outcomes: Mapping[str, Mapping[str, Any]], touched: I
 def ensure_tables(catalog: Catalog, embedding_dim: int) -> dict[str, int]:
     """Create missing tables (empty, version 0) and check every table's embedding width is
     ``embedding_dim``; returns each table's latest version. Raises OutputLayoutError naming a
-    table of another width (before any video is read)."""
+    table of another width (before any video is read). Run after ``evolve_tables``."""
     from deltalake import DeltaTable
 
     versions = {}
@@ -106,13 +107,9 @@ def ensure_tables(catalog: Catalog, embedding_dim: int) -> dict[str, int]:
             DeltaTable.create(catalog.table_uri(table), schema=schema.delta_schema(embedding_dim),
                               partition_by=schema.partition_names, mode="ignore",
                               configuration=TABLE_CONFIGURATION, storage_options=catalog.options,
-                              description=f"{schema.description} (extract schema version {schema.version})")
+                              description=table_description(schema))
             delta = catalog.open_table(table)
-        dim = embedding_dim_of(_arrow_schema(delta))
-        if get_table_schema(table).embedding_columns and dim != embedding_dim:
-            raise OutputLayoutError(
-                f"{catalog.dst}: table {table} holds embeddings of {dim} values but this run's CLIP model makes "
-                f"{embedding_dim}; write to another output location")
+        check_width(catalog, table, delta, embedding_dim)
         versions[table] = delta.version()
     return versions
 

@@ -1,0 +1,168 @@
+"""The models' weights counted by content: the sha256 of each weights file a config resolves to.
+
+``weights_digests(config)`` is computed once on the driver before planning and passed to
+``Config.feature_hash_of``, so a video is re-processed when the weights' bytes change and not
+when the same file is staged under another name or location. Where a key resolves:
+
+- ``models.clip.pretrained``: a local checkpoint file; a ``local-dir:`` model folder
+  (``models.clip.name``; the digest of its files' names and digests); an ``s3://``/``gs://``
+  object (the digest ``extract models stage`` wrote beside it as ``<object>.sha256`` when its
+  recorded size matches the object's, else the digest of the driver's cached copy); an open_clip
+  tag (the file open_clip would load from ``models.clip.cache_dir``: Hugging Face hub cache or
+  the URL's file name), when it is there.
+- ``models.clip.model_config``: the JSON file.
+- ``models.whisper.name``: an official Whisper name counts by the sha256 in its download URL
+  (the worker refuses a file that does not match it); a checkpoint path or object as above.
+
+A key that resolves to no file (no weights; a tag not in the cache) is left out and counts by
+its value. Hashing a multi-GB file takes seconds, so digests are cached in
+``$EXTRACT_DIGEST_CACHE`` (default ``$XDG_CACHE_HOME/extract/digests``, else
+``~/.cache/extract/digests``), one small JSON per file keyed by (resolved path, size, mtime_ns):
+a file rewritten in place gets a new mtime and is hashed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from extract.config import Config, StorageConfig
+from extract.models.checkpoints import WHISPER_NAMES, local_checkpoint, sha256_file
+from extract.tables.storage import filesystem_for, is_remote, local_path
+
+SIDECAR_SUFFIX = ".sha256"  # beside a staged object: {"sha256": ..., "size": bytes}
+
+
+def digest_cache_dir() -> Path:
+    """Where file digests are cached (see module doc)."""
+    if os.environ.get("EXTRACT_DIGEST_CACHE"):
+        return Path(os.environ["EXTRACT_DIGEST_CACHE"])
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "extract" / "digests"
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (hex) of the file at ``path``, from the cache when its (path, size, mtime_ns) is
+    unchanged; a cache that cannot be written only costs the next run a rehash."""
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    key = {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = digest_cache_dir() / f"{hashlib.sha256(str(resolved).encode()).hexdigest()[:32]}.json"
+    try:
+        cached = json.loads(entry.read_text())
+        if {k: cached.get(k) for k in key} == key and isinstance(cached.get("sha256"), str):
+            return cached["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(resolved)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**key, "sha256": digest}))
+        os.replace(tmp, entry)
+    except OSError:
+        pass
+    return digest
+
+
+def folder_digest(folder: str | Path) -> str:
+    """sha256 over the relative names and digests of every file under ``folder``."""
+    folder = Path(folder)
+    lines = [f"{p.relative_to(folder).as_posix()}\0{file_digest(p)}\n"
+             for p in sorted(folder.rglob("*")) if p.is_file()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def remote_digest(uri: str, storage: StorageConfig | None = None, cache_dir: str | None = None) -> str:
+    """sha256 of the object ``uri``: its stage-time sidecar when the sizes agree, else the digest
+    of the local copy (fetched once, ``local_checkpoint``)."""
+    fs, path = filesystem_for(uri, storage)
+    size = fs.get_file_info(path).size
+    try:
+        with fs.open_input_stream(path + SIDECAR_SUFFIX) as fh:
+            recorded = json.loads(fh.read())
+        if recorded.get("size") == size and isinstance(recorded.get("sha256"), str):
+            return recorded["sha256"]
+    except (OSError, ValueError):
+        pass
+    return file_digest(local_checkpoint(uri, storage, cache_dir))
+
+
+def write_sidecar(dest_uri: str, digest: str, size: int, storage: StorageConfig | None = None) -> None:
+    """Record a staged file's digest and size beside it (``remote_digest`` reads it)."""
+    fs, path = filesystem_for(dest_uri + SIDECAR_SUFFIX, storage)
+    with fs.open_output_stream(path) as out:
+        out.write(json.dumps({"sha256": digest, "size": size}).encode())
+
+
+def _file_or_object(value: str, storage: StorageConfig | None, cache_dir: str | None) -> str | None:
+    """The digest of a local file or an object-store URI; None when ``value`` is neither a file
+    nor an object (a name)."""
+    if is_remote(value):
+        return remote_digest(value, storage, cache_dir)
+    path = Path(local_path(value)).expanduser()
+    return file_digest(path) if path.is_file() else None
+
+
+def _clip_tag_file(name: str, tag: str, cache_dir: str | None) -> str | None:
+    """The local file open_clip loads for tag ``tag`` of ``name`` from ``cache_dir``, or None
+    when it is not a tag or its file is not there (nothing is downloaded)."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        return None
+    if cfg.get("file"):
+        return cfg["file"] if Path(cfg["file"]).is_file() else None
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or "open_clip_pytorch_model.bin"
+        candidates = [filename.rsplit(".", 1)[0] + ".safetensors", filename]
+        if filename == "open_clip_pytorch_model.bin":
+            candidates.insert(0, "open_clip_model.safetensors")
+        for candidate in candidates:
+            found = try_to_load_from_cache(repo, candidate, cache_dir=cache_dir)
+            if isinstance(found, str) and Path(found).is_file():
+                return found
+        return None
+    if cfg.get("url"):
+        path = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+        return str(path) if path.is_file() else None
+    return None
+
+
+def weights_digests(config: Config) -> dict[str, str]:
+    """``{dotted key: sha256}`` of the weights files ``config`` resolves to (see module doc)."""
+    clip, whisper_cfg, storage = config.models.clip, config.models.whisper, config.storage
+    out: dict[str, str] = {}
+    if clip.name.startswith("local-dir:") and Path(clip.name[len("local-dir:"):]).is_dir():
+        out["models.clip.pretrained"] = folder_digest(clip.name[len("local-dir:"):])
+    elif clip.pretrained:
+        tag_file = None if is_remote(clip.pretrained) else _clip_tag_file(clip.name, clip.pretrained, clip.cache_dir)
+        digest = file_digest(tag_file) if tag_file else _file_or_object(clip.pretrained, storage, clip.cache_dir)
+        if digest:
+            out["models.clip.pretrained"] = digest
+    if clip.model_config:
+        digest = _file_or_object(clip.model_config, storage, clip.cache_dir)
+        if digest:
+            out["models.clip.model_config"] = digest
+    if whisper_cfg.name in WHISPER_NAMES:
+        import whisper
+
+        url = getattr(whisper, "_MODELS", {}).get(whisper_cfg.name)
+        if url:
+            out["models.whisper.name"] = url.split("/")[-2]  # the sha256 whisper checks the file against
+    else:
+        digest = _file_or_object(whisper_cfg.name, storage, None)
+        if digest:
+            out["models.whisper.name"] = digest
+    return out
+
+
+def feature_hash(config: Config) -> str:
+    """``config``'s feature hash with its weights counted by content (``Config.feature_hash_of``)."""
+    return config.feature_hash_of(weights_digests(config))

@@ -116,10 +116,9 @@ def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir,
     before = {t: DeltaTable(str(dst / t)).version() for t in TABLES}
     caplog.set_level(logging.INFO, logger="extract")
     caplog.clear()
-    record = run_job(str(manifest(tmp_path / "m2.jsonl", small_samples, {"silent_loop", "beach_day",
-                                                                        "portrait_dance"})),
+    record = run_job(str(manifest(tmp_path / "m2.jsonl", small_samples, {"beach_day", "portrait_dance"})),
                      str(dst), config, progress=False, executor=inline_executor(calls), run_id="new")
-    assert calls == [1, 2] and record["counts"]["ok"] == 2 and record["counts"]["skipped"] == 1
+    assert calls == [1, 2] and record["counts"]["ok"] == 2 and record["counts"]["skipped"] == 0
     evolved = {e["table"]: e for e in record["schema_evolution"]}
     assert set(evolved) == {t for t in TABLES if dropped[t]}
     for table, e in evolved.items():
@@ -173,10 +172,20 @@ def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir,
     old_videos = pinned.read("videos", ["video_id", dropped["videos"][0]])
     assert old_videos.num_rows == 1 and old_videos[dropped["videos"][0]].null_count == 1
 
+    # the old video again: committed without an input identity, so its bytes decide: the same
+    # bytes, so its committed features are reused (nothing decoded) and it gets an identity
+    again = run_job(str(manifest(tmp_path / "m3.jsonl", small_samples, {"silent_loop"})), str(dst), config,
+                    progress=False, executor=inline_executor(calls), run_id="reuse")
+    assert again["counts"]["processed_by_reason"] == {"input_changed": 1} and again["counts"]["reused"] == 1
+    row = Catalog(str(dst)).read("videos", ["video_id", "source_bytes", "reused_from"],
+                                 pc.field("video_id") == "silent_loop").to_pylist()
+    assert row == [{"video_id": "silent_loop", "source_bytes": (small_samples.parent / "silent_loop.mp4").stat().st_size,
+                    "reused_from": "silent_loop"}]
+
     # 3. nothing left to evolve
     again = run_job(str(tmp_path / "m2.jsonl"), str(dst), config, progress=False,
                     executor=inline_executor(calls), run_id="again")
-    assert again["schema_evolution"] == [] and calls == [1, 2]
+    assert again["schema_evolution"] == [] and calls == [1, 2, 1]
 
 
 def test_other_schema_differences_fail_before_any_video_is_read(tmp_path, small_samples, config):

@@ -109,8 +109,13 @@ def test_feature_hash_counts_weights_by_content_not_name(tmp_path, monkeypatch):
     os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # past the file system's mtime granularity
     after = features(first)
     assert after != before and hashed.count("whisper-small.pt") == 2
-    row = {"video_id": "v", "dt": "2026-11-24", "upload_ts": "2026-11-24T10:00:00Z", "uri": "/v.mp4"}
-    outcome = {"v": {"status": "ok", "feature_hash": before, "uri": "/v.mp4", "dt": "2026-11-24"}}
+    from datetime import datetime, timezone
+
+    listed = datetime(2026, 11, 24, 10, tzinfo=timezone.utc)  # the input's identity, unchanged
+    row = {"video_id": "v", "dt": "2026-11-24", "upload_ts": "2026-11-24T10:00:00Z", "uri": "/v.mp4",
+           "source_bytes": 5, "source_mtime": "2026-11-24T10:00:00Z"}
+    outcome = {"v": {"status": "ok", "feature_hash": before, "uri": "/v.mp4", "dt": "2026-11-24",
+                     "source_bytes": 5, "source_mtime": listed}}
     assert [r["video_id"] for r in plan_run([row], outcome, after, False, False).todo] == ["v"]
     assert not plan_run([row], outcome, before, False, False).todo
     # a key without a file counts by its value; where weights are looked up does not count

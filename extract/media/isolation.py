@@ -128,9 +128,6 @@ def serve_decode_requests() -> None:
     import traceback  # noqa: F401  - answer_job's, imported while imports can still read files
 
     import av  # noqa: F401  - imported before the address-space limit is applied
-    from PIL import Image
-
-    Image.preinit()  # the JPEG plugin (thumbnails), imported while imports can still read files
 
     from extract.defaults import resolved_here
 

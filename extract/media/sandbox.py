@@ -423,14 +423,17 @@ def import_submodules(package: str) -> int:
 def confine(preload: tuple[str, ...] = PRELOAD_PACKAGES) -> Confinement:
     """Confine this process for good: Landlock where available, then the seccomp filter.
 
-    First imports every module of the ``preload`` packages (``import_submodules``); every
-    other import the decoding needs must have happened before (nothing can be read from disk
+    First imports every module of the ``preload`` packages (``import_submodules``) and PIL's
+    common image plugins; every other import the decoding needs must have happened before (nothing can be read from disk
     afterwards; tracebacks then show no source lines). Needs a single-threaded process.
     Raises ``RuntimeError`` with several threads and ``OSError`` when seccomp cannot be
     installed (a child must then refuse to decode).
     """
     for package in preload:
         import_submodules(package)
+    from PIL import Image
+
+    Image.preinit()  # PIL's common plugins (JPEG: the thumbnails; PIL also makes the pHash thumbnails)
     threads = thread_count()
     if threads != 1:
         raise RuntimeError(f"confine() needs a single-threaded process, this one has {threads} threads "

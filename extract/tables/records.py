@@ -85,8 +85,7 @@ def video_records(row: Mapping[str, Any], ctx: TableContext,
         return _reused_records(row, ctx, reused, common, tags)
     segments = json.loads(row.get("segments_json") or "[]")
     video = {name: row.get(name) for name in get_table_schema("videos").column_names}
-    video.update(common, upload_ts=parse_ts(row.get("upload_ts")), source_mtime=parse_ts(row.get("source_mtime")),
-                 n_segments=len(segments), feature_hash=ctx.feature_hash, processed_at=ctx.processed_at)
+    video.update(_run_columns(row, ctx, common), n_segments=len(segments))
     phash = row.get("phash")
     thumbnails = thumbnails_of(row)
     frames = [
@@ -105,14 +104,19 @@ def video_records(row: Mapping[str, Any], ctx: TableContext,
     }
 
 
+def _run_columns(row: Mapping[str, Any], ctx: TableContext, common: dict[str, Any]) -> dict[str, Any]:
+    """The ``videos`` columns this run sets on every record: id, run, times and feature hash."""
+    return {**common, "upload_ts": parse_ts(row.get("upload_ts")), "source_mtime": parse_ts(row.get("source_mtime")),
+            "feature_hash": ctx.feature_hash, "processed_at": ctx.processed_at}
+
+
 def _reused_records(row: Mapping[str, Any], ctx: TableContext, reused: ReusedVideo, common: dict[str, Any],
                     tags: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Records of a row that reuses ``reused``: the original's ``videos`` record with the row's
     own columns over it, the original's byte-derived rows under the row's id, its own hashtags."""
     video = dict(reused.video)
     video.update({name: row.get(name) for name in reused.own_columns if name in video})
-    video.update(common, upload_ts=parse_ts(row.get("upload_ts")), source_mtime=parse_ts(row.get("source_mtime")),
-                 feature_hash=ctx.feature_hash, processed_at=ctx.processed_at)
+    video.update(_run_columns(row, ctx, common))
     out = {"videos": [video], "hashtags": [{**common, **tag} for tag in tags], "errors": []}
     for table, records in reused.children.items():
         out[table] = [{**rec, **common} for rec in records]

@@ -24,15 +24,15 @@ each a fixed random subset of ``band_bits`` of the 64 hash bits (groups of disjo
 of one seeded permutation, so a group covers most bits once). Two frames collide in a band
 when their hashes agree on its bits; a frame pair at Hamming distance ``d`` collides in a
 given band with probability ``C(64 - band_bits, d) / C(64, d)``. Per band, the new frames'
-keys (a multiply-shift hash of the band bits into ``KEY_BITS`` bits) mark a byte map; the
-history is scanned once against it in chunks and only marked keys are joined (sorted keys,
-``searchsorted``). A colliding pair counts only when its frames are within ``max_hamming``
-and the other video is earlier. Work per band is one linear pass over the history's hashes
-plus joins proportional to the new frames, so the cost grows with the new day (times the
-history size for the scan, never history squared), and memory stays at the hash arrays plus
-a 16 MiB byte map. Keys held by more than ``max_bucket`` history frames (a channel's intro,
-a logo card) are skipped: they would pair every video that shows them. Flat frames (pHash 0
-or ``FLAT_HASH``: black or single-colour) carry no content and are left out.
+band values go into a hash table behind a bit filter, and the history is scanned once
+against it (``extract.media.hash_join.band_join``, compiled). A colliding pair counts only
+when its frames are within ``max_hamming`` and the other video is earlier. Work per band is
+one linear pass over the history's hashes plus one popcount per colliding pair, so the cost
+grows with the new day (times the history size for the scan, never history squared), and
+memory stays at the hash arrays plus a few MiB of table per thread. Band values held by more
+than ``max_bucket`` frames (a channel's intro, a logo card) are skipped: they would pair
+every video that shows them. Flat frames (pHash 0 or ``FLAT_HASH``: black or single-colour)
+carry no content and are left out.
 
 Mirrored copies: the new video's hashes are also queried as ``mirror_hash`` (the pHash the
 flipped frames would have), and a pair's match fraction is the better of the two readings;
@@ -47,7 +47,6 @@ so a video with several frames at d <= 8 is found almost surely (the test copies
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -57,11 +56,6 @@ import numpy as np
 
 from extract.media.phash import FLAT_HASH, HASH_BITS, hamming, mirror_hash
 
-KEY_BITS = 24  # band keys index a 2^24-byte (16 MiB) map
-HISTORY_CHUNK = 1 << 16  # history frames keyed at once: temporaries stay in the CPU cache (measured
-# 0.32 s per band over 20 M hashes against 0.43 s with 2 M-frame chunks)
-JOIN_CHUNK = 1 << 19  # colliding frame pairs expanded at once per band (per thread)
-VERIFY_CHUNK = 1 << 20  # frame comparisons per verification step
 KINDS = ("exact", "near")
 
 EmbeddingLookup = Callable[[Sequence[str]], np.ndarray]
@@ -89,7 +83,7 @@ class DuplicateOptions:
     min_clip_cosine: float = 0.9  # pooled CLIP cosine a near copy needs, when embeddings are given
     bands: int = 48  # LSH bands
     band_bits: int = 24  # hash bits per band
-    max_bucket: int = 1000  # skip a band key held by more history frames than this
+    max_bucket: int = 1000  # skip a band value held by more frames than this
     mirrored: bool = True  # also query mirrored hashes
     seed: int = 0  # which bit subsets form the bands (fixed: reproducible candidates)
     threads: int = 2  # bands searched in parallel (numpy releases the GIL); results do not depend on it
@@ -121,8 +115,8 @@ class SearchStats:
     history_frames: int = 0
     flat_frames: int = 0  # left out: no content
     orphan_frames: int = 0  # frames whose video is not in ``videos``
-    band_collisions: int = 0  # (new frame, earlier video's frame) pairs sharing a band key, all bands
-    hot_keys_skipped: int = 0  # band keys over max_bucket
+    band_collisions: int = 0  # (new frame, earlier video's frame) pairs agreeing on a band's bits, all bands
+    hot_keys_skipped: int = 0  # band values over max_bucket (per band)
     close_frame_pairs: int = 0  # colliding pairs within max_hamming
     candidate_pairs: int = 0  # distinct (new video, earlier video, mirrored) with a close pair
     exact_pairs: int = 0  # new videos with an earlier equal content_sha256
@@ -173,14 +167,6 @@ class _Bands:
                 masks.append(int(sum(1 << int(b) for b in bits)))
         multipliers = rng.integers(0, 2**63, options.bands, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
         return cls(np.array(masks[:options.bands], np.uint64), multipliers)
-
-    def keys(self, band: int, hashes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``(n,) uint64`` hashes -> ``(n,) int64`` keys in ``[0, 2^KEY_BITS)`` for ``band``
-        (written into ``out``, an ``(n,) uint64`` buffer, when given)."""
-        value = np.bitwise_and(hashes, self.masks[band], out=out)
-        value *= self.multipliers[band]  # wraps mod 2^64: the multiply-shift hash
-        value >>= np.uint64(64 - KEY_BITS)
-        return value.view(np.int64)
 
 
 def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequence[str] | "pa.Array",
@@ -323,98 +309,35 @@ def _candidate_pairs(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, 
                      q_mirrored: np.ndarray, options: DuplicateOptions, stats: SearchStats) -> np.ndarray:
     """Distinct ``(new rank, earlier rank, mirrored)`` pairs with a close colliding frame pair,
     as ``(k, 3) int64``."""
+    from extract.media.hash_join import band_join
+
     if len(q_hash) == 0:
         return np.zeros((0, 3), np.int64)
     bands = _Bands.make(options)
-    scratch = threading.local()  # one key map and buffer per thread
+    q_hash = np.ascontiguousarray(q_hash, np.uint64)
+    q_owner = np.ascontiguousarray(q_owner, np.int32)
+    q_mirrored = np.ascontiguousarray(q_mirrored, np.bool_)
 
-    def one_band(band: int) -> tuple[int, int, int, np.ndarray | None]:
-        if not hasattr(scratch, "marked"):
-            scratch.marked = np.zeros(1 << KEY_BITS, bool)
-            scratch.buffer = np.empty(HISTORY_CHUNK, np.uint64)
-        return _band_pairs(band, bands, scratch.marked, scratch.buffer, hashes, owner, q_hash, q_owner,
-                           q_mirrored, options)
+    def one_band(band: int) -> tuple[np.ndarray, int, int, int]:
+        mask, multiplier = bands.masks[band], bands.multipliers[band]
+        q_key = (q_hash & mask) * multiplier  # wraps mod 2^64
+        return band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, np.argsort(q_key), mask, multiplier,
+                         options.max_hamming, options.max_bucket)
 
-    # numpy releases the GIL in these loops, so bands run in parallel on threads.
+    # The kernel releases the GIL, so bands run in parallel on threads.
     with ThreadPoolExecutor(max_workers=options.threads) as pool:
         results = list(pool.map(one_band, range(options.bands)))
-    found = []
-    for collisions, hot, close, codes in results:
+    for _, collisions, hot, close in results:
         stats.band_collisions += collisions
         stats.hot_keys_skipped += hot
         stats.close_frame_pairs += close
-        if codes is not None:
-            found.append(codes)
-    if not found:
-        return np.zeros((0, 3), np.int64)
-    codes = np.unique(np.concatenate(found))
+    codes = np.unique(np.concatenate([codes for codes, *_ in results]))
     stats.candidate_pairs = len(codes)
     return _pair_decode(codes)
 
 
-def _band_pairs(band: int, bands: _Bands, marked: np.ndarray, buffer: np.ndarray, hashes: np.ndarray,
-                owner: np.ndarray, q_hash: np.ndarray, q_owner: np.ndarray, q_mirrored: np.ndarray,
-                options: DuplicateOptions) -> tuple[int, int, int, np.ndarray | None]:
-    """One band: ``(collisions with earlier frames, hot keys skipped, close pairs, pair codes or None)``.
-    ``marked`` (all False) and ``buffer`` are this thread's scratch; ``marked`` is cleared again."""
-    q_keys = bands.keys(band, q_hash).copy()
-    marked[q_keys] = True
-    hit_frames, hit_keys = [], []
-    for start in range(0, len(hashes), HISTORY_CHUNK):
-        chunk = hashes[start:start + HISTORY_CHUNK]
-        keys = bands.keys(band, chunk, out=buffer[:len(chunk)])
-        hit = np.flatnonzero(np.take(marked, keys))
-        hit_frames.append(hit + start)
-        hit_keys.append(keys[hit])
-    marked[q_keys] = False
-    frames_hit, keys_hit = np.concatenate(hit_frames), np.concatenate(hit_keys)
-    # Join the history hits to the query frames holding the same key (every hit's key is one
-    # of them: the map was marked from them).
-    q_order = np.argsort(q_keys, kind="stable")
-    q_sorted = q_keys[q_order]
-    lo = np.searchsorted(q_sorted, keys_hit, "left")
-    # Hot keys: a value shared by very many history frames pairs everything showing it.
-    per_key = np.bincount(lo, minlength=len(q_sorted))
-    hot = per_key[lo] > options.max_bucket
-    n_hot = 0
-    if hot.any():
-        n_hot = int(np.count_nonzero(per_key > options.max_bucket))
-        frames_hit, keys_hit, lo = frames_hit[~hot], keys_hit[~hot], lo[~hot]
-    counts = np.searchsorted(q_sorted, keys_hit, "right") - lo
-    total = int(counts.sum())
-    if total == 0:
-        return 0, n_hot, 0, None
-    # Expand the (history frame, query frame) pairs in slices of about JOIN_CHUNK pairs: the
-    # temporaries stay bounded however many frames collide in this band.
-    n_earlier, n_close, found = 0, 0, []
-    cum = np.cumsum(counts)
-    start = 0
-    while start < len(counts):
-        base = int(cum[start - 1]) if start else 0
-        end = max(start + 1, int(np.searchsorted(cum, base + JOIN_CHUNK, "right")))
-        c = counts[start:end]
-        size = int(cum[end - 1]) - base
-        h_frame = np.repeat(frames_hit[start:end], c)
-        offsets = np.arange(size) - np.repeat(np.cumsum(c) - c, c)
-        q_frame = q_order[np.repeat(lo[start:end], c) + offsets]
-        h_owner, q_own = owner[h_frame], q_owner[q_frame]
-        earlier = h_owner < q_own
-        n_earlier += int(np.count_nonzero(earlier))
-        close = earlier & (hamming(hashes[h_frame], q_hash[q_frame]) <= options.max_hamming)
-        if close.any():
-            n_close += int(np.count_nonzero(close))
-            found.append(np.unique(_pair_code(q_own[close], h_owner[close], q_mirrored[q_frame[close]])))
-        start = end
-    codes = np.unique(np.concatenate(found)) if found else None
-    return n_earlier, n_hot, n_close, codes
-
-
-def _pair_code(new_rank: np.ndarray, earlier_rank: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
-    """One int64 per pair (ranks < 2^31): sorting codes sorts by new, then earlier video."""
-    return (new_rank.astype(np.int64) << 32) | (earlier_rank.astype(np.int64) << 1) | mirrored.astype(np.int64)
-
-
 def _pair_decode(codes: np.ndarray) -> np.ndarray:
+    """Pair codes of ``hash_join.band_join`` -> ``(k, 3) int64`` (new rank, earlier rank, mirrored)."""
     return np.stack([codes >> 32, (codes & 0xFFFFFFFF) >> 1, codes & 1], axis=1)
 
 
@@ -480,9 +403,10 @@ def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, owner: np.ndarray, n
                      max_hamming: int) -> np.ndarray:
     """Per pair ``(new, earlier, mirrored)``: share of the new video's frames within
     ``max_hamming`` of some frame of the earlier one; NaN when the new video has no frames."""
-    out = np.full(len(pairs), np.nan, np.float32)
+    from extract.media.hash_join import match_fractions
+
     if len(pairs) == 0:
-        return out
+        return np.full(0, np.nan, np.float32)
     involved = np.zeros(n_videos, bool)
     involved[pairs[:, :2].ravel()] = True
     sel = np.flatnonzero(involved[owner])
@@ -493,29 +417,8 @@ def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, owner: np.ndarray, n
     q_n = np.searchsorted(f_owner, pairs[:, 0], "right") - q_start
     h_start = np.searchsorted(f_owner, pairs[:, 1], "left")
     h_n = np.searchsorted(f_owner, pairs[:, 1], "right") - h_start
-    sizes = q_n.astype(np.int64) * h_n
-    cum = np.cumsum(sizes)
-    start = 0
-    while start < len(pairs):  # chunks of about VERIFY_CHUNK frame comparisons; a pair is never split
-        base = int(cum[start - 1]) if start else 0
-        end = max(start + 1, int(np.searchsorted(cum, base + VERIFY_CHUNK, "right")))
-        p = np.arange(start, end)
-        s = sizes[p]
-        total = int(s.sum())
-        pid = np.repeat(p, s)
-        within = np.arange(total) - np.repeat(np.cumsum(s) - s, s)
-        i, j = within // h_n[pid], within % h_n[pid]
-        q_frame, h_frame = q_start[pid] + i, h_start[pid] + j
-        q_hash = np.where(pairs[pid, 2] == 1, f_mirror[q_frame], f_hash[q_frame])
-        close = hamming(q_hash, f_hash[h_frame]) <= max_hamming
-        # A new-video frame matches if any frame of the other is close: mark (pair, frame) slots.
-        q_offsets = np.cumsum(q_n[p]) - q_n[p]
-        matched = np.zeros(int(q_n[p].sum()), bool)
-        matched[(q_offsets[pid - start] + i)[close]] = True
-        per_pair = np.bincount(np.repeat(np.arange(len(p)), q_n[p]), weights=matched, minlength=len(p))
-        out[p] = np.where(q_n[p] > 0, per_pair / np.maximum(q_n[p], 1), np.nan)
-        start = end
-    return out
+    return match_fractions(np.ascontiguousarray(pairs[:, 2] == 1), f_hash, f_mirror, q_start, q_n, h_start, h_n,
+                           max_hamming)
 
 
 def _cosines(pairs: np.ndarray, ids, embeddings: EmbeddingLookup) -> np.ndarray:

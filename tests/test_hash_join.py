@@ -1,0 +1,94 @@
+"""The compiled kernels of the near-duplicate search against brute force: every colliding pair
+of a band (runs of equal band values, probe chains, band value 0, hot values skipped), and
+the frame check's match fractions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from extract.media.hash_join import band_join, match_fractions
+from extract.media.near_duplicates import DuplicateOptions, _Bands
+from extract.media.phash import hamming, mirror_hash
+
+
+def _brute_band(hashes, owner, q_hash, q_owner, q_mirrored, mask, max_hamming, max_bucket):
+    """``band_join``'s result from the definition: every (frame, query) pair, no table."""
+    values = hashes & mask
+    distinct, counts = np.unique(values, return_counts=True)
+    hot_values = distinct[counts > max_bucket]
+    q_values = q_hash & mask
+    hot = len(np.intersect1d(hot_values, q_values))
+    same = (values[:, None] == q_values[None, :]) & ~np.isin(values, hot_values)[:, None]
+    earlier = owner[:, None] < q_owner[None, :]
+    close_ = hamming(hashes[:, None], q_hash[None, :]) <= max_hamming
+    i, q = np.nonzero(same & earlier & close_)
+    codes = (q_owner[q].astype(np.int64) << 32) | (owner[i].astype(np.int64) << 1) | q_mirrored[q].astype(np.int64)
+    return np.unique(codes), int((same & earlier).sum()), hot, len(i)
+
+
+def _join(hashes, owner, q_hash, q_owner, q_mirrored, mask, multiplier, max_hamming, max_bucket):
+    q_key = (q_hash & mask) * multiplier
+    return band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, np.argsort(q_key), mask, multiplier,
+                     max_hamming, max_bucket)
+
+
+@pytest.mark.parametrize("band_bits,max_bucket", [(24, 1000), (10, 1000), (8, 40), (12, 3)])
+def test_band_join_equals_brute_force(band_bits, max_bucket):
+    rng = np.random.default_rng(band_bits * 100 + max_bucket)
+    n_videos, per_video = 400, 8
+    owner = np.repeat(np.arange(n_videos, dtype=np.int32), per_video)
+    hashes = rng.integers(0, 2**64, len(owner), dtype=np.uint64)
+    # Copies: frames of early videos a few bits off in later ones, a repeated card, zeros.
+    hashes[200 * per_video:260 * per_video] = hashes[:60 * per_video] ^ np.uint64(0b1011)
+    hashes[::37] = hashes[5]
+    hashes[::53] = 0
+    new = owner >= 300
+    q_hash = np.concatenate([hashes[new], mirror_hash(hashes[new])])
+    q_owner = np.concatenate([owner[new], owner[new]])
+    q_mirrored = np.repeat([False, True], new.sum())
+    bands = _Bands.make(DuplicateOptions(band_bits=band_bits, bands=4))
+    totals = np.zeros(3, int)
+    for band in range(4):
+        mask, multiplier = bands.masks[band], bands.multipliers[band]
+        got = _join(hashes, owner, q_hash, q_owner, q_mirrored, mask, multiplier, 12, max_bucket)
+        want = _brute_band(hashes, owner, q_hash, q_owner, q_mirrored, mask, 12, max_bucket)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1:] == want[1:], (band, got[1:], want[1:])
+        totals += want[1:]
+    collisions, hot, close = totals
+    assert collisions > 0 and (close > 0 if max_bucket >= 1000 else hot > 0)  # the case is not empty
+
+
+def test_band_join_probe_chains_with_a_tiny_table():
+    # 8-bit bands over 2,000 queries: most band values repeat (runs of records), and with a
+    # table of at least 1,024 slots over 256 values home slots collide: the probe path runs.
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 2**64, 3_000, dtype=np.uint64)
+    owner = np.arange(3_000, dtype=np.int32) // 3
+    q = slice(1_000, 3_000)
+    bands = _Bands.make(DuplicateOptions(band_bits=8, bands=1))
+    args = (hashes, owner, hashes[q].copy(), owner[q].copy(), np.zeros(2_000, bool), bands.masks[0],
+            bands.multipliers[0], 30, 10**6)
+    got, want = _join(*args), _brute_band(*args[:6], 30, 10**6)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1:] == want[1:]
+
+
+def test_match_fractions_equal_brute_force():
+    rng = np.random.default_rng(3)
+    f_hash = rng.integers(0, 2**64, 60, dtype=np.uint64)
+    f_hash[20:30] = f_hash[:10] ^ np.uint64(0b111)  # video 2 copies video 0
+    f_hash[30:35] = mirror_hash(f_hash[:5])  # video 3 mirrors half of video 0
+    starts, sizes = np.array([0, 10, 20, 30, 40, 60]), np.array([10, 10, 10, 10, 20, 0])
+    pairs = np.array([(2, 0, 0), (3, 0, 1), (3, 0, 0), (1, 0, 0), (5, 0, 0), (4, 1, 0)])
+    got = match_fractions(pairs[:, 2] == 1, f_hash, mirror_hash(f_hash), starts[pairs[:, 0]], sizes[pairs[:, 0]],
+                          starts[pairs[:, 1]], sizes[pairs[:, 1]], 3)
+    want = []
+    for new, old, mirrored in pairs:
+        q = f_hash[starts[new]:starts[new] + sizes[new]]
+        q = mirror_hash(q) if mirrored else q
+        h = f_hash[starts[old]:starts[old] + sizes[old]]
+        want.append((hamming(q[:, None], h[None, :]) <= 3).any(axis=1).mean() if len(q) else np.nan)
+    np.testing.assert_allclose(got, np.array(want, np.float32))
+    assert got[0] == 1.0 and got[1] == 0.5 and np.isnan(got[4])

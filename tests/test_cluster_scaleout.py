@@ -36,11 +36,10 @@ N_VIDEOS = 15 * COPIES
 # Pools fixed so both the cluster (8 logical CPUs) and the 2-core box keep the same batches
 # (clip 64 frames, whisper 8 windows, 4 videos per model call: the same on both) and a 2-core
 # machine is not asked to run 7 model actors.
-# Greedy decoding only: Whisper's temperature-fallback sampling is seeded per decode call
-# (extract/models/whisper_decoder.py), so a window re-decoded in another batch - as after a lost
-# node - may sample another text; greedy tokens do not depend on the batch.
-SETTINGS = ("runtime.whisper_actors=1", "runtime.clip_actors=1", "runtime.ocr_actors=1", "runtime.decode_workers=2",
-            "whisper.temperatures=[0.0]")
+# Default decoding, temperature fallback included: each window samples from a stream seeded by
+# its own audio (extract/models/whisper_decoder.py), so a window re-decoded in another batch -
+# as after a lost node - draws the same text.
+SETTINGS = ("runtime.whisper_actors=1", "runtime.clip_actors=1", "runtime.ocr_actors=1", "runtime.decode_workers=2")
 JOB_TIMEOUT_S = 480  # the killed run took 264 s here
 EMBEDDINGS = ("clip_embedding", "caption_embedding", "hashtags_embedding", "transcript_embedding",
               "audio_embedding", "ocr_embedding")

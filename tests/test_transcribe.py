@@ -262,20 +262,25 @@ def test_cached_decoder_computes_whisper_text_decoder_logits(greedy):
                                    model.logits(sot, features)[:, 0], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.7])
-def test_compacting_decoder_matches_whisper_decode(greedy, temperature):
+def _scaled_features(greedy):
+    """Encoded windows of five noise clips, scaled apart so the random model's texts differ."""
+    import torch
+
+    clips = [noise(s, 100 + k, level=lv) for k, (s, lv) in enumerate([(3, 0.1), (8, 0.3), (20, 0.05), (1, 0.5), (12, 0.02)])]
+    with torch.no_grad():
+        features = greedy.model.encoder(torch.stack([greedy._window_mel(c) for c in clips]))
+        return clips, features * torch.tensor([0.25, 1.0, 4.0, 16.0, 64.0])[:, None, None]
+
+
+def test_compacting_decoder_matches_whisper_decode(greedy):
     import torch
     import whisper
     from whisper.decoding import DecodingTask
 
     from extract.models.whisper_decoder import CrossAttention, _compacting_task_type
 
-    clips = [noise(s, 100 + k, level=lv) for k, (s, lv) in enumerate([(3, 0.1), (8, 0.3), (20, 0.05), (1, 0.5), (12, 0.02)])]
-    with torch.no_grad():
-        features = greedy.model.encoder(torch.stack([greedy._window_mel(c) for c in clips]))
-        # Scaled apart, so the random model's texts differ between rows.
-        features = features * torch.tensor([0.25, 1.0, 4.0, 16.0, 64.0])[:, None, None]
-    options = whisper.DecodingOptions(language="en", temperature=temperature, without_timestamps=False, fp16=False)
+    _, features = _scaled_features(greedy)
+    options = whisper.DecodingOptions(language="en", temperature=0.0, without_timestamps=False, fp16=False)
     results = {}
     tasks = {"whisper": lambda: DecodingTask(greedy.model, options),
              "ours": lambda: _compacting_task_type()(greedy.model, options,
@@ -283,18 +288,72 @@ def test_compacting_decoder_matches_whisper_decode(greedy, temperature):
     for name, make_task in tasks.items():
         task = make_task()
         task.logit_filters.append(EndEarly(task.sample_begin, greedy.tokenizer.eot))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(5)
-            results[name] = task.run(features)
+        results[name] = task.run(features)
     lengths = [len(r.tokens) for r in results["whisper"]]
     assert len(set(lengths)) > 2  # rows really leave the batch at different steps
     for theirs, ours in zip(results["whisper"], results["ours"]):
         assert ours.tokens == theirs.tokens
         assert ours.avg_logprob == pytest.approx(theirs.avg_logprob, abs=1e-4)
         assert ours.no_speech_prob == pytest.approx(theirs.no_speech_prob, abs=1e-6)
-    # decode_encoded seeds sampling: the same call twice gives the same tokens.
-    again = [decode_encoded(greedy.model, features, options) for _ in range(2)]
-    assert [r.tokens for r in again[0]] == [r.tokens for r in again[1]]
+
+
+def test_fallback_sampling_depends_only_on_the_window(greedy):
+    """At a temperature above 0 each window samples from its own seeded stream: the same tokens
+    in any batch, in any order, alone, and rerun; the global torch generator is left alone."""
+    import dataclasses
+
+    import torch
+    import whisper
+
+    from extract.models.whisper_decoder import CrossAttention, _compacting_task_type, decode_encoded, sampling_seed
+
+    clips, features = _scaled_features(greedy)
+    options = whisper.DecodingOptions(language="en", temperature=0.7, without_timestamps=False, fp16=False)
+    seeds = [sampling_seed(c, 0.7) for c in clips]
+
+    def sample(rows: list[int]) -> list[list[int]]:
+        index = torch.tensor(rows)
+        task = _compacting_task_type()(greedy.model, options, CrossAttention.compute(greedy.model, features[index]),
+                                       [seeds[r] for r in rows])
+        task.logit_filters.append(EndEarly(task.sample_begin, greedy.tokenizer.eot))
+        return [r.tokens for r in task.run(features[index])]
+
+    state = torch.random.get_rng_state()
+    batch = sample([0, 1, 2, 3, 4])
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert len({len(t) for t in batch}) > 2  # rows leave the batch at different steps
+    assert sample([0, 1, 2, 3, 4]) == batch
+    assert sample([4, 2, 0]) == [batch[4], batch[2], batch[0]]
+    assert [sample([r])[0] for r in (1, 3)] == [batch[1], batch[3]]
+    greedy_tokens = [r.tokens for r in decode_encoded(greedy.model, features, dataclasses.replace(options, temperature=0.0))]
+    assert batch != greedy_tokens  # it does sample
+    assert sampling_seed(clips[0], 0.7) != sampling_seed(clips[0], 0.8) != sampling_seed(clips[1], 0.8)
+    with pytest.raises(ValueError, match="one seed per window"):
+        decode_encoded(greedy.model, features, options)
+
+
+def test_row_seeded_sampler_draws_from_whispers_distribution():
+    import torch
+
+    from extract.models.whisper_decoder import _compacting_task_type
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 3.0]])
+    temperature, eot, draws = 0.7, 99, 4000
+    sampler = _compacting_task_type().sampler_type(temperature, eot, [11], torch.device("cpu"))
+    counts = np.zeros(5)
+    for _ in range(draws):
+        sums = torch.zeros(1)
+        tokens, _ = sampler.update(torch.tensor([[1]]), logits.clone(), sums)
+        counts[int(tokens[0, -1])] += 1
+        # The drawn token's log-prob under the unscaled logits, as whisper's GreedyDecoder adds it.
+        assert float(sums) == pytest.approx(float(torch.log_softmax(logits, -1)[0, tokens[0, -1]]), abs=1e-6)
+    p = torch.softmax(logits[0] / temperature, -1).numpy()
+    sigma = np.sqrt(draws * p * (1 - p))
+    assert np.all(np.abs(counts - draws * p) < 4 * sigma + 1), (counts, draws * p)
+    # A row past end-of-text stays there and adds nothing.
+    sums = torch.zeros(1)
+    tokens, done = sampler.update(torch.tensor([[eot]]), logits.clone(), sums)
+    assert int(tokens[0, -1]) == eot and bool(done) and float(sums) == 0.0
 
 
 def test_word_error_rate():

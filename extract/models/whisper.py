@@ -24,7 +24,8 @@ together; most videos are one window long, so one round does it.
    broken upstream, so no beams). Windows whose result is too repetitive (gzip ratio above
    ``whisper.compression_ratio_threshold``) or improbable (mean log-prob below
    ``whisper.logprob_threshold``) are decoded again at the next temperature of
-   ``whisper.temperatures`` (sampling with a fixed seed, so reruns agree), batched among
+   ``whisper.temperatures`` (each window sampling from a generator seeded by its audio, so
+   reruns and re-batched windows agree), batched among
    themselves, reusing the encoder output and the cross-attention keys and values; the last
    result is kept, as ``whisper.transcribe`` falls back. A window that counts as silence
    (step 5) is not retried.
@@ -76,7 +77,7 @@ from extract.media.windows import AUDIO_RATE, AudioWindow, is_silent, next_windo
 from extract.models.audio_embedding import pooled_embedding, window_frame_sums
 from extract.models.common import CHECKPOINT_ERRORS, ModelLoadError, lineage, resolve_device
 from extract.models.vad import windows_with_speech
-from extract.models.whisper_decoder import CrossAttention, decode_encoded, first_token_logits
+from extract.models.whisper_decoder import CrossAttention, decode_encoded, first_token_logits, sampling_seed
 from extract.rows import VideoError
 from extract.text.metrics import edit_distance
 
@@ -432,12 +433,16 @@ class WhisperTranscriber:
             for language, members in groups.items():
                 options = whisper.DecodingOptions(task=self.cfg.task, language=language, temperature=temperature,
                                                   without_timestamps=False, fp16=self.fp16)
+                seeds = None
+                if temperature > 0:  # each window samples from its own stream, whatever it is batched with
+                    seeds = [sampling_seed(audios[chunk[i].video][chunk[i].window.start:chunk[i].window.end],
+                                           temperature) for i in members]
                 if len(members) == len(chunk):
-                    results = decode_encoded(self.model, features, options, cross)
+                    results = decode_encoded(self.model, features, options, cross, seeds)
                 else:
                     index = torch.tensor(members, device=features.device)
                     results = decode_encoded(self.model, features.index_select(0, index), options,
-                                             cross.select(index))
+                                             cross.select(index), seeds)
                 for i, result in zip(members, results):
                     chunk[i].result = result
             if k == len(temperatures) - 1:

@@ -19,12 +19,15 @@ and copying every cache whenever a finished row leaves the batch (12 %). Here:
 - ``decode_encoded`` runs ``whisper.decoding.DecodingTask`` on it, except that a row leaves
   the batch as soon as its text ends (``whisper.decode`` steps every row until the longest
   text ends): the last live rows move into the freed places (``CachedDecoder.drop``), so only
-  the moved rows' caches are copied. Temperature-fallback sampling is seeded
-  (``FALLBACK_SEED``), so reruns agree.
+  the moved rows' caches are copied.
+- Temperature-fallback sampling draws each row from its own generator, seeded by the caller
+  per window (``sampling_seed``: a hash of the window's audio and the temperature), so a
+  window's sampled text depends on nothing but its audio, the model and the temperature: not
+  on the windows batched with it, their order, or a rerun after a lost worker re-batched it.
 
 Greedy tokens are those of ``whisper.decode`` (tested token for token, and the logits against
-``TextDecoder`` with whisper's own cache hooks); sampled ones differ from its stream once rows
-have left the batch (fewer rows draw fewer random numbers), not in distribution. Shapes:
+``TextDecoder`` with whisper's own cache hooks); sampled ones follow whisper's distribution
+(``Categorical(logits / temperature)``) from a different random stream. Shapes:
 ``n`` windows, ``n_audio_ctx`` (1500) audio frames of ``n_audio_state`` features,
 ``n_text_ctx`` (448) text positions.
 """
@@ -32,6 +35,8 @@ have left the batch (fewer rows draw fewer random numbers), not in distribution.
 from __future__ import annotations
 
 import functools
+import hashlib
+import struct
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -39,7 +44,6 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-FALLBACK_SEED = 0  # torch seed of temperature-fallback sampling: reruns give the same transcript
 
 
 class CrossAttention:
@@ -218,23 +222,25 @@ def first_token_logits(model, cross: CrossAttention, sot: int) -> "torch.Tensor"
         return CachedDecoder(model, 1, cross, max_length=1).logits(tokens, cross.keys[0])[:, 0]
 
 
-def decode_encoded(model, features: "torch.Tensor", options, cross: CrossAttention | None = None) -> list:
+def sampling_seed(samples: np.ndarray, temperature: float) -> int:
+    """The generator seed of one window's sampling at ``temperature``: 63 bits of BLAKE2b over
+    its audio ``samples`` ``(n,) float32`` and the temperature, the same in every process."""
+    digest = hashlib.blake2b(np.ascontiguousarray(samples, np.float32).tobytes(), digest_size=8,
+                             person=b"whisper-fallback")
+    digest.update(struct.pack("<d", float(temperature)))
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+def decode_encoded(model, features: "torch.Tensor", options, cross: CrossAttention | None = None,
+                   seeds: Sequence[int] | None = None) -> list:
     """``whisper.decode`` of encoded windows ``features`` ``(n, n_audio_ctx, n_audio_state)``:
     same options, same tokens, on a ``CachedDecoder`` over ``cross`` (computed from
-    ``features`` when None; pass it to reuse the projections across calls). Sampling at a
-    temperature above 0 uses the torch seed ``FALLBACK_SEED`` (the global generator is restored
-    afterwards). Returns whisper ``DecodingResult``s in input order.
+    ``features`` when None; pass it to reuse the projections across calls). At a temperature
+    above 0, ``seeds`` (one per window, ``sampling_seed``) seed each row's sampling; the global
+    torch generator is not used. Returns whisper ``DecodingResult``s in input order.
     """
-    import torch
-
     cross = cross if cross is not None else CrossAttention.compute(model, features)
-    task = _compacting_task_type()(model, options, cross)
-    if options.temperature == 0:
-        return task.run(features)  # DecodingTask.run is under torch.no_grad
-    devices = [features.device] if features.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(FALLBACK_SEED)
-        return task.run(features)
+    return _compacting_task_type()(model, options, cross, seeds).run(features)  # run is under torch.no_grad
 
 
 @functools.cache
@@ -243,14 +249,43 @@ def _compacting_task_type():
     rows leave the batch (``decode_encoded``); defined on first use, so importing this module does
     not import whisper or torch."""
     import torch
-    from whisper.decoding import DecodingTask
+    import torch.nn.functional as F
+    from whisper.decoding import DecodingTask, GreedyDecoder
+
+    class RowSeededSampler(GreedyDecoder):
+        """whisper's ``GreedyDecoder`` at a temperature above 0 with one generator per row: row
+        ``j`` of a step is input row ``rows[j]`` (the loop keeps ``rows`` as rows leave)."""
+
+        def __init__(self, temperature: float, eot: int, seeds: Sequence[int], device: "torch.device"):
+            super().__init__(temperature, eot)
+            self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+            self.rows = list(range(len(seeds)))
+
+        def update(self, tokens, logits, sum_logprobs):
+            probs = (logits.float() / self.temperature).softmax(dim=-1)
+            next_tokens = torch.cat([torch.multinomial(probs[j], 1, generator=self.generators[row])
+                                     for j, row in enumerate(self.rows)])
+            # The rest as GreedyDecoder.update: log-probs of the drawn tokens, rows past <|eot|> stay.
+            logprobs = F.log_softmax(logits.float(), dim=-1)
+            sum_logprobs += logprobs[torch.arange(logprobs.shape[0]), next_tokens] * (tokens[:, -1] != self.eot)
+            next_tokens[tokens[:, -1] == self.eot] = self.eot
+            tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
+            return tokens, (tokens[:, -1] == self.eot).all()
 
     class CompactingDecodingTask(DecodingTask):
-        def __init__(self, model, options, cross: CrossAttention):
+        def __init__(self, model, options, cross: CrossAttention, seeds: Sequence[int] | None = None):
             super().__init__(model, options)
             # The loop runs at most sample_len steps, each adding one token after the prompt.
             self.inference = CachedDecoder(model, len(self.initial_tokens), cross,
                                            max_length=len(self.initial_tokens) + self.sample_len)
+            if options.temperature > 0:
+                if self.n_group != 1:
+                    raise ValueError("decode_encoded: best_of/beam_size with temperature > 0 is not supported")
+                if seeds is None or len(seeds) != cross.rows:
+                    raise ValueError(f"decode_encoded: temperature {options.temperature} needs one seed per window "
+                                     f"({cross.rows}), got {None if seeds is None else len(seeds)}")
+                self.decoder = RowSeededSampler(options.temperature, self.tokenizer.eot, seeds,
+                                                cross.keys[0].device)
 
         def _main_loop(self, audio_features, tokens):
             if self.n_group != 1:  # best-of-n / beams regroup rows: whisper's own loop
@@ -281,6 +316,8 @@ def _compacting_task_type():
                         order = self.inference.drop(finished)
                         index = torch.tensor(order, device=tokens.device)
                         rows = [rows[j] for j in order]
+                        if isinstance(self.decoder, RowSeededSampler):
+                            self.decoder.rows = rows
                         tokens, sum_logprobs = tokens[index], sum_logprobs[index]
             finally:
                 self.inference.cleanup_caching()
@@ -295,4 +332,5 @@ def _compacting_task_type():
                 sums[row] = row_sum
             return out, sums, no_speech_probs
 
+    CompactingDecodingTask.sampler_type = RowSeededSampler
     return CompactingDecodingTask

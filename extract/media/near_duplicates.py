@@ -47,6 +47,7 @@ so a video with several frames at d <= 8 is found almost surely (the test copies
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -86,7 +87,9 @@ class DuplicateOptions:
     max_bucket: int = 1000  # skip a band value held by more frames than this
     mirrored: bool = True  # also query mirrored hashes
     seed: int = 0  # which bit subsets form the bands (fixed: reproducible candidates)
-    threads: int = 2  # bands searched in parallel (numpy releases the GIL); results do not depend on it
+    # Bands searched in parallel (the kernel releases the GIL), one per usable core, at most 8:
+    # each holds about 60 MB of tables and buffers at 800 k queries. Results do not depend on it.
+    threads: int = field(default_factory=lambda: min(len(os.sched_getaffinity(0)), 8))
 
     def __post_init__(self) -> None:
         self._verify()

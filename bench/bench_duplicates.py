@@ -10,7 +10,7 @@ re-uploads (same hashes and ``content_sha256``). Everything else is unrelated.
 Each measurement runs in a fresh child process (``--worker``) that reads the Parquet tables
 with pyarrow (as the job's step reads ``videos`` and ``frame_embeddings``), runs
 ``find_near_duplicates`` and reports wall seconds (read and search apart), the peak RSS of
-the process (``resource.getrusage``), the search's counters and recall / false pairs against
+the process (``VmHWM``), the search's counters and recall / false pairs against
 the planted copies. Two new-day sizes show that the candidate count grows linearly. Before
 them a tiny search compiles the numba kernels into their cache (timed apart: only a machine's
 first search pays it), so the children measure the search, not the compiler.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.machine import load_average, machine_info
+from extract.pipeline.resources import peak_rss_mb
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = REPO / ".build" / "bench-duplicates"
@@ -161,7 +161,7 @@ def search_worker(work: Path, new: int) -> dict[str, Any]:
     read_s = time.perf_counter() - started
     result = find_near_duplicates(videos, frames, new_videos["video_id"], DuplicateOptions())
     total_s = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = peak_rss_mb() * 2**20
     truth = {k: v for k, v in meta["truth"].items() if int(k[1:]) < new}
     found = {r["video_id"]: r for r in result.table.to_pylist()}
     recall = {}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from extract.pipeline.resources import peak_rss_mb
 
 DIM = 512
 START = date(2025, 1, 1)
@@ -138,15 +139,6 @@ def _manifest(day: int, videos: int, undated: int = 0) -> list[dict[str, Any]]:
     for row in rows[-undated:] if undated else []:
         row["upload_ts"] = None
     return rows
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM), MB. Not ``ru_maxrss``: Linux carries that
-    over ``exec`` from the parent, so a child would report the history builder's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def plan_once(dst: str, day: int, videos: int, undated: int) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from bench.clips import REPO, build_set, mixed_specs, short_specs, subset_manife
 from bench.machine import load_average, machine_info
 from bench.render import fmt, plot, render_markdown, write_results_md
 from extract.defaults import resolved_here
+from extract.pipeline.resources import peak_rss_mb
 
 
 def log(message: str) -> None:
@@ -223,7 +224,7 @@ def _worker(args: argparse.Namespace) -> None:
         "frames": frames, "audio_s": round(audio_s, 2), "wall_s": round(wall, 3),
         "videos_per_s": round(videos / wall, 4), "frames_per_s": round(frames / wall, 3),
         "audio_s_per_s": round(audio_s / wall, 3), "timings_s": record["timings_s"],
-        "driver_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
+        "driver_peak_rss_mb": round(peak_rss_mb(), 1),
         "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "load_avg_before": load_before, "load_avg_after": load_average(), **extra,
     }

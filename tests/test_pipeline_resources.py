@@ -193,3 +193,23 @@ def test_accelerator_resource_places_the_gpu_stages_on_the_nodes_that_declare_it
     for bad in ("GPU", "CPU", "node:127.0.0.1", "two words"):
         with pytest.raises(ConfigError, match="runtime.accelerator_resource"):
             load_config([], [f"runtime.accelerator_resource={bad}"])
+
+
+def test_peak_rss_is_the_process_own_not_its_parents():
+    """A child of a large process reports its own peak (``ru_maxrss`` would carry the parent's
+    over ``exec``: the benchmark children all read the harness's 2.4 GB that way)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from extract.pipeline.resources import peak_rss_mb
+
+    ballast = np.ones(400 * 2**20, np.uint8)  # 400 MiB resident in this process
+    child = subprocess.run([sys.executable, "-c", "from extract.pipeline.resources import peak_rss_mb; "
+                            "import resource; print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                           capture_output=True, text=True, check=True)
+    own_mb, inherited_kib = map(float, child.stdout.split())
+    assert peak_rss_mb() > 400 and ballast.sum() == ballast.size
+    assert own_mb < 200, own_mb
+    assert inherited_kib / 1024 > 400  # what ru_maxrss says, and why it is not used

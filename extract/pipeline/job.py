@@ -8,7 +8,6 @@ by default), so tests pass their own.
 from __future__ import annotations
 
 import logging
-import resource
 import secrets
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from extract.models.weights import weights_digests
 from extract.pipeline.console import progress_bar
 from extract.pipeline.manifest import read_source
 from extract.pipeline.ray_backend import Executor, stream_finished_rows
+from extract.pipeline.resources import peak_rss_mb
 from extract.pipeline.reuse import attach_candidates, reused_records
 from extract.rows import is_failed, mark_failed
 from extract.stages.registry import STAGES
@@ -184,6 +184,6 @@ def _run_record(run_id: str, src: str, dst: str, config: Config, rows: list[dict
             "frames_per_s": round(stats.rows["frame_embeddings"] / wall, 2) if wall else None,
             "audio_s_per_s": round(stats.audio_s / wall, 2) if wall else None,
         },
-        # ru_maxrss is KiB on Linux: peak memory of this driver process, which streams results
-        "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # Peak memory of this driver process, which streams results
+        "driver_max_rss_mb": round(peak_rss_mb(), 1),
     }

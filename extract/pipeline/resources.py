@@ -1,9 +1,12 @@
-"""The actor pools a run asks Ray for: size, CPUs, GPUs and batch size per stage (no Ray import).
+"""The actor pools a run asks Ray for: size, CPUs, GPUs and batch size per stage (no Ray import),
+and the driver's own peak memory.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
+from pathlib import Path
 from typing import Any
 
 from extract.config import Config
@@ -86,3 +89,16 @@ def check_plan_fits(plan: dict[str, dict[str, Any]], machine: Machine) -> None:
         raise RuntimeError(
             f"one actor of each stage needs {cpus:g} CPUs ({per_stage}) but the Ray cluster has "
             f"{machine.cpus:g}; run on a machine or cluster with at least {cpus:g} CPUs")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (``VmHWM``), MB. Not ``ru_maxrss``: Linux carries that
+    over ``exec`` from the parent, so a child of a large process (a scheduler, a benchmark
+    harness) would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; no /proc elsewhere

@@ -89,9 +89,10 @@ def band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, order, mask, mu
         table_key[s] = h
         table_run[s] = j
     # The scan, in three loops so that the table's cache misses overlap: a loop whose next load
-    # waits on a branch over the previous one pays each miss in full (measured 2.5x slower).
-    # Buffers have room for the worst case (every frame passes): pages are only touched as
-    # they are written, and a buffer grown inside the loop costs numba more than the scan.
+    # waits on a branch over the previous one pays each miss in full (one band over 20 M frames
+    # and 800 k queries: 0.34 s against 0.45 s in one loop). Buffers have room for the worst
+    # case (every frame passes): pages are only touched as they are written, and growing a
+    # buffer inside the loop cost more than the scan itself (0.72 s against 0.29 s).
     n = hashes.shape[0]
     cand_frame = np.empty(n, np.int64)
     cand_key = np.empty(n, np.uint64)

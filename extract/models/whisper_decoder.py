@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 class CrossAttention:
     """Cross-attention keys and values of every decoder block for ``n`` encoded windows.
 

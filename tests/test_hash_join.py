@@ -27,12 +27,6 @@ def _brute_band(hashes, owner, q_hash, q_owner, q_mirrored, mask, max_hamming, m
     return np.unique(codes), int((same & earlier).sum()), hot, len(i)
 
 
-def _join(hashes, owner, q_hash, q_owner, q_mirrored, mask, multiplier, max_hamming, max_bucket):
-    q_key = (q_hash & mask) * multiplier
-    return band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, np.argsort(q_key), mask, multiplier,
-                     max_hamming, max_bucket)
-
-
 @pytest.mark.parametrize("band_bits,max_bucket", [(24, 1000), (10, 1000), (8, 40), (12, 3)])
 def test_band_join_equals_brute_force(band_bits, max_bucket):
     rng = np.random.default_rng(band_bits * 100 + max_bucket)
@@ -51,7 +45,7 @@ def test_band_join_equals_brute_force(band_bits, max_bucket):
     totals = np.zeros(3, int)
     for band in range(4):
         mask, multiplier = bands.masks[band], bands.multipliers[band]
-        got = _join(hashes, owner, q_hash, q_owner, q_mirrored, mask, multiplier, 12, max_bucket)
+        got = band_join(hashes, owner, q_hash, q_owner, q_mirrored, mask, multiplier, 12, max_bucket)
         want = _brute_band(hashes, owner, q_hash, q_owner, q_mirrored, mask, 12, max_bucket)
         np.testing.assert_array_equal(got[0], want[0])
         assert got[1:] == want[1:], (band, got[1:], want[1:])
@@ -70,7 +64,7 @@ def test_band_join_probe_chains_with_a_tiny_table():
     bands = _Bands.make(DuplicateOptions(band_bits=8, bands=1))
     args = (hashes, owner, hashes[q].copy(), owner[q].copy(), np.zeros(2_000, bool), bands.masks[0],
             bands.multipliers[0], 30, 10**6)
-    got, want = _join(*args), _brute_band(*args[:6], 30, 10**6)
+    got, want = band_join(*args), _brute_band(*args[:6], 30, 10**6)
     np.testing.assert_array_equal(got[0], want[0])
     assert got[1:] == want[1:]
 

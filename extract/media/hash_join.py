@@ -35,21 +35,33 @@ def _popcount(x):
     return (x * _H01) >> np.uint64(56)
 
 
-@njit(cache=True, nogil=True)
-def band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, order, mask, multiplier, max_hamming, max_bucket):
+def band_join(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, q_owner: np.ndarray,
+              q_mirrored: np.ndarray, mask: np.uint64, multiplier: np.uint64, max_hamming: int,
+              max_bucket: int) -> tuple[np.ndarray, int, int, int]:
     """One band: history frames and query frames whose hashes agree on the bits of ``mask``.
 
     ``hashes`` ``(n,) uint64`` and ``owner`` ``(n,) int32`` (video rank) are every frame;
     ``q_hash``, ``q_owner``, ``q_mirrored`` ``(m,)`` the queries (the new videos' frames and
-    their mirrored readings), ``q_key = (q_hash & mask) * multiplier`` and ``order`` its
-    argsort (numpy's sort is faster than a compiled one). A band value held by more than
-    ``max_bucket`` frames is skipped (a logo card would pair every video that shows it). A
-    colliding pair counts when the frame's video is earlier than the query's, and is close
-    when the two hashes are at most ``max_hamming`` bits apart.
+    their mirrored readings); ``multiplier`` is odd (the band's multiply-shift constant). A
+    band value held by more than ``max_bucket`` frames is skipped (a logo card would pair every
+    video that shows it). A colliding pair counts when the frame's video is earlier than the
+    query's, and is close when the two hashes are at most ``max_hamming`` bits apart.
 
     Returns ``(codes, collisions, hot_values, close_pairs)``: ``codes`` the sorted distinct
     ``new_rank << 32 | earlier_rank << 1 | mirrored`` (int64) of the close pairs.
     """
+    q_hash = np.ascontiguousarray(q_hash, np.uint64)
+    mask, multiplier = np.uint64(mask), np.uint64(multiplier)
+    q_key = (q_hash & mask) * multiplier  # wraps mod 2^64
+    # The queries' order by key is sorted here: numpy's sort is faster than a compiled one.
+    return _band_join(np.ascontiguousarray(hashes, np.uint64), np.ascontiguousarray(owner, np.int32), q_hash,
+                      np.ascontiguousarray(q_owner, np.int32), np.ascontiguousarray(q_mirrored, np.bool_),
+                      q_key, np.argsort(q_key), mask, multiplier, max_hamming, max_bucket)
+
+
+@njit(cache=True, nogil=True)
+def _band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, order, mask, multiplier, max_hamming, max_bucket):
+    """``band_join`` compiled, given ``q_key = (q_hash & mask) * multiplier`` and its argsort ``order``."""
     m = q_hash.shape[0]
     # Multiplying by an odd constant is a bijection of uint64, so the band value's product
     # ``key`` identifies it: queries sorted by key form one run per band value, and each

@@ -55,7 +55,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from extract.media.phash import FLAT_HASH, HASH_BITS, hamming, mirror_hash
+from extract.media.phash import FLAT_HASH, HASH_BITS, mirror_hash
 
 KINDS = ("exact", "near")
 
@@ -317,14 +317,9 @@ def _candidate_pairs(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, 
     if len(q_hash) == 0:
         return np.zeros((0, 3), np.int64)
     bands = _Bands.make(options)
-    q_hash = np.ascontiguousarray(q_hash, np.uint64)
-    q_owner = np.ascontiguousarray(q_owner, np.int32)
-    q_mirrored = np.ascontiguousarray(q_mirrored, np.bool_)
 
     def one_band(band: int) -> tuple[np.ndarray, int, int, int]:
-        mask, multiplier = bands.masks[band], bands.multipliers[band]
-        q_key = (q_hash & mask) * multiplier  # wraps mod 2^64
-        return band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, np.argsort(q_key), mask, multiplier,
+        return band_join(hashes, owner, q_hash, q_owner, q_mirrored, bands.masks[band], bands.multipliers[band],
                          options.max_hamming, options.max_bucket)
 
     # The kernel releases the GIL, so bands run in parallel on threads.

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR_RATE = 0, 1, 2, 3
+from extract.pipeline.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 RUN_EPILOG = """\
 input (SRC): a manifest (.jsonl, .csv or .parquet with columns video_id, uri, and optional
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Print the schemas of the output tables (from schemas/*.json).")
     schemas.add_argument("--markdown", action="store_true", help="column documentation as Markdown")
     schemas.add_argument("--table", help="only this table")
+    schemas.add_argument("--stages", action="store_true",
+                         help="the columns each pipeline stage reads and adds (extract/stages/registry.py)")
 
     inspect = sub.add_parser("inspect", help="what an output location holds",
                              description="Tables, partitions, row counts, schema versions, recent runs and "
@@ -177,6 +179,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(f"samples written; manifest: {make_samples(args.dir)}")
         return EXIT_OK
+    if args.command == "schemas" and args.stages:
+        from extract.stages.registry import describe_columns
+
+        print(describe_columns())
+        return EXIT_OK
     if args.command == "schemas":
         from extract.tables.schemas import TABLES, get_table_schema
 
@@ -210,95 +217,46 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _table_command(args: argparse.Namespace) -> int:
     """``forget``, ``maintain``, ``migrate`` and ``duplicates``: each one committed run of its kind."""
+    from extract.runner import find_duplicates_step, maintain_step
     from extract.tables.catalog import Catalog, OutputLayoutError
-    from extract.pipeline.job import new_run_id
 
     config = _load(args)
+    expected = (OutputLayoutError, ValueError)
+    if args.command == "duplicates":
+        import dataclasses
+
+        from extract.media.near_duplicates import DuplicateOptions
+
+        chosen = {"max_hamming": args.threshold, "min_match_fraction": args.min_match,
+                  "min_clip_cosine": args.min_cosine}
+        options = dataclasses.replace(DuplicateOptions(), **{k: v for k, v in chosen.items() if v is not None})
+        return find_duplicates_step("extract", args.dst, config, args.since, options, expected).code
+    if args.command == "maintain":
+        return maintain_step("extract", args.dst, config, expected).code
     try:
         if args.command == "migrate":
             from extract.tables.migration import migrate
 
-            record = migrate(args.dst, new_run_id(), config.storage)
+            record = migrate(args.dst, storage=config.storage)
             print(f"migrated {args.dst} to Delta tables: " + ", ".join(f"{t} {n} rows" for t, n in record["rows"].items())
                   + f"; run {record['run_id']}")
             return EXIT_OK
-        catalog = Catalog(args.dst, config.storage)
-        catalog.check()
-        if args.command == "duplicates":
-            import dataclasses
-
-            from extract.media.near_duplicates import DuplicateOptions
-            from extract.pipeline.duplicates import describe_duplicates, find_duplicates
-
-            chosen = {"max_hamming": args.threshold, "min_match_fraction": args.min_match,
-                      "min_clip_cosine": args.min_cosine}
-            options = dataclasses.replace(DuplicateOptions(), **{k: v for k, v in chosen.items() if v is not None})
-            record = find_duplicates(args.dst, config, new_run_id(), args.since, options)
-            print(describe_duplicates(record))
-            from extract.report import write_run_report
-
-            try:  # the pairs with both videos' thumbnails
-                print(f"  run report: {write_run_report(args.dst, record['run_id'], config.storage)}")
-            except (OSError, ValueError) as exc:  # the run is committed; a report failure must not change that
-                print(f"extract: run committed, but the report could not be written: {exc}", file=sys.stderr)
-            return EXIT_OK
-        if args.command == "maintain":
-            from extract.tables.maintenance import describe_maintenance, maintain
-
-            print(describe_maintenance(maintain(catalog, config.storage.retention_hours, new_run_id())))
-            return EXIT_OK
         from extract.report import rewrite_reports
-        from extract.tables.writer import forget_videos
+        from extract.tables.forget import forget_videos
 
         ids = {line.strip() for line in Path(args.ids).read_text().splitlines() if line.strip()}
-        record = forget_videos(catalog, ids, new_run_id())
+        record = forget_videos(Catalog(args.dst, config.storage), ids)
         reports = rewrite_reports(args.dst, record["runs_with_rows"], config.storage)
         print(f"forgot {record['counts']['found']} of {len(ids)} ids; {len(record['files_deleted'])} files that held "
               f"them deleted; {len(reports)} run reports rewritten; run {record['run_id']}")
         return EXIT_OK
-    except (OutputLayoutError, ValueError) as exc:
+    except expected as exc:
         print(f"extract: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:
-    from extract.pipeline.console import RunConsole, run_log_path
-    from extract.pipeline.job import new_run_id, run_job
-    from extract.pipeline.manifest import ManifestError
-    from extract.report import summarize
+    from extract.runner import run_once
 
-    config = _load(args)
-    run_id = new_run_id()
-    console = RunConsole(run_log_path(args.output, run_id), verbose=args.verbose)
-    log_note = "" if args.verbose else f" (log: {console.log_path})"
-    try:
-        with console:
-            try:
-                record = run_job(args.input, args.output, config, overwrite=args.overwrite,
-                                 retry_errors=args.retry_errors, progress=not args.no_progress,
-                                 terminal=console.terminal, run_id=run_id)
-            except ManifestError:
-                raise
-            except Exception:
-                logging.getLogger("extract").exception("run failed")  # the traceback, in the log
-                raise
-    except ManifestError as exc:
-        print(f"extract: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - report any run-level failure, publish nothing
-        print(f"extract: run failed, nothing was published: {type(exc).__name__}: {exc}{log_note}", file=sys.stderr)
-        return EXIT_FAILED
-    print(summarize(record, args.output))
-    from extract.report import write_run_report
-
-    try:
-        print(f"  run report: {write_run_report(args.output, record['run_id'], config.storage)}")
-    except (OSError, ValueError) as exc:  # the run is committed; a report failure must not change that
-        print(f"extract: run committed, but the report could not be written: {exc}", file=sys.stderr)
-    if not args.verbose:
-        print(f"  log (Ray and workers): {console.log_path}")
-    if record["error_rate"] > config.limits.max_error_rate:
-        print(f"extract: error rate {record['error_rate']:.0%} is over limits.max_error_rate="
-              f"{config.limits.max_error_rate}", file=sys.stderr)
-        return EXIT_ERROR_RATE
-    return EXIT_OK
+    return run_once(args.input, args.output, _load(args), overwrite=args.overwrite, retry_errors=args.retry_errors,
+                    progress=not args.no_progress, verbose=args.verbose).code

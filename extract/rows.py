@@ -4,30 +4,12 @@ A *batch* is what Ray Data hands a ``map_batches`` UDF with ``batch_format="nump
 column name -> numpy array (object arrays for strings, None and ragged tensors). Stages convert
 it to a list of per-video *rows* (plain dicts), work per row or across rows, and convert back.
 
-Columns by stage (every stage keeps the columns it received and adds its own):
-
-- source (``sources.read_manifest``): ``video_id`` str, ``uri`` str, ``caption`` str|None,
-  ``upload_ts`` str|None (ISO-8601 UTC), ``dt`` str ``YYYY-MM-DD``, ``error_stage``,
-  ``error_type``, ``error_message``, ``retryable`` (None unless the row already failed),
-  ``source_bytes`` int|None and ``source_mtime`` str|None (the store's listing), and
-  ``reuse_candidates`` (JSON list or None: committed videos whose bytes it may share, see
-  ``extract.pipeline.reuse``).
-- decode (``decode.DecodeStage``): probe fields (``content_sha256``, ``file_bytes``,
-  ``container``, ``video_codec``, ``audio_codec``, ``duration_s``, ``width``, ``height``,
-  ``rotation``, ``fps``, ``bitrate``, ``has_audio``), ``frames`` ``(n, S, S, 3) uint8``,
-  ``pts_s`` ``(n,) float32``, ``n_frames`` int, ``sampling_policy`` str, ``audio``
-  ``(m,) float32`` 16 kHz mono, ``audio_s`` float, thumbnails (``thumbnail_jpeg``,
-  ``thumbnail_bytes``, ``thumbnail_index``; read them with ``thumbnails_of``), and more
-  (``extract.stages.decode``); ``reused_from`` / ``reused_dt`` / ``reused_inputs`` (JSON) when
-  the bytes equal a candidate's: then nothing was decoded and later stages run no model for
-  the row (``is_reused``).
-- whisper (``transcribe.TranscribeStage``): consumes ``audio``; adds ``transcript_text``,
-  ``language``, ``language_prob``, ``no_speech_prob``, ``whisper_model``, ``segments_json``
-  (JSON list of segment dicts with the ``transcript_segments`` columns).
-- clip (``clip.ClipStage``): consumes ``frames``; adds ``frame_embeddings`` ``(n, D) float32``,
-  ``clip_embedding`` ``(D,) float32``, ``clip_model``, temporal features, and the text features
-  of ``text_features.add_text_features`` (caption counts, hashtags, text embeddings,
-  similarities, ``hashtags_json`` per-occurrence rows).
+Columns by stage (every stage keeps the columns it received and adds its own) are declared
+once, on each stage's registry entry (``extract.stages.registry``: ``SOURCE_COLUMNS``, then per
+stage its ``inputs``, the ``videos`` columns it adds as ``outputs`` and the tensors and JSON it
+``carries`` for later stages or the driver); ``extract schemas --stages`` prints them. A row
+whose bytes equal a committed video's gets ``reused_from`` at decode: then nothing was decoded
+and later stages run no model for it (``is_reused``, ``extract.pipeline.reuse``).
 
 A failed row keeps flowing: ``error_stage`` etc. are set, tensors are empty arrays, and later
 stages pass it through untouched. Tensors are never None so Ray can store them as columns.

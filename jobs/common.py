@@ -3,7 +3,8 @@
 A job is a ``JobSpec`` (which dates it covers, whether it retries errors, skips dates that are
 already finished, stops at the first failed date). ``job_main`` parses the command line,
 loads the config, prints the plan (the dates, the stages, the resource plan and the Ray Data
-settings) and then runs each date as one committed run of ``extract.pipeline.run_job``.
+settings) and then runs each date as one committed run through ``extract.runner.run_once``,
+as ``extract run`` does (summary, HTML run report, error-rate alert).
 
 Dates are UTC calendar dates (``YYYY-MM-DD``, or ``today``/``yesterday``). The uploads of a
 date are ``schedule.input`` formatted with it (``--uploads`` overrides), e.g.
@@ -33,14 +34,13 @@ from datetime import date, datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
-from extract.cli import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from extract.config import Config, ConfigError, StorageConfig, load_config
 from extract.models.weights import feature_hash
+from extract.pipeline.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, worst
 from extract.pipeline.ray_backend import connect_cluster
+from extract.runner import find_duplicates_step, maintain_step, run_once
 
 log = logging.getLogger("extract.jobs")
-
-SEVERITY = (EXIT_FAILED, EXIT_USAGE, EXIT_ERROR_RATE, EXIT_OK)  # most severe first
 
 
 @dataclass(frozen=True)
@@ -283,46 +283,16 @@ def describe_outcomes(spec: JobSpec, outcomes: Sequence[DateOutcome], code: int)
     return "\n".join(lines)
 
 
-def worst(codes: Iterable[int]) -> int:
-    """The most severe exit code (``SEVERITY`` order); 0 for none."""
-    codes = set(codes)
-    return next((code for code in SEVERITY if code in codes), EXIT_OK)
-
-
 # --------------------------------------------------------------------------- running
 
 
 def run_date(spec: JobSpec, config: Config, task: DateTask, progress: bool) -> DateOutcome:
-    """One committed run over the date's input; a run-level failure becomes a ``failed`` outcome."""
-    from extract.pipeline.console import RunConsole, run_log_path
-    from extract.pipeline.job import new_run_id, run_job
-    from extract.pipeline.manifest import ManifestError
-    from extract.report import summarize
-
-    dst = config.schedule.output
+    """One committed run over the date's input (``extract.runner.run_once``: summary, report,
+    error-rate alert); a run-level failure becomes a ``failed`` outcome."""
     print(f"== {task.day}: {task.src}", flush=True)
-    run_id = new_run_id()
-    console = RunConsole(run_log_path(dst, run_id), verbose=log.isEnabledFor(logging.INFO))
-    try:
-        with console:
-            record = run_job(task.src, dst, config, retry_errors=spec.retry_errors, progress=progress,
-                             terminal=console.terminal, run_id=run_id)
-    except ManifestError as exc:
-        print(f"jobs.{spec.name}: {task.day}: {exc}", file=sys.stderr)
-        return DateOutcome(task, "failed", EXIT_USAGE, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a run-level failure of this date; it published nothing
-        log.exception("%s: run failed", task.day)
-        detail = f"{type(exc).__name__}: {exc}"
-        print(f"jobs.{spec.name}: {task.day}: run failed, nothing was published: {detail} "
-              f"(log: {console.log_path})", file=sys.stderr)
-        return DateOutcome(task, "failed", EXIT_FAILED, detail)
-    print(summarize(record, dst), flush=True)
-    limit = config.limits.max_error_rate
-    if record["error_rate"] > limit:
-        detail = f"error rate over limits.max_error_rate={limit}"
-        print(f"jobs.{spec.name}: {task.day}: {detail}", file=sys.stderr)
-        return DateOutcome(task, "committed", EXIT_ERROR_RATE, detail, record)
-    return DateOutcome(task, "committed", EXIT_OK, "", record)
+    outcome = run_once(task.src, config.schedule.output, config, name=f"jobs.{spec.name}: {task.day}",
+                       retry_errors=spec.retry_errors, progress=progress, verbose=log.isEnabledFor(logging.INFO))
+    return DateOutcome(task, outcome.status, outcome.code, outcome.detail, outcome.record)
 
 
 def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going: bool, progress: bool) -> int:
@@ -358,49 +328,14 @@ def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going:
             stopped_by = item
     codes = [item.code for item in plan]
     committed = sorted(str(item.task.day) for item in plan if item.status == "committed")
+    name, dst = f"jobs.{spec.name}", config.schedule.output
     if spec.maintains and config.schedule.duplicates and committed:
-        codes.append(EXIT_OK if find_output_duplicates(spec, config, committed[0]) else EXIT_FAILED)
-    if spec.maintains and config.schedule.maintain and any(item.status == "committed" for item in plan):
-        codes.append(EXIT_OK if maintain_output(spec, config) else EXIT_FAILED)
+        codes.append(find_duplicates_step(name, dst, config, since=committed[0]).code)
+    if spec.maintains and config.schedule.maintain and committed:
+        codes.append(maintain_step(name, dst, config).code)
     code = worst(codes)
     print(describe_outcomes(spec, plan, code), flush=True)
     return code
-
-
-def after_commit(spec: JobSpec, what: str, step: Callable[[], dict[str, Any]],
-                 describe: Callable[[dict[str, Any]], str]) -> bool:
-    """Run one step on ``schedule.output`` after the dates committed (the duplicate search,
-    maintenance) and print its summary; False when it failed (the runs stay committed)."""
-    try:
-        record = step()
-    except Exception as exc:  # noqa: BLE001 - the runs are committed; report and alert
-        log.exception("%s failed", what)
-        print(f"jobs.{spec.name}: {what} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return False
-    print(describe(record), flush=True)
-    return True
-
-
-def find_output_duplicates(spec: JobSpec, config: Config, since: str) -> bool:
-    """``extract duplicates --since`` the earliest committed date on ``schedule.output``."""
-    from extract.pipeline.duplicates import describe_duplicates, find_duplicates
-    from extract.pipeline.job import new_run_id
-
-    return after_commit(spec, f"duplicate search on {config.schedule.output}",
-                        lambda: find_duplicates(config.schedule.output, config, new_run_id(), since),
-                        describe_duplicates)
-
-
-def maintain_output(spec: JobSpec, config: Config) -> bool:
-    """``extract maintain`` on ``schedule.output`` (see ``extract.tables.maintenance``)."""
-    from extract.pipeline.job import new_run_id
-    from extract.tables.catalog import Catalog
-    from extract.tables.maintenance import describe_maintenance, maintain
-
-    return after_commit(spec, f"maintenance of {config.schedule.output}",
-                        lambda: maintain(Catalog(config.schedule.output, config.storage),
-                                         config.storage.retention_hours, new_run_id()),
-                        describe_maintenance)
 
 
 def job_main(spec: JobSpec, argv: Sequence[str] | None = None) -> int:

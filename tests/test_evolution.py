@@ -19,6 +19,7 @@ from conftest import REPO
 
 from extract.config import load_config
 from extract.pipeline.job import run_job
+from extract.pipeline.executor import Backend
 from extract.pipeline.ray_backend import TimedStage
 from extract.rows import rows_to_batch
 from extract.stages.registry import stage_classes
@@ -59,8 +60,8 @@ def schema_dir(monkeypatch):
     get_table_schema.cache_clear()
 
 
-def inline_executor(calls: list[int]):
-    """An executor running the real stages in this process, one batch (counts its calls)."""
+def inline_backend(calls: list[int]) -> Backend:
+    """A backend running the real stages in this process, one batch (counts its calls)."""
     def execute(rows, config, stages=None):
         calls.append(len(rows))
         built = [TimedStage(cls, name, config) for name, cls in (stages or stage_classes()).items()]
@@ -71,7 +72,7 @@ def inline_executor(calls: list[int]):
         finally:
             built[0].stage.close()  # the decode stage's children
         return iter([batch]), {"inline": True}
-    return execute
+    return Backend(execute)
 
 
 def manifest(path: Path, samples: Path, ids: set[str]) -> Path:
@@ -104,7 +105,7 @@ def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir,
     # 1. an output written by the older version: a real run under the older schemas
     schema_dir(old_dir)
     first = run_job(str(manifest(tmp_path / "m1.jsonl", small_samples, {"silent_loop"})), str(dst), config,
-                    progress=False, executor=inline_executor(calls), run_id="old")
+                    progress=False, backend=inline_backend(calls), run_id="old")
     for table in ("videos", "frame_embeddings"):
         names = pa.schema(DeltaTable(str(dst / table)).schema().to_arrow()).names
         assert not set(dropped[table]) & set(names), table
@@ -117,7 +118,7 @@ def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir,
     caplog.set_level(logging.INFO, logger="extract")
     caplog.clear()
     record = run_job(str(manifest(tmp_path / "m2.jsonl", small_samples, {"beach_day", "portrait_dance"})),
-                     str(dst), config, progress=False, executor=inline_executor(calls), run_id="new")
+                     str(dst), config, progress=False, backend=inline_backend(calls), run_id="new")
     assert calls == [1, 2] and record["counts"]["ok"] == 2 and record["counts"]["skipped"] == 0
     evolved = {e["table"]: e for e in record["schema_evolution"]}
     assert set(evolved) == {t for t in TABLES if dropped[t]}
@@ -175,7 +176,7 @@ def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir,
     # the old video again: committed without an input identity, so its bytes decide: the same
     # bytes, so its committed features are reused (nothing decoded) and it gets an identity
     again = run_job(str(manifest(tmp_path / "m3.jsonl", small_samples, {"silent_loop"})), str(dst), config,
-                    progress=False, executor=inline_executor(calls), run_id="reuse")
+                    progress=False, backend=inline_backend(calls), run_id="reuse")
     assert again["counts"]["processed_by_reason"] == {"input_changed": 1} and again["counts"]["reused"] == 1
     row = Catalog(str(dst)).read("videos", ["video_id", "source_bytes", "reused_from"],
                                  pc.field("video_id") == "silent_loop").to_pylist()
@@ -184,7 +185,7 @@ def test_a_run_evolves_older_tables_and_old_rows_read_null(tmp_path, schema_dir,
 
     # 3. nothing left to evolve
     again = run_job(str(tmp_path / "m2.jsonl"), str(dst), config, progress=False,
-                    executor=inline_executor(calls), run_id="again")
+                    backend=inline_backend(calls), run_id="again")
     assert again["schema_evolution"] == [] and calls == [1, 2, 1]
 
 
@@ -199,12 +200,36 @@ def test_other_schema_differences_fail_before_any_video_is_read(tmp_path, small_
     write_deltalake(str(changed / "hashtags"), retyped.empty_table(), partition_by=["dt"])
     with pytest.raises(OutputLayoutError, match=r"table hashtags is a Delta table with another schema "
                                                 r"\(position is double, expected int"):
-        run_job(src, str(changed), config, progress=False, executor=inline_executor(calls))
+        run_job(src, str(changed), config, progress=False, backend=inline_backend(calls))
 
     dropped = tmp_path / "dropped"
     keep = [f for f in get_table_schema("errors").delta_schema(8) if f.name != "message"]
     write_deltalake(str(dropped / "errors"), pa.schema(keep).empty_table(), partition_by=["dt"])
     with pytest.raises(OutputLayoutError, match=r"table errors .*missing columns \['message'\], which are not "
                                                 r"nullable.*move errors/ away"):
-        run_job(src, str(dropped), config, progress=False, executor=inline_executor(calls))
+        run_job(src, str(dropped), config, progress=False, backend=inline_backend(calls))
     assert calls == [] and not (changed / "videos").exists() and not (dropped / "videos").exists()
+
+
+def test_each_stage_adds_exactly_the_columns_its_registry_entry_declares(config, small_samples, tmp_path):
+    """The stages in run order on two real clips (speech; silence), tiny models: each reads
+    columns it was given and adds exactly its declared ``outputs`` and ``carries``."""
+    from extract.pipeline.manifest import read_source
+    from extract.stages.registry import SOURCE_COLUMNS, STAGE_SPECS
+
+    src = manifest(tmp_path / "m.jsonl", small_samples, {"portrait_dance", "silent_loop"})
+    rows = read_source(str(src), config.storage, allowed_uris=config.input.allowed_uris)
+    for row in rows:
+        row["reuse_candidates"] = None  # set by planning (extract.pipeline.reuse)
+    batch = rows_to_batch(rows)
+    assert set(batch) == set(SOURCE_COLUMNS)
+    for spec in STAGE_SPECS:
+        stage = spec.load()(config)
+        try:
+            out = stage(dict(batch))
+        finally:
+            getattr(stage, "close", lambda: None)()
+        assert set(spec.inputs) <= set(batch), spec.name
+        assert set(out) - set(batch) == set(spec.columns), (spec.name, set(out) - set(batch) ^ set(spec.columns))
+        batch = out
+    assert all(v is None for v in batch["error_stage"]), batch["error_message"]

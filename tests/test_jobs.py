@@ -27,7 +27,7 @@ from conftest import REPO, free_port
 import jobs.backfill
 import jobs.daily
 import jobs.retry_failures
-from extract.cli import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from extract.pipeline.outcome import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from extract.config import ConfigError, load_config
 from extract.models.weights import feature_hash
 from extract.tables.catalog import Catalog
@@ -138,6 +138,9 @@ def test_exit_codes_retries_and_skips_without_ray(tmp_path, monkeypatch, capsys)
     assert "ray data: max_errored_blocks=0" in out
     [run] = Catalog(str(dst)).runs
     assert run["counts"]["errors"] == 2 and run["error_rate"] == 1.0
+    # as `extract run`: the run's HTML report, named in the summary
+    report = dst / "_runs" / f"{run['run_id']}.html"
+    assert report.is_file() and f"run report: {report}" in out and "error rate" in report.read_text()
 
     # D2 has no input: the look-back date D1 runs (nothing new), the job still fails with 2.
     assert jobs.daily.main(["--date", D2, *argv]) == EXIT_USAGE

@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module may import its own package and any lower layer):
 
-    config < rows, defaults < tables, text < media < models < stages < pipeline < report, inspection < cli
+    config < rows, defaults < tables, text < media < models < stages < pipeline < report, inspection
+      < runner < cli
 
 ``tables`` and ``text`` share a layer and may not import each other. Function-level imports
 count like module-level ones, so a cycle cannot hide inside a function.
@@ -20,7 +21,7 @@ PACKAGE = REPO / "extract"
 LAYERS = {
     "extract": 0, "extract.config": 0, "extract.rows": 1, "extract.defaults": 1, "extract.tables": 2, "extract.text": 2,
     "extract.media": 3, "extract.models": 4, "extract.stages": 5, "extract.pipeline": 6,
-    "extract.report": 7, "extract.inspection": 7, "extract.cli": 8, "extract.__main__": 9,
+    "extract.report": 7, "extract.inspection": 7, "extract.runner": 8, "extract.cli": 9, "extract.__main__": 10,
 }
 RAY_BACKEND = "extract.pipeline.ray_backend"
 

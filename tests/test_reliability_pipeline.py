@@ -3,7 +3,7 @@ disks, broken checkpoints, memory. The cases and their status are in tests/RELIA
 
 Three kinds of test:
 
-- in-process, no Ray: the driver (``run_job``) with an ``execute`` of its own (``run_job(executor=...)``): a replay of
+- in-process, no Ray: the driver (``run_job``) with an ``execute`` of its own (``run_job(backend=...)``): a replay of
   real stage outputs computed once in this process (``replay``), so its writing and commit can
   be faulted at every file operation through a ``pyarrow.fs.PyFileSystem`` wrapper (a kill, a
   full disk) or a fault-injecting HTTP proxy in front of the S3 test server;
@@ -47,7 +47,8 @@ from extract.config import StorageConfig, load_config
 from extract.pipeline import ray_backend
 from extract.pipeline.job import run_job
 from extract.pipeline.manifest import read_source
-from extract.pipeline.ray_backend import MAX_CRASH_RERUNS, StageStartError, TimedStage, stream_finished_rows
+from extract.pipeline.executor import MAX_CRASH_RERUNS, Backend, run_stages
+from extract.pipeline.ray_backend import StageStartError, TimedStage
 from extract.rows import batch_to_rows, rows_to_batch
 from extract.stages.registry import stage_classes
 from extract.tables.schemas import TABLES
@@ -516,8 +517,13 @@ def test_manifest_missing_a_required_column_names_row_and_column(tmp_path, fmt):
         assert f"row {n}" in row["error_message"] and f"no {missing!r}" in row["error_message"]
 
 
+def ray_crashes(execute) -> Backend:
+    """``execute`` with the Ray backend's reading of exceptions (worker crash, start failure)."""
+    return Backend(execute, ray_backend.is_worker_crash, ray_backend.stage_start_failure)
+
+
 def test_worker_crashes_are_pinned_on_their_videos(monkeypatch):
-    """``stream_finished_rows`` without Ray: an ``execute`` that crashes (``ActorDiedError``, as
+    """``run_stages`` without Ray: an ``execute`` that crashes (``ActorDiedError``, as
     Ray raises after its retries) whenever a batch holds a poison video. Every video comes back
     once, each poison video as a ``Crash`` row; groups being split run without Ray retries, a
     lone video with the configured ones; the number of re-runs stays logarithmic."""
@@ -540,17 +546,16 @@ def test_worker_crashes_are_pinned_on_their_videos(monkeypatch):
 
         return batches(), {"pools": "fake"}
     todo = [{"video_id": f"v{i}", "uri": f"v{i}.mp4"} for i in range(64)]
-    seen: set[str] = set()
-    resources: dict = {}
-    events: Counter = Counter()
     config = Config().replace(**{"runtime.max_task_retries": 2})
-    out = [row for rows in stream_finished_rows(todo, config, None, seen, resources, events, executor=execute) for row in rows]
+    finished = run_stages(todo, config, None, ray_crashes(execute))
+    out = [row for rows in finished for row in rows]
     assert sorted(r["video_id"] for r in out) == sorted(r["video_id"] for r in todo)
     crashed = {r["video_id"]: r for r in out if r.get("error_type")}
     assert set(crashed) == poison
     assert all(r["error_stage"] == "pipeline" and r["retryable"] is False and "3 attempts" in r["error_message"]
                for r in crashed.values())
-    assert resources == {"pools": "fake"} and events["crash_reruns"] == len(calls) - 1 <= 4 * 6
+    assert finished.resources == {"pools": "fake"} and finished.crash_reruns == len(calls) - 1 <= 4 * 6
+    assert finished.lost == []
     assert calls[0] == (64, 2)
     assert all(retries == (2 if n == 1 else 0) for n, retries in calls[1:])
 
@@ -568,18 +573,18 @@ def test_crash_pinning_is_bounded_and_other_failures_are_not_retried(monkeypatch
         return batches(), {}
 
     todo = [{"video_id": f"v{i}", "uri": "x"} for i in range(10_000)]
-    events: Counter = Counter()
+    finished = run_stages(todo, Config(), None, ray_crashes(always_crash))
     with pytest.raises(RuntimeError, match="kept crashing"):
-        list(stream_finished_rows(todo, Config(), None, set(), {}, events, executor=always_crash))
-    assert events["crash_reruns"] <= MAX_CRASH_RERUNS
+        list(finished)
+    assert finished.crash_reruns <= MAX_CRASH_RERUNS
 
     def bug(rows, config, stages=None):
         raise ValueError("a stage raised")
 
-    events = Counter()
+    finished = run_stages(todo, Config(), None, ray_crashes(bug))
     with pytest.raises(ValueError, match="a stage raised"):
-        list(stream_finished_rows(todo, Config(), None, set(), {}, events, executor=bug))
-    assert events["crash_reruns"] == 0
+        list(finished)
+    assert finished.crash_reruns == 0
 
     def init_fails(rows, config, stages=None):
         task_error = ray.exceptions.RayTaskError("__init__", "Traceback ...\nextract.models.common.ModelLoadError: models."
@@ -587,7 +592,7 @@ def test_crash_pinning_is_bounded_and_other_failures_are_not_retried(monkeypatch
         raise ray.exceptions.ActorDiedError(task_error)
 
     with pytest.raises(StageStartError, match="/ckpt/w.pt"):
-        list(stream_finished_rows(todo, Config(), None, set(), {}, Counter(), executor=init_fails))
+        list(run_stages(todo, Config(), None, ray_crashes(init_fails)))
 
 
 # The "dead" driver lives on in this process: its open Parquet writers are garbage-collected
@@ -604,7 +609,7 @@ def test_kill_at_every_file_operation_publishes_all_or_nothing(replay, tmp_path,
     def run(dst, run_id, overwrite=False, fs=None):
         _use_filesystem(monkeypatch, fs or FaultyFileSystem())
         try:
-            return run_job(src, str(dst), replay.config, overwrite=overwrite, progress=False, executor=replay.execute, run_id=run_id)
+            return run_job(src, str(dst), replay.config, overwrite=overwrite, progress=False, backend=Backend(replay.execute), run_id=run_id)
         finally:
             _use_filesystem(monkeypatch, FaultyFileSystem())  # readers after a kill see a healthy disk
 
@@ -689,7 +694,7 @@ def test_store_write_faults_are_retried_or_fail_the_run_unpublished(replay, prox
 
     def run(proxy, prefix):
         config = replay.config.replace(**{"storage.s3_endpoint": proxy.endpoint})
-        return run_job(str(replay.manifest), f"s3://writes/{prefix}", config, progress=False, executor=replay.execute)
+        return run_job(str(replay.manifest), f"s3://writes/{prefix}", config, progress=False, backend=Backend(replay.execute))
 
     flaky = proxy_factory(lambda method, path, n: ("status", 503, "SlowDown")
                           if method == "PUT" and n == 0 and ("/videos/" in path or f"/{RUNS_DIR}/" in path) else None)

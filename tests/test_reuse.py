@@ -19,6 +19,7 @@ from conftest import REPO
 
 from extract.config import load_config
 from extract.pipeline.job import run_job
+from extract.pipeline.executor import Backend
 from extract.pipeline.ray_backend import TimedStage
 from extract.rows import batch_to_rows, rows_to_batch
 from extract.stages.registry import stage_classes
@@ -75,7 +76,7 @@ def _manifest(clips: Path, records: list[dict]) -> str:
 
 
 def _run(src, dst, config, stages, **kw):
-    return run_job(src, str(dst), config, progress=False, executor=stages.execute, **kw)
+    return run_job(src, str(dst), config, progress=False, backend=Backend(stages.execute), **kw)
 
 
 def _frames(catalog: Catalog, vid: str) -> np.ndarray:

@@ -58,3 +58,32 @@ def test_old_schema_version_stays_readable_beside_a_new_one(tmp_path):
     table = ds.dataset(tmp_path, format="parquet", partitioning="hive", schema=v2).to_table()
     rows = {r["video_id"]: r for r in table.to_pylist()}
     assert rows["a"]["worker_host"] is None and rows["b"]["worker_host"] == "h1"
+
+
+# The videos columns the driver sets on each record (extract.tables.records), not a stage.
+DRIVER_COLUMNS = {"run_id", "feature_hash", "processed_at", "n_segments"}
+
+
+def test_stage_columns_agree_with_the_schemas():
+    """Each stage's declared columns (registry): it reads only what the manifest or an earlier
+    stage gave, adds each column once, its ``outputs`` are ``videos`` columns and what it
+    ``carries`` is not; every ``videos`` column comes from the manifest, a stage or the driver."""
+    from extract.stages.registry import SOURCE_COLUMNS, STAGE_SPECS
+
+    videos = set(get_table_schema("videos").column_names)
+    produced = set(SOURCE_COLUMNS)
+    for spec in STAGE_SPECS:
+        assert set(spec.inputs) <= produced, (spec.name, set(spec.inputs) - produced)
+        assert set(spec.outputs) <= videos, (spec.name, set(spec.outputs) - videos)
+        assert not set(spec.carries) & videos, (spec.name, set(spec.carries) & videos)
+        assert not set(spec.columns) & produced and len(set(spec.columns)) == len(spec.columns), spec.name
+        produced |= set(spec.columns)
+    assert videos <= produced | DRIVER_COLUMNS, videos - produced - DRIVER_COLUMNS
+    assert not DRIVER_COLUMNS & produced
+
+
+def test_schemas_stages_prints_the_declared_columns():
+    proc = run_cli("schemas", "--stages")
+    assert proc.returncode == 0, proc.stderr
+    assert "- decode (``extract.stages.decode.DecodeStage``, cpu pool" in proc.stdout
+    assert "adds to ``videos`` transcript_text" in proc.stdout and "carries ocr_lines_json" in proc.stdout

@@ -16,7 +16,8 @@ from extract.tables.catalog import Catalog, OutputLayoutError
 from extract.rows import mark_failed
 from extract.tables.schemas import TABLES, get_table_schema
 from extract.tables.records import TableContext, rows_to_tables
-from extract.tables.writer import ConcurrentRunError, RunWriter, commit_run, ensure_tables, forget_videos, reprocessing_predicate, roll_forward
+from extract.tables.forget import forget_videos
+from extract.tables.writer import ConcurrentRunError, RunWriter, commit_run, ensure_tables, reprocessing_predicate, roll_forward
 
 D = 8
 
@@ -446,3 +447,33 @@ def test_cli_inspect_as_of_maintain_and_migrate(tmp_path, capsys):
     assert every_video_once(Catalog(str(tmp_path))) == ["a", "b", "c"]
     assert main(["migrate", str(tmp_path)]) == 0  # already Delta: nothing to convert, rows kept
     assert every_video_once(Catalog(str(tmp_path))) == ["a", "b", "c"]
+
+
+def test_the_run_record_skeleton_is_written_once():
+    """Every table-writing command opens a RunSession, which alone builds the fields every run
+    record has (issue 29): no other module spells them out."""
+    import re
+    from pathlib import Path
+
+    package = Path(writer_module.__file__).resolve().parents[1]
+    skeleton = re.compile(r"""["']status["']\s*:\s*["']committed["']|status\s*=\s*["']committed["']""")
+    found = sorted(p.relative_to(package.parent).as_posix() for p in package.rglob("*.py")
+                   if skeleton.search(p.read_text()))
+    assert found == ["extract/tables/session.py"]
+
+
+def test_every_table_command_records_the_common_fields(tmp_path):
+    """run (here through the writer), forget, maintain: one skeleton, each its own kind."""
+    from extract.tables.maintenance import maintain
+
+    write_run(tmp_path, [finished_row("a"), finished_row("b")], "r1")
+    forget_videos(Catalog(str(tmp_path)), {"a"}, "f1")
+    maintain(Catalog(str(tmp_path)), retention_hours=0, run_id="m1")
+    runs = {r["run_id"]: r for r in Catalog(str(tmp_path)).runs}
+    common = {"run_id", "kind", "status", "started_at", "ended_at", "wall_s", "pipeline_version", "output", "seq",
+              "delta_versions", "committed_at"}
+    for run_id, kind in (("f1", "forget"), ("m1", "maintain")):
+        assert common <= set(runs[run_id]), (kind, common - set(runs[run_id]))
+        assert runs[run_id]["kind"] == kind and runs[run_id]["status"] == "committed"
+        assert runs[run_id]["output"] == str(tmp_path)
+    assert runs["m1"]["seq"] == runs["f1"]["seq"] + 1

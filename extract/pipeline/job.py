@@ -8,39 +8,31 @@ by default), so tests pass their own.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from extract import __version__
 from extract.config import Config
 from extract.models.checkpoints import check_local_checkpoints
 from extract.models.weights import weights_digests
+from extract.pipeline import ray_backend
 from extract.pipeline.console import progress_bar
+from extract.pipeline.executor import Backend, run_stages
 from extract.pipeline.manifest import read_source
-from extract.pipeline.ray_backend import Executor, stream_finished_rows
 from extract.pipeline.resources import peak_rss_mb
 from extract.pipeline.reuse import attach_candidates, reused_records
 from extract.rows import is_failed, mark_failed
 from extract.stages.registry import STAGES
 from extract.tables.catalog import Catalog
-from extract.tables.evolution import evolve_tables
 from extract.tables.planning import plan_run
 from extract.tables.records import TableContext, count_records, rows_to_tables
 from extract.tables.schemas import TABLES
-from extract.tables.writer import (RunWriter, commit_metadata, commit_run, ensure_tables, reprocessing_predicate,
-                                   roll_forward)
+from extract.tables.session import RunSession
+from extract.tables.writer import commit_metadata, reprocessing_predicate
 
 log = logging.getLogger("extract")
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """Sortable, unique run id: ``YYYYMMDDTHHMMSSZ-<6 hex>``."""
-    now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -54,6 +46,7 @@ class RunStats:
     timings: Counter = field(default_factory=Counter)  # stage or step -> seconds
     audio_s: float = 0.0
     models: dict[str, str] = field(default_factory=dict)  # clip/whisper -> lineage string
+    crash_reruns: int = 0  # re-runs of videos whose worker died (``run_stages``)
 
     def add(self, rows: list[dict[str, Any]], tables: dict[tuple[str, str], Any]) -> None:
         """Count one written batch: its ``rows`` and the Arrow ``tables`` they became."""
@@ -73,12 +66,43 @@ class RunStats:
                     self.errors_by[f"{stage}/{etype}"] += 1
 
 
+    def record_fields(self, rows: list[dict[str, Any]], plan: Any, wall: float) -> dict[str, Any]:
+        """The run record's counts, tables, errors, timings and throughput for a run over the
+        manifest ``rows`` with ``plan`` (``plan_run``) that took ``wall`` seconds."""
+        n_errors = self.rows["errors"]
+        n_done = len(plan.todo) + len(plan.failed)
+        return {
+            "audio_s": round(self.audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
+            "models": self.models,
+            "counts": {
+                "manifest_rows": len(rows), "processed": n_done, "ok": self.rows["videos"],
+                "errors": n_errors, "skipped": sum(plan.skipped.values()),
+                "skipped_by_reason": dict(plan.skipped),
+                "processed_by_reason": dict(plan.why),
+                "reused": self.reused,
+                "invalid_upload_ts": sum(1 for r in rows if r.get("ts_warning")),
+                "crash_reruns": self.crash_reruns,
+            },
+            "tables": {t: self.rows[t] for t in TABLES},
+            "errors_by_stage_type": dict(self.errors_by),
+            "error_rate": round(n_errors / n_done, 4) if n_done else 0.0,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "throughput": {
+                "videos_per_s": round(n_done / wall, 3) if wall else None,
+                "frames_per_s": round(self.rows["frame_embeddings"] / wall, 2) if wall else None,
+                "audio_s_per_s": round(self.audio_s / wall, 2) if wall else None,
+            },
+            # Peak memory of this driver process, which streams results
+            "driver_max_rss_mb": round(peak_rss_mb(), 1),
+        }
+
+
 def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retry_errors: bool = False,
             progress: bool = True, terminal: TextIO | None = None, run_id: str | None = None,
-            stages: dict[str, type] | None = None, executor: Executor | None = None) -> dict[str, Any]:
+            stages: dict[str, type] | None = None, backend: Backend | None = None) -> dict[str, Any]:
     """Process ``src`` into ``dst`` and commit one run; returns the run manifest.
 
-    ``executor`` runs the stages (default: ``ray_backend.execute``); ``progress`` shows one bar
+    ``backend`` runs the stages (default: ``ray_backend.backend()``, Ray Data); ``progress`` shows one bar
     on ``terminal`` (default standard error; ``RunConsole.terminal`` when Ray's output goes to
     a log). Raises on run-level failures (unreadable manifest, an output that is not our Delta
     tables, Ray failure, store failure) after deleting the run's staging folder, so nothing is
@@ -88,102 +112,55 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
 
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
-    run_id = run_id or new_run_id(started)
     rows = read_source(src, config.storage, allowed_uris=config.input.allowed_uris)
     catalog = Catalog(dst, config.storage)
-    catalog.check()
-    embedding_dim = clip_embed_dim(config.models.clip)
-    # Before rolling forward: a pending commit staged by this version writes our columns.
-    evolved = evolve_tables(catalog, embedding_dim, run_id)
-    rolled_forward = roll_forward(catalog)
-    base_versions = ensure_tables(catalog, embedding_dim)
-    t_plan = time.perf_counter()
-    weights = weights_digests(config)  # once, on the driver: the feature hash counts the weights' bytes
-    feature_hash = config.feature_hash_of(weights)
-    outcomes = catalog.outcomes(rows)
-    plan = plan_run(rows, outcomes, feature_hash, overwrite, retry_errors)
-    # --overwrite asks for the features to be computed again, so it reuses nothing
-    candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, feature_hash,
-                                                            config.input.reuse_days)
-    stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
-    log.info("run %s: %d manifest rows, %d to process (%s; %d may reuse committed bytes), %d invalid, skipped %s",
-             run_id, len(rows), len(plan.todo), dict(plan.why), candidates, len(plan.failed), dict(plan.skipped))
-    if plan.todo:
-        check_local_checkpoints(config)
-    ctx = TableContext(run_id=run_id, processed_at=started, feature_hash=feature_hash,
-                       embedding_dim=embedding_dim)
-    writer = RunWriter(catalog, run_id, embedding_dim, base_versions, catalog.next_seq,
-                       config.output.max_rows_per_file)
-    resources: dict[str, Any] = {}
-    events: Counter = Counter()
-    seen: set[str] = set()
+    with RunSession.open(catalog, "run", run_id, embedding_dim=clip_embed_dim(config.models.clip), writes=True,
+                         max_rows_per_file=config.output.max_rows_per_file, started=started, clock=t0) as session:
+        t_plan = time.perf_counter()
+        weights = weights_digests(config)  # once, on the driver: the feature hash counts the weights' bytes
+        feature_hash = config.feature_hash_of(weights)
+        outcomes = catalog.outcomes(rows)
+        plan = plan_run(rows, outcomes, feature_hash, overwrite, retry_errors)
+        # --overwrite asks for the features to be computed again, so it reuses nothing
+        candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, feature_hash,
+                                                                config.input.reuse_days)
+        stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
+        log.info("run %s: %d manifest rows, %d to process (%s; %d may reuse committed bytes), %d invalid, "
+                 "skipped %s", session.run_id, len(rows), len(plan.todo), dict(plan.why), candidates,
+                 len(plan.failed), dict(plan.skipped))
+        if plan.todo:
+            check_local_checkpoints(config)
+        ctx = TableContext(run_id=session.run_id, processed_at=started, feature_hash=feature_hash,
+                           embedding_dim=session.embedding_dim)
 
-    def write_rows(batch_rows: list[dict[str, Any]]) -> None:
-        tables = rows_to_tables(batch_rows, ctx, reused_records(catalog, batch_rows))
-        t_write = time.perf_counter()
-        writer.write(tables)
-        stats.timings["write"] += time.perf_counter() - t_write
-        stats.add(batch_rows, tables)
+        def write_rows(batch_rows: list[dict[str, Any]]) -> None:
+            tables = rows_to_tables(batch_rows, ctx, reused_records(catalog, batch_rows))
+            t_write = time.perf_counter()
+            session.write(tables)
+            stats.timings["write"] += time.perf_counter() - t_write
+            stats.add(batch_rows, tables)
 
-    try:
         write_rows(plan.failed)
+        finished = run_stages(plan.todo, config, stages, backend or ray_backend.backend())
         if plan.todo:
             bar = progress_bar(len(plan.todo), progress, terminal)
-            for batch_rows in stream_finished_rows(plan.todo, config, stages, seen, resources, events, executor):
+            for batch_rows in finished:
                 write_rows(batch_rows)
                 bar(len(batch_rows), sum(1 for row in batch_rows if is_failed(row)))
             bar(0, close=True)
+        stats.crash_reruns = finished.crash_reruns
         write_rows([mark_failed(dict(r), "pipeline", "LostRow",
                                 f"{r['video_id']!r}: no result came back from the stages; rerun with --retry-errors",
-                                retryable=True) for r in plan.todo if r["video_id"] not in seen])
-    except BaseException:
-        writer.abort()
-        raise
-    touched = {r["video_id"] for r in plan.todo} | {r["video_id"] for r in plan.failed}
-    # Committed videos processed again: each table's commit replaces their rows.
-    predicate = reprocessing_predicate(outcomes, touched, writer.dts)
-    record = _run_record(run_id, src, dst, config, rows, plan, stats, events, started, t0, overwrite, retry_errors)
-    record.update(feature_hash=feature_hash, weights=weights, resources=resources, rolled_forward=rolled_forward,
-                  schema_evolution=evolved)
-    record["counts"]["replaced"] = sum(1 for vid in touched if vid in outcomes and outcomes[vid]["status"] != "forgotten")
-    return commit_run(writer, record, predicate, commit_metadata(
-        config_hash=config.config_hash, feature_hash=feature_hash, models=stats.models))
-
-
-def _run_record(run_id: str, src: str, dst: str, config: Config, rows: list[dict[str, Any]], plan: Any,
-                stats: RunStats, events: Counter, started: datetime, t0: float, overwrite: bool,
-                retry_errors: bool) -> dict[str, Any]:
-    """The run manifest (``DST/_runs/<run_id>.json``) before its commit fields."""
-    n_errors = stats.rows["errors"]
-    n_done = len(plan.todo) + len(plan.failed)
-    wall = time.perf_counter() - t0
-    return {
-        "run_id": run_id, "kind": "run", "status": "committed",
-        "started_at": started.isoformat(), "ended_at": datetime.now(timezone.utc).isoformat(),
-        "wall_s": round(wall, 3),
-        "audio_s": round(stats.audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
-        "input": src, "output": dst, "pipeline_version": __version__,
-        "options": {"overwrite": overwrite, "retry_errors": retry_errors},
-        "config": config.to_dict(), "config_hash": config.config_hash,
-        "models": stats.models,
-        "counts": {
-            "manifest_rows": len(rows), "processed": n_done, "ok": stats.rows["videos"],
-            "errors": n_errors, "skipped": sum(plan.skipped.values()),
-            "skipped_by_reason": dict(plan.skipped),
-            "processed_by_reason": dict(plan.why),
-            "reused": stats.reused,
-            "invalid_upload_ts": sum(1 for r in rows if r.get("ts_warning")),
-            "crash_reruns": events["crash_reruns"],
-        },
-        "tables": {t: stats.rows[t] for t in TABLES},
-        "errors_by_stage_type": dict(stats.errors_by),
-        "error_rate": round(n_errors / n_done, 4) if n_done else 0.0,
-        "timings_s": {k: round(v, 3) for k, v in stats.timings.items()},
-        "throughput": {
-            "videos_per_s": round(n_done / wall, 3) if wall else None,
-            "frames_per_s": round(stats.rows["frame_embeddings"] / wall, 2) if wall else None,
-            "audio_s_per_s": round(stats.audio_s / wall, 2) if wall else None,
-        },
-        # Peak memory of this driver process, which streams results
-        "driver_max_rss_mb": round(peak_rss_mb(), 1),
-    }
+                                retryable=True) for r in finished.lost])
+        touched = {r["video_id"] for r in plan.todo} | {r["video_id"] for r in plan.failed}
+        # Committed videos processed again: each table's commit replaces their rows.
+        predicate = reprocessing_predicate(outcomes, touched, session.dts)
+        record = session.record(input=src, options={"overwrite": overwrite, "retry_errors": retry_errors},
+                                config=config.to_dict(), config_hash=config.config_hash, feature_hash=feature_hash,
+                                weights=weights, resources=finished.resources, rolled_forward=session.rolled_forward,
+                                schema_evolution=session.evolved)
+        record.update(stats.record_fields(rows, plan, record["wall_s"]))
+        record["counts"]["replaced"] = sum(1 for vid in touched
+                                           if vid in outcomes and outcomes[vid]["status"] != "forgotten")
+        return session.commit(record, predicate, commit_metadata(
+            config_hash=config.config_hash, feature_hash=feature_hash, models=stats.models))

@@ -65,7 +65,8 @@ def read_source(src: str, storage: StorageConfig | None = None, today: date | No
     fs, path = filesystem_for(src, storage)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
-        raise ManifestError(f"input {src!r} does not exist; pass a manifest (.jsonl/.csv/.parquet) or a folder of videos")
+        raise ManifestError(f"input {src!r} does not exist; pass a manifest ({'/'.join(MANIFEST_EXTENSIONS)}) "
+                            "or a folder of videos")
     base = _parent_uri(src) if info.type == pafs.FileType.File else src.rstrip("/")
     if info.type == pafs.FileType.Directory:
         records = list(_directory_records(fs, path, src))
@@ -96,6 +97,9 @@ def _parent_uri(uri: str) -> str:
 
 def _manifest_records(fs: pafs.FileSystem, path: str, src: str) -> Iterator[dict[str, Any]]:
     lower = path.lower()
+    if not lower.endswith(MANIFEST_EXTENSIONS):
+        raise ManifestError(f"input {src!r}: unknown manifest type; use {', '.join(MANIFEST_EXTENSIONS)} "
+                            "or a folder of videos")
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -103,8 +107,6 @@ def _manifest_records(fs: pafs.FileSystem, path: str, src: str) -> Iterator[dict
             table = pq.read_table(fh)
         yield from table.to_pylist()
         return
-    if not lower.endswith((".jsonl", ".csv")):
-        raise ManifestError(f"input {src!r}: unknown manifest type; use .jsonl, .csv, .parquet or a folder of videos")
     with fs.open_input_stream(path) as fh:
         text = fh.read().decode("utf-8-sig", errors="replace")
     if lower.endswith(".csv"):

@@ -1,9 +1,11 @@
 """The Ray backend: the stages as Ray Data actor pools; the only module that imports Ray.
 
- Stages (``DecodeStage``, ``TranscribeStage``,
-``ClipStage``) are plain callable classes; here they become ``map_batches`` actor pools:
+Stages (``DecodeStage``, ``OcrStage``, ``TranscribeStage``, ``ClipStage``; declared in
+``extract.stages.registry``) are plain callable classes; here they become ``map_batches``
+actor pools, and ``backend()`` hands them to ``extract.pipeline.executor.run_stages``:
 
     manifest rows -> decode (CPU actors, each with a pool of isolated decode processes)
+                  -> ocr (CPU actors: burned-in text on a few frames)
                   -> whisper (GPU actors, 30 s windows batched across videos)
                   -> clip (GPU actors: frames batched across videos + CLIP text features)
                   -> driver: rows -> Arrow tables -> staged Parquet -> commit
@@ -20,8 +22,8 @@ Failures (tests/RELIABILITY.md):
   decode, so model loading and decoding overlap;
 - a worker process that dies (segfault, abort, OOM kill, ``kill -9``) is restarted and its
   batch retried up to ``runtime.max_task_retries`` times; when that is not enough the dataset
-  fails, and the videos without a result run again in halves (``stream_finished_rows``) until
-  the crash is pinned on single videos, which become ``Crash`` error rows;
+  fails, and the videos without a result run again in halves (``extract.pipeline.executor``)
+  until the crash is pinned on single videos, which become ``Crash`` error rows;
 - anything else that fails the run deletes its staging folder: nothing is published.
 """
 
@@ -31,15 +33,14 @@ import logging
 import os
 import re
 import time
-from collections import Counter, deque
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from extract.config import Config
 from extract.defaults import GPU_SHARE, Machine
+from extract.pipeline.executor import Backend
 from extract.pipeline.resources import check_plan_fits, plan_resources
-from extract.rows import batch_to_rows, mark_failed
 from extract.stages.registry import stage_classes
 
 log = logging.getLogger("extract")
@@ -47,12 +48,6 @@ plan_log = logging.getLogger("extract.plan")  # the resolved defaults, printed o
 
 
 GPU_POLL_S = 10.0  # how often a job looks for autoscaled GPU nodes while it waits
-
-
-# Re-runs that pin a repeating worker crash on its video cost about 2 * log2(unfinished videos)
-# each; this pins a few such videos even in a million-video run, and stops a crash that is not
-# one video's (every batch crashes) from re-running forever.
-MAX_CRASH_RERUNS = 48
 
 
 class TimedStage:
@@ -160,11 +155,6 @@ def configure_data_context(config: Config) -> dict[str, Any]:
             "max_task_retries": config.runtime.max_task_retries}
 
 
-# Runs rows through the stages: (rows, config, stage classes or None) -> (finished batches, pools used).
-Executor = Callable[[list[dict[str, Any]], Config, "dict[str, type] | None"],
-                    tuple[Iterator[dict[str, np.ndarray]], dict[str, Any]]]
-
-
 def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] | None = None,
             ) -> tuple[Iterator[dict[str, np.ndarray]], dict[str, Any]]:
     """Run ``rows`` through the stages on Ray Data; yields finished batches as they complete.
@@ -220,17 +210,6 @@ def _live_nodes() -> int:
     return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
 
 
-def _finish_rows(rows: list[dict[str, Any]], expected: set[str], seen: set[str]) -> list[dict[str, Any]]:
-    """Keep each expected id once (a retried task can emit a row twice)."""
-    out = []
-    for row in rows:
-        vid = row["video_id"]
-        if vid in expected and vid not in seen:
-            seen.add(vid)
-            out.append(row)
-    return out
-
-
 def is_worker_crash(exc: BaseException) -> bool:
     """True when ``exc`` means a Ray worker process died (segfault, abort, OOM kill, ``kill -9``)
     after its retries, not that a stage raised or that an actor failed to load its model."""
@@ -256,63 +235,7 @@ def stage_start_failure(exc: BaseException) -> StageStartError | None:
     return StageStartError(f"a pipeline stage failed to start on a worker: {lines[-1] if lines else exc!r}")
 
 
-def _crash_row(row: dict[str, Any], exc: BaseException, retries: int) -> dict[str, Any]:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return mark_failed(dict(row), "pipeline", "Crash", (
-        f"{row['video_id']!r}: a worker process died each time it processed this video "
-        f"({retries + 1} attempts; {type(exc).__name__}: {reason}); the other videos of its batch were re-run "
-        "without it"), retryable=False)
-
-
-def stream_finished_rows(todo: list[dict[str, Any]], config: Config, stages: dict[str, type] | None,
-                         seen: set[str], resources: dict[str, Any], events: Counter,
-                         executor: Executor | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Finished rows of ``todo`` as they complete, each video at most once (its id goes into ``seen``).
-
-    When worker crashes outlast Ray's retries the dataset fails; the videos without a result
-    then run again in two halves, recursively, so a video that crashes its worker every time
-    ends alone and comes back as a ``Crash`` error row while every other video finishes.
-    While splitting, groups of several videos run without Ray retries (a crash only splits
-    them further); a single video gets the configured retries again before it is convicted.
-    Re-runs are counted in ``events["crash_reruns"]``; past ``MAX_CRASH_RERUNS`` the crash is
-    not one video's and the error is raised. Other failures are raised at once. ``executor``
-    runs one group (default: ``execute``, the stages on Ray Data).
-    """
-    run_group = executor or execute
-    expected = {r["video_id"] for r in todo}
-    splitting = config.replace(**{"runtime.max_task_retries": 0})
-    groups = deque([todo])
-    while groups:
-        group = groups.popleft()
-        group_config = splitting if events["crash_reruns"] and len(group) > 1 else config
-        try:
-            batches, plan = run_group(group, group_config, stages)
-            if not resources:
-                resources.update(plan)
-            for batch in batches:
-                yield _finish_rows(batch_to_rows(batch), expected, seen)
-        except Exception as exc:  # noqa: BLE001 - only worker crashes are handled, the rest re-raised
-            if not is_worker_crash(exc):
-                failure = stage_start_failure(exc)
-                if failure is not None:
-                    raise failure from exc
-                raise
-            left = [r for r in group if r["video_id"] not in seen]
-            if len(group) == 1 and left:
-                log.warning("video %r crashed its worker on every attempt: recorded as a Crash error",
-                            left[0]["video_id"])
-                yield _finish_rows([_crash_row(left[0], exc, config.runtime.max_task_retries)], expected, seen)
-                continue
-            if not left:
-                continue
-            half = (len(left) + 1) // 2
-            parts = [left[:half], left[half:]] if len(left) > 1 else [left]
-            if events["crash_reruns"] + len(parts) > MAX_CRASH_RERUNS:
-                raise RuntimeError(
-                    f"worker processes kept crashing: {MAX_CRASH_RERUNS} re-runs did not pin the crash on single "
-                    f"videos ({len(left)} videos still unfinished); last error: {exc}") from exc
-            events["crash_reruns"] += len(parts)
-            log.warning("a worker died past runtime.max_task_retries=%d (%s); re-running the %d unfinished videos "
-                        "in %d group(s) to find the video that causes it", group_config.runtime.max_task_retries,
-                        type(exc).__name__, len(left), len(parts))
-            groups.extendleft(reversed(parts))
+def backend() -> Backend:
+    """The stages on Ray Data: ``execute`` (looked up when called, so a test may replace it),
+    with Ray's worker crashes and actor start failures."""
+    return Backend(execute, is_worker_crash, stage_start_failure)

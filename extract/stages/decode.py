@@ -62,10 +62,7 @@ from extract.stages.registry import DECODE
 STAGE = DECODE.name
 
 
-DECODE_COLUMNS = ("content_sha256", "file_bytes", "container", "video_codec", "audio_codec", "duration_s",
-                  "width", "height", "rotation", "fps", "bitrate", "has_audio", "frames", "pts_s", "n_frames",
-                  "sampling_policy", "audio", "audio_s", "ocr_frames", "ocr_frame_index", "phash",
-                  "thumbnail_jpeg", "thumbnail_bytes", "thumbnail_index", "reused_from", "reused_dt", "reused_inputs")
+DECODE_COLUMNS = DECODE.columns  # declared on the registry entry
 
 
 PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width", "height", "rotation", "fps",

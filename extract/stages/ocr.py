@@ -30,7 +30,7 @@ from extract.rows import batch_to_rows, is_failed, is_reused, rows_to_batch
 from extract.stages.registry import OCR
 
 STAGE = OCR.name
-OUTPUT_COLUMNS = ("ocr_text", "ocr_lines_json", "ocr_error")
+OUTPUT_COLUMNS = OCR.columns  # declared on the registry entry
 
 
 class OcrStage:

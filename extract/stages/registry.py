@@ -1,9 +1,15 @@
-"""The pipeline's stages, declared once: name, class, pool kind and pool-size key.
+"""The pipeline's stages, declared once: name, class, resources, and the columns each reads and adds.
 
-The runner (``extract.pipeline.ray_backend``) maps them onto Ray in this order, the resource
-plan (``extract.pipeline.resources``) sizes their pools from ``pool`` and ``actors_key``, and
-the report and the jobs list them by ``name``. A stage's ``name`` is also its ``errors.stage``
-and the suffix of its ``time_<name>_s`` column.
+The executor (``extract.pipeline.executor`` on ``extract.pipeline.ray_backend``) maps them in
+this order, the resource plan (``extract.pipeline.resources``) sizes their pools from ``pool``
+and ``actors_key``, and the report and the jobs list them by ``name``. A stage's ``name`` is
+also its ``errors.stage`` and the suffix of its ``time_<name>_s`` column.
+
+The columns of a row between stages (``extract.rows``; ``extract schemas --stages`` prints
+them): the manifest gives ``SOURCE_COLUMNS``; each stage reads its ``inputs`` and adds its
+``outputs`` (columns of the ``videos`` table) and ``carries`` (tensors and JSON the later
+stages or the driver read: frames, audio, the child tables' rows). A test holds these against
+``schemas/*.json`` and against what the stages really add.
 """
 
 from __future__ import annotations
@@ -12,13 +18,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-POOLS = ("cpu", "model")  # cpu: decode actors on the free cores; model: a model per actor, GPU when there is one
-
-
 @dataclass(frozen=True)
 class StageSpec:
     """One stage: ``target`` is ``module:Class`` (imported when a pool starts: stages pull in
-    torch or PyAV), ``actors_key`` the ``runtime`` key bounding its actor pool."""
+    torch or PyAV), ``pool`` ``cpu`` (decode actors on the free cores) or ``model`` (a model
+    per actor, a GPU share when there is one), ``actors_key`` the ``runtime`` key bounding its
+    actor pool."""
 
     name: str
     target: str
@@ -27,6 +32,14 @@ class StageSpec:
     label: str
     uses_gpu: bool = True  # a model actor takes a GPU share when there is one
     enabled_key: str | None = None  # a config key (``ocr.enabled``) that turns the stage off
+    inputs: tuple[str, ...] = ()  # row columns it reads
+    outputs: tuple[str, ...] = ()  # ``videos`` columns it adds
+    carries: tuple[str, ...] = ()  # other columns it adds, for later stages or the driver
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the stage adds, outputs first."""
+        return self.outputs + self.carries
 
     def enabled(self, config: Any) -> bool:
         if self.enabled_key is None:
@@ -39,12 +52,44 @@ class StageSpec:
         return getattr(importlib.import_module(module), cls)
 
 
-DECODE = StageSpec("decode", "extract.stages.decode:DecodeStage", "cpu", "decode_workers", "decode")
-WHISPER = StageSpec("whisper", "extract.stages.transcribe:TranscribeStage", "model", "whisper_actors", "Whisper")
-CLIP = StageSpec("clip", "extract.stages.clip:ClipStage", "model", "clip_actors", "CLIP")
+# What ``extract.pipeline.manifest.read_source`` gives each row (``ts_warning``: the row's
+# upload_ts was not a time; ``reuse_candidates``: JSON, see ``extract.pipeline.reuse``).
+SOURCE_COLUMNS = ("video_id", "uri", "caption", "upload_ts", "dt", "error_stage", "error_type", "error_message",
+                  "retryable", "source_bytes", "source_mtime", "ts_warning", "reuse_candidates")
+
+DECODE = StageSpec(
+    "decode", "extract.stages.decode:DecodeStage", "cpu", "decode_workers", "decode",
+    inputs=("uri", "reuse_candidates"),
+    outputs=("content_sha256", "file_bytes", "container", "video_codec", "audio_codec", "duration_s", "width",
+             "height", "rotation", "fps", "bitrate", "has_audio", "n_frames", "sampling_policy", "audio_s",
+             "reused_from"),
+    # frames (n, S, S, 3) uint8, pts_s (n,) float32, audio (m,) float32 16 kHz mono, ocr_frames
+    # (k, H, W, 3) uint8 and their frame indices, phash (n,) int64, thumbnails (see rows.thumbnails_of),
+    # reused_dt/reused_inputs: where a reused row's features come from
+    carries=("frames", "pts_s", "audio", "ocr_frames", "ocr_frame_index", "phash", "thumbnail_jpeg",
+             "thumbnail_bytes", "thumbnail_index", "reused_dt", "reused_inputs"))
+WHISPER = StageSpec(
+    "whisper", "extract.stages.transcribe:TranscribeStage", "model", "whisper_actors", "Whisper",
+    inputs=("audio", "has_audio"),
+    outputs=("transcript_text", "language", "language_prob", "no_speech_prob", "whisper_model", "speech_s",
+             "speech_ratio", "audio_kind", "audio_embedding"),
+    carries=("segments_json",))  # the transcript_segments rows, JSON
+CLIP = StageSpec(
+    "clip", "extract.stages.clip:ClipStage", "model", "clip_actors", "CLIP",
+    inputs=("frames", "caption", "transcript_text", "ocr_text", "reused_inputs"),
+    outputs=("clip_model", "clip_embedding", "frame_cos_mean", "frame_cos_min", "thumbnail_similarity",
+             "labels_topic", "labels_topic_max", "top_topic", "top_topic_score", "labels_safety",
+             "labels_safety_max", "top_safety", "top_safety_score", "caption_length", "n_hashtags", "n_mentions",
+             "n_urls", "n_emoji", "hashtags", "hashtag_ids", "caption_embedding", "caption_truncated",
+             "hashtags_embedding", "transcript_embedding", "transcript_truncated", "hashtag_frame_similarity",
+             "caption_frame_similarity", "transcript_frame_similarity", "ocr_embedding", "ocr_frame_similarity"),
+    carries=("frame_embeddings", "hashtags_json"))  # (n, D) float32; the hashtags rows, JSON
 # rapidocr runs on onnxruntime's CPU provider (the onnxruntime-gpu wheel is not a dependency).
-OCR = StageSpec("ocr", "extract.stages.ocr:OcrStage", "model", "ocr_actors", "OCR", uses_gpu=False,
-                enabled_key="ocr.enabled")
+OCR = StageSpec(
+    "ocr", "extract.stages.ocr:OcrStage", "model", "ocr_actors", "OCR", uses_gpu=False, enabled_key="ocr.enabled",
+    inputs=("ocr_frames", "ocr_frame_index", "pts_s"),
+    outputs=("ocr_text", "ocr_error"),
+    carries=("ocr_lines_json",))  # the ocr_text rows, JSON
 # OCR and Whisper run before CLIP so the CLIP actor embeds transcripts and on-screen text with
 # the same text tower.
 STAGE_SPECS: tuple[StageSpec, ...] = (DECODE, OCR, WHISPER, CLIP)
@@ -54,3 +99,14 @@ STAGES: tuple[str, ...] = tuple(spec.name for spec in STAGE_SPECS)
 def stage_classes() -> dict[str, type]:
     """The stage classes by name, in run order (imported now)."""
     return {spec.name: spec.load() for spec in STAGE_SPECS}
+
+
+def describe_columns() -> str:
+    """The row's columns stage by stage, as Markdown (``extract schemas --stages``)."""
+    lines = [f"- source (``extract.pipeline.manifest.read_source``): {', '.join(SOURCE_COLUMNS)}"]
+    for spec in STAGE_SPECS:
+        module = spec.target.replace(":", ".")
+        lines.append(f"- {spec.name} (``{module}``, {spec.pool} pool, ``runtime.{spec.actors_key}``): "
+                     f"reads {', '.join(spec.inputs)}; adds to ``videos`` {', '.join(spec.outputs)}; "
+                     f"carries {', '.join(spec.carries)}")
+    return "\n".join(lines)

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 STAGE = WHISPER.name
 
 
-OUTPUT_COLUMNS = ("transcript_text", "language", "language_prob", "no_speech_prob", "whisper_model",
-                  "segments_json", "speech_s", "speech_ratio", "audio_kind")
+# Declared on the registry entry; audio_embedding is set apart: a row without one gets an empty vector.
+OUTPUT_COLUMNS = tuple(c for c in WHISPER.columns if c != "audio_embedding")
 
 
 class TranscribeStage:

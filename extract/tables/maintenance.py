@@ -1,4 +1,4 @@
-"""``extract maintain``: compact small files, checkpoint and vacuum the five Delta tables.
+"""``extract maintain``: compact small files, checkpoint and vacuum the Delta tables.
 
 One daily run writes a few small files per partition; ``maintain`` rewrites each partition's
 small files into larger ones (Delta OPTIMIZE compaction: no data change), writes a checkpoint
@@ -12,23 +12,21 @@ to DST (the daily job runs it after committing, with ``schedule.maintain: true``
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from extract import __version__
-from extract.tables.catalog import RUNS_DIR, STAGING_DIR, Catalog
+from extract.tables.catalog import STAGING_DIR, Catalog
 from extract.tables.schemas import TABLES
-from extract.tables.writer import delete_dir, roll_forward, write_json, writer_properties
+from extract.tables.session import RunSession
+from extract.tables.writer import delete_dir, writer_properties
 
 
-def maintain(catalog: Catalog, retention_hours: float, run_id: str) -> dict[str, Any]:
+def maintain(catalog: Catalog, retention_hours: float, run_id: str | None = None) -> dict[str, Any]:
     """Compact, checkpoint and vacuum every table; returns the ``maintain`` run record
     (per table: files compacted and added, versions, files vacuumed; staging folders deleted)."""
-    started = time.perf_counter()
-    roll_forward(catalog)
+    session = RunSession.open(catalog, "maintain", run_id)
     tables: dict[str, dict[str, Any]] = {}
     versions: dict[str, int] = {}
     for table in TABLES:
@@ -55,15 +53,11 @@ def maintain(catalog: Catalog, retention_hours: float, run_id: str) -> dict[str,
                 tzinfo=info.mtime.tzinfo or timezone.utc) < cutoff:
             delete_dir(catalog.fs, info.path)
             stale.append(info.path.rsplit("/", 1)[-1])
-    record = {"run_id": run_id, "kind": "maintain", "status": "committed", "pipeline_version": __version__,
-              "seq": catalog.next_seq, "delta_versions": versions, "retention_hours": retention_hours,
-              "maintenance": tables, "staging_deleted": stale,
-              "committed_at": datetime.now(timezone.utc).isoformat(),
-              "wall_s": round(time.perf_counter() - started, 3)}
-    if versions:
-        write_json(catalog.fs, f"{catalog.root}/{RUNS_DIR}/{run_id}.json", record)
-    catalog.reload()
-    return record
+    record = session.record(retention_hours=retention_hours, maintenance=tables, staging_deleted=stale)
+    if not versions:  # no tables: nothing to pin
+        catalog.reload()
+        return dict(record, seq=session.seq, delta_versions=versions)
+    return session.publish(record, versions)
 
 
 def describe_maintenance(record: dict[str, Any]) -> str:

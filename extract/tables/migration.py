@@ -16,7 +16,6 @@ later run evolves them if they are of an older schema version).
 from __future__ import annotations
 
 import posixpath
-from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -24,10 +23,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from extract import __version__
-from extract.tables.catalog import DELTA_LOG, RUNS_DIR, Catalog
 from extract.config import StorageConfig
+from extract.tables.catalog import DELTA_LOG, Catalog
 from extract.tables.schemas import TABLES, get_table_schema, table_description
+from extract.tables.session import RunSession
 
 
 def old_live_files(catalog: Catalog, table: str) -> list[str]:
@@ -59,16 +58,17 @@ def _column(table: str, data: pa.Table, field: pa.Field) -> pa.Array | pa.Chunke
     return pa.nulls(data.num_rows, field.type)
 
 
-def migrate(dst: str, run_id: str, storage: StorageConfig | None = None) -> dict[str, Any]:
+def migrate(dst: str, run_id: str | None = None, storage: StorageConfig | None = None) -> dict[str, Any]:
     """Convert ``dst`` in place (see module doc), recording run ``run_id``; returns the
     ``migrate`` run record with the rows per table."""
     from deltalake import CommitProperties, Transaction, write_deltalake
 
     from extract.tables.catalog import APP_ID, RUN_ID_KEY
-    from extract.tables.writer import TABLE_CONFIGURATION, write_json, writer_properties
+    from extract.tables.writer import TABLE_CONFIGURATION, writer_properties
 
     catalog = Catalog(dst, storage or StorageConfig())
-    seq = catalog.next_seq
+    session = RunSession.open(catalog, "migrate", run_id, legacy_layout=True)
+    run_id, seq = session.run_id, session.seq
     rows: dict[str, int] = {}
     versions: dict[str, int] = {}
     old_files: list[str] = []
@@ -120,8 +120,4 @@ def migrate(dst: str, run_id: str, storage: StorageConfig | None = None) -> dict
                     and f"/{DELTA_LOG}/" not in info.path and posixpath.basename(posixpath.dirname(info.path))
                     .startswith("dt=")):
                 catalog.fs.delete_file(info.path)
-    record = {"run_id": run_id, "kind": "migrate", "status": "committed", "pipeline_version": __version__,
-              "seq": seq, "delta_versions": versions, "counts": {"migrated_rows": sum(rows.values())},
-              "rows": rows, "committed_at": datetime.now(timezone.utc).isoformat()}
-    write_json(catalog.fs, f"{catalog.root}/{RUNS_DIR}/{run_id}.json", record)
-    return record
+    return session.publish(session.record(counts={"migrated_rows": sum(rows.values())}, rows=rows), versions)

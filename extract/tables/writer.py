@@ -1,4 +1,4 @@
-"""Staging a run's rows and committing them to the five Delta tables as one logical commit.
+"""Staging a run's rows and committing them to the Delta tables (``TABLES``) as one logical commit.
 
 A run streams its rows into ``DST/_staging/<run_id>/<table>/part-<n>.parquet`` (zstd, the
 Delta table's schema, ``dt`` a column). ``commit_run`` then:
@@ -36,10 +36,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from extract import __version__
-from extract.tables.catalog import APP_ID, RUN_ID_KEY, RUNS_DIR, STAGING_DIR, Catalog, OutputLayoutError
+from extract.tables.catalog import APP_ID, RUN_ID_KEY, RUNS_DIR, STAGING_DIR, Catalog
 from extract.tables.evolution import check_width
 from extract.tables.schemas import TABLES, get_table_schema, table_description
-from extract.tables.storage import parquet_files
 
 COMMIT_MARKER = "_commit.json"
 # Rows per row group of staged files: frame embeddings are scanned in bulk, video rows are wide.
@@ -397,77 +396,12 @@ def roll_forward(catalog: Catalog) -> list[str]:
     return done
 
 
-# --------------------------------------------------------------------------- forget
-
-
-def forget_videos(catalog: Catalog, ids: set[str], run_id: str) -> dict[str, Any]:
-    """Delete every row of ``ids`` from every table (one Delta DELETE per table, one logical
-    commit), then delete every Parquet file under DST that still holds them (``purge_ids``).
-    Returns the run record (kind ``forget``); it lists the ids with their last uri, so
-    incremental runs do not bring them back from the same upload (a new uri is processed)."""
-    roll_forward(catalog)
-    outcomes = catalog.outcomes([{"video_id": vid, "dt": "", "upload_ts": None} for vid in ids]) if ids else {}
-    started = datetime.now(timezone.utc)
-    record = {
-        "run_id": run_id, "kind": "forget", "status": "committed",
-        "started_at": started.isoformat(), "pipeline_version": __version__,
-        "forgotten": [{"video_id": vid, "uri": (outcomes.get(vid) or {}).get("uri")} for vid in sorted(ids)],
-        "counts": {"forgotten": len(ids), "found": sum(1 for vid in ids if vid in outcomes)},
-        # runs whose rows (and so run reports) showed these videos
-        "runs_with_rows": sorted({o["run_id"] for o in outcomes.values() if o.get("run_id")}),
-    }
-    base = {t: (catalog.open_table(t).version() if catalog.open_table(t) is not None else -1) for t in TABLES}
-    if base["videos"] < 0:
-        raise OutputLayoutError(f"{catalog.dst}: no tables to forget from (no committed run)")
-    predicate = in_predicate("video_id", ids) if ids else "false"
-    # a forgotten video is gone as a copy and as the original others copied
-    per_table = {t: predicate for t in TABLES}
-    per_table["duplicates"] = f"{predicate} OR {in_predicate('duplicate_of', ids)}" if ids else "false"
-    marker = {"run_id": run_id, "seq": catalog.next_seq, "operation": "delete",
-              "predicate": per_table, "base_versions": base,
-              "files": {}, "metadata": {}, "record": record}
+def commit_delete(catalog: Catalog, run_id: str, seq: int, predicates: Mapping[str, str],
+                  base_versions: Mapping[str, int], record: dict[str, Any]) -> dict[str, Any]:
+    """Delete the rows matching ``predicates[table]`` from each table as one logical commit
+    (a Delta DELETE per table, through the pending-commit protocol of the module doc), then
+    write ``record``; returns it as written. ``base_versions``: the tables' versions now."""
+    marker = {"run_id": run_id, "seq": seq, "operation": "delete", "predicate": dict(predicates),
+              "base_versions": dict(base_versions), "files": {}, "metadata": {}, "record": record}
     write_json(catalog.fs, f"{catalog.root}/{STAGING_DIR}/{run_id}/{COMMIT_MARKER}", marker)
-    record = finish_commit(catalog, marker)
-    record["files_deleted"] = purge_ids(catalog, ids)
-    return record
-
-
-def purge_ids(catalog: Catalog, ids: set[str]) -> list[str]:
-    """Delete every Parquet file under ``dst`` that still holds any of ``ids``: table files no
-    longer in the latest version (older versions' files, uncommitted leftovers), old Delta
-    checkpoints whose file statistics name an id, staged files. A fresh checkpoint is written
-    first, so each table's log stays readable. Returns the deleted paths."""
-    if not ids:
-        return []
-    live: set[str] = set()
-    for table in TABLES:
-        delta = catalog.open_table(table)
-        if delta is not None:
-            delta.create_checkpoint()
-            live.update(f"{catalog.root}/{table}/{p}" for p in pa.table(delta.get_add_actions())["path"].to_pylist())
-    newest_checkpoints = set()
-    for table in TABLES:
-        last = f"{catalog.root}/{table}/_delta_log/_last_checkpoint"
-        if catalog.fs.get_file_info(last).type == pafs.FileType.File:
-            version = int(read_json(catalog.fs, last)["version"])
-            newest_checkpoints.add(f"{catalog.root}/{table}/_delta_log/{version:020d}.checkpoint.parquet")
-    deleted = []
-    for path in parquet_files(catalog.fs, catalog.root):
-        if path in live or path in newest_checkpoints:
-            continue
-        if file_mentions(catalog.fs, path, ids):
-            catalog.fs.delete_file(path)
-            deleted.append(path)
-    return deleted
-
-
-def file_mentions(fs: pafs.FileSystem, path: str, ids: set[str]) -> bool:
-    """True when any string value of the Parquet file ``path`` is, or contains, one of ``ids``."""
-    import pyarrow.compute as pc
-
-    with fs.open_input_file(path) as fh:
-        data = pq.read_table(fh)
-    if "video_id" in data.column_names:
-        return pc.any(pc.is_in(data["video_id"], value_set=pa.array(sorted(ids), pa.string()))).as_py() or False
-    text = json.dumps(data.to_pylist(), default=str)  # Delta checkpoints: ids in file statistics
-    return any(json.dumps(vid)[1:-1] in text for vid in ids)
+    return finish_commit(catalog, marker)

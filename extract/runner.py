@@ -1,0 +1,116 @@
+"""One way to run: what ``extract`` and the scheduled jobs (``jobs/``) do around a run.
+
+``run_once`` is one committed run of ``extract.pipeline.job.run_job`` with what a person and a
+scheduler see of it: Ray's output in the run's log (``RunConsole``), the summary, the HTML run
+report, the exit code (``extract.pipeline.outcome``) and the error-rate alert. ``run_step``
+does the same for the runs that follow a commit (the duplicate search, maintenance) and the
+other table commands: a failure is one line and exit 1, a committed step prints its summary
+and, for the duplicate search, writes its report.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Callable
+
+from extract.config import Config, StorageConfig
+from extract.pipeline.outcome import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome
+
+log = logging.getLogger("extract")
+
+
+def write_report(name: str, dst: str, record: dict[str, Any], storage: StorageConfig) -> None:
+    """Write the run's HTML report and print where; a failure is printed, never raised (the
+    run is committed and stays so)."""
+    from extract.report import write_run_report
+
+    try:
+        print(f"  run report: {write_run_report(dst, record['run_id'], storage)}", flush=True)
+    except (OSError, ValueError) as exc:
+        print(f"{name}: run committed, but the report could not be written: {exc}", file=sys.stderr)
+
+
+def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overwrite: bool = False,
+             retry_errors: bool = False, progress: bool = True, verbose: bool = False) -> Outcome:
+    """Process ``src`` into ``dst`` as one committed run; ``name`` prefixes what goes to
+    standard error (``extract``, ``jobs.daily: 2026-11-24``). Exit codes: 0 committed, 1 the run
+    failed (nothing published), 2 the manifest cannot be read, 3 committed over
+    ``limits.max_error_rate``."""
+    from extract.pipeline.console import RunConsole, run_log_path
+    from extract.pipeline.job import run_job
+    from extract.pipeline.manifest import ManifestError
+    from extract.report import summarize
+    from extract.tables.session import new_run_id
+
+    run_id = new_run_id()
+    console = RunConsole(run_log_path(dst, run_id), verbose=verbose)
+    log_note = "" if verbose else f" (log: {console.log_path})"
+    try:
+        with console:
+            try:
+                record = run_job(src, dst, config, overwrite=overwrite, retry_errors=retry_errors,
+                                 progress=progress, terminal=console.terminal, run_id=run_id)
+            except ManifestError:
+                raise
+            except Exception:
+                log.exception("run failed")  # the traceback, in the log
+                raise
+    except ManifestError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return Outcome("failed", EXIT_USAGE, str(exc))
+    except Exception as exc:  # noqa: BLE001 - report any run-level failure, publish nothing
+        detail = f"{type(exc).__name__}: {exc}"
+        print(f"{name}: run failed, nothing was published: {detail}{log_note}", file=sys.stderr)
+        return Outcome("failed", EXIT_FAILED, detail)
+    print(summarize(record, dst), flush=True)
+    write_report(name, dst, record, config.storage)
+    if not verbose:
+        print(f"  log (Ray and workers): {console.log_path}", flush=True)
+    limit = config.limits.max_error_rate
+    if record["error_rate"] > limit:
+        detail = f"error rate {record['error_rate']:.0%} is over limits.max_error_rate={limit}"
+        print(f"{name}: {detail}", file=sys.stderr)
+        return Outcome("committed", EXIT_ERROR_RATE, detail, record)
+    return Outcome("committed", EXIT_OK, "", record)
+
+
+def run_step(name: str, what: str, step: Callable[[], dict[str, Any]], describe: Callable[[dict[str, Any]], str],
+             report: tuple[str, StorageConfig] | None = None,
+             expected: tuple[type[BaseException], ...] = (Exception,)) -> Outcome:
+    """Run one table command ``step`` (returns its committed record) and print ``describe(record)``;
+    ``report``: ``(dst, storage)`` to write its HTML report. An ``expected`` exception is one
+    line and exit 1 (the runs committed before stay so); others propagate."""
+    try:
+        record = step()
+    except expected as exc:
+        log.debug("%s failed", what, exc_info=True)
+        print(f"{name}: {what} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return Outcome("failed", EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+    print(describe(record), flush=True)
+    if report is not None:
+        write_report(name, report[0], record, report[1])
+    return Outcome("committed", EXIT_OK, "", record)
+
+
+def find_duplicates_step(name: str, dst: str, config: Config, since: str | None = None, options=None,
+                         expected: tuple[type[BaseException], ...] = (Exception,)) -> Outcome:
+    """``extract duplicates``: the near-copy search over ``dst``'s videos of ``dt >= since``,
+    committed, summarised and reported."""
+    from extract.media.near_duplicates import DuplicateOptions
+    from extract.pipeline.duplicates import describe_duplicates, find_duplicates
+
+    return run_step(name, f"duplicate search on {dst}",
+                    lambda: find_duplicates(dst, config, None, since, options or DuplicateOptions()),
+                    describe_duplicates, (dst, config.storage), expected)
+
+
+def maintain_step(name: str, dst: str, config: Config,
+                  expected: tuple[type[BaseException], ...] = (Exception,)) -> Outcome:
+    """``extract maintain`` on ``dst`` (``extract.tables.maintenance``)."""
+    from extract.tables.catalog import Catalog
+    from extract.tables.maintenance import describe_maintenance, maintain
+
+    return run_step(name, f"maintenance of {dst}",
+                    lambda: maintain(Catalog(dst, config.storage), config.storage.retention_hours),
+                    describe_maintenance, None, expected)

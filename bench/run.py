@@ -10,7 +10,7 @@ What one run does (``python -m bench.run``; ``--help`` for the options):
    tiny random Whisper is used and every report says so in capitals). ``--quick`` uses the
    tiny random models of ``extract models make-tiny`` and greedy decoding only.
 3. Micro-benchmarks ``bench/bench_*.py`` that exist (their ``run(out_dir)``, smaller sizes).
-4. The comparison, in one run: the job (``extract.pipeline.run_job`` with
+4. The comparison, in one run: the job (``extract.pipeline.job.run_job`` with
    ``jobs/configs/local.yaml``) and the naive baseline (``bench.naive``) on the same clips,
    each in its own fresh process; both decode paths alone (``decode_in_isolation``); then the
    outputs are compared (frames, embeddings, WER).

@@ -239,3 +239,15 @@ def test_cronjob_creates_the_rayjob_nightly_and_reports_its_outcome(tmp_path, fi
     assert calls[0] == f"create -f {env['RAYJOB_MANIFEST']} -o name"
     assert sum("jobDeploymentStatus" in c for c in calls) == 2
     assert f"Ray job {final_status}" in proc.stdout
+
+
+def test_the_pipeline_image_tag_is_the_package_version():
+    """Every reference to the pipeline's image (manifests, Dockerfile, README) names the version
+    in pyproject.toml, so a release bump cannot leave a manifest on the old image."""
+    import re
+    import tomllib
+
+    package = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    tags = {(path.relative_to(REPO).as_posix(), tag) for path in CLUSTER.rglob("*") if path.is_file()
+            for tag in re.findall(r"video-features:([\w.-]+)", path.read_text())}
+    assert len(tags) >= 6 and {tag for _, tag in tags} == {package}, sorted(tags)

@@ -1,8 +1,8 @@
-"""The committed state of an output location: five Delta tables read at one run boundary.
+"""The committed state of an output location: its Delta tables read at one run boundary.
 
 ``DST/<table>/`` is a Delta Lake table (``_delta_log/`` + Parquet files partitioned by ``dt``)
 for each of ``extract.tables.schemas.TABLES``. Every committed run (processing or ``forget``) writes
-``DST/_runs/<run_id>.json`` after its five table commits; it holds the run's sequence number
+``DST/_runs/<run_id>.json`` after its table commits; it holds the run's sequence number
 ``seq`` and ``delta_versions`` (table -> the Delta version its commit produced). ``Catalog``
 reads each table at the versions of one such record, the latest by default, or the one chosen
 by ``as_of`` (a run id, a run sequence number, or a time: the last run committed at or before

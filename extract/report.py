@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 from extract.config import LimitsConfig, StorageConfig
 from extract.tables.catalog import RUNS_DIR, Catalog
 from extract.tables.schemas import TABLES
-from extract.tables.storage import join
+from extract.io.storage import join
 
 MAX_DUPLICATES = 20  # duplicate pairs shown
 SNIPPET_CHARS = 240  # transcript characters shown per video

@@ -104,7 +104,7 @@ def date_range(start: date, end: date) -> list[date]:
 
 def upload_source(config: Config, day: date) -> str:
     """The uploads of ``day``: ``schedule.input`` formatted with it; local paths made absolute."""
-    from extract.tables.storage import is_remote
+    from extract.io.storage import is_remote
 
     template = config.schedule.input
     if template is None:
@@ -169,7 +169,7 @@ def load_job_config(args: argparse.Namespace) -> Config:
     and ``--output``. Relative model paths in a remote file would resolve against a temporary
     folder, so remote config files must use absolute paths or URIs (``models.yaml`` does)."""
     from extract.rows import VideoError
-    from extract.tables.storage import fetch, is_remote
+    from extract.io.storage import fetch, is_remote
 
     with tempfile.TemporaryDirectory(prefix="jobs-config-") as tmp:
         files = []
@@ -209,7 +209,7 @@ def input_exists(src: str, storage: StorageConfig) -> bool:
     """True when the manifest file or folder/prefix ``src`` exists."""
     import pyarrow.fs as pafs
 
-    from extract.tables.storage import filesystem_for
+    from extract.io.storage import filesystem_for
 
     fs, path = filesystem_for(src, storage)
     return fs.get_file_info(path).type != pafs.FileType.NotFound

@@ -630,7 +630,7 @@ def test_stage_fetches_each_object_when_a_child_is_idle(clips, s3_server, tmp_pa
 
     import boto3
 
-    from extract.tables import storage
+    from extract.io import storage
 
     client = boto3.client("s3", endpoint_url=s3_server)
     client.create_bucket(Bucket="decode-jit")

@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own package and any lower layer):
 
-    config < rows, defaults < tables, text < media < models < stages < pipeline < report, inspection
+    config < rows, defaults < io < tables, text < media < models < stages < pipeline < report, inspection
       < runner < cli
 
 ``tables`` and ``text`` share a layer and may not import each other. Function-level imports
@@ -19,9 +19,10 @@ from conftest import REPO
 
 PACKAGE = REPO / "extract"
 LAYERS = {
-    "extract": 0, "extract.config": 0, "extract.rows": 1, "extract.defaults": 1, "extract.tables": 2, "extract.text": 2,
-    "extract.media": 3, "extract.models": 4, "extract.stages": 5, "extract.pipeline": 6,
-    "extract.report": 7, "extract.inspection": 7, "extract.runner": 8, "extract.cli": 9, "extract.__main__": 10,
+    "extract": 0, "extract.config": 0, "extract.rows": 1, "extract.defaults": 1, "extract.io": 2,
+    "extract.tables": 3, "extract.text": 3, "extract.media": 4, "extract.models": 5, "extract.stages": 6,
+    "extract.pipeline": 7, "extract.report": 8, "extract.inspection": 8, "extract.runner": 9, "extract.cli": 10,
+    "extract.__main__": 11,
 }
 RAY_BACKEND = "extract.pipeline.ray_backend"
 

@@ -298,7 +298,7 @@ def _use_filesystem(monkeypatch, handler: FaultyFileSystem) -> None:
     """Make ``Catalog`` (and so the writer) of a local DST go through ``handler``; each Delta
     table commit (delta-rs writes on its own, not through pyarrow) counts as a change just
     before and just after it, so a kill can land on either side of every table commit."""
-    from extract.tables.storage import filesystem_for as real
+    from extract.io.storage import filesystem_for as real
 
     def filesystem_for(uri, storage=None):
         fs, path = real(uri, storage)

@@ -211,7 +211,7 @@ def test_report_on_object_store(s3_server, tmp_path):
     """Output on S3: the report is written there, its thumbnails read from the tables there."""
     import boto3
 
-    from extract.tables.storage import filesystem_for
+    from extract.io.storage import filesystem_for
 
     clip = _clip(tmp_path / "s3clip.mp4")
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="report-bucket")

@@ -9,7 +9,7 @@ from conftest import run_cli
 
 from extract.config import StorageConfig
 from extract.tables.catalog import Catalog
-from extract.tables.storage import fetch, filesystem_for
+from extract.io.storage import fetch, filesystem_for
 
 
 def _make_bucket(name):
@@ -89,7 +89,7 @@ def test_s3_commits_are_conditional_so_two_writers_never_share_a_version(s3_serv
     from deltalake import CommitProperties, DeltaTable, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
-    from extract.tables.storage import delta_storage_options
+    from extract.io.storage import delta_storage_options
 
     _make_bucket("bucket-conc")
     uri = "s3://bucket-conc/t"
@@ -106,7 +106,7 @@ def test_s3_commits_are_conditional_so_two_writers_never_share_a_version(s3_serv
 
 
 def test_delta_storage_options_come_from_the_storage_keys(monkeypatch):
-    from extract.tables.storage import delta_storage_options, delta_uri
+    from extract.io.storage import delta_storage_options, delta_uri
 
     for key in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(key, raising=False)

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from extract.config import Config, StorageConfig
-from extract.tables.storage import fetch, is_remote, local_path
+from extract.io.storage import fetch, is_remote, local_path
 
 WHISPER_NAMES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
                  "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo")

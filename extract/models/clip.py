@@ -36,7 +36,7 @@ from extract.models.checkpoints import local_checkpoint
 from extract.models.common import CHECKPOINT_ERRORS, INIT_SEED, ModelLoadError, lineage, resolve_device
 from extract.models.preprocess import PreprocessSpec, preprocess_spec, register_model_config
 from extract.rows import VideoError
-from extract.tables.storage import is_remote, local_path
+from extract.io.storage import is_remote, local_path
 
 if TYPE_CHECKING:
     import torch

@@ -13,7 +13,7 @@ import yaml
 from extract.config import Config, StorageConfig
 from extract.models.checkpoints import WHISPER_NAMES
 from extract.models.weights import file_digest, write_sidecar
-from extract.tables.storage import filesystem_for, is_remote
+from extract.io.storage import filesystem_for, is_remote
 
 
 def _put(src: str, dest_uri: str, storage: StorageConfig) -> str:

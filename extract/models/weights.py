@@ -30,7 +30,7 @@ from pathlib import Path
 
 from extract.config import Config, StorageConfig
 from extract.models.checkpoints import WHISPER_NAMES, local_checkpoint, sha256_file
-from extract.tables.storage import filesystem_for, is_remote, local_path
+from extract.io.storage import filesystem_for, is_remote, local_path
 
 SIDECAR_SUFFIX = ".sha256"  # beside a staged object: {"sha256": ..., "size": bytes}
 

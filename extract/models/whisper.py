@@ -515,7 +515,7 @@ def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConf
     import whisper
 
     from extract.models.checkpoints import local_checkpoint, sha256_file
-    from extract.tables.storage import is_remote
+    from extract.io.storage import is_remote
 
     name = model_cfg.name
     root = model_cfg.download_root or os.path.join(

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from extract.tables.storage import is_remote, local_path
+from extract.io.storage import is_remote, local_path
 
 RUNS_LOG_DIR = "_runs"  # a local output keeps the run's log beside its run manifest
 PLAN_LOGGER = "extract.plan"

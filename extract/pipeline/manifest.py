@@ -42,7 +42,7 @@ import pyarrow.fs as pafs
 
 from extract.config import StorageConfig
 from extract.rows import VideoError, mark_failed
-from extract.tables.storage import check_scheme, filesystem_for, is_remote, local_path, source_identities
+from extract.io.storage import check_scheme, filesystem_for, is_remote, local_path, source_identities
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".flv", ".3gp")
 MANIFEST_EXTENSIONS = (".jsonl", ".csv", ".parquet")

@@ -121,7 +121,7 @@ class DecodeStage:
         return row
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from extract.tables.storage import fetch
+        from extract.io.storage import fetch
 
         rows = batch_to_rows(batch)
         size, policy = self.spec.image_size, self.config.sampling.policy

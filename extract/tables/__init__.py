@@ -1,1 +1,1 @@
-"""Output tables: schemas, rows -> Arrow, the writer, the catalog, storage, run planning."""
+"""Output tables: schemas, rows -> Arrow, the run session and writer, the catalog, run planning."""

@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 
 from extract.config import StorageConfig
 from extract.tables.schemas import TABLES, embedding_dim_of, get_table_schema
-from extract.tables.storage import delta_storage_options, delta_uri, filesystem_for
+from extract.io.storage import delta_storage_options, delta_uri, filesystem_for
 
 RUNS_DIR = "_runs"
 STAGING_DIR = "_staging"

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from extract.tables.catalog import Catalog, OutputLayoutError
 from extract.tables.schemas import TABLES
 from extract.tables.session import RunSession
-from extract.tables.storage import parquet_files
+from extract.io.storage import parquet_files
 from extract.tables.writer import in_predicate, read_json
 
 

@@ -131,7 +131,7 @@ def warm_kernels() -> float:
     of a machine's first search."""
     import pyarrow as pa
 
-    from extract.media.near_duplicates import find_near_duplicates
+    from extract.index.near_duplicates import find_near_duplicates
 
     started = time.perf_counter()
     hashes = _random_hashes(np.random.default_rng(SEED), 8)
@@ -147,7 +147,7 @@ def search_worker(work: Path, new: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from extract.media.near_duplicates import DuplicateOptions, find_near_duplicates
+    from extract.index.near_duplicates import DuplicateOptions, find_near_duplicates
 
     meta = json.loads((work / "truth.json").read_text())
     started = time.perf_counter()

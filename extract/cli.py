@@ -225,7 +225,7 @@ def _table_command(args: argparse.Namespace) -> int:
     if args.command == "duplicates":
         import dataclasses
 
-        from extract.media.near_duplicates import DuplicateOptions
+        from extract.index.near_duplicates import DuplicateOptions
 
         chosen = {"max_hamming": args.threshold, "min_match_fraction": args.min_match,
                   "min_clip_cosine": args.min_cosine}

@@ -97,7 +97,7 @@ def find_duplicates_step(name: str, dst: str, config: Config, since: str | None 
                          expected: tuple[type[BaseException], ...] = (Exception,)) -> Outcome:
     """``extract duplicates``: the near-copy search over ``dst``'s videos of ``dt >= since``,
     committed, summarised and reported."""
-    from extract.media.near_duplicates import DuplicateOptions
+    from extract.index.near_duplicates import DuplicateOptions
     from extract.pipeline.duplicates import describe_duplicates, find_duplicates
 
     return run_step(name, f"duplicate search on {dst}",

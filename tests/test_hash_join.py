@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from extract.media.hash_join import band_join, match_fractions
-from extract.media.near_duplicates import DuplicateOptions, _Bands
+from extract.index.hash_join import band_join, match_fractions
+from extract.index.near_duplicates import DuplicateOptions, _Bands
 from extract.media.phash import hamming, mirror_hash
 
 

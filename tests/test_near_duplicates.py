@@ -12,7 +12,7 @@ import pytest
 import copies
 from extract.config import Config
 from extract.media.video import decode_video
-from extract.media.near_duplicates import DuplicateOptions, find_near_duplicates, result_schema
+from extract.index.near_duplicates import DuplicateOptions, find_near_duplicates, result_schema
 from extract.media.phash import mirror_hash, phash_frames
 from test_phash import CLIP_SPEC
 

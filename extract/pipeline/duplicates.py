@@ -1,7 +1,7 @@
 """``extract duplicates``: near copies and re-uploads of new videos among all committed videos.
 
 For the videos committed in partitions ``dt >= since`` (default: the dates the latest
-processing run wrote), ``extract.media.near_duplicates.find_near_duplicates`` finds the
+processing run wrote), ``extract.index.near_duplicates.find_near_duplicates`` finds the
 earliest earlier committed copy of each: ``exact`` by ``content_sha256``, ``near`` by LSH
 banding of the frames' perceptual hashes (``frame_embeddings.phash``), confirmed by the share
 of matching frames and the pooled CLIP cosine (read only for the candidate pairs). The cost
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from extract.config import Config
-from extract.media.near_duplicates import DuplicateOptions, find_near_duplicates
+from extract.index.near_duplicates import DuplicateOptions, find_near_duplicates
 from extract.tables.catalog import Catalog
 from extract.tables.session import RunSession
 from extract.tables.writer import in_predicate

@@ -1,6 +1,6 @@
 """Compiled kernels of the near-duplicate search (numba): one LSH band's join, the frame check.
 
-``extract.media.near_duplicates`` does the bookkeeping (ranks, bands, stats, confirmation) in
+``extract.index.near_duplicates`` does the bookkeeping (ranks, bands, stats, confirmation) in
 numpy and hands these loops the arrays. They are loops because their numpy form is a dozen
 passes over every colliding pair (``repeat``, ``searchsorted``, gathers, temporaries): the
 1 M-video benchmark spent 76 s there, 10 s now (``bench/RESULTS.md``). Compiled, one band is

@@ -25,7 +25,7 @@ of one seeded permutation, so a group covers most bits once). Two frames collide
 when their hashes agree on its bits; a frame pair at Hamming distance ``d`` collides in a
 given band with probability ``C(64 - band_bits, d) / C(64, d)``. Per band, the new frames'
 band values go into a hash table behind a bit filter, and the history is scanned once
-against it (``extract.media.hash_join.band_join``, compiled). A colliding pair counts only
+against it (``extract.index.hash_join.band_join``, compiled). A colliding pair counts only
 when its frames are within ``max_hamming`` and the other video is earlier. Work per band is
 one linear pass over the history's hashes plus one popcount per colliding pair, so the cost
 grows with the new day (times the history size for the scan, never history squared), and
@@ -312,7 +312,7 @@ def _candidate_pairs(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, 
                      q_mirrored: np.ndarray, options: DuplicateOptions, stats: SearchStats) -> np.ndarray:
     """Distinct ``(new rank, earlier rank, mirrored)`` pairs with a close colliding frame pair,
     as ``(k, 3) int64``."""
-    from extract.media.hash_join import band_join
+    from extract.index.hash_join import band_join
 
     if len(q_hash) == 0:
         return np.zeros((0, 3), np.int64)
@@ -401,7 +401,7 @@ def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, owner: np.ndarray, n
                      max_hamming: int) -> np.ndarray:
     """Per pair ``(new, earlier, mirrored)``: share of the new video's frames within
     ``max_hamming`` of some frame of the earlier one; NaN when the new video has no frames."""
-    from extract.media.hash_join import match_fractions
+    from extract.index.hash_join import match_fractions
 
     if len(pairs) == 0:
         return np.full(0, np.nan, np.float32)

@@ -67,7 +67,7 @@ def _spec():
 
 def bench_clip(clips_dir: Path, gop: int | None) -> Path:
     """The 60 s 720p clip with key-frame interval ``gop`` (cached in ``clips_dir``)."""
-    from extract.media.samples import write_clip
+    from extract.tools.samples import write_clip
 
     path = clips_dir / f"decode_{SIZE[0]}x{SIZE[1]}_{int(CLIP_S)}s_gop{gop or 'default'}.mp4"
     if not path.is_file():
@@ -138,7 +138,7 @@ def bench_strategies(clips_dir: Path, repeats: int) -> list[dict[str, Any]]:
 def bench_isolation(clips_dir: Path, n_videos: int) -> dict[str, Any]:
     """Mean per-video seconds in-process vs through a ``DecodePool`` child, and start-up time."""
     from extract.media.isolation import DecodeJob, DecodePool
-    from extract.media.samples import write_clip
+    from extract.tools.samples import write_clip
     from extract.media.video import decode_video
 
     config, spec = _config().replace(**{"sampling.max_frames": 32}), _spec()

@@ -44,7 +44,7 @@ def make_clips(n: int = N_CLIPS) -> list[tuple[str, np.ndarray]]:
 
     Raises RuntimeError without espeak-ng (the benchmark needs speech).
     """
-    from extract.media.samples import speech
+    from extract.tools.samples import speech
     from extract.media.audio import AUDIO_RATE
 
     clips = []
@@ -95,7 +95,7 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
 
     from extract.config import WhisperConfig, WhisperModelConfig
     from extract.media.audio import AUDIO_RATE
-    from extract.models.tiny import make_tiny_whisper
+    from extract.tools.tiny import make_tiny_whisper
     from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
 
     out_dir = Path(out_dir)

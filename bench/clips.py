@@ -1,4 +1,4 @@
-"""The benchmark's clip sets: synthetic uploads written with ``extract.media.samples.write_clip``.
+"""The benchmark's clip sets: synthetic uploads written with ``extract.tools.samples.write_clip``.
 
 Two sets, each a folder of MP4 files plus a ``manifest.jsonl`` that ``extract run`` reads:
 
@@ -122,7 +122,7 @@ def _write_one(spec: ClipSpec, path: Path, with_speech: bool) -> dict:
     """Encode one clip; returns its manifest row (``audio_kind`` and ``spoken_text`` extra)."""
     import numpy as np
 
-    from extract.media.samples import SPEECH_RATE, speech, write_clip
+    from extract.tools.samples import SPEECH_RATE, speech, write_clip
 
     audio, rate, kind = np.zeros((1, int(spec.duration_s * SPEECH_RATE)), np.float32), SPEECH_RATE, "silence"
     if spec.music:

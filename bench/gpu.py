@@ -35,7 +35,7 @@ def end_to_end(work: Path, counts: tuple[int, int], duration_s: float, size: tup
                device: str) -> dict[str, Any]:
     """``extract run`` on ``counts`` clips of ``duration_s`` s at ``size``; the steady rate."""
     from extract.config import load_config
-    from extract.models.tiny import make_tiny
+    from extract.tools.tiny import make_tiny
     from extract.pipeline.job import run_job
     from extract.pipeline.ray_backend import cluster_machine, init_ray
 

@@ -161,7 +161,7 @@ def ensure_whisper_base() -> tuple[Path | None, str]:
 
 def model_setup(quick: bool, work: Path) -> dict[str, Any]:
     """Config files, overrides and a description of the models the runs use."""
-    from extract.models.tiny import make_tiny
+    from extract.tools.tiny import make_tiny
 
     if quick:
         tiny = make_tiny(work / "tiny")

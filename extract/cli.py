@@ -164,18 +164,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "models":
         if args.models_command == "make-tiny":
-            from extract.models.tiny import make_tiny
+            from extract.tools.tiny import make_tiny
 
             print(f"tiny models written; use --config {make_tiny(args.dir)}")
             return EXIT_OK
-        from extract.models.staging import stage_models
+        from extract.tools.staging import stage_models
 
         overrides = stage_models(_load(args), args.dest, args.clip_from, args.whisper_from)
         print(json.dumps(overrides, indent=2))
         print(f"staged; use --config {args.dest.rstrip('/')}/models.yaml (copy it locally if DEST is remote)")
         return EXIT_OK
     if args.command == "samples":
-        from extract.media.samples import make_samples
+        from extract.tools.samples import make_samples
 
         print(f"samples written; manifest: {make_samples(args.dir)}")
         return EXIT_OK

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory) -> Path:
     """``tiny.yaml`` of deterministic tiny CLIP + Whisper checkpoints (made once per session)."""
-    from extract.models.tiny import make_tiny
+    from extract.tools.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny"))
 
@@ -35,7 +35,7 @@ def tiny_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_samples(tmp_path_factory) -> Path:
     """Three short sample clips (speech or tone, portrait, no audio) and their manifest."""
-    from extract.media.samples import SAMPLE_SPECS, make_samples
+    from extract.tools.samples import SAMPLE_SPECS, make_samples
 
     specs = tuple(s for s in SAMPLE_SPECS if s.stem in ("beach_day", "portrait_dance", "silent_loop"))
     return make_samples(tmp_path_factory.mktemp("samples"), specs=specs)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.media.samples import write_clip
+from extract.tools.samples import write_clip
 
 WIDTH, HEIGHT = 1280, 720
 FPS = 5.0

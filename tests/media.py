@@ -1,4 +1,4 @@
-"""Media fixtures for tests, written with PyAV (``extract.media.samples.write_clip``) in a few ms to a
+"""Media fixtures for tests, written with PyAV (``extract.tools.samples.write_clip``) in a few ms to a
 few seconds each: rotated, VFR, long-GOP, key frames at chosen frames, audio-less, audio-only,
 5-channel, odd-sized, scene cuts, huge frames, many streams, and broken or hostile files
 (truncated, zero-byte, text, an HLS playlist and a concat list that point at another file).
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from extract.media.samples import synthetic_frame, tone, write_clip
+from extract.tools.samples import synthetic_frame, tone, write_clip
 from extract.rows import ERROR_COLUMNS
 
 

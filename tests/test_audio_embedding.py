@@ -13,7 +13,7 @@ import pytest
 from extract.media.audio import AUDIO_RATE
 from extract.media.music import melody
 from extract.models.audio_embedding import audio_embedding, pooled_embedding, real_audio_frames, window_frame_sums
-from extract.models.tiny import make_tiny_whisper
+from extract.tools.tiny import make_tiny_whisper
 from extract.models.whisper import base_weights_path
 
 TUNE_A = [60, 62, 64, 65, 67, 65, 64, 62, 60, 64, 67, 72, 67, 64, 60, 55]

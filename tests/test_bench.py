@@ -69,7 +69,7 @@ def test_build_set_and_subset_manifest(tmp_path):
 def test_naive_decoder_keeps_the_frames_the_job_keeps(tmp_path):
     from bench.naive import decode_all_then_pick
     from extract.config import Config
-    from extract.media.samples import write_clip
+    from extract.tools.samples import write_clip
     from extract.media.video import decode_video
     from extract.models.preprocess import PreprocessSpec
 

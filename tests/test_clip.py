@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from extract.config import ClipModelConfig, config_from_dict
-from extract.media.samples import write_clip
+from extract.tools.samples import write_clip
 from extract.models import clip as clip_mod
 from extract.models import common as model_common
 from extract.models.clip import ClipEmbedder, temporal_features
 from extract.models.common import ModelLoadError, resolve_device
-from extract.models.tiny import TINY_CLIP_NAME, make_tiny_clip
+from extract.tools.tiny import TINY_CLIP_NAME, make_tiny_clip
 from extract.rows import VideoError, batch_to_rows, rows_to_batch
 from extract.stages.clip import ClipStage
 
@@ -511,7 +511,7 @@ def test_tags_trained_with_quick_gelu_get_the_quickgelu_architecture(tmp_path):
     import open_clip
     import yaml
 
-    from extract.models.staging import stage_models
+    from extract.tools.staging import stage_models
 
     cfg = clip_mod.with_trained_activation
     assert cfg(ClipModelConfig(name="ViT-B-32", pretrained="openai")).name == "ViT-B-32-quickgelu"

@@ -51,7 +51,7 @@ def uploads(tmp_path_factory) -> Path:
     clips (five kinds, three seeds each), each under its own id; returns the uploads root."""
     import shutil
 
-    from extract.media.samples import SAMPLE_SPECS, make_samples
+    from extract.tools.samples import SAMPLE_SPECS, make_samples
 
     kinds = [s for s in SAMPLE_SPECS if s.stem in ("beach_day", "portrait_dance", "silent_loop", "tones_only",
                                                     "city_night")]

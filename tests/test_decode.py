@@ -666,7 +666,7 @@ THUMB_FPS = 12.0
 
 
 def _thumb_clip(path: Path, width: int = 192, height: int = 108, rotation: int = 0) -> Path:
-    from extract.media.samples import write_clip
+    from extract.tools.samples import write_clip
 
     return write_clip(path, 3.0, width, height, THUMB_FPS, audio=None, rotation=rotation, gop=6)
 
@@ -678,7 +678,7 @@ def _nearest_frame(jpeg: bytes, width: int, height: int, upright_k: int = 0) -> 
 
     from PIL import Image
 
-    from extract.media.samples import synthetic_frame
+    from extract.tools.samples import synthetic_frame
 
     thumb = np.rot90(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32), k=upright_k)
     h, w = thumb.shape[:2]

@@ -22,7 +22,7 @@ import pytest
 
 import mutate
 from extract.stages.decode import DecodeStage
-from extract.media.samples import write_clip
+from extract.tools.samples import write_clip
 from test_fuzz import CONFIG, check_one
 
 SLICE = 60

@@ -17,7 +17,7 @@ SETS = {"topic": {"prompts": {"food": ["a photo of food", "a video of someone co
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory):
     from extract.models.clip import ClipEmbedder
-    from extract.models.tiny import make_tiny_clip
+    from extract.tools.tiny import make_tiny_clip
 
     keys = make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))["models"]["clip"]
     return ClipEmbedder(ClipModelConfig(**keys), device="cpu")
@@ -103,7 +103,7 @@ def test_the_clip_stage_scores_the_configured_sets(tmp_path):
     """ClipStage embeds the label file once and adds each set's columns; a custom file and
     labels.enabled=false change what it writes, and the label file enters the feature hash."""
     from extract.config import Config
-    from extract.models.tiny import make_tiny_clip
+    from extract.tools.tiny import make_tiny_clip
     from extract.rows import batch_to_rows, rows_to_batch
     from extract.stages.clip import ClipStage
 

@@ -74,7 +74,7 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
     from extract.config import Config
     from extract.models import weights as weights_module
     from extract.models.checkpoints import sha256_file
-    from extract.models.staging import stage_models
+    from extract.tools.staging import stage_models
     from extract.models.weights import weights_digests
 
     monkeypatch.setenv("EXTRACT_DIGEST_CACHE", str(tmp_path / "digests"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.media.samples import synthetic_frame
+from extract.tools.samples import synthetic_frame
 from extract.models.ocr import (
     OcrLine,
     OcrOptions,

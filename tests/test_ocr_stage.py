@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from extract.config import Config
-from extract.media.samples import synthetic_frame, write_clip
+from extract.tools.samples import synthetic_frame, write_clip
 from extract.models.ocr import character_error_rate
 from extract.rows import batch_to_rows, is_failed, rows_to_batch
 from extract.stages.decode import DecodeStage

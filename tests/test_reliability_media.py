@@ -26,7 +26,7 @@ import pytest
 
 from extract.config import Config
 from extract.media.isolation import KILL_GRACE_S
-from extract.media.samples import write_clip
+from extract.tools.samples import write_clip
 from extract.rows import batch_to_rows, rows_to_batch
 from extract.stages.decode import DECODE_COLUMNS, DecodeStage
 

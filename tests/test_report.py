@@ -27,7 +27,7 @@ from PIL import Image
 from extract.tables.catalog import Catalog
 from extract.config import Config, StorageConfig
 from extract.report import write_run_report
-from extract.media.samples import write_clip
+from extract.tools.samples import write_clip
 from extract.media.video import THUMB_SIDE, decode_video
 from extract.models.preprocess import preprocess_spec
 from extract.stages.decode import decode_columns

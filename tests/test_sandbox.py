@@ -24,7 +24,7 @@ import pytest
 import sandbox_child
 from extract.media.video import decode_video
 from extract.media import sandbox
-from extract.media.samples import write_clip
+from extract.tools.samples import write_clip
 
 CHILD = Path(__file__).resolve().parent / "sandbox_child.py"
 SECRETS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token",

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from extract.config import Config, WhisperConfig, WhisperModelConfig
 from extract.media.audio import AUDIO_RATE
 from extract.media.windows import AudioWindow, is_silent, plan_windows
-from extract.models.tiny import TINY_WHISPER_DIMS, make_tiny_whisper
+from extract.tools.tiny import TINY_WHISPER_DIMS, make_tiny_whisper
 from extract.models.whisper import (
     MIN_RESUME_S,
     RESUME_LEAD_IN_S,

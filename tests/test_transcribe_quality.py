@@ -14,7 +14,7 @@ import pytest
 
 from extract.config import WhisperConfig, WhisperModelConfig
 from extract.media.audio import AUDIO_RATE
-from extract.media.samples import speech
+from extract.tools.samples import speech
 from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
 
 # Minutes on a small CPU (whisper.transcribe runs too), so also `slow`: `make test-all` or `-m weights`.

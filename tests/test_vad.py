@@ -15,7 +15,7 @@ import pytest
 
 from extract.media.audio import AUDIO_RATE
 from extract.media.music import melody
-from extract.media.samples import speech
+from extract.tools.samples import speech
 from extract.models.vad import (
     AudioActivity,
     VadOptions,

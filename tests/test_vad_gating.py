@@ -9,9 +9,9 @@ import pytest
 
 from extract.config import Config
 from extract.media.music import melody
-from extract.media.samples import speech
+from extract.tools.samples import speech
 from extract.models import whisper as whisper_module
-from extract.models.tiny import make_tiny_whisper
+from extract.tools.tiny import make_tiny_whisper
 from extract.rows import batch_to_rows, rows_to_batch
 from extract.stages.transcribe import TranscribeStage
 

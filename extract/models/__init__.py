@@ -1,1 +1,1 @@
-"""Model loading and inference engines (CLIP, Whisper), tiny test models, checkpoints; nothing here imports a stage."""
+"""Model loading and inference engines (CLIP, Whisper), checkpoints; nothing here imports a stage."""

@@ -102,7 +102,7 @@ def make_tiny_whisper(out_dir: Path) -> str:
 
 def make_tiny(out_dir: str | Path) -> Path:
     """Write tiny CLIP + Whisper checkpoints and ``tiny.yaml``; returns the YAML path."""
-    from extract.models.tiny import make_tiny_clip, make_tiny_whisper
+    from extract.tools.tiny import make_tiny_clip, make_tiny_whisper
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

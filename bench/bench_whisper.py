@@ -11,7 +11,7 @@ The same short spoken clips (espeak-ng, several voices, 3-15 s) and the same wei
   ``../shared/tools/whisper_base_weights.py``, looked up next to the base checkpoint as
   ``whisper-base-ct2``). It is not a dependency of the project.
 
-Weights: real Whisper base from ``extract.models.whisper.base_weights_path()`` when present, else
+Weights: real Whisper base from ``extract.tools.whisper_eval.base_weights_path()`` when present, else
 the tiny random model (then only the speed numbers mean anything, and the table says so).
 Every method gets one warm-up clip first. Word error rates are against the spoken text.
 
@@ -96,7 +96,8 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
     from extract.config import WhisperConfig, WhisperModelConfig
     from extract.media.audio import AUDIO_RATE
     from extract.tools.tiny import make_tiny_whisper
-    from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
+    from extract.models.whisper import WhisperTranscriber
+    from extract.tools.whisper_eval import base_weights_path, word_error_rate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -137,7 +137,7 @@ def ensure_whisper_base() -> tuple[Path | None, str]:
 
     Returns ``(path, how)``; ``path`` is None when it cannot be had (``how`` says why).
     """
-    from extract.models.whisper import base_weights_path
+    from extract.tools.whisper_eval import base_weights_path
 
     path = base_weights_path()
     if path.is_file():
@@ -366,7 +366,7 @@ def compare_outputs(ours_dir: Path, naive_dir: Path, manifest: Path) -> dict[str
     """How close the two pipelines' outputs are: frame counts and times, frame-embedding
     cosines, and word error rates of both transcripts against the spoken text and each other."""
     from bench.naive import read_outputs
-    from extract.models.whisper import word_error_rate
+    from extract.tools.whisper_eval import word_error_rate
     from extract.tables.catalog import Catalog
 
     catalog = Catalog(str(ours_dir))

@@ -14,7 +14,7 @@ from extract.media.audio import AUDIO_RATE
 from extract.media.music import melody
 from extract.models.audio_embedding import audio_embedding, pooled_embedding, real_audio_frames, window_frame_sums
 from extract.tools.tiny import make_tiny_whisper
-from extract.models.whisper import base_weights_path
+from extract.tools.whisper_eval import base_weights_path
 
 TUNE_A = [60, 62, 64, 65, 67, 65, 64, 62, 60, 64, 67, 72, 67, 64, 60, 55]
 TUNE_B = [69, 69, 76, 76, 78, 78, 76, 74, 74, 73, 73, 71, 71, 69, 64, 64]
@@ -139,7 +139,7 @@ def test_same_melody_embeds_closer_than_another_with_base_weights():
     path = base_weights_path()
     if not path.is_file():
         pytest.skip(f"real Whisper base weights not found at {path}: set EXTRACT_WHISPER_BASE or build them "
-                    "with ../shared/tools/whisper_base_weights.py (see extract.transcribe.base_weights_path)")
+                    "with ../shared/tools/whisper_base_weights.py (see extract.tools.whisper_eval.base_weights_path)")
     torch.manual_seed(0)
     model = whisper.load_model(str(path), device="cpu")
     clips = {"a": melody(TUNE_A, seed=1)[0],

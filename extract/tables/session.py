@@ -24,7 +24,8 @@ from extract import __version__
 from extract.tables.catalog import RUNS_DIR, Catalog
 from extract.tables.evolution import evolve_tables
 from extract.tables.schemas import TABLES, embedding_dim_of
-from extract.tables.writer import RunWriter, commit_delete, commit_run, ensure_tables, roll_forward, write_json
+from extract.tables.writer import (RunWriter, commit_delete, commit_metadata, commit_run, ensure_tables,
+                                   reprocessing_predicate, roll_forward, write_json)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -96,10 +97,10 @@ class RunSession:
 
     # ------------------------------------------------------------------ writing
 
-    @property
-    def dts(self) -> set[str]:
-        """Partitions with staged rows."""
-        return self.writer.dts if self.writer is not None else set()
+    def replacing(self, outcomes: Mapping[str, Mapping[str, Any]], touched: set[str]) -> str | None:
+        """The commit predicate that replaces the committed rows of the ``touched`` ids
+        (``outcomes``: ``Catalog.outcomes``), None when none has any (an append)."""
+        return reprocessing_predicate(outcomes, touched, self.writer.dts)
 
     def write(self, tables: Mapping[tuple[str, str], pa.Table]) -> None:
         """Stage ``{(table, dt): Arrow table}`` (``extract.tables.records.rows_to_tables``)."""
@@ -123,12 +124,13 @@ class RunSession:
     # ------------------------------------------------------------------ publishing
 
     def commit(self, record: dict[str, Any], predicate: str | Mapping[str, str] | None = None,
-               metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+               lineage: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Commit the staged rows to every table (``extract.tables.writer.commit_run``: None
         appends, a predicate replaces the rows it matches) with ``record`` (``self.record(...)``);
-        returns the record as written."""
+        ``lineage`` (``config_hash``, ``feature_hash``, ``models``) goes into each table
+        commit's metadata. Returns the record as written."""
         self.publishing = True
-        return commit_run(self.writer, record, predicate, metadata)
+        return commit_run(self.writer, record, predicate, commit_metadata(**lineage) if lineage else None)
 
     def commit_delete(self, record: dict[str, Any], predicates: Mapping[str, str]) -> dict[str, Any]:
         """Delete the rows matching each table's predicate, one logical commit

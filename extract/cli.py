@@ -1,8 +1,9 @@
 """The ``extract`` command line (also ``python -m extract``).
 
 Exit codes: 0 the run committed (per-video errors are rows, not failures); 1 the run failed
-and published nothing; 2 bad usage or config; 3 the run committed but its error rate passed
-``limits.max_error_rate`` (so a scheduler alerts).
+(its message says which tables it published, if any: ``what_was_published``); 2 bad usage or
+config; 3 the run committed but its error rate passed ``limits.max_error_rate`` (so a
+scheduler alerts).
 """
 
 from __future__ import annotations
@@ -285,8 +286,11 @@ def _run(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"extract: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - report any run-level failure, publish nothing
-        print(f"extract: run failed, nothing was published: {type(exc).__name__}: {exc}{log_note}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - report any run-level failure and what it left published
+        from extract.tables.writer import what_was_published
+
+        print(f"extract: run failed, {what_was_published(exc)}: {type(exc).__name__}: {exc}{log_note}",
+              file=sys.stderr)
         return EXIT_FAILED
     print(summarize(record, args.output))
     from extract.report import write_run_report

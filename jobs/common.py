@@ -310,10 +310,12 @@ def run_date(spec: JobSpec, config: Config, task: DateTask, progress: bool) -> D
     except ManifestError as exc:
         print(f"jobs.{spec.name}: {task.day}: {exc}", file=sys.stderr)
         return DateOutcome(task, "failed", EXIT_USAGE, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a run-level failure of this date; it published nothing
+    except Exception as exc:  # noqa: BLE001 - a run-level failure of this date
+        from extract.tables.writer import what_was_published
+
         log.exception("%s: run failed", task.day)
         detail = f"{type(exc).__name__}: {exc}"
-        print(f"jobs.{spec.name}: {task.day}: run failed, nothing was published: {detail} "
+        print(f"jobs.{spec.name}: {task.day}: run failed, {what_was_published(exc)}: {detail} "
               f"(log: {console.log_path})", file=sys.stderr)
         return DateOutcome(task, "failed", EXIT_FAILED, detail)
     print(summarize(record, dst), flush=True)

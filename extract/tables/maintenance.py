@@ -1,4 +1,4 @@
-"""``extract maintain``: compact small files, checkpoint and vacuum the five Delta tables.
+"""``extract maintain``: compact small files, checkpoint and vacuum the Delta tables.
 
 One daily run writes a few small files per partition; ``maintain`` rewrites each partition's
 small files into larger ones (Delta OPTIMIZE compaction: no data change), writes a checkpoint

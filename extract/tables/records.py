@@ -1,4 +1,4 @@
-"""Final pipeline rows -> Arrow tables of the five output tables, typed by the schema registry.
+"""Final pipeline rows -> Arrow tables of the output tables, typed by the schema registry.
 
 ``rows_to_tables`` splits each finished row (one per video, see ``extract.rows``) into the
 records of every table and builds one Arrow table per (table, dt) with the registry schema.

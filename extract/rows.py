@@ -6,7 +6,7 @@ it to a list of per-video *rows* (plain dicts), work per row or across rows, and
 
 Columns by stage (every stage keeps the columns it received and adds its own):
 
-- source (``sources.read_manifest``): ``video_id`` str, ``uri`` str, ``caption`` str|None,
+- source (``extract.pipeline.manifest.read_source``): ``video_id`` str, ``uri`` str, ``caption`` str|None,
   ``upload_ts`` str|None (ISO-8601 UTC), ``dt`` str ``YYYY-MM-DD``, ``error_stage``,
   ``error_type``, ``error_message``, ``retryable`` (None unless the row already failed),
   ``source_bytes`` int|None and ``source_mtime`` str|None (the store's listing), and

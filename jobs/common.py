@@ -3,7 +3,7 @@
 A job is a ``JobSpec`` (which dates it covers, whether it retries errors, skips dates that are
 already finished, stops at the first failed date). ``job_main`` parses the command line,
 loads the config, prints the plan (the dates, the stages, the resource plan and the Ray Data
-settings) and then runs each date as one committed run of ``extract.pipeline.run_job``.
+settings) and then runs each date as one committed run of ``extract.pipeline.job.run_job``.
 
 Dates are UTC calendar dates (``YYYY-MM-DD``, or ``today``/``yesterday``). The uploads of a
 date are ``schedule.input`` formatted with it (``--uploads`` overrides), e.g.

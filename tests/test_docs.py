@@ -5,11 +5,13 @@ only modules, functions and files that exist and the number of tables there is."
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import importlib.util
 import io
 import os
 import re
+import sysconfig
 import tokenize
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +30,9 @@ NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
 # "all five tables", "the seven Delta tables", "each of the five tables", "five table commits"
 TABLE_COUNT = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\s+(?:output\s+|Delta\s+)?(?:tables?|Delta table)\b",
                          re.I)
-DOTTED = re.compile(r"(?<![\w./$-])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?![\w/(-])")
+DOTTED = re.compile(r"(?<![\w./$-])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?![\w/(.-])")
+# Dotted names that are not Python: a Linux sysctl.
+NOT_PYTHON = {"kernel.unprivileged_userns_clone"}
 
 
 # --------------------------------------------------------------------------- RELIABILITY.md
@@ -103,6 +107,28 @@ def code_identifiers() -> frozenset[str]:
     return frozenset(names)
 
 
+SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
+
+
+@lru_cache(maxsize=1)
+def config_sections() -> frozenset[str]:
+    from extract.config import Config
+
+    return frozenset(f.name for f in dataclasses.fields(Config))
+
+
+@lru_cache(maxsize=1)
+def classes_of_ours() -> dict[str, list[str]]:
+    """``{class name: [modules defining it]}`` of the package."""
+    out: dict[str, list[str]] = {}
+    for path in SOURCES:
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                out.setdefault(node.name, []).append(module)
+    return out
+
+
 @lru_cache(maxsize=1)
 def module_basenames() -> dict[str, list[str]]:
     """``{basename: [dotted module]}`` of every module and package of ours."""
@@ -145,16 +171,24 @@ def stale_references(text: str) -> list[str]:
         for dotted in DOTTED.findall(quoted):
             parts = dotted.split(".")
             head, last = parts[0], parts[-1]
+            if dotted in NOT_PYTHON or head in config_sections():
+                continue  # config keys (`limits.max_pixels`, `labels.topic.prompts.food`) are checked by test_config
             if last == "py":
-                if dotted not in file_names():
+                if dotted not in file_names() and not list(SITE_PACKAGES.glob(f"*/{dotted}")):
                     problems.append(f"{dotted}: no such file")
             elif head in PACKAGES:
                 if not resolves(dotted) and dotted not in code_strings():
                     problems.append(f"{dotted}: not in the package")
             elif head in module_basenames():
+                # our extract.models.whisper, or openai-whisper's whisper; a word that is also a
+                # module's name (`job.path`, `config.sampling`) passes when the code has the name
                 if not any(resolves(".".join([m, *parts[1:]])) for m in module_basenames()[head]) \
-                        and last not in code_identifiers():
+                        and not resolves(dotted) and last not in code_identifiers():
                     problems.append(f"{dotted}: module {head} has no {'.'.join(parts[1:])}")
+            elif head[0].isupper():  # a class: ours must have the attribute; another library's is its own
+                ours = [getattr(importlib.import_module(m), head) for m in classes_of_ours().get(head, ())]
+                if ours and not any(hasattr(cls, parts[1]) for cls in ours) and parts[1] not in code_identifiers():
+                    problems.append(f"{dotted}: class {head} has no {parts[1]}")
             elif last not in code_identifiers() and importlib.util.find_spec(head) is None:
                 problems.append(f"{dotted}: the code has no {last}")
     for match in TABLE_COUNT.finditer(text):

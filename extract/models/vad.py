@@ -129,7 +129,7 @@ def classify_audio(audio: np.ndarray, spans: Sequence[tuple[float, float]], sile
     """Name the audio ``(m,) float32`` (in [-1, 1] at ``rate`` Hz) from its level and its speech ``spans``.
 
     - ``silence``: no ``SILENCE_FRAME_S`` (100 ms) stretch has an RMS at or above ``silence_rms``
-      (0.003 is about -50 dBFS; the rule Whisper's windows use, ``extract.windows.is_silent``);
+      (0.003 is about -50 dBFS; the rule Whisper's windows use, ``extract.media.windows.is_silent``);
       silent audio has no speech (``speech_s`` 0) whatever the VAD said.
     - ``speech``: at least ``min_speech_s`` seconds of speech, making up at least
       ``min_speech_share`` of the audible time (the 100 ms stretches at or above ``silence_rms``),

@@ -166,7 +166,7 @@ class RunWriter:
         self.dts: set[str] = set()  # partitions with staged rows
 
     def write(self, tables: Mapping[tuple[str, str], pa.Table]) -> None:
-        """Add ``{(table, dt): table}`` (``extract.tables.rows_to_tables``); full row groups
+        """Add ``{(table, dt): table}`` (``extract.tables.records.rows_to_tables``); full row groups
         are flushed to staged files."""
         for (table, dt), data in tables.items():
             if data.num_rows == 0:
@@ -236,8 +236,14 @@ class RunWriter:
 
 
 def delete_dir(fs: pafs.FileSystem, path: str) -> None:
-    """Delete a folder and its contents; a missing one is fine."""
-    fs.delete_dir_contents(path, missing_dir_ok=True)
+    """Delete a folder and its contents; a missing one is fine, and so is another process
+    deleting it at the same time (two finishers of one commit)."""
+    for _ in range(3):
+        try:
+            fs.delete_dir_contents(path, missing_dir_ok=True)
+            break
+        except FileNotFoundError:  # a part went while this walked the folder: walk it again
+            continue
     try:
         fs.delete_dir(path)
     except OSError:

@@ -45,11 +45,19 @@ def junit_outcomes(path: str | Path) -> dict[str, str]:
     return outcomes
 
 
+def matches(node: str, candidates) -> list[str]:
+    """The node ids of ``candidates`` a listed ``node`` names: itself, every parameter of a test
+    listed without one, every test of a file listed alone."""
+    if "::" not in node:
+        return [n for n in candidates if n.startswith(node + "::")]
+    if "[" in node:
+        return [n for n in candidates if n == node]
+    return [n for n in candidates if n == node or n.startswith(node + "[")]
+
+
 def outcome_of(node: str, outcomes: dict[str, str]) -> str:
-    """One listed test's outcome; a file's is the worst of its tests'."""
-    if "::" in node:
-        return outcomes.get(node, "not run")
-    found = [o for n, o in outcomes.items() if n.startswith(node + "::")]
+    """One listed test's outcome; that of a file or of a test with parameters is the worst of theirs."""
+    found = [outcomes[n] for n in matches(node, outcomes)]
     if not found:
         return "not run"
     return next((o for o in ("failed", "skipped") if o in found), "passed")

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from reliability_cases import DOC, cases, collect, outcome_of, report
+from reliability_cases import DOC, cases, collect, matches, outcome_of, report
 
 from extract.tables.schemas import TABLES
 
@@ -46,7 +46,7 @@ def test_every_reliability_case_names_tests_that_exist_and_run_on_a_cpu_machine(
     problems = []
     for case, nodes in listed:
         for node in nodes:
-            found = [n for n in collected if n == node or ("::" not in node and n.startswith(node + "::"))]
+            found = matches(node, collected)
             if not found:
                 problems.append(f"case {case}: {node} does not exist")
             problems += [f"case {case}: {n} would not run ({collected[n]})" for n in found if collected[n]]
@@ -62,6 +62,8 @@ def test_the_reliability_report_comes_from_the_run():
     text, problems = report(doc, outcomes)
     assert problems == ["case 1: tests/test_b.py skipped", "case 3 names no test"]
     assert "| 2 | 1 | pass |" in text and outcome_of("tests/test_c.py::t", outcomes) == "not run"
+    assert outcome_of("tests/test_a.py::test_x", outcomes) == "passed"  # every parameter of it
+    assert outcome_of("tests/test_b.py", outcomes) == "skipped"
 
 
 # --------------------------------------------------------------------------- names in documents

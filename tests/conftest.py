@@ -13,9 +13,20 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Test files that start Ray in this process or run `extract run`/the jobs (which do): under
+# pytest-xdist (`make check`/`make test`: `-n 2 --dist loadgroup`) they share one group, so one
+# worker runs them one after another; the three-node cluster runs in its own group beside them.
+RAY_FILES = {"test_duplicates_run.py", "test_e2e.py", "test_evolution.py", "test_jobs.py",
+             "test_pipeline_resources.py", "test_queries.py", "test_report.py", "test_reuse.py", "test_s3.py",
+             "test_terminal.py", "test_reliability_pipeline.py", "test_exit_codes.py"}
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    for item in items:  # one xdist group per file (module fixtures made once), Ray files together
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else name))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (run on a GPU machine: pytest -m gpu)")

@@ -43,6 +43,7 @@ from conftest import REPO, run_cli
 from extract.tables import catalog as catalog_module
 from extract.tables import writer as writer_module
 from extract.tables.catalog import DELTA_LOG, RUNS_DIR, STAGING_DIR, Catalog
+from extract.tables.writer import CommitIncompleteError
 from extract.config import StorageConfig, load_config
 from extract.pipeline import ray_backend
 from extract.pipeline.job import run_job
@@ -707,8 +708,9 @@ def test_store_write_faults_are_retried_or_fail_the_run_unpublished(replay, prox
 
     broken = proxy_factory(lambda method, path, n: ("status", 500, "InternalError")
                            if method == "PUT" and f"/{RUNS_DIR}/" in path else None)
-    with pytest.raises(OSError):
+    with pytest.raises(CommitIncompleteError, match="OSError") as failure:  # every table, no record
         run(broken, "broken")
+    assert failure.value.published and not failure.value.unpublished
     assert visible_state("s3://writes/broken", storage) == {t: [] for t in TABLES}
     assert not client.list_objects_v2(Bucket="writes", Prefix=f"broken/{RUNS_DIR}/").get("Contents")
     healthy = proxy_factory(lambda method, path, n: None)
@@ -837,7 +839,7 @@ def test_corrupt_checkpoint_fails_before_any_video(tmp_path, tiny_config):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "nothing was published" in proc.stderr and str(corrupt) in last, proc.stderr[-3000:]
-    assert not (tmp_path / "out" / RUNS_DIR).exists()
+    assert not list((tmp_path / "out").glob(f"{RUNS_DIR}/*.json"))  # no run record (its log is there)
     assert os.stat(clip).st_atime_ns == stamp, "a video was read before the models loaded"
     clip.read_bytes()
     if os.stat(clip).st_atime_ns == stamp:  # the canary is only proof where reads update atime
@@ -1012,7 +1014,7 @@ def test_driver_killed_mid_run_publishes_nothing_and_the_next_run_completes(tmp_
             pytest.fail(f"processes of the killed driver still run after 180 s:\n{left}")
     finally:
         _end_group(proc)
-    assert not (dst / RUNS_DIR).exists() or not list((dst / RUNS_DIR).iterdir())
+    assert not list(dst.glob(f"{RUNS_DIR}/*.json"))  # no run record (its log is there)
     assert visible_state(str(dst)) == {t: [] for t in TABLES}
     proc = _cli_run(manifest, dst, tiny_config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -1055,7 +1057,7 @@ def test_checkpoint_that_cannot_load_fails_the_run_naming_the_path(tmp_path, tin
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and str(wrong) in last and "cannot load Whisper checkpoint" in last, \
         proc.stderr[-3000:]
-    assert not (tmp_path / "out" / RUNS_DIR).exists()
+    assert not list((tmp_path / "out").glob(f"{RUNS_DIR}/*.json"))  # no run record (its log is there)
     assert time.monotonic() - start < 300
 
 
@@ -1066,7 +1068,7 @@ def test_missing_checkpoint_fails_fast_naming_the_path(tmp_path, tiny_config):
     start = time.monotonic()
     proc = _cli_run(manifest, tmp_path / "out", tiny_config, "--set", f"models.clip.pretrained={missing}")
     assert proc.returncode == 1 and str(missing) in proc.stderr.strip().splitlines()[-1], proc.stderr[-3000:]
-    assert not (tmp_path / "out" / RUNS_DIR).exists()
+    assert not list((tmp_path / "out").glob(f"{RUNS_DIR}/*.json"))  # no run record (its log is there)
     assert time.monotonic() - start < 300
 
 

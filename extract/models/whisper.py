@@ -463,7 +463,7 @@ def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConf
     """``(source for lineage, Whisper model on device)`` through ``whisper.load_model``; never downloads.
 
     A checkpoint in the object store (``s3://``, as ``extract models stage`` may leave it) is
-    copied once to a local cache first (``extract.models.local_checkpoint``).
+    copied once to a local cache first (``extract.models.checkpoints.local_checkpoint``).
     """
     import whisper
 

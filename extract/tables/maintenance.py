@@ -23,6 +23,13 @@ from extract.tables.catalog import RUNS_DIR, STAGING_DIR, Catalog
 from extract.tables.schemas import TABLES
 from extract.tables.writer import delete_dir, roll_forward, write_json, writer_properties
 
+# Compacted file size: what the engines that read these tables plan work by. Spark splits input
+# at 128 MiB (spark.sql.files.maxPartitionBytes), Ray Data aims at 128 MiB blocks
+# (DataContext.target_max_block_size), Daft merges scan tasks up to 96-384 MB; delta-rs's own
+# default is 100 MB. Daily partitions are far smaller (bench/RESULTS.md, "Reading a training
+# set"), so in practice a compacted partition is one file per table.
+COMPACT_TARGET_BYTES = 128 * 1024 * 1024
+
 
 def maintain(catalog: Catalog, retention_hours: float, run_id: str) -> dict[str, Any]:
     """Compact, checkpoint and vacuum every table; returns the ``maintain`` run record
@@ -36,7 +43,7 @@ def maintain(catalog: Catalog, retention_hours: float, run_id: str) -> dict[str,
         if delta is None:
             continue
         before = delta.version()
-        metrics = delta.optimize.compact(writer_properties=writer_properties())
+        metrics = delta.optimize.compact(target_size=COMPACT_TARGET_BYTES, writer_properties=writer_properties())
         delta = catalog.open_table(table)
         delta.create_checkpoint()
         vacuumed = delta.vacuum(retention_hours=int(retention_hours), dry_run=False,

@@ -1,16 +1,24 @@
 """The ``extract`` command line (also ``python -m extract``).
 
-Exit codes: 0 the run committed (per-video errors are rows, not failures); 1 the run failed
-(its message says which tables it published, if any: ``what_was_published``); 2 bad usage or
-config; 3 the run committed but its error rate passed ``limits.max_error_rate`` (so a
-scheduler alerts).
+Exit codes, the same for every subcommand: 0 done (for ``run``: committed; per-video errors are
+rows, not failures); 1 the command failed (a store error, an output that is not our tables; a run
+that failed part way through its commit says which tables it published: ``what_was_published``);
+2 bad usage: an unknown option or table, a bad config, a missing, unreadable or unwritable path,
+no output at DST for a command that reads one; 3 (``run`` only) committed, but the error rate
+passed ``limits.max_error_rate`` (so a scheduler alerts).
+
+Every misuse is answered with one line on standard error, never a traceback: the argument checks
+below run before a command starts (so a command that cannot start leaves nothing behind, not
+even a run log), and ``main`` maps what a command raises to one line and its exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,11 +35,34 @@ output (DST): a folder, s3://bucket/prefix or gs://bucket/prefix. Each table is 
   config and models (readers pin those versions: `extract inspect DST --as-of RUN`).
 reruns: videos already committed are skipped (incremental); --overwrite re-processes them,
   --retry-errors re-processes only videos whose last outcome is a retryable error.
+rows are read only inside input.allowed_uris (default: the manifest's own folder); a manifest
+  whose every row points elsewhere stops before planning, naming the --set that admits them.
 examples:
   extract run --input clips/ --output out/ --config jobs/configs/local.yaml --config .build/tiny/tiny.yaml
-  extract run --input s3://uploads/2026-11-24/manifest.jsonl --output s3://features/v1 \\
-      --config jobs/configs/prod.yaml --set runtime.clip_batch_size=512
+  extract run --input s3://manifests/2026-11-24.jsonl --output s3://features/v1 \\
+      --config jobs/configs/prod.yaml --set 'input.allowed_uris=[s3://uploads/]'
 """
+
+
+class UsageError(Exception):
+    """Bad usage found before a command starts; ``main`` prints it as one line and exits 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the usage block first): the error and
+    where to read the usage."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _iso_date(text: str) -> str:
+    """argparse type of ``--since``: an ISO date ``YYYY-MM-DD``, returned as given."""
+    try:
+        _dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    return text
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -42,7 +73,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="extract",
         description="Extract CLIP frame embeddings, Whisper transcripts and hashtag/caption features "
                     "from videos into Delta Lake tables, on Ray.",
@@ -129,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "by the share of matching frames and the pooled CLIP cosine; writes the "
                                       "duplicates table in one committed run.")
     dups.add_argument("dst", metavar="DST")
-    dups.add_argument("--since", metavar="YYYY-MM-DD", help="search the videos of these upload dates and later")
+    dups.add_argument("--since", metavar="YYYY-MM-DD", type=_iso_date, help="search the videos of these upload dates and later")
     dups.add_argument("--threshold", type=int, default=None, metavar="BITS",
                       help="Hamming distance (bits of 64) within which two frames match (default 12)")
     dups.add_argument("--min-match", type=float, default=None, metavar="SHARE",
@@ -148,16 +179,144 @@ def main(argv: list[str] | None = None) -> int:
     from extract.config import ConfigError
 
     try:
+        check_args(args)
         return _dispatch(args)
+    except UsageError as exc:
+        print(f"extract: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"extract: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a file system or store failure once a command started (`run` maps its own)
+        print(f"extract {_command_name(args)}: failed, nothing was published: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    action = getattr(args, "models_command", None) or getattr(args, "samples_command", None)
+    return f"{args.command} {action}" if action else args.command
+
+
+# ---------------------------------------------------------------------- argument checks
+# What a command needs of its paths, checked before it starts: each failure is a UsageError
+# naming the option, the path and the fix. Object-store URIs are checked for an output's
+# presence only; their other failures surface as the command's one-line OSError.
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raise UsageError (or ConfigError) for arguments the command cannot start with."""
+    command = args.command
+    if command == "run":
+        _check_input(args.input)
+        _check_creatable_dir("--output", args.output)
+        _load(args)  # a bad config fails here, before the run opens its log
+    elif command == "models" and args.models_command == "make-tiny":
+        _check_creatable_dir("DIR", args.dir)
+    elif command == "models":
+        _check_creatable_dir("--dest", args.dest)
+        for option, path in (("--clip-from", args.clip_from), ("--whisper-from", args.whisper_from)):
+            if path is not None:
+                _check_readable_file(option, path)
+    elif command == "samples":
+        _check_creatable_dir("DIR", args.dir)
+    elif command == "schemas":
+        from extract.tables.schemas import TABLES
+
+        if args.table is not None and args.table not in TABLES:
+            raise UsageError(f"schemas: unknown table {args.table!r}; tables: {', '.join(TABLES)}")
+    else:  # inspect, forget, maintain, migrate, duplicates: commands on an existing output
+        if command == "forget":
+            _check_readable_file("--ids", args.ids)
+        _check_existing_output(args.dst, _load(args).storage)
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _local(uri: str) -> Path:
+    from extract.io.storage import local_path
+
+    return Path(local_path(uri))
+
+
+def _check_scheme(option: str, uri: str) -> None:
+    from extract.rows import VideoError
+    from extract.io.storage import check_scheme
+
+    try:
+        check_scheme(uri)
+    except VideoError as exc:
+        raise UsageError(f"{option} {exc}") from None
+
+
+def _check_input(src: str) -> None:
+    """SRC: a local manifest file or folder that exists and can be read."""
+    _check_scheme("--input", src)
+    if not _is_local(src):
+        return
+    path = _local(src)
+    if not path.exists():
+        raise UsageError(f"--input {src}: does not exist; pass a manifest (.jsonl/.csv/.parquet) or a folder of videos")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise UsageError(f"--input {src}: cannot be read (permission denied)")
+
+
+def _check_readable_file(option: str, path_text: str) -> None:
+    """A local file that exists, is a file and can be read."""
+    path = Path(path_text)
+    if not path.exists():
+        raise UsageError(f"{option} {path_text}: does not exist")
+    if path.is_dir():
+        raise UsageError(f"{option} {path_text}: is a folder; pass a file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{option} {path_text}: cannot be read (permission denied)")
+
+
+def _check_creatable_dir(option: str, uri: str) -> None:
+    """A local folder that exists or can be created: no regular file on the way, and the
+    nearest existing folder writable."""
+    _check_scheme(option, uri)
+    if not _is_local(uri):
+        return
+    path = _local(uri).absolute()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {uri}: is a file, not a folder")
+    from extract.pipeline.console import nearest_existing
+
+    existing = nearest_existing(path)
+    if not existing.is_dir():
+        raise UsageError(f"{option} {uri}: cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {uri}: cannot be written (permission denied on {existing})")
+
+
+def _check_existing_output(dst: str, storage) -> None:
+    """DST holds an output: a table folder or ``_runs/`` (the old plain-Parquet layout too)."""
+    _check_scheme("DST", dst)
+    if _is_local(dst) and not _local(dst).is_dir():
+        why = "is a file" if _local(dst).exists() else "does not exist"
+        raise UsageError(f"no output at {dst} ({why}); pass the --output of an `extract run`")
+    from extract.tables.catalog import RUNS_DIR
+    from extract.tables.schemas import TABLES
+    import pyarrow.fs as pafs
+
+    from extract.io.storage import filesystem_for
+
+    fs, root = filesystem_for(dst, storage)
+    infos = fs.get_file_info([f"{root}/{name}" for name in (*TABLES, RUNS_DIR)])
+    if all(info.type == pafs.FileType.NotFound for info in infos):
+        raise UsageError(f"no output at {dst} (no tables, no {RUNS_DIR}/); pass the --output of an `extract run`")
 
 
 def _load(args: argparse.Namespace):
+    """The command's config (``--config`` files merged, ``--set`` applied), loaded once."""
     from extract.config import load_config
 
-    return load_config(args.config, args.overrides)
+    if getattr(args, "loaded_config", None) is None:
+        args.loaded_config = load_config(args.config, args.overrides)
+    return args.loaded_config
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -230,7 +389,10 @@ def _table_command(args: argparse.Namespace) -> int:
 
         chosen = {"max_hamming": args.threshold, "min_match_fraction": args.min_match,
                   "min_clip_cosine": args.min_cosine}
-        options = dataclasses.replace(DuplicateOptions(), **{k: v for k, v in chosen.items() if v is not None})
+        try:
+            options = dataclasses.replace(DuplicateOptions(), **{k: v for k, v in chosen.items() if v is not None})
+        except ValueError as exc:  # a threshold out of range names itself
+            raise UsageError(f"duplicates: {exc}") from None
         return find_duplicates_step("extract", args.dst, config, args.since, options, expected).code
     if args.command == "maintain":
         return maintain_step("extract", args.dst, config, expected).code

@@ -546,6 +546,12 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             loaded = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path} does not exist") from exc
+        except IsADirectoryError as exc:
+            raise ConfigError(f"config file {path} is a folder; pass a YAML file") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (a YAML file)") from exc
+        except OSError as exc:  # permissions, a path through a regular file, ...
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):

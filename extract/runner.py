@@ -37,7 +37,7 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
     standard error (``extract``, ``jobs.daily: 2026-11-24``). Exit codes: 0 committed, 1 the run
     failed (``what_was_published`` says what it left visible), 2 the manifest cannot be read, 3 committed over
     ``limits.max_error_rate``."""
-    from extract.pipeline.console import RunConsole, run_log_path
+    from extract.pipeline.console import RunConsole, nearest_existing, remove_empty_dirs, run_log_path
     from extract.pipeline.job import run_job
     from extract.pipeline.manifest import ManifestError
     from extract.report import summarize
@@ -46,6 +46,7 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
     run_id = new_run_id()
     console = RunConsole(run_log_path(dst, run_id), verbose=verbose)
     log_note = "" if verbose else f" (log: {console.log_path})"
+    kept_folder = nearest_existing(console.log_path.parent)  # what a run that never starts leaves as it was
     try:
         with console:
             try:
@@ -56,7 +57,9 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
             except Exception:
                 log.exception("run failed")  # the traceback, in the log
                 raise
-    except ManifestError as exc:
+    except ManifestError as exc:  # the run never started (nothing read, nothing planned): no log of it
+        console.log_path.unlink(missing_ok=True)
+        remove_empty_dirs(console.log_path.parent, kept_folder)
         print(f"{name}: {exc}", file=sys.stderr)
         return Outcome("failed", EXIT_USAGE, str(exc))
     except Exception as exc:  # noqa: BLE001 - report any run-level failure and what it left published

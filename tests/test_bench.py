@@ -165,3 +165,17 @@ def test_quick_bench_writes_results_and_plot(tmp_path):
     assert f"| wall time (s) | {ours['wall_s']:.1f} | {naive['wall_s']:.1f} |" in text
     png = (out / "throughput.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_training_read_builds_days_as_runs_write_them(tmp_path):
+    """bench_training_read's synthetic output: one commit per day, late uploads into the day
+    before (two files there), real schemas the Catalog reads; ``layout`` counts what the log lists."""
+    from bench.bench_training_read import build, layout
+    from extract.tables.catalog import Catalog
+
+    dts = build(str(tmp_path / "out"), days=3, videos=4, frames=8)
+    got = layout(str(tmp_path / "out"))
+    assert len(dts) == 3 and got["videos"]["partitions"] == got["frame_embeddings"]["partitions"] == 3
+    assert got["videos"]["files"] == 5 and got["videos"]["files_per_partition_max"] == 2  # days 0 and 1 got late uploads
+    frames = Catalog(str(tmp_path / "out")).read("frame_embeddings", ["video_id", "embedding"])
+    assert frames.num_rows == (3 * 4 + 2 * 1) * 8 and frames.schema.field("embedding").type.list_size == 512

@@ -1,9 +1,13 @@
 """docs/QUERIES.md: every example runs against the output of a real tiny `extract run`.
 
-Each ```python block starting with ``# example: <name>`` is executed with ``DST``, ``WORD`` and
-``VIDEO_ID`` set for that output, then checked against the same answer computed here from
-``Catalog`` reads (so an example that runs but answers wrongly fails, and so does an example
-without a check or a check without an example).
+Each ```python block starting with ``# example: <name>`` is executed with the parameters
+(``DST``, ``WORD``, ``VIDEO_ID``, the training-set days, ``LABELS``, ``TRAINING_SET``) set for
+that output, then checked against the same answer computed here from ``Catalog`` reads
+(deltalake underneath), so an example that runs but answers wrongly fails, and so does an
+example without a check or a check without an example. The ``# setup: duckdb`` block (DuckDB's
+delta extension, from its wheel) runs before every example; ``# setup: spark`` starts one Sail
+Spark Connect server on 127.0.0.1 for the ``*-spark`` examples; the ``training-set-*`` examples
+run on a local Ray (2 CPUs) started once for them.
 
 The run (``committed_tiny_run``) is made once per session and shared with tests/test_report.py:
 the ``small_samples`` clips, one moved to another upload day, one caption made hostile, plus a
@@ -26,7 +30,7 @@ from conftest import REPO, run_cli
 from extract.tables.catalog import Catalog
 
 DOC = REPO / "docs" / "QUERIES.md"
-BLOCK = re.compile(r"```python\n(# (example: ([\w-]+)|parameters)\n.*?)```", re.S)
+BLOCK = re.compile(r"```python\n(# (example: ([\w-]+)|setup: (\w+)|parameters)\n.*?)```", re.S)
 HOSTILE_CAPTION = "no sound <script>alert(1)</script>#x"
 NOT_A_VIDEO = "not_a_video"
 QUERY_VIDEO = "beach_day"
@@ -69,16 +73,19 @@ def _tiny_run(small_samples: Path, tiny_config: Path, tmp_path_factory) -> tuple
 
 
 def doc_blocks() -> dict[str, str]:
-    """``{name: code}`` of the marked blocks of docs/QUERIES.md (``parameters`` included)."""
+    """``{name: code}`` of the marked blocks of docs/QUERIES.md (``parameters`` and the
+    ``setup:<engine>`` blocks included)."""
     blocks: dict[str, str] = {}
     for match in BLOCK.finditer(DOC.read_text(encoding="utf-8")):
-        name = match.group(3) or "parameters"
+        name = match.group(3) or (f"setup:{match.group(4)}" if match.group(4) else "parameters")
         assert name not in blocks, f"duplicate example name {name!r} in {DOC}"
         blocks[name] = match.group(1)
     return blocks
 
 
-EXAMPLES = sorted(n for n in doc_blocks() if n != "parameters")
+EXAMPLES = sorted(n for n in doc_blocks() if n != "parameters" and not n.startswith("setup:"))
+FIRST_DAY, LAST_DAY = "2026-11-24", "2026-12-31"  # the training-set window: leaves out silent_loop's day
+LABELS = {"beach_day": 1, "silent_loop": 0, "no_such_video": 1}  # plus the rest of the videos, labelled 0
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +128,47 @@ def output(tmp_path_factory, small_samples, tiny_config) -> dict[str, Any]:
         "by_topic": sorted(Counter((v["dt"], v["top_topic"]) for v in videos if v["top_topic"]).items()),
         "copies": sorted((d["video_id"], d["kind"], d["match_frames"]) for d in catalog.read("duplicates").to_pylist()
                          if d["duplicate_of"] == QUERY_VIDEO),
+        "training_set": sorted((v["video_id"], v["dt"], _label(v["video_id"])) for v in videos
+                               if FIRST_DAY <= v["dt"] <= LAST_DAY),
+        "embeddings": {v["video_id"]: v["clip_embedding"] for v in videos},
     }
+
+
+def _label(video_id: str) -> int:
+    return LABELS.get(video_id, 0)
+
+
+@pytest.fixture(scope="module")
+def labels_file(output, tmp_path_factory) -> str:
+    """``LABELS``: every committed video labelled, plus an id the tables do not hold."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = sorted(set(output["embeddings"]) | set(LABELS))
+    path = tmp_path_factory.mktemp("labels") / "labels.parquet"
+    pq.write_table(pa.table({"video_id": ids, "label": [_label(i) for i in ids]}), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """A Sail Spark Connect server on 127.0.0.1 and a session on it, made by the doc's setup block."""
+    namespace: dict[str, Any] = {}
+    exec(compile(doc_blocks()["setup:spark"], f"{DOC}:setup:spark", "exec"), namespace)
+    yield namespace["spark"]
+    namespace["spark"].stop()
+    namespace["server"].stop()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs for the training-set recipes (Ray Data and Daft join it)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
 
 
 def _frames_as_of(dst: Path, run_id: str) -> list[tuple]:
@@ -133,13 +180,34 @@ def _frames_as_of(dst: Path, run_id: str) -> list[tuple]:
                   for v in catalog.read("videos", ["video_id", "dt", "caption"]).to_pylist() if frames[v["video_id"]])
 
 
-def run_example(name: str, output: dict[str, Any]) -> dict[str, Any]:
+def run_example(name: str, output: dict[str, Any], **engines: Any) -> dict[str, Any]:
+    """Run the parameters block, the DuckDB setup and example ``name``; ``engines`` (``spark``,
+    ``LABELS``, ``TRAINING_SET``) are set after the parameters. Returns the example's namespace."""
     blocks = doc_blocks()
     namespace: dict[str, Any] = {"__name__": f"queries_{name.replace('-', '_')}"}
     exec(compile(blocks["parameters"], f"{DOC}:parameters", "exec"), namespace)
-    namespace.update(DST=str(output["dst"]), WORD=output["word"], VIDEO_ID=QUERY_VIDEO)
+    namespace.update(DST=str(output["dst"]), WORD=output["word"], VIDEO_ID=QUERY_VIDEO,
+                     FIRST_DAY=FIRST_DAY, LAST_DAY=LAST_DAY, **engines)
+    exec(compile(blocks["setup:duckdb"], f"{DOC}:setup:duckdb", "exec"), namespace)
     exec(compile(blocks[name], f"{DOC}:{name}", "exec"), namespace)
     return namespace
+
+
+def _read_training_set(folder: str) -> list[tuple]:
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(folder, format="parquet").to_table()
+    return sorted(zip(table["video_id"].to_pylist(), table["dt"].to_pylist(), table["label"].to_pylist()))
+
+
+def _check_training_set(folder: str, output: dict[str, Any]) -> None:
+    import pyarrow.dataset as ds
+
+    assert _read_training_set(folder) == output["training_set"]
+    table = ds.dataset(folder, format="parquet").to_table()
+    assert set(table.column_names) == {"video_id", "dt", "clip_embedding", "audio_embedding", "label"}
+    for video_id, embedding in zip(table["video_id"].to_pylist(), table["clip_embedding"].to_pylist()):
+        assert np.allclose(embedding, output["embeddings"][video_id])
 
 
 def _check_nearest(got: list[tuple[str, float]], output: dict[str, Any]) -> None:
@@ -162,6 +230,12 @@ CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
         [(str(dt), n) for dt, n in ns["committed_videos"]], out["videos_per_day"]),
     "polars-scan-delta": lambda ns, out: _eq([(str(dt), n) for dt, n in ns["videos_per_day"]], out["videos_per_day"]),
     "time-travel-join": lambda ns, out: _eq(ns["training_frames"], out["training_frames"](ns["first"]["run_id"])),
+    "delta-spark": lambda ns, out: _eq(ns["videos_per_day_spark"], out["videos_per_day"]),
+    "time-travel-join-spark": lambda ns, out: _eq(ns["training_frames_spark"],
+                                                  out["training_frames"](ns["first"]["run_id"])),
+    "top-hashtags-spark": lambda ns, out: _check_top_tags(ns["top_tags_spark"], out),
+    "training-set-ray-data": lambda ns, out: _check_training_set(f"{ns['TRAINING_SET']}/ray-data", out),
+    "training-set-daft": lambda ns, out: _check_training_set(f"{ns['TRAINING_SET']}/daft", out),
     "exactly-once-catalog": lambda ns, out: (
         _eq([r["video_id"] for r in ns["one_video"].to_pylist()], [QUERY_VIDEO]),
         _eq(dict(ns["tag_counts"]), dict(out["tag_rows"]))),
@@ -188,30 +262,72 @@ def _eq(got: Any, want: Any) -> None:
 
 def test_every_example_has_a_check():
     blocks = doc_blocks()
-    assert "parameters" in blocks and set(EXAMPLES) == set(CHECKS)
-    assert {"DST", "WORD", "VIDEO_ID"} <= set(re.findall(r"^(\w+) =", blocks["parameters"], re.M))
+    assert {"parameters", "setup:duckdb", "setup:spark"} <= set(blocks) and set(EXAMPLES) == set(CHECKS)
+    assert {"DST", "WORD", "VIDEO_ID", "FIRST_DAY", "LABELS", "TRAINING_SET"} <= set(
+        re.findall(r"^(\w+)(?:, \w+)* =", blocks["parameters"], re.M)) | {"LAST_DAY"}
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
+SQL_AND_LOCAL = [n for n in EXAMPLES if not n.endswith("-spark") and not n.startswith("training-set-")]
+
+
+@pytest.mark.parametrize("name", SQL_AND_LOCAL)
 def test_example_answers_correctly(name, output):
     assert name in CHECKS, f"docs/QUERIES.md example {name!r} has no check here"
     namespace = run_example(name, output)
     CHECKS[name](namespace, output)  # each check asserts the example's answer against Catalog reads
 
 
-def test_duckdb_polars_and_deltalake_count_what_catalog_reads(output):
+@pytest.mark.parametrize("name", [n for n in EXAMPLES if n.endswith("-spark")])
+def test_spark_example_answers_correctly(name, output, spark):
+    namespace = run_example(name, output, spark=spark)
+    CHECKS[name](namespace, output)
+
+
+@pytest.mark.parametrize("name", [n for n in EXAMPLES if n.startswith("training-set-")])
+def test_training_set_recipe_on_local_ray(name, output, labels_file, local_ray, tmp_path):
+    namespace = run_example(name, output, LABELS=labels_file, TRAINING_SET=str(tmp_path))
+    CHECKS[name](namespace, output)
+
+
+def test_duckdb_reads_through_the_delta_log(output):
+    """The doc's DuckDB is the native extension reading the log: a file the log no longer lists
+    (a replaced file that vacuum has not deleted yet) is not read, unlike a glob of the folder."""
+    import shutil
+
+    namespace = run_example("delta-duckdb", output)
+    duckdb = namespace["duckdb"]
+    assert duckdb.sql("SELECT count(*) FROM duckdb_extensions() WHERE extension_name = 'delta' AND loaded"
+                      ).fetchall() == [(1,)]
+    videos = Path(output["dst"]) / "videos"
+    live = next(videos.glob("dt=*/*.parquet"))
+    stray = live.with_name("stray-copy.parquet")
+    shutil.copy(live, stray)
+    try:
+        want = Catalog(str(output["dst"])).read("videos").num_rows
+        assert duckdb.sql(f"SELECT count(*) FROM delta_scan('{videos}')").fetchall() == [(want,)]
+        assert duckdb.sql(f"SELECT count(*) FROM '{videos}/*/*.parquet'").fetchall()[0][0] > want
+    finally:
+        stray.unlink()
+
+
+def test_engines_count_what_catalog_reads(output, spark):
+    """Every table, through DuckDB (native delta_scan and a deltalake dataset), Spark SQL on
+    Sail, Polars and deltalake: the rows Catalog reads."""
     import duckdb
     import polars as pl
     from deltalake import DeltaTable
 
     from extract.tables.schemas import TABLES
 
+    run_example("delta-duckdb", output)  # loads the delta extension into the default connection
     catalog = Catalog(str(output["dst"]))
     for table in TABLES:
         uri = f"{output['dst']}/{table}"
         want = catalog.read(table).num_rows
         dataset = DeltaTable(uri).to_pyarrow_dataset()  # noqa: F841 - DuckDB scans it by name
         assert duckdb.sql("SELECT count(*) FROM dataset").fetchall()[0][0] == want, table
+        assert duckdb.execute("SELECT count(*) FROM delta_scan(?)", [uri]).fetchall()[0][0] == want, table
+        assert spark.read.format("delta").load(uri).count() == want, table
         assert pl.scan_delta(uri).select(pl.len()).collect().item() == want, table
         assert DeltaTable(uri).count() == want, table
     assert catalog.read("videos").num_rows == 3 and catalog.read("errors").num_rows == 1

@@ -30,6 +30,26 @@ def run_log_path(dst: str, run_id: str) -> Path:
     return folder / f"{run_id}.log"
 
 
+def nearest_existing(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists (absolute)."""
+    folder = folder.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    return folder
+
+
+def remove_empty_dirs(folder: Path, keep: Path) -> None:
+    """Remove ``folder`` and its parents below ``keep`` while they are empty (the folders a run
+    that never started created for its log)."""
+    folder = folder.absolute()
+    while keep in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else lives there
+            return
+        folder = folder.parent
+
+
 class RunConsole:
     """Context manager: ``terminal`` for what a person reads, everything else to ``log_path``."""
 

@@ -73,8 +73,39 @@ def read_source(src: str, storage: StorageConfig | None = None, today: date | No
     else:
         records = list(_manifest_records(fs, path, src))
     rows = normalize_records(records, base, today, allowed_uris)
+    check_some_row_allowed(rows, src)
     add_source_identity(rows, storage)
     return rows
+
+
+def check_some_row_allowed(rows: list[dict[str, Any]], src: str) -> None:
+    """Raise ManifestError when no row is valid and some lie outside ``input.allowed_uris``:
+    a manifest kept apart from its uploads (``s3://manifests/`` listing ``s3://uploads/``), the
+    usual first run, would otherwise end as one ``InputNotAllowed`` row per video. The message
+    names the ``--set`` that admits the refused rows (their common folder per store)."""
+    refused = [row["uri"] for row in rows if row["error_type"] == "InputNotAllowed"]
+    if not refused or any(row["error_stage"] is None for row in rows):
+        return
+    prefixes = _common_folders(refused)
+    listed = ",".join(prefixes)
+    value = f"[{listed}]" if not any(ch in listed for ch in " \t'\"[]{}#&*!|>%@`") else json.dumps(prefixes)
+    raise ManifestError(f"input {src!r}: all {len(refused)} rows point outside input.allowed_uris (unset: the "
+                        f"manifest's own folder); nothing was read. To read them, allow their folder: "
+                        f"--set input.allowed_uris={value}")
+
+
+def _common_folders(uris: Sequence[str]) -> list[str]:
+    """The deepest folder holding all of ``uris``, one per store (scheme and bucket), in first-seen
+    order; local paths by their real path (what ``uri_allowed`` compares), object prefixes end in ``/``."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for uri in uris:
+        if is_remote(uri):
+            scheme, bucket_key = _object_forms(uri)[1].split("://", 1)
+            groups.setdefault((scheme, bucket_key.split("/", 1)[0]), []).append(posixpath.dirname(bucket_key))
+        else:
+            groups.setdefault(("", ""), []).append(os.path.dirname(os.path.realpath(local_path(uri))))
+    return [f"{scheme}://{posixpath.commonpath(folders)}/" if scheme else os.path.commonpath(folders)
+            for (scheme, _), folders in groups.items()]
 
 
 def add_source_identity(rows: list[dict[str, Any]], storage: StorageConfig | None = None) -> None:

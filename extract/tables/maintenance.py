@@ -22,6 +22,13 @@ from extract.tables.schemas import TABLES
 from extract.tables.session import RunSession
 from extract.tables.writer import delete_dir, writer_properties
 
+# Compacted file size: what the engines that read these tables plan work by. Spark splits input
+# at 128 MiB (spark.sql.files.maxPartitionBytes), Ray Data aims at 128 MiB blocks
+# (DataContext.target_max_block_size), Daft merges scan tasks up to 96-384 MB; delta-rs's own
+# default is 100 MB. A day's partition compacts to about its size / 128 MiB files, each one
+# read task for those engines; measurements in bench/RESULTS.md ("Reading a training set").
+COMPACT_TARGET_BYTES = 128 * 1024 * 1024
+
 
 def maintain(catalog: Catalog, retention_hours: float, run_id: str | None = None) -> dict[str, Any]:
     """Compact, checkpoint and vacuum every table; returns the ``maintain`` run record
@@ -34,7 +41,7 @@ def maintain(catalog: Catalog, retention_hours: float, run_id: str | None = None
         if delta is None:
             continue
         before = delta.version()
-        metrics = delta.optimize.compact(writer_properties=writer_properties())
+        metrics = delta.optimize.compact(target_size=COMPACT_TARGET_BYTES, writer_properties=writer_properties())
         delta = catalog.open_table(table)
         delta.create_checkpoint()
         vacuumed = delta.vacuum(retention_hours=int(retention_hours), dry_run=False,

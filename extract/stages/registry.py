@@ -3,7 +3,14 @@
 The runner (``extract.pipeline.ray_backend``) maps them onto Ray in this order, the resource
 plan (``extract.pipeline.resources``) sizes their pools from ``pool`` and ``actors_key``, and
 the report and the jobs list them by ``name``. A stage's ``name`` is also its ``errors.stage``
-and the suffix of its ``time_<name>_s`` column.
+and the suffix of its ``time_<name>_s`` (wall seconds per video) and ``cpu_<name>_s`` (CPU
+seconds per video, its process and child processes) columns.
+
+Two layouts (``layout_specs``): on GPUs each model stage is its own actor pool (CLIP and
+Whisper actors sharing each GPU); on a CPU-only machine the model stages run fused in one pool
+(``MODELS``: every worker holds every model and takes a batch through OCR, Whisper and CLIP in
+turn), so whichever stage a batch needs gets a free core and no core waits on another stage's
+backlog (``extract.defaults`` has the measurements).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ class StageSpec:
     label: str
     uses_gpu: bool = True  # a model actor takes a GPU share when there is one
     enabled_key: str | None = None  # a config key (``ocr.enabled``) that turns the stage off
+    parts: tuple[str, ...] = ()  # a fused stage: the stages it runs in turn, by name
 
     def enabled(self, config: Any) -> bool:
         if self.enabled_key is None:
@@ -49,8 +57,26 @@ OCR = StageSpec("ocr", "extract.stages.ocr:OcrStage", "model", "ocr_actors", "OC
 # the same text tower.
 STAGE_SPECS: tuple[StageSpec, ...] = (DECODE, OCR, WHISPER, CLIP)
 STAGES: tuple[str, ...] = tuple(spec.name for spec in STAGE_SPECS)
+# CPU-only machines: one pool of model workers, each running the enabled model stages in the
+# order above on its batch (it reports their times under their own names, not its own).
+MODELS = StageSpec("models", "extract.stages.models:ModelStage", "model", "model_workers", "OCR + Whisper + CLIP",
+                   uses_gpu=False, parts=tuple(spec.name for spec in STAGE_SPECS if spec.pool == "model"))
+FUSED_SPECS: tuple[StageSpec, ...] = (DECODE, MODELS)
+
+
+def layout_specs(fused: bool) -> tuple[StageSpec, ...]:
+    """The pools a run maps, in order: ``FUSED_SPECS`` (CPU-only layout) or ``STAGE_SPECS``."""
+    return FUSED_SPECS if fused else STAGE_SPECS
+
+
+def spec_named(name: str) -> StageSpec:
+    """The ``StageSpec`` called ``name`` (a stage or the fused ``models`` pool)."""
+    for spec in (*STAGE_SPECS, MODELS):
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
 
 
 def stage_classes() -> dict[str, type]:
-    """The stage classes by name, in run order (imported now)."""
-    return {spec.name: spec.load() for spec in STAGE_SPECS}
+    """The stage classes by name, in run order, and the fused ``models`` class (imported now)."""
+    return {spec.name: spec.load() for spec in (*STAGE_SPECS, MODELS)}

@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -105,8 +104,20 @@ MUSIC_DURATIONS = (10, 20, 40)
 SILENT_DURATIONS = (6, 12, 25)
 
 
-def real_specs() -> tuple[RealClipSpec, ...]:
-    """The 20 clips (module doc), speech first, then music, then silence."""
+def real_specs(n: int | None = None) -> tuple[RealClipSpec, ...]:
+    """The 20 clips (module doc), speech first, then music, then silence; with ``n``, the
+    shortest ``n`` of them in the set's mix (at least one music and one silent clip from 3 on)."""
+    specs = _all_real_specs()
+    if n is None or n >= len(specs):
+        return specs
+    if n < 1:
+        raise ValueError(f"real clip count must be >= 1, got {n}")
+    by_kind = {k: [s for s in specs if s.kind == k] for k in ("speech", "music", "silence")}
+    others = 0 if n < 3 else max(1, round(n * len(by_kind["music"]) / len(specs)))
+    return tuple(by_kind["speech"][:n - 2 * others] + by_kind["music"][:others] + by_kind["silence"][:others])
+
+
+def _all_real_specs() -> tuple[RealClipSpec, ...]:
     names = list(SPEECH)
     videos = list(VIDEOS)
     specs: list[RealClipSpec] = []
@@ -274,31 +285,40 @@ def _write_one(spec: RealClipSpec, path: Path, sdist: Path) -> dict:
                                   "silence": "digital silence"}[spec.kind])}}
 
 
-def set_key(specs: Sequence[RealClipSpec]) -> str:
-    data = {"version": REAL_CLIPS_VERSION, "specs": [asdict(s) for s in specs], "sdist": SDIST_NAME}
-    return f"real-{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]}"
+def clip_key(spec: RealClipSpec) -> str:
+    """A clip's cache name: ``<video_id>-<12 hex of its parameters and how clips are written>``."""
+    data = {"version": REAL_CLIPS_VERSION, "spec": asdict(spec), "sdist": SDIST_NAME}
+    return f"{spec.video_id}-{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]}"
+
+
+def _build_cached(spec: RealClipSpec, folder: Path, sdist: Path) -> dict:
+    """One clip in ``folder`` (reused when its file and manifest row exist); its manifest row."""
+    path, row_path = folder / f"{clip_key(spec)}.mp4", folder / f"{clip_key(spec)}.json"
+    if path.is_file() and row_path.is_file():
+        return json.loads(row_path.read_text())
+    tmp = path.with_name(path.stem + ".tmp.mp4")
+    row = _write_one(spec, tmp, sdist)
+    tmp.replace(path)  # a clip exists only once it is whole
+    row["uri"] = path.name
+    row_path.write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    return row
 
 
 def build_real_set(specs: Sequence[RealClipSpec] | None = None, cache_dir: Path = CACHE_DIR,
                    workers: int | None = None) -> Path:
-    """Write (or reuse from ``cache_dir``) the set; returns its ``manifest.jsonl``. Checks that
-    no two clips have the same bytes."""
+    """Write the clips that are not in ``cache_dir/real`` yet (each clip is cached on its own, so
+    a subset or an interrupted build reuses what exists) and a manifest of ``specs`` in order;
+    returns the manifest. Checks that no two clips have the same bytes."""
     specs = tuple(specs or real_specs())
-    folder = Path(cache_dir) / set_key(specs)
-    manifest = folder / "manifest.jsonl"
-    if manifest.is_file():
-        return manifest
+    folder = Path(cache_dir) / "real"
+    folder.mkdir(parents=True, exist_ok=True)
     sdist = ensure_speech_sources()
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    paths = [folder / f"{s.video_id}.mp4" for s in specs]
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        rows = list(pool.map(_write_one, specs, paths, [sdist] * len(specs)))
-    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    if len(set(digests)) != len(digests):
+        rows = list(pool.map(_build_cached, specs, [folder] * len(specs), [sdist] * len(specs)))
+    digests = {hashlib.sha256((folder / row["uri"]).read_bytes()).hexdigest() for row in rows}
+    if len(digests) != len(rows):
         raise RuntimeError(f"{folder}: two clips have the same bytes")
-    tmp = folder / "manifest.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    tmp.replace(manifest)
+    key = hashlib.sha256("".join(clip_key(s) for s in specs).encode()).hexdigest()[:16]
+    manifest = folder / f"manifest-{key}.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return manifest

@@ -174,7 +174,14 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             torch_threads=(1, "the model runs on the GPU; one CPU per model actor"),
         )
     elif fused_models(config, machine):
-        decode = max(1, round(machine.cpus * DECODE_CPU_SHARE))  # decode's memory comes off first
+        decode = max(1, round(machine.cpus * DECODE_CPU_SHARE))
+        why_decode = f"{DECODE_CPU_SHARE:.0%} of {machine.cpus:g} cores (decode's share of the CPU work)"
+        if machine.memory_bytes:  # when memory binds, decode keeps its share of the workers that fit
+            fit = max(1, min(int(machine.cpus), int(machine.memory_bytes // FUSED_WORKER_BYTES)))
+            by_memory = max(1, round(fit * DECODE_CPU_SHARE / (1 - DECODE_CPU_SHARE)))
+            if by_memory < decode:
+                decode, why_decode = by_memory, (f"memory: {machine.memory_bytes / GIB:.0f} GiB holds {fit} model "
+                                                  f"workers; decode actors in proportion")
         left = machine.memory_bytes - (rt.decode_workers or decode) * DECODE_ACTOR_BYTES
         by_memory = max(1, int(left // FUSED_WORKER_BYTES)) if machine.memory_bytes else 1 << 30
         workers = max(1, min(int(machine.cpus), by_memory))
@@ -191,7 +198,7 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             videos_per_batch=(FUSED_VIDEOS_PER_BATCH, "CPU: a short last batch, while only one worker is left"),
             decode_batch_size=(2, "CPU"),
             torch_threads=(1, "one core per model worker"),
-            decode_workers=(decode, f"{DECODE_CPU_SHARE:.0%} of {machine.cpus:g} cores (decode's share of the CPU work)"),
+            decode_workers=(decode, why_decode),
         )
     elif machine.cpus < 4:
         chosen.update(

@@ -96,6 +96,12 @@ def test_decode_actors_are_bounded_by_memory():
     small = Machine(cpus=64, memory_bytes=16 * GIB)
     config, reasons = resolve_runtime(CPU, small)
     assert config.runtime.decode_workers < 64 - 35 and "memory" in reasons["runtime.decode_workers"]
+    # the fused CPU pool: 8 workers' worth of memory keeps decode in proportion (2), and the
+    # workers that fit beside it (7)
+    assert (config.runtime.decode_workers, config.runtime.model_workers) == (2, 7)
+    assert "memory" in reasons["runtime.model_workers"]
+    per_stage, reasons = resolve_runtime(CPU.replace(**{"runtime.model_layout": "per_stage"}), small)
+    assert per_stage.runtime.decode_workers < 64 - 35 and "memory" in reasons["runtime.decode_workers"]
 
 
 def test_machine_from_ray_resources():

@@ -212,10 +212,12 @@ class ClipEmbedder:
         ``CLIP`` with a causal mask, pooled at the end token, which is the largest id): no
         position attends to a later one, so the padding after the end token changes nothing
         (tested against ``encode_text``)."""
+        import torch
+        from open_clip.transformer import text_global_pool
+
         model = self.model
         if not self._trim_text:
             return model.encode_text(tokens)
-        from open_clip.transformer import text_global_pool
 
         length = int(tokens.argmax(dim=-1).max()) + 1
         tokens = tokens[:, :length]

@@ -130,10 +130,11 @@ def _all_real_specs() -> tuple[RealClipSpec, ...]:
         video = "video2dataset" if duration >= 100 else videos[i % len(videos)]
         speech: tuple[str, ...] = ()
         if kind == "speech":
-            # A rotation of the recordings from its own start, every other clip in reverse:
-            # no two clips say the same thing in the same order.
+            # A rotation of the recordings from its own start, every other clip in reverse (the
+            # other way round once the rotations repeat): no two clips say the same in one order.
             order = names[i % len(names):] + names[:i % len(names)]
-            speech = tuple(order if i % 2 == 0 else order[::-1])
+            reverse = (i % 2 == 1) != ((i // len(names)) % 2 == 1)
+            speech = tuple(order[::-1] if reverse else order)
         specs.append(RealClipSpec(f"real{i:02d}-{kind}", kind, float(duration), width, height,
                                   GOPS[i % len(GOPS)], video, float((i * 1.7) % 7), speech, i))
     return tuple(specs)

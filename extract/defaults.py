@@ -16,16 +16,22 @@ On GPUs (``runtime.device`` ``auto`` or ``cuda`` and a GPU present):
   about 0.7 CPU-s per video, the CPU work that must keep up with the GPUs;
 - decode actors: every CPU the model actors (1 CPU each) leave, one FFmpeg thread each.
 
-On CPUs only:
+On CPUs only (``runtime.model_layout`` ``auto``): one fused pool of model workers
+(``extract.stages.models``), one per core, each holding every model (OCR, Whisper, CLIP) and
+taking a batch through all of them, plus decode actors for about ``DECODE_CPU_SHARE`` of the
+cores. The operating system shares the cores among whatever is runnable, so whichever stage
+has a backlog gets every free core: no core waits while another stage's queue grows.
+``videos_per_batch`` 2 keeps the last batch short (one worker runs alone at the end for at most
+one batch), one torch thread per worker (a second thread per model costs more CPU than it
+saves at these sizes). Workers are bounded by memory (``FUSED_WORKER_BYTES`` each).
 
-- 2-3 cores: one Whisper and one CLIP actor of half a CPU each and one decode actor with the
-  rest (the tuned 2-core layout: ``videos_per_batch`` 4, ``clip_batch_size`` 64,
-  ``whisper_batch_size`` 8, ``decode_batch_size`` 2, one FFmpeg thread);
-- 4 cores and more: the cores split by the stages' measured share of the CPU work on the
-  bench clips (Whisper about 50 %, CLIP about 20 %, OCR about 10 %, decode the rest), one
-  core per actor;
-- decode actors are also bounded by memory: ``DECODE_ACTOR_BYTES`` each after
-  ``MODEL_ACTOR_BYTES`` per model actor.
+Measured on 2 cores (bench/RESULTS.md): the per-stage layout before it (one Whisper and one CLIP
+actor of half a CPU each, one decode actor) left a core idle while the longest stage ran alone:
+about 55 % of the cores used on real uploads. ``runtime.model_layout=per_stage`` keeps that
+layout (the cores split by the stages' measured share of the CPU work from 4 cores up:
+Whisper about 50 %, CLIP about 20 %, OCR about 10 %, decode the rest).
+
+Decode actors are also bounded by memory: ``DECODE_ACTOR_BYTES`` each after the model workers.
 
 Nothing here imports Ray or torch: ``Machine.from_ray`` takes what ``ray.cluster_resources()``
 returns, ``Machine.local`` reads this machine's facts from the OS.
@@ -44,6 +50,9 @@ from extract.config import AUTO_RUNTIME_KEYS, Config
 GIB = 1024**3
 DECODE_ACTOR_BYTES = 3 * GIB // 4  # a decode actor and its FFmpeg child, typical peak on 1080p uploads
 MODEL_ACTOR_BYTES = 3 * GIB // 2  # a CPU model actor: torch, the weights (Whisper small ~1 GB) and activations
+FUSED_WORKER_BYTES = 2 * GIB  # a fused CPU model worker: Whisper (base ~0.3, small ~1 GB), CLIP, OCR, activations
+DECODE_CPU_SHARE = 0.2  # decode's share of the CPU work on the bench clips (17 % in the 2-core run)
+FUSED_VIDEOS_PER_BATCH = 2  # CPU-only fused layout: a short last batch (see the module doc)
 WHISPER_CPU_SHARE = 0.5  # Whisper's share of the CPU work on the bench clips (decode+OCR+Whisper+CLIP)
 CLIP_CPU_SHARE = 0.2
 OCR_CPU_SHARE = 0.1  # rapidocr at 4 frames: ~0.7 CPU-s per video (bench/RESULTS.md)
@@ -112,6 +121,24 @@ def uses_gpus(config: Config, machine: Machine) -> bool:
     return config.runtime.device != "cpu" and machine.gpus > 0
 
 
+def fused_models(config: Config, machine: Machine) -> bool:
+    """Whether the model stages run as one fused pool: ``model_layout`` ``auto`` on a CPU-only run
+    without ``accelerator_resource`` (that key places the model stages' own pools on chosen nodes)."""
+    rt = config.runtime
+    return rt.model_layout == "auto" and not rt.accelerator_resource and not uses_gpus(config, machine)
+
+
+def fused_cpu_shares(machine: Machine, model_workers: int, decode_workers: int) -> tuple[float, float]:
+    """Ray CPUs per fused model worker and per decode actor, so that all of them fit at once.
+
+    Ray only places actors by these numbers; the cores themselves are shared by the operating
+    system among whatever is runnable (work-conserving). Decode gets ``DECODE_CPU_SHARE`` of the
+    cores (at most one CPU per actor), the model workers split the rest."""
+    decode = min(1.0, machine.cpus * DECODE_CPU_SHARE / max(decode_workers, 1))
+    model = min(1.0, max(machine.cpus - decode * decode_workers, 0.0) / max(model_workers, 1))
+    return max(model, 0.01), max(decode, 0.01)
+
+
 def model_actor_cpus(machine: Machine, on_gpu: bool) -> float:
     """CPUs a model actor reserves: 1 beside a GPU or from 4 cores up; on 2-3 cores half a CPU
     (a quarter on one core), so all three pools fit a laptop."""
@@ -146,6 +173,33 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             decode_batch_size=(4, "GPU run"),
             torch_threads=(1, "the model runs on the GPU; one CPU per model actor"),
         )
+    elif fused_models(config, machine):
+        decode = max(1, round(machine.cpus * DECODE_CPU_SHARE))
+        why_decode = f"{DECODE_CPU_SHARE:.0%} of {machine.cpus:g} cores (decode's share of the CPU work)"
+        if machine.memory_bytes:  # when memory binds, decode keeps its share of the workers that fit
+            fit = max(1, min(int(machine.cpus), int(machine.memory_bytes // FUSED_WORKER_BYTES)))
+            by_memory = max(1, round(fit * DECODE_CPU_SHARE / (1 - DECODE_CPU_SHARE)))
+            if by_memory < decode:
+                decode, why_decode = by_memory, (f"memory: {machine.memory_bytes / GIB:.0f} GiB holds {fit} model "
+                                                  f"workers; decode actors in proportion")
+        left = machine.memory_bytes - (rt.decode_workers or decode) * DECODE_ACTOR_BYTES
+        by_memory = max(1, int(left // FUSED_WORKER_BYTES)) if machine.memory_bytes else 1 << 30
+        workers = max(1, min(int(machine.cpus), by_memory))
+        why_workers = (f"one per core ({machine.cpus:g}): each holds every model and takes whichever batch is ready"
+                       if workers == max(1, int(machine.cpus)) else
+                       f"memory: {machine.memory_bytes / GIB:.0f} GiB at {FUSED_WORKER_BYTES / GIB:g} GiB per worker")
+        unused = "unused: the fused model workers (runtime.model_workers) run every model stage"
+        chosen.update(
+            num_gpus_per_actor=(GPU_SHARE, cpu_share_reason),
+            model_workers=(workers, why_workers),
+            clip_actors=(1, unused), whisper_actors=(1, unused), ocr_actors=(1, unused),
+            clip_batch_size=(64, "CPU: throughput flat from 8 frames up; bounded memory"),
+            whisper_batch_size=(8, "CPU: a call of a few videos up to 2 minutes never splits"),
+            videos_per_batch=(FUSED_VIDEOS_PER_BATCH, "CPU: a short last batch, while only one worker is left"),
+            decode_batch_size=(2, "CPU"),
+            torch_threads=(1, "one core per model worker"),
+            decode_workers=(decode, why_decode),
+        )
     elif machine.cpus < 4:
         chosen.update(
             num_gpus_per_actor=(GPU_SHARE, cpu_share_reason),
@@ -175,16 +229,18 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             torch_threads=(1, "one core per model actor"),
         )
     chosen["decode_threads"] = (1, "one core per decode actor: a second FFmpeg thread costs more CPU than it saves")
-    model_actors = ((rt.clip_actors or chosen["clip_actors"][0]) + (rt.whisper_actors or chosen["whisper_actors"][0])
-                    + ((rt.ocr_actors or chosen["ocr_actors"][0]) if config.ocr.enabled else 0))
-    free_cpus = machine.cpus - model_actors * model_actor_cpus(machine, on_gpu)
-    by_cpu = max(1, int(free_cpus))
-    why = f"the {max(free_cpus, 0):g} CPUs the model actors leave"
-    if machine.memory_bytes:
-        by_memory = max(1, int((machine.memory_bytes - model_actors * MODEL_ACTOR_BYTES) // DECODE_ACTOR_BYTES))
-        if by_memory < by_cpu:
-            by_cpu, why = by_memory, f"memory: {machine.memory_bytes / GIB:.0f} GiB at {DECODE_ACTOR_BYTES / GIB:g} GiB per decode actor"
-    chosen["decode_workers"] = (by_cpu, why)
+    chosen.setdefault("model_workers", (1, "unused: one actor pool per model stage"))
+    if "decode_workers" not in chosen:  # per-stage pools: decode on the CPUs the model actors leave
+        model_actors = ((rt.clip_actors or chosen["clip_actors"][0]) + (rt.whisper_actors or chosen["whisper_actors"][0])
+                        + ((rt.ocr_actors or chosen["ocr_actors"][0]) if config.ocr.enabled else 0))
+        free_cpus = machine.cpus - model_actors * model_actor_cpus(machine, on_gpu)
+        by_cpu = max(1, int(free_cpus))
+        why = f"the {max(free_cpus, 0):g} CPUs the model actors leave"
+        if machine.memory_bytes:
+            by_memory = max(1, int((machine.memory_bytes - model_actors * MODEL_ACTOR_BYTES) // DECODE_ACTOR_BYTES))
+            if by_memory < by_cpu:
+                by_cpu, why = by_memory, f"memory: {machine.memory_bytes / GIB:.0f} GiB at {DECODE_ACTOR_BYTES / GIB:g} GiB per decode actor"
+        chosen["decode_workers"] = (by_cpu, why)
 
     updates, reasons = {}, {}
     for key in AUTO_RUNTIME_KEYS:

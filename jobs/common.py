@@ -251,14 +251,15 @@ def describe_dates(spec: JobSpec, config: Config, plan: Sequence[DateOutcome]) -
 def describe_resources(config: Config, cluster: dict[str, Any], resources: dict[str, dict[str, Any]],
                        settings: dict[str, Any]) -> str:
     """The stages in order with their actor pools, model batch sizes and the Ray Data settings."""
-    from extract.stages.registry import STAGES
+    from extract.stages.registry import MODELS, STAGES
 
+    names = [name for name in (*STAGES, MODELS.name) if name in resources]  # MODELS: the fused CPU pool
     rt = config.runtime
     lines = [f"ray: {cluster['address']} (cluster CPU {cluster['CPU']:g}, GPU {cluster['GPU']:g}); "
              f"device {rt.device}",
-             f"stages: {' -> '.join(name for name in STAGES if name in resources)}",
+             f"stages: {' -> '.join(names)}",
              f"  {'stage':<8} {'actors':>6} {'CPU/actor':>9} {'GPU/actor':>9} {'videos/call':>11}"]
-    for name in (name for name in STAGES if name in resources):
+    for name in names:
         p = resources[name]
         extra = "".join(f"  {key} {amount:g}/actor" for key, amount in p["resources"].items())
         lines.append(f"  {name:<8} {p['actors']:>6} {p['num_cpus']:>9g} {p['num_gpus']:>9g} {p['batch_size']:>11}"

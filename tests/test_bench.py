@@ -22,24 +22,35 @@ from bench.render import HAND_WRITTEN_MARKER, write_results_md
 from bench.run import _clip_shape, _counts, scaling_fit, stage_breakdown
 
 
-def test_mixed_specs_cover_the_requested_range():
-    specs = clips.mixed_specs(12)
-    durations = [s.duration_s for s in specs]
-    assert durations[0] == 5 and durations[-1] == 60 and durations == sorted(durations)
-    assert {(s.width, s.height) for s in specs} == set(clips.MIXED_SIZES)
-    # every size with every key-frame interval (sizes and GOPs must not move in lockstep)
-    assert {((s.width, s.height), s.gop) for s in specs[:9]} == {
-        (size, gop) for size in clips.MIXED_SIZES for gop in clips.MIXED_GOPS}
-    assert len({s.video_id for s in specs}) == 12
-    assert [s.music for s in specs] == [i % 2 == 1 for i in range(12)]  # half the set is music
-    for spec in specs:
-        assert "#" in spec.caption and bool(spec.text) != spec.music  # music clips say nothing
-        if spec.music:
-            continue
-        # the spoken text is sized to fit the clip (one sentence at least)
-        words = len(spec.text.split())
-        assert words <= max(clips.SPEECH_FILL * spec.duration_s * clips.WORDS_PER_S,
-                            max(len(s.split()) for s in clips.SENTENCES))
+def test_real_specs_look_like_uploads():
+    """The realistic comparison set: 20 distinct clips, most with recorded speech, 5-120 s, up to
+    1080p, portrait and landscape; no two speak the same recordings in the same order."""
+    from bench import real_clips
+
+    specs = real_clips.real_specs()
+    kinds = [s.kind for s in specs]
+    assert len(specs) >= 20 and len({s.video_id for s in specs}) == len(specs)
+    assert kinds.count("speech") > len(specs) / 2 and kinds.count("music") >= 2 and kinds.count("silence") >= 2
+    assert min(s.duration_s for s in specs) == 5 and max(s.duration_s for s in specs) == 120
+    assert max(s.width * s.height for s in specs) == 1920 * 1080
+    assert any(s.height > s.width for s in specs) and any(s.width > s.height for s in specs)
+    assert all(s.video in real_clips.VIDEOS for s in specs) and len({s.video for s in specs}) >= 5
+    speech = [s.speech for s in specs if s.kind == "speech"]
+    assert len(set(speech)) == len(speech) and all(set(order) == set(real_clips.SPEECH) for order in speech)
+    assert {(s.video, s.video_start_s, s.duration_s) for s in specs}.__len__() == len(specs)
+
+
+def test_speech_track_fills_the_clip_and_says_what_it_holds():
+    from bench import real_clips
+
+    rate = real_clips.RATE
+    recordings = {name: (np.full(int((1 + i) * rate), 0.1 * (i + 1), np.float32), f"words {i}")
+                  for i, name in enumerate(real_clips.SPEECH)}
+    spec = next(s for s in real_clips.real_specs() if s.kind == "speech" and s.duration_s >= 30)
+    audio, said, used = real_clips.speech_track(spec, recordings)
+    speech_s = sum(len(recordings[n][0]) for n in used) / rate
+    assert speech_s <= clips.SPEECH_FILL * spec.duration_s and len(audio) / rate <= spec.duration_s
+    assert said == " ".join(recordings[n][1] for n in used) and used[0] == spec.speech[0]
 
 
 def test_set_key_changes_with_every_parameter():
@@ -140,6 +151,10 @@ def test_quick_bench_writes_results_and_plot(tmp_path):
         assert record["videos"] == record["ok"] == 2 and record["errors"] == 0
         assert record["wall_s"] > 0 and record["driver_peak_rss_mb"] > 0
     assert ours["frames"] == naive["frames"] >= 8  # 2 clips, at least 4 frames each
+    for record in (ours, naive):  # CPU-seconds of every process of the run, and per stage
+        assert record["tree_cpu_s"] > 0 and 0 < record["utilisation"] <= 1.2
+        assert {"decode", "whisper", "clip"} <= set(record["stage_cpu_s"]) or "text" in record["stage_cpu_s"]
+    assert list(ours["resources"]["defaults"]) and "models" in ours["resources"]  # the fused CPU pool ran
     same = comparison["equivalence"]
     assert same["n_frames_equal"] == 2 and same["frames_compared"] == ours["frames"]
     assert same["frame_cosine_mean"] > 0.99  # same weights, same frames, two resizers
@@ -160,7 +175,7 @@ def test_quick_bench_writes_results_and_plot(tmp_path):
     assert text.startswith("# Benchmark results") and "old\n" not in text
     assert text.endswith(f"{HAND_WRITTEN_MARKER}\nhand-written notes\n")
     for heading in ("## Machine and versions", "## Ours vs naive", "### Per-stage time", "### Decode alone",
-                    "## Scaling (ours)"):
+                    "### CPU-seconds per stage and core utilisation", "## Scaling (ours)"):
         assert heading in text
     assert f"| wall time (s) | {ours['wall_s']:.1f} | {naive['wall_s']:.1f} |" in text
     png = (out / "throughput.png").read_bytes()

@@ -249,6 +249,16 @@ def test_encode_texts_equals_tokenizer_and_encode_text(which, request):
     assert emb.shape == (len(TEXTS), embedder.embed_dim) and emb.dtype == np.float32
     assert np.abs(emb - ref).max() < 1e-5
     assert truncated.dtype == np.bool_ and truncated.tolist() == [False, False, False, False, True]
+    # what was compared is the cut path: texts run on their tokens up to the end token
+    assert embedder._trim_text
+
+
+def test_texts_share_a_pass_while_their_lengths_stay_within_twice():
+    from extract.models.clip import _length_buckets
+
+    assert _length_buckets([2, 3, 5, 6, 12, 76], 256) == [slice(0, 3), slice(3, 5), slice(5, 6)]
+    assert _length_buckets([4] * 5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert _length_buckets([], 8) == []
 
 
 def test_truncation_flag_at_exact_context_length(tiny):

@@ -134,7 +134,7 @@ def test_exit_codes_retries_and_skips_without_ray(tmp_path, monkeypatch, capsys)
 
     assert jobs.daily.main(["--date", D1, *argv]) == EXIT_ERROR_RATE  # 2 of 2 rows are errors
     out = capsys.readouterr().out
-    assert "ray: stub (cluster CPU 2, GPU 0)" in out and "stages: decode -> ocr -> whisper -> clip" in out
+    assert "ray: stub (cluster CPU 2, GPU 0)" in out and "stages: decode -> models" in out
     assert "ray data: max_errored_blocks=0" in out
     [run] = Catalog(str(dst)).runs
     assert run["counts"]["errors"] == 2 and run["error_rate"] == 1.0
@@ -203,7 +203,7 @@ def test_backfill_resumes_after_a_crash(tmp_path, small_samples, tiny_config):
 
     resumed = _job("backfill", argv)
     assert resumed.returncode == EXIT_OK, resumed.stdout + resumed.stderr
-    assert f"{D1}  finished" in resumed.stdout and "stages: decode -> ocr -> whisper -> clip" in resumed.stdout
+    assert f"{D1}  finished" in resumed.stdout and "stages: decode -> models" in resumed.stdout
     catalog = Catalog(str(dst))
     assert [r["input"] for r in catalog.runs] == [str(uploads / D1), str(uploads / D2)]
     assert _committed_ids(dst) == ["beach_day", "portrait_dance"]  # each exactly once
@@ -244,10 +244,10 @@ def test_daily_runs_on_a_separate_ray_cluster(tmp_path, small_samples, tiny_conf
         daily = _job("daily", argv, env)
         assert daily.returncode == EXIT_OK, daily.stdout + daily.stderr
         assert f"ray: 127.0.0.1:{port} (cluster CPU 2, GPU 0)" in daily.stdout
-        assert f"{D1}  no-input" in daily.stdout and "stages: decode -> ocr -> whisper -> clip" in daily.stdout
+        assert f"{D1}  no-input" in daily.stdout and "stages: decode -> models" in daily.stdout
         assert _committed_ids(dst) == ["portrait_dance"]
         [run] = Catalog(str(dst)).runs
-        assert run["resources"]["decode"]["actors"] == 1 and run["resources"]["clip"]["num_gpus"] == 0
+        assert run["resources"]["decode"]["actors"] == 1 and run["resources"]["models"]["num_gpus"] == 0
         # The drivers ran against this cluster: their logs are in its session folder.
         assert len(list(Path(temp_dir).glob("session_*/logs/python-core-driver-*"))) >= 2
     finally:

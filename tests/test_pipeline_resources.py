@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from extract.config import Config
-from extract.defaults import GIB, Machine, resolve_runtime
+from extract.config import AUTO_RUNTIME_KEYS, Config, ConfigError
+from extract.defaults import DECODE_ACTOR_BYTES, FUSED_WORKER_BYTES, GIB, Machine, resolve_runtime
 from extract.pipeline.ray_backend import TimedStage
 from extract.pipeline.resources import check_plan_fits, plan_resources
 
@@ -17,29 +17,54 @@ def laptop(cpus: float, gpus: float = 0, gpu_gib: float = 0) -> Machine:
     return Machine(cpus=cpus, memory_bytes=24 * GIB, gpus=gpus, gpu_memory_bytes=gpu_gib * GIB)
 
 
-@pytest.mark.parametrize("cpus", [1, 2, 16])
-def test_cpu_plans_for_1_2_16_cores(cpus):
-    config, plan, reasons = plan_resources(Config(), laptop(cpus))
-    check_plan_fits(plan, laptop(cpus))
+@pytest.mark.parametrize("cpus, memory_gib", [(1, 8), (2, 24), (16, 64), (16, 24)])
+def test_cpu_plans_for_1_2_16_cores_are_work_conserving(cpus, memory_gib):
+    """CPU only: one fused model pool (every worker holds every model), a worker per core unless
+    memory binds, decode actors for a fifth of the cores; all of them placed at once."""
+    machine = Machine(cpus=cpus, memory_bytes=memory_gib * GIB)
+    config, plan, reasons = plan_resources(Config(), machine)
+    check_plan_fits(plan, machine)
     rt = config.runtime
-    assert rt.resolved and set(reasons) == {f"runtime.{k}" for k in (
-        "clip_batch_size", "whisper_batch_size", "num_gpus_per_actor", "clip_actors", "whisper_actors", "ocr_actors",
-        "decode_batch_size", "decode_workers", "decode_threads", "videos_per_batch", "torch_threads")}
-    assert plan["clip"]["num_gpus"] == plan["whisper"]["num_gpus"] == 0.0
-    assert rt.decode_threads == 1 and rt.torch_threads == 1 and rt.videos_per_batch == 4
-    reserved = sum(plan[s]["actors"] * plan[s]["num_cpus"] for s in ("clip", "whisper", "ocr"))
-    assert plan["ocr"]["num_gpus"] == 0.0
-    if cpus < 4:  # the tuned laptop layout: one actor per model sharing the cores with decode
-        assert rt.clip_actors == rt.whisper_actors == 1 and plan["clip"]["num_cpus"] == min(0.5, cpus / 4)
-        assert rt.decode_workers == max(1, int(cpus - reserved))
-    else:  # the cores split by the stages' share of the CPU work: Whisper most
-        assert rt.whisper_actors > rt.clip_actors >= rt.ocr_actors >= 1 and plan["whisper"]["num_cpus"] == 1.0
-        assert reserved + rt.decode_workers == cpus and rt.decode_workers >= 1
-    assert sum(p["num_cpus"] for p in plan.values()) <= cpus  # one actor of each pool fits at once
+    assert rt.resolved and set(reasons) == {f"runtime.{k}" for k in AUTO_RUNTIME_KEYS}
+    assert list(plan) == ["decode", "models"]  # OCR, Whisper and CLIP run inside the model workers
+    models, decode = plan["models"], plan["decode"]
+    assert models["num_gpus"] == decode["num_gpus"] == 0.0 and models["torch_threads"] == rt.torch_threads == 1
+    assert rt.decode_threads == 1 and rt.videos_per_batch == models["batch_size"] == 2
+    assert rt.decode_workers == max(1, round(cpus * 0.2)) == decode["actors"]
+    memory_left = memory_gib * GIB - rt.decode_workers * DECODE_ACTOR_BYTES
+    assert models["actors"] == rt.model_workers == min(cpus, int(memory_left // FUSED_WORKER_BYTES))
+    assert ("memory" in reasons["runtime.model_workers"]) == (rt.model_workers < cpus)
+    assert "unused" in reasons["runtime.clip_actors"] and "unused" in reasons["runtime.whisper_actors"]
+    # every model worker and every decode actor fit at once; with a worker per core they ask
+    # for the whole machine (Ray places them; the OS shares the cores among what is runnable)
+    placed = models["actors"] * models["num_cpus"] + decode["actors"] * decode["num_cpus"]
+    assert placed <= cpus + 1e-9
+    if rt.model_workers == cpus:
+        assert placed == pytest.approx(cpus)
+
+
+def test_per_stage_layout_on_cpus_keeps_one_pool_per_model():
+    """``runtime.model_layout=per_stage``: the layout before the fused pool (for comparison)."""
+    per_stage = Config().replace(**{"runtime.model_layout": "per_stage"})
+    for cpus in (2, 16):
+        config, plan, _ = plan_resources(per_stage, laptop(cpus))
+        check_plan_fits(plan, laptop(cpus))
+        rt = config.runtime
+        assert list(plan) == ["decode", "ocr", "whisper", "clip"]
+        reserved = sum(plan[s]["actors"] * plan[s]["num_cpus"] for s in ("clip", "whisper", "ocr"))
+        if cpus < 4:
+            assert rt.clip_actors == rt.whisper_actors == 1 and plan["clip"]["num_cpus"] == 0.5
+            assert rt.decode_workers == max(1, int(cpus - reserved))
+        else:
+            assert rt.whisper_actors > rt.clip_actors >= rt.ocr_actors >= 1 and plan["whisper"]["num_cpus"] == 1.0
+            assert reserved + rt.decode_workers == cpus
+    with pytest.raises(ConfigError, match=r"runtime.model_layout.*auto.*per_stage"):
+        Config().replace(**{"runtime.model_layout": "fused"})
 
 
 @pytest.mark.parametrize("gpus, gib, clip_batch", [(1, 16, 256), (8, 80, 1024), (1, 0, 256)])
 def test_gpu_plans_for_1_and_8_gpus(gpus, gib, clip_batch):
+    """GPUs: separate CLIP and Whisper actors sharing each GPU (never the fused CPU pool)."""
     machine = Machine(cpus=24 * gpus, memory_bytes=240 * GIB * gpus, gpus=gpus, gpu_memory_bytes=gib * GIB)
     config, plan, reasons = plan_resources(Config(), machine)  # device auto: the GPUs are used
     check_plan_fits(plan, machine)
@@ -51,14 +76,16 @@ def test_gpu_plans_for_1_and_8_gpus(gpus, gib, clip_batch):
     assert rt.decode_workers == machine.cpus - 2 * gpus - rt.ocr_actors
     assert "16 GiB per GPU" in reasons["runtime.clip_batch_size"] or gib == 80
     assert ("not known" in reasons["runtime.clip_batch_size"]) == (gib == 0)
-    # the same machine with device=cpu plans for its cores only
+    assert list(plan) == ["decode", "ocr", "whisper", "clip"] and "unused" in reasons["runtime.model_workers"]
+    # the same machine with device=cpu plans for its cores only: the fused CPU pool
     cpu_config, cpu_plan, _ = plan_resources(CPU, machine)
-    assert cpu_plan["clip"]["num_gpus"] == 0.0 and cpu_config.runtime.clip_batch_size == 64
+    assert list(cpu_plan) == ["decode", "models"] and cpu_plan["models"]["num_gpus"] == 0.0
+    assert cpu_config.runtime.clip_batch_size == 64
 
 
 def test_explicit_keys_are_kept_and_not_explained():
-    config, reasons = resolve_runtime(CPU.replace(**{"runtime.clip_batch_size": 7, "runtime.torch_threads": 3}),
-                                      laptop(8))
+    config, reasons = resolve_runtime(CPU.replace(**{"runtime.clip_batch_size": 7, "runtime.torch_threads": 3,
+                                                     "runtime.model_layout": "per_stage"}), laptop(8))
     assert config.runtime.clip_batch_size == 7 and config.runtime.torch_threads == 3
     assert "runtime.clip_batch_size" not in reasons and "runtime.torch_threads" not in reasons
     _, plan, _ = plan_resources(config, laptop(8))
@@ -69,6 +96,12 @@ def test_decode_actors_are_bounded_by_memory():
     small = Machine(cpus=64, memory_bytes=16 * GIB)
     config, reasons = resolve_runtime(CPU, small)
     assert config.runtime.decode_workers < 64 - 35 and "memory" in reasons["runtime.decode_workers"]
+    # the fused CPU pool: 8 workers' worth of memory keeps decode in proportion (2), and the
+    # workers that fit beside it (7)
+    assert (config.runtime.decode_workers, config.runtime.model_workers) == (2, 7)
+    assert "memory" in reasons["runtime.model_workers"]
+    per_stage, reasons = resolve_runtime(CPU.replace(**{"runtime.model_layout": "per_stage"}), small)
+    assert per_stage.runtime.decode_workers < 64 - 35 and "memory" in reasons["runtime.decode_workers"]
 
 
 def test_machine_from_ray_resources():
@@ -81,7 +114,7 @@ def test_machine_from_ray_resources():
 
 
 def test_many_model_actors_on_two_cores_still_fit():
-    many = CPU.replace(**{"runtime.clip_actors": 4, "runtime.whisper_actors": 4})
+    many = CPU.replace(**{"runtime.clip_actors": 4, "runtime.whisper_actors": 4, "runtime.model_layout": "per_stage"})
     _, plan, _ = plan_resources(many, laptop(2))
     # what one actor of each of the three model pools leaves (2 - 3 x 0.5), never negative
     assert plan["decode"]["num_cpus"] == 0.5
@@ -155,9 +188,10 @@ def test_gpu_wait_asks_for_one_actor_of_each_model(monkeypatch):
 
 
 def test_a_disabled_ocr_stage_gets_no_pool():
-    _, plan, _ = plan_resources(CPU.replace(**{"ocr.enabled": False}), laptop(2))
+    per_stage = CPU.replace(**{"runtime.model_layout": "per_stage"})
+    _, plan, _ = plan_resources(per_stage.replace(**{"ocr.enabled": False}), laptop(2))
     assert list(plan) == ["decode", "whisper", "clip"]
-    _, plan, _ = plan_resources(CPU, laptop(2))
+    _, plan, _ = plan_resources(per_stage, laptop(2))
     assert list(plan) == ["decode", "ocr", "whisper", "clip"]
 
 

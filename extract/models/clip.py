@@ -80,6 +80,7 @@ class ClipEmbedder:
         self.preprocess_val = preprocess_val
         self.tokenizer = _load_tokenizer(clip_cfg)
         self.context_length = int(self.tokenizer.context_length)
+        self._trim_text = _text_tower_is_causal(model, self.tokenizer)
         self._mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._stager = _FrameStager(self.device, (self.spec.image_size, self.spec.image_size, 3))
@@ -189,14 +190,45 @@ class ClipEmbedder:
         texts = list(texts)
         truncated = np.array([self._token_count(t) > self.context_length for t in texts], dtype=bool)
         out = np.zeros((len(texts), self.embed_dim), np.float32)
+        if not texts:
+            return out, truncated
         with torch.inference_mode():
-            for start in range(0, len(texts), TEXT_BATCH_SIZE):
-                chunk = texts[start:start + TEXT_BATCH_SIZE]
-                tokens = self.tokenizer(chunk).to(self.device)
+            tokens = torch.cat([self.tokenizer(texts[i:i + TEXT_BATCH_SIZE])
+                                for i in range(0, len(texts), TEXT_BATCH_SIZE)])
+            # Texts of similar length share a forward pass, cut after their longest end token
+            # (``_encode_tokens``): a caption or a hashtag prompt costs its ~10 tokens, not 77.
+            ends = tokens.argmax(dim=-1) if self._trim_text else torch.full((len(texts),), tokens.shape[1] - 1)
+            order = torch.argsort(ends)
+            for bucket in _length_buckets(ends[order].tolist(), TEXT_BATCH_SIZE):
+                index = order[bucket]
                 with self._autocast():
-                    features = self.model.encode_text(tokens)
-                out[start:start + len(chunk)] = F.normalize(features.float(), dim=-1).cpu().numpy()
+                    features = self._encode_tokens(tokens[index].to(self.device))
+                out[index.numpy()] = F.normalize(features.float(), dim=-1).cpu().numpy()
         return out, truncated
+
+    def _encode_tokens(self, tokens: "torch.Tensor") -> "torch.Tensor":
+        """``model.encode_text`` of ``(k, context_length)`` tokens, on the tokens up to the
+        batch's last end token when the text tower allows it (``_trim_text``: open_clip's
+        ``CLIP`` with a causal mask, pooled at the end token, which is the largest id): no
+        position attends to a later one, so the padding after the end token changes nothing
+        (tested against ``encode_text``)."""
+        import torch
+        from open_clip.transformer import text_global_pool
+
+        model = self.model
+        if not self._trim_text:
+            return model.encode_text(tokens)
+
+        length = int(tokens.argmax(dim=-1).max()) + 1
+        tokens = tokens[:, :length]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+        x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        projection = model.text_projection
+        if projection is None:
+            return x
+        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
     def _token_count(self, text: str) -> int:
         """Tokens ``text`` needs including start/end tokens, before any truncation."""
@@ -206,6 +238,35 @@ class ClipEmbedder:
             return len(self.tokenizer.encode(text)) + 2
         # HFTokenizer / SigLipTokenizer wrap a Hugging Face tokenizer that adds its own specials.
         return len(self.tokenizer.tokenizer(text)["input_ids"])
+
+
+def _text_tower_is_causal(model, tokenizer) -> bool:
+    """Whether ``ClipEmbedder._encode_tokens`` may cut the padding: open_clip's ``CLIP`` text
+    tower with a causal attention mask, pooled at the end token (``argmax``: the end token has
+    the largest id of open_clip's ``SimpleTokenizer``, whose padding is 0)."""
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    import torch
+
+    mask = getattr(model, "attn_mask", None)
+    if not (type(model) is open_clip.model.CLIP and getattr(model, "text_pool_type", None) == "argmax"
+            and isinstance(tokenizer, SimpleTokenizer) and isinstance(mask, torch.Tensor) and mask.ndim == 2):
+        return False
+    above = torch.ones_like(mask, dtype=torch.bool).triu(1)
+    return bool(torch.isinf(mask[above]).all()) and not bool(mask[~above].any())
+
+
+def _length_buckets(ends: list[int], max_batch: int) -> list[slice]:
+    """Slices of texts sorted by end-token position ``ends`` that share one forward pass: a
+    new pass starts where the length would more than double (bounded padding) or at
+    ``max_batch`` texts."""
+    buckets, start = [], 0
+    for i in range(1, len(ends) + 1):
+        if i == len(ends) or i - start >= max_batch or ends[i] + 1 > 2 * (ends[start] + 1):
+            buckets.append(slice(start, i))
+            start = i
+    return buckets
 
 
 def _repeats_dropped(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,7 @@ class RunStats:
     reused: int = 0  # videos whose bytes were committed: features copied, nothing decoded
     errors_by: Counter = field(default_factory=Counter)  # "stage/error_type" -> error rows
     timings: Counter = field(default_factory=Counter)  # stage or step -> seconds
+    cpu: Counter = field(default_factory=Counter)  # stage -> CPU seconds (its processes and children)
     audio_s: float = 0.0
     models: dict[str, str] = field(default_factory=dict)  # clip/whisper -> lineage string
     crash_reruns: int = 0  # re-runs of videos whose worker died (``run_stages``)
@@ -54,6 +55,7 @@ class RunStats:
         for row in rows:
             for stage in STAGES:
                 self.timings[stage] += float(row.get(f"time_{stage}_s") or 0.0)
+                self.cpu[stage] += float(row.get(f"cpu_{stage}_s") or 0.0)
             self.audio_s += float(row.get("audio_s") or 0.0)
             if not is_failed(row):
                 for key, col in (("clip", "clip_model"), ("whisper", "whisper_model")):
@@ -86,6 +88,7 @@ class RunStats:
             "errors_by_stage_type": dict(self.errors_by),
             "error_rate": round(n_errors / n_done, 4) if n_done else 0.0,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "cpu_s": {k: round(v, 3) for k, v in self.cpu.items()},
             "throughput": {
                 "videos_per_s": round(n_done / wall, 3) if wall else None,
                 "frames_per_s": round(self.rows["frame_embeddings"] / wall, 2) if wall else None,

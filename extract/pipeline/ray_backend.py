@@ -2,7 +2,8 @@
 
 Stages (``DecodeStage``, ``OcrStage``, ``TranscribeStage``, ``ClipStage``; declared in
 ``extract.stages.registry``) are plain callable classes; here they become ``map_batches``
-actor pools, and ``backend()`` hands them to ``extract.pipeline.executor.run_stages``:
+actor pools (on a CPU-only machine the model stages run as one fused pool, ``extract.stages.models``),
+and ``backend()`` hands them to ``extract.pipeline.executor.run_stages``:
 
     manifest rows -> decode (CPU actors, each with a pool of isolated decode processes)
                   -> ocr (CPU actors: burned-in text on a few frames)
@@ -41,7 +42,8 @@ from extract.config import Config
 from extract.defaults import GPU_SHARE, Machine
 from extract.pipeline.executor import Backend
 from extract.pipeline.resources import check_plan_fits, plan_resources
-from extract.stages.registry import stage_classes
+from extract.stages.registry import spec_named, stage_classes
+from extract.stages.timing import timed_call
 
 log = logging.getLogger("extract")
 plan_log = logging.getLogger("extract.plan")  # the resolved defaults, printed once at start
@@ -53,26 +55,28 @@ GPU_POLL_S = 10.0  # how often a job looks for autoscaled GPU nodes while it wai
 class TimedStage:
     """Wraps a stage class for Ray: builds it once per actor and records seconds per video.
 
-    Adds ``time_<name>_s`` to every row (the batch's wall time divided by its rows) so the
-    driver can report per-stage time without a side channel. ``torch_threads`` (model stages,
-    from ``resource_plan``) sets torch's CPU threads before the model loads.
+    Adds ``time_<name>_s`` and ``cpu_<name>_s`` to every row (the batch's wall and CPU seconds,
+    ``extract.stages.timing``, divided by its rows) so the driver can report per-stage time
+    without a side channel; the fused ``models`` stage reports each of its parts instead.
+    ``torch_threads`` (model stages, from ``resource_plan``) sets torch's CPU threads before
+    the model loads; ``parts`` (the fused stage) maps its part names to their classes.
     """
 
-    def __init__(self, stage_cls: type, name: str, config: Config, torch_threads: int | None = None):
+    def __init__(self, stage_cls: type, name: str, config: Config, torch_threads: int | None = None,
+                 parts: dict[str, type] | None = None):
         logging.basicConfig(level=logging.INFO)
         self.name = name
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
-        self.stage = stage_cls(config)
+        self.stage = stage_cls(config) if parts is None else stage_cls(config, parts)
+        self.times_parts = parts is not None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        out = self.stage(batch)
-        n = len(next(iter(out.values()))) if out else 0
-        out[f"time_{self.name}_s"] = np.full(n, (time.perf_counter() - start) / max(n, 1))
-        return out
+        if self.times_parts:
+            return self.stage(batch)
+        return timed_call(self.name, self.stage, batch)
 
 
 def init_ray(config: Config) -> None:
@@ -181,12 +185,19 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
     retries = config.runtime.max_task_retries
     n_blocks = max(1, min(len(rows), len(rows) // config.runtime.decode_batch_size + 1))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
-    for name in plan:  # the enabled stages, in run order
+    for name in plan:  # the enabled stages (or the fused model pool), in run order
         p = plan[name]
+        parts = {part: stages[part] for part in spec_named(name).parts if part in stages} or None
+        # The fused model pool starts every worker at once (their model loading overlaps the
+        # first decodes) and hands a worker its next batch only when it is free, so no batch
+        # queues behind a busy worker while another one idles.
+        pool = (ray.data.ActorPoolStrategy(min_size=p["actors"], max_size=p["actors"], max_tasks_in_flight_per_actor=1)
+                if parts else ray.data.ActorPoolStrategy(min_size=1, max_size=p["actors"]))
         ds = ds.map_batches(
-            TimedStage, fn_constructor_args=(stages[name], name, config, p.get("torch_threads")),
+            TimedStage, fn_constructor_args=(stages.get(name) or spec_named(name).load(), name, config,
+                                             p.get("torch_threads"), parts),
             batch_size=p["batch_size"], batch_format="numpy", zero_copy_batch=False,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=p["actors"]),
+            compute=pool,
             num_cpus=p["num_cpus"], num_gpus=p["num_gpus"] or None, resources=p["resources"] or None,
             max_restarts=retries, max_task_retries=retries,
         )

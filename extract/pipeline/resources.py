@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from extract.config import Config
-from extract.defaults import Machine, model_actor_cpus, resolve_runtime
-from extract.stages.registry import STAGE_SPECS
+from extract.defaults import Machine, fused_cpu_shares, fused_models, model_actor_cpus, resolve_runtime
+from extract.stages.registry import layout_specs
 
 log = logging.getLogger("extract")
 
@@ -33,7 +33,8 @@ def plan_resources(config: Config, machine: Machine) -> tuple[Config, dict[str, 
 
 
 def resource_plan(config: Config, machine: Machine) -> dict[str, dict[str, Any]]:
-    """Per stage of a resolved ``config``: actor pool size, CPUs and GPUs per actor, custom Ray
+    """Per stage (or the fused ``models`` pool on CPU-only runs, ``extract.stages.registry.layout_specs``)
+    of a resolved ``config``: actor pool size, CPUs and GPUs per actor, custom Ray
     ``resources`` per actor (``runtime.accelerator_resource``: ``num_gpus_per_actor`` of it for
     the GPU stages, on a GPU run or not), videos per batch, and for the model stages torch's CPU
     threads."""
@@ -41,13 +42,17 @@ def resource_plan(config: Config, machine: Machine) -> dict[str, dict[str, Any]]
         raise ValueError("resource_plan needs a config resolved by extract.defaults.resolve_runtime")
     rt = config.runtime
     gpus = resolve_gpus(config, machine.gpus)
-    # On a 2-core laptop the model actors share the cores with decode: fractional CPUs keep all
-    # three pools schedulable (a quarter each on a single core).
-    model_cpus = model_actor_cpus(machine, gpus > 0)
-    specs = [spec for spec in STAGE_SPECS if spec.enabled(config)]
+    fused = fused_models(config, machine)
+    specs = [spec for spec in layout_specs(fused) if spec.enabled(config)]
     models = [spec for spec in specs if spec.pool == "model"]
-    # What one actor of each model pool leaves (the pools' minimum; more model actors queue).
-    cpu_share = 1.0 if gpus > 0 else max(min(1.0, machine.cpus - len(models) * model_cpus), 0.25)
+    if fused:  # every model worker and decode actor placed at once; the OS shares the cores
+        model_cpus, cpu_share = fused_cpu_shares(machine, rt.model_workers, rt.decode_workers)
+    else:
+        # On a 2-core laptop the model actors share the cores with decode: fractional CPUs keep
+        # all three pools schedulable (a quarter each on a single core).
+        model_cpus = model_actor_cpus(machine, gpus > 0)
+        # What one actor of each model pool leaves (the pools' minimum; more model actors queue).
+        cpu_share = 1.0 if gpus > 0 else max(min(1.0, machine.cpus - len(models) * model_cpus), 0.25)
     accel = {rt.accelerator_resource: rt.num_gpus_per_actor} if rt.accelerator_resource else {}
     plan: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -63,12 +68,13 @@ def resource_plan(config: Config, machine: Machine) -> dict[str, dict[str, Any]]
 
 
 def check_plan_fits(plan: dict[str, dict[str, Any]], machine: Machine) -> None:
-    """Raise when the cluster cannot hold one actor of every pool at once.
+    """Raise when the cluster cannot hold one actor of every pool at once (every worker of the
+    fused model pool, which starts whole).
 
     The pools start together and each needs at least one actor; one that can never be placed
     would leave the run waiting forever for its results, so this fails it at once with the fix.
     """
-    cpus = sum(p["num_cpus"] for p in plan.values())
+    cpus = sum(p["num_cpus"] * (p["actors"] if name == "models" else 1) for name, p in plan.items())
     per_stage = ", ".join(f"{name} {p['num_cpus']:g}" for name, p in plan.items())
     gpus = sum(p["num_gpus"] for p in plan.values())
     if gpus > machine.gpus + 1e-9:

@@ -3,13 +3,20 @@
 The executor (``extract.pipeline.executor`` on ``extract.pipeline.ray_backend``) maps them in
 this order, the resource plan (``extract.pipeline.resources``) sizes their pools from ``pool``
 and ``actors_key``, and the report and the jobs list them by ``name``. A stage's ``name`` is
-also its ``errors.stage`` and the suffix of its ``time_<name>_s`` column.
+also its ``errors.stage`` and the suffix of its ``time_<name>_s`` (wall seconds per video) and
+``cpu_<name>_s`` (CPU seconds per video, its process and child processes) columns.
 
 The columns of a row between stages (``extract.rows``; ``extract schemas --stages`` prints
 them): the manifest gives ``SOURCE_COLUMNS``; each stage reads its ``inputs`` and adds its
 ``outputs`` (columns of the ``videos`` table) and ``carries`` (tensors and JSON the later
 stages or the driver read: frames, audio, the child tables' rows). A test holds these against
 ``schemas/*.json`` and against what the stages really add.
+
+Two layouts (``layout_specs``): on GPUs each model stage is its own actor pool (CLIP and
+Whisper actors sharing each GPU); on a CPU-only machine the model stages run fused in one pool
+(``MODELS``: every worker holds every model and takes a batch through OCR, Whisper and CLIP in
+turn), so whichever stage a batch needs gets a free core and no core waits on another stage's
+backlog (``extract.defaults`` has the measurements).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from typing import Any
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -35,6 +43,7 @@ class StageSpec:
     inputs: tuple[str, ...] = ()  # row columns it reads
     outputs: tuple[str, ...] = ()  # ``videos`` columns it adds
     carries: tuple[str, ...] = ()  # other columns it adds, for later stages or the driver
+    parts: tuple[str, ...] = ()  # a fused stage: the stages it runs in turn, by name
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -94,11 +103,29 @@ OCR = StageSpec(
 # the same text tower.
 STAGE_SPECS: tuple[StageSpec, ...] = (DECODE, OCR, WHISPER, CLIP)
 STAGES: tuple[str, ...] = tuple(spec.name for spec in STAGE_SPECS)
+# CPU-only machines: one pool of model workers, each running the enabled model stages in the
+# order above on its batch (it reports their times under their own names, not its own).
+MODELS = StageSpec("models", "extract.stages.models:ModelStage", "model", "model_workers", "OCR + Whisper + CLIP",
+                   uses_gpu=False, parts=tuple(spec.name for spec in STAGE_SPECS if spec.pool == "model"))
+FUSED_SPECS: tuple[StageSpec, ...] = (DECODE, MODELS)
+
+
+def layout_specs(fused: bool) -> tuple[StageSpec, ...]:
+    """The pools a run maps, in order: ``FUSED_SPECS`` (CPU-only layout) or ``STAGE_SPECS``."""
+    return FUSED_SPECS if fused else STAGE_SPECS
+
+
+def spec_named(name: str) -> StageSpec:
+    """The ``StageSpec`` called ``name`` (a stage or the fused ``models`` pool)."""
+    for spec in (*STAGE_SPECS, MODELS):
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
 
 
 def stage_classes() -> dict[str, type]:
-    """The stage classes by name, in run order (imported now)."""
-    return {spec.name: spec.load() for spec in STAGE_SPECS}
+    """The stage classes by name, in run order, and the fused ``models`` class (imported now)."""
+    return {spec.name: spec.load() for spec in (*STAGE_SPECS, MODELS)}
 
 
 def describe_columns() -> str:

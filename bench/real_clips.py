@@ -260,7 +260,7 @@ class LoopedPictures:
 
 def _write_one(spec: RealClipSpec, path: Path, sdist: Path) -> dict:
     from extract.media.music import melody
-    from extract.media.samples import write_clip
+    from extract.tools.samples import write_clip
 
     spoken, speech_names = "", []
     if spec.kind == "speech":

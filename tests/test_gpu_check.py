@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from importlib.metadata import packages_distributions, version
+from importlib.metadata import entry_points, packages_distributions, version
 from pathlib import Path
 
 import pytest
@@ -24,16 +24,41 @@ from bench import gpu, gpu_wheels
 RECORDER = '''
 import atexit, os, sys
 
+# Each top-level module is written once it is imported (an audit hook sees the attempt; the next
+# event or the exit writes it when it really loaded: optional imports that fail are left out),
+# through a descriptor opened at start-up: decode children are killed rather than exiting, and
+# once confined they can open no file (they import everything before that).
+try:
+    _fd = os.open(os.path.join({folder!r}, f"{{os.getpid()}}.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+except OSError:
+    _fd = None
+_seen, _pending = set(), set()
 
-def _record_imports():
-    try:
-        with open(os.path.join(os.environ["GPU_CHECK_IMPORTS"], f"{os.getpid()}.txt"), "w") as fh:
-            fh.write("\\n".join(sorted({name.partition(".")[0] for name in list(sys.modules)})))
-    except (OSError, KeyError):
-        pass  # a confined decode child cannot open files (its parent imported what it has)
+
+def _flush():
+    loaded = {{name for name in _pending if name in sys.modules}}
+    _pending.difference_update(loaded)
+    _seen.update(loaded)
+    if loaded:
+        try:
+            os.write(_fd, "".join(name + "\\n" for name in sorted(loaded)).encode())
+        except OSError:
+            pass
 
 
-atexit.register(_record_imports)
+def _on_import(event, args):
+    if event == "import":
+        _flush()
+        top = args[0].partition(".")[0]
+        if top not in _seen:
+            _pending.add(top)
+
+
+if _fd is not None:
+    _pending.update(name.partition(".")[0] for name in list(sys.modules))
+    _flush()
+    sys.addaudithook(_on_import)
+    atexit.register(_flush)
 '''
 
 
@@ -46,6 +71,25 @@ def image_packages() -> set[str]:
     return {normalized(line.strip()) for line in lines if line.strip() and not line.startswith("#")}
 
 
+def with_requirements(names: set[str]) -> set[str]:
+    """``names`` and, transitively, what their installed versions here require (extras left
+    out): an image package brings its own requirements there, whatever their versions."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    closure, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in closure:
+            continue
+        closure.add(name)
+        try:
+            needs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        todo += [normalized(re.split(r"[ ;<>=!~\[(]", need, maxsplit=1)[0]) for need in needs if "extra ==" not in need]
+    return closure
+
+
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     """``bench/gpu_check.sh --dry-run`` with an import recorder in every Python process."""
@@ -53,9 +97,8 @@ def dry_run(tmp_path_factory):
     hook, imports, out = tmp / "hook", tmp / "imports", tmp / "out"
     hook.mkdir()
     imports.mkdir()
-    (hook / "sitecustomize.py").write_text(RECORDER)
-    env = dict(os.environ, OUT=str(out), PY=sys.executable, GPU_CHECK_IMPORTS=str(imports),
-               PYTHONPATH=os.pathsep.join([str(hook), str(REPO)]))
+    (hook / "sitecustomize.py").write_text(RECORDER.format(folder=str(imports)))
+    env = dict(os.environ, OUT=str(out), PY=sys.executable, PYTHONPATH=os.pathsep.join([str(hook), str(REPO)]))
     done = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     return done, out, imports
@@ -75,7 +118,7 @@ def test_dry_run_writes_the_results(dry_run):
     markdown = (out / "RESULTS-gpu.md").read_text()
     assert "Dry run on the CPU" in markdown
     for key in gpu.TARGETS:  # every target has its row, n/a where a dry run cannot measure it
-        assert f"| {key.replace('_', ' ')} |" in markdown
+        assert f"| {gpu.TARGET_LABELS[key]} |" in markdown
     assert "passed" in (out / "gpu-tests.log").read_text() or "skipped" in (out / "gpu-tests.log").read_text()
 
 
@@ -90,9 +133,13 @@ def test_the_check_imports_only_carried_or_image_packages(dry_run):
     assert {"extract", "torch", "whisper", "open_clip", "av"} <= modules  # the recorder saw the work
     local = {p.stem for p in (*REPO.glob("*"), *(REPO / "tests").glob("*.py"))} | {"sitecustomize"}
     providers = packages_distributions()
-    available = image_packages() | {gpu_wheels.distribution_name(s) for s in gpu_wheels.gpu_wheels()}
+    available = with_requirements(image_packages()) | {gpu_wheels.distribution_name(s) for s in gpu_wheels.gpu_wheels()}
+    # pytest loads every installed plugin (entry point pytest11): ones installed here load here only.
+    available |= {normalized(e.dist.metadata["Name"]) for e in entry_points(group="pytest11")}
     missing = {}
     for name in sorted(modules - set(sys.stdlib_module_names) - local - {"__main__", "__mp_main__"}):
+        if name.startswith("_sysconfigdata_"):  # the interpreter's build configuration
+            continue
         dists = {normalized(d) for d in providers.get(name, [])}
         if not dists & available:
             missing[name] = sorted(dists) or ["(no installed distribution provides it)"]

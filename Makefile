@@ -14,7 +14,7 @@ JUNIT := $(BUILD)/junit.xml
 # share one group (one Ray at a time), so two workers never run two Ray sessions at once.
 XDIST := -n 2 --dist loadgroup
 
-.PHONY: venv demo check test fuzz bench speech fonts weights clean
+.PHONY: venv demo check test fuzz bench speech fonts weights clean gpu-wheels gpu-check-dry-run
 
 venv: $(STAMP)
 
@@ -88,6 +88,26 @@ $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz: $(STAMP)
 
 bench: venv speech $(BUILD)/whisper-base.pt $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz
 	$(PY) -m bench.run
+
+# Another Python (3.12, 3.13): a fresh venv of it under .build/py<V>/, the project installed
+# there, and the demo run with it. pythonV on the PATH or a pyenv install of it (pyenv has both
+# here); without either it says so and is skipped (exit 0).
+py%-check:
+	@py=$$(python$* -c 'import sys; print(sys.executable)' 2>/dev/null || \
+	       ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$*.*/bin/python$* 2>/dev/null | sort -V | tail -1); \
+	if [ -z "$$py" ]; then echo "no Python $* (python$* or a pyenv version): py$*-check skipped"; exit 0; fi; \
+	echo "py$*-check with $$py"; \
+	$(MAKE) --no-print-directory demo PYTHON=$$py VENV=$(BUILD)/py$*/venv BUILD=$(BUILD)/py$* \
+	  DEMO_OUT=$(BUILD)/py$*/demo-out && \
+	$(BUILD)/py$*/venv/bin/python -c 'import sys; print("py$*-check: the demo ran on Python", sys.version.split()[0])'
+
+# The wheels bench/gpu_check.sh installs on the bare GPU machine (cp312; fails above 60 MiB).
+gpu-wheels: venv
+	$(PY) -m bench.gpu_wheels .whl/gpu
+
+# bench/gpu_check.sh on this CPU with tiny models: tests the script (tests/test_gpu_check.py runs it too).
+gpu-check-dry-run: venv
+	bash bench/gpu_check.sh --dry-run
 
 clean:
 	rm -rf $(BUILD) $(DEMO_OUT) .pytest_cache

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.gpu import TARGETS as GPU_TARGETS
+
 
 def log(message: str) -> None:
     print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
@@ -182,9 +184,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{met(ratios['decode_one_process'], TARGETS['decode'])}; inside the pipeline (stage seconds, sharing "
         "the cores with the models): "
         f"{met(ratios['decode_in_pipeline'], TARGETS['decode'])}",
-        "- H100 targets (≥ 10x naive, CLIP ≥ 10,000 frames/s, Whisper base ≥ 1,000 audio-s/s, ≥ 20,000 30-s "
-        "720p videos per GPU-hour): " + ("see the micro-benchmarks" if m["gpu"] else
-                                         "**not measured** (no GPU on this machine; see the GPU plan below)"),
+        f"- H100 targets (CLIP ViT-B-32 ≥ {GPU_TARGETS['clip_vit_b32_frames_per_s']:,} frames/s, Whisper base ≥ "
+        f"{GPU_TARGETS['whisper_base_audio_s_per_s']:,} audio-s/s, ≥ {GPU_TARGETS['videos_per_gpu_hour']:,} 30-s "
+        "720p videos per GPU-hour; `bench/gpu_check.sh` measures them, into bench/RESULTS-gpu.md): "
+        + ("see the micro-benchmarks" if m["gpu"] else "**not measured** (no GPU on this machine)"),
         "",
     ]
     lines += [

@@ -146,6 +146,14 @@ class VideoError(Exception):
         self.retryable = retryable
 
 
+class DeviceLostError(RuntimeError):
+    """The accelerator failed in a way that leaves this process's CUDA context unusable (an
+    illegal memory access, a device-side assert): every later batch in the process would fail
+    too, so it is no video's fault. It is never turned into error rows; it ends the worker, and
+    the Ray backend lets Ray restart the actor and retry its batch (``extract.pipeline.ray_backend``).
+    """
+
+
 def process_isolated(pending: list[tuple[dict[str, Any], Any]], process: Callable[[list[Any]], list[Any]],
                      stage: str, what: str) -> list[Any]:
     """Run ``process`` on all pending inputs at once (one packed batch); if that raises, run it
@@ -153,11 +161,14 @@ def process_isolated(pending: list[tuple[dict[str, Any], Any]], process: Callabl
 
     ``pending`` is ``[(row, input)]``; returns one result per entry, None where that row was
     marked failed (stage ``stage``). ``what`` names the work in the log, e.g. ``"CLIP"``.
+    A ``DeviceLostError`` is raised, never blamed on a video.
     """
     if not pending:
         return []
     try:
         return list(process([item for _, item in pending]))
+    except DeviceLostError:
+        raise
     except Exception as exc:  # noqa: BLE001 - isolated below, per video
         log.warning("%s batch of %d videos failed (%s: %s); processing videos one by one",
                     what, len(pending), type(exc).__name__, exc)
@@ -165,6 +176,8 @@ def process_isolated(pending: list[tuple[dict[str, Any], Any]], process: Callabl
     for row, item in pending:
         try:
             results.append(process([item])[0])
+        except DeviceLostError:
+            raise
         except Exception as row_exc:  # noqa: BLE001 - becomes this video's error row
             mark_exception(row, stage, row_exc)
             results.append(None)

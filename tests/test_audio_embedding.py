@@ -154,3 +154,13 @@ def test_same_melody_embeds_closer_than_another_with_base_weights():
         for other in ("b", "c"):
             assert same > float(emb["a"] @ emb[other]), (again, other, same, float(emb["a"] @ emb[other]))
             assert same > float(emb[again] @ emb[other]), (again, other, same, float(emb[again] @ emb[other]))
+
+
+@pytest.mark.gpu
+def test_pooled_on_the_gpu_equals_the_cpu(tiny):
+    """The masked sums run where the encoder output is: CUDA sums equal the CPU's."""
+    features, seconds = encode(tiny, [melody(TUNE_B, seed=5)[0], melody(TUNE_C, seed=6)[0][: 3 * AUDIO_RATE]])
+    on_cpu = window_frame_sums(features, seconds, [0.0, 1.0])
+    on_gpu = window_frame_sums(features.cuda().half(), seconds, [0.0, 1.0])
+    np.testing.assert_array_equal(on_gpu[1], on_cpu[1])
+    np.testing.assert_allclose(on_gpu[0], window_frame_sums(features.half(), seconds, [0.0, 1.0])[0], rtol=1e-9)

@@ -221,6 +221,26 @@ def test_out_of_memory_at_batch_size_one_raises(tiny, monkeypatch):
         tiny.embed_frames(random_videos([2], tiny.spec.image_size), batch_size=4)
 
 
+def test_poisoned_cuda_context_raises_device_lost(tiny, monkeypatch):
+    """A CUDA error after which the context is unusable is not retried smaller (as out of memory
+    is) nor blamed on a video: ``DeviceLostError``, which the stage lets through to the Ray backend."""
+    from extract.rows import DeviceLostError, process_isolated
+
+    error = getattr(torch, "AcceleratorError", RuntimeError)
+
+    def broken(batch):
+        raise error("CUDA error: unspecified launch failure")
+
+    monkeypatch.setattr(tiny, "_encode_images", broken)
+    videos = random_videos([3, 2], tiny.spec.image_size, seed=4)
+    with pytest.raises(DeviceLostError, match="unspecified launch failure"):
+        tiny.embed_frames(videos, batch_size=4)
+    rows = [({"video_id": "a"}, videos[0]), ({"video_id": "b"}, videos[1])]
+    with pytest.raises(DeviceLostError):
+        process_isolated(rows, lambda frames: tiny.embed_frames(frames, 4), "clip", "CLIP")
+    assert all("error_stage" not in row for row, _ in rows)
+
+
 @pytest.mark.parametrize("bad", [
     np.zeros((2, 63, 64, 3), np.uint8),
     np.zeros((2, 64, 64, 3), np.float32),

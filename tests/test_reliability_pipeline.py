@@ -518,6 +518,48 @@ def test_manifest_missing_a_required_column_names_row_and_column(tmp_path, fmt):
         assert f"row {n}" in row["error_message"] and f"no {missing!r}" in row["error_message"]
 
 
+class _Exited(BaseException):
+    """Stands in for the process ending (``os._exit``) in the test below."""
+
+
+def test_a_poisoned_cuda_context_ends_the_worker_other_errors_propagate(monkeypatch):
+    """``TimedStage`` (the Ray actor's body) ends its process on a CUDA error that poisons the
+    context, whether the stage raised ``DeviceLostError`` or the raw error: Ray counts that as a
+    crashed worker, restarts it and retries the batch. Other exceptions propagate unchanged."""
+    from extract.rows import DeviceLostError
+
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise _Exited
+
+    monkeypatch.setattr(ray_backend.os, "_exit", fake_exit)
+    for error in (DeviceLostError("CLIP frames failed on cuda ..."),
+                  RuntimeError("CUDA error: an illegal memory access was encountered")):
+        class Failing:
+            def __init__(self, config):
+                pass
+
+            def __call__(self, batch, _error=error):
+                raise _error
+
+        with pytest.raises(_Exited):
+            ray_backend.TimedStage(Failing, "clip", None)({"video_id": ["a"]})
+    assert exits == [ray_backend.DEVICE_LOST_EXIT_CODE] * 2
+
+    class Buggy:
+        def __init__(self, config):
+            pass
+
+        def __call__(self, batch):
+            raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        ray_backend.TimedStage(Buggy, "clip", None)({"video_id": ["a"]})
+    assert len(exits) == 2
+
+
 def ray_crashes(execute) -> Backend:
     """``execute`` with the Ray backend's reading of exceptions (worker crash, start failure)."""
     return Backend(execute, ray_backend.is_worker_crash, ray_backend.stage_start_failure)
@@ -865,6 +907,7 @@ CRASH = set(ARGS.get("crash_ids", []))
 RECORD = ARGS.get("record_dir")
 DELAY = float(ARGS.get("delay_s", 0))
 PAYLOAD = int(ARGS.get("payload_bytes", 0))
+DEVICE_LOST = set(ARGS.get("device_lost_ids", []))
 
 
 class WrappedClip(ClipStage):
@@ -873,9 +916,23 @@ class WrappedClip(ClipStage):
         if RECORD:
             with open(os.path.join(RECORD, f"clip-{os.getpid()}.pid"), "w") as fh:
                 fh.write(str(os.getpid()))
+        if DEVICE_LOST:  # the first actor's CUDA context "breaks" on these videos' frames; a new process is fine
+            encode = self.embedder._encode_images
+            poisoned = os.path.join(RECORD, "poisoned")
+
+            def encode_images(frames):
+                if os.path.exists(poisoned) or DEVICE_LOST & set(self._batch_ids):
+                    open(poisoned, "a").close()
+                    if not os.path.exists(poisoned + f".{os.getpid()}.restarted"):
+                        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+                return encode(frames)
+
+            self.embedder._encode_images = encode_images
+            if os.path.exists(poisoned):  # a restarted actor: its context is fresh
+                open(poisoned + f".{os.getpid()}.restarted", "a").close()
 
     def __call__(self, batch):
-        ids = [str(v) for v in batch["video_id"]]
+        ids = self._batch_ids = [str(v) for v in batch["video_id"]]
         if CRASH & set(ids):
             os.abort()
         time.sleep(DELAY)
@@ -959,6 +1016,26 @@ def _start_slow_run(tmp_path: Path, tiny_config: Path, n: int):
         "src": str(manifest), "dst": str(dst), "configs": [str(LOCAL_YAML), str(tiny_config)],
         "record_dir": str(record_dir), "delay_s": 2.0, "overrides": ["runtime.videos_per_batch=2"]})
     return manifest, ids, record_dir, dst, proc
+
+
+@pytest.mark.slow
+def test_poisoned_cuda_context_restarts_the_actor_and_loses_nothing(tmp_path, tiny_config):
+    """A CUDA error that leaves the context unusable (here raised by the CLIP actor's model on
+    ``v001``'s batch and on everything after it, until the process is new) ends the actor:
+    Ray restarts it and retries the batch, so no video becomes an error row."""
+    manifest, ids = _silent_manifest(tmp_path, 4)
+    record_dir = tmp_path / "record"
+    record_dir.mkdir()
+    dst = tmp_path / "out"
+    rc, out, record = _finish(_harness(tmp_path, {
+        "src": str(manifest), "dst": str(dst), "configs": [str(LOCAL_YAML), str(tiny_config)],
+        "record_dir": str(record_dir), "device_lost_ids": ["v001"],
+        "overrides": ["runtime.videos_per_batch=1", "runtime.decode_batch_size=1", "runtime.max_task_retries=2"]}))
+    assert rc == 0 and record, out[-5000:]
+    assert (record_dir / "poisoned").exists(), "the CUDA error was never raised"
+    assert len(list(record_dir.glob("clip-*.pid"))) >= 2, "the actor was not restarted"
+    assert record["counts"]["ok"] == len(ids) and record["counts"]["errors"] == 0, record
+    assert_exactly_once(str(dst), ids)
 
 
 @pytest.mark.slow

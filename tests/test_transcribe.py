@@ -533,7 +533,7 @@ def test_stage_isolates_a_video_that_breaks_the_batch(tiny_whisper, monkeypatch)
 
     def flaky(audios, batch_size=16, speech_spans=None):
         if any(len(a) == poison_len for a in audios):
-            raise RuntimeError("CUDA error: device-side assert")
+            raise RuntimeError("stft: window longer than input")
         return real(audios, batch_size, speech_spans)
 
     monkeypatch.setattr(stage.transcriber, "transcribe_batch", flaky)
@@ -542,4 +542,49 @@ def test_stage_isolates_a_video_that_breaks_the_batch(tiny_whisper, monkeypatch)
     ok1, poison, ok2 = batch_to_rows(stage(rows_to_batch(rows)))
     assert ok1["transcript_text"] and ok2["transcript_text"] and ok1["error_stage"] is None
     assert poison["error_stage"] == "whisper" and poison["retryable"] is True
-    assert "device-side assert" in poison["error_message"] and poison["transcript_text"] is None
+    assert "window longer than input" in poison["error_message"] and poison["transcript_text"] is None
+
+
+def test_out_of_memory_halves_the_window_batch(tiny_whisper, monkeypatch, caplog):
+    """A batch of windows that runs out of memory is run again in halves (CLIP's fallback,
+    ``run_in_batches``); the transcripts equal those of an undisturbed run."""
+    import torch
+
+    transcriber = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
+    audios = [noise(s, 90 + k) for k, s in enumerate((3, 5, 2, 7, 4))]
+    expected = transcriber.transcribe_batch(audios, batch_size=8)
+    real = transcriber._decode_windows
+    seen = []
+
+    def small_batches_only(chunk, *args):
+        seen.append(len(chunk))
+        if len(chunk) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real(chunk, *args)
+
+    monkeypatch.setattr(transcriber, "_decode_windows", small_batches_only)
+    got = transcriber.transcribe_batch(audios, batch_size=8)
+    assert seen[:3] == [5, 4, 2] and max(seen[2:]) <= 2
+    assert "Whisper 30 s windows: a batch of 5 ran out of memory; retrying with batches of 4" in caplog.text
+    assert [t.text for t in got] == [t.text for t in expected] and all(t.text for t in got)
+    assert all(np.allclose(a.audio_embedding, b.audio_embedding, atol=1e-6) for a, b in zip(got, expected))
+
+
+@pytest.mark.parametrize("error", ["CUDA error: an illegal memory access was encountered",
+                                   "CUDA error: device-side assert triggered"])
+def test_poisoned_cuda_context_fails_the_stage_not_the_videos(tiny_whisper, monkeypatch, error):
+    """A CUDA error that leaves the context unusable is no video's fault: the stage raises
+    ``DeviceLostError`` (the Ray backend then restarts the actor and retries the batch) instead
+    of marking this video and every later one as failed."""
+    from extract.rows import DeviceLostError
+
+    stage = TranscribeStage(stage_config(tiny_whisper))
+
+    def broken(*args):
+        raise RuntimeError(error)
+
+    monkeypatch.setattr(stage.transcriber, "_decode_windows", broken)
+    rows = [{"video_id": v, "has_audio": True, "audio": noise(2.0, 83 + k), "error_stage": None}
+            for k, v in enumerate(("a", "b"))]
+    with pytest.raises(DeviceLostError, match="illegal memory access|device-side assert"):
+        stage(rows_to_batch(rows))

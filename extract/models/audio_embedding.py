@@ -38,14 +38,16 @@ def window_frame_sums(features: Any, real_s: Sequence[float] | np.ndarray,
                       skip_s: Sequence[float] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-window sums of the encoder ``features`` over their real-audio frames.
 
-    ``features``: ``(n_windows, n_audio_ctx, d_model)`` torch tensor (any device/dtype) or
-    numpy array, the Whisper encoder's output; ``real_s``: seconds of real audio in each
-    window (the rest is padding); ``skip_s``: seconds at the start of each window to leave
+    ``features``: ``(n_windows, n_audio_ctx, d_model)`` torch tensor (any device/dtype; the
+    sums are computed on its device) or numpy array, the Whisper encoder's output; ``real_s``:
+    seconds of real audio in each window (the rest is padding); ``skip_s``: seconds at the start of each window to leave
     out (audio an earlier window already pooled, as when transcription resumes a window
     early), None for none. Frames with a NaN or infinite value (a float16 overflow) are left
     out. Returns ``(sums (n_windows, d_model) float64, counts (n_windows,) int64)``: the sum
     over the kept frames and how many were kept.
     """
+    import torch
+
     n_windows, n_ctx, _ = features.shape
     frames = real_audio_frames(real_s, n_ctx)
     if len(frames) != n_windows:
@@ -54,13 +56,15 @@ def window_frame_sums(features: Any, real_s: Sequence[float] | np.ndarray,
     if len(first) != n_windows:
         raise ValueError(f"skip_s: {len(first)} values for {n_windows} windows")
     width = int(frames.max(initial=0))
-    # Only the real frames leave the device, as float32 (a float16 sum could overflow).
-    head = features[:, :width]
-    head = head.float().cpu().numpy() if hasattr(head, "cpu") else np.asarray(head, dtype=np.float32)
-    positions = np.arange(width)[None, :]
-    keep = (positions >= first[:, None]) & (positions < frames[:, None]) & np.isfinite(head).all(axis=-1)
-    sums = np.where(keep[..., None], head, 0.0).sum(axis=1, dtype=np.float64)
-    return sums, keep.sum(axis=1).astype(np.int64)
+    # The masked sum runs where the features are (the GPU): only (n_windows, d_model) sums and
+    # the counts come back; float32 frames summed in float64 (a float16 sum could overflow).
+    head = torch.as_tensor(features)[:, :width].float()
+    positions = torch.arange(width, device=head.device)[None, :]
+    keep = ((positions >= torch.as_tensor(first, device=head.device)[:, None])
+            & (positions < torch.as_tensor(frames, device=head.device)[:, None])
+            & torch.isfinite(head).all(dim=-1))
+    sums = torch.where(keep[..., None], head, 0.0).sum(dim=1, dtype=torch.float64)
+    return sums.cpu().numpy(), keep.sum(dim=1).cpu().numpy().astype(np.int64)
 
 
 def pooled_embedding(sums: np.ndarray, counts: np.ndarray) -> np.ndarray | None:

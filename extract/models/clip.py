@@ -33,7 +33,8 @@ import numpy as np
 
 from extract.config import ClipModelConfig, StorageConfig
 from extract.models.checkpoints import local_checkpoint
-from extract.models.common import CHECKPOINT_ERRORS, INIT_SEED, ModelLoadError, lineage, resolve_device
+from extract.models.common import (CHECKPOINT_ERRORS, INIT_SEED, ModelLoadError, lineage, resolve_device,
+                                   run_in_batches)
 from extract.models.preprocess import PreprocessSpec, preprocess_spec, register_model_config
 from extract.rows import VideoError
 from extract.io.storage import is_remote, local_path
@@ -114,7 +115,9 @@ class ClipEmbedder:
         length. A frame equal to the one before it (a still image, a slideshow, a frozen screen:
         several sampling times served by one decoded frame) is embedded once and its row copied.
         When a batch runs out of memory the batch size halves (down to 1) and the embedding
-        continues from that batch. Raises ``VideoError`` for a malformed array.
+        continues from that batch; a CUDA error that poisons the context raises
+        ``DeviceLostError`` (``extract.models.common.run_in_batches``). Raises ``VideoError``
+        for a malformed array.
         """
         checked = []
         for i, frames in enumerate(frames_list):
@@ -134,23 +137,13 @@ class ClipEmbedder:
         total = sum(counts)
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         embedded: list[torch.Tensor] = []
-        size = max(1, int(batch_size))
-        done = 0
+
+        def embed(begin: int, end: int) -> None:
+            batch = self._stager.to_device(_slice_packed(frames_list, starts, begin, end))
+            embedded.append(self._encode_images(batch))
+
         with torch.inference_mode():
-            while done < total:
-                end = min(done + size, total)
-                try:
-                    batch = self._stager.to_device(_slice_packed(frames_list, starts, done, end))
-                    embedded.append(self._encode_images(batch))
-                except (torch.OutOfMemoryError, RuntimeError) as exc:
-                    if not _is_out_of_memory(exc) or size == 1:
-                        raise
-                    size = max(1, size // 2)
-                    if self.device == "cuda":
-                        torch.cuda.empty_cache()
-                    log.warning("CLIP batch of %d frames ran out of memory; retrying with %d", end - done, size)
-                    continue
-                done = end
+            run_in_batches(total, batch_size, embed, "CLIP frames", self.device)
             if embedded:
                 flat = torch.cat(embedded).cpu().numpy()
             else:
@@ -291,13 +284,6 @@ def _slice_packed(frames_list: Sequence[np.ndarray], starts: np.ndarray, begin: 
         if hi > lo:
             pieces.append(frames_list[i][lo - starts[i]:hi - starts[i]])
     return pieces
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    text = str(exc)
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 class _FrameStager:

@@ -74,7 +74,7 @@ import numpy as np
 from extract.config import WHISPER_CONTEXT_S, StorageConfig, WhisperConfig, WhisperModelConfig
 from extract.media.windows import AUDIO_RATE, AudioWindow, is_silent, next_window, plan_windows, quietest_point
 from extract.models.audio_embedding import pooled_embedding, window_frame_sums
-from extract.models.common import CHECKPOINT_ERRORS, ModelLoadError, lineage, resolve_device
+from extract.models.common import CHECKPOINT_ERRORS, ModelLoadError, lineage, resolve_device, run_in_batches
 from extract.models.vad import windows_with_speech
 from extract.models.whisper_decoder import CrossAttention, decode_encoded, first_token_logits, sampling_seed
 from extract.rows import VideoError
@@ -261,7 +261,10 @@ class WhisperTranscriber:
         (module doc). ``speech_spans`` (per video, seconds, from ``extract.models.vad``; None =
         no voice activity check) gate the decoder: a window without speech is encoded (its
         frames count in the audio embedding) but neither language-detected nor decoded, so a
-        music-only clip costs no decoder pass. Raises ``VideoError`` for a malformed array.
+        music-only clip costs no decoder pass. A batch that runs out of memory is run again in
+        halves (the smaller size kept for the rest of the call; the log says so); a CUDA error
+        that poisons the context raises ``DeviceLostError`` (``extract.models.common.run_in_batches``).
+        Raises ``VideoError`` for a malformed array.
         """
         audios = [as_whisper_audio(a) for a in audios]
         spans = list(speech_spans) if speech_spans is not None else [None] * len(audios)
@@ -282,8 +285,10 @@ class WhisperTranscriber:
                 if spans[w.video] is not None:
                     w.speech = bool(windows_with_speech(spans[w.video], [(w.window.start_s, w.window.end_s)])[0])
             round_windows.sort(key=lambda w: -w.window.n_samples)
-            for start in range(0, len(round_windows), size):
-                self._decode_windows(round_windows[start:start + size], audios, languages)
+            size = run_in_batches(
+                len(round_windows), size,
+                lambda start, end: self._decode_windows(round_windows[start:end], audios, languages),
+                "Whisper 30 s windows", self.device)
             for w in round_windows:
                 done = decoded.setdefault(w.video, [])
                 cursors[w.video] = self._resume_sample(w, audios[w.video], sum(d.deferred is not None for d in done))

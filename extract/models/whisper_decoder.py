@@ -20,6 +20,11 @@ and copying every cache whenever a finished row leaves the batch (12 %). Here:
   the batch as soon as its text ends (``whisper.decode`` steps every row until the longest
   text ends): the last live rows move into the freed places (``CachedDecoder.drop``), so only
   the moved rows' caches are copied.
+- Each step's logic stays on the device: ``StepRules`` applies whisper's logit filters
+  (suppressed tokens, blank start, the timestamp rules) as batched masks instead of
+  ``ApplyTimestampRules``' Python loop over rows (a ``.tolist()`` and tensor ``if``s per row
+  per token, each a wait for a GPU), the token update keeps ``completed`` on the device, and
+  the loop reads one thing per step: which rows ended (``(n,)`` bools), to let them leave.
 - Temperature-fallback sampling draws each row from its own generator, seeded by the caller
   per window (``sampling_seed``: a hash of the window's audio and the temperature), so a
   window's sampled text depends on nothing but its audio, the model and the temperature: not
@@ -230,6 +235,103 @@ def sampling_seed(samples: np.ndarray, temperature: float) -> int:
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
+class StepRules:
+    """whisper's logit filters of one decoding step (``SuppressBlank``, ``SuppressTokens``,
+    ``ApplyTimestampRules``) as batched tensor operations on the logits' device.
+
+    whisper's ``ApplyTimestampRules`` loops over the rows in Python, reading each row's tokens
+    with ``.tolist()`` and comparing tensors in ``if``s: on a GPU every row of every step waits
+    for the device. Here each rule is a mask over ``(n, n_vocab)`` built from the tokens on the
+    device, with no host sync; the masked logits equal whisper's bit for bit (tested on random
+    logits and token histories). The token sets are masks built once per device.
+    """
+
+    def __init__(self, sample_begin: int, suppress: Sequence[int], blank: Sequence[int] = (),
+                 timestamp_begin: int | None = None, eot: int | None = None,
+                 max_initial_timestamp_index: int | None = None):
+        self.sample_begin = sample_begin
+        self.suppress = sorted(set(suppress))  # every step (whisper's SuppressTokens, <|notimestamps|>)
+        self.blank = sorted(set(blank))  # first sampled token only (SuppressBlank: " " and <|endoftext|>)
+        self.timestamp_begin = timestamp_begin  # None: decoding without timestamps
+        self.eot = eot
+        self.max_initial_timestamp_index = max_initial_timestamp_index
+        self._masks: dict[tuple[str, int], tuple["torch.Tensor", "torch.Tensor"]] = {}
+
+    @classmethod
+    def from_filters(cls, filters: Sequence[Any]) -> "StepRules":
+        """The rules of a ``whisper.decoding.DecodingTask``'s ``logit_filters`` (the three kinds
+        whisper builds; any other filter raises ``TypeError``)."""
+        from whisper.decoding import ApplyTimestampRules, SuppressBlank, SuppressTokens
+
+        sample_begin, suppress, blank, timestamps = None, [], [], None
+        for f in filters:
+            if isinstance(f, SuppressBlank):
+                sample_begin, blank = f.sample_begin, f.tokenizer.encode(" ") + [f.tokenizer.eot]
+            elif isinstance(f, SuppressTokens):
+                suppress += list(f.suppress_tokens)
+            elif isinstance(f, ApplyTimestampRules):
+                sample_begin, timestamps = f.sample_begin, f
+                if f.tokenizer.no_timestamps is not None:
+                    suppress.append(f.tokenizer.no_timestamps)
+            else:
+                raise TypeError(f"StepRules: no batched form of whisper logit filter {type(f).__name__}")
+        if timestamps is None:
+            return cls(sample_begin or 0, suppress, blank)
+        return cls(sample_begin, suppress, blank, timestamps.tokenizer.timestamp_begin, timestamps.tokenizer.eot,
+                   timestamps.max_initial_timestamp_index)
+
+    def _token_masks(self, n_vocab: int, device: "torch.device") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """``(suppressed, suppressed or blank)``, each ``(n_vocab,) bool`` on ``device``."""
+        import torch
+
+        key = (str(device), n_vocab)
+        if key not in self._masks:
+            suppressed = torch.zeros(n_vocab, dtype=torch.bool)
+            suppressed[self.suppress] = True
+            first = suppressed.clone()
+            first[self.blank] = True
+            self._masks[key] = (suppressed.to(device), first.to(device))
+        return self._masks[key]
+
+    def apply(self, logits: "torch.Tensor", tokens: "torch.Tensor") -> None:
+        """Mask ``logits`` ``(n, n_vocab)`` in place (``-inf``) for the next token after
+        ``tokens`` ``(n, t)`` (initial tokens, then the sampled ones), as whisper's filters do."""
+        import torch
+
+        inf = float("-inf")
+        sampled = tokens.shape[1] - self.sample_begin  # tokens sampled so far (the same in every row)
+        suppressed, first = self._token_masks(logits.shape[-1], logits.device)
+        logits.masked_fill_(first if sampled == 0 else suppressed, inf)
+        tb = self.timestamp_begin
+        if tb is None:
+            return
+        if sampled == 0:  # the first token is a timestamp, at most max_initial_timestamp in
+            logits[:, :tb] = inf
+            if self.max_initial_timestamp_index is not None:
+                logits[:, tb + self.max_initial_timestamp_index + 1:] = inf
+        else:
+            history = tokens[:, self.sample_begin:]
+            is_ts = history >= tb
+            last = is_ts[:, -1]
+            penultimate = is_ts[:, -2] if sampled >= 2 else torch.ones_like(last)
+            # Timestamps come in pairs (except right before <|endoftext|>): after <|a|><|b|> text,
+            # after text <|a|> a timestamp or the end.
+            closes_pair = last & ~penultimate
+            logits[:, :self.eot].masked_fill_(closes_pair[:, None], inf)
+            # Timestamps never decrease, and a segment (after text <|a|>) is not empty: the next
+            # timestamp is at least the last one (closing a pair) or one past it.
+            position = (is_ts * torch.arange(1, sampled + 1, device=tokens.device)).amax(dim=1)  # 0: none
+            last_ts = history.gather(1, (position - 1).clamp(min=0)[:, None])[:, 0]
+            lowest = torch.where(position > 0, last_ts + (~closes_pair).long(), tb)
+            columns = torch.arange(tb, logits.shape[-1], device=logits.device)
+            forbidden = (last & penultimate)[:, None] | (columns[None, :] < lowest[:, None])
+            logits[:, tb:].masked_fill_(forbidden, inf)
+        # A timestamp when all timestamps together are likelier than any single text token.
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        timestamp_wins = logprobs[:, tb:].logsumexp(dim=-1) > logprobs[:, :tb].amax(dim=-1)
+        logits[:, :tb].masked_fill_(timestamp_wins[:, None], inf)
+
+
 def decode_encoded(model, features: "torch.Tensor", options, cross: CrossAttention | None = None,
                    seeds: Sequence[int] | None = None) -> list:
     """``whisper.decode`` of encoded windows ``features`` ``(n, n_audio_ctx, n_audio_state)``:
@@ -251,7 +353,23 @@ def _compacting_task_type():
     import torch.nn.functional as F
     from whisper.decoding import DecodingTask, GreedyDecoder
 
-    class RowSeededSampler(GreedyDecoder):
+    class DeviceGreedy(GreedyDecoder):
+        """whisper's ``GreedyDecoder.update`` (same tokens, same log-prob sums) without a host
+        sync: ``completed`` comes back as a device tensor, which the loop never reads (it reads
+        which rows ended, once per step)."""
+
+        def next_tokens(self, logits: "torch.Tensor") -> "torch.Tensor":
+            return logits.argmax(dim=-1)
+
+        def update(self, tokens, logits, sum_logprobs):
+            next_tokens = self.next_tokens(logits)
+            logprobs = F.log_softmax(logits.float(), dim=-1)
+            live = tokens[:, -1] != self.eot  # rows past <|endoftext|> stay there and add nothing
+            sum_logprobs += logprobs.gather(1, next_tokens[:, None])[:, 0] * live
+            tokens = torch.cat([tokens, torch.where(live, next_tokens, self.eot)[:, None]], dim=-1)
+            return tokens, (tokens[:, -1] == self.eot).all()
+
+    class RowSeededSampler(DeviceGreedy):
         """whisper's ``GreedyDecoder`` at a temperature above 0 with one generator per row: row
         ``j`` of a step is input row ``rows[j]`` (the loop keeps ``rows`` as rows leave)."""
 
@@ -260,16 +378,10 @@ def _compacting_task_type():
             self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
             self.rows = list(range(len(seeds)))
 
-        def update(self, tokens, logits, sum_logprobs):
+        def next_tokens(self, logits):
             probs = (logits.float() / self.temperature).softmax(dim=-1)
-            next_tokens = torch.cat([torch.multinomial(probs[j], 1, generator=self.generators[row])
-                                     for j, row in enumerate(self.rows)])
-            # The rest as GreedyDecoder.update: log-probs of the drawn tokens, rows past <|eot|> stay.
-            logprobs = F.log_softmax(logits.float(), dim=-1)
-            sum_logprobs += logprobs[torch.arange(logprobs.shape[0]), next_tokens] * (tokens[:, -1] != self.eot)
-            next_tokens[tokens[:, -1] == self.eot] = self.eot
-            tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
-            return tokens, (tokens[:, -1] == self.eot).all()
+            return torch.cat([torch.multinomial(probs[j], 1, generator=self.generators[row])
+                              for j, row in enumerate(self.rows)])
 
     class CompactingDecodingTask(DecodingTask):
         def __init__(self, model, options, cross: CrossAttention, seeds: Sequence[int] | None = None):
@@ -277,6 +389,7 @@ def _compacting_task_type():
             # The loop runs at most sample_len steps, each adding one token after the prompt.
             self.inference = CachedDecoder(model, len(self.initial_tokens), cross,
                                            max_length=len(self.initial_tokens) + self.sample_len)
+            self.logit_filters = [StepRules.from_filters(self.logit_filters)]
             if options.temperature > 0:
                 if self.n_group != 1:
                     raise ValueError("decode_encoded: best_of/beam_size with temperature > 0 is not supported")
@@ -285,13 +398,17 @@ def _compacting_task_type():
                                      f"({cross.rows}), got {None if seeds is None else len(seeds)}")
                 self.decoder = RowSeededSampler(options.temperature, self.tokenizer.eot, seeds,
                                                 cross.keys[0].device)
+            elif self.n_group == 1:
+                self.decoder = DeviceGreedy(0.0, self.tokenizer.eot)
 
         def _main_loop(self, audio_features, tokens):
+            """whisper's loop with finished rows leaving the batch and one host sync per step
+            (which rows ended); the logit filters and the token update stay on the device."""
             if self.n_group != 1:  # best-of-n / beams regroup rows: whisper's own loop
                 return super()._main_loop(audio_features, tokens)
             n_batch, eot = tokens.shape[0], self.tokenizer.eot
             sum_logprobs = torch.zeros(n_batch, device=audio_features.device)
-            no_speech_probs = [np.nan] * n_batch
+            no_speech_probs = torch.full((n_batch,), float("nan"))
             rows = list(range(n_batch))  # input row of each live row
             done: dict[int, tuple[Any, Any]] = {}  # input row -> (tokens, sum of log-probs)
             try:
@@ -299,14 +416,14 @@ def _compacting_task_type():
                     logits = self.inference.logits(tokens, audio_features)
                     if i == 0 and self.tokenizer.no_speech is not None:
                         probs_at_sot = logits[:, self.sot_index].float().softmax(dim=-1)
-                        no_speech_probs = probs_at_sot[:, self.tokenizer.no_speech].tolist()
+                        no_speech_probs = probs_at_sot[:, self.tokenizer.no_speech]
                     logits = logits[:, -1]
                     for logit_filter in self.logit_filters:
                         logit_filter.apply(logits, tokens)
-                    tokens, completed = self.decoder.update(tokens, logits, sum_logprobs)
-                    if completed or tokens.shape[-1] > self.n_ctx:
+                    tokens, _ = self.decoder.update(tokens, logits, sum_logprobs)
+                    ended = (tokens[:, -1] == eot).tolist()  # the step's one host sync
+                    if all(ended) or tokens.shape[-1] > self.n_ctx:
                         break
-                    ended = (tokens[:, -1] == eot).tolist()
                     if any(ended):
                         finished = [j for j, e in enumerate(ended) if e]
                         for j in finished:
@@ -329,7 +446,7 @@ def _compacting_task_type():
             for row, (row_tokens, row_sum) in done.items():
                 out[row, : row_tokens.shape[0]] = row_tokens
                 sums[row] = row_sum
-            return out, sums, no_speech_probs
+            return out, sums, no_speech_probs.tolist()
 
     CompactingDecodingTask.sampler_type = RowSeededSampler
     return CompactingDecodingTask

@@ -21,6 +21,9 @@ Failures (tests/RELIABILITY.md):
   (``extract.models.checkpoints.check_local_checkpoints``); any other model that cannot load fails the run
   on its first attempt, naming the path. The pools start together while the first videos
   decode, so model loading and decoding overlap;
+- a CUDA error that poisons a model actor's context (``DeviceLostError``) ends the actor's
+  process (``end_poisoned_worker``), which Ray handles as the crash below: the batch is
+  retried on a restarted actor, not turned into error rows;
 - a worker process that dies (segfault, abort, OOM kill, ``kill -9``) is restarted and its
   batch retried up to ``runtime.max_task_retries`` times; when that is not enough the dataset
   fails, and the videos without a result run again in halves (``extract.pipeline.executor``)
@@ -40,6 +43,7 @@ import numpy as np
 
 from extract.config import Config
 from extract.defaults import GPU_SHARE, Machine
+from extract.models.common import is_device_lost
 from extract.pipeline.executor import Backend
 from extract.pipeline.resources import check_plan_fits, plan_resources
 from extract.stages.registry import spec_named, stage_classes
@@ -74,9 +78,30 @@ class TimedStage:
         self.times_parts = parts is not None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.times_parts:
-            return self.stage(batch)
-        return timed_call(self.name, self.stage, batch)
+        try:
+            if self.times_parts:
+                return self.stage(batch)
+            return timed_call(self.name, self.stage, batch)
+        except Exception as exc:
+            if is_device_lost(exc):
+                end_poisoned_worker(self.name, exc)
+            raise
+
+
+DEVICE_LOST_EXIT_CODE = 75  # EX_TEMPFAIL: the worker ends itself so that Ray restarts it
+
+
+def end_poisoned_worker(stage: str, exc: BaseException) -> None:
+    """End this actor's process after a CUDA error that leaves its context unusable
+    (``extract.models.common.is_device_lost``). To Ray it is a crashed worker: the actor is
+    restarted with a fresh CUDA context and the batch retried (``runtime.max_task_retries``),
+    so the batch's videos are not turned into error rows, nor are the videos after them. A
+    deliberate ``exit_actor`` would not be restarted; an exception would fail the run."""
+    log.error("%s worker: %s: %s; ending this worker so Ray restarts it and retries the batch",
+              stage, type(exc).__name__, exc)
+    for handler in logging.getLogger().handlers + log.handlers:
+        handler.flush()
+    os._exit(DEVICE_LOST_EXIT_CODE)
 
 
 def init_ray(config: Config) -> None:

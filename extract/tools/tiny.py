@@ -81,23 +81,30 @@ def make_tiny_whisper(out_dir: Path) -> str:
     ``{"dims": ..., "model_state_dict": ...}`` and loads with ``whisper.load_model(path)``;
     the same call writes the same bytes. Returns its absolute path.
     """
+    return make_random_whisper(out_dir, TINY_WHISPER_DIMS, TINY_WHISPER_FILE)
+
+
+def make_random_whisper(out_dir: Path, dims: dict[str, int], file_name: str) -> str:
+    """Write a Whisper checkpoint of ``dims`` (openai-whisper ``ModelDimensions``) with seeded
+    random weights as ``out_dir/file_name`` (float16, the official checkpoints' layout; the
+    benchmark uses the official sizes' dimensions where no weights can be fetched). Returns
+    its absolute path."""
     import torch
     from whisper.model import ModelDimensions, Whisper
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / TINY_WHISPER_FILE
+    path = out_dir / file_name
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
-        model = Whisper(ModelDimensions(**TINY_WHISPER_DIMS))
+        model = Whisper(ModelDimensions(**dims))
         # TextDecoder creates its positional embedding with torch.empty: give it values.
         torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
     state = {name: tensor.half() for name, tensor in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"dims": dict(TINY_WHISPER_DIMS), "model_state_dict": state}, tmp)
+    torch.save({"dims": dict(dims), "model_state_dict": state}, tmp)
     tmp.replace(path)
     return str(path)
-
 
 
 def make_tiny(out_dir: str | Path) -> Path:

@@ -319,7 +319,7 @@ class TorchEngine:
         cross-attention keys and values (projected once)."""
         import torch
 
-        if len(rows) < len(features):
+        if list(rows) != list(range(len(features))):
             features = features.index_select(0, torch.tensor(list(rows), device=features.device))
         return features, CrossAttention.compute(self.model, features)
 
@@ -329,7 +329,7 @@ class TorchEngine:
         import torch
 
         features, cross = state
-        if len(rows) < cross.rows:
+        if list(rows) != list(range(cross.rows)):
             cross = cross.select(torch.tensor(list(rows), device=features.device))
         logits = first_token_logits(self.model, cross, self.sot)
         ids = torch.tensor(list(language_tokens), device=logits.device)
@@ -340,7 +340,7 @@ class TorchEngine:
         import torch
 
         features, cross = state
-        if len(rows) == len(features):
+        if list(rows) == list(range(len(features))):
             return decode_encoded(self.model, features, options, cross, seeds)
         index = torch.tensor(list(rows), device=features.device)
         return decode_encoded(self.model, features.index_select(0, index), options, cross.select(index), seeds)

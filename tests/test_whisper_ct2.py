@@ -243,3 +243,13 @@ def test_stage_runs_on_ctranslate2_by_default_on_a_cpu(tiny_whisper):
                                                  "error_stage": None}])))
     assert row["transcript_text"] and json.loads(row["segments_json"])
     assert row["audio_embedding"].shape == (TINY_WHISPER_DIMS["n_audio_state"],)
+
+
+def test_stage_converts_the_checkpoint_ahead(tiny_whisper, tmp_path, monkeypatch):
+    from extract.models.staging import stage_models
+    from extract.models.whisper_ct2 import converted_dir_name
+
+    monkeypatch.setenv("EXTRACT_CT2_CACHE", str(tmp_path / "cache"))
+    config = Config().replace(**{"models.clip.pretrained": None, "models.whisper.name": tiny_whisper})
+    stage_models(config, str(tmp_path / "staged"), whisper_from=tiny_whisper)
+    assert (tmp_path / "cache" / converted_dir_name(file_digest(tiny_whisper), "int8") / "model.bin").is_file()

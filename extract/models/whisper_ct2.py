@@ -226,6 +226,20 @@ def converted_model(model, tokenizer, checkpoint_sha256: str, quantization: str 
     return target
 
 
+def convert_file(checkpoint: str | Path, cache_root: str | Path | None = None) -> Path:
+    """Convert the openai-whisper checkpoint file ``checkpoint`` into the cache (int8), unless it
+    is there already; returns its directory. ``extract models stage`` calls it, so workers on
+    this machine find the conversion ready."""
+    import whisper
+    from whisper.tokenizer import get_tokenizer
+
+    from extract.models.weights import file_digest
+
+    model = whisper.load_model(str(checkpoint), device="cpu")
+    tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages)
+    return converted_model(model, tokenizer, file_digest(checkpoint), CPU_COMPUTE_TYPE, cache_root)
+
+
 class Ct2Engine:
     """Whisper's encoder and decoder on ctranslate2 (``ctranslate2.models.Whisper``).
 

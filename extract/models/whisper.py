@@ -10,12 +10,13 @@ together; most videos are one window long, so one round does it.
    cut at the quietest point of the last ``whisper.boundary_search_s`` seconds). Windows with
    nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
 2. The round's windows, longest first, go in batches of ``runtime.whisper_batch_size``. Per
-   batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass, the
-   decoder's cross-attention keys and values projected once (``extract.models.whisper_decoder``;
-   every decoder pass below reuses them), then one decoder pass over
-   ``<|startoftranscript|>`` that gives both the language distribution and the no-speech
-   probability of every window (the decoder is causal, so this is the same number
-   ``whisper.decode`` reports).
+   batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass (the
+   engine's: torch, or CTranslate2 int8 with ``whisper.engine``), the decoder's inputs prepared
+   once (torch: the cross-attention keys and values, ``extract.models.whisper_decoder``; every
+   decoder pass below reuses them), then, for windows that are their video's first, one decoder
+   step over ``<|startoftranscript|>`` for the language distribution. The no-speech probability
+   of every window is read at the same position by the greedy decode (step 4; the decoder is
+   causal, so it is the number ``whisper.decode`` reports).
 3. Language: ``whisper.language``, or (null) detected per video from its first non-silent
    window, as ``whisper.transcribe`` detects it from the first 30 s.
 4. Greedy decoding with timestamps (``extract.models.whisper_decoder.decode_encoded``:
@@ -352,12 +353,16 @@ class WhisperTranscriber:
     ``whisper_model_cfg.name``: an official name (``tiny``, ``base``, ...; its weights must
     already be in ``download_root``, staged by ``extract models stage``: nothing is downloaded)
     or a checkpoint path (local, ``file://``, or in the object store of ``storage``). Loaded
-    once through ``whisper.load_model``; fp16 on CUDA (linear, conv and embedding weights and
-    all activations; layer norms compute in fp32 as in whisper), fp32 on CPU. A missing or
-    unreadable checkpoint raises ``ModelLoadError`` naming the path.
+    once through ``whisper.load_model``, then run by the engine ``whisper.engine`` resolves to
+    (``choose_engine``): ``TorchEngine`` (fp16 on CUDA, fp32 on CPU) or
+    ``extract.models.whisper_ct2.Ct2Engine`` (int8 weights converted from this checkpoint). The
+    engine makes the model calls; the windows, language choice, gating, temperature fallback and
+    segments below are the same for both. A missing or unreadable checkpoint raises
+    ``ModelLoadError`` naming the path.
 
-    Attributes: ``device``, ``model``, ``fp16``, ``lineage``
-    (``"<name or absolute path>|sha256:<12 hex of the weights>"``), ``tokenizer``.
+    Attributes: ``device``, ``engine_name``, ``engine``, ``model`` (the torch model; None on
+    ctranslate2), ``dims``, ``lineage`` (``"<name or absolute path>|sha256:<12 hex of the
+    weights>"``, whichever engine), ``tokenizer``.
     """
 
     def __init__(self, whisper_model_cfg: WhisperModelConfig, whisper_cfg: WhisperConfig,

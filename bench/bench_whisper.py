@@ -115,11 +115,17 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
     def ours(batch: list[np.ndarray]) -> list[str]:
         return [t.text for t in transcriber.transcribe_batch(batch, batch_size)]
 
+    # whisper.transcribe needs openai-whisper's torch model; the CTranslate2 engine keeps none.
+    import whisper
+
+    naive_model = transcriber.model or whisper.load_model(weights, device=transcriber.device)
+    naive_fp16 = transcriber.device == "cuda"
+
     def openai_one_by_one(batch: list[np.ndarray]) -> list[str]:
-        return [transcribe_one(transcriber.model, a, cfg, transcriber.fp16)["text"].strip() for a in batch]
+        return [transcribe_one(naive_model, a, cfg, naive_fp16)["text"].strip() for a in batch]
 
     methods: list[tuple[str, Callable[[list[np.ndarray]], list[str]]]] = [
-        (f"extract batched (batch {batch_size})", ours),
+        (f"extract batched (batch {batch_size}, {transcriber.engine.precision})", ours),
         ("whisper.transcribe one by one", openai_one_by_one),
     ]
     fw = _faster_whisper(base.parent / "whisper-base-ct2", transcriber.device, threads) if real else None
@@ -142,7 +148,7 @@ def run(out_dir: str | Path, n_clips: int = N_CLIPS, batch_size: int = BATCH_SIZ
         "weights": f"{transcriber.lineage}" + ("" if real else " (tiny random: speed only, WER meaningless)"),
         "device": transcriber.device,
         "device_name": device_name(transcriber.device),
-        "precision": "fp16" if transcriber.fp16 else "fp32",
+        "precision": transcriber.engine.precision,
         "torch_threads": threads,
         "load_avg_1m": load_average(),
         "machine": machine_info(),

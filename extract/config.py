@@ -77,6 +77,12 @@ class WhisperConfig:
     boundary_search_s: float = 3.0  # look this far before a 30 s boundary for a quiet cut
     vad: bool = True  # silero-vad first: Whisper decodes only windows with speech
     vad_threshold: float = 0.5  # silero-vad speech probability at or above which a frame is speech
+    # Backend of the encoder/decoder (one of WHISPER_ENGINES): auto = ctranslate2 (int8 weights
+    # converted from the same checkpoint) on a CPU, torch on CUDA; ctranslate2 missing -> torch.
+    engine: str = "auto"
+
+
+WHISPER_ENGINES = ("auto", "torch", "ctranslate2")
 
 
 OCR_LANGUAGES = ("ch", "en")  # what the PP-OCRv4 recogniser in rapidocr-onnxruntime reads (one model for both)
@@ -293,7 +299,7 @@ class Config:
 FEATURE_SECTIONS = ("models", "sampling", "whisper", "text", "output", "ocr")
 # Packages whose models ship inside their wheels (their version is the model's version) or
 # whose code decides feature values; a new version changes the feature hash.
-FEATURE_ENGINES = ("silero-vad", "rapidocr-onnxruntime", "open-clip-torch", "openai-whisper")
+FEATURE_ENGINES = ("silero-vad", "rapidocr-onnxruntime", "open-clip-torch", "openai-whisper", "ctranslate2")
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -422,6 +428,7 @@ def verify_config(cfg: Config) -> Config:
     _check_choice("runtime.model_layout", cfg.runtime.model_layout, MODEL_LAYOUTS)
     _check_choice("output.embedding_dtype", cfg.output.embedding_dtype, EMBEDDING_DTYPES)
     _check_choice("whisper.task", cfg.whisper.task, ("transcribe", "translate"))
+    _check_choice("whisper.engine", cfg.whisper.engine, WHISPER_ENGINES)
     _check_positive("sampling.fps", cfg.sampling.fps)
     _check_positive("input.reuse_days", cfg.input.reuse_days, allow_zero=True)
     _check_positive("sampling.max_frames", cfg.sampling.max_frames)

@@ -32,7 +32,7 @@ from extract.rows import batch_to_rows, rows_to_batch
 from extract.stages.transcribe import OUTPUT_COLUMNS, TranscribeStage
 from extract.tools.whisper_eval import word_edits, word_error_rate
 
-GREEDY = WhisperConfig(temperatures=(0.0,))
+GREEDY = WhisperConfig(temperatures=(0.0,), engine="torch")  # these tests reach into the torch model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -483,7 +483,7 @@ def test_fp16_activation_path_runs(tiny_whisper):
     tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
     fp32 = tr.transcribe_batch([clip])[0]
     _to_fp16(tr.model)
-    tr.fp16, tr.dtype = True, torch.float16
+    tr.engine.fp16, tr.engine.dtype = True, torch.float16
     fp16 = tr.transcribe_batch([clip])[0]
     assert tr.model.decoder.ln.weight.dtype == torch.float32
     assert fp16.language == fp32.language

@@ -47,7 +47,7 @@ def test_music_skips_the_decoder_speech_does_not_and_both_embed(stage, monkeypat
     assert sum(decoded_batches) == 1, "only the speech window reaches the decoder"
     for row in (talk, song):
         emb = row["audio_embedding"]
-        assert emb.shape == (stage.transcriber.model.dims.n_audio_state,) and np.isfinite(emb).all()
+        assert emb.shape == (stage.transcriber.dims.n_audio_state,) and np.isfinite(emb).all()
         assert abs(float(np.linalg.norm(emb)) - 1.0) < 1e-5
     assert quiet["audio_embedding"].shape == (0,) and mute["audio_embedding"].shape == (0,)
     assert not np.allclose(talk["audio_embedding"], song["audio_embedding"])

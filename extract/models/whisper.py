@@ -10,12 +10,13 @@ together; most videos are one window long, so one round does it.
    cut at the quietest point of the last ``whisper.boundary_search_s`` seconds). Windows with
    nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
 2. The round's windows, longest first, go in batches of ``runtime.whisper_batch_size``. Per
-   batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass, the
-   decoder's cross-attention keys and values projected once (``extract.models.whisper_decoder``;
-   every decoder pass below reuses them), then one decoder pass over
-   ``<|startoftranscript|>`` that gives both the language distribution and the no-speech
-   probability of every window (the decoder is causal, so this is the same number
-   ``whisper.decode`` reports).
+   batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass (the
+   engine's: torch, or CTranslate2 int8 with ``whisper.engine``), the decoder's inputs prepared
+   once (torch: the cross-attention keys and values, ``extract.models.whisper_decoder``; every
+   decoder pass below reuses them), then, for windows that are their video's first, one decoder
+   step over ``<|startoftranscript|>`` for the language distribution. The no-speech probability
+   of every window is read at the same position by the greedy decode (step 4; the decoder is
+   causal, so it is the number ``whisper.decode`` reports).
 3. Language: ``whisper.language``, or (null) detected per video from its first non-silent
    window, as ``whisper.transcribe`` detects it from the first 30 s.
 4. Greedy decoding with timestamps (``extract.models.whisper_decoder.decode_encoded``:
@@ -62,6 +63,7 @@ segment starts at most 1 s after the window does (``DecodingOptions.max_initial_
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -211,34 +213,120 @@ class _Window:
     emb_count: int = 0
 
 
+def choose_engine(requested: str, device: str) -> str:
+    """The engine ``whisper.engine`` resolves to on ``device`` (``cpu``/``cuda``): ``auto`` is
+    ``ctranslate2`` on a CPU and ``torch`` on CUDA; ``ctranslate2`` when it cannot be imported
+    falls back to ``torch``, said once per process in the log."""
+    engine = requested if requested != "auto" else ("ctranslate2" if device == "cpu" else "torch")
+    if engine == "ctranslate2":
+        from extract.models.whisper_ct2 import ct2_available
+
+        if not ct2_available():
+            _warn_no_ct2(requested)
+            return "torch"
+    return engine
+
+
+@functools.cache
+def _warn_no_ct2(requested: str) -> None:
+    log.warning("whisper.engine: %s wants ctranslate2, which is not installed; Whisper runs on torch "
+                "(pip install ctranslate2 for the faster CPU engine)", requested)
+
+
+class TorchEngine:
+    """Whisper's encoder and decoder on torch (openai-whisper's modules): fp16 on CUDA (linear, conv
+    and embedding weights and activations; layer norms in fp32 as whisper computes them), fp32 on
+    a CPU. Features are ``(n, n_audio_ctx, n_audio_state)`` tensors on the model's device; the
+    decoder reuses one ``CrossAttention`` projection per batch across the language pass and every
+    temperature (``extract.models.whisper_decoder``)."""
+
+    name = "torch"
+
+    def __init__(self, model, device: str, sot: int):
+        import torch
+
+        self.device = device
+        self.fp16 = device == "cuda"
+        self.dtype = torch.float16 if self.fp16 else torch.float32
+        if self.fp16:
+            _to_fp16(model)
+        self.model = model.eval()
+        self.sot = sot
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "fp32"
+
+    def encode(self, mels: "torch.Tensor") -> "torch.Tensor":
+        """``(n, n_mels, 3000)`` log-Mel -> encoder output. On a CPU one window at a time: its
+        activations stay in cache, and batching windows only slows the encoder (base, one thread:
+        1.59-1.65 s per window alone, 1.71-1.81 s in a batch of 16). On a GPU the batch is what
+        keeps it busy."""
+        import torch
+
+        mels = mels.to(self.dtype)
+        step = len(mels) if self.device == "cuda" else 1
+        return torch.cat([self.model.encoder(part) for part in mels.split(step)])
+
+    def prepare(self, features: "torch.Tensor", rows: Sequence[int]) -> tuple["torch.Tensor", CrossAttention]:
+        """The decoder's input for the windows ``rows`` of ``features``: their features and
+        cross-attention keys and values (projected once)."""
+        import torch
+
+        if list(rows) != list(range(len(features))):
+            features = features.index_select(0, torch.tensor(list(rows), device=features.device))
+        return features, CrossAttention.compute(self.model, features)
+
+    def language_probs(self, state, rows: Sequence[int], language_tokens: Sequence[int]) -> np.ndarray:
+        """``(len(rows), len(language_tokens))`` probabilities of the language tokens after
+        ``<|startoftranscript|>`` (softmax over them, as ``whisper.detect_language``)."""
+        import torch
+
+        features, cross = state
+        if list(rows) != list(range(cross.rows)):
+            cross = cross.select(torch.tensor(list(rows), device=features.device))
+        logits = first_token_logits(self.model, cross, self.sot)
+        ids = torch.tensor(list(language_tokens), device=logits.device)
+        return logits[:, ids].softmax(dim=-1).cpu().numpy()
+
+    def decode(self, state, rows: Sequence[int], options, seeds: Sequence[int] | None = None) -> list:
+        """``whisper.decode``'s ``DecodingResult``s for the windows ``rows`` (``decode_encoded``)."""
+        import torch
+
+        features, cross = state
+        if list(rows) == list(range(len(features))):
+            return decode_encoded(self.model, features, options, cross, seeds)
+        index = torch.tensor(list(rows), device=features.device)
+        return decode_encoded(self.model, features.index_select(0, index), options, cross.select(index), seeds)
+
+
 class WhisperTranscriber:
     """One openai-whisper model on one device, transcribing many videos' audio per call.
 
     ``whisper_model_cfg.name``: an official name (``tiny``, ``base``, ...; its weights must
     already be in ``download_root``, staged by ``extract models stage``: nothing is downloaded)
     or a checkpoint path (local, ``file://``, or in the object store of ``storage``). Loaded
-    once through ``whisper.load_model``; fp16 on CUDA (linear, conv and embedding weights and
-    all activations; layer norms compute in fp32 as in whisper), fp32 on CPU. A missing or
-    unreadable checkpoint raises ``ModelLoadError`` naming the path.
+    once through ``whisper.load_model``, then run by the engine ``whisper.engine`` resolves to
+    (``choose_engine``): ``TorchEngine`` (fp16 on CUDA, fp32 on CPU) or
+    ``extract.models.whisper_ct2.Ct2Engine`` (int8 weights converted from this checkpoint). The
+    engine makes the model calls; the windows, language choice, gating, temperature fallback and
+    segments below are the same for both. A missing or unreadable checkpoint raises
+    ``ModelLoadError`` naming the path.
 
-    Attributes: ``device``, ``model``, ``fp16``, ``lineage``
-    (``"<name or absolute path>|sha256:<12 hex of the weights>"``), ``tokenizer``.
+    Attributes: ``device``, ``engine_name``, ``engine``, ``model`` (the torch model; None on
+    ctranslate2), ``dims``, ``lineage`` (``"<name or absolute path>|sha256:<12 hex of the
+    weights>"``, whichever engine), ``tokenizer``.
     """
 
     def __init__(self, whisper_model_cfg: WhisperModelConfig, whisper_cfg: WhisperConfig,
                  device: str = "auto", storage: StorageConfig | None = None):
-        import torch
         from whisper.tokenizer import get_tokenizer
 
         self.cfg = whisper_cfg
         self.device = resolve_device(device)
-        self.fp16 = self.device == "cuda"
-        self.dtype = torch.float16 if self.fp16 else torch.float32
-        source, model = _load_model(whisper_model_cfg, self.device, storage)
+        source, path, model = _load_model(whisper_model_cfg, self.device, storage)
         self.lineage = lineage(source, model.state_dict())
-        if self.fp16:
-            _to_fp16(model)
-        self.model = model.eval()
+        self.dims = model.dims
         self.tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
                                        task=whisper_cfg.task)
         self._language_codes = list(self.tokenizer.all_language_codes) if model.is_multilingual else []
@@ -246,7 +334,17 @@ class WhisperTranscriber:
                 and whisper_cfg.language not in self._language_codes:
             raise ValueError(f"whisper.language: {whisper_cfg.language!r} is not a language code of this "
                              f"model (e.g. en, de, ja); use null to detect it")
-        log.info("Whisper %s loaded on %s (%s)", self.lineage, self.device, "fp16" if self.fp16 else "fp32")
+        self.engine_name = choose_engine(whisper_cfg.engine, self.device)
+        if self.engine_name == "ctranslate2":
+            from extract.models.weights import file_digest
+            from extract.models.whisper_ct2 import load_ct2_engine
+
+            self.engine = load_ct2_engine(model, self.tokenizer, file_digest(path), self.device)
+            self.model = None  # the converted copy serves; the torch weights are freed
+        else:
+            self.engine = TorchEngine(model, self.device, self.tokenizer.sot)
+            self.model = self.engine.model
+        log.info("Whisper %s loaded on %s (%s)", self.lineage, self.device, self.engine.precision)
 
     def plan(self, audio: np.ndarray) -> list[AudioWindow]:
         """The windows ``audio`` ``(m,) float32`` is cut into when no segment is deferred
@@ -342,44 +440,36 @@ class WhisperTranscriber:
         from whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 
         # A copy: audio from Ray arrives as read-only arrays, which torch.from_numpy warns about.
-        mel = log_mel_spectrogram(torch.tensor(samples), self.model.dims.n_mels, padding=N_SAMPLES,
-                                  device=self.device)
+        mel = log_mel_spectrogram(torch.tensor(samples), self.dims.n_mels, padding=N_SAMPLES,
+                                  device=self.engine.device)
         return pad_or_trim(mel[:, : len(samples) // HOP_LENGTH], N_FRAMES)
 
     def _decode_windows(self, chunk: list[_Window], audios: list[np.ndarray],
                         languages: dict[int, tuple[str, float | None]]) -> None:
-        """Encode, detect and decode one batch of windows (in place on ``chunk``)."""
+        """Encode, detect and decode one batch of windows (in place on ``chunk``); the engine
+        (``self.engine``) makes the model calls, this the decisions."""
         import torch
         import whisper
 
+        engine = self.engine
         with torch.no_grad():
             mels = torch.stack([self._window_mel(audios[w.video][w.window.start:w.window.end]) for w in chunk])
-            mels = mels.to(self.dtype)
-            # On a CPU one window at a time: its activations stay in cache, and batching windows
-            # only slows the encoder (base, one thread: 1.59-1.65 s per window alone, 1.71-1.81 s
-            # in a batch of 16). On a GPU the batch is what keeps it busy.
-            step = len(chunk) if self.device == "cuda" else 1
-            features = torch.cat([self.model.encoder(part) for part in mels.split(step)])
+            features = engine.encode(mels)
             sums, counts = window_frame_sums(features, [w.window.duration_s for w in chunk], [w.skip_s for w in chunk])
             for i, w in enumerate(chunk):
                 w.emb_sum, w.emb_count = sums[i], int(counts[i])
             speaking = [i for i, w in enumerate(chunk) if w.speech]
             if not speaking:
                 return
-            if len(speaking) < len(chunk):  # windows without speech leave before the decoder
-                features = features.index_select(0, torch.tensor(speaking, device=features.device))
-                chunk = [chunk[i] for i in speaking]
-            cross = CrossAttention.compute(self.model, features)
-            logits = first_token_logits(self.model, cross, self.tokenizer.sot)
-            no_speech = logits.softmax(dim=-1)[:, self.tokenizer.no_speech].cpu().numpy()
+            state = engine.prepare(features, speaking)  # windows without speech leave before the decoder
+            chunk = [chunk[i] for i in speaking]
+            first = [i for i, w in enumerate(chunk) if w.video not in languages]  # the video's first window
             language_probs = None
-            if self._language_codes:
-                language_ids = torch.tensor(self.tokenizer.all_language_tokens, device=logits.device)
-                language_probs = logits[:, language_ids].softmax(dim=-1).cpu().numpy()
-        for i, w in enumerate(chunk):
-            w.no_speech_prob = float(no_speech[i])
-            if w.video not in languages:  # this is the video's first non-silent window
-                languages[w.video] = self._choose_language(None if language_probs is None else language_probs[i])
+            if first and self._language_codes:
+                language_probs = engine.language_probs(state, first, self.tokenizer.all_language_tokens)
+        for j, i in enumerate(first):
+            languages[chunk[i].video] = self._choose_language(None if language_probs is None else language_probs[j])
+        for w in chunk:
             w.language = languages[w.video][0]
 
         todo = list(range(len(chunk)))
@@ -390,19 +480,15 @@ class WhisperTranscriber:
                 groups.setdefault(chunk[i].language, []).append(i)
             for language, members in groups.items():
                 options = whisper.DecodingOptions(task=self.cfg.task, language=language, temperature=temperature,
-                                                  without_timestamps=False, fp16=self.fp16)
+                                                  without_timestamps=False, fp16=engine.precision == "fp16")
                 seeds = None
                 if temperature > 0:  # each window samples from its own stream, whatever it is batched with
                     seeds = [sampling_seed(audios[chunk[i].video][chunk[i].window.start:chunk[i].window.end],
                                            temperature) for i in members]
-                if len(members) == len(chunk):
-                    results = decode_encoded(self.model, features, options, cross, seeds)
-                else:
-                    index = torch.tensor(members, device=features.device)
-                    results = decode_encoded(self.model, features.index_select(0, index), options,
-                                             cross.select(index), seeds)
-                for i, result in zip(members, results):
+                for i, result in zip(members, engine.decode(state, members, options, seeds)):
                     chunk[i].result = result
+                    if k == 0:  # read at <|startoftranscript|>: the same at every temperature
+                        chunk[i].no_speech_prob = float(result.no_speech_prob)
             if k == len(temperatures) - 1:
                 break
             todo = [i for i in todo if needs_fallback(chunk[i].result.compression_ratio, chunk[i].result.avg_logprob,
@@ -424,7 +510,7 @@ class WhisperTranscriber:
         text_tokens: list[int] = []
         video_end = 0.0  # end of the last segment so far, video time; a resumed window may start before it
         embedding = pooled_embedding(np.array([w.emb_sum for w in decoded if w.emb_sum is not None]).reshape(
-            -1, self.model.dims.n_audio_state), np.array([w.emb_count for w in decoded if w.emb_sum is not None]))
+            -1, self.dims.n_audio_state), np.array([w.emb_count for w in decoded if w.emb_sum is not None]))
         for w in decoded:
             result = w.result
             if result is None or is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg):
@@ -465,7 +551,8 @@ def _finite(value: float) -> float | None:
 
 
 def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConfig | None):
-    """``(source for lineage, Whisper model on device)`` through ``whisper.load_model``; never downloads.
+    """``(source for lineage, local checkpoint file, Whisper model on device)`` through
+    ``whisper.load_model``; never downloads.
 
     A checkpoint in the object store (``s3://``, as ``extract models stage`` may leave it) is
     copied once to a local cache first (``extract.models.checkpoints.local_checkpoint``).
@@ -509,7 +596,7 @@ def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConf
         raise ModelLoadError(
             f"models.whisper.name: cannot load Whisper checkpoint {path}: {type(exc).__name__}: {exc}. "
             "Expected an openai-whisper file {'dims': ..., 'model_state_dict': ...}") from exc
-    return source, model
+    return source, path, model
 
 
 def _to_fp16(model) -> None:

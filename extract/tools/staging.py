@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,8 +13,11 @@ import yaml
 
 from extract.config import Config, StorageConfig
 from extract.models.checkpoints import WHISPER_NAMES
+from extract.models.common import CHECKPOINT_ERRORS
 from extract.models.weights import file_digest, write_sidecar
 from extract.io.storage import filesystem_for, is_remote
+
+log = logging.getLogger(__name__)
 
 
 def _put(src: str, dest_uri: str, storage: StorageConfig) -> str:
@@ -67,6 +71,15 @@ def stage_models(config: Config, dest: str, clip_from: str | None = None,
                 clip.model_config, f"{dest.rstrip('/')}/{Path(clip.model_config).name}", storage)
         overrides["models"]["whisper"]["name"] = _put(
             whisper_from, f"{dest.rstrip('/')}/whisper-{Path(whisper_from).name}", storage)
+        if config.whisper.engine != "torch" and Path(whisper_from).is_file():
+            from extract.models.whisper_ct2 import ct2_available, convert_file
+
+            if ct2_available():  # the CPU engine's int8 copy, cached on this machine by the checkpoint's sha256
+                try:
+                    convert_file(whisper_from)
+                except CHECKPOINT_ERRORS as exc:  # a worker that loads it reports the error with the key
+                    log.warning("Whisper checkpoint %s not converted for ctranslate2: %s: %s", whisper_from,
+                                type(exc).__name__, exc)
     fs, path = filesystem_for(f"{dest.rstrip('/')}/models.yaml", storage)
     with fs.open_output_stream(path) as out:
         out.write(yaml.safe_dump(overrides, sort_keys=True).encode())

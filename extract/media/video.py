@@ -38,7 +38,7 @@ from extract.defaults import resolved_here
 from extract.media.audio import AUDIO_RATE, decode_audio
 from extract.media.geometry import ClipFrameScaler, OcrFrameScaler, PreprocessSpec
 from extract.media.limits import MAX_BAD_PACKETS, TRUNCATION_SLACK_S, Deadline
-from extract.media.probe import Probe, check_limits, open_input, read_probe, video_stream
+from extract.media.probe import Probe, check_limits, open_input, read_probe
 from extract.media.sampling import (
     SCENE_SIZE,
     TIME_EPS_S,
@@ -131,7 +131,7 @@ class VideoReader:
     def __init__(self, container: Any, info: Probe, deadline: Deadline, skip_nonref: bool, max_pixels: int):
         self.container = container
         self.max_pixels = max_pixels
-        self.stream = video_stream(container, deadline.name)
+        self.stream = container.streams[info.video_stream_index]  # the probe's pick (``video_stream``)
         self.ctx = self.stream.codec_context
         self.tb = self.stream.time_base
         # Integer numerator and denominator: ``pts * num / den`` rounds once, exactly as

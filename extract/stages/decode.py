@@ -15,7 +15,9 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   (measured: about 0.85 and 3-4); the larger differences sit on hard colour edges, where
   swscale scales 4:2:0 chroma at its own resolution while the reference converts to full-size
   RGB first. Normalisation (mean/std) happens later, on the device.
-- ``audio`` ``(m,) float32``: the first audio stream resampled by ``av.AudioResampler`` to
+- ``audio`` ``(m,) float32``: the audio stream FFmpeg would pick for the video (as the video
+  stream is FFmpeg's pick, never cover art; ``video_stream_index``/``audio_stream_index`` and
+  ``n_video_streams``/``n_audio_streams`` record the choice) resampled by ``av.AudioResampler`` to
   16 kHz mono (no ffmpeg binary); empty with ``has_audio = False`` when there is none. A
   mid-stream change of rate or layout starts a new resampler; where the codec headers state a
   rate that the stream's timestamps consistently contradict, the timestamps win
@@ -63,13 +65,15 @@ STAGE = DECODE.name
 
 
 DECODE_COLUMNS = ("content_sha256", "file_bytes", "container", "video_codec", "audio_codec", "duration_s",
-                  "width", "height", "rotation", "fps", "bitrate", "has_audio", "frames", "pts_s", "n_frames",
+                  "width", "height", "rotation", "fps", "bitrate", "has_audio", "video_stream_index",
+                  "audio_stream_index", "n_video_streams", "n_audio_streams", "frames", "pts_s", "n_frames",
                   "sampling_policy", "audio", "audio_s", "ocr_frames", "ocr_frame_index", "phash",
                   "thumbnail_jpeg", "thumbnail_bytes", "thumbnail_index", "reused_from", "reused_dt", "reused_inputs")
 
 
 PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width", "height", "rotation", "fps",
-                 "bitrate", "has_audio")
+                 "bitrate", "has_audio", "video_stream_index", "audio_stream_index", "n_video_streams",
+                 "n_audio_streams")
 
 
 def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,

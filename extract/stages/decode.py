@@ -37,6 +37,9 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   ``thumbnail_index``: the frame each shows), whole pictures in display orientation with the
   long side at most 160 px, encoded in the decode child from the frames it decoded (see
   ``extract.rows.thumbnails_of``); stored as ``frame_embeddings.thumbnail_jpeg`` for the run report.
+- ``sound_fingerprint`` (bytes|None): with ``output.sounds``, the audio's landmark codes
+  (``extract.media.fingerprint``, computed in the decode child from the 16 kHz audio it
+  decoded), packed little-endian int64; None without audible audio.
 
 How frames are reached (seeks, dropped non-reference frames) and how truncated or corrupt files
 end is in ``extract.media.video``; the child processes and their limits in ``extract.media.isolation``.
@@ -55,6 +58,7 @@ import numpy as np
 from extract.config import Config
 from extract.defaults import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
+from extract.media.fingerprint import pack
 from extract.media.phash import phash_frames
 from extract.media.video import DecodedVideo
 from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception, mark_failed,
@@ -68,7 +72,7 @@ DECODE_COLUMNS = ("content_sha256", "file_bytes", "container", "video_codec", "a
                   "width", "height", "rotation", "fps", "bitrate", "has_audio", "video_stream_index",
                   "audio_stream_index", "n_video_streams", "n_audio_streams", "frames", "pts_s", "n_frames",
                   "sampling_policy", "audio", "audio_s", "ocr_frames", "ocr_frame_index", "phash",
-                  "thumbnail_jpeg", "thumbnail_bytes", "thumbnail_index", "reused_from", "reused_dt", "reused_inputs")
+                  "thumbnail_jpeg", "thumbnail_bytes", "thumbnail_index", "sound_fingerprint", "reused_from", "reused_dt", "reused_inputs")
 
 
 PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width", "height", "rotation", "fps",
@@ -99,7 +103,8 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                phash=phash_frames(result.frames).view(np.int64),
                thumbnail_jpeg=np.frombuffer(b"".join(result.thumbnails), np.uint8),
                thumbnail_bytes=np.asarray([len(j) for j in result.thumbnails], np.int32),
-               thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False))
+               thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False),
+               sound_fingerprint=pack(result.sound_fingerprint) if len(result.sound_fingerprint) else None)
     return {name: row[name] for name in DECODE_COLUMNS}
 
 

@@ -121,7 +121,9 @@ def render(rows: list[dict]) -> str:
              "speech from Debian `pocketsphinx-testdata` and whisper's jfk.flac, music from Debian "
              "`drascula-music`/`asc-music` (4 s excerpts at 30 % and 70 % of each track). "
              "\"before\": Whisper's gating alone; \"rule\": also no text from a window that fell back to "
-             "the last temperature and still fails the log-prob check (`is_unintelligible`).", "",
+             "the last temperature and still fails the log-prob check (`is_unintelligible`), judged from each "
+             "segment's measured final log-prob and temperature. Music clips that keep words under the rule are "
+             "listed below with their scores (confident greedy text: sung or spoken vocals in the track).", "",
              "| truth | clips | words (before) | no words (before) | words (rule) | no words (rule) | VAD audio_kind |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for label in ("speech", "music"):

@@ -13,7 +13,7 @@ JUNIT := $(BUILD)/junit.xml
 # share one group (one Ray at a time), so two workers never run two Ray sessions at once.
 XDIST := -n 2 --dist loadgroup
 
-.PHONY: venv demo check test fuzz bench speech fonts weights clean gpu-wheels gpu-check-dry-run
+.PHONY: venv demo check test fuzz bench speech fonts sounds-media weights clean gpu-wheels gpu-check-dry-run
 
 venv: $(STAMP)
 
@@ -31,6 +31,16 @@ speech:
 	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq espeak-ng >/dev/null 2>&1)) || \
 	    echo "espeak-ng could not be installed: samples use tones, speech-quality tests skip"; \
 	  else echo "espeak-ng not installed: samples use tones, speech-quality tests skip"; fi; }
+
+# Real music and short speech (Debian drascula-music, pocketsphinx-testdata) for the same-sound and
+# music-vs-speech tests and benchmark; without them those cases skip.
+sounds-media:
+	@ls /usr/share/scummvm/drascula/audio/track1.ogg /usr/share/pocketsphinx/test/data/goforward.raw >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq drascula-music pocketsphinx-testdata >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq drascula-music pocketsphinx-testdata >/dev/null 2>&1)) || \
+	    echo "drascula-music/pocketsphinx-testdata could not be installed: real-music tests skip"; \
+	  else echo "drascula-music/pocketsphinx-testdata not installed: real-music tests skip"; fi; }
 
 # Fonts for the OCR tests' rendered text (Latin and CJK); without them those cases skip.
 FONTS := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf \
@@ -55,13 +65,13 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 	  --config jobs/configs/local.yaml --config $(BUILD)/tiny/tiny.yaml
 
 # The edit loop: the fast tiers only (no slow, weights or GPU tests), in parallel.
-check: venv
+check: venv speech fonts sounds-media
 	$(PY) -m pytest -m "not slow and not gpu and not weights" -q $(XDIST)
 
 # What CI runs (.ci/run): every test a CPU machine can run (slow, weights, cluster), in parallel,
 # then the reliability cases' outcomes from this run (.build/reliability.md; fails when a case's
 # test did not pass).
-test: venv speech fonts $(WEIGHTS)
+test: venv speech fonts sounds-media $(WEIGHTS)
 	$(PY) -m pytest -m "not gpu" -q $(XDIST) --durations=25 --junitxml=$(JUNIT)
 	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md
 
@@ -80,7 +90,7 @@ weights: $(WEIGHTS)
 $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz: $(STAMP)
 	$(PY) -c 'from bench.real_clips import ensure_speech_sources; print(ensure_speech_sources())'
 
-bench: venv speech $(WEIGHTS) $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz
+bench: venv speech sounds-media $(WEIGHTS) $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz
 	$(PY) -m bench.run
 
 # Another Python (3.12, 3.13): a fresh venv of it under .build/py<V>/, the project installed

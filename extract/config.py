@@ -200,6 +200,9 @@ class OutputConfig:
     # Frames per video (spread over its sampled frames) the decode child also stores as a small
     # JPEG (frame_embeddings.thumbnail_jpeg) for the run report; 0 = none. Not a feature: not hashed.
     thumbnails: int = 4
+    # An audio fingerprint per video (videos.sound_fingerprint, extract.media.fingerprint) and the
+    # same-sound search after each commit (sound_matches, videos.sound_id); false = neither.
+    sounds: bool = True
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from extract.models.whisper import (
     WhisperTranscriber,
     deferred_at,
     is_no_speech,
+    is_unintelligible,
     needs_fallback,
     split_timestamped,
 )
@@ -123,6 +124,12 @@ def test_gating_follows_whisper_transcribe():
     assert needs_fallback(2.5, -0.2, 0.1, cfg)  # repetitive
     assert needs_fallback(1.2, -1.2, 0.1, cfg)  # improbable
     assert not needs_fallback(1.2, -0.2, 0.1, cfg)
+    # Fell back through the whole ladder and still fails: no text (the short-music case, -4.1 at 1.0).
+    assert is_unintelligible(-4.1, 1.2, 1.0, cfg)
+    assert is_unintelligible(-0.3, 2.6, 1.0, cfg)
+    assert not is_unintelligible(-0.4, 1.2, 1.0, cfg)  # the last temperature found probable text
+    assert not is_unintelligible(-1.2, 1.2, 0.0, cfg)  # greedy text keeps Whisper's own gating only
+    assert not is_unintelligible(-1.2, 1.2, 0.8, WhisperConfig(temperatures=(0.0, 0.4, 0.8, 1.0)))
     assert not needs_fallback(1.2, -1.2, 0.9, cfg)  # silence: not retried
     assert not needs_fallback(2.5, -0.2, 0.9, cfg)
 

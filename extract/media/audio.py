@@ -1,4 +1,4 @@
-"""Audio: the first audio stream as 16 kHz mono float32, on the video's timeline (``decode_audio``).
+"""Audio: the video's audio stream (FFmpeg's best, ``probe.audio_stream``) as 16 kHz mono float32, on the video's timeline (``decode_audio``).
 
 ``AUDIO_RATE`` is the one definition of the rate Whisper takes. A mid-stream change of rate or
 layout starts a new resampler; where the codec headers state a rate that the stream's
@@ -210,7 +210,8 @@ def _decode_audio_stream(container: Any, stream: Any, limits: LimitsConfig,
 
 def decode_audio(path: str, limits: LimitsConfig | None = None, deadline: Deadline | None = None,
                  video: Probe | None = None, fd: int | None = None) -> np.ndarray:
-    """The first audio stream of ``path`` as ``(m,) float32`` 16 kHz mono; empty when none.
+    """The audio stream of ``path`` FFmpeg would pick (``probe.audio_stream``; with ``video``, the
+    one its probe chose) as ``(m,) float32`` 16 kHz mono; empty when none.
 
     Opens with the same hardening as video (``probe.open_input``); raises ``VideoError``.
     With ``video`` (its probe), the audio is placed on that video's timeline (``align_to_video``).
@@ -219,7 +220,8 @@ def decode_audio(path: str, limits: LimitsConfig | None = None, deadline: Deadli
     limits = limits or LimitsConfig()
     deadline = deadline or Deadline(limits.timeout_s, path)
     with open_input(path, limits, fd=fd) as container:
-        stream = audio_stream(container)
+        index = video.audio_stream_index if video is not None else None
+        stream = container.streams[index] if index is not None else audio_stream(container)
         if stream is None:
             return np.zeros(0, np.float32)
         audio, first_s = _decode_audio_stream(container, stream, limits, deadline)

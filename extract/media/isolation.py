@@ -81,8 +81,8 @@ def _probe_to_json(probe: Probe) -> dict[str, Any]:
 
 def _result_messages(result: DecodedVideo) -> list[bytes]:
     """A result as wire messages: JSON header (with each thumbnail's size), then frames, pts,
-    audio, OCR frames and their indices as raw bytes, the thumbnails' indices, and the thumbnail
-    JPEG files back to back."""
+    audio, OCR frames and their indices as raw bytes, the thumbnails' indices, the thumbnail
+    JPEG files back to back, and the audio fingerprint's codes."""
     header = {
         "ok": True, "probe": _probe_to_json(result.probe), "policy": result.policy,
         "stats": dataclasses.asdict(result.stats),
@@ -94,7 +94,8 @@ def _result_messages(result: DecodedVideo) -> list[bytes]:
             result.pts_s.astype(np.float32, copy=False).tobytes(), result.audio.astype(np.float32, copy=False).tobytes(),
             result.ocr_frames.astype(np.uint8, copy=False).tobytes(),
             result.ocr_index.astype(np.int32, copy=False).tobytes(),
-            result.thumbnail_index.astype(np.int32, copy=False).tobytes(), b"".join(result.thumbnails)]
+            result.thumbnail_index.astype(np.int32, copy=False).tobytes(), b"".join(result.thumbnails),
+            result.sound_fingerprint.astype("<i8", copy=False).tobytes()]
 
 
 def _error_message(error: VideoError, recycle: bool = False) -> bytes:
@@ -278,10 +279,12 @@ class _Worker:
         ocr_index = np.frombuffer(self.results.recv_bytes(4 * shape[0] + 1), np.int32)
         thumbnail_index = np.frombuffer(self.results.recv_bytes(4 * shape[0] + 1), np.int32)
         jpegs = self.results.recv_bytes(max_thumbnail_bytes)
+        codes = self.results.recv_bytes(max_audio_bytes)  # fewer codes than audio samples (fingerprint.py)
         sizes = [int(n) for n in header["thumbnail_bytes"]]
         if (len(pts) != shape[0] or len(audio) != int(header["n_audio"]) or len(ocr_index) != ocr_shape[0]
                 or (len(ocr_index) and (ocr_index.min() < 0 or ocr_index.max() >= shape[0]))
                 or len(thumbnail_index) != len(sizes) or sum(sizes) != len(jpegs) or min(sizes, default=1) < 1
+                or len(codes) % 8
                 or (len(thumbnail_index) and (thumbnail_index.min() < 0 or thumbnail_index.max() >= shape[0]))):
             raise EOFError("decode process sent inconsistent arrays")
         ends = np.cumsum(sizes)
@@ -291,7 +294,7 @@ class _Worker:
         probe = Probe(**header["probe"])
         stats = DecodeStats(**header["stats"])
         return DecodedVideo(probe, frames, pts, audio, str(header["policy"]), stats, ocr_frames, ocr_index,
-                            thumbnails, thumbnail_index)
+                            thumbnails, thumbnail_index, np.frombuffer(codes, "<i8").astype(np.int64))
 
     def stderr_tail(self, n_bytes: int = 1500) -> str:
         if self.stderr is None:

@@ -61,6 +61,10 @@ class Probe:
     when unknown. ``bitrate``: container bits/s, None when unknown. ``video_start_s``: the video
     stream's first timestamp (``pts_s`` and sampling times count from it). ``keyframes``: the
     seekable key frames from the container index, None when there is no index.
+    ``video_stream_index`` / ``audio_stream_index``: the container's index of the streams read
+    (FFmpeg's best streams, ``video_stream``/``audio_stream``; audio None without one);
+    ``n_video_streams`` / ``n_audio_streams``: how many of each kind the file has (attached
+    pictures included), out of ``n_streams`` of every kind.
     """
 
     container: str
@@ -80,6 +84,10 @@ class Probe:
     n_streams: int
     video_start_s: float
     keyframes: tuple[KeyFrame, ...] | None
+    video_stream_index: int = 0
+    audio_stream_index: int | None = None
+    n_video_streams: int = 1
+    n_audio_streams: int = 0
 
 
 @contextmanager
@@ -193,27 +201,43 @@ def _streams_error(path: str, count: str, limits: LimitsConfig) -> VideoError:
     return VideoError("LimitExceeded", f"{path!r} has {count} streams, over limits.max_streams={limits.max_streams}")
 
 
+def _is_picture(stream: Any) -> bool:
+    """Cover art and other attached pictures: a video stream of one still image, never the video."""
+    import av
+
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _best(container: Any, kind: str, usable: Any, related: Any = None) -> Any | None:
+    """The stream of ``kind`` FFmpeg would pick (``av_find_best_stream`` through PyAV's
+    ``streams.best``: not marked hearing/visual impaired, then the ``default`` disposition, then
+    more frames seen while probing, then the higher bitrate; within ``related``'s program), when
+    ``usable``; else the first usable stream of that kind; None when none is."""
+    best = container.streams.best(kind, related) if related is not None else container.streams.best(kind)
+    if best is not None and usable(best):
+        return best
+    return next((s for s in container.streams if s.type == kind and usable(s)), None)
+
+
 def video_stream(container: Any, name: str | None = None) -> Any:
-    """The first real video stream (cover art and other attached pictures do not count).
+    """The video stream FFmpeg would pick (``_best``); attached pictures never count.
 
     Raises ``VideoError("NoVideoStream")`` naming ``name`` (default: the container's URL, which
     for a descriptor is only ``fd:``) when there is none.
     """
-    import av
-
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
+    stream = _best(container, "video", lambda s: not _is_picture(s))
+    if stream is not None:
+        return stream
     kinds = ", ".join(s.type for s in container.streams) or "none"
     raise VideoError("NoVideoStream", f"{name or container.name!r} has no video stream (streams: {kinds})")
 
 
 def audio_stream(container: Any) -> Any | None:
-    """The first audio stream with a decoder, or None."""
-    for stream in container.streams.audio:
-        if stream.codec_context is not None:
-            return stream
-    return None
+    """The audio stream FFmpeg would pick for the video (``_best``, related to ``video_stream``)
+    among those with a decoder, or None. Every reader of a file calls these two, so the probe,
+    the frames and the audio all come from the same streams."""
+    video = _best(container, "video", lambda s: not _is_picture(s))
+    return _best(container, "audio", lambda s: s.codec_context is not None, video)
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
@@ -299,6 +323,10 @@ def read_probe(container: Any, rotation: int = 0, name: str | None = None) -> Pr
         n_streams=len(container.streams),
         video_start_s=start_s,
         keyframes=read_keyframes(stream),
+        video_stream_index=stream.index,
+        audio_stream_index=audio.index if audio is not None else None,
+        n_video_streams=len(container.streams.video),
+        n_audio_streams=len(container.streams.audio),
     )
 
 

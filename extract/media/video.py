@@ -36,9 +36,10 @@ import numpy as np
 from extract.config import Config, LimitsConfig, OcrConfig
 from extract.defaults import resolved_here
 from extract.media.audio import AUDIO_RATE, decode_audio
+from extract.media.fingerprint import fingerprint
 from extract.media.geometry import ClipFrameScaler, OcrFrameScaler, PreprocessSpec
 from extract.media.limits import MAX_BAD_PACKETS, TRUNCATION_SLACK_S, Deadline
-from extract.media.probe import Probe, check_limits, open_input, read_probe, video_stream
+from extract.media.probe import Probe, check_limits, open_input, read_probe
 from extract.media.sampling import (
     SCENE_SIZE,
     TIME_EPS_S,
@@ -106,6 +107,9 @@ class DecodedVideo:
     # ``THUMB_SIDE``; ``thumbnail_index`` ``(t,) int32``: the position of each in ``frames``.
     thumbnails: tuple[bytes, ...] = ()
     thumbnail_index: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    # Landmark codes of ``audio`` (``extract.media.fingerprint``) ``(l,) int64``; empty when
+    # ``output.sounds`` is off or the audio is silent.
+    sound_fingerprint: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def audio_s(self) -> float:
@@ -131,7 +135,7 @@ class VideoReader:
     def __init__(self, container: Any, info: Probe, deadline: Deadline, skip_nonref: bool, max_pixels: int):
         self.container = container
         self.max_pixels = max_pixels
-        self.stream = video_stream(container, deadline.name)
+        self.stream = container.streams[info.video_stream_index]  # the probe's pick (``video_stream``)
         self.ctx = self.stream.codec_context
         self.tb = self.stream.time_base
         # Integer numerator and denominator: ``pts * num / den`` rounds once, exactly as
@@ -454,10 +458,11 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
                       lambda i, frame: ocr.keep(ocr.targets[i], frame))
     waveform = (decode_audio(path, limits, deadline, info, fd) if audio and info.has_audio
                 else np.zeros(0, np.float32))
+    codes = fingerprint(waveform) if config.output.sounds else np.zeros(0, np.int64)
     frames = np.stack(images) if images else np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
     stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started)
     return DecodedVideo(read_probe_rotated(info, scale.rotation or 0), frames, np.asarray(times, np.float32),
-                        waveform, sampling.policy, stats, *ocr.arrays(), *thumbs.jpegs())
+                        waveform, sampling.policy, stats, *ocr.arrays(), *thumbs.jpegs(), codes)
 
 
 class _Thumbnails:

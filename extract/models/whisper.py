@@ -35,7 +35,9 @@ together; most videos are one window long, so one round does it.
    improbable ones (mean log-prob below ``whisper.logprob_threshold``) and samples the
    repetitive ones again at higher temperatures; on music and noise that sampling is where
    hallucinated sentences come from, so a probably-not-speech window whose greedy text is
-   repetitive counts as silence here. Segments come from timestamp-token pairs, shifted into
+   repetitive counts as silence here; and a window that fell back to the last temperature and
+   still fails a check yields no text (``is_unintelligible``: measured on real music and
+   short speech in ``bench/bench_music_speech.py``). Segments come from timestamp-token pairs, shifted into
    video time and clamped to the window's audio.
 6. Where the window ends: Whisper hands a segment it cannot finish inside the window (speech
    running into the window's end, even a sentence that ends just before it) on to the next
@@ -126,6 +128,17 @@ def is_no_speech(no_speech_prob: float, avg_logprob: float, compression_ratio: f
     probably not speech and whose text fails either check is music, noise or silence.
     """
     return no_speech_prob > cfg.no_speech_threshold and fails_checks(compression_ratio, avg_logprob, cfg)
+
+
+def is_unintelligible(avg_logprob: float, compression_ratio: float, temperature: float, cfg: WhisperConfig) -> bool:
+    """True when a window fell back to the last temperature of ``whisper.temperatures`` and that
+    decode still fails the checks: text sampled at the highest temperature that the model
+    itself finds improbable or repetitive. ``whisper.transcribe`` keeps it; on short music it
+    is the invented text. Measured (``bench/music_speech.md``, Whisper base): 14 real speech
+    clips of 1-11 s all decode at temperature 0 (final log-prob -0.14 to -0.79); of 68 4 s music
+    excerpts, the 3 without vocals that got words ended at temperature 1.0 with -2.0 to -5.1.
+    """
+    return temperature >= cfg.temperatures[-1] > 0.0 and fails_checks(compression_ratio, avg_logprob, cfg)
 
 
 def needs_fallback(compression_ratio: float, avg_logprob: float, no_speech_prob: float,
@@ -513,7 +526,8 @@ class WhisperTranscriber:
             -1, self.dims.n_audio_state), np.array([w.emb_count for w in decoded if w.emb_sum is not None]))
         for w in decoded:
             result = w.result
-            if result is None or is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg):
+            if result is None or is_no_speech(w.no_speech_prob, result.avg_logprob, result.compression_ratio, self.cfg) \
+                    or is_unintelligible(result.avg_logprob, result.compression_ratio, result.temperature, self.cfg):
                 continue
             stats = {"avg_logprob": _finite(result.avg_logprob), "no_speech_prob": _finite(w.no_speech_prob),
                      "compression_ratio": _finite(result.compression_ratio),

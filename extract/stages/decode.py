@@ -15,7 +15,9 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   (measured: about 0.85 and 3-4); the larger differences sit on hard colour edges, where
   swscale scales 4:2:0 chroma at its own resolution while the reference converts to full-size
   RGB first. Normalisation (mean/std) happens later, on the device.
-- ``audio`` ``(m,) float32``: the first audio stream resampled by ``av.AudioResampler`` to
+- ``audio`` ``(m,) float32``: the audio stream FFmpeg would pick for the video (as the video
+  stream is FFmpeg's pick, never cover art; ``video_stream_index``/``audio_stream_index`` and
+  ``n_video_streams``/``n_audio_streams`` record the choice) resampled by ``av.AudioResampler`` to
   16 kHz mono (no ffmpeg binary); empty with ``has_audio = False`` when there is none. A
   mid-stream change of rate or layout starts a new resampler; where the codec headers state a
   rate that the stream's timestamps consistently contradict, the timestamps win
@@ -35,6 +37,9 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   ``thumbnail_index``: the frame each shows), whole pictures in display orientation with the
   long side at most 160 px, encoded in the decode child from the frames it decoded (see
   ``extract.rows.thumbnails_of``); stored as ``frame_embeddings.thumbnail_jpeg`` for the run report.
+- ``sound_fingerprint`` (bytes|None): with ``output.sounds``, the audio's landmark codes
+  (``extract.media.fingerprint``, computed in the decode child from the 16 kHz audio it
+  decoded), packed little-endian int64; None without audible audio.
 
 How frames are reached (seeks, dropped non-reference frames) and how truncated or corrupt files
 end is in ``extract.media.video``; the child processes and their limits in ``extract.media.isolation``.
@@ -53,6 +58,7 @@ import numpy as np
 from extract.config import Config
 from extract.defaults import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
+from extract.media.fingerprint import pack
 from extract.media.phash import phash_frames
 from extract.media.video import DecodedVideo
 from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception, mark_failed,
@@ -66,7 +72,8 @@ DECODE_COLUMNS = DECODE.columns  # declared on the registry entry
 
 
 PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width", "height", "rotation", "fps",
-                 "bitrate", "has_audio")
+                 "bitrate", "has_audio", "video_stream_index", "audio_stream_index", "n_video_streams",
+                 "n_audio_streams")
 
 
 def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
@@ -92,7 +99,8 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                phash=phash_frames(result.frames).view(np.int64),
                thumbnail_jpeg=np.frombuffer(b"".join(result.thumbnails), np.uint8),
                thumbnail_bytes=np.asarray([len(j) for j in result.thumbnails], np.int32),
-               thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False))
+               thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False),
+               sound_fingerprint=pack(result.sound_fingerprint) if len(result.sound_fingerprint) else None)
     return {name: row[name] for name in DECODE_COLUMNS}
 
 

@@ -38,7 +38,8 @@ class TranscribeStage:
 
     With ``whisper.vad`` (default) silero-vad finds the speech first (``extract.models.vad``):
     ``speech_s`` (seconds), ``speech_ratio`` and ``audio_kind`` (``speech``, ``music_or_sound``,
-    ``silence``; ``none`` without an audio track; all None with ``whisper.vad: false``), and
+    ``silence``; ``none`` without an audio track; all None with ``whisper.vad: false``; ``speech``
+    needs words too: VAD speech with an empty transcript is ``music_or_sound``), and
     Whisper decodes only the windows that hold speech. ``audio_embedding`` ``(d_model,) float32``
     is the mean of the Whisper encoder's frames over the real audio (the same encoder pass),
     L2-normalised; ``(0,)`` without audible audio.
@@ -88,6 +89,9 @@ class TranscribeStage:
         for (row, _), transcript in zip(pending, transcripts):
             if transcript is None:
                 continue
+            if row["audio_kind"] == "speech" and not transcript.text:
+                # silero-vad hears speech in some music (bench/bench_music_speech.py); Whisper found none
+                row["audio_kind"] = "music_or_sound"
             row.update(transcript_text=transcript.text, language=transcript.language,
                        language_prob=transcript.language_prob, no_speech_prob=transcript.no_speech_prob,
                        whisper_model=self.transcriber.lineage,

@@ -1,0 +1,127 @@
+"""Audio fingerprints for same-sound search: landmarks (pairs of spectral peaks) of 16 kHz audio.
+
+A landmark is two peaks of the log spectrogram, an anchor and a later peak near it: its hash
+is ``(anchor bin, later bin, frames between them)``, its time the anchor's frame. Two videos
+carrying the same recording share many hashes at one constant difference of times (the
+offset between the recordings), whatever else is mixed on top; different music shares a few
+hashes at scattered offsets. Peaks are local maxima of the log magnitude, so a quieter copy
+has the same peaks; a voice-over adds peaks but leaves most of the music's standing; a 5 s
+cut keeps the landmarks of those 5 s. (Wang, "An industrial-strength audio search
+algorithm", ISMIR 2003.)
+
+Pure numpy, so it runs in the confined decode child on the audio it already decoded
+(``extract.media.video.decode_video``), with no library to load and nothing to open.
+``fingerprint`` -> ``(n,) int64`` codes ``hash << TIME_BITS | anchor frame``, ordered by
+time; ``pack``/``unpack`` store them as little-endian bytes (``videos.sound_fingerprint``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.fft import rfft  # imported here, not on first use: a confined decode child can open no file
+from numpy.lib.stride_tricks import as_strided
+
+from extract.media.audio import AUDIO_RATE
+
+WINDOW = 1024  # samples per spectrum (64 ms at 16 kHz; 15.6 Hz per bin)
+HOP = 512  # samples between spectra: one frame = 32 ms
+FRAME_S = HOP / AUDIO_RATE  # seconds per frame
+LOW_BIN, HIGH_BIN = 4, 256  # bins kept: 62 Hz .. 4 kHz (where music and phone-mic copies agree)
+PEAK_FRAMES, PEAK_BINS = 4, 10  # a peak is the maximum of +-4 frames (128 ms) x +-10 bins (156 Hz)
+PEAK_FLOOR_DB = 50.0  # peaks quieter than the clip's loudest by more than this are noise
+SILENCE_RMS = 0.003  # frames quieter than this (about -50 dBFS; classify_audio's rule) hold no peaks
+PEAKS_PER_S = 12  # the strongest peaks kept per second of audio
+FANOUT = 4  # later peaks each anchor is paired with
+MAX_DT_FRAMES = 31  # a pair spans at most 31 frames (1 s); dt takes 5 bits
+MAX_DBIN = 63  # and at most 63 bins (1 kHz) up or down
+TIME_BITS = 24  # anchor frame: up to 2^24 frames (149 h)
+HASH_BITS = 8 + 8 + 5  # anchor bin - LOW_BIN, later bin - LOW_BIN, dt
+
+
+def spectrogram_db(audio: np.ndarray) -> np.ndarray:
+    """Log magnitude ``(frames, HIGH_BIN - LOW_BIN) float32`` in dB of 16 kHz mono ``audio``
+    ``(m,) float32`` (Hann windows of ``WINDOW``, hop ``HOP``); frames quieter than
+    ``SILENCE_RMS`` read -inf."""
+    audio = np.asarray(audio, np.float32)
+    if audio.size < WINDOW:
+        return np.zeros((0, HIGH_BIN - LOW_BIN), np.float32)
+    n = 1 + (audio.size - WINDOW) // HOP
+    frames = as_strided(audio, (n, WINDOW), (audio.strides[0] * HOP, audio.strides[0]))
+    window = np.hanning(WINDOW).astype(np.float32)
+    power = np.abs(rfft(frames * window, axis=1)[:, LOW_BIN:HIGH_BIN]) ** 2
+    db = (10.0 * np.log10(power + 1e-12)).astype(np.float32)
+    db[np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) < SILENCE_RMS] = -np.inf
+    return db
+
+
+def _running_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Maximum over ``+-radius`` along ``axis`` (edges padded with -inf)."""
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (radius, radius)
+    padded = np.pad(x, pad, constant_values=-np.inf)
+    out = np.full_like(x, -np.inf)
+    length = x.shape[axis]
+    for shift in range(2 * radius + 1):
+        out = np.maximum(out, np.take(padded, np.arange(shift, shift + length), axis=axis))
+    return out
+
+
+def peaks(db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral peaks of ``spectrogram_db``: ``(frames, bins)`` int arrays (bin counted from
+    ``LOW_BIN``), ordered by frame then bin: local maxima over ``PEAK_FRAMES`` x ``PEAK_BINS``,
+    within ``PEAK_FLOOR_DB`` of the loudest, the ``PEAKS_PER_S`` strongest of each second."""
+    if db.size == 0 or not np.isfinite(db).any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    local = _running_max(_running_max(db, PEAK_FRAMES, 0), PEAK_BINS, 1)
+    is_peak = (db == local) & np.isfinite(db) & (db >= db[np.isfinite(db)].max() - PEAK_FLOOR_DB)
+    t, f = np.nonzero(is_peak)
+    strength = db[t, f]
+    second = (t * FRAME_S).astype(np.int64)
+    order = np.lexsort((-strength, second))  # by second, strongest first
+    t, f, second = t[order], f[order], second[order]
+    first_of_second = np.searchsorted(second, second, side="left")
+    keep = np.arange(len(t)) - first_of_second < PEAKS_PER_S
+    t, f = t[keep], f[keep]
+    order = np.lexsort((f, t))
+    return t[order].astype(np.int64), f[order].astype(np.int64)
+
+
+def landmarks(t: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Codes ``hash << TIME_BITS | anchor frame`` ``(n,) int64`` of peaks ``(t, f)`` (ordered by
+    time): each anchor paired with its next ``FANOUT`` peaks within ``MAX_DT_FRAMES`` frames
+    (at least one later) and ``MAX_DBIN`` bins."""
+    n = len(t)
+    taken = np.zeros(n, np.int64)  # pairs made so far per anchor
+    out = [np.zeros(0, np.int64)]
+    for step in range(1, min(4 * FANOUT, n - 1) + 1):  # later peaks in time order; the first FANOUT that fit
+        dt = t[step:] - t[:-step]
+        df = f[step:] - f[:-step]
+        anchors = np.nonzero((dt >= 1) & (dt <= MAX_DT_FRAMES) & (np.abs(df) <= MAX_DBIN))[0]
+        anchors = anchors[taken[anchors] < FANOUT]
+        taken[anchors] += 1
+        h = (f[anchors] << 13) | (f[anchors + step] << 5) | dt[anchors]
+        out.append((h << TIME_BITS) | t[anchors])
+    codes = np.concatenate(out)
+    return codes[np.argsort(codes & ((1 << TIME_BITS) - 1), kind="stable")]
+
+
+def fingerprint(audio: np.ndarray) -> np.ndarray:
+    """Landmark codes ``(n,) int64`` of 16 kHz mono ``audio`` ``(m,) float32``, ordered by time;
+    empty for silent or too short audio. About 40 codes per second of music."""
+    return landmarks(*peaks(spectrogram_db(audio)))
+
+
+def split(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(hashes, frames)`` of landmark codes: ``(n,) int64`` each."""
+    codes = np.asarray(codes, np.int64)
+    return codes >> TIME_BITS, codes & ((1 << TIME_BITS) - 1)
+
+
+def pack(codes: np.ndarray) -> bytes:
+    """Codes as stored: little-endian int64 bytes."""
+    return np.asarray(codes, "<i8").tobytes()
+
+
+def unpack(blob: bytes | None) -> np.ndarray:
+    """Stored bytes -> codes ``(n,) int64`` (empty for None)."""
+    return np.frombuffer(blob or b"", "<i8").astype(np.int64)

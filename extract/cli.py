@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--video", metavar="ID", help="show one video's rows in every table")
     inspect.add_argument("--as-of", metavar="RUN", help="the tables as of a run: its run id, its sequence number, "
                                                         "or a time (ISO-8601: the last run committed by then)")
+    inspect.add_argument("--json", action="store_true", help="the same facts as one JSON document, for machines")
     _add_config_args(inspect)
 
     forget = sub.add_parser("forget", help="delete videos' rows from every table (deletion requests)",
@@ -360,12 +361,20 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print()
         return EXIT_OK
     if args.command == "inspect":
-        from extract.inspection import describe_output, describe_video
+        import shutil
+
+        from extract import inspection
 
         config = _load(args)
         try:
-            print(describe_video(args.dst, args.video, config.storage, args.as_of) if args.video
-                  else describe_output(args.dst, config.storage, as_of=args.as_of))
+            if args.json:
+                facts = (inspection.video_facts(args.dst, args.video, config.storage, args.as_of) if args.video
+                         else inspection.output_facts(args.dst, config.storage, as_of=args.as_of))
+                print(json.dumps(inspection.to_json_safe(facts), indent=1))
+            else:
+                width = shutil.get_terminal_size((inspection.DEFAULT_WIDTH, 24)).columns
+                print(inspection.describe_video(args.dst, args.video, config.storage, args.as_of, width) if args.video
+                      else inspection.describe_output(args.dst, config.storage, as_of=args.as_of, width=width))
         except ValueError as exc:  # an --as-of that names no run
             print(f"extract: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -68,7 +68,7 @@ SPEECH = {
     "jfk": ("peer-media:whisper-jfk.mp4", "and so my fellow americans ask not what your country can do for you "
                                           "ask what you can do for your country"),
 }
-# Picture sources (peer-media file, its usable length in seconds).
+# Picture sources: peer-media files (size and length of each in the comments).
 VIDEOS = {
     "video2dataset": "video2dataset-test_video.mp4",  # 1920x1080, 122 s
     "datajuicer1": "datajuicer-video1.mp4",  # 640x360, 12 s

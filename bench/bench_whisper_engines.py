@@ -50,7 +50,8 @@ def measure(threads: list[int], repeats: int) -> list[dict]:
     import torch
 
     from extract.config import WhisperConfig, WhisperModelConfig
-    from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
+    from extract.models.whisper import WhisperTranscriber
+    from extract.tools.whisper_eval import base_weights_path, word_error_rate
 
     clips = real_speech()
     texts, audios = [t for t, _ in clips], [a for _, a in clips]

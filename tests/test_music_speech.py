@@ -16,7 +16,7 @@ import pytest
 
 from extract.config import Config
 from extract.media.audio import AUDIO_RATE
-from extract.models.whisper import base_weights_path
+from extract.tools.whisper_eval import base_weights_path
 from extract.rows import batch_to_rows, rows_to_batch
 
 SPEECH = Path("/usr/share/pocketsphinx/test/data")

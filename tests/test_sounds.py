@@ -20,7 +20,7 @@ from extract.config import Config
 from extract.media.audio import AUDIO_RATE
 from extract.media.fingerprint import FRAME_S, fingerprint, pack, split, unpack
 from extract.media.isolation import DecodeJob, DecodePool
-from extract.media.samples import write_clip
+from extract.tools.samples import write_clip
 from extract.media.sound_match import match_fingerprints
 from extract.models.preprocess import PreprocessSpec
 

@@ -18,7 +18,7 @@ import pytest
 
 from extract.config import Config, ConfigError, WhisperConfig, WhisperModelConfig
 from extract.media.audio import AUDIO_RATE
-from extract.models.tiny import TINY_WHISPER_DIMS, make_tiny_whisper
+from extract.tools.tiny import TINY_WHISPER_DIMS, make_tiny_whisper
 from extract.models.weights import file_digest
 from extract.models.whisper import WhisperTranscriber, choose_engine
 
@@ -246,7 +246,7 @@ def test_stage_runs_on_ctranslate2_by_default_on_a_cpu(tiny_whisper):
 
 
 def test_stage_converts_the_checkpoint_ahead(tiny_whisper, tmp_path, monkeypatch):
-    from extract.models.staging import stage_models
+    from extract.tools.staging import stage_models
     from extract.models.whisper_ct2 import converted_dir_name
 
     monkeypatch.setenv("EXTRACT_CT2_CACHE", str(tmp_path / "cache"))

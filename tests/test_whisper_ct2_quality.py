@@ -18,7 +18,8 @@ import pytest
 
 from extract.config import WhisperConfig, WhisperModelConfig
 from extract.media.audio import AUDIO_RATE
-from extract.models.whisper import WhisperTranscriber, base_weights_path, word_error_rate
+from extract.models.whisper import WhisperTranscriber
+from extract.tools.whisper_eval import base_weights_path, word_error_rate
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 pytest.importorskip("ctranslate2")

@@ -61,7 +61,7 @@ fuzz: venv
 bench: venv speech
 	$(PY) -m bench.run
 
-# Another Python (3.12, 3.13): a fresh venv of it under .build/py<V>/, the project installed
+# Another Python (3.12): a fresh venv of it under .build/py<V>/, the project installed
 # there, and the demo run with it. pythonV on the PATH or a pyenv install of it (pyenv has both
 # here); without either it says so and is skipped (exit 0).
 py%-check:

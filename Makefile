@@ -93,7 +93,7 @@ $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz: $(STAMP)
 bench: venv speech sounds-media $(WEIGHTS) $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz
 	$(PY) -m bench.run
 
-# Another Python (3.12, 3.13): a fresh venv of it under .build/py<V>/, the project installed
+# Another Python (3.12): a fresh venv of it under .build/py<V>/, the project installed
 # there, and the demo run with it. pythonV on the PATH or a pyenv install of it (pyenv has both
 # here); without either it says so and is skipped (exit 0).
 py%-check:

@@ -231,8 +231,8 @@ def run(out_dir: str | Path | None = None, days: int = 30, videos: int = 300, fr
             start = time.perf_counter()
             record = maintain(Catalog(dst), 0, "maintain-bench")
             result["maintain_s"] = round(time.perf_counter() - start, 1)
-            result["maintain_files"] = {t: [m["files_removed"], m["files_added"]] for t, m in record["maintenance"].items()
-                                        if t in ("videos", "frame_embeddings")}
+            result["maintain_files"] = {t: [m["files_removed"], m["files_added"]]
+                                        for t, m in record["maintenance"].items() if t in ("videos", "frame_embeddings")}
             result["compacted"] = {"layout": layout(dst), "reads": read_throughput(dst, dts[1], dts[-1], labels, root)}
         finally:
             ray.shutdown()
@@ -259,8 +259,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| read | layout | seconds | rows | rows/s | MB/s (embeddings) |", "|---|---|---:|---:|---:|---:|"]
     for state in ("as_written", "compacted"):
         for name, r in result[state]["reads"].items():
-            lines.append(f"| {name} | {state.replace('_', ' ')} | {r['seconds']} | {r['rows']:,} | {r['rows_per_s']:,} | "
-                         f"{r.get('mb_per_s', '')} |")
+            lines.append(f"| {name} | {state.replace('_', ' ')} | {r['seconds']} | {r['rows']:,} | "
+                         f"{r['rows_per_s']:,} | {r.get('mb_per_s', '')} |")
     return "\n".join(lines) + "\n"
 
 

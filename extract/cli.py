@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "by the share of matching frames and the pooled CLIP cosine; writes the "
                                       "duplicates table in one committed run.")
     dups.add_argument("dst", metavar="DST")
-    dups.add_argument("--since", metavar="YYYY-MM-DD", type=_iso_date, help="search the videos of these upload dates and later")
+    dups.add_argument("--since", metavar="YYYY-MM-DD", type=_iso_date,
+                      help="search the videos of these upload dates and later")
     dups.add_argument("--threshold", type=int, default=None, metavar="BITS",
                       help="Hamming distance (bits of 64) within which two frames match (default 12)")
     dups.add_argument("--min-match", type=float, default=None, metavar="SHARE",

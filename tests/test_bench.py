@@ -191,6 +191,6 @@ def test_training_read_builds_days_as_runs_write_them(tmp_path):
     dts = build(str(tmp_path / "out"), days=3, videos=4, frames=8)
     got = layout(str(tmp_path / "out"))
     assert len(dts) == 3 and got["videos"]["partitions"] == got["frame_embeddings"]["partitions"] == 3
-    assert got["videos"]["files"] == 5 and got["videos"]["files_per_partition_max"] == 2  # days 0 and 1 got late uploads
+    assert got["videos"]["files"] == 5 and got["videos"]["files_per_partition_max"] == 2  # late uploads: days 0, 1
     frames = Catalog(str(tmp_path / "out")).read("frame_embeddings", ["video_id", "embedding"])
     assert frames.num_rows == (3 * 4 + 2 * 1) * 8 and frames.schema.field("embedding").type.list_size == 512

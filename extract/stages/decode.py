@@ -37,9 +37,9 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   ``thumbnail_index``: the frame each shows), whole pictures in display orientation with the
   long side at most 160 px, encoded in the decode child from the frames it decoded (see
   ``extract.rows.thumbnails_of``); stored as ``frame_embeddings.thumbnail_jpeg`` for the run report.
-- ``sound_fingerprint`` (bytes|None): with ``output.sounds``, the audio's landmark codes
+- ``sound_fingerprint`` ``(l,) int64``: with ``output.sounds``, the audio's landmark codes
   (``extract.media.fingerprint``, computed in the decode child from the 16 kHz audio it
-  decoded), packed little-endian int64; None without audible audio.
+  decoded), empty without audible audio; stored packed (``fingerprint.pack``, empty = null).
 
 How frames are reached (seeks, dropped non-reference frames) and how truncated or corrupt files
 end is in ``extract.media.video``; the child processes and their limits in ``extract.media.isolation``.
@@ -58,7 +58,6 @@ import numpy as np
 from extract.config import Config
 from extract.defaults import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
-from extract.media.fingerprint import pack
 from extract.media.phash import phash_frames
 from extract.media.video import DecodedVideo
 from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception, mark_failed,
@@ -87,7 +86,7 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                    audio=np.zeros(0, np.float32), ocr_frames=np.zeros((0, 0, 0, 3), np.uint8),
                    ocr_frame_index=np.zeros(0, np.int32), phash=np.zeros(0, np.int64),
                    thumbnail_jpeg=np.zeros(0, np.uint8), thumbnail_bytes=np.zeros(0, np.int32),
-                   thumbnail_index=np.zeros(0, np.int32))
+                   thumbnail_index=np.zeros(0, np.int32), sound_fingerprint=np.zeros(0, np.int64))
         return row
     probe = result.probe
     row = {name: getattr(probe, name) for name in PROBE_COLUMNS}
@@ -100,7 +99,7 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                thumbnail_jpeg=np.frombuffer(b"".join(result.thumbnails), np.uint8),
                thumbnail_bytes=np.asarray([len(j) for j in result.thumbnails], np.int32),
                thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False),
-               sound_fingerprint=pack(result.sound_fingerprint) if len(result.sound_fingerprint) else None)
+               sound_fingerprint=result.sound_fingerprint.astype(np.int64, copy=False))
     return {name: row[name] for name in DECODE_COLUMNS}
 
 

@@ -144,6 +144,9 @@ def _column(values: list[Any], field: pa.Field) -> pa.Array:
         values = [None if v is None else [(str(k), float(x)) for k, x in v] for v in values]
     elif pa.types.is_list(field.type) and pa.types.is_floating(field.type.value_type):
         values = [None if _empty(v) else v for v in values]  # an empty vector is no vector
+    elif pa.types.is_binary(field.type):  # a packed array (videos.sound_fingerprint): empty = null
+        values = [None if _empty(v) else v.astype(v.dtype.newbyteorder("<")).tobytes() if isinstance(v, np.ndarray)
+                  else v for v in values]
     return pa.array([_plain(v) for v in values], type=field.type)
 
 

@@ -106,3 +106,15 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "extract", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's tests: the test machine runs two pytest workers
+    (and their Ray) on its cores, and more threads would only oversubscribe them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

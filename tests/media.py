@@ -239,3 +239,19 @@ def source_row(video_id: str, uri: str | Path) -> dict:
     """A manifest row as the decode stage receives it (no caption or upload time, no error)."""
     return {"video_id": video_id, "uri": str(uri), "caption": None, "upload_ts": None, "dt": "2026-01-01",
             **{c: None for c in ERROR_COLUMNS}}
+
+
+def read_audio(path: Path) -> np.ndarray:
+    """A trusted local audio file as 16 kHz mono float32 (plain PyAV; ``.raw``: 16-bit PCM at 16 kHz)."""
+    import av
+
+    from extract.media.audio import AUDIO_RATE
+
+    if path.suffix == ".raw":
+        return np.fromfile(path, "<i2").astype(np.float32) / 32768.0
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(container.streams.best("audio"))
+                  for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float32)

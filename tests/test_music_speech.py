@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from extract.config import Config
 from extract.media.audio import AUDIO_RATE
 from extract.tools.whisper_eval import base_weights_path
 from extract.rows import batch_to_rows, rows_to_batch
+from media import read_audio
 
 SPEECH = Path("/usr/share/pocketsphinx/test/data")
 MUSIC = Path("/usr/share/scummvm/drascula/audio")
@@ -28,17 +28,6 @@ SPEECH_CLIPS = {"goforward.raw": ("go", "forward", "meters"),  # Whisper writes 
 MUSIC_CLIPS = ((1, 0.3), (29, 0.3), (29, 0.7))
 
 
-def read_audio(path: Path) -> np.ndarray:
-    if path.suffix == ".raw":
-        return np.fromfile(path, "<i2").astype(np.float32) / 32768.0
-    import av
-
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(container.streams.best("audio"))
-                  for out in resampler.resample(frame)]
-        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    return np.concatenate(chunks).astype(np.float32)
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ from extract.media.isolation import DecodeJob, DecodePool
 from extract.tools.samples import write_clip
 from extract.media.sound_match import match_fingerprints
 from extract.models.preprocess import PreprocessSpec
+from media import read_audio
 
 MUSIC = Path("/usr/share/scummvm/drascula/audio")
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
@@ -35,14 +35,6 @@ needs_media = pytest.mark.skipif(not (MUSIC / "track1.ogg").is_file() or not SPE
                                         "pocketsphinx-testdata)")
 
 
-def read_audio(path: Path) -> np.ndarray:
-    """A trusted local audio file as 16 kHz mono float32 (plain PyAV)."""
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(container.streams.best("audio"))
-                  for out in resampler.resample(frame)]
-        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    return np.concatenate(chunks).astype(np.float32)
 
 
 def excerpt(audio: np.ndarray, start_s: float, length_s: float) -> np.ndarray:

@@ -33,18 +33,11 @@ from extract.rows import batch_to_rows, rows_to_batch
 from extract.stages.transcribe import OUTPUT_COLUMNS, TranscribeStage
 from extract.tools.whisper_eval import word_edits, word_error_rate
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GREEDY = WhisperConfig(temperatures=(0.0,), engine="torch")  # these tests reach into the torch model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test machine is shared by several jobs; one intra-op thread avoids oversubscription stalls."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,11 @@ import pytest
 
 from extract.models.whisper_decoder import StepRules
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SAMPLE_BEGIN = 3  # <|startoftranscript|><|en|><|transcribe|>
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test machine is shared; one intra-op thread avoids oversubscription stalls."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -263,9 +263,19 @@ def write_json(fs: pafs.FileSystem, path: str, data: Any) -> None:
             fh.write(payload)
 
 
-def read_json(fs: pafs.FileSystem, path: str) -> Any:
-    with fs.open_input_stream(path) as fh:
-        return json.loads(fh.read())
+def read_json(fs: pafs.FileSystem, path: str, attempts: int = 3) -> Any:
+    """A JSON file; a read that fails part way (an object replaced or deleted while another
+    process reads it) is tried again, up to ``attempts`` times. FileNotFoundError when absent."""
+    for attempt in range(attempts):
+        try:
+            with fs.open_input_stream(path) as fh:
+                return json.loads(fh.read())
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def commit_metadata(*, config_hash: str, feature_hash: str, models: Mapping[str, str]) -> dict[str, str]:

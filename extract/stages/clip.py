@@ -16,6 +16,7 @@ from extract.models.labels import embed_label_sets, label_columns, load_label_fi
 from extract.rows import (VideoError, batch_to_rows, is_failed, is_reused, mark_exception, process_isolated,
                           rows_to_batch)
 from extract.stages.registry import CLIP
+from extract.text.language import LanguageDetector
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class ClipStage:
     the zero-shot label columns of every configured set (``extract.models.labels.label_columns``:
     ``labels_<set>``, ``labels_<set>_max``, ``top_<set>``, ``top_<set>_score``; similarity
     scores, not moderation decisions), then the columns of ``text.features.add_text_features``
-    using this model's text tower.
+    using this model's text tower and the caption/OCR languages (``signals.language``).
     Failed rows pass through with empty tensors (``(0, D)``, ``(0,)``) and None features.
     """
 
@@ -43,6 +44,7 @@ class ClipStage:
         self.label_matrices = (embed_label_sets(self.embedder.encode_texts, load_label_file(config.labels.path))
                                if config.labels.enabled else {})
         self.logit_scale = logit_scale_of(self.embedder.model)
+        self.languages = LanguageDetector() if config.signals.language else None  # fastText, once per actor
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from extract.text.features import add_text_features
@@ -64,7 +66,8 @@ class ClipStage:
             except VideoError as exc:
                 mark_exception(row, STAGE, exc)
         self._embed_rows(pending)
-        add_text_features(rows, encode_texts=self.embedder.encode_texts, config=self.config)
+        add_text_features(rows, encode_texts=self.embedder.encode_texts, config=self.config,
+                          detect_language=self.languages.detect if self.languages is not None else None)
         return rows_to_batch(rows)
 
     def _set_empty(self, row: dict[str, Any]) -> None:

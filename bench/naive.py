@@ -157,12 +157,14 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
     from extract.models.common import resolve_device
     from extract.pipeline.manifest import read_source
     from extract.text.features import add_text_features
+    from extract.text.language import LanguageDetector
 
     timings: Counter = Counter()
     cpu: Counter = Counter()  # step -> CPU seconds of this process (every thread)
     per_video: dict[str, float] = {}  # video_id -> wall seconds of its steps
     device = resolve_device(config.runtime.device)
     model, preprocess_val, tokenizer, asr = load_models(config, device)
+    languages = LanguageDetector() if config.signals.language else None
     timings["load"] += time.perf_counter() - t0
     cpu["load"] += time.process_time()
 
@@ -218,7 +220,8 @@ def run_naive(manifest: str | Path, out_dir: str | Path, config: Config) -> dict
         row = {"video_id": source["video_id"], "uri": path, "caption": source.get("caption"),
                "n_frames": len(images), "clip_embedding": pooled.astype(np.float32),
                "transcript_text": result["text"].strip(), "language": result["language"]}
-        add_text_features([row], encode_texts=encode_texts, config=config)
+        add_text_features([row], encode_texts=encode_texts, config=config,
+                          detect_language=languages.detect if languages is not None else None)
         timings["text"] += time.perf_counter() - t
         cpu["text"] += time.process_time() - c
 

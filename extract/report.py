@@ -385,7 +385,8 @@ def _duplicates_section(catalog: Catalog, run_id: str) -> str:
 def _contact_sheet_section(catalog: Catalog, run_id: str, max_videos: int) -> str:
     columns = ["video_id", "uri", "duration_s", "width", "height", "n_frames",
                "caption", "hashtags", "transcript_text", "language", "no_speech_prob", "audio_kind", "speech_ratio",
-               "ocr_text", "ocr_error", "top_topic", "top_topic_score", "top_safety", "top_safety_score"]
+               "ocr_text", "ocr_error", "top_topic", "top_topic_score", "top_safety", "top_safety_score",
+               *SIGNAL_COLUMNS]
     videos = sorted(_committed_rows(catalog, "videos", run_id, columns), key=lambda v: v["video_id"])
     if not videos or max_videos <= 0:
         return "<h2>Contact sheet</h2><p class=\"muted\">no committed videos from this run</p>"
@@ -423,16 +424,36 @@ def _video_card(video: dict[str, Any], thumbnails: list[tuple[float, bytes]]) ->
                      if video.get("ocr_error") else "<span class=\"muted\">none read</span>")
     labels = " · ".join(f"{name}: {_e(video[f'top_{name}'])} ({_fmt(video.get(f'top_{name}_score'))})"
                         for name in ("topic", "safety") if video.get(f"top_{name}"))
+    signals = _signals_line(video)
     return (
         f"<div class=\"video\"><h3><code>{_e(video['video_id'])}</code></h3>"
         f"<p>{_e(facts)} · hashtags: {_e(tags)}</p>"
         f"<p>caption: {caption}</p>"
         f"<p>audio: {_e(audio)} · transcript: {speech}</p>"
         f"<p>on-screen text: {on_screen}</p>"
+        + (f"<p>signals: {signals}</p>" if signals else "")
         + (f"<p>top labels (zero-shot similarity, not moderation): {labels}</p>" if labels else "") +
         f"<div class=\"frames\">{strip}</div>"
         f"<p class=\"muted\">{_e(video['uri'])}</p></div>"
     )
+
+
+SIGNAL_COLUMNS = ("caption_language", "caption_language_prob", "ocr_language", "ocr_language_prob", "text_area_ratio",
+                  "motion_score", "motion_source", "shot_count", "cuts_per_minute", "mean_shot_s")
+
+
+def _signals_line(video: dict[str, Any]) -> str:
+    """Languages, text area, motion and pacing of one video (``signals.*``); '' when all are null."""
+    parts = [f"{what} language {video[f'{key}_language']} ({_fmt(video.get(f'{key}_language_prob'))})"
+             for key, what in (("caption", "caption"), ("ocr", "on-screen")) if video.get(f"{key}_language")]
+    if video.get("text_area_ratio") is not None:
+        parts.append(f"text covers {100 * video['text_area_ratio']:.1f} % of the frame")
+    if video.get("motion_score") is not None:
+        parts.append(f"motion {video['motion_score']:.3f} ({video.get('motion_source')})")
+    if video.get("shot_count") is not None:
+        parts.append(f"{video['shot_count']} shots, {video['cuts_per_minute']:.1f} cuts/min, "
+                     f"mean shot {video['mean_shot_s']:.1f} s")
+    return _e(" · ".join(parts))
 
 
 def _fmt(value: float | None) -> str:

@@ -427,10 +427,10 @@ def text_feature_calls(monkeypatch):
         real = None
         monkeypatch.setitem(sys.modules, "extract.text.features", module)
 
-    def recording(rows, encode_texts, config):
+    def recording(rows, encode_texts, config, detect_language=None):
         calls.append((rows, encode_texts, config))
         if real is not None:
-            real(rows, encode_texts=encode_texts, config=config)
+            real(rows, encode_texts=encode_texts, config=config, detect_language=detect_language)
 
     monkeypatch.setattr(module, "add_text_features", recording, raising=False)
     return calls

@@ -154,7 +154,8 @@ def test_seeks_never_go_back_to_packets_already_read(tmp_path, monkeypatch, thre
     # threads those key frames were already read when the target's frame came out. Seeking to
     # one would decode its packets again; with 2 threads it would skip about one frame.
     path = media.forced_keyframes_clip(tmp_path / "kf.mp4", [30 * k + 5 for k in range(10)], n_frames=300, fps=30)
-    config = CONFIG.replace(**{"runtime.decode_threads": threads})
+    # the sampling pass's reads only: no every-frame motion pass (extract.media.pace) opening the file again
+    config = CONFIG.replace(**{"runtime.decode_threads": threads, "signals.motion": False})
     opened, real_open_input = [], video.open_input
 
     def counting_open_input(*args, **kwargs):

@@ -215,3 +215,17 @@ def test_video_frames_read_into_distinct_lines(reader):
     assert len(merged) == 2, merged
     assert character_error_rate(first[0], merged[0]) <= 0.05, merged
     assert character_error_rate(second[0], merged[1]) <= 0.05, merged
+
+
+def test_text_area_ratio_counts_overlapping_boxes_once():
+    from extract.models.ocr import text_area_ratio
+
+    def box(x0, y0, x1, y1):
+        return OcrLine("text", 0.9, ((x0, y0), (x1, y0), (x1, y1), (x0, y1)))
+
+    assert text_area_ratio([], 100, 50) == 0.0
+    quarter = text_area_ratio([box(0, 0, 50, 25)], 100, 50)
+    assert abs(quarter - 0.25) < 0.02
+    assert text_area_ratio([box(0, 0, 50, 25), box(10, 5, 40, 20)], 100, 50) == quarter  # inside: once
+    assert abs(text_area_ratio([box(0, 0, 50, 25), box(50, 25, 100, 50)], 100, 50) - 0.5) < 0.03
+    assert text_area_ratio([box(-10, -10, 200, 200)], 100, 50) == 1.0  # clipped to the frame

@@ -92,3 +92,18 @@ def test_ocr_off_means_no_ocr_frames():
     finally:
         stage.close()
     assert row["ocr_frames"].shape[0] == 0 and row["frames"].shape[0] == 4
+
+
+def test_text_area_ratio_is_the_share_under_the_text(decoded, ocr_stage):
+    from PIL import Image, ImageDraw, ImageFont
+
+    out = batch_to_rows(ocr_stage(rows_to_batch([dict(row) for row in decoded])))
+    text, plain = out
+    # The rendered caption's ink box over the frame: OCR's line box hugs it with a few pixels of margin.
+    x0, y0, x1, y1 = ImageDraw.Draw(Image.new("RGB", (640, 360))).textbbox(
+        (60, 290), CAPTION, font=ImageFont.truetype(str(FONT), 36))
+    ink = (x1 - x0) * (y1 - y0) / (640 * 360)
+    assert 0.8 * ink <= text["text_area_ratio"] <= 1.6 * ink, (text["text_area_ratio"], ink)
+    assert plain["text_area_ratio"] == 0.0
+    off = OcrStage(CONFIG.replace(**{"signals.text_area": False}))
+    assert batch_to_rows(off(rows_to_batch([dict(decoded[0])])))[0]["text_area_ratio"] is None

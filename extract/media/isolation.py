@@ -46,6 +46,7 @@ from extract.media import sandbox
 from extract.media.audio import AUDIO_RATE
 from extract.media.geometry import PreprocessSpec
 from extract.media.limits import TRUNCATION_SLACK_S, Deadline, memory_error
+from extract.media.pace import MAX_SHOT_FRAMES, MOTION_SOURCES, SHOT_SIZE, Pace
 from extract.media.probe import Probe
 from extract.media.video import THUMB_SIDE, DecodedVideo, DecodeStats, decode_video
 from extract.rows import VideoError
@@ -67,6 +68,7 @@ MAX_JOBS_PER_WORKER = 500  # recycle a child after this many videos (bounds leak
 MIN_HEADROOM_BYTES = 64 * 1024**2  # address space a child needs above its idle size to decode anything
 
 
+MAX_SHOT_BYTES = MAX_SHOT_FRAMES * SHOT_SIZE[0] * SHOT_SIZE[1] * 3 + 1  # largest shot-frame message
 HEADER_MAX_BYTES = 1 << 20  # largest JSON header the parent accepts from a child (and a child from the parent)
 
 
@@ -82,20 +84,25 @@ def _probe_to_json(probe: Probe) -> dict[str, Any]:
 def _result_messages(result: DecodedVideo) -> list[bytes]:
     """A result as wire messages: JSON header (with each thumbnail's size), then frames, pts,
     audio, OCR frames and their indices as raw bytes, the thumbnails' indices, the thumbnail
-    JPEG files back to back, and the audio fingerprint's codes."""
+    JPEG files back to back, the audio fingerprint's codes, and the shot frames and their times
+    (``extract.media.pace``)."""
     header = {
         "ok": True, "probe": _probe_to_json(result.probe), "policy": result.policy,
         "stats": dataclasses.asdict(result.stats),
         "frames_shape": list(result.frames.shape), "n_pts": len(result.pts_s), "n_audio": len(result.audio),
         "ocr_shape": list(result.ocr_frames.shape),
         "thumbnail_bytes": [len(jpeg) for jpeg in result.thumbnails],
+        "motion_score": result.pace.motion_score, "motion_source": result.pace.motion_source,
+        "frames_read": result.pace.frames_read, "shot_shape": list(result.pace.shot_frames.shape),
     }
     return [json.dumps(header).encode(), result.frames.astype(np.uint8, copy=False).tobytes(),
             result.pts_s.astype(np.float32, copy=False).tobytes(), result.audio.astype(np.float32, copy=False).tobytes(),
             result.ocr_frames.astype(np.uint8, copy=False).tobytes(),
             result.ocr_index.astype(np.int32, copy=False).tobytes(),
             result.thumbnail_index.astype(np.int32, copy=False).tobytes(), b"".join(result.thumbnails),
-            result.sound_fingerprint.astype("<i8", copy=False).tobytes()]
+            result.sound_fingerprint.astype("<i8", copy=False).tobytes(),
+            result.pace.shot_frames.astype(np.uint8, copy=False).tobytes(),
+            result.pace.shot_pts_s.astype(np.float32, copy=False).tobytes()]
 
 
 def _error_message(error: VideoError, recycle: bool = False) -> bytes:
@@ -280,12 +287,22 @@ class _Worker:
         thumbnail_index = np.frombuffer(self.results.recv_bytes(4 * shape[0] + 1), np.int32)
         jpegs = self.results.recv_bytes(max_thumbnail_bytes)
         codes = self.results.recv_bytes(max_audio_bytes)  # fewer codes than audio samples (fingerprint.py)
+        shot_shape = tuple(int(d) for d in header["shot_shape"])
+        if len(shot_shape) != 4 or shot_shape[1:] != (SHOT_SIZE[1], SHOT_SIZE[0], 3) or shot_shape[0] > MAX_SHOT_FRAMES:
+            raise ValueError(f"shot frames of shape {shot_shape}")
+        shot_frames = np.frombuffer(self.results.recv_bytes(MAX_SHOT_BYTES), np.uint8).reshape(shot_shape)
+        shot_pts = np.frombuffer(self.results.recv_bytes(4 * MAX_SHOT_FRAMES + 1), np.float32)
+        motion, source = header["motion_score"], header["motion_source"]
+        if source not in (None, *MOTION_SOURCES):
+            raise ValueError(f"motion source {source!r}")
+        pace = Pace(None if motion is None else float(motion), source, shot_frames, shot_pts, int(header["frames_read"]))
         sizes = [int(n) for n in header["thumbnail_bytes"]]
         if (len(pts) != shape[0] or len(audio) != int(header["n_audio"]) or len(ocr_index) != ocr_shape[0]
                 or (len(ocr_index) and (ocr_index.min() < 0 or ocr_index.max() >= shape[0]))
                 or len(thumbnail_index) != len(sizes) or sum(sizes) != len(jpegs) or min(sizes, default=1) < 1
                 or len(codes) % 8
-                or (len(thumbnail_index) and (thumbnail_index.min() < 0 or thumbnail_index.max() >= shape[0]))):
+                or (len(thumbnail_index) and (thumbnail_index.min() < 0 or thumbnail_index.max() >= shape[0]))
+                or len(shot_pts) != shot_shape[0]):
             raise EOFError("decode process sent inconsistent arrays")
         ends = np.cumsum(sizes)
         thumbnails = tuple(jpegs[end - n:end] for n, end in zip(sizes, ends))
@@ -294,7 +311,7 @@ class _Worker:
         probe = Probe(**header["probe"])
         stats = DecodeStats(**header["stats"])
         return DecodedVideo(probe, frames, pts, audio, str(header["policy"]), stats, ocr_frames, ocr_index,
-                            thumbnails, thumbnail_index, np.frombuffer(codes, "<i8").astype(np.int64))
+                            thumbnails, thumbnail_index, np.frombuffer(codes, "<i8").astype(np.int64), pace)
 
     def stderr_tail(self, n_bytes: int = 1500) -> str:
         if self.stderr is None:

@@ -130,12 +130,15 @@ def codec_whitelist(video_codecs: tuple[str, ...], audio_codecs: tuple[str, ...]
     return ",".join(names) or "none"  # an empty whitelist would allow everything
 
 
-def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1, fd: int | None = None) -> Any:
+def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1, fd: int | None = None,
+               export_motion_vectors: bool = False) -> Any:
     """Open a local media file with the hardening of the module docstring.
 
     With ``fd`` (an open descriptor of the file, as a confined decode child receives it,
     ``extract.media.sandbox``) FFmpeg reads the descriptor through its ``fd`` protocol, the only
-    protocol then allowed, and ``path`` only names the file in messages.
+    protocol then allowed, and ``path`` only names the file in messages. ``export_motion_vectors``:
+    the video decoder attaches its motion vectors to each frame (``flags2=+export_mvs``, where the
+    codec supports it; ``extract.media.pace``).
 
     Returns an ``av.container.InputContainer``; its video decoder (if any) is configured with
     ``max_pixels`` and ``decode_threads`` frame+slice threads. Raises ``VideoError``:
@@ -173,7 +176,8 @@ def open_input(path: str, limits: LimitsConfig, decode_threads: int = 1, fd: int
             # legal sizes decodable and still stops a stream that grows mid-file far past it
             # before its buffers exist; the decoder checks the exact limit on every frame.
             stream.codec_context.options = {"max_pixels": str(2 * limits.max_pixels),
-                                            "codec_whitelist": options["codec_whitelist"]}
+                                            "codec_whitelist": options["codec_whitelist"],
+                                            **({"flags2": "+export_mvs"} if export_motion_vectors else {})}
             stream.codec_context.thread_count = decode_threads
             stream.codec_context.thread_type = DECODER_THREAD_TYPE
     return container

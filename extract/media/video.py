@@ -39,6 +39,7 @@ from extract.media.audio import AUDIO_RATE, decode_audio
 from extract.media.fingerprint import fingerprint
 from extract.media.geometry import ClipFrameScaler, OcrFrameScaler, PreprocessSpec
 from extract.media.limits import MAX_BAD_PACKETS, TRUNCATION_SLACK_S, Deadline
+from extract.media.pace import Pace, read_pace
 from extract.media.probe import Probe, check_limits, open_input, read_probe
 from extract.media.sampling import (
     SCENE_SIZE,
@@ -84,6 +85,7 @@ class DecodeStats:
     bad_packets: int
     decode_s: float = 0.0
     packets_read: int = 0
+    pace_s: float = 0.0  # of decode_s: the every-frame pass for motion and shot frames (extract.media.pace)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class DecodedVideo:
     # Landmark codes of ``audio`` (``extract.media.fingerprint``) ``(l,) int64``; empty when
     # ``output.sounds`` is off or the audio is silent.
     sound_fingerprint: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    # Motion and shot-detection frames from one pass over every frame (``signals.motion``/``.shots``).
+    pace: Pace = dataclasses.field(default_factory=Pace)
 
     @property
     def audio_s(self) -> float:
@@ -456,13 +460,20 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
             reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
             frames_at(reader, picked, plan_seeks(picked, keyframes, reader.min_skip_s), lambda frame: None,
                       lambda i, frame: ocr.keep(ocr.targets[i], frame))
+    pace, pace_started = Pace(), time.perf_counter()
+    signals = config.signals
+    if signals.motion or signals.shots:  # every frame, once more (extract.media.pace)
+        with open_input(path, limits, threads, fd, export_motion_vectors=signals.motion) as container:
+            reader = VideoReader(container, info, deadline, skip_nonref=False, max_pixels=limits.max_pixels)
+            pace = read_pace(reader, signals.motion, signals.shots, info.fps)
+    pace_s = time.perf_counter() - pace_started
     waveform = (decode_audio(path, limits, deadline, info, fd) if audio and info.has_audio
                 else np.zeros(0, np.float32))
     codes = fingerprint(waveform) if config.output.sounds else np.zeros(0, np.int64)
     frames = np.stack(images) if images else np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
-    stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started)
+    stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started, pace_s=pace_s)
     return DecodedVideo(read_probe_rotated(info, scale.rotation or 0), frames, np.asarray(times, np.float32),
-                        waveform, sampling.policy, stats, *ocr.arrays(), *thumbs.jpegs(), codes)
+                        waveform, sampling.policy, stats, *ocr.arrays(), *thumbs.jpegs(), codes, pace)
 
 
 class _Thumbnails:

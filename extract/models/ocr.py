@@ -8,7 +8,7 @@ a 720x1280 frame a 736x1312 input). RapidOCR returns before recognition when the
 finds no box, so text-free frames cost the detector only. Boxes come back in the frame's own
 pixels.
 
-Pure helpers: ``choose_ocr_frames`` picks up to ``max_frames`` frames spread over the video,
+Pure helpers: ``text_area_ratio`` is the share of a frame its text boxes cover; ``choose_ocr_frames`` picks up to ``max_frames`` frames spread over the video,
 skipping near-repeats; ``reading_order`` sorts a frame's lines top-to-bottom, left-to-right;
 ``merge_lines`` turns per-frame lines into the video's distinct lines; ``normalize_ocr_text``
 is the normal form of a line (NFKC, invisible characters removed, whitespace collapsed);
@@ -216,6 +216,20 @@ def choose_ocr_frames(frames: np.ndarray, max_frames: int = 4, min_change: float
                 chosen.append(int(i))
                 break
     return sorted(chosen)
+
+
+def text_area_ratio(lines: Sequence[OcrLine], width: int, height: int) -> float:
+    """Share of a ``width`` x ``height`` frame covered by the boxes of ``lines``, in [0, 1]; the boxes
+    are filled on a mask in the frame's own pixels, so overlapping boxes count once."""
+    from PIL import Image, ImageDraw
+
+    if not lines:
+        return 0.0
+    mask = Image.new("1", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    for line in lines:
+        draw.polygon([(x, y) for x, y in line.box], fill=1)
+    return float(np.count_nonzero(np.asarray(mask))) / (width * height)
 
 
 def character_error_rate(reference: str, hypothesis: str) -> float:

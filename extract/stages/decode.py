@@ -40,6 +40,9 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
 - ``sound_fingerprint`` ``(l,) int64``: with ``output.sounds``, the audio's landmark codes
   (``extract.media.fingerprint``, computed in the decode child from the 16 kHz audio it
   decoded), empty without audible audio; stored packed (``fingerprint.pack``, empty = null).
+- ``motion_score`` float|None and ``motion_source`` str|None (``signals.motion``), ``shot_frames``
+  ``(n, 27, 48, 3) uint8`` and ``shot_pts_s`` ``(n,) float32`` (``signals.shots``): one more pass over
+  every frame in the child (``extract.media.pace``); the shot frames are consumed by the CLIP stage.
 
 How frames are reached (seeks, dropped non-reference frames) and how truncated or corrupt files
 end is in ``extract.media.video``; the child processes and their limits in ``extract.media.isolation``.
@@ -58,6 +61,7 @@ import numpy as np
 from extract.config import Config
 from extract.defaults import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
+from extract.media.pace import Pace
 from extract.media.phash import phash_frames
 from extract.media.video import DecodedVideo
 from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception, mark_failed,
@@ -86,7 +90,8 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                    audio=np.zeros(0, np.float32), ocr_frames=np.zeros((0, 0, 0, 3), np.uint8),
                    ocr_frame_index=np.zeros(0, np.int32), phash=np.zeros(0, np.int64),
                    thumbnail_jpeg=np.zeros(0, np.uint8), thumbnail_bytes=np.zeros(0, np.int32),
-                   thumbnail_index=np.zeros(0, np.int32), sound_fingerprint=np.zeros(0, np.int64))
+                   thumbnail_index=np.zeros(0, np.int32), sound_fingerprint=np.zeros(0, np.int64),
+                   shot_frames=Pace().shot_frames, shot_pts_s=Pace().shot_pts_s)
         return row
     probe = result.probe
     row = {name: getattr(probe, name) for name in PROBE_COLUMNS}
@@ -99,7 +104,9 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                thumbnail_jpeg=np.frombuffer(b"".join(result.thumbnails), np.uint8),
                thumbnail_bytes=np.asarray([len(j) for j in result.thumbnails], np.int32),
                thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False),
-               sound_fingerprint=result.sound_fingerprint.astype(np.int64, copy=False))
+               sound_fingerprint=result.sound_fingerprint.astype(np.int64, copy=False),
+               motion_score=result.pace.motion_score, motion_source=result.pace.motion_source,
+               shot_frames=result.pace.shot_frames, shot_pts_s=result.pace.shot_pts_s)
     return {name: row[name] for name in DECODE_COLUMNS}
 
 

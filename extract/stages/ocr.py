@@ -9,6 +9,8 @@ and the row's ``pts_s``; adds
 - ``ocr_lines_json``: a JSON list with one object per detected line, the ``ocr_text`` table's
   columns (``frame_index`` into the sampled frames, ``pts_s``, ``line_index``, ``text``, ``score``,
   ``box`` as x0,y0..x3,y3 in the OCR frame's pixels, ``frame_width``, ``frame_height``);
+- ``text_area_ratio``: the share of the frame covered by text boxes (``extract.models.ocr.text_area_ratio``),
+  mean over the frames read (text-free ones count 0), in [0, 1]; None with ``signals.text_area`` off;
 - ``ocr_error``: why OCR failed for this video (None when it did not). A failure costs the
   video its OCR only: the row keeps its other features, it is not an error row.
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from extract.config import Config
 from extract.defaults import resolved_here
-from extract.models.ocr import OcrOptions, OcrReader, choose_ocr_frames, merge_lines
+from extract.models.ocr import OcrOptions, OcrReader, choose_ocr_frames, merge_lines, text_area_ratio
 from extract.rows import batch_to_rows, is_failed, is_reused, rows_to_batch
 from extract.stages.registry import OCR
 
@@ -47,7 +49,7 @@ class OcrStage:
         for row in rows:
             frames = row.pop("ocr_frames", None)
             index = row.pop("ocr_frame_index", None)
-            row.update(ocr_text=[], ocr_lines_json="[]", ocr_error=None)
+            row.update(ocr_text=[], ocr_lines_json="[]", text_area_ratio=None, ocr_error=None)
             if is_failed(row) or is_reused(row) or self.reader is None or frames is None or len(frames) == 0:
                 continue
             try:
@@ -73,4 +75,7 @@ class OcrStage:
                     "box": [float(v) for point in line.box for v in point],
                     "frame_width": int(width), "frame_height": int(height),
                 })
-        return {"ocr_text": merge_lines(per_frame), "ocr_lines_json": json.dumps(records, ensure_ascii=False)}
+        area = (float(np.mean([text_area_ratio(lines, width, height) for lines in per_frame]))
+                if self.config.signals.text_area and per_frame else None)
+        return {"ocr_text": merge_lines(per_frame), "ocr_lines_json": json.dumps(records, ensure_ascii=False),
+                "text_area_ratio": area}

@@ -72,12 +72,12 @@ DECODE = StageSpec(
     outputs=("content_sha256", "file_bytes", "container", "video_codec", "audio_codec", "duration_s", "width",
              "height", "rotation", "fps", "bitrate", "has_audio", "video_stream_index", "audio_stream_index",
              "n_video_streams", "n_audio_streams", "n_frames", "sampling_policy", "audio_s", "sound_fingerprint",
-             "reused_from"),
+             "motion_score", "motion_source", "reused_from"),
     # frames (n, S, S, 3) uint8, pts_s (n,) float32, audio (m,) float32 16 kHz mono, ocr_frames
     # (k, H, W, 3) uint8 and their frame indices, phash (n,) int64, thumbnails (see rows.thumbnails_of),
     # reused_dt/reused_inputs: where a reused row's features come from
     carries=("frames", "pts_s", "audio", "ocr_frames", "ocr_frame_index", "phash", "thumbnail_jpeg",
-             "thumbnail_bytes", "thumbnail_index", "reused_dt", "reused_inputs"))
+             "thumbnail_bytes", "thumbnail_index", "reused_dt", "reused_inputs", "shot_frames", "shot_pts_s"))
 WHISPER = StageSpec(
     "whisper", "extract.stages.transcribe:TranscribeStage", "model", "whisper_actors", "Whisper",
     inputs=("audio", "has_audio"),
@@ -98,7 +98,7 @@ CLIP = StageSpec(
 OCR = StageSpec(
     "ocr", "extract.stages.ocr:OcrStage", "model", "ocr_actors", "OCR", uses_gpu=False, enabled_key="ocr.enabled",
     inputs=("ocr_frames", "ocr_frame_index", "pts_s"),
-    outputs=("ocr_text", "ocr_error"),
+    outputs=("ocr_text", "text_area_ratio", "ocr_error"),
     carries=("ocr_lines_json",))  # the ocr_text rows, JSON
 # OCR and Whisper run before CLIP so the CLIP actor embeds transcripts and on-screen text with
 # the same text tower.

@@ -37,7 +37,7 @@ class TableContext:
 
 
 # Tables whose rows describe a video's bytes: a reused video gets copies of the original's.
-COPIED_TABLES = ("frame_embeddings", "transcript_segments", "ocr_text")
+COPIED_TABLES = ("frame_embeddings", "transcript_segments", "ocr_text", "shots")
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ def video_records(row: Mapping[str, Any], ctx: TableContext,
         "transcript_segments": [{**common, "segment_index": i, **seg} for i, seg in enumerate(segments)],
         "hashtags": [{**common, **tag} for tag in tags],
         "ocr_text": [{**common, **line} for line in json.loads(row.get("ocr_lines_json") or "[]")],
+        "shots": [{**common, "shot_index": i, **shot} for i, shot in enumerate(json.loads(row.get("shots_json") or "[]"))],
         "errors": [],
     }
 

@@ -72,6 +72,7 @@ ROW_GROUP_ROWS = {
     "transcript_segments": 32_768,
     "hashtags": 65_536,
     "ocr_text": 65_536,
+    "shots": 65_536,
     "duplicates": 65_536,
     "errors": 8_192,
 }

@@ -36,6 +36,7 @@ import numpy as np
 from extract.config import Config
 from extract.rows import is_failed, mark_exception
 from extract.text.captions import ParsedCaption, TranscriptMatcher, parse_caption, tag_id, tag_words
+from extract.text.language import language_columns
 
 EncodeTexts = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 """``encode_texts(texts) -> (embeddings (n, D) float32, truncated (n,) bool)``: CLIP text
@@ -49,7 +50,10 @@ TEXT_FEATURE_COLUMNS = (
     "caption_embedding", "caption_truncated", "hashtags_embedding", "transcript_embedding",
     "transcript_truncated", "hashtag_frame_similarity", "caption_frame_similarity",
     "transcript_frame_similarity", "hashtags_json", "ocr_embedding", "ocr_frame_similarity",
+    "caption_language", "caption_language_prob", "ocr_language", "ocr_language_prob",
 )
+DetectLanguage = Callable[[str], "tuple[str, float] | None"]
+"""``detect(text) -> (ISO 639-1 code, confidence) | None`` (``extract.text.language.LanguageDetector.detect``)."""
 
 
 def empty_embedding() -> np.ndarray:
@@ -67,10 +71,12 @@ class _RowTexts:
     tag_indices: dict[str, int]  # normalised tag -> prompt index, in first-appearance order
     transcript: str
     transcript_index: int | None
+    ocr: str
     ocr_index: int | None
 
 
-def add_text_features(rows: list[dict[str, Any]], encode_texts: EncodeTexts, config: Config) -> None:
+def add_text_features(rows: list[dict[str, Any]], encode_texts: EncodeTexts, config: Config,
+                      detect_language: DetectLanguage | None = None) -> None:
     """Add the text feature columns (``TEXT_FEATURE_COLUMNS``) to every row, in place.
 
     Reads ``caption`` (str or None; cut to ``limits.max_caption_chars`` characters, and the cut
@@ -88,7 +94,10 @@ def add_text_features(rows: list[dict[str, Any]], encode_texts: EncodeTexts, con
     (float, None when either side is null); ``hashtags_json``, a JSON list with one object per
     occurrence holding the ``hashtags`` table columns (position, raw, tag, tag_id, source,
     frame_similarity, tag_in_transcript); ``ocr_embedding`` (the on-screen lines joined by
-    spaces, ``(0,)`` without any) and its cosine ``ocr_frame_similarity``.
+    spaces, ``(0,)`` without any) and its cosine ``ocr_frame_similarity``; with ``detect_language``
+    (``signals.language``), ``caption_language`` / ``ocr_language`` and their ``*_prob`` (the caption
+    without hashtags, and the on-screen lines; None for too little text, ``extract.text.language``),
+    else None.
 
     A tag's prompt is ``text.hashtag_template`` filled with the tag's words from its first
     occurrence (``#NYCSubway`` -> "a video about nyc subway"), which CLIP's tokenizer reads
@@ -115,6 +124,9 @@ def add_text_features(rows: list[dict[str, Any]], encode_texts: EncodeTexts, con
             try:
                 clip_embedding = np.asarray(row.get("clip_embedding", empty_embedding()))
                 features = _row_features(plan, clip_embedding, embeddings, truncated)
+                if detect_language is not None:
+                    features.update(language_columns("caption", detect_language(plan.parsed.text_without_hashtags)),
+                                    **language_columns("ocr", detect_language(plan.ocr)))
             except Exception as exc:
                 mark_exception(row, STAGE, exc)
         row.update(features)
@@ -163,6 +175,7 @@ def _plan_row(row: dict[str, Any], config: Config, texts: dict[str, int]) -> _Ro
         tag_indices=tag_indices,
         transcript=transcript,
         transcript_index=index(transcript) if transcript else None,
+        ocr=ocr,
         ocr_index=index(ocr) if ocr else None,
     )
 
@@ -232,6 +245,7 @@ def _row_features(plan: _RowTexts, clip_embedding: np.ndarray, embeddings: np.nd
         "hashtags_json": json.dumps(occurrences, ensure_ascii=False),
         "ocr_embedding": ocr_embedding,
         "ocr_frame_similarity": cosine_similarity(ocr_embedding, clip_embedding),
+        **language_columns("caption", None), **language_columns("ocr", None),
     }
 
 

@@ -271,3 +271,34 @@ def make_samples(out_dir: str | Path, specs: tuple[SampleSpec, ...] = SAMPLE_SPE
     manifest = out_dir / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return manifest
+
+
+def read_frames(path: str | Path, start_s: float, n: int, width: int, height: int) -> np.ndarray:
+    """``n`` consecutive frames of a real video from ``start_s`` on, scaled to ``width`` x ``height``
+    (display orientation ignored): ``(n, height, width, 3) uint8``; fewer when the video ends.
+    For assembling test clips from trusted media (no sandbox: never call it on uploads)."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time < start_s:
+                continue
+            frames.append(frame.to_ndarray(width=width, height=height, format="rgb24"))
+            if len(frames) == n:
+                break
+    return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+
+
+def dissolve(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """``n`` frames cross-fading from picture ``a`` to picture ``b`` (each ``(h, w, 3) uint8``)."""
+    w = (np.arange(1, n + 1, dtype=np.float32) / (n + 1))[:, None, None, None]
+    return ((1 - w) * a[None] + w * b[None]).round().astype(np.uint8)
+
+
+def write_frames(path: str | Path, frames: np.ndarray, fps: float, **options) -> Path:
+    """Encode ``frames`` ``(n, h, w, 3) uint8`` as a clip at ``fps`` (``write_clip`` options, no audio)."""
+    n, height, width = frames.shape[:3]
+    return write_clip(path, duration_s=n / fps, width=width, height=height, fps=fps, audio=None,
+                      frame_source=lambda i, t: frames[min(i, n - 1)], **options)

@@ -1,0 +1,79 @@
+"""Motion (``extract.media.pace``) through the confined decode children, on real peer media: a still
+slideshow, a face close-up and a handheld action clip order as expected; a codec without motion
+vectors (AV1) falls back to frame differences and says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from extract.config import Config
+from extract.media.pace import FRAME_DIFFERENCE, MOTION_VECTORS, difference_motion, median, vector_motion
+from extract.tools.samples import read_frames, write_frames
+from extract.rows import batch_to_rows, rows_to_batch
+from extract.stages.decode import DecodeStage
+
+PEER = REPO.parent / "shared" / "peer-media"
+CONFIG = Config().replace(**{"models.clip.pretrained": None, "runtime.device": "cpu", "ocr.enabled": False,
+                             "output.thumbnails": 0, "signals.shots": False})
+
+
+@pytest.fixture(scope="module")
+def decoded(tmp_path_factory):
+    if not PEER.is_dir():
+        pytest.skip(f"{PEER} missing (the shared peer media)")
+    folder = tmp_path_factory.mktemp("motion")
+    # Four stills from different real clips, each held 1.5 s: a slideshow.
+    stills = [read_frames(PEER / name, 1.0, 1, 320, 180)[0] for name in
+              ("decord-flipping_a_pancake.mkv", "mmaction2-test_mp4.mp4", "torchcodec-nasa_13013.mp4",
+               "mmaction2-test_avi.avi")]
+    slideshow = write_frames(folder / "slideshow.mp4", np.repeat(np.stack(stills), 38, axis=0), 25.0)
+    rows = [{"video_id": "slideshow", "uri": str(slideshow)},
+            {"video_id": "face", "uri": str(PEER / "mmaction2-test_avi.avi")},  # a face close-up, a hand moving
+            {"video_id": "action", "uri": str(PEER / "decord-flipping_a_pancake.mkv")},  # handheld, flipping
+            {"video_id": "av1", "uri": str(PEER / "torchcodec-av1_video.mkv")}]
+    stage = DecodeStage(CONFIG)
+    try:
+        return {row["video_id"]: row for row in batch_to_rows(stage(rows_to_batch(rows)))}
+    finally:
+        stage.close()
+
+
+def test_motion_orders_slideshow_face_action(decoded):
+    scores = {name: decoded[name]["motion_score"] for name in ("slideshow", "face", "action")}
+    assert all(decoded[name]["motion_source"] == MOTION_VECTORS for name in scores), decoded
+    assert scores["slideshow"] < 0.002 < scores["face"] < scores["action"], scores
+
+
+def test_a_codec_without_motion_vectors_uses_frame_differences(decoded):
+    av1 = decoded["av1"]
+    assert av1["motion_source"] == FRAME_DIFFERENCE and av1["motion_score"] > 0
+
+
+def test_motion_off_leaves_the_columns_null(tmp_path):
+    clip = write_frames(tmp_path / "a.mp4", read_frames(PEER / "decord-flipping_a_pancake.mkv", 0.0, 20, 160, 90), 25.0)
+    stage = DecodeStage(CONFIG.replace(**{"signals.motion": False}))
+    try:
+        (row,) = batch_to_rows(stage(rows_to_batch([{"video_id": "a", "uri": str(clip)}])))
+    finally:
+        stage.close()
+    assert row.get("error_stage") is None and row["n_frames"] > 0 and row["motion_score"] is None and row["motion_source"] is None
+
+
+def test_vector_motion_weights_blocks_by_area():
+    dtype = np.dtype([("source", "<i4"), ("w", "u1"), ("h", "u1"), ("src_x", "<i2"), ("src_y", "<i2"),
+                      ("dst_x", "<i2"), ("dst_y", "<i2"), ("flags", "<u8"), ("motion_x", "<i4"),
+                      ("motion_y", "<i4"), ("motion_scale", "<u2")])
+    vectors = np.zeros(2, dtype)
+    vectors["w"], vectors["h"], vectors["motion_scale"] = (16, 8), (16, 8), 4
+    vectors["motion_x"] = (40, 0)  # 10 px on a 16x16 block, 0 on an 8x8 one
+    assert vector_motion(vectors, 100) == pytest.approx(10 * 256 / (256 + 64) / 100)
+    assert vector_motion(vectors[:0], 100) is None
+
+
+def test_difference_motion_and_median():
+    grey = np.zeros((3, 4, 4), np.uint8)
+    grey[1] = 255
+    assert list(difference_motion(grey)) == [1.0, 1.0]
+    assert median([3, 1, 2]) == 2 and median([1, 2, 3, 4]) == 2.5

@@ -46,7 +46,13 @@ def real_speech() -> list[tuple[str, np.ndarray]]:
     return clips
 
 
+def _markdown_row(r: dict) -> str:
+    return (f"| {r['threads']} | {r['engine']} | {r['mode']} | {r['cpu_s']} | {r['wall_s']} | "
+            f"{r['audio_s_per_cpu_s']} | {r['audio_s_per_wall_s']} | {'' if r['wer'] is None else r['wer']} |")
+
+
 def measure(threads: list[int], repeats: int) -> list[dict]:
+    """Time every (threads, engine, path); each row is printed as a Markdown table row when done."""
     import torch
 
     from extract.config import WhisperConfig, WhisperModelConfig
@@ -73,10 +79,12 @@ def measure(threads: list[int], repeats: int) -> list[dict]:
                     if best is None or cpu < best[1]:
                         best = (wall, cpu, out)
                 wall, cpu, out = best
-                rows.append({"threads": n, "engine": f"{engine} ({tr.engine.precision})", "mode": mode,
+                row = {"threads": n, "engine": f"{engine} ({tr.engine.precision})", "mode": mode,
                              "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
                              "audio_s_per_cpu_s": round(audio_s / cpu, 2), "audio_s_per_wall_s": round(audio_s / wall, 2),
-                             "wer": None if spans is not None else round(word_error_rate(texts, [t.text for t in out]), 3)})
+                       "wer": None if spans is not None else round(word_error_rate(texts, [t.text for t in out]), 3)}
+                rows.append(row)
+                print(_markdown_row(row), flush=True)
     return [{"clips": len(clips), "audio_s": round(audio_s, 1), "load_avg_1m": os.getloadavg()[0]}, *rows]
 
 
@@ -85,14 +93,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    head, *rows = measure(args.threads, args.repeats)
-    print(f"{head['clips']} real speech clips, {head['audio_s']} s of audio, Whisper base; "
-          f"load average at the end {head['load_avg_1m']:.1f}\n")
     print("| threads | engine | path | CPU s | wall s | audio s / CPU s | audio s / wall s | WER |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['threads']} | {r['engine']} | {r['mode']} | {r['cpu_s']} | {r['wall_s']} | "
-              f"{r['audio_s_per_cpu_s']} | {r['audio_s_per_wall_s']} | {'' if r['wer'] is None else r['wer']} |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    head = measure(args.threads, args.repeats)[0]
+    print(f"\n{head['clips']} real speech clips, {head['audio_s']} s of audio, Whisper base; "
+          f"load average at the end {head['load_avg_1m']:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Reading a training set over many days: the layout we write, and Ray Data / Daft throughput.
+"""Reading a training set over many days: the layout we write, and Ray Data throughput.
 
     python -m bench.bench_training_read [--days 30] [--videos 300] [--frames 32] [--work DIR]
 
@@ -10,7 +10,7 @@ embeddings of width 512, a 3 kB thumbnail on 4 frames per video), written with t
 
 - the layout: Parquet files per ``dt`` partition, file sizes, row groups per file and their rows
   and bytes, per table;
-- the docs/QUERIES.md training-set recipes (Ray Data and Daft on a local Ray of 2 CPUs, the
+- the docs/QUERIES.md training-set recipe (Ray Data on a local Ray of 2 CPUs, the
   code executed from the doc): rows and seconds for the window of all days but the first;
 - a scan of ``frame_embeddings.embedding`` over the same window by each engine (rows/s, MB/s of
   float32 embedding data);
@@ -37,7 +37,7 @@ DIM = 512
 FRAMES_WITH_THUMBNAIL = 4
 THUMBNAIL_BYTES = 3_000
 QUERIES = Path(__file__).resolve().parent.parent / "docs" / "QUERIES.md"
-RECIPES = ("training-set-ray-data", "training-set-daft")
+RECIPES = ("training-set-ray-data",)
 
 
 def _unit_vectors(rng, n: int, dim: int = DIM):
@@ -150,8 +150,7 @@ def _doc_blocks() -> dict[str, str]:
 
 
 def read_throughput(dst: str, first_day: str, last_day: str, labels: str, work: Path) -> dict[str, Any]:
-    """Seconds and rows of each doc recipe, and of each engine's scan of frame embeddings in the window."""
-    import daft
+    """Seconds and rows of each doc recipe, and of Ray Data's scan of frame embeddings in the window."""
     import pyarrow.dataset as ds
     import ray
     from ray.data.expressions import col
@@ -174,13 +173,6 @@ def read_throughput(dst: str, first_day: str, last_day: str, labels: str, work: 
     seconds = time.perf_counter() - start
     out["scan-ray-data"] = {"seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds),
                             "mb_per_s": round(rows * DIM * 4 / 2**20 / seconds, 1)}
-    start = time.perf_counter()
-    frames = (daft.read_deltalake(f"{dst}/frame_embeddings")
-              .where((daft.col("dt") >= first_day) & (daft.col("dt") <= last_day)).select("embedding"))
-    rows = len(frames.collect())
-    seconds = time.perf_counter() - start
-    out["scan-daft"] = {"seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds),
-                        "mb_per_s": round(rows * DIM * 4 / 2**20 / seconds, 1)}
     return out
 
 
@@ -201,7 +193,6 @@ def _start_ray(attempts: int = 3) -> None:
 
 def run(out_dir: str | Path | None = None, days: int = 30, videos: int = 300, frames: int = 32,
         work: str | None = None) -> dict[str, Any]:
-    import daft
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
@@ -222,7 +213,6 @@ def run(out_dir: str | Path | None = None, days: int = 30, videos: int = 300, fr
         pq.write_table(pa.table({"video_id": ids, "label": pa.array([i % 2 for i in range(len(ids))])}), labels)
         _start_ray()
         ray.data.DataContext.get_current().enable_progress_bars = False
-        daft.set_runner_ray(noop_if_initialized=True)
         try:
             result: dict[str, Any] = {"days": days, "videos_per_day": videos, "frames_per_video": frames,
                                       "late_videos_per_day": max(1, videos // 20), "build_s": round(build_s, 1),

@@ -18,6 +18,7 @@ from extract.config import Config, WhisperConfig, WhisperModelConfig
 from extract.media.audio import AUDIO_RATE
 from extract.media.windows import AudioWindow, is_silent, plan_windows
 from extract.tools.tiny import TINY_WHISPER_DIMS, make_tiny_whisper
+import extract.models.whisper as whisper_module
 from extract.models.whisper import (
     MIN_RESUME_S,
     RESUME_LEAD_IN_S,
@@ -445,12 +446,17 @@ def test_decoding_is_batch_invariant(greedy):
         assert mixed.no_speech_prob == pytest.approx(alone.no_speech_prob, rel=1e-3, abs=1e-30)
 
 
-def test_temperature_fallback_only_for_failing_windows(tiny_whisper):
+def test_temperature_fallback_only_for_failing_windows(tiny_whisper, monkeypatch):
     clip = noise(5.0, 30)
     ladder = (0.0, 0.5, 1.0)
     model = WhisperModelConfig(name=tiny_whisper)
-    # The random model repeats itself: every window fails the compression check and walks the ladder.
-    strict = WhisperTranscriber(model, WhisperConfig(temperatures=ladder), device="cpu").transcribe_batch([clip])[0]
+    # The random model repeats itself: every window fails the compression check and walks the
+    # ladder; still failing at its last temperature, it writes no text (``is_unintelligible``).
+    strict_cfg = WhisperConfig(temperatures=ladder, engine="torch")
+    blank = WhisperTranscriber(model, strict_cfg, device="cpu").transcribe_batch([clip])[0]
+    assert (blank.text, blank.segments) == ("", [])
+    monkeypatch.setattr(whisper_module, "is_unintelligible", lambda *args: False)
+    strict = WhisperTranscriber(model, strict_cfg, device="cpu").transcribe_batch([clip])[0]
     assert strict.segments and {s["temperature"] for s in strict.segments} == {1.0}
     assert all(s["compression_ratio"] > 2.4 for s in strict.segments)
     lenient = WhisperConfig(temperatures=ladder, compression_ratio_threshold=1e9, logprob_threshold=-1e9)

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif(SPEECH is None, reason="espeak-ng is not install
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory):
     tiny = make_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"))
+    # The torch engine: these tests count calls of its decoder (``decode_encoded``).
     return TranscribeStage(Config().replace(**{"models.whisper.name": tiny, "runtime.device": "cpu",
-                                               "whisper.temperatures": [0.0]}))
+                                               "whisper.temperatures": [0.0], "whisper.engine": "torch"}))
 
 
 def _row(video_id, audio):
@@ -56,7 +57,8 @@ def test_music_skips_the_decoder_speech_does_not_and_both_embed(stage, monkeypat
 def test_without_vad_every_audible_window_is_decoded(tmp_path, monkeypatch):
     tiny = make_tiny_whisper(tmp_path)
     stage = TranscribeStage(Config().replace(**{"models.whisper.name": tiny, "runtime.device": "cpu",
-                                                "whisper.vad": False, "whisper.temperatures": [0.0]}))
+                                                "whisper.vad": False, "whisper.temperatures": [0.0],
+                                                "whisper.engine": "torch"}))
     decoded = []
     real = whisper_module.decode_encoded
     monkeypatch.setattr(whisper_module, "decode_encoded",

@@ -86,14 +86,16 @@ WHISPER = StageSpec(
     carries=("segments_json",))  # the transcript_segments rows, JSON
 CLIP = StageSpec(
     "clip", "extract.stages.clip:ClipStage", "model", "clip_actors", "CLIP",
-    inputs=("frames", "caption", "transcript_text", "ocr_text", "reused_inputs"),
+    inputs=("frames", "caption", "transcript_text", "ocr_text", "reused_inputs", "shot_frames", "shot_pts_s"),
     outputs=("clip_model", "clip_embedding", "frame_cos_mean", "frame_cos_min", "thumbnail_similarity",
              "labels_topic", "labels_topic_max", "top_topic", "top_topic_score", "labels_safety",
              "labels_safety_max", "top_safety", "top_safety_score", "caption_length", "n_hashtags", "n_mentions",
              "n_urls", "n_emoji", "hashtags", "hashtag_ids", "caption_embedding", "caption_truncated",
              "hashtags_embedding", "transcript_embedding", "transcript_truncated", "hashtag_frame_similarity",
-             "caption_frame_similarity", "transcript_frame_similarity", "ocr_embedding", "ocr_frame_similarity"),
-    carries=("frame_embeddings", "hashtags_json"))  # (n, D) float32; the hashtags rows, JSON
+             "caption_frame_similarity", "transcript_frame_similarity", "ocr_embedding", "ocr_frame_similarity",
+             "caption_language", "caption_language_prob", "ocr_language", "ocr_language_prob", "shot_count",
+             "cuts_per_minute", "mean_shot_s"),
+    carries=("frame_embeddings", "hashtags_json", "shots_json"))  # (n, D) float32; hashtags and shots rows, JSON
 # rapidocr runs on onnxruntime's CPU provider (the onnxruntime-gpu wheel is not a dependency).
 OCR = StageSpec(
     "ocr", "extract.stages.ocr:OcrStage", "model", "ocr_actors", "OCR", uses_gpu=False, enabled_key="ocr.enabled",

@@ -115,6 +115,9 @@ def make_tiny(out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = make_tiny_clip(out_dir)
     data.setdefault("models", {})["whisper"] = {"name": str(make_tiny_whisper(out_dir))}
+    # Greedy only: a random model fails every fallback check, so the ladder would only time noise,
+    # and a window that still fails at the last temperature gets no text (``is_unintelligible``).
+    data["whisper"] = {"temperatures": [0.0]}
     path = out_dir / "tiny.yaml"
     header = "# Tiny random models for tests and the offline demo (written by `extract models make-tiny`).\n"
     path.write_text(header + yaml.safe_dump(data, sort_keys=True))

@@ -13,7 +13,7 @@ JUNIT := $(BUILD)/junit.xml
 # share one group (one Ray at a time), so two workers never run two Ray sessions at once.
 XDIST := -n 2 --dist loadgroup
 
-.PHONY: venv demo check test fuzz bench speech fonts sounds-media weights clean gpu-wheels gpu-check-dry-run
+.PHONY: venv demo check test test-all fuzz bench speech fonts sounds-media weights clean gpu-wheels gpu-check-dry-run
 
 venv: $(STAMP)
 
@@ -68,10 +68,14 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 check: venv speech fonts sounds-media
 	$(PY) -m pytest -m "not slow and not gpu and not weights" -q $(XDIST)
 
-# What CI runs (.ci/run): every test a CPU machine can run (slow, weights, cluster), in parallel,
-# then the reliability cases' outcomes from this run (.build/reliability.md; fails when a case's
-# test did not pass).
+# What CI runs (.ci/run): every test but the slow and GPU tiers (the weights tier included: its
+# real Whisper base weights are built first), in parallel.
 test: venv speech fonts sounds-media $(WEIGHTS)
+	$(PY) -m pytest -m "not slow and not gpu" -q $(XDIST) --durations=25
+
+# Every test a CPU machine can run (slow, weights, cluster), then the reliability cases' outcomes
+# from this run (.build/reliability.md; fails when a case's test did not pass).
+test-all: venv speech fonts sounds-media $(WEIGHTS)
 	$(PY) -m pytest -m "not gpu" -q $(XDIST) --durations=25 --junitxml=$(JUNIT)
 	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md
 

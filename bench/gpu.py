@@ -19,6 +19,8 @@ run directly, in this process, as the unit tests run them. In a few minutes on o
    window decodes the full 224 tokens (speech ends near 100: a pessimistic figure), greedy only
    (random text always fails the fallback checks, which would decode it six times). CUDA
    against CPU: the greedy tokens of a few windows, equal or not.
+   Every Whisper here runs on the torch engine (``whisper.engine=torch``), the engine ``auto``
+   picks on CUDA: the dry run on the CPU takes the GPU path too, not CTranslate2.
 4. **End to end**: decode -> whisper (small, as ``jobs/configs/prod.yaml``) -> CLIP (ViT-B-32)
    over 30 s 720p clips, decode in a thread on the machine's cores overlapping the GPU stages in
    this one; the steady rate after the first batch as videos per GPU-hour. Every window is
@@ -188,7 +190,7 @@ def bench_whisper(name: str, checkpoint: str, weights: str, device: str, windows
     from extract.config import WhisperConfig, WhisperModelConfig
     from extract.models.whisper import WhisperTranscriber
 
-    cfg = WhisperConfig(temperatures=(0.0,))
+    cfg = WhisperConfig(temperatures=(0.0,), engine="torch")  # the CPU reference below reads the torch model
     log(f"Whisper {name}: loading on {device} ({weights})")
     transcriber = WhisperTranscriber(WhisperModelConfig(name=checkpoint), cfg, device=device)
     window_s = transcriber.cfg.window_s
@@ -290,7 +292,7 @@ def run(work: Path, dry_run: bool, log: Progress, save: Callable[[dict[str, Any]
     log(f"device {device} ({result['device_name']}), torch {torch.__version__}, {cores} cores")
     rows = make_clips(work, pick["clips"], pick["clip_s"], pick["clip_px"], log)
     overrides = [f"runtime.device={device}", "models.clip.pretrained=null", "whisper.vad=false",
-                 "whisper.temperatures=[0.0]", "ocr.enabled=false", "output.thumbnails=0"]
+                 "whisper.temperatures=[0.0]", "whisper.engine=torch", "ocr.enabled=false", "output.thumbnails=0"]
     if dry_run:  # the tiny test models stand in for every model
         e2e = load_config([make_tiny(work / "tiny")], [o for o in overrides if not o.startswith("models.")])
         clip_models = {"tiny": (e2e.models.clip, "tiny random")}

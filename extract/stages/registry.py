@@ -127,8 +127,9 @@ def spec_named(name: str) -> StageSpec:
 
 
 def stage_classes() -> dict[str, type]:
-    """The stage classes by name, in run order, and the fused ``models`` class (imported now)."""
-    return {spec.name: spec.load() for spec in (*STAGE_SPECS, MODELS)}
+    """The stage classes by name, in run order (imported now); the fused ``MODELS`` pool is made
+    of these (``extract.stages.models``), so running each in turn is a whole run without Ray."""
+    return {spec.name: spec.load() for spec in STAGE_SPECS}
 
 
 def describe_columns() -> str:

@@ -18,7 +18,8 @@ from extract.stages.decode import DecodeStage
 PEER = REPO.parent / "shared" / "peer-media"
 FPS = 25.0
 CONFIG = Config().replace(**{"models.clip.pretrained": None, "runtime.device": "cpu", "ocr.enabled": False,
-                             "output.thumbnails": 0, "signals.motion": False})
+                             "output.thumbnails": 0, "signals.motion": False,
+                             "signals.shots": True})  # off by default (CPU cost); the child's 48x27 frames
 # (clip, start s, frames): four single-take pieces of different real videos
 PIECES = (("decord-flipping_a_pancake.mkv", 1.0, 30), ("mmaction2-test_mp4.mp4", 0.5, 25),
           ("mmaction2-test_avi.avi", 0.0, 20), ("torchcodec-nasa_13013.mp4", 2.0, 20))

@@ -460,12 +460,12 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
             reader = VideoReader(container, info, deadline, skip_nonref=True, max_pixels=limits.max_pixels)
             frames_at(reader, picked, plan_seeks(picked, keyframes, reader.min_skip_s), lambda frame: None,
                       lambda i, frame: ocr.keep(ocr.targets[i], frame))
-    pace, pace_started = Pace(), time.perf_counter()
-    signals = config.signals
-    if signals.motion or signals.shots:  # every frame, once more (extract.media.pace)
-        with open_input(path, limits, threads, fd, export_motion_vectors=signals.motion) as container:
-            reader = VideoReader(container, info, deadline, skip_nonref=False, max_pixels=limits.max_pixels)
-            pace = read_pace(reader, signals.motion, signals.shots, info.fps)
+    # A closed container's decoder (its frame threads, their 8 MB stacks, its frame pool) lives
+    # as long as a reader or the container is referenced: drop them before the next pass opens
+    # one, so that the passes never hold two decoders' address space under RLIMIT_AS.
+    reader = container = None
+    pace_started = time.perf_counter()
+    pace = _pace_pass(path, config, info, deadline, threads, fd)  # its decoder is gone on return
     pace_s = time.perf_counter() - pace_started
     waveform = (decode_audio(path, limits, deadline, info, fd) if audio and info.has_audio
                 else np.zeros(0, np.float32))
@@ -474,6 +474,18 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     stats = dataclasses.replace(stats, decode_s=time.perf_counter() - started, pace_s=pace_s)
     return DecodedVideo(read_probe_rotated(info, scale.rotation or 0), frames, np.asarray(times, np.float32),
                         waveform, sampling.policy, stats, *ocr.arrays(), *thumbs.jpegs(), codes, pace)
+
+
+def _pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threads: int, fd: int | None) -> Pace:
+    """Motion and shot frames (``signals.motion``/``.shots``): every frame once more, on a decoder
+    of its own (``extract.media.pace``) that is released on return, before the audio decode and
+    the fingerprint run; an empty ``Pace`` with both off."""
+    signals, limits = config.signals, config.limits
+    if not (signals.motion or signals.shots):
+        return Pace()
+    with open_input(path, limits, threads, fd, export_motion_vectors=signals.motion) as container:
+        reader = VideoReader(container, info, deadline, skip_nonref=False, max_pixels=limits.max_pixels)
+        return read_pace(reader, signals.motion, signals.shots, info.fps)
 
 
 class _Thumbnails:

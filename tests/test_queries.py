@@ -289,13 +289,13 @@ def test_example_answers_correctly(name, output):
 @pytest.mark.parametrize("name", [n for n in EXAMPLES if n.endswith("-spark")])
 def test_spark_example_answers_correctly(name, output, spark):
     namespace = run_example(name, output, spark=spark)
-    CHECKS[name](namespace, output)
+    CHECKS[name](namespace, output)  # asserts Spark's answer against Catalog reads
 
 
 @pytest.mark.parametrize("name", [n for n in EXAMPLES if n.startswith("training-set-")])
 def test_training_set_recipe_on_local_ray(name, output, labels_file, local_ray, tmp_path):
     namespace = run_example(name, output, LABELS=labels_file, TRAINING_SET=str(tmp_path))
-    CHECKS[name](namespace, output)
+    CHECKS[name](namespace, output)  # asserts the written training set against Catalog reads and the labels
 
 
 def test_duckdb_reads_through_the_delta_log(output):

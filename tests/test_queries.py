@@ -162,6 +162,13 @@ def labels_file(output, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def spark():
     """A Sail Spark Connect server on 127.0.0.1 and a session on it, made by the doc's setup block."""
+    import importlib.util
+    import os
+
+    # In a pytest-xdist worker ``__main__`` has no file, which PySpark takes for its own doctests:
+    # it then imports its test utilities, which look for a Spark installation (SPARK_HOME) that a
+    # Spark Connect client does not have. Point it at the client package so that lookup passes.
+    os.environ.setdefault("SPARK_HOME", os.path.dirname(importlib.util.find_spec("pyspark").origin))
     namespace: dict[str, Any] = {}
     exec(compile(doc_blocks()["setup:spark"], f"{DOC}:setup:spark", "exec"), namespace)
     yield namespace["spark"]

@@ -295,12 +295,14 @@ def test_example_answers_correctly(name, output):
 
 @pytest.mark.parametrize("name", [n for n in EXAMPLES if n.endswith("-spark")])
 def test_spark_example_answers_correctly(name, output, spark):
+    assert name in CHECKS, f"no check for the Spark example {name}"
     namespace = run_example(name, output, spark=spark)
     CHECKS[name](namespace, output)  # asserts Spark's answer against Catalog reads
 
 
 @pytest.mark.parametrize("name", [n for n in EXAMPLES if n.startswith("training-set-")])
 def test_training_set_recipe_on_local_ray(name, output, labels_file, local_ray, tmp_path):
+    assert name in CHECKS, f"no check for the training-set recipe {name}"
     namespace = run_example(name, output, LABELS=labels_file, TRAINING_SET=str(tmp_path))
     CHECKS[name](namespace, output)  # asserts the written training set against Catalog reads and the labels
 

@@ -13,7 +13,7 @@ JUNIT := $(BUILD)/junit.xml
 # share one group (one Ray at a time), so two workers never run two Ray sessions at once.
 XDIST := -n 2 --dist loadgroup
 
-.PHONY: venv demo check test test-all fuzz bench speech fonts sounds-media weights clean gpu-wheels gpu-check-dry-run
+.PHONY: venv demo check test test-all fuzz bench speech fonts sounds-media chromium weights clean gpu-wheels gpu-check-dry-run
 
 venv: $(STAMP)
 
@@ -54,6 +54,16 @@ fonts:
 	    echo "fonts could not be installed: OCR cases with those fonts skip"; \
 	  else echo "fonts not installed: OCR cases with those fonts skip"; fi; }
 
+# Headless Chromium (Debian `chromium`) for the run reports' browser tests (tests/test_report.py, tests/headless.py:
+# screenshots at two widths, overflow, broken images, outside loads); without it those tests skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1)) || \
+	    echo "chromium could not be installed: the report's browser tests skip"; \
+	  else echo "chromium not installed: the report's browser tests skip"; fi; }
+
 $(BUILD)/tiny/tiny.yaml: $(STAMP)
 	$(VENV)/bin/extract models make-tiny $(BUILD)/tiny
 
@@ -65,17 +75,17 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 	  --config jobs/configs/local.yaml --config $(BUILD)/tiny/tiny.yaml
 
 # The edit loop: the fast tiers only (no slow, weights or GPU tests), in parallel.
-check: venv speech fonts sounds-media
+check: venv speech fonts sounds-media chromium
 	$(PY) -m pytest -m "not slow and not gpu and not weights" -q $(XDIST)
 
 # What CI runs (.ci/run): every test but the slow and GPU tiers (the weights tier included: its
 # real Whisper base weights are built first), in parallel.
-test: venv speech fonts sounds-media $(WEIGHTS)
+test: venv speech fonts sounds-media chromium $(WEIGHTS)
 	$(PY) -m pytest -m "not slow and not gpu" -q $(XDIST) --durations=25
 
 # Every test a CPU machine can run (slow, weights, cluster), then the reliability cases' outcomes
 # from this run (.build/reliability.md; fails when a case's test did not pass).
-test-all: venv speech fonts sounds-media $(WEIGHTS)
+test-all: venv speech fonts sounds-media chromium $(WEIGHTS)
 	$(PY) -m pytest -m "not gpu" -q $(XDIST) --durations=25 --junitxml=$(JUNIT)
 	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md
 

@@ -26,7 +26,8 @@ The page is one file with no external assets: CSS inline, images as base64 PNG `
 no scripts, and a Content-Security-Policy that forbids loading anything else. Everything that
 came from input or from decoding (ids, uris, captions, hashtags, transcripts, error messages)
 is escaped with ``html.escape``; captions are untrusted. Long text wraps (``overflow-wrap``)
-and wide tables scroll in their own box, so the page never scrolls sideways.
+(in table cells only where a word is longer than the line) and wide tables scroll in their own
+box, so the page never scrolls sideways.
 
 Pictures are the thumbnails the decode stage made inside its confined decode children
 (``output.thumbnails`` JPEGs per video, ``frame_embeddings.thumbnail_jpeg``), read from the
@@ -192,7 +193,7 @@ _CSS = (
     "h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}h3{font-size:1em}"
     ".scroll{max-width:100%;overflow-x:auto}"
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;"
-    "text-align:left;vertical-align:top;font-size:.9em;overflow-wrap:anywhere}th{background:#f4f4f4}"
+    "text-align:left;vertical-align:top;font-size:.9em;overflow-wrap:break-word}th{background:#f4f4f4}"
     ".num{text-align:right;font-variant-numeric:tabular-nums;overflow-wrap:normal}"
     ".ok{color:#17692a;font-weight:bold}.warn{color:#8a5300;font-weight:bold}.bad{color:#a4161a;font-weight:bold}"
     ".low{color:#8a5300}"
@@ -434,10 +435,10 @@ def _timings_section(record: dict[str, Any]) -> str:
     if stages:
         parts.append(f"<img alt=\"seconds per stage\" src=\"{_timings_chart(stages, timings, cpu)}\">")
         parts.append("<p class=\"muted\">stage time is summed over workers (stages overlap in a streaming "
-                     "run); CPU time is the workers' processor seconds</p>")
-        parts.append(_table(("stage", "seconds", "CPU seconds"),
-                            [(stage, _rec(record, "timings_s", stage), _rec(record, "cpu_s", stage))
-                             for stage in stages]))
+                     "run)" + ("; CPU time is the workers' processor seconds" if cpu else "") + "</p>")
+        rows = [[stage, _rec(record, "timings_s", stage)] + ([_rec(record, "cpu_s", stage)] if cpu else [])
+                for stage in stages]
+        parts.append(_table(("stage", "seconds") + (("CPU seconds",) if cpu else ()), rows))
     throughput = record.get("throughput") or {}
     if throughput:
         parts.append(_table(("throughput", "per wall second", "unit"),
@@ -648,7 +649,7 @@ def _pair_cards(catalog: Catalog, rows: list[dict[str, Any]]) -> str:
             + _side("copy of", r["duplicate_of"], facts.get(r["duplicate_of"]), thumbs)
             + "</div></div>")
     more = len(rows) - len(shown)
-    note = f"<p class=\"muted\">{len(rows)} pairs" + (f" ({more} more not shown)" if more else "") + "</p>"
+    note = f"<p class=\"muted\">pairs: {len(rows)}" + (f" ({more} not shown)" if more else "") + "</p>"
     return note + "".join(cards)
 
 
@@ -765,7 +766,8 @@ def _video_card(video: dict[str, Any], thumbnails: list[tuple[float, bytes]], de
         f"<div class=\"video\"><h3><code>{_e(video['video_id'])}</code></h3>"
         f"<p>{_e(facts)} · hashtags: {_e(tags)}</p>"
         f"<p>caption: {caption}</p>"
-        f"<p>audio: {_audio(video)} · transcript: {_speech(video, details.get('segments') or [], logprob_threshold)}</p>"
+        f"<p>audio: {_audio(video)} · transcript: "
+        f"{_speech(video, details.get('segments') or [], logprob_threshold)}</p>"
         f"<p>on-screen text: {_on_screen(video, details.get('ocr') or {})}</p>"
         + (f"<p>signals: {signals}</p>" if signals else "")
         + (f"<p>top labels (zero-shot similarity, not moderation): {labels}</p>" if labels else "") +
@@ -822,7 +824,8 @@ def _on_screen(video: Mapping[str, Any], scores: Mapping[str, float]) -> str:
 
     def one(line: str) -> str:
         score = scores.get(line)
-        low = f" <span class=\"low\">(score {score:.2f}, low)</span>" if score is not None and score < LOW_OCR_SCORE else ""
+        low = (f" <span class=\"low\">(score {score:.2f}, low)</span>"
+               if score is not None and score < LOW_OCR_SCORE else "")
         return f"“{_e(_clip_text(line, CAPTION_CHARS))}”{low}"
 
     more = len(lines) - OCR_LINES

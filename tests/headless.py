@@ -4,13 +4,14 @@ browser tests. No WebSocket client, no network: the page is a local file.
 
 ``Chromium.check(path, width)`` loads a page at a viewport ``width`` (CSS pixels), waits for
 its load event and returns a ``PageCheck``: the page's horizontal overflow, its images that
-did not decode, every URL it asked for, console and log messages (a Content-Security-Policy
+did not decode, every URL it asked for and those it refused, console and log messages (a Content-Security-Policy
 refusal is one), and a full-page PNG screenshot.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -38,6 +39,13 @@ PAGE_FACTS = """(() => {
 })()"""
 
 
+def _above_nine(fd: int) -> int:
+    """A duplicate of ``fd`` numbered 10 or more (``fd`` is closed)."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 def find_chromium() -> str | None:
     """The path of an installed headless-capable Chromium, or None."""
     return next((p for p in map(shutil.which, BINARIES) if p), None)
@@ -55,6 +63,7 @@ class PageCheck:
     broken: list[str]
     title: str
     requests: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)  # requests the browser refused (blockedReason), e.g. "csp"
     messages: list[str] = field(default_factory=list)
     screenshot: bytes = b""
 
@@ -70,13 +79,16 @@ class Chromium:
         self._profile = tempfile.mkdtemp(prefix="chromium-profile-")
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
+        # The child's ends above 9, so putting them on 3 and 4 never overwrites the other one.
+        to_browser_r, from_browser_w = (_above_nine(fd) for fd in (to_browser_r, from_browser_w))
         args = [binary, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update", "--mute-audio",
                 "--hide-scrollbars", f"--user-data-dir={self._profile}", "about:blank"]
-        # The shell puts the pipe ends on the descriptors Chromium reads (3) and writes (4).
+        # bash (dash takes one-digit descriptors only) puts the pipe ends on the descriptors
+        # Chromium reads (3) and writes (4).
         self._proc = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}', "sh", *args],
+            ["bash", "-c", f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}', "bash", *args],
             pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -162,7 +174,10 @@ class Chromium:
         finally:
             self.send("Target.closeTarget", {"targetId": target})
         mine = [e for e in self._events if e.get("sessionId") == session]
-        requests = [e["params"]["request"]["url"] for e in mine if e.get("method") == "Network.requestWillBeSent"]
+        sent = {e["params"]["requestId"]: e["params"]["request"]["url"] for e in mine
+                if e.get("method") == "Network.requestWillBeSent"}
+        blocked = [f"{sent.get(e['params']['requestId'])}: {e['params']['blockedReason']}" for e in mine
+                   if e.get("method") == "Network.loadingFailed" and e["params"].get("blockedReason")]
         messages = [e["params"]["entry"]["text"] for e in mine if e.get("method") == "Log.entryAdded"]
         messages += [" ".join(str(a.get("value", a.get("description", ""))) for a in e["params"].get("args", []))
                      for e in mine if e.get("method") == "Runtime.consoleAPICalled"]
@@ -170,4 +185,4 @@ class Chromium:
                      if e.get("method") == "Runtime.exceptionThrown"]
         return PageCheck(width=width, scroll_width=facts["scrollWidth"], client_width=facts["clientWidth"],
                          wide=facts["wide"], images=facts["images"], broken=facts["broken"], title=facts["title"],
-                         requests=requests, messages=messages, screenshot=base64.b64decode(shot["data"]))
+                         requests=list(sent.values()), blocked=blocked, messages=messages, screenshot=base64.b64decode(shot["data"]))

@@ -396,9 +396,9 @@ def test_duplicates_are_shown_with_both_videos_thumbnails(tmp_path):
 LOW_TRANSCRIPT = [{"start_s": 0.0, "end_s": 2.0, "text": "uh huh", "avg_logprob": -4.1, "no_speech_prob": 0.3,
                    "compression_ratio": 1.1, "temperature": 1.0}]
 OCR_LINES = [{"frame_index": 0, "pts_s": 0.0, "line_index": 0, "text": "SALE", "score": 0.97,
-              "box": [[0, 0], [10, 0], [10, 5], [0, 5]], "frame_width": 192, "frame_height": 108},
+              "box": [0, 0, 10, 0, 10, 5, 0, 5], "frame_width": 192, "frame_height": 108},
              {"frame_index": 1, "pts_s": 1.0, "line_index": 0, "text": "blurry words", "score": 0.55,
-              "box": [[0, 0], [10, 0], [10, 5], [0, 5]], "frame_width": 192, "frame_height": 108}]
+              "box": [0, 0, 10, 0, 10, 5, 0, 5], "frame_width": 192, "frame_height": 108}]
 CUTS = (1.4, 2.6)  # s: the shots of "talk" start at 0, 1.4 and 2.6
 UNBROKEN = "w" * 900  # a transcript without a space: must wrap in its card
 
@@ -423,8 +423,8 @@ def every_kind(tmp_path_factory):
     fresh = _clip(root / "fresh.mp4", seed=8)
     dst = root / "out"
     rows = [
-        _video_row("talk", str(talk), talk, duration_s=4.0, has_audio=True, audio_kind="speech", speech_ratio=0.8, audio_s=4.0,
-                   transcript_text="uh huh", language="en", segments_json=json.dumps(LOW_TRANSCRIPT),
+        _video_row("talk", str(talk), talk, duration_s=4.0, has_audio=True, audio_kind="speech", speech_ratio=0.8,
+                   audio_s=4.0, transcript_text="uh huh", language="en", segments_json=json.dumps(LOW_TRANSCRIPT),
                    ocr_text=["SALE", "blurry words"], ocr_lines_json=json.dumps(OCR_LINES),
                    labels_topic=[("food", 0.3), ("sports", 0.3), ("music", 0.4)], top_topic="music",
                    top_topic_score=0.4, shots_json=json.dumps([{"start_s": 0.0, "end_s": CUTS[0]},
@@ -438,7 +438,9 @@ def every_kind(tmp_path_factory):
         _video_row("broken2", str(root / "broken2.mp4"), None, failed=True),
     ]
     _commit(str(dst), rows, "r1", {"decode/DecodeError": 2})
-    _commit(str(dst), [_video_row("talk-copy", str(talk), talk, duration_s=4.0, dt="2026-11-25", upload_ts="2026-11-25T10:00:00Z"),
+    assert sorted(Catalog(str(dst)).read("errors", ["video_id"])["video_id"].to_pylist()) == ["broken1", "broken2"]
+    _commit(str(dst), [_video_row("talk-copy", str(talk), talk, duration_s=4.0, dt="2026-11-25",
+                                  upload_ts="2026-11-25T10:00:00Z"),
                        _video_row("fresh", str(fresh), fresh, dt="2026-11-25", upload_ts="2026-11-25T11:00:00Z")],
             "r2", {})
     find_duplicates(str(dst), Config(), "d1", since="2026-11-25")
@@ -553,8 +555,8 @@ def test_every_kind_shows_the_numbers_of_its_record_and_commits(every_kind):
                 value = metrics[path[0]].get(path[1], 0)
             else:
                 value = record
-                for key in path:
-                    value = value[key]
+                for key in path:  # "-" shows a number the record does not have
+                    value = value.get(key) if isinstance(value, dict) else value[key] if value is not None else None
                 value = len(value) if source == "length" else value
             assert _shown_matches(text, value), (kind, source, path, text, value)
         known = sorted(_strings(record) | {"(exit 3)"}, key=len, reverse=True)
@@ -696,7 +698,8 @@ def test_every_report_kind_renders_in_chromium(every_kind, synthetic_page, synth
 
 def test_the_browser_check_sees_overflow_broken_images_and_outside_loads(chromium, tmp_path):
     """The checks above can fail: a wide block, an image that does not decode, an image from
-    the network, and (under the reports' Content-Security-Policy) a refused one."""
+    the network, and one the reports' Content-Security-Policy refuses (asked for all the same,
+    then blocked, with a console message)."""
     bad = tmp_path / "bad.html"
     bad.write_text("<!DOCTYPE html><html><head><title>bad</title></head><body><div style=\"width:2000px\">wide</div>"
                    "<img alt=\"broken\" src=\"data:image/png;base64,AAAA\">"
@@ -710,5 +713,6 @@ def test_the_browser_check_sees_overflow_broken_images_and_outside_loads(chromiu
                       "content=\"default-src 'none'; img-src data:\"><title>p</title></head>"
                       "<body><img alt=\"outside\" src=\"http://127.0.0.1:9/y.png\"></body></html>")
     check = chromium.check(policy, 700)
-    assert not check.outside_requests(policy.resolve().as_uri())
+    assert check.outside_requests(policy.resolve().as_uri()) == ["http://127.0.0.1:9/y.png"]
+    assert check.blocked == ["http://127.0.0.1:9/y.png: csp"], check.blocked
     assert any("Content Security Policy" in m for m in check.messages), check.messages

@@ -5,7 +5,7 @@ browser tests. No WebSocket client, no network: the page is a local file.
 ``Chromium.check(path, width)`` loads a page at a viewport ``width`` (CSS pixels), waits for
 its load event and returns a ``PageCheck``: the page's horizontal overflow, its images that
 did not decode, every URL it asked for and those it refused, console and log messages (a Content-Security-Policy
-refusal is one), and a full-page PNG screenshot.
+refusal is one), and a full-page JPEG screenshot.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class PageCheck:
 
 
 class Chromium:
-    """One headless Chromium; ``check`` loads pages in fresh tabs. Use as a context manager."""
+    """One headless Chromium; ``check`` loads pages one after another in one tab. Use as a
+    context manager."""
 
     def __init__(self, binary: str):
         self._profile = tempfile.mkdtemp(prefix="chromium-profile-")
@@ -95,6 +96,7 @@ class Chromium:
         self._buffer = b""
         self._next_id = 0
         self._events: list[dict[str, Any]] = []
+        self._session: str | None = None
 
     def __enter__(self) -> "Chromium":
         return self
@@ -156,23 +158,28 @@ class Chromium:
 
     # ------------------------------------------------------------------ pages
 
-    def check(self, path: Path, width: int, height: int = 900) -> PageCheck:
-        """Load ``path`` at ``width`` x ``height`` CSS pixels and report on it (``PageCheck``)."""
-        self._events.clear()
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        try:
+    def _tab(self) -> str:
+        """The session of the one tab every check loads its page in (made on first use)."""
+        if self._session is None:
+            target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+            self._session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Page", "Network", "Log", "Runtime"):
-                self.send(f"{domain}.enable", session=session)
-            self.send("Emulation.setDeviceMetricsOverride",
-                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
-            self.send("Page.navigate", {"url": path.resolve().as_uri()}, session)
-            self._wait_event("Page.loadEventFired", session)
-            facts = self.send("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True},
-                              session)["result"]["value"]
-            shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
-        finally:
-            self.send("Target.closeTarget", {"targetId": target})
+                self.send(f"{domain}.enable", session=self._session)
+        return self._session
+
+    def check(self, path: Path, width: int, height: int = 900) -> PageCheck:
+        """Load ``path`` at ``width`` x ``height`` CSS pixels and report on it (``PageCheck``);
+        the screenshot is a JPEG of the whole page."""
+        session = self._tab()
+        self.send("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
+        self._events.clear()
+        self.send("Page.navigate", {"url": path.resolve().as_uri()}, session)
+        self._wait_event("Page.loadEventFired", session)
+        facts = self.send("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True},
+                          session)["result"]["value"]
+        shot = self.send("Page.captureScreenshot", {"format": "jpeg", "quality": 80, "captureBeyondViewport": True},
+                         session)
         mine = [e for e in self._events if e.get("sessionId") == session]
         sent = {e["params"]["requestId"]: e["params"]["request"]["url"] for e in mine
                 if e.get("method") == "Network.requestWillBeSent"}

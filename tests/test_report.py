@@ -693,7 +693,7 @@ def test_every_report_kind_renders_in_chromium(every_kind, synthetic_page, synth
             assert not check.messages, (name, check.messages)
             shot = Image.open(io.BytesIO(check.screenshot))
             assert shot.width == width and shot.height > 300, (name, shot.size)
-            (tmp_path / f"{name.replace(' ', '-')}-{width}.png").write_bytes(check.screenshot)
+            (tmp_path / f"{name.replace(' ', '-')}-{width}.jpg").write_bytes(check.screenshot)
 
 
 def test_the_browser_check_sees_overflow_broken_images_and_outside_loads(chromium, tmp_path):

@@ -53,6 +53,23 @@ def test_speech_track_fills_the_clip_and_says_what_it_holds():
     assert said == " ".join(recordings[n][1] for n in used) and used[0] == spec.speech[0]
 
 
+@pytest.mark.skipif(not (__import__("bench.real_clips").real_clips.MUSIC_DIR / "track3.ogg").is_file(),
+                    reason="real music not installed: `make sounds-media` (Debian drascula-music)")
+def test_music_clips_are_distinct_real_recordings():
+    """Each music clip of the set is its own real track (not a synthetic tone), as long as the clip."""
+    from bench import real_clips
+
+    music = [s for s in real_clips.real_specs() if s.kind == "music"]
+    tracks = [real_clips.music_track(s) for s in music]
+    assert len({real_clips.MUSIC_TRACKS[s.seed % len(real_clips.MUSIC_TRACKS)] for s in music}) == len(music)
+    for spec, audio in zip(music, tracks):
+        assert len(audio) == int(spec.duration_s * real_clips.RATE)
+        windows = audio[: len(audio) // 16000 * 16000].reshape(-1, 16000)
+        assert (np.sqrt((windows ** 2).mean(axis=1)) > 0.005).mean() > 0.8  # sound in most seconds
+        spectrum = np.abs(np.fft.rfft(audio[:16000 * 4]))
+        assert (spectrum > spectrum.max() * 0.05).sum() > 200  # many partials: not one synthetic tone
+
+
 def test_set_key_changes_with_every_parameter():
     base = clips.short_specs(3)
     keys = {clips.set_key("s", base, True), clips.set_key("s", base, False),

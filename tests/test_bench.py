@@ -211,3 +211,22 @@ def test_training_read_builds_days_as_runs_write_them(tmp_path):
     assert got["videos"]["files"] == 5 and got["videos"]["files_per_partition_max"] == 2  # late uploads: days 0, 1
     frames = Catalog(str(tmp_path / "out")).read("frame_embeddings", ["video_id", "embedding"])
     assert frames.num_rows == (3 * 4 + 2 * 1) * 8 and frames.schema.field("embedding").type.list_size == 512
+
+
+def test_tree_cpu_counts_grandchildren_and_orphans():
+    """``TreeCpu`` counts every process under the one that starts it, also those whose parent exits
+    without waiting for them (``getrusage`` loses those), and leaves out what it spent before."""
+    spin = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 1.0: pass"
+    script = f"""
+import subprocess, sys, time
+from bench.machine import TreeCpu
+t = time.process_time()
+while time.process_time() - t < 1.0: pass  # before start(): not counted
+tree = TreeCpu(interval_s=0.05).start()
+# the shell exits at once: the two spinning grandchildren are orphans while they run
+subprocess.run(["sh", "-c", "{sys.executable} -c '{spin}' & {sys.executable} -c '{spin}' &"], check=True)
+time.sleep(2.5)
+print(tree.total())
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert 1.9 <= float(out.stdout) <= 3.0, out

@@ -22,9 +22,10 @@ pass (``read_pace``) reads the whole video stream in the decode child, non-refer
   48x27 RGB that TransNetV2 reads, with its time; at most ``MAX_SHOT_FRAMES`` (10 minutes at
   30 fps), so a long video's shots cover its start.
 
-Cost: motion from the sampling pass adds only the vectors' export and reading; the every-frame
-pass roughly costs a sequential decode of the file, the 48x27 scale adds little (measured
-figures in the README's signals section).
+Cost: motion from the sampling pass adds only the vectors' export and reading. The second
+pass for motion alone decodes the reference frames only (``VECTOR_CODECS``: B frames carry no
+counted vectors); with shot frames it decodes every frame, roughly a sequential decode of the
+file, the 48x27 scale adding little (measured figures in the README's signals section).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ MAX_SHOT_FRAMES = 18_000  # shot frames kept per video: 10 minutes at 30 fps, 70
 MOTION_VECTORS = "motion_vectors"
 FRAME_DIFFERENCE = "frame_difference"
 MOTION_SOURCES = (MOTION_VECTORS, FRAME_DIFFERENCE)  # the values of videos.motion_source
+# FFmpeg decoders that export P-frame motion vectors (``export_mvs``): the MPEG family
+VECTOR_CODECS = ("h264", "mpeg4", "mpeg2video", "mpeg1video", "h263")
 
 
 @dataclass(frozen=True)

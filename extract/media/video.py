@@ -39,7 +39,7 @@ from extract.media.audio import AUDIO_RATE, decode_audio
 from extract.media.fingerprint import fingerprint
 from extract.media.geometry import ClipFrameScaler, OcrFrameScaler, PreprocessSpec
 from extract.media.limits import MAX_BAD_PACKETS, TRUNCATION_SLACK_S, Deadline
-from extract.media.pace import Pace, PaceMeter, read_pace
+from extract.media.pace import VECTOR_CODECS, Pace, PaceMeter, read_pace
 from extract.media.probe import Probe, check_limits, open_input, read_probe
 from extract.media.sampling import (
     SCENE_SIZE,
@@ -490,7 +490,8 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
 
 
 def _pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threads: int, fd: int | None) -> Pace:
-    """Motion and shot frames (``signals.motion``/``.shots``): every frame once more, on a decoder
+    """Motion and shot frames (``signals.motion``/``.shots``): every frame once more (every
+    reference frame for motion alone where the codec exports vectors), on a decoder
     of its own (``extract.media.pace``) that is released on return, before the audio decode and
     the fingerprint run; an empty ``Pace`` with both off."""
     signals, limits = config.signals, config.limits
@@ -498,6 +499,8 @@ def _pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threa
         return Pace()
     with open_input(path, limits, threads, fd, export_motion_vectors=signals.motion) as container:
         reader = VideoReader(container, info, deadline, skip_nonref=False, max_pixels=limits.max_pixels)
+        if not signals.shots and info.video_codec in VECTOR_CODECS:
+            reader.ctx.skip_frame = "NONREF"  # motion reads P frames only: B frames need no decoding
         return read_pace(reader, signals.motion, signals.shots, info.fps)
 
 

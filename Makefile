@@ -79,7 +79,7 @@ check: venv speech fonts sounds-media
 # (.build/reliability.md; fails when a case's test did not pass). The report is written even
 # when a test failed; the exit status is pytest's, or the report's when pytest passed.
 test: venv speech fonts sounds-media $(WEIGHTS)
-	@rc=0; $(PY) -m pytest -m "$(TEST_MARKERS)" -q $(XDIST) --durations=40 --junitxml=$(JUNIT) || rc=$$?; \
+	rc=0; $(PY) -m pytest -m "$(TEST_MARKERS)" -q $(XDIST) --durations=40 --junitxml=$(JUNIT) || rc=$$?; \
 	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md || { [ $$rc != 0 ] || rc=1; }; \
 	exit $$rc
 

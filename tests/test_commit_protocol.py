@@ -26,10 +26,12 @@ from extract.tables.writer import COMMIT_ORDER, CommitIncompleteError, RunWriter
     reprocessing_predicate, roll_forward
 
 # Rounds of the race and kill tests. Locally 20 each. On the moto server (round trips make a
-# round slower) the rounds that cover every case once: the race stopped before each table
-# with and without the lease (len(COMMIT_ORDER) is odd, so rounds i and i + 7 differ in
-# parity: 14 rounds hold every pair), a kill after each table commit.
+# round slower) the rounds that cover every case once: the race stopped before each table,
+# with and without the lease; a kill after each table commit.
 ROUNDS = 20
+# The race's cases, in the order its rounds take them (then again): the commit stopped before
+# table k, both finishers without the lease, then with it.
+RACES = [(k, lease) for k in range(len(COMMIT_ORDER)) for lease in (False, True)]
 
 
 def rounds(dst: str, covering: int) -> int:
@@ -148,20 +150,19 @@ def test_two_processes_finishing_one_pending_commit_append_each_row_once(dst, mo
         w.start()
     try:
         run_ids, orphans, both_finished = [], set(), 0
-        n = rounds(dst, 2 * len(COMMIT_ORDER))
-        assert len({(i % len(COMMIT_ORDER), i % 2) for i in range(n)}) == 2 * len(COMMIT_ORDER)
-        for i in range(n):
+        for i in range(rounds(dst, len(RACES))):
+            k, lease = RACES[i % len(RACES)]
             run_id = f"r{i:02d}"
-            pending_run(dst, run_id, i % len(COMMIT_ORDER), monkeypatch)  # stopped before each table in turn
+            pending_run(dst, run_id, k, monkeypatch)  # stopped before each table in turn
             run_ids.append(run_id)
             for _ in workers:
-                commands.put("lease" if i % 2 else "no-lease")
+                commands.put("lease" if lease else "no-lease")
             outcomes = [results.get(timeout=120) for _ in workers]
             assert all(kind == "ok" for kind, _ in outcomes), outcomes
             finished = [ids for _, ids in outcomes]
             assert [run_id] in finished and all(ids in ([], [run_id]) for ids in finished), finished
             both_finished += finished.count([run_id]) == 2
-            if i % 2:
+            if lease:
                 assert finished.count([run_id]) == 1, "with the lease, one process finishes, the other waits"
                 orphans = assert_each_row_once(dst, run_ids, orphans)  # and no losing commit's file
             else:  # the losing commit of the two may leave its data files (`extract maintain` vacuums them)
@@ -208,26 +209,28 @@ def forked_children() -> mp.context.BaseContext:
     return forkserver
 
 
-@pytest.mark.slow  # a forked process per round: about a second each locally
+@pytest.mark.slow  # a forked process per round; each round several seconds on a loaded 2-core machine
 @LOCAL_AND_S3
 def test_a_run_killed_after_each_table_commit_is_finished_once_by_the_next(dst):
     children = forked_children()
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    run_ids = []
+    run_ids: list[str] = []
     for i in range(rounds(dst, len(COMMIT_ORDER))):
-        k = 1 + i % len(COMMIT_ORDER)  # killed right after its k-th table commit, each k in turn
-        killed, following = f"killed-{i:02d}-{k}", f"next-{i:02d}"
-        child = children.Process(target=_killed_run, args=(dst, env, killed, k))
+        cycle, k = divmod(i, len(COMMIT_ORDER))  # killed right after its (k+1)-th table commit, each in turn
+        out = f"{dst}/cycle-{cycle}"  # a fresh output per cycle: a round's reads do not grow with all before it
+        run_ids = [] if k == 0 else run_ids
+        killed, following = f"killed-{i:02d}-{k + 1}", f"next-{i:02d}"
+        child = children.Process(target=_killed_run, args=(out, env, killed, k + 1))
         child.start()
         child.join(timeout=120)
         assert child.exitcode == -signal.SIGKILL, child.exitcode
-        catalog = Catalog(dst)
+        catalog = Catalog(out)
         assert killed not in [r["run_id"] for r in catalog.runs]  # Catalog readers see nothing of it yet
         # its lease names a dead process on this host: the next run takes it over at once
-        writer, predicate = prepare(dst, rows_of(following), following)
+        writer, predicate = prepare(out, rows_of(following), following)
         commit_run(writer, {"run_id": following, "kind": "run", "status": "committed"}, predicate)
         run_ids += [killed, following]
-        assert_each_row_once(dst, run_ids)
+        assert_each_row_once(out, run_ids)
 
 
 # --------------------------------------------------------------------------- latest readers

@@ -14,7 +14,7 @@ JUNIT := $(BUILD)/junit.xml
 # orders the longest groups first (kept by --no-loadscope-reorder).
 XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 
-.PHONY: venv demo check test fuzz bench speech fonts sounds-media weights clean gpu-wheels gpu-check-dry-run
+.PHONY: venv demo check test fuzz bench speech fonts sounds-media chromium weights clean gpu-wheels gpu-check-dry-run
 
 venv: $(STAMP)
 
@@ -55,6 +55,16 @@ fonts:
 	    echo "fonts could not be installed: OCR cases with those fonts skip"; \
 	  else echo "fonts not installed: OCR cases with those fonts skip"; fi; }
 
+# Headless Chromium (Debian `chromium`) for the run reports' browser tests (tests/test_report.py, tests/headless.py:
+# screenshots at two widths, overflow, broken images, outside loads); without it those tests skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1)) || \
+	    echo "chromium could not be installed: the report's browser tests skip"; \
+	  else echo "chromium not installed: the report's browser tests skip"; fi; }
+
 $(BUILD)/tiny/tiny.yaml: $(STAMP)
 	$(VENV)/bin/extract models make-tiny $(BUILD)/tiny
 
@@ -71,14 +81,14 @@ TEST_MARKERS := not gpu
 CHECK_MARKERS := not slow and not gpu and not weights
 
 # The edit loop: the fast tiers only (no slow, weights or GPU tests), in parallel.
-check: venv speech fonts sounds-media
+check: venv speech fonts sounds-media chromium
 	$(PY) -m pytest -m "$(CHECK_MARKERS)" -q $(XDIST)
 
 # What CI runs (.ci/run): every tier but GPU (slow and weights included: the real Whisper base
 # weights are built first), in parallel; then the reliability cases' outcomes from this run
 # (.build/reliability.md; fails when a case's test did not pass). The report is written even
 # when a test failed; the exit status is pytest's, or the report's when pytest passed.
-test: venv speech fonts sounds-media $(WEIGHTS)
+test: venv speech fonts sounds-media chromium $(WEIGHTS)
 	rc=0; $(PY) -m pytest -m "$(TEST_MARKERS)" -q $(XDIST) --durations=40 --junitxml=$(JUNIT) || rc=$$?; \
 	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md || { [ $$rc != 0 ] || rc=1; }; \
 	exit $$rc

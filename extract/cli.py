@@ -387,7 +387,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _table_command(args: argparse.Namespace) -> int:
     """``forget``, ``maintain``, ``migrate`` and ``duplicates``: each one committed run of its kind."""
-    from extract.runner import find_duplicates_step, maintain_step
+    from extract.runner import find_duplicates_step, maintain_step, write_report
     from extract.tables.catalog import Catalog, OutputLayoutError
 
     config = _load(args)
@@ -413,6 +413,7 @@ def _table_command(args: argparse.Namespace) -> int:
             record = migrate(args.dst, storage=config.storage)
             print(f"migrated {args.dst} to Delta tables: " + ", ".join(f"{t} {n} rows" for t, n in record["rows"].items())
                   + f"; run {record['run_id']}")
+            write_report("extract", args.dst, record, config.storage)
             return EXIT_OK
         from extract.report import rewrite_reports
         from extract.tables.forget import forget_videos
@@ -422,6 +423,7 @@ def _table_command(args: argparse.Namespace) -> int:
         reports = rewrite_reports(args.dst, record["runs_with_rows"], config.storage)
         print(f"forgot {record['counts']['found']} of {len(ids)} ids; {len(record['files_deleted'])} files that held "
               f"them deleted; {len(reports)} run reports rewritten; run {record['run_id']}")
+        write_report("extract", args.dst, record, config.storage)
         return EXIT_OK
     except expected as exc:
         print(f"extract: {exc}", file=sys.stderr)

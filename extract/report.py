@@ -1,17 +1,33 @@
 """Human-readable run summaries: a terminal summary and a self-contained HTML report per run.
 
 ``summarize(record, dst)`` is the few lines ``extract run`` prints. ``write_run_report(dst,
-run_id)`` writes ``DST/_runs/<run_id>.html`` next to the run manifest: run summary (outcome,
-counts, config hash, models), per-stage time and throughput (matplotlib bar charts), the error
-breakdown by stage and type with example messages, the near copies and re-uploads found for this
-run's videos (or by this ``duplicates`` run) with both videos' thumbnails side by side, and a
-contact sheet of a few videos (thumbnails at their ``pts_s``, duration, hashtags, transcript
-snippet).
+run_id)`` writes ``DST/_runs/<run_id>.html`` next to the run record, for a run of any kind
+(``run``, ``duplicates``, ``maintain``, ``forget``, ``migrate``, and any later kind). Every page
+has the same generic part, built from the run's own record and its own Delta commits only:
+
+- the outcome, coloured by health (an error rate at or over ``WARN_SHARE`` of
+  ``limits.max_error_rate`` is a warning, over it a failure), the record's facts and counts;
+- the commits: per table the Delta operations this run made and their row and file counts, read
+  from the tables' logs (``_delta_log/<version>.json``);
+- timings: the record's per-stage seconds as a chart (one unit, seconds, on its axis), wall time
+  and throughput with its unit per line;
+- the rest of the record (its dicts as tables, its lists as lists), and the config when it has one.
+
+Every number shown there carries its source: ``data-from`` (``record`` or ``commit``) and
+``data-path`` (a JSON list of keys), so a test can check each against the record and the logs.
+A kind adds its own sections in ``KIND_SECTIONS``: a processing ``run`` its errors with examples,
+the near copies found for its videos (or that the search has not run on them yet) and a contact
+sheet of a varied sample of its videos (thumbnails at their ``pts_s``, a strip at the shots'
+cut times, transcript, on-screen text and labels with their confidence where it is low);
+``duplicates`` its pairs side by side with both videos' facts and the deciding scores, and the
+searched videos that matched nothing.
 
 The page is one file with no external assets: CSS inline, images as base64 PNG ``data:`` URIs,
 no scripts, and a Content-Security-Policy that forbids loading anything else. Everything that
 came from input or from decoding (ids, uris, captions, hashtags, transcripts, error messages)
-is escaped with ``html.escape``; captions are untrusted.
+is escaped with ``html.escape``; captions are untrusted. Long text wraps (``overflow-wrap``)
+(in table cells only where a word is longer than the line) and wide tables scroll in their own
+box, so the page never scrolls sideways.
 
 Pictures are the thumbnails the decode stage made inside its confined decode children
 (``output.thumbnails`` JPEGs per video, ``frame_embeddings.thumbnail_jpeg``), read from the
@@ -27,26 +43,35 @@ import html
 import io
 import json
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from extract.config import LimitsConfig, StorageConfig
-from extract.tables.catalog import RUNS_DIR, Catalog
+from extract.config import Config, StorageConfig
+from extract.tables.catalog import DELTA_LOG, RUNS_DIR, RUN_ID_KEY, Catalog
 from extract.tables.schemas import TABLES
 from extract.io.storage import join
 
 MAX_DUPLICATES = 20  # duplicate pairs shown
+MAX_LISTED = 100  # ids listed (videos not on the contact sheet, searched videos without a copy)
 SNIPPET_CHARS = 240  # transcript characters shown per video
 CAPTION_CHARS = 200  # caption characters shown per video
 OCR_LINES = 6  # on-screen text lines shown per video
 ERROR_EXAMPLES = 3  # example messages per (stage, error type)
 MESSAGE_CHARS = 300  # characters shown per example error message
 CHART_DPI = 96
+WARN_SHARE = 0.8  # an error rate at or over this share of limits.max_error_rate is a warning
+LOW_OCR_SCORE = 0.8  # an OCR line recognised with a lower score is shown with its score
+LOW_LABEL_FACTOR = 2.0  # a top label scoring under this many times chance (1 / labels) is marked low
 COUNT_ORDER = ("manifest_rows", "processed", "ok", "errors", "skipped", "invalid_upload_ts")
-THROUGHPUT_LABELS = {"videos_per_s": "videos / s", "frames_per_s": "frames / s", "audio_s_per_s": "audio s / s"}
+THROUGHPUT_UNITS = {"videos_per_s": "videos / s", "frames_per_s": "frames / s", "audio_s_per_s": "audio s / s"}
+# Record fields the generic part shows in a place of their own (the rest go to "the record").
+SHOWN_APART = ("run_id", "kind", "status", "counts", "config", "delta_versions", "timings_s", "cpu_s",
+               "throughput", "error_rate", "errors_by_stage_type", "wall_s")
 
 
 def summarize(record: dict[str, Any], dst: str) -> str:
-    """A short terminal summary: where the tables are, rows per table, errors, throughput."""
+    """A short terminal summary: where the tables are, rows per table, errors and the error
+    rate against its limit, throughput."""
     counts = record.get("counts", {})
     lines = [
         f"run {record['run_id']} committed to {dst}",
@@ -57,6 +82,10 @@ def summarize(record: dict[str, Any], dst: str) -> str:
     ]
     for table in TABLES:
         lines.append(f"    {table:<20} {record.get('tables', {}).get(table, 0):>8}   {dst.rstrip('/')}/{table}/")
+    health = error_health(record)
+    if health is not None:
+        lines.append(f"  error rate {record['error_rate']:.1%}, {HEALTH_WORDS[health[0]]} limits.max_error_rate="
+                     f"{health[1]:g}" + (" (exit 3)" if health[0] == "bad" else ""))
     if record.get("errors_by_stage_type"):
         lines.append("  errors by stage/type: " + ", ".join(
             f"{k}={v}" for k, v in sorted(record["errors_by_stage_type"].items())))
@@ -75,15 +104,42 @@ def summarize(record: dict[str, Any], dst: str) -> str:
     return "\n".join(lines)
 
 
+def error_health(record: Mapping[str, Any]) -> tuple[str, float] | None:
+    """How the error rate stands against ``limits.max_error_rate``: ``(health, limit)``, health
+    ``ok``, ``warn`` (at or over ``WARN_SHARE`` of the limit) or ``bad`` (over it: exit 3); None
+    for a record without an error rate."""
+    if record.get("error_rate") is None:
+        return None
+    rate = float(record["error_rate"])
+    limit = run_config(record).limits.max_error_rate
+    if rate > limit:
+        return "bad", limit
+    return ("warn" if rate > 0 and rate >= WARN_SHARE * limit else "ok"), limit
+
+
+HEALTH_WORDS = {"ok": "within", "warn": "near", "bad": "over"}
+
+
+def run_config(record: Mapping[str, Any]) -> Config:
+    """The run's config (from its record); defaults for a record without one or from another
+    pipeline version."""
+    from extract.config import ConfigError, config_from_dict
+
+    try:
+        return config_from_dict(record.get("config") or {})
+    except ConfigError:
+        return Config()
+
+
 # --------------------------------------------------------------------------- the HTML report
 
 
 def write_run_report(dst: str, run_id: str, storage: StorageConfig | None = None, max_videos: int = 6) -> str:
-    """Write ``DST/_runs/<run_id>.html`` for a committed run (its rows still in the latest
-    tables: forgotten or re-processed videos are not shown); returns its URI.
+    """Write ``DST/_runs/<run_id>.html`` for a committed run of any kind (its rows still in the
+    latest tables: forgotten or re-processed videos are not shown); returns its URI.
 
-    ``max_videos``: videos on the contact sheet (the run's committed videos, by ``video_id``).
-    Raises ``ValueError`` when ``run_id`` has no committed manifest under ``dst``.
+    ``max_videos``: videos on a processing run's contact sheet (a varied sample, the rest listed).
+    Raises ``ValueError`` when ``run_id`` has no committed record under ``dst``.
     """
     storage = storage or StorageConfig()
     catalog = Catalog(dst, storage)
@@ -107,23 +163,24 @@ def rewrite_reports(dst: str, run_ids: Iterable[str], storage: StorageConfig | N
     return out
 
 
+Section = Callable[[Catalog, dict[str, Any], int], str]
+
+
 def build_run_report(catalog: Catalog, run_id: str, max_videos: int = 6) -> str:
-    """The report page of one committed run of ``catalog`` as an HTML string."""
-    record = next((r for r in catalog.runs if r.get("run_id") == run_id), None)
+    """The report page of one committed run of ``catalog`` as an HTML string: the generic part
+    (summary, commits, timings, the record) and its kind's ``KIND_SECTIONS``."""
+    record = next((r for r in catalog.runs if r.get("run_id") == run_id and "delta_versions" in r), None)
     if record is None:
         raise ValueError(f"run {run_id!r} has no committed manifest under {catalog.dst}/{RUNS_DIR}/; "
                          f"committed runs: {', '.join(r['run_id'] for r in catalog.runs[-5:]) or 'none'}")
-    sections = [
-        _summary_section(record),
-        _timings_section(record),
-        _errors_section(record, _committed_rows(catalog, "errors", run_id,
-                                                ["video_id", "stage", "error_type", "message", "retryable"])),
-        _duplicates_section(catalog, run_id),
-        _contact_sheet_section(catalog, run_id, max_videos),
-    ]
-    title = f"extract run {run_id}"
+    kind = record.get("kind", "run")
+    sections = [_summary_section(record), _commits_section(run_commits(catalog, record)), _timings_section(record)]
+    sections += [section(catalog, record, max_videos) for section in KIND_SECTIONS.get(kind, ())]
+    sections.append(_record_section(record))
+    title = f"extract {kind} {run_id}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         "<meta http-equiv=\"Content-Security-Policy\" "
         "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
@@ -132,16 +189,20 @@ def build_run_report(catalog: Catalog, run_id: str, max_videos: int = 6) -> str:
 
 
 _CSS = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}"
-    "h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}"
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px;overflow-wrap:anywhere}"
+    "h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}h3{font-size:1em}"
+    ".scroll{max-width:100%;overflow-x:auto}"
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;"
-    "text-align:left;vertical-align:top;font-size:.9em}th{background:#f4f4f4}"
-    ".num{text-align:right;font-variant-numeric:tabular-nums}"
-    ".ok{color:#17692a;font-weight:bold}.bad{color:#a4161a;font-weight:bold}"
-    ".video{border:1px solid #ddd;padding:.6em;margin:.8em 0}.frames{display:flex;gap:6px;flex-wrap:wrap}"
-    ".pair{display:flex;gap:1.5em;flex-wrap:wrap}.pair>div{flex:1 1 0;min-width:300px}"
+    "text-align:left;vertical-align:top;font-size:.9em;overflow-wrap:break-word}th{background:#f4f4f4}"
+    ".num{text-align:right;font-variant-numeric:tabular-nums;overflow-wrap:normal}"
+    ".ok{color:#17692a;font-weight:bold}.warn{color:#8a5300;font-weight:bold}.bad{color:#a4161a;font-weight:bold}"
+    ".low{color:#8a5300}"
+    ".video{border:1px solid #ddd;padding:.6em;margin:.8em 0;overflow-wrap:anywhere}"
+    ".frames{display:flex;gap:6px;flex-wrap:wrap}.tables{display:flex;gap:1.5em;flex-wrap:wrap}"
+    ".pair{display:flex;gap:1.5em;flex-wrap:wrap}.pair>div{flex:1 1 280px;min-width:0}"
+    "img{max-width:100%;height:auto}"
     "figure{margin:0;text-align:center;font-size:.8em;color:#555}.muted{color:#777}"
-    "code,pre{font-size:.85em;white-space:pre-wrap;word-break:break-all}"
+    "code,pre{font-size:.85em;white-space:pre-wrap;overflow-wrap:anywhere}"
 )
 
 
@@ -150,14 +211,55 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
-    """An HTML table; every cell is escaped. ``numeric``: column indices aligned right."""
+@dataclass(frozen=True)
+class Num:
+    """A number shown with its source: ``source`` ``record`` (the run record's number at
+    ``path``, the keys down to it), ``length`` (the length of the record's list at ``path``) or
+    ``commit`` (summed over this run's Delta commits of a table: ``path`` ``[table, metric]``);
+    ``percent`` shows a share (0.25) as ``25.0 %``."""
+
+    source: str
+    path: tuple[Any, ...]
+    value: Any
+    percent: bool = False
+
+    def text(self) -> str:
+        v = self.value
+        if v is None:
+            return "-"
+        if self.percent:
+            return f"{100 * v:.1f} %"
+        if isinstance(v, bool) or isinstance(v, int):
+            return str(v)
+        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
+
+    def attrs(self) -> str:
+        return f" data-from=\"{self.source}\" data-path=\"{_e(json.dumps(list(self.path)))}\""
+
+    def cell(self) -> str:
+        return f"<td class=\"num\"{self.attrs()}>{_e(self.text())}</td>"
+
+    def span(self) -> str:
+        return f"<span{self.attrs()}>{_e(self.text())}</span>"
+
+
+def _rec(record: Mapping[str, Any], *path: Any, percent: bool = False) -> Num:
+    """The record's number at ``path`` (None where absent)."""
+    value: Any = record
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return Num("record", path, value, percent)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """An HTML table in a box that scrolls sideways when it is wider than the page; every cell
+    is escaped but ``Markup``, a ``Num`` cell carries its source."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f"<td class=\"num\">{_e(c)}</td>" if i in numeric else f"<td>{_e(c)}</td>"
-                         for i, c in enumerate(row)) + "</tr>"
+        "<tr>" + "".join(c.cell() if isinstance(c, Num) else f"<td>{c}</td>" if isinstance(c, Markup)
+                         else f"<td>{_e(c)}</td>" for c in row) + "</tr>"
         for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class=\"scroll\"><table><tr>{head}</tr>{body}</table></div>"
 
 
 def _clip_text(text: str | None, limit: int) -> str:
@@ -167,16 +269,6 @@ def _clip_text(text: str | None, limit: int) -> str:
         return text
     cut = text[:limit].rsplit(" ", 1)[0] or text[:limit]
     return cut + " …"
-
-
-def _run_limits(record: dict[str, Any]) -> LimitsConfig:
-    """The run's ``limits`` (from its recorded config)."""
-    from extract.config import ConfigError, config_from_dict
-
-    try:
-        return config_from_dict(record.get("config") or {}).limits
-    except ConfigError:
-        return LimitsConfig()  # a manifest from another pipeline version: default limits
 
 
 def _committed_rows(catalog: Catalog, table: str, run_id: str | None, columns: list[str],
@@ -219,44 +311,43 @@ def _strip(thumbnails: list[tuple[float, bytes]]) -> str:
                    f"<figcaption>{pts:.2f} s</figcaption></figure>" for pts, jpeg in thumbnails)
 
 
-def _outcome(record: dict[str, Any]) -> tuple[str, bool]:
-    """One line on how the run ended and whether it is healthy (error rate within the limit)."""
-    if record.get("kind", "run") != "run":
-        return f"{record.get('kind')} {record.get('status', '')}".strip(), True
-    rate = float(record.get("error_rate") or 0.0)
-    limit = _run_limits(record).max_error_rate
-    if rate > limit:
-        return f"{record.get('status', 'committed')}, error rate {rate:.1%} over limits.max_error_rate={limit} (exit 3)", False
-    return f"{record.get('status', 'committed')}, error rate {rate:.1%} (limit {limit:.0%})", True
+# --------------------------------------------------------------------------- generic part
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    """How the run ended, coloured by its health (``error_health`` where it has an error rate)."""
+    status = f"{record.get('kind', 'run')} {record.get('status', 'committed')}"
+    health = error_health(record)
+    if health is None:
+        return f"<span class=\"ok\">{_e(status)}</span>"
+    level, limit = health
+    recorded = _rec(record, "config", "limits", "max_error_rate")
+    shown = recorded.span() if recorded.value is not None else f"{limit:g} (default)"
+    return (f"<span class=\"{level}\">{_e(status)}, error rate {_rec(record, 'error_rate', percent=True).span()} "
+            f"{HEALTH_WORDS[level]} limits.max_error_rate={shown}" + (" (exit 3)" if level == "bad" else "")
+            + "</span>")
 
 
 def _summary_section(record: dict[str, Any]) -> str:
-    outcome, healthy = _outcome(record)
-    counts = record.get("counts", {})
-    about = [
-        ("input", record.get("input")), ("output", record.get("output")),
-        ("started", record.get("started_at")), ("ended", record.get("ended_at")),
-        ("committed", record.get("committed_at")), ("wall time (s)", record.get("wall_s")),
-        ("pipeline version", record.get("pipeline_version")), ("config hash", record.get("config_hash")),
-        ("feature hash", record.get("feature_hash")),
-        ("options", ", ".join(f"{k}={v}" for k, v in (record.get("options") or {}).items())),
-    ] + [(f"model: {k}", v) for k, v in sorted((record.get("models") or {}).items())]
-    count_rows = [(k, counts[k]) for k in _ordered(counts, COUNT_ORDER) if not isinstance(counts[k], dict)]
-    count_rows += [(f"skipped: {k}", v) for k, v in sorted((counts.get("skipped_by_reason") or {}).items())]
-    table_rows = [(t, (record.get("tables") or {}).get(t, 0)) for t in TABLES]
-    versions = record.get("delta_versions") or {}
-    files = f"run {record.get('seq', '-')}; Delta versions " + ", ".join(f"{t} {versions[t]}" for t in TABLES if t in versions)
-    config = json.dumps(record.get("config") or {}, indent=2, sort_keys=True)
+    counts = record.get("counts") or {}
+    facts = [(k, _rec(record, k) if _is_number(v) else v)
+             for k, v in record.items() if k not in SHOWN_APART and not isinstance(v, (dict, list))]
+    count_rows = [(k, _rec(record, "counts", k)) for k in _ordered(counts, COUNT_ORDER)
+                  if not isinstance(counts[k], (dict, list))]
+    count_rows += [(f"{k}: {sub}", _rec(record, "counts", k, sub)) for k in _ordered(counts, COUNT_ORDER)
+                   if isinstance(counts[k], dict) for sub in sorted(counts[k])]
     return (
         "<h2>Summary</h2>"
-        f"<p>outcome: <span class=\"{'ok' if healthy else 'bad'}\">{_e(outcome)}</span>; {_e(files)}</p>"
-        + _table(("run", ""), [(k, "-" if v in (None, "") else v) for k, v in about])
-        + "<div class=\"frames\">"
-        + _table(("count", "videos"), count_rows, numeric=(1,))
-        + _table(("table", "rows written"), table_rows, numeric=(1,))
+        f"<p>outcome: {_outcome(record)}</p>"
+        "<div class=\"tables\">"
+        + _table(("run", ""), [(k, "-" if v in (None, "") else v) for k, v in facts])
+        + (_table(("count", ""), count_rows) if count_rows else "")
         + "</div>"
-        + f"<details><summary>config</summary><pre>{_e(config)}</pre></details>"
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _ordered(keys: Iterable[str], first: Sequence[str]) -> list[str]:
@@ -265,70 +356,208 @@ def _ordered(keys: Iterable[str], first: Sequence[str]) -> list[str]:
     return [k for k in first if k in keys] + sorted(k for k in keys if k not in first)
 
 
+def run_commits(catalog: Catalog, record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Delta commits the run made, per table: ``{table: {"version": v, "operations":
+    [...], "metrics": {name: summed value}}}``.
+
+    A table's commits are those after the version the previous committed run pinned up to the
+    version this run pinned (``delta_versions``); those whose ``commitInfo`` names another run
+    (``extract.run_id``) are not this run's. ``metrics`` sums the commits' numeric
+    ``operationMetrics`` that count rows or files. A table whose log no longer holds the
+    commits (log cleanup) has ``"operations": None``.
+    """
+    earlier = [r for r in catalog.all_runs if "delta_versions" in r and r.get("seq", -1) < record.get("seq", -1)]
+    out: dict[str, dict[str, Any]] = {}
+    for table, version in (record.get("delta_versions") or {}).items():
+        if version is None or version < 0:
+            continue
+        before = max([r["delta_versions"].get(table, -1) for r in earlier] + [-1])
+        operations: list[str] | None = []
+        metrics: Counter = Counter()
+        for v in range(before + 1, version + 1):
+            info = _commit_info(catalog, table, v)
+            if info is None:
+                operations = None
+                break
+            if info.get(RUN_ID_KEY) not in (None, record["run_id"]):
+                continue
+            operations.append(str(info.get("operation", "?")))
+            for name, value in (info.get("operationMetrics") or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                        "rows" in name.lower() or "files" in name.lower()):
+                    metrics[name] += value
+        out[table] = {"version": version, "operations": operations, "metrics": dict(metrics)}
+    return out
+
+
+def _commit_info(catalog: Catalog, table: str, version: int) -> dict[str, Any] | None:
+    """The ``commitInfo`` of ``table``'s commit ``version`` (``{}`` when it has none); None when
+    the log no longer holds the commit."""
+    path = f"{catalog.root}/{table}/{DELTA_LOG}/{version:020d}.json"
+    try:
+        with catalog.fs.open_input_stream(path) as fh:
+            lines = fh.read().decode().splitlines()
+    except (FileNotFoundError, OSError):
+        return None
+    for line in lines:
+        if '"commitInfo"' in line:
+            return json.loads(line)["commitInfo"]
+    return {}
+
+
+def _commits_section(commits: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per table: the version the run pinned, the operations it made there, their row and file
+    counts (the metrics the commits report, e.g. ``num_added_rows``)."""
+    if not commits:
+        return "<h2>Commits</h2><p class=\"muted\">this run pinned no table versions</p>"
+    names = sorted({m for c in commits.values() for m in c["metrics"]},
+                   key=lambda m: ("rows" not in m.lower(), m))
+    rows = []
+    for table in _ordered(commits, TABLES):
+        c = commits[table]
+        ops = c["operations"]
+        what = "not in the log any more" if ops is None else (", ".join(ops) or "no commit (nothing to change)")
+        rows.append([table, Num("record", ("delta_versions", table), c["version"]), what]
+                    + [Num("commit", (table, m), c["metrics"].get(m, 0)) for m in names])
+    return ("<h2>Commits</h2><p class=\"muted\">the Delta commits this run made, read from each table's log</p>"
+            + _table(["table", "version", "operations", *[m.replace("_", " ") for m in names]], rows))
+
+
 def _timings_section(record: dict[str, Any]) -> str:
+    """Seconds per stage (summed over workers, and CPU seconds where recorded) in one chart whose
+    axis is seconds; throughput, each figure with its unit, in a table."""
     from extract.stages.registry import STAGES
 
-    raw_timings = record.get("timings_s") or {}
-    timings = {k: float(raw_timings[k]) for k in _ordered(raw_timings, STAGES)}
-    raw_tp = record.get("throughput") or {}
-    throughput = {THROUGHPUT_LABELS.get(k, k): float(raw_tp[k])
-                  for k in _ordered(raw_tp, tuple(THROUGHPUT_LABELS)) if raw_tp[k] is not None}
-    if not timings and not throughput:
-        return "<h2>Timings</h2><p class=\"muted\">no timings recorded for this run</p>"
-    processed = (record.get("counts") or {}).get("processed") or 0
-    total = sum(timings.values()) or 1.0
-    rows = [(stage, f"{s:.3f}", f"{s / processed:.3f}" if processed else "-", f"{s / total:.0%}")
-            for stage, s in timings.items()]
-    chart = _timings_chart(timings, throughput)
-    return (
-        "<h2>Timings and throughput</h2>"
-        f"<img alt=\"per-stage time and throughput\" src=\"{chart}\">"
-        "<p class=\"muted\">stage time is summed over workers (stages overlap in a streaming run); "
-        f"wall time {_e(record.get('wall_s'))} s</p>"
-        + _table(("stage", "seconds", "seconds per video", "share"), rows, numeric=(1, 2, 3))
-        + _table(("throughput", "per wall second"), [(k, v) for k, v in throughput.items()], numeric=(1,))
-    )
+    timings = record.get("timings_s") or {}
+    cpu = record.get("cpu_s") or {}
+    stages = _ordered(set(timings) | set(cpu), STAGES)
+    parts = [f"<p>wall time {_rec(record, 'wall_s').span()} s</p>"]
+    if stages:
+        parts.append(f"<img alt=\"seconds per stage\" src=\"{_timings_chart(stages, timings, cpu)}\">")
+        parts.append("<p class=\"muted\">stage time is summed over workers (stages overlap in a streaming "
+                     "run)" + ("; CPU time is the workers' processor seconds" if cpu else "") + "</p>")
+        rows = [[stage, _rec(record, "timings_s", stage)] + ([_rec(record, "cpu_s", stage)] if cpu else [])
+                for stage in stages]
+        parts.append(_table(("stage", "seconds") + (("CPU seconds",) if cpu else ()), rows))
+    throughput = record.get("throughput") or {}
+    if throughput:
+        parts.append(_table(("throughput", "per wall second", "unit"),
+                            [(k.replace("_per_s", "").replace("_", " "), _rec(record, "throughput", k),
+                              THROUGHPUT_UNITS.get(k, k)) for k in _ordered(throughput, tuple(THROUGHPUT_UNITS))]))
+    return "<h2>Timings</h2>" + "".join(parts)
 
 
-def _timings_chart(timings: dict[str, float], throughput: dict[str, float]) -> str:
-    """Bar charts of seconds per stage and of throughput, as a PNG data URI."""
+def _timings_chart(stages: Sequence[str], timings: Mapping[str, float], cpu: Mapping[str, float]) -> str:
+    """Horizontal bars of seconds per stage (summed over workers, and CPU seconds where
+    recorded), one axis in seconds, as a PNG data URI."""
+    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     # Fixed margins: an automatic layout engine costs more than drawing the chart itself.
-    fig = Figure(figsize=(9, 2.8), dpi=CHART_DPI)
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.9, wspace=0.45)
+    fig = Figure(figsize=(7, 0.6 + 0.38 * len(stages) * (2 if cpu else 1)), dpi=CHART_DPI)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.2, top=0.88)
     FigureCanvasAgg(fig)
-    panels = [(timings, "seconds per stage (summed over workers)", "{:.2f} s"),
-              (throughput, "throughput (per wall second)", "{:.2f}")]
-    axes = fig.subplots(1, len(panels))
-    for ax, (values, title, fmt) in zip(axes, panels):
-        names = list(values)[::-1]
-        bars = ax.barh(names, [values[n] for n in names], color="#4c72b0")
-        ax.bar_label(bars, labels=[fmt.format(values[n]) for n in names], padding=3, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.tick_params(labelsize=8)
-        ax.margins(x=0.25)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+    ax = fig.add_subplot()
+    names = list(stages)[::-1]
+    y = np.arange(len(names))
+    series = [("summed over workers", timings, "#4c72b0")] + ([("CPU", cpu, "#dd8452")] if cpu else [])
+    height = 0.8 / len(series)
+    for i, (label, values, colour) in enumerate(series):
+        vals = [float(values.get(n) or 0.0) for n in names]
+        bars = ax.barh(y + (i - (len(series) - 1) / 2) * height, vals, height, color=colour, label=label)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], padding=3, fontsize=8)
+    ax.set_yticks(y, names)
+    ax.set_xlabel("seconds", fontsize=9)
+    ax.set_title("seconds per stage", fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.margins(x=0.2)
+    if cpu:
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return _png_uri(buf.getvalue())
 
 
-def _errors_section(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """Counts by stage/type from the run manifest; examples from the run's committed error rows
+def _record_section(record: dict[str, Any]) -> str:
+    """The record's other fields: dicts as tables (a dict of dicts as one table with a column per
+    key), lists as lists, and the config (when the run has one) folded."""
+    parts = []
+    for key, value in record.items():
+        if key in SHOWN_APART or not isinstance(value, (dict, list)):
+            continue
+        parts.append(f"<h3>{_e(key.replace('_', ' '))}</h3>" + _value_block(key, value))
+    if record.get("config"):
+        config = json.dumps(record["config"], indent=2, sort_keys=True)
+        parts.append(f"<details><summary>config</summary><pre>{_e(config)}</pre></details>")
+    return "<h2>The record</h2>" + ("".join(parts) or "<p class=\"muted\">nothing else recorded</p>")
+
+
+def _value_block(key: str, value: Any) -> str:
+    """One dict or list field of the record, as a table or a list; numbers carry their source."""
+    if not value:
+        return "<p class=\"muted\">none</p>"
+    if isinstance(value, dict):
+        if all(isinstance(v, dict) for v in value.values()):
+            cols = list(dict.fromkeys(c for v in value.values() for c in v))
+            return _table([key, *cols], [[k, *(_value((key, k, c), v.get(c)) for c in cols)]
+                                         for k, v in value.items()])
+        return _table([key, ""], [(k, _value((key, k), v)) for k, v in value.items()])
+    if all(isinstance(v, dict) for v in value):
+        cols = list(dict.fromkeys(c for v in value for c in v))
+        shown = value[:MAX_LISTED]
+        more = f"<p class=\"muted\">{len(value) - len(shown)} more</p>" if len(value) > len(shown) else ""
+        return _table(cols, [[_value((key, i, c), v.get(c)) for c in cols] for i, v in enumerate(shown)]) + more
+    return _id_list(value, Num("length", (key,), len(value)).span())
+
+
+class Markup(str):
+    """HTML made here from escaped parts: ``_table`` puts it in a cell as it is."""
+
+
+def _value(path: tuple[Any, ...], value: Any) -> Any:
+    """A record value at ``path`` for a table cell: a number as a ``Num``, a nested dict or list
+    as ``key: value`` pairs (numbers as sourced spans), anything else as text."""
+    if _is_number(value):
+        return Num("record", path, value)
+    if isinstance(value, dict):
+        return Markup("; ".join(f"{_e(k)}: {_inline(path + (k,), v)}" for k, v in value.items()) or "-")
+    if isinstance(value, list):
+        return Markup(", ".join(_inline(path + (i,), v) for i, v in enumerate(value)) or "-")
+    return "-" if value in (None, "") else value
+
+
+def _inline(path: tuple[Any, ...], value: Any) -> str:
+    shown = _value(path, value)
+    return shown.span() if isinstance(shown, Num) else shown if isinstance(shown, Markup) else _e(shown)
+
+
+def _id_list(values: Sequence[Any], count: str) -> str:
+    """Up to ``MAX_LISTED`` values as one wrapped line, after ``count`` (HTML: the number shown)."""
+    shown = ", ".join(f"<code>{_e(v)}</code>" for v in values[:MAX_LISTED])
+    more = f" and {len(values) - MAX_LISTED} more" if len(values) > MAX_LISTED else ""
+    return f"<p>{count}: {shown}{more}</p>"
+
+
+# --------------------------------------------------------------------------- run: errors
+
+
+def _errors_section(catalog: Catalog, record: dict[str, Any], max_videos: int) -> str:
+    """Counts by stage/type from the run record; examples from the run's committed error rows
     (a later run that re-processed a video supersedes its error row, so examples can be fewer)."""
-    counts = Counter(record.get("errors_by_stage_type") or {})
+    rows = _committed_rows(catalog, "errors", record["run_id"],
+                           ["video_id", "stage", "error_type", "message", "retryable"])
+    recorded = record.get("errors_by_stage_type") or {}
     by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_key[f"{row['stage']}/{row['error_type']}"].append(row)
-    for key, group in by_key.items():
-        counts[key] = max(counts[key], len(group))
-    if not counts:
+    keys = sorted(set(recorded) | set(by_key), key=lambda k: (-(recorded.get(k) or 0), k))
+    if not keys:
         return "<h2>Errors</h2><p class=\"ok\">no errors</p>"
     body = []
-    for key, n in counts.most_common():
+    for key in keys:
         stage, _, error_type = key.partition("/")
         group = sorted(by_key.get(key, []), key=lambda r: r["video_id"])
         retryable = sum(1 for r in group if r["retryable"])
@@ -336,110 +565,298 @@ def _errors_section(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"<li><code>{_e(r['video_id'])}</code>: {_e(_clip_text(r['message'], MESSAGE_CHARS))}</li>"
             for r in group[:ERROR_EXAMPLES])
         examples = f"<ul>{examples}</ul>" if examples else "<span class=\"muted\">no live rows (superseded)</span>"
-        body.append(f"<tr><td>{_e(stage)}</td><td>{_e(error_type)}</td><td class=\"num\">{n}</td>"
-                    f"<td class=\"num\">{retryable} of {len(group)}</td><td>{examples}</td></tr>")
-    return ("<h2>Errors</h2><table><tr><th>stage</th><th>error type</th><th>videos</th>"
-            "<th>retryable (live rows)</th><th>examples</th></tr>" + "".join(body) + "</table>")
+        n = _rec(record, "errors_by_stage_type", key).cell() if key in recorded else "<td class=\"num\">-</td>"
+        body.append(f"<tr><td>{_e(stage)}</td><td>{_e(error_type)}</td>{n}"
+                    f"<td>{retryable} of {len(group)} live rows</td><td>{examples}</td></tr>")
+    return ("<h2>Errors</h2><div class=\"scroll\"><table><tr><th>stage</th><th>error type</th><th>videos</th>"
+            "<th>retryable</th><th>examples</th></tr>" + "".join(body) + "</table></div>")
 
 
 # --------------------------------------------------------------------------- duplicates
 
 
-def _duplicates_section(catalog: Catalog, run_id: str) -> str:
-    """Near copies and re-uploads: the ``duplicates`` rows this run wrote (a ``duplicates`` run)
-    or found for this run's videos (a processing run, once a ``duplicates`` run searched them),
-    each new video's thumbnails beside those of the committed video it copies."""
+DUP_COLUMNS = ["video_id", "duplicate_of", "kind", "match_frames", "clip_cosine", "mirrored", "run_id"]
+SIDE_COLUMNS = ["video_id", "duration_s", "file_bytes", "width", "height", "upload_ts"]
+
+
+def _searched_duplicates_section(catalog: Catalog, record: dict[str, Any], max_videos: int) -> str:
+    """A ``duplicates`` run: the pairs it wrote, and the searched videos that matched nothing."""
     import pyarrow.compute as pc
 
-    columns = ["video_id", "duplicate_of", "kind", "match_frames", "clip_cosine", "mirrored", "run_id"]
-    rows = _committed_rows(catalog, "duplicates", run_id, columns)
-    own = [v["video_id"] for v in _committed_rows(catalog, "videos", run_id, ["video_id"])]
-    if own:
-        seen = {r["video_id"] for r in rows}
-        rows += [r for r in _committed_rows(catalog, "duplicates", None, columns, own,
-                                            where=pc.field("run_id") != run_id) if r["video_id"] not in seen]
+    rows = _committed_rows(catalog, "duplicates", record["run_id"], DUP_COLUMNS)
+    matched = {r["video_id"] for r in rows}
+    options = record.get("options") or {}
+    rule = (f"a near copy shares at least {_rec(record, 'options', 'min_match_fraction').span()} of its frames "
+            f"within {_rec(record, 'options', 'max_hamming').span()} bits and has a CLIP cosine of at least "
+            f"{_rec(record, 'options', 'min_clip_cosine').span()}") if options else ""
+    searched = ""
+    if record.get("since") is not None:
+        # The searched videos: of dt >= since, committed by the runs before this one (read from
+        # the latest tables: a vacuum may have deleted the files of the versions it searched).
+        before = [r["run_id"] for r in catalog.runs if r.get("seq", -1) < record.get("seq", -1)]
+        found = catalog.read("videos", ["video_id"], filter=(pc.field("dt") >= record["since"])
+                             & pc.field("run_id").isin(before))
+        unmatched = sorted(set([] if found is None else found["video_id"].to_pylist()) - matched)
+        searched = _id_list(unmatched, "searched videos with no earlier copy "
+                                       f"{_rec(record, 'counts', 'unmatched').span()}")
+    counts = (f"<p>searched {_rec(record, 'counts', 'searched').span()} videos against "
+              f"{_rec(record, 'counts', 'history').span()} committed; candidate pairs "
+              f"{_rec(record, 'search', 'candidate_pairs').span()}; duplicates "
+              f"{_rec(record, 'counts', 'duplicates').span()}</p>")
+    return ("<h2>Duplicates</h2>" + counts + (f"<p class=\"muted\">{rule}</p>" if rule else "")
+            + _pair_cards(catalog, rows) + searched)
+
+
+def _found_duplicates_section(catalog: Catalog, record: dict[str, Any], max_videos: int) -> str:
+    """A processing run: the near copies later ``duplicates`` runs found for its videos, or that
+    no search has covered them yet."""
+    import pyarrow.compute as pc
+
+    own = _committed_rows(catalog, "videos", record["run_id"], ["video_id", "dt"])
+    if not own:
+        return "<h2>Duplicates</h2><p class=\"muted\">no committed videos from this run to search</p>"
+    newest = max(str(v["dt"]) for v in own)
+    searches = [r for r in catalog.runs if r.get("kind") == "duplicates" and r.get("seq", -1) > record.get("seq", -1)
+                and str(r.get("since", "")) <= newest]
+    if not searches:
+        return ("<h2>Duplicates</h2><p class=\"muted\">not searched yet: no near-copy search has run on this run's "
+                "videos (<code>extract duplicates</code>)</p>")
+    rows = _committed_rows(catalog, "duplicates", None, DUP_COLUMNS, [v["video_id"] for v in own],
+                           where=pc.field("run_id") != record["run_id"])
+    by = ", ".join(f"<code>{_e(r['run_id'])}</code>" for r in searches)
     if not rows:
-        return "<h2>Duplicates</h2><p class=\"muted\">no near copies or re-uploads found for this run</p>"
-    rows.sort(key=lambda r: (r["kind"] != "exact", r["video_id"]))
+        return f"<h2>Duplicates</h2><p>none found for this run's videos (searched by {by})</p>"
+    return f"<h2>Duplicates</h2><p>found by the search runs {by}</p>" + _pair_cards(catalog, rows)
+
+
+def _pair_cards(catalog: Catalog, rows: list[dict[str, Any]]) -> str:
+    """Each pair: the deciding scores, then both videos' facts (duration, size, frame) and
+    thumbnails side by side."""
+    if not rows:
+        return ""
+    rows = sorted(rows, key=lambda r: (r["kind"] != "exact", r["video_id"]))
     shown = rows[:MAX_DUPLICATES]
-    thumbs = _thumbnails(catalog, sorted({r["video_id"] for r in shown} | {r["duplicate_of"] for r in shown}))
+    ids = sorted({r["video_id"] for r in shown} | {r["duplicate_of"] for r in shown})
+    thumbs = _thumbnails(catalog, ids)
+    facts = {v["video_id"]: v for v in _committed_rows(catalog, "videos", None, SIDE_COLUMNS, ids)}
     cards = []
     for r in shown:
-        facts = (f"{r['kind']}: matching frames {_fmt(r['match_frames'])}, CLIP cosine {_fmt(r['clip_cosine'])}"
-                 + (", mirrored" if r.get("mirrored") else "") + f"; found by run {r['run_id']}")
+        scores = (f"{r['kind']}: frames matching {_fmt(r['match_frames'])}, CLIP cosine {_fmt(r['clip_cosine'])}"
+                  + (", mirrored" if r.get("mirrored") else ""))
         cards.append(
-            f"<div class=\"video\"><p>{_e(facts)}</p><div class=\"pair\">"
-            f"<div><h3>new: <code>{_e(r['video_id'])}</code></h3>"
-            f"<div class=\"frames\">{_strip(thumbs.get(r['video_id'], []))}</div></div>"
-            f"<div><h3>copy of: <code>{_e(r['duplicate_of'])}</code></h3>"
-            f"<div class=\"frames\">{_strip(thumbs.get(r['duplicate_of'], []))}</div></div>"
-            "</div></div>")
+            f"<div class=\"video\"><p>{_e(scores)}</p><div class=\"pair\">"
+            + _side("new", r["video_id"], facts.get(r["video_id"]), thumbs)
+            + _side("copy of", r["duplicate_of"], facts.get(r["duplicate_of"]), thumbs)
+            + "</div></div>")
     more = len(rows) - len(shown)
-    note = f"<p class=\"muted\">{len(rows)} duplicates" + (f" ({more} more not shown)" if more else "") + "</p>"
-    return "<h2>Duplicates</h2>" + note + "".join(cards)
+    note = f"<p class=\"muted\">pairs: {len(rows)}" + (f" ({more} not shown)" if more else "") + "</p>"
+    return note + "".join(cards)
+
+
+def _side(role: str, video_id: str, video: Mapping[str, Any] | None, thumbs: Mapping[str, list]) -> str:
+    if video is None:
+        about = "not in the latest tables"
+    else:
+        about = (f"{_seconds(video['duration_s'])}, {_size(video['file_bytes'])}, {video['width']}×{video['height']}"
+                 + (f", uploaded {video['upload_ts']:%Y-%m-%d %H:%M}" if video.get("upload_ts") else ""))
+    return (f"<div><h3>{_e(role)}: <code>{_e(video_id)}</code></h3><p class=\"muted\">{_e(about)}</p>"
+            f"<div class=\"frames\">{_strip(thumbs.get(video_id, []))}</div></div>")
+
+
+def _seconds(value: float | None) -> str:
+    return "- s" if value is None else f"{value:.1f} s"
+
+
+def _size(n: int | None) -> str:
+    """Bytes as kB/MB (powers of 1000)."""
+    if n is None:
+        return "size unknown"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 # --------------------------------------------------------------------------- contact sheet
 
 
-def _contact_sheet_section(catalog: Catalog, run_id: str, max_videos: int) -> str:
-    columns = ["video_id", "uri", "duration_s", "width", "height", "n_frames",
-               "caption", "hashtags", "transcript_text", "language", "no_speech_prob", "audio_kind", "speech_ratio",
-               "ocr_text", "ocr_error", "top_topic", "top_topic_score", "top_safety", "top_safety_score",
-               *SIGNAL_COLUMNS]
-    videos = sorted(_committed_rows(catalog, "videos", run_id, columns), key=lambda v: v["video_id"])
+SIGNAL_COLUMNS = ("caption_language", "caption_language_prob", "ocr_language", "ocr_language_prob", "text_area_ratio",
+                  "motion_score", "motion_source", "shot_count", "cuts_per_minute", "mean_shot_s")
+CARD_COLUMNS = ["video_id", "uri", "duration_s", "width", "height", "n_frames", "content_sha256", "reused_from",
+                "caption", "hashtags", "transcript_text", "language", "no_speech_prob", "has_audio", "audio_kind",
+                "speech_ratio", "ocr_text", "ocr_error", "top_topic", "top_topic_score", "labels_topic",
+                "top_safety", "top_safety_score", "labels_safety", *SIGNAL_COLUMNS]
+
+
+def _variety(video: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """What a varied sample spreads over: top topic, audio kind, language, trouble (an OCR
+    failure, no audio track) and content (the bytes: copies of one clip count once)."""
+    trouble = "ocr_error" if video.get("ocr_error") else "no_audio" if video.get("has_audio") is False else None
+    content = video.get("reused_from") or video.get("content_sha256") or video["video_id"]
+    return [("top_topic", video.get("top_topic")), ("audio_kind", video.get("audio_kind")),
+            ("language", video.get("language")), ("trouble", trouble), ("content", content)]
+
+
+def varied_sample(videos: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
+    """``n`` of ``videos`` chosen greedily, each the one adding the most values not yet covered
+    (``_variety``); ties by ``video_id``. Returns them in choice order."""
+    left = sorted(videos, key=lambda v: v["video_id"])
+    seen: set[tuple[str, Any]] = set()
+    chosen = []
+    while left and len(chosen) < n:
+        best = max(range(len(left)), key=lambda i: (sum(1 for kv in _variety(left[i]) if kv not in seen), -i))
+        pick = left.pop(best)
+        seen.update(_variety(pick))
+        chosen.append(pick)
+    return chosen
+
+
+def _contact_sheet_section(catalog: Catalog, record: dict[str, Any], max_videos: int) -> str:
+    run_id = record["run_id"]
+    videos = _committed_rows(catalog, "videos", run_id, CARD_COLUMNS)
     if not videos or max_videos <= 0:
         return "<h2>Contact sheet</h2><p class=\"muted\">no committed videos from this run</p>"
-    shown = videos[:max_videos]
-    thumbs = _thumbnails(catalog, [v["video_id"] for v in shown], run_id)
-    cards = [_video_card(video, thumbs.get(video["video_id"], [])) for video in shown]
-    more = len(videos) - len(shown)
-    note = f"<p class=\"muted\">{len(shown)} of {len(videos)} videos of this run" + \
-        (f" ({more} more not shown)" if more else "") + "</p>"
-    return "<h2>Contact sheet</h2>" + note + "".join(cards)
+    shown = varied_sample(videos, max_videos)
+    ids = [v["video_id"] for v in shown]
+    thumbs = _thumbnails(catalog, ids, run_id)
+    details = _card_details(catalog, run_id, ids)
+    threshold = run_config(record).whisper.logprob_threshold
+    cards = [_video_card(video, thumbs.get(video["video_id"], []), details.get(video["video_id"], {}), threshold)
+             for video in shown]
+    on_sheet = set(ids)
+    rest = sorted((v for v in videos if v["video_id"] not in on_sheet), key=lambda v: v["video_id"])
+    note = (f"<p class=\"muted\">{len(shown)} of {len(videos)} videos of this run, picked to vary in topic, "
+            "audio, language, trouble and content</p>")
+    listed = ""
+    if rest:
+        listed = "<h3>Not on the sheet</h3>" + _table(
+            ("video", "duration", "audio", "top topic", "uri"),
+            [(v["video_id"], _seconds(v["duration_s"]), v.get("audio_kind") or "-", v.get("top_topic") or "-",
+              v["uri"]) for v in rest[:MAX_LISTED]])
+        if len(rest) > MAX_LISTED:
+            listed += f"<p class=\"muted\">and {len(rest) - MAX_LISTED} more</p>"
+    return "<h2>Contact sheet</h2>" + note + "".join(cards) + listed
 
 
-def _video_card(video: dict[str, Any], thumbnails: list[tuple[float, bytes]]) -> str:
-    """One video: facts, caption, hashtags, transcript snippet and its stored thumbnails."""
-    strip = _strip(thumbnails)
-    transcript = _clip_text(video["transcript_text"], SNIPPET_CHARS)
-    if transcript:
-        language = video.get("language")
-        speech = f"“{_e(transcript)}”" + (f" <span class=\"muted\">({_e(language)})</span>" if language else "")
-    else:
-        speech = (f"<span class=\"muted\">no speech (no-speech probability "
-                  f"{_e(_fmt(video.get('no_speech_prob')))})</span>")
+def _card_details(catalog: Catalog, run_id: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per video: its transcript segments' confidence, its OCR lines' scores and its shots."""
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"segments": [], "ocr": {}, "shots": []})
+    for s in _committed_rows(catalog, "transcript_segments", run_id, ["video_id", "avg_logprob", "temperature"], ids):
+        out[s["video_id"]]["segments"].append(s)
+    for line in _committed_rows(catalog, "ocr_text", run_id, ["video_id", "text", "score"], ids):
+        scores = out[line["video_id"]]["ocr"]
+        scores[line["text"]] = max(scores.get(line["text"], 0.0), line["score"] or 0.0)
+    for shot in _committed_rows(catalog, "shots", run_id, ["video_id", "shot_index", "start_s", "end_s"], ids):
+        out[shot["video_id"]]["shots"].append(shot)
+    return out
+
+
+def _video_card(video: dict[str, Any], thumbnails: list[tuple[float, bytes]], details: Mapping[str, Any],
+                logprob_threshold: float) -> str:
+    """One video: facts, caption, hashtags, transcript snippet and its confidence, on-screen text,
+    signals, labels, its stored thumbnails and a strip at its cut times."""
     tags = " ".join(f"#{t}" for t in video.get("hashtags") or []) or "-"
     caption = _e(_clip_text(video.get("caption"), CAPTION_CHARS)) or "<span class=\"muted\">none</span>"
     facts = (f"{video['duration_s']:.1f} s, {video['width']}×{video['height']}, "
              f"{video['n_frames']} sampled frames")
-    audio = video.get("audio_kind") or "-"
-    if video.get("speech_ratio") is not None:
-        audio += f", speech {100 * video['speech_ratio']:.0f} % of the audio"
-    lines = list(video.get("ocr_text") or [])
-    on_screen = (" / ".join(f"“{_e(_clip_text(line, CAPTION_CHARS))}”" for line in lines[:OCR_LINES])
-                 + (f" <span class=\"muted\">(+{len(lines) - OCR_LINES} more)</span>" if len(lines) > OCR_LINES else ""))
-    if not lines:
-        on_screen = (f"<span class=\"bad\">OCR failed: {_e(_clip_text(video['ocr_error'], MESSAGE_CHARS))}</span>"
-                     if video.get("ocr_error") else "<span class=\"muted\">none read</span>")
-    labels = " · ".join(f"{name}: {_e(video[f'top_{name}'])} ({_fmt(video.get(f'top_{name}_score'))})"
-                        for name in ("topic", "safety") if video.get(f"top_{name}"))
+    labels = " · ".join(_label(video, name) for name in ("topic", "safety") if video.get(f"top_{name}"))
     signals = _signals_line(video)
+    shots = details.get("shots") or []
     return (
         f"<div class=\"video\"><h3><code>{_e(video['video_id'])}</code></h3>"
         f"<p>{_e(facts)} · hashtags: {_e(tags)}</p>"
         f"<p>caption: {caption}</p>"
-        f"<p>audio: {_e(audio)} · transcript: {speech}</p>"
-        f"<p>on-screen text: {on_screen}</p>"
+        f"<p>audio: {_audio(video)} · transcript: "
+        f"{_speech(video, details.get('segments') or [], logprob_threshold)}</p>"
+        f"<p>on-screen text: {_on_screen(video, details.get('ocr') or {})}</p>"
         + (f"<p>signals: {signals}</p>" if signals else "")
         + (f"<p>top labels (zero-shot similarity, not moderation): {labels}</p>" if labels else "") +
-        f"<div class=\"frames\">{strip}</div>"
+        f"<div class=\"frames\">{_strip(thumbnails)}</div>"
+        + (_shot_strip(shots, thumbnails) if shots else "") +
         f"<p class=\"muted\">{_e(video['uri'])}</p></div>"
     )
 
 
-SIGNAL_COLUMNS = ("caption_language", "caption_language_prob", "ocr_language", "ocr_language_prob", "text_area_ratio",
-                  "motion_score", "motion_source", "shot_count", "cuts_per_minute", "mean_shot_s")
+def _audio(video: Mapping[str, Any]) -> str:
+    if video.get("has_audio") is False:
+        return "no audio track"
+    audio = video.get("audio_kind") or "-"
+    if video.get("speech_ratio") is not None:
+        audio += f", speech {100 * video['speech_ratio']:.0f} % of the audio"
+    return _e(audio)
+
+
+def _speech(video: Mapping[str, Any], segments: Sequence[Mapping[str, Any]], logprob_threshold: float) -> str:
+    """The transcript snippet with its language, marked low-confidence when a window needed the
+    temperature fallback or its mean log-probability is under ``whisper.logprob_threshold``."""
+    transcript = _clip_text(video.get("transcript_text"), SNIPPET_CHARS)
+    if not transcript:
+        if video.get("has_audio") is False:
+            return "<span class=\"muted\">none (no audio)</span>"
+        return (f"<span class=\"muted\">no speech (no-speech probability "
+                f"{_e(_fmt(video.get('no_speech_prob')))})</span>")
+    language = video.get("language")
+    out = f"“{_e(transcript)}”" + (f" <span class=\"muted\">({_e(language)})</span>" if language else "")
+    low = transcript_confidence(segments, logprob_threshold)
+    return out + (f" <span class=\"low\">low confidence: {_e(low)}</span>" if low else "")
+
+
+def transcript_confidence(segments: Sequence[Mapping[str, Any]], logprob_threshold: float) -> str:
+    """Why a transcript is unreliable ('' when it is not): its windows decoded again at a higher
+    temperature (the fallback of ``whisper.compression_ratio_threshold``/``logprob_threshold``),
+    or a segment's mean token log-probability under ``logprob_threshold`` (the run's config)."""
+    why = []
+    hottest = max((s.get("temperature") or 0.0 for s in segments), default=0.0)
+    if hottest > 0:
+        why.append(f"decoded at temperature {hottest:.1f} after the fallback")
+    logprobs = [s["avg_logprob"] for s in segments if s.get("avg_logprob") is not None]
+    if logprobs and min(logprobs) < logprob_threshold:
+        why.append(f"mean token log-probability {min(logprobs):.2f} (under {logprob_threshold:g})")
+    return "; ".join(why)
+
+
+def _on_screen(video: Mapping[str, Any], scores: Mapping[str, float]) -> str:
+    """The OCR lines, each read with a score under ``LOW_OCR_SCORE`` followed by its score."""
+    lines = list(video.get("ocr_text") or [])
+    if not lines:
+        return (f"<span class=\"bad\">OCR failed: {_e(_clip_text(video['ocr_error'], MESSAGE_CHARS))}</span>"
+                if video.get("ocr_error") else "<span class=\"muted\">none read</span>")
+
+    def one(line: str) -> str:
+        score = scores.get(line)
+        low = (f" <span class=\"low\">(score {score:.2f}, low)</span>"
+               if score is not None and score < LOW_OCR_SCORE else "")
+        return f"“{_e(_clip_text(line, CAPTION_CHARS))}”{low}"
+
+    more = len(lines) - OCR_LINES
+    return " / ".join(one(line) for line in lines[:OCR_LINES]) + (
+        f" <span class=\"muted\">(+{more} more)</span>" if more > 0 else "")
+
+
+def _label(video: Mapping[str, Any], name: str) -> str:
+    """``name: label (score)``, marked low when the score is under ``LOW_LABEL_FACTOR`` times
+    chance (one over the set's number of labels)."""
+    score = video.get(f"top_{name}_score")
+    n_labels = len(video.get(f"labels_{name}") or [])
+    text = f"{name}: {_e(video[f'top_{name}'])} ({_fmt(score)})"
+    if score is not None and n_labels and score < LOW_LABEL_FACTOR / n_labels:
+        text += f" <span class=\"low\">low: chance is {1 / n_labels:.2f}</span>"
+    return text
+
+
+def _shot_strip(shots: Sequence[Mapping[str, Any]], thumbnails: list[tuple[float, bytes]]) -> str:
+    """The video's cuts (each shot's start after the first) as thumbnails: the sampled frame
+    nearest each cut, captioned with the cut time and the frame's."""
+    cuts = [s["start_s"] for s in sorted(shots, key=lambda s: s["shot_index"]) if s["shot_index"] > 0]
+    head = f"<p>shots: {len(shots)}, cuts at " + (", ".join(f"{t:.2f} s" for t in cuts) or "none") + "</p>"
+    if not cuts or not thumbnails:
+        return head
+    figures = []
+    for t in cuts:
+        pts, jpeg = min(thumbnails, key=lambda f: abs(f[0] - t))
+        figures.append(f"<figure><img alt=\"cut at {t:.2f} s\" src=\"{_jpeg_uri(jpeg)}\">"
+                       f"<figcaption>cut {t:.2f} s<br>frame {pts:.2f} s</figcaption></figure>")
+    return head + "<div class=\"frames shots\">" + "".join(figures) + "</div>"
 
 
 def _signals_line(video: dict[str, Any]) -> str:
@@ -466,3 +883,10 @@ def _jpeg_uri(jpeg: bytes) -> str:
 
 def _png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+# A kind's own sections after the generic part; a kind without an entry gets the generic part only.
+KIND_SECTIONS: dict[str, tuple[Section, ...]] = {
+    "run": (_errors_section, _found_duplicates_section, _contact_sheet_section),
+    "duplicates": (_searched_duplicates_section,),
+}

@@ -5,7 +5,7 @@ scheduler see of it: Ray's output in the run's log (``RunConsole``), the summary
 report, the exit code (``extract.pipeline.outcome``) and the error-rate alert. ``run_step``
 does the same for the runs that follow a commit (the duplicate search, maintenance) and the
 other table commands: a failure is one line and exit 1, a committed step prints its summary
-and, for the duplicate search, writes its report.
+and writes its report (every kind of run has one, ``extract.report``).
 """
 
 from __future__ import annotations
@@ -81,10 +81,11 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
 
 
 def run_step(name: str, what: str, step: Callable[[], dict[str, Any]], describe: Callable[[dict[str, Any]], str],
-             report: tuple[str, StorageConfig] | None = None,
+             report: tuple[str, StorageConfig],
              expected: tuple[type[BaseException], ...] = (Exception,)) -> Outcome:
-    """Run one table command ``step`` (returns its committed record) and print ``describe(record)``;
-    ``report``: ``(dst, storage)`` to write its HTML report. An ``expected`` exception is one
+    """Run one table command ``step`` (returns its record) and print ``describe(record)``, then
+    write its HTML report (``report``: ``(dst, storage)``) when the record was published (a
+    ``maintain`` of an output without tables publishes none). An ``expected`` exception is one
     line and exit 1 (the runs committed before stay so); others propagate."""
     try:
         record = step()
@@ -93,7 +94,7 @@ def run_step(name: str, what: str, step: Callable[[], dict[str, Any]], describe:
         print(f"{name}: {what} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return Outcome("failed", EXIT_FAILED, f"{type(exc).__name__}: {exc}")
     print(describe(record), flush=True)
-    if report is not None:
+    if record.get("committed_at"):
         write_report(name, report[0], record, report[1])
     return Outcome("committed", EXIT_OK, "", record)
 
@@ -118,4 +119,4 @@ def maintain_step(name: str, dst: str, config: Config,
 
     return run_step(name, f"maintenance of {dst}",
                     lambda: maintain(Catalog(dst, config.storage), config.storage.retention_hours),
-                    describe_maintenance, None, expected)
+                    describe_maintenance, (dst, config.storage), expected)

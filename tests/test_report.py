@@ -4,12 +4,16 @@ Fast tests build a committed output with ``extract.tables.writer`` from fabricat
 frames, perceptual hashes and thumbnails come from decoding real PyAV-made clips with the decode
 stage's own ``decode_video``; the clips are deleted before the report is written (it reads the
 tables only). The end-to-end test reports on a real tiny ``extract run`` (shared with
-tests/test_queries.py through ``committed_tiny_run``).
+tests/test_queries.py through ``committed_tiny_run``). ``every_kind`` commits a run of every kind
+(run, duplicates, maintain, forget, migrate) to one output; each kind's page is checked against
+its record and its Delta commits, and every page is loaded in headless Chromium
+(``tests/headless.py``) at two widths; those tests skip only where no Chromium is installed.
 """
 
 from __future__ import annotations
 
 import base64
+from collections import Counter
 import hashlib
 import html
 from html.parser import HTMLParser
@@ -166,11 +170,13 @@ def test_page_is_self_contained_and_escaped(synthetic_page):
 def test_page_reports_summary_timings_and_errors(synthetic_page):
     page, _ = synthetic_page
     assert Config().config_hash in page and "tiny#abc" in page and "tiny#def" in page
-    assert "error rate 25.0%" in page
+    # 1 of 4 failed, limit 50 %: healthy
+    assert re.search(r'<span class="ok">run committed, error rate <span data-from="record" '
+                     r'data-path="\[&quot;error_rate&quot;\]">25.0 %</span> within', page)
     for stage in ("decode", "whisper", "clip"):
         assert f"<td>{stage}</td>" in page
-    assert "3.250" in page  # whisper seconds in the timings table
-    assert "<td>decode</td><td>DecodeError</td><td class=\"num\">1</td>" in page
+    assert ">3.250</td>" in page  # whisper seconds in the timings table
+    assert re.search(r"<td>decode</td><td>DecodeError</td><td class=\"num\"[^>]*>1</td>", page)
     assert "moov atom not found" in page
     assert "the waves are calm today" in page and " …" in page  # transcript snippet, cut
 
@@ -251,9 +257,9 @@ def test_report_of_a_real_run(tiny_run, small_samples):
     record = json.loads((dst / "_runs" / f"{run_id}.json").read_text())
     assert record["config_hash"] in page and record["models"]["clip"] in page
     # per video: its audio kind and speech share, its on-screen text and its top labels
-    videos = Catalog(str(dst)).read("videos", ["audio_kind", "top_topic"]).to_pylist()
+    videos = Catalog(str(dst)).read("videos", ["audio_kind", "has_audio", "top_topic"]).to_pylist()
     assert page.count("<p>audio: ") == len(ids) and page.count("<p>on-screen text: ") == len(ids)
-    assert all(f"<p>audio: {v['audio_kind']}" in page for v in videos)
+    assert all(f"<p>audio: {v['audio_kind'] if v['has_audio'] else 'no audio track'}" in page for v in videos)
     assert all(f"topic: {v['top_topic']} (" in page for v in videos)
     # the thumbnails the decode children made during the run, 4 per video (output.thumbnails)
     frames = Catalog(str(dst)).read("frame_embeddings", ["video_id", "frame_index", "thumbnail_jpeg"]).to_pylist()
@@ -372,11 +378,341 @@ def test_duplicates_are_shown_with_both_videos_thumbnails(tmp_path):
     for run_id in ("d1", "r2"):
         page = Path(write_run_report(str(dst), run_id)).read_text(encoding="utf-8")
         section = page.split("<h2>Duplicates</h2>", 1)[1].split("<h2>", 1)[0]
-        assert "exact: matching frames" in section and "found by run d1" in section
+        assert "exact: frames matching" in section
+        assert ("found by the search runs <code>d1</code>" in section) == (run_id == "r2")
         new, original_side = section.split("copy of: ", 1)
         assert html.escape(copy_id) in new and html.escape("orig</code>") in original_side
         assert _jpegs(new) == thumbs[copy_id] and _jpegs(original_side) == thumbs["orig</code>"]
         assert "other" not in section
         _assert_markup_is_ours(page, [copy_id, "orig</code>"])
+    # d1 searched the videos of 2026-11-25 (r2's): r1's were compared against, not searched
     page = Path(write_run_report(str(dst), "r1")).read_text(encoding="utf-8")
-    assert "no near copies or re-uploads found for this run" in page  # r1's videos are originals
+    assert "not searched yet: no near-copy search has run on this run's videos" in page
+
+
+# --------------------------------------------------------------------------- every kind of run
+
+
+LOW_TRANSCRIPT = [{"start_s": 0.0, "end_s": 2.0, "text": "uh huh", "avg_logprob": -4.1, "no_speech_prob": 0.3,
+                   "compression_ratio": 1.1, "temperature": 1.0}]
+OCR_LINES = [{"frame_index": 0, "pts_s": 0.0, "line_index": 0, "text": "SALE", "score": 0.97,
+              "box": [0, 0, 10, 0, 10, 5, 0, 5], "frame_width": 192, "frame_height": 108},
+             {"frame_index": 1, "pts_s": 1.0, "line_index": 0, "text": "blurry words", "score": 0.55,
+              "box": [0, 0, 10, 0, 10, 5, 0, 5], "frame_width": 192, "frame_height": 108}]
+CUTS = (1.4, 2.6)  # s: the shots of "talk" start at 0, 1.4 and 2.6
+UNBROKEN = "w" * 900  # a transcript without a space: must wrap in its card
+
+
+@pytest.fixture(scope="module")
+def every_kind(tmp_path_factory):
+    """One output with a committed run of every kind, each with its report written:
+    ``r1`` (run: 3 videos, 2 failed, so its error rate 40 % is near the 50 % limit; "talk" has a
+    low-confidence transcript, a low-scoring OCR line, a near-chance label, three shots, motion
+    and languages), ``r2`` (run: a re-upload of "talk" and a new clip), ``d1`` (duplicates
+    over r2's date), ``m1`` (maintain), ``f1`` (forget a failed id), ``g1`` (migrate of an
+    output already in Delta). Returns ``(dst, {run_id: kind})``."""
+    from extract.pipeline.duplicates import find_duplicates
+    from extract.tables.forget import forget_videos
+    from extract.tables.maintenance import maintain
+    from extract.tables.migration import migrate
+
+    root = tmp_path_factory.mktemp("kinds")
+    talk = _clip(root / "talk.mp4", duration_s=4.0, seed=5)
+    plain = _clip(root / "plain.mp4", seed=6)
+    extra = _clip(root / "extra.mp4", seed=7)
+    fresh = _clip(root / "fresh.mp4", seed=8)
+    dst = root / "out"
+    rows = [
+        _video_row("talk", str(talk), talk, duration_s=4.0, has_audio=True, audio_kind="speech", speech_ratio=0.8,
+                   audio_s=4.0, transcript_text="uh huh", language="en", segments_json=json.dumps(LOW_TRANSCRIPT),
+                   ocr_text=["SALE", "blurry words"], ocr_lines_json=json.dumps(OCR_LINES),
+                   labels_topic=[("food", 0.3), ("sports", 0.3), ("music", 0.4)], top_topic="music",
+                   top_topic_score=0.4, shots_json=json.dumps([{"start_s": 0.0, "end_s": CUTS[0]},
+                                                               {"start_s": CUTS[0], "end_s": CUTS[1]},
+                                                               {"start_s": CUTS[1], "end_s": 4.0}]),
+                   shot_count=3, cuts_per_minute=30.0, mean_shot_s=1.33, motion_score=0.123, motion_source="mvs",
+                   caption_language="de", caption_language_prob=0.91, ocr_language="en", ocr_language_prob=0.77),
+        _video_row("plain", str(plain), plain, transcript_text=UNBROKEN, language="en"),
+        _video_row("extra", str(extra), extra, thumbnails=2),
+        _video_row("broken1", str(root / "broken1.mp4"), None, failed=True),
+        _video_row("broken2", str(root / "broken2.mp4"), None, failed=True),
+    ]
+    _commit(str(dst), rows, "r1", {"decode/DecodeError": 2})
+    assert sorted(Catalog(str(dst)).read("errors", ["video_id"])["video_id"].to_pylist()) == ["broken1", "broken2"]
+    _commit(str(dst), [_video_row("talk-copy", str(talk), talk, duration_s=4.0, dt="2026-11-25",
+                                  upload_ts="2026-11-25T10:00:00Z"),
+                       _video_row("fresh", str(fresh), fresh, dt="2026-11-25", upload_ts="2026-11-25T11:00:00Z")],
+            "r2", {})
+    find_duplicates(str(dst), Config(), "d1", since="2026-11-25")
+    maintain(Catalog(str(dst)), retention_hours=0, run_id="m1")
+    forget_videos(Catalog(str(dst)), {"broken2"}, "f1")
+    migrate(str(dst), "g1")
+    kinds = {"r1": "run", "r2": "run", "d1": "duplicates", "m1": "maintain", "f1": "forget", "g1": "migrate"}
+    for run_id in kinds:
+        write_run_report(str(dst), run_id)
+    return dst, kinds
+
+
+class _Sourced(HTMLParser):
+    """A page's sourced numbers (elements with ``data-from``: ``[source, path, text]``) and its
+    text nodes as ``(h2 section, text, inside a sourced element or <pre>)``."""
+
+    VOID = {"img", "meta", "br", "hr", "input", "link", "source", "wbr"}
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.sourced: list[list] = []
+        self.texts: list[tuple[str, str, bool]] = []
+        self.stack: list[tuple[str, int | None]] = []
+        self.section = ""
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        index = None
+        if "data-from" in attrs:
+            self.sourced.append([attrs["data-from"], json.loads(attrs["data-path"]), ""])
+            index = len(self.sourced) - 1
+        if tag not in self.VOID:
+            self.stack.append((tag, index))
+        if tag == "h2":
+            self.section = ""
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1][0] == "h2":
+            self.section += data
+        open_sourced = [i for _, i in self.stack if i is not None]
+        for i in open_sourced:
+            self.sourced[i][2] += data
+        self.texts.append((self.section, data, bool(open_sourced) or any(t in ("pre", "title", "h1")
+                                                                          for t, _ in self.stack)))
+
+
+GENERIC_SECTIONS = ("Summary", "Commits", "Timings", "The record")
+
+
+def _history_metrics(dst: Path, record: dict, runs: list[dict]) -> dict[str, dict[str, float]]:
+    """Per table, the row and file counts of the Delta commits ``record``'s run made, read with
+    deltalake's ``history()``: the commits after the previous run's pinned version up to the
+    run's, less those another run's id names."""
+    from deltalake import DeltaTable
+
+    out = {}
+    for table, version in record["delta_versions"].items():
+        before = max([r["delta_versions"].get(table, -1) for r in runs
+                      if "delta_versions" in r and r["seq"] < record["seq"]] + [-1])
+        metrics: Counter = Counter()
+        for commit in DeltaTable(str(dst / table)).history():
+            if before < commit["version"] <= version and commit.get("extract.run_id") in (None, record["run_id"]):
+                for name, value in (commit.get("operationMetrics") or {}).items():
+                    if isinstance(value, (int, float)) and ("rows" in name.lower() or "files" in name.lower()):
+                        metrics[name] += value
+        out[table] = dict(metrics)
+    return out
+
+
+def _shown_matches(text: str, value) -> bool:
+    """Whether ``text`` shows ``value`` to the precision it prints (``25.0 %`` shows 0.25)."""
+    text = text.strip()
+    if value is None:
+        return text == "-"
+    number = text.rstrip(" %")
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    scale = 100 if text.endswith("%") else 1
+    return abs(float(number) - scale * value) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+def _strings(value) -> set[str]:
+    """Every string (keys included) inside a record."""
+    if isinstance(value, dict):
+        return {str(k) for k in value} | {s for v in value.values() for s in _strings(v)}
+    if isinstance(value, list):
+        return {s for v in value for s in _strings(v)}
+    return {value} if isinstance(value, str) else set()
+
+
+def test_every_kind_shows_the_numbers_of_its_record_and_commits(every_kind):
+    """Each kind's page: every number it shows with a source is its record's (or the sum over
+    its Delta commits, read here with deltalake's history), and the summary, commits, timings
+    and record sections show no number without one."""
+    dst, kinds = every_kind
+    catalog = Catalog(str(dst))
+    runs = catalog.all_runs
+    for run_id, kind in kinds.items():
+        record = next(r for r in runs if r["run_id"] == run_id)
+        page = (dst / "_runs" / f"{run_id}.html").read_text(encoding="utf-8")
+        assert f"<title>extract {kind} {run_id}</title>" in page
+        metrics = _history_metrics(dst, record, runs)
+        parsed = _Sourced(page)
+        assert len(parsed.sourced) > 5, kind
+        for source, path, text in parsed.sourced:
+            if source == "commit":
+                value = metrics[path[0]].get(path[1], 0)
+            else:
+                value = record
+                for key in path:  # "-" shows a number the record does not have
+                    value = value.get(key) if isinstance(value, dict) else value[key] if value is not None else None
+                value = len(value) if source == "length" else value
+            assert _shown_matches(text, value), (kind, source, path, text, value)
+        known = sorted(_strings(record) | {"(exit 3)"}, key=len, reverse=True)
+        for section, text, sourced in parsed.texts:
+            if section in GENERIC_SECTIONS and not sourced:
+                for s in known:
+                    text = text.replace(s, "")
+                assert not re.search(r"\d", text), (kind, section, text)
+        commits = page.split("<h2>Commits</h2>", 1)[1].split("<h2>", 1)[0]
+        assert "num added rows" in commits or kind in ("maintain", "migrate", "forget"), kind
+    # the numbers are the real ones: rows the tables hold by each run
+    d1 = (dst / "_runs" / "d1.html").read_text(encoding="utf-8")
+    written = catalog.read("duplicates", ["run_id"]).num_rows
+    assert written == 1 and re.search(r'data-path="\[&quot;duplicates&quot;, &quot;num_added_rows&quot;\]">'
+                                      rf"{written}<", d1)
+    assert "no timings recorded" not in d1 and "<summary>config</summary>" not in d1
+    r1 = (dst / "_runs" / "r1.html").read_text(encoding="utf-8")
+    assert re.search(r'data-path="\[&quot;videos&quot;, &quot;num_added_rows&quot;\]">3<', r1)
+    f1 = (dst / "_runs" / "f1.html").read_text(encoding="utf-8")
+    assert re.search(r'data-path="\[&quot;errors&quot;, &quot;num_deleted_rows&quot;\]">1<', f1)
+
+
+def test_error_rate_colour_follows_its_health(every_kind):
+    """At or over 80 % of limits.max_error_rate a warning, over it a failure, in the page and
+    in the terminal summary."""
+    from extract.report import error_health, summarize
+
+    config = Config().to_dict()
+    assert [error_health({"error_rate": rate, "config": config})[0] for rate in (0.0, 0.39, 0.4, 0.5, 0.51)] == \
+        ["ok", "ok", "warn", "warn", "bad"]
+    assert error_health({"kind": "maintain"}) is None
+    dst, _ = every_kind
+    record = next(r for r in Catalog(str(dst)).runs if r["run_id"] == "r1")
+    assert record["error_rate"] == 0.4
+    page = (dst / "_runs" / "r1.html").read_text(encoding="utf-8")
+    assert '<span class="warn">run committed, error rate <span' in page and "near limits.max_error_rate=" in page
+    assert "error rate 40.0%, near limits.max_error_rate=0.5" in summarize(record, str(dst))
+    bad = dict(record, error_rate=0.6)
+    assert "error rate 60.0%, over limits.max_error_rate=0.5 (exit 3)" in summarize(bad, str(dst))
+
+
+def test_run_report_shows_confidence_shots_and_signals(every_kind):
+    dst, _ = every_kind
+    page = (dst / "_runs" / "r1.html").read_text(encoding="utf-8")
+    talk = page.split("<code>talk</code>", 1)[1].split("<div class=\"video\">", 1)[0]
+    assert ("low confidence: decoded at temperature 1.0 after the fallback; mean token log-probability -4.10 "
+            "(under -1)") in talk
+    assert "“SALE”" in talk and "“SALE” <span" not in talk  # read with a high score: no score shown
+    assert "“blurry words” <span class=\"low\">(score 0.55, low)</span>" in talk
+    assert "topic: music (0.40) <span class=\"low\">low: chance is 0.33</span>" in talk
+    assert "caption language de (0.91) · on-screen language en (0.77)" in talk
+    assert "motion 0.123 (mvs)" in talk and "3 shots, 30.0 cuts/min" in talk
+    # the strip at the cuts: the thumbnail of the sampled frame nearest each cut
+    frames = sorted((r["pts_s"], r["thumbnail_jpeg"]) for r in Catalog(str(dst)).read(
+        "frame_embeddings", ["video_id", "pts_s", "thumbnail_jpeg"]).to_pylist()
+        if r["video_id"] == "talk" and r["thumbnail_jpeg"])
+    assert "shots: 3, cuts at 1.40 s, 2.60 s" in talk
+    strip = talk.split("<div class=\"frames shots\">", 1)[1]
+    assert _jpegs(strip) == [min(frames, key=lambda f: abs(f[0] - cut))[1] for cut in CUTS]
+    plain = page.split("<code>plain</code>", 1)[1].split("<div class=\"video\">", 1)[0]
+    assert "low confidence" not in plain and "shots:" not in plain and UNBROKEN[:200] in plain
+    assert "<p>audio: no audio track · transcript: <span class=\"muted\">none (no audio)" in page  # extra
+    # "not run yet" is not "none found"
+    assert "not searched yet: no near-copy search has run on this run's videos" in page
+    r2 = (dst / "_runs" / "r2.html").read_text(encoding="utf-8")
+    section = r2.split("<h2>Duplicates</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "found by the search runs <code>d1</code>" in section and "exact: frames matching" in section
+    assert section.count("4.0 s, ") == 2 and section.count(" kB, 320×240") == 2  # duration, size, frame of both
+
+
+def test_duplicates_report_counts_candidates_and_lists_non_matches(every_kind):
+    dst, _ = every_kind
+    record = next(r for r in Catalog(str(dst)).runs if r["run_id"] == "d1")
+    assert record["counts"]["searched"] == 2 and record["counts"]["matched"] == 1 and record["counts"]["unmatched"] == 1
+    page = (dst / "_runs" / "d1.html").read_text(encoding="utf-8")
+    section = page.split("<h2>Duplicates</h2>", 1)[1].split("<h2>", 1)[0]
+    assert re.search(r"searched videos with no earlier copy <span[^>]*>1</span>: <code>fresh</code></p>", section)
+    assert "candidate pairs <span" in section and "new: <code>talk-copy</code>" in section
+    assert "copy of: <code>talk</code>" in section and "frames matching 1.00" in section
+
+
+def test_contact_sheet_picks_a_varied_sample_and_lists_the_rest(every_kind):
+    from extract.report import build_run_report, varied_sample
+
+    copies = [{"video_id": f"a{i}", "content_sha256": "same", "top_topic": "dance", "audio_kind": "music"}
+              for i in range(6)]
+    others = [{"video_id": "z-food", "content_sha256": "f", "top_topic": "food", "audio_kind": "music"},
+              {"video_id": "z-ocr", "content_sha256": "o", "top_topic": "dance", "audio_kind": "music",
+               "ocr_error": "OcrError"},
+              {"video_id": "z-quiet", "content_sha256": "q", "top_topic": "dance", "audio_kind": None,
+               "has_audio": False}]
+    picked = [v["video_id"] for v in varied_sample(copies + others, 4)]
+    assert sum(p.startswith("a") for p in picked) == 1 and set(picked) >= {"z-food", "z-ocr", "z-quiet"}
+    dst, _ = every_kind
+    page = build_run_report(Catalog(str(dst)), "r1", max_videos=1)
+    sheet = page.split("<h2>Contact sheet</h2>", 1)[1]
+    assert sheet.count("<div class=\"video\">") == 1 and "1 of 3 videos of this run" in sheet
+    rest = sheet.split("<h3>Not on the sheet</h3>", 1)[1]
+    assert sum(f"<td>{v}</td>" in rest for v in ("talk", "plain", "extra")) == 2
+
+
+# --------------------------------------------------------------------------- in a browser
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from headless import Chromium, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("headless Chromium is not installed (`make chromium` installs Debian's chromium)")
+    with Chromium(binary) as browser:
+        yield browser
+
+
+WIDTHS = (1400, 700)  # CSS pixels: a desktop window and half of one
+
+
+def test_every_report_kind_renders_in_chromium(every_kind, synthetic_page, synthetic_output, chromium, tmp_path):
+    """Each kind's page (and the hostile synthetic one) in headless Chromium at two widths: no
+    horizontal scrolling, every image decodes, nothing asked for outside the file, no console
+    message (a Content-Security-Policy refusal would be one); full-page screenshots kept."""
+    dst, kinds = every_kind
+    pages = {f"{kind} {run_id}": dst / "_runs" / f"{run_id}.html" for run_id, kind in kinds.items()}
+    pages["run r1 (hostile)"] = synthetic_output / "_runs" / "r1.html"
+    for name, path in pages.items():
+        html_text = path.read_text(encoding="utf-8")
+        for width in WIDTHS:
+            check = chromium.check(path, width)
+            assert check.title.startswith("extract "), name
+            assert check.scroll_width <= check.client_width == width, (name, width, check.wide)
+            assert check.images == html_text.count("<img ") and not check.broken, (name, check.broken)
+            assert not check.outside_requests(path.resolve().as_uri()), (name, check.requests)
+            assert not check.messages, (name, check.messages)
+            shot = Image.open(io.BytesIO(check.screenshot))
+            assert shot.width == width and shot.height > 300, (name, shot.size)
+            (tmp_path / f"{name.replace(' ', '-')}-{width}.png").write_bytes(check.screenshot)
+
+
+def test_the_browser_check_sees_overflow_broken_images_and_outside_loads(chromium, tmp_path):
+    """The checks above can fail: a wide block, an image that does not decode, an image from
+    the network, and one the reports' Content-Security-Policy refuses (asked for all the same,
+    then blocked, with a console message)."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><head><title>bad</title></head><body><div style=\"width:2000px\">wide</div>"
+                   "<img alt=\"broken\" src=\"data:image/png;base64,AAAA\">"
+                   "<img alt=\"outside\" src=\"http://127.0.0.1:9/x.png\"></body></html>")
+    check = chromium.check(bad, 700)
+    assert check.scroll_width > check.client_width and check.wide
+    assert "broken" in check.broken and check.images == 2
+    assert check.outside_requests(bad.resolve().as_uri()) == ["http://127.0.0.1:9/x.png"]
+    policy = tmp_path / "policy.html"
+    policy.write_text("<!DOCTYPE html><html><head><meta http-equiv=\"Content-Security-Policy\" "
+                      "content=\"default-src 'none'; img-src data:\"><title>p</title></head>"
+                      "<body><img alt=\"outside\" src=\"http://127.0.0.1:9/y.png\"></body></html>")
+    check = chromium.check(policy, 700)
+    assert check.outside_requests(policy.resolve().as_uri()) == ["http://127.0.0.1:9/y.png"]
+    assert check.blocked == ["http://127.0.0.1:9/y.png: csp"], check.blocked
+    assert any("Content Security Policy" in m for m in check.messages), check.messages

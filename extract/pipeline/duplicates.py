@@ -63,13 +63,16 @@ def find_duplicates(dst: str, config: Config, run_id: str | None = None, since: 
         for dt in sorted(set(dts.to_pylist())):  # a copy's row lives in its own upload date's partition
             session.write({("duplicates", dt): found.filter(pc.equal(dts, dt))})
         kinds = pc.value_counts(found["kind"]).to_pylist() if found.num_rows else []
+        matched = len(pc.unique(found["video_id"])) if found.num_rows else 0
         record = session.record(
             since=since,
             options={k: getattr(options, k) for k in ("max_hamming", "min_match_fraction", "min_clip_cosine",
                                                       "bands", "band_bits", "mirrored")},
             counts={"searched": len(new_ids), "history": videos.num_rows, "duplicates": found.num_rows,
+                    "matched": matched, "unmatched": len(new_ids) - matched,
                     **{f"kind_{k['values']}": k["counts"] for k in kinds}},
             search={k: v for k, v in vars(search.stats).items() if isinstance(v, (int, float, str))},
+            timings_s={phase: round(s, 3) for phase, s in search.stats.phase_seconds.items()},
             schema_evolution=session.evolved,
         )
         ids = new_ids.to_pylist()

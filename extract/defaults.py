@@ -229,14 +229,14 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             decode_batch_size=(2, "CPU: decoded videos reach the models soon"),
             torch_threads=(1, "one core per model actor"),
         )
-    chosen["decode_threads"] = (1, "one core per decode actor: a second FFmpeg thread costs more CPU than it saves")
+    chosen["decode_threads"] = (1, "a second FFmpeg thread costs more CPU than it saves")
     chosen.setdefault("model_workers", (1, "unused: one actor pool per model stage"))
     if "decode_workers" not in chosen:  # per-stage pools: decode on the CPUs the model actors leave
         model_actors = ((rt.clip_actors or chosen["clip_actors"][0]) + (rt.whisper_actors or chosen["whisper_actors"][0])
                         + ((rt.ocr_actors or chosen["ocr_actors"][0]) if config.ocr.enabled else 0))
         free_cpus = machine.cpus - model_actors * model_actor_cpus(machine, on_gpu)
         by_cpu = max(1, int(free_cpus))
-        why = f"the {max(free_cpus, 0):g} CPUs the model actors leave"
+        why = f"the {max(free_cpus, 0):g} CPU{'' if free_cpus == 1 else 's'} the model actors leave"
         if machine.memory_bytes:
             by_memory = max(1, int((machine.memory_bytes - model_actors * MODEL_ACTOR_BYTES) // DECODE_ACTOR_BYTES))
             if by_memory < by_cpu:

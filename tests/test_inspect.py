@@ -37,10 +37,10 @@ def with_thumbnails(row: dict) -> dict:
 
 
 def make_output(tmp_path):
-    """Run r1: video ``a`` (with thumbnails and a long caption), ``c`` and ``d``, and ``b`` failed;
+    """Run r1: video ``a`` (with thumbnails and a long caption), ``c`` and ``d``, and ``failed``;
     then a duplicates run that finds ``c`` a near copy and ``d`` a re-upload of ``a``."""
     long_caption = "a caption that goes on " * 40 + "#fyp"
-    rows = [with_thumbnails(finished_row("a")), finished_row("b", failed=True), finished_row("c"), finished_row("d")]
+    rows = [with_thumbnails(finished_row("a")), finished_row("failed", failed=True), finished_row("c"), finished_row("d")]
     rows[0]["caption"] = long_caption
     write_run(tmp_path, rows, "r1", {"run_id": "r1", "kind": "run", "status": "committed", "wall_s": 12.5,
                                      "started_at": "2026-11-25T10:00:00.123456+00:00", "error_rate": 0.25,
@@ -54,7 +54,7 @@ def make_output(tmp_path):
     with RunSession.open(Catalog(str(tmp_path)), "duplicates", "d1", writes=True) as session:
         session.write({("duplicates", "2026-11-24"): found})
         session.commit(session.record(counts={"searched": 4, "history": 4, "duplicates": 2}),
-                       {"duplicates": in_predicate("video_id", ["a", "b", "c", "d"])})
+                       {"duplicates": in_predicate("video_id", ["a", "failed", "c", "d"])})
     return tmp_path
 
 
@@ -81,9 +81,9 @@ def test_video_view_is_one_fact_per_line_within_the_width(tmp_path):
     copy = describe_video(str(out), "c", width=80)  # a copy shows what it copies (its duplicates row)
     assert_readable(copy, 80)
     assert re.search(r"^duplicates: 1 row$", copy, re.M) and "duplicate_of=a" in copy and "copies of it" not in copy
-    failed = describe_video(str(out), "b", width=80)  # a failed video: its error first
+    failed = describe_video(str(out), "failed", width=80)  # a failed video: its error first
     assert_readable(failed, 80)
-    assert failed.splitlines()[1] == "  status: error at decode: DecodeError: 'b': broken"
+    assert failed.splitlines()[1] == "  status: error at decode: DecodeError: 'failed': broken"
     assert "sound group" not in text  # no sounds recorded: nothing said
     assert describe_video(str(out), "nobody", width=80).endswith("no committed rows (never processed, skipped, or forgotten)")
 

@@ -257,10 +257,10 @@ def test_the_plan_printed_at_start_lists_what_applies_each_with_its_reason(machi
     for key, line in shown.items():
         value = getattr(resolved.runtime, key)
         why = reasons.get(f"runtime.{key}", "set in the config")
-        assert line.split()[1] == f"{value:g}" and line.endswith(f"{RUNTIME_UNITS[key]}: {why}"), line
+        assert line.split()[1] == f"{value:g}" and line.endswith(f"{RUNTIME_UNITS[key]}; {why}"), line
         assert not why.startswith("unused"), line
     # frames per CLIP pass and videos per call are named apart (a record's pools say videos_per_batch)
-    assert "frames per CLIP forward pass: set in the config" in shown["clip_batch_size"]
+    assert "frames per CLIP forward pass; set in the config" in shown["clip_batch_size"]
     assert "videos per model call" in shown["videos_per_batch"]
     assert all("videos_per_batch" in p and "batch_size" not in p for p in plan.values())
     # the run manifest keeps value and reason for every resolved key

@@ -75,16 +75,16 @@ def progress_states(segments: list[str]) -> list[str]:
     for seg in segments:
         if not seg.startswith("extract"):
             continue
-        state = re.sub(r"^extract: \S ", "extract: ", CLOCK.sub("", seg))
+        state = re.sub(r"^extract: \S \[[^\]]*\] ", "extract: ", CLOCK.sub("", seg))
         if not states or states[-1] != state:
             states.append(state)
     return states
 
 
 def test_progress_on_a_terminal_spins_then_moves_and_counts_errors_as_they_happen():
-    """Without Ray: the phases, decode reports and finished videos a run gives its view, drawn on a
-    60-column pseudo-terminal."""
-    master, slave = open_terminal(60)
+    """Without Ray: the phases, decode reports and finished videos a run gives its view, drawn on an
+    80-column pseudo-terminal."""
+    master, slave = open_terminal(80)
     reader = TerminalReader(master)
     stream = os.fdopen(slave, "w", encoding="utf-8", buffering=1)
     with RunProgress(stream) as view:
@@ -101,14 +101,15 @@ def test_progress_on_a_terminal_spins_then_moves_and_counts_errors_as_they_happe
     reader.thread.join(5)
     os.close(master)
     segments = reader.segments()
-    assert segments and max(len(s) for s in segments) <= 60, max(segments, key=len)
-    spinner = [s for s in segments if "loading the models" in s]
+    assert segments and max(len(s) for s in segments) <= 80, max(segments, key=len)
+    spinner = [s for s in segments if re.match(r"extract: \S \[\d\d:\d\d\] ", s)]
     assert len({s[len("extract: ")] for s in spinner}) >= 2, spinner  # the spinner turned
-    assert any("(2/3 decoded, 1 error)" in s for s in spinner), segments
+    assert any(re.match(r"extract: \S \[00:0\d\] \(2/3 decoded, 1 error\) starting 3 work", s) for s in spinner), \
+        segments
     states = progress_states(segments)
     bar = [s for s in states if "videos" in s]
-    assert re.search(r"1/3 videos, 1 error, 2 decoded$", bar[0]), states
-    assert re.search(r"extract: 100%\|.*\| 3/3 videos, 1 error$", bar[-1]), states
+    assert re.search(r"extract:  33%\|.*\| 1/3 videos, 1 error$", bar[0]), states
+    assert re.search(r"extract: 100%\|.*\| 3/3 videos, 1 error$", bar[-1]) and len(bar) == 2, states
     assert reader.text().endswith("\n")  # the final bar stays
 
 
@@ -142,7 +143,7 @@ def test_progress_off_a_terminal_is_a_line_per_phase_and_one_at_the_end():
 
 
 def test_long_lines_wrap_to_the_terminal_under_their_own_indent():
-    line = "  decode_threads        1  FFmpeg threads per video: one core per decode actor: a second costs more"
+    line = "  decode_threads        1  FFmpeg threads per video; a second FFmpeg thread costs more CPU than it saves"
     wrapped = wrap_to(f"plan for 2 CPUs, 8 GiB, no GPU:\n{line}", 50).splitlines()
     assert max(len(w) for w in wrapped) <= 50 and wrapped[0] == "plan for 2 CPUs, 8 GiB, no GPU:"
     assert all(w.startswith("      ") for w in wrapped[2:]) and " ".join(w.strip() for w in wrapped[1:]) == line.strip()

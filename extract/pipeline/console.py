@@ -249,19 +249,24 @@ class RunProgress:
         """Redraw the terminal line (the caller holds the lock)."""
         from tqdm import tqdm
 
+        spinning = not self.done  # until the first video finishes: what is happening, and what was reported
+        if spinning:
+            errors = len(self.failed)
+            seen = ([f"{self.decoded}/{self.total} decoded"] if self.decoded else []) + (
+                [f"{errors} error{'' if errors == 1 else 's'}"] if errors else [])
+            # the clock and the counts first: a narrow terminal cuts the line's end
+            desc = (f"extract: {self._frames[self._frame % len(self._frames)]} "
+                    f"[{tqdm.format_interval(time.monotonic() - self._t0)}] "
+                    + (f"({', '.join(seen)}) " if seen else "") + self.text)
         if self._bar is None:
             self._bar = tqdm(total=self.total or None, file=self.stream, dynamic_ncols=True, leave=True,
-                             unit="video", mininterval=0, bar_format="{desc} [{elapsed}]")
+                             unit="video", mininterval=0, desc=desc, bar_format="{desc}")
             self._bar.start_t = self._bar.last_print_t = time.time() - (time.monotonic() - self._t0)
             self._thread = threading.Thread(target=self._redraw_every, name="extract-progress", daemon=True)
             self._thread.start()
         bar = self._bar
-        if not self.done:  # the spinner: what is happening, and what the workers reported so far
-            errors = len(self.failed)
-            seen = ([f"{self.decoded}/{self.total} decoded"] if self.decoded else []) + (
-                [f"{errors} error{'' if errors == 1 else 's'}"] if errors else [])
-            bar.set_description_str(f"extract: {self._frames[self._frame % len(self._frames)]} {self.text}"
-                                    + (f" ({', '.join(seen)})" if seen else ""), refresh=False)
+        if spinning:
+            bar.set_description_str(desc, refresh=False)
             bar.refresh()
             return
         if bar.n == 0:  # the first finished video: from now on the bar
@@ -269,8 +274,7 @@ class RunProgress:
                               "[{elapsed}<{remaining}, {rate_fmt}]")
             bar.set_description_str("extract", refresh=False)
         errors = len(self.failed)
-        decoding = f", {self.decoded} decoded" if self.decoded and self.decoded < self.total else ""
-        bar.set_postfix_str(f"{errors} error{'' if errors == 1 else 's'}{decoding}", refresh=False)
+        bar.set_postfix_str(f"{errors} error{'' if errors == 1 else 's'}", refresh=False)
         if self.done > bar.n:
             bar.update(self.done - bar.n)
         else:

@@ -91,7 +91,7 @@ def plan_lines(config: Config, plan: dict[str, dict[str, Any]], reasons: dict[st
     lines = [f"plan for {machine.describe()}{gpus} (change one: --set runtime.KEY=VALUE):"]
     for key in keys:
         why = reasons.get(f"runtime.{key}", "set in the config")
-        lines.append(f"  {key:<{key_w}} {getattr(rt, key):>4g}  {RUNTIME_UNITS[key]}: {why}")
+        lines.append(f"  {key:<{key_w}} {getattr(rt, key):>4g}  {RUNTIME_UNITS[key]}; {why}")
     return lines
 
 

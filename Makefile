@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 
 WEIGHTS := $(BUILD)/whisper-base.pt
 JUNIT := $(BUILD)/junit.xml
-# Two pytest-xdist workers; tests/conftest.py groups each test file, and the files that start Ray
-# share one group (one Ray at a time), so two workers never run two Ray sessions at once.
-XDIST := -n 2 --dist loadgroup
+# Two pytest-xdist workers; tests/conftest.py groups each test file, the files that start Ray in
+# two groups (their fast tests, their slow ones: at most two of our Ray sessions at once), and
+# orders the longest groups first (kept by --no-loadscope-reorder).
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 
-.PHONY: venv demo check test test-all fuzz bench speech fonts sounds-media chromium weights clean gpu-wheels gpu-check-dry-run
+.PHONY: venv demo check test fuzz bench speech fonts sounds-media chromium weights clean gpu-wheels gpu-check-dry-run
 
 venv: $(STAMP)
 
@@ -74,22 +75,26 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 	$(VENV)/bin/extract run --input $(BUILD)/samples/manifest.jsonl --output $(DEMO_OUT) \
 	  --config jobs/configs/local.yaml --config $(BUILD)/tiny/tiny.yaml
 
+# The tiers each target runs (pytest -m). `make test` (CI) runs every test a CPU machine can run:
+# tests/reliability_cases.py reads TEST_MARKERS to tell which listed tests CI runs.
+TEST_MARKERS := not gpu
+CHECK_MARKERS := not slow and not gpu and not weights
+
 # The edit loop: the fast tiers only (no slow, weights or GPU tests), in parallel.
 check: venv speech fonts sounds-media chromium
-	$(PY) -m pytest -m "not slow and not gpu and not weights" -q $(XDIST)
+	$(PY) -m pytest -m "$(CHECK_MARKERS)" -q $(XDIST)
 
-# What CI runs (.ci/run): every test but the slow and GPU tiers (the weights tier included: its
-# real Whisper base weights are built first), in parallel.
+# What CI runs (.ci/run): every tier but GPU (slow and weights included: the real Whisper base
+# weights are built first), in parallel; then the reliability cases' outcomes from this run
+# (.build/reliability.md; fails when a case's test did not pass). The report is written even
+# when a test failed; the exit status is pytest's, or the report's when pytest passed.
 test: venv speech fonts sounds-media chromium $(WEIGHTS)
-	$(PY) -m pytest -m "not slow and not gpu" -q $(XDIST) --durations=25
+	rc=0; $(PY) -m pytest -m "$(TEST_MARKERS)" -q $(XDIST) --durations=40 --junitxml=$(JUNIT) || rc=$$?; \
+	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md || { [ $$rc != 0 ] || rc=1; }; \
+	exit $$rc
 
-# Every test a CPU machine can run (slow, weights, cluster), then the reliability cases' outcomes
-# from this run (.build/reliability.md; fails when a case's test did not pass).
-test-all: venv speech fonts sounds-media chromium $(WEIGHTS)
-	$(PY) -m pytest -m "not gpu" -q $(XDIST) --durations=25 --junitxml=$(JUNIT)
-	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md
-
-# Mutation fuzz tier: every mutant of tests/mutate.py through the decode stage (a fixed-seed slice runs in `make test`).
+# Mutation fuzz tier alone: every mutant of tests/mutate.py through the decode stage (`make test` runs it too;
+# `make check` a fixed-seed slice).
 fuzz: venv
 	$(PY) -m pytest -q tests/test_fuzz_decode.py tests/test_fuzz.py
 

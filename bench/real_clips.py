@@ -17,8 +17,9 @@ Where each part comes from (``SOURCES`` is recorded in every manifest row's ``so
   downloads the sdist into ``.build/`` with pip (``pip download --no-binary``; set-up time
   only, never at test time). Each speech clip strings recordings together in its own order,
   with pauses, to fill about 85 % of the clip; the manifest's ``spoken_text`` is what was said.
-- **Music**: ``extract.media.music.melody`` (a melody with harmonics and drums): no real music
-  recording with a licence to copy is on PyPI or Debian in reach of this set-up.
+- **Music**: real recorded music, the game score of Debian's ``drascula-music`` (``make
+  sounds-media`` installs it; ``MUSIC_TRACKS``), each clip from its own track and offset; the
+  tracks stay on this machine (the clips are built locally, never committed).
 - **Silence**: an audio track of digital silence (what a muted phone recording uploads).
 """
 
@@ -41,7 +42,7 @@ import numpy as np
 
 from bench.clips import CACHE_DIR, FPS, REPO, SPEECH_FILL, UPLOAD_DATE
 
-REAL_CLIPS_VERSION = 1  # bump when the way clips are written changes
+REAL_CLIPS_VERSION = 2  # bump when the way clips are written changes
 PEER_MEDIA = REPO.parent / "shared" / "peer-media"
 SPEECH_DIR = REPO / ".build" / "speech-sources"
 POCKETSPHINX_SDIST = "pocketsphinx==5.1.1"
@@ -51,6 +52,8 @@ SDIST_NAME = "pocketsphinx-5.1.1.tar.gz"
 BUILD_BACKEND = "scikit-build-core==1.1.2"
 RATE = 16_000
 PAUSE_S = (0.4, 0.8, 1.2)  # pauses between recordings, in turn
+MUSIC_DIR = Path("/usr/share/scummvm/drascula/audio")  # Debian drascula-music (`make sounds-media`)
+MUSIC_TRACKS = ("track3.ogg", "track11.ogg", "track23.ogg")  # 98-148 s each: every music clip fits in one
 
 # name -> (member of the sdist or peer-media file, transcript)
 SPEECH = {
@@ -148,7 +151,8 @@ def real_set_description(specs: Sequence[RealClipSpec]) -> str:
             f"{max(s.duration_s for s in specs):.0f} s ({total:.0f} s in all; `bench/real_clips.py`): "
             f"{len(kinds['speech'])} with real recorded speech (LibriVox audiobook readings, spoken commands and "
             "JFK's inaugural line from the pocketsphinx sdist and peer-media, strung together in a different "
-            f"order per clip), {len(kinds['music'])} music-only (synthetic melody with drums), "
+            f"order per clip), {len(kinds['music'])} music-only (real recorded music: Debian drascula-music's game "
+            "score), "
             f"{len(kinds['silence'])} silent; pictures from 7 real peer-media videos, portrait and landscape "
             "360p-1080p, 30 fps H.264 veryfast + AAC, key frames every 1 s / 2 s / 250 frames; each clip's "
             "sources are in its manifest row")
@@ -258,16 +262,28 @@ class LoopedPictures:
         return np.ascontiguousarray(rgb[top:top + self.height, left:left + self.width])
 
 
+def music_track(spec: RealClipSpec) -> np.ndarray:
+    """``spec``'s music: ``duration_s`` of a ``MUSIC_TRACKS`` track (by ``seed``) from 10 s in, 16 kHz mono."""
+    from bench.bench_music_speech import read_audio
+
+    path = MUSIC_DIR / MUSIC_TRACKS[spec.seed % len(MUSIC_TRACKS)]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: real music for the bench clips is missing; run `make sounds-media`")
+    audio = read_audio(path)[10 * RATE:]
+    n = int(spec.duration_s * RATE)
+    if len(audio) < n:
+        raise ValueError(f"{path}: {len(audio) / RATE:.0f} s from 10 s in, shorter than the {spec.duration_s:.0f} s clip")
+    return audio[:n]
+
+
 def _write_one(spec: RealClipSpec, path: Path, sdist: Path) -> dict:
-    from extract.media.music import melody
     from extract.tools.samples import write_clip
 
     spoken, speech_names = "", []
     if spec.kind == "speech":
         audio, spoken, speech_names = speech_track(spec, speech_recordings(sdist))
     elif spec.kind == "music":
-        notes = [55 + (spec.seed * 5 + k * 7) % 14 for k in range(int(spec.duration_s / 0.3) + 1)]
-        audio = melody(notes, timbre=("organ", "brass", "flute")[spec.seed % 3], seed=spec.seed)[0]
+        audio = music_track(spec)
     else:
         audio = np.zeros(int(spec.duration_s * RATE), np.float32)
     pictures = LoopedPictures(PEER_MEDIA / VIDEOS[spec.video], spec.video_start_s, spec.width, spec.height)
@@ -282,7 +298,7 @@ def _write_one(spec: RealClipSpec, path: Path, sdist: Path) -> dict:
             "source": {"pictures": f"peer-media/{VIDEOS[spec.video]} from {spec.video_start_s:.1f} s",
                        "audio": ({"speech": [SPEECH[n][0] if SPEECH[n][0].startswith("peer-media:")
                                              else f"{SDIST_NAME}:{SPEECH[n][0]}" for n in speech_names],
-                                  "music": "extract.media.music.melody (synthetic)",
+                                  "music": f"drascula-music:{MUSIC_TRACKS[spec.seed % len(MUSIC_TRACKS)]}",
                                   "silence": "digital silence"}[spec.kind])}}
 
 

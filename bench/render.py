@@ -50,6 +50,9 @@ def cpu_lines(c: dict[str, Any]) -> list[str]:
     lines += [
         f"| everything (whole run, start-up included) | {ours['tree_cpu_s']:.1f} | {naive['tree_cpu_s']:.1f} | | | |",
         "",
+        *([f"Ours' CPU-seconds by process (`bench.machine.TreeCpu`): "
+           + ", ".join(f"`{name}` {cpu:.1f}" for name, cpu in ours["cpu_by_process"].items() if cpu >= 0.5), ""]
+          if ours.get("cpu_by_process") else []),
         f"Core utilisation on {ours['cores']} cores: ours {_pct(ours['utilisation'])}, naive "
         f"{_pct(naive['utilisation'])} (target ≥ {_pct(TARGETS['utilisation'])} for ours: "
         f"{'**met**' if ours['utilisation'] >= TARGETS['utilisation'] else '**not met**'}).", ""]

@@ -45,7 +45,7 @@ import numpy as np
 
 from bench.clips import REPO, build_set, short_specs, subset_manifest
 from bench.real_clips import build_real_set, real_set_description, real_specs
-from bench.machine import load_average, machine_info
+from bench.machine import TreeCpu, load_average, machine_info
 from bench.render import fmt, plot, render_markdown, write_results_md
 from extract.defaults import resolved_here
 from extract.pipeline.resources import peak_rss_mb
@@ -196,38 +196,39 @@ def _worker(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, args.overrides)
     load_before = load_average()
-    t0 = time.perf_counter()
     if args.worker == "decode":
         result = {"pipeline": "decode", "manifest": args.manifest, **decode_in_isolation(args.manifest, config),
                   "load_avg_before": load_before, "load_avg_after": load_average()}
         Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
         return
+    tree = TreeCpu().start()  # every process of the run, Ray's included; orphans are reaped here
+    t0 = time.perf_counter()
     if args.worker == "ours":
         from extract.pipeline.job import run_job
         from extract.pipeline.ray_backend import init_ray
 
         import ray
 
-        _adopt_orphans()  # Ray's workers outlive their raylet by a moment: they must be reaped here
         init_ray(config)
         ray_start_s = time.perf_counter() - t0
         record = run_job(args.manifest, args.output, config, progress=False)
         wall = time.perf_counter() - t0
-        # Ray's processes (its daemons and the workers under them) are this process's children:
-        # once shut down and reaped their CPU time is in RUSAGE_CHILDREN.
+        tree_cpu = tree.total()
+        cpu_by_process = tree.by_name()
         ray.shutdown()
         _reap_children()
         extra = {"ray_start_s": round(ray_start_s, 3), "resources": record.get("resources"),
+                 "cpu_by_process": cpu_by_process,
                  "stage_cpu_s": record.get("cpu_s", {})}
     else:
         from bench.naive import run_naive
 
         record = run_naive(args.manifest, args.output, config)
         wall = time.perf_counter() - t0
+        tree_cpu = tree.total()
         extra = {"device": record["device"], "stage_cpu_s": record["cpu_s"], "per_video_s": record["per_video_s"]}
+    tree.stop()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    tree_cpu = usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     audio_s = record["audio_s"]
     frames = record["tables"].get("frame_embeddings", 0)
@@ -245,17 +246,6 @@ def _worker(args: argparse.Namespace) -> None:
         "load_avg_before": load_before, "load_avg_after": load_average(), **extra,
     }
     Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _adopt_orphans() -> None:
-    """Make this process the child subreaper of its descendants (Linux ``PR_SET_CHILD_SUBREAPER``),
-    so that the CPU time of every process Ray starts ends in this process's RUSAGE_CHILDREN."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _reap_children(timeout_s: float = 30.0) -> None:

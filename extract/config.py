@@ -142,6 +142,14 @@ RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")  # not u
 AUTO_RUNTIME_KEYS = ("clip_batch_size", "whisper_batch_size", "num_gpus_per_actor", "clip_actors", "whisper_actors",
                      "ocr_actors", "decode_batch_size", "decode_workers", "decode_threads", "videos_per_batch",
                      "torch_threads", "model_workers")
+# What each of them counts, as the plan printed at start names it (``extract.pipeline.resources.plan_lines``).
+RUNTIME_UNITS = {
+    "model_workers": "model workers, each holding every model", "clip_actors": "CLIP actors",
+    "whisper_actors": "Whisper actors", "ocr_actors": "OCR actors", "num_gpus_per_actor": "GPU per model actor",
+    "decode_workers": "decode workers", "decode_threads": "FFmpeg threads per video",
+    "decode_batch_size": "videos per decode call", "videos_per_batch": "videos per model call",
+    "clip_batch_size": "frames per CLIP forward pass", "whisper_batch_size": "30 s windows per Whisper forward pass",
+    "torch_threads": "torch threads per model worker"}
 
 
 @dataclass(frozen=True)

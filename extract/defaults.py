@@ -149,7 +149,8 @@ def model_actor_cpus(machine: Machine, on_gpu: bool) -> float:
 
 def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str, str]]:
     """``config`` with every null ``runtime`` key resolved for ``machine``, and per resolved key
-    (``runtime.<key>``) its value and why. Keys the config sets are kept."""
+    (``runtime.<key>``) why, in a few words (``unused: ...`` for a key this layout does not
+    use). Keys the config sets are kept."""
     rt = config.runtime
     on_gpu = uses_gpus(config, machine)
     chosen: dict[str, tuple[Any, str]] = {}
@@ -170,7 +171,7 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             ocr_actors=(max(1, round(machine.cpus * OCR_GPU_NODE_SHARE)),
                         f"{OCR_GPU_NODE_SHARE:.0%} of {machine.cpus:g} CPUs: OCR runs on CPUs beside the GPUs"),
             videos_per_batch=(32, "about 1,000 frames per CLIP call on a GPU"),
-            decode_batch_size=(4, "GPU run"),
+            decode_batch_size=(4, "a steady stream of decoded videos for the GPUs"),
             torch_threads=(1, "the model runs on the GPU; one CPU per model actor"),
         )
     elif fused_models(config, machine):
@@ -185,7 +186,7 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
         left = machine.memory_bytes - (rt.decode_workers or decode) * DECODE_ACTOR_BYTES
         by_memory = max(1, int(left // FUSED_WORKER_BYTES)) if machine.memory_bytes else 1 << 30
         workers = max(1, min(int(machine.cpus), by_memory))
-        why_workers = (f"one per core ({machine.cpus:g}): each holds every model and takes whichever batch is ready"
+        why_workers = (f"one per core ({machine.cpus:g}): whichever stage has work gets a free core"
                        if workers == max(1, int(machine.cpus)) else
                        f"memory: {machine.memory_bytes / GIB:.0f} GiB at {FUSED_WORKER_BYTES / GIB:g} GiB per worker")
         unused = "unused: the fused model workers (runtime.model_workers) run every model stage"
@@ -196,7 +197,7 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             clip_batch_size=(64, "CPU: throughput flat from 8 frames up; bounded memory"),
             whisper_batch_size=(8, "CPU: a call of a few videos up to 2 minutes never splits"),
             videos_per_batch=(FUSED_VIDEOS_PER_BATCH, "CPU: a short last batch, while only one worker is left"),
-            decode_batch_size=(2, "CPU"),
+            decode_batch_size=(2, "CPU: decoded videos reach the models soon"),
             torch_threads=(1, "one core per model worker"),
             decode_workers=(decode, why_decode),
         )
@@ -209,7 +210,7 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             clip_batch_size=(64, "CPU: throughput flat from 8 frames up; bounded memory"),
             whisper_batch_size=(8, "CPU: a call of 4 videos up to 60 s never splits"),
             videos_per_batch=(4, "CPU: short fill and drain of the pipeline, full Whisper batches"),
-            decode_batch_size=(2, "CPU"),
+            decode_batch_size=(2, "CPU: decoded videos reach the models soon"),
             torch_threads=(1, "half a CPU per model actor"),
         )
     else:
@@ -225,17 +226,17 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
             clip_batch_size=(64, "CPU: throughput flat from 8 frames up; bounded memory"),
             whisper_batch_size=(8, "CPU: a call of 4 videos up to 60 s never splits"),
             videos_per_batch=(4, "CPU: short fill and drain of the pipeline, full Whisper batches"),
-            decode_batch_size=(2, "CPU"),
+            decode_batch_size=(2, "CPU: decoded videos reach the models soon"),
             torch_threads=(1, "one core per model actor"),
         )
-    chosen["decode_threads"] = (1, "one core per decode actor: a second FFmpeg thread costs more CPU than it saves")
+    chosen["decode_threads"] = (1, "a second FFmpeg thread costs more CPU than it saves")
     chosen.setdefault("model_workers", (1, "unused: one actor pool per model stage"))
     if "decode_workers" not in chosen:  # per-stage pools: decode on the CPUs the model actors leave
         model_actors = ((rt.clip_actors or chosen["clip_actors"][0]) + (rt.whisper_actors or chosen["whisper_actors"][0])
                         + ((rt.ocr_actors or chosen["ocr_actors"][0]) if config.ocr.enabled else 0))
         free_cpus = machine.cpus - model_actors * model_actor_cpus(machine, on_gpu)
         by_cpu = max(1, int(free_cpus))
-        why = f"the {max(free_cpus, 0):g} CPUs the model actors leave"
+        why = f"the {max(free_cpus, 0):g} CPU{'' if free_cpus == 1 else 's'} the model actors leave"
         if machine.memory_bytes:
             by_memory = max(1, int((machine.memory_bytes - model_actors * MODEL_ACTOR_BYTES) // DECODE_ACTOR_BYTES))
             if by_memory < by_cpu:
@@ -247,10 +248,16 @@ def resolve_runtime(config: Config, machine: Machine) -> tuple[Config, dict[str,
         if getattr(rt, key) is None:
             value, why = chosen[key]
             updates[key] = value
-            reasons[f"runtime.{key}"] = f"{value} ({why})"
+            reasons[f"runtime.{key}"] = why
     resolved = dataclasses.replace(config, runtime=dataclasses.replace(rt, **updates))
     assert resolved.runtime.resolved
     return resolved, reasons
+
+
+def explained(config: Config, reasons: Mapping[str, str]) -> dict[str, str]:
+    """``resolve_runtime``'s ``reasons`` as the run manifest keeps them (``resources.defaults``):
+    ``runtime.<key>`` -> ``"<value> (<why>)"`` with the value of the resolved ``config``."""
+    return {key: f"{getattr(config.runtime, key.split('.', 1)[1])} ({why})" for key, why in reasons.items()}
 
 
 def resolved_here(config: Config) -> Config:

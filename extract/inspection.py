@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 
 from extract.config import StorageConfig
 from extract.tables.catalog import RUNS_DIR, AsOf, Catalog
-from extract.tables.schemas import TABLES
+from extract.tables.schemas import TABLES, get_table_schema
 
 DEFAULT_WIDTH = 100  # characters per line when the caller gives none (a pipe, a log)
 MAX_ROWS_SHOWN = 50  # rows of one table shown per video; the count says how many there are
@@ -107,16 +107,20 @@ def describe_output(dst: str, storage: StorageConfig | None = None, last_runs: i
         lines.append(f"  {table:<{name_w}}  v{t['version']:<3} {t['rows']:>9,} rows {t['files']:>5} files "
                      f"{_size(t['bytes']):>8}  dt{span}" + (f" ({t['partitions']} partitions)" if t["partitions"] > 1 else ""))
     lines.append(f"recent runs (last {len(facts['runs'])}):")
+    kind_w = max([len("kind")] + [len(r["kind"]) for r in facts["runs"]])
+    lines.append(f"  {'seq':>4}  {'kind':<{kind_w}}  {'started':<25}  {'took':>9}  run")
     for r in facts["runs"]:
+        wall = f"{r['wall_s']:.1f} s" if r["wall_s"] is not None else "-"
+        lines.append(f"  {r['seq'] if r['seq'] is not None else '-':>4}  {r['kind']:<{kind_w}}  "
+                     f"{_when(r['started_at']):<25}  {wall:>9}  {r['run_id']}"
+                     + ("" if r["status"] == "committed" else f" ({r['status']})"))
         counts = ", ".join(f"{k} {v:,}" for k, v in r["counts"].items())
         rate = f", error rate {r['error_rate']:.1%}" if r["error_rate"] else ""
-        wall = f"{r['wall_s']:.1f} s" if r["wall_s"] is not None else "-"
-        lines.append(f"  {r['run_id']}  seq {r['seq']}  {r['kind']}  {r['status']}  "
-                     f"started {_when(r['started_at'])}  took {wall}")
+        indent = " " * (10 + kind_w)  # under the start time
         if counts or rate:
-            lines.append(f"      {counts}{rate}")
+            lines.append(f"{indent}{counts}{rate}")
         if r["report"]:
-            lines.append(f"      report: {r['report']}")
+            lines.append(f"{indent}report: {r['report']}")
     if facts["errors"]:
         e = facts["errors"]
         lines.append(f"errors: {e['rows']:,} rows ({e['retryable']:,} retryable)")
@@ -126,7 +130,9 @@ def describe_output(dst: str, storage: StorageConfig | None = None, last_runs: i
 
 def video_facts(dst: str, video_id: str, storage: StorageConfig | None = None, as_of: AsOf = None) -> dict:
     """Every committed row of one video, table by table, with values summarised (see
-    ``summarize``); ``copies`` lists the videos recorded as near copies or re-uploads of it."""
+    ``summarize``); ``copies`` lists the videos recorded as near copies or re-uploads of it,
+    ``sound_group`` the videos that share its sound (when the output has same-sound matches:
+    ``sound_matches`` rows or ``videos.sound_id``), ``status`` ``ok``, ``error`` or ``absent``."""
     catalog = Catalog(dst, storage or StorageConfig(), as_of=as_of)
     tables: dict[str, Any] = {}
     for table in TABLES:
@@ -141,18 +147,49 @@ def video_facts(dst: str, video_id: str, storage: StorageConfig | None = None, a
         found = catalog.read("duplicates", ["video_id", "kind", "match_frames", "clip_cosine"],
                              filter=pc.field("duplicate_of") == video_id)
         if found is not None:
-            copies = [{k: summarize(v) for k, v in rec.items()} for rec in found.to_pylist()]
-    return {"video_id": video_id, "output": dst, "found": bool(tables), "tables": tables, "copies": copies}
+            copies = sorted(({k: summarize(v) for k, v in rec.items()} for rec in found.to_pylist()),
+                            key=lambda c: c["video_id"])
+    status = "ok" if "videos" in tables else "error" if "errors" in tables else "absent"
+    return {"video_id": video_id, "output": dst, "found": bool(tables), "status": status, "tables": tables,
+            "copies": copies, "sound_group": _sound_group(catalog, video_id, tables)}
+
+
+def _sound_group(catalog: Catalog, video_id: str, tables: dict[str, Any]) -> dict | None:
+    """The other videos that share ``video_id``'s sound: by its ``sound_matches`` rows' ``sound_id``
+    or its ``videos.sound_id``; None when the output records no sounds or the video has none."""
+    sound_ids = {row.get("sound_id") for row in tables.get("sound_matches", {}).get("shown", [])}
+    sound_ids |= {row.get("sound_id") for row in tables.get("videos", {}).get("shown", [])}
+    sound_ids.discard(None)
+    if not sound_ids:
+        return None
+    ids = sorted(sound_ids)
+    others: dict[str, dict] = {}
+    for table in ("sound_matches", "videos"):
+        if table not in TABLES or "sound_id" not in get_table_schema(table).column_names:
+            continue
+        columns = [c for c in ("video_id", "sound_id", "offset_s", "matched_s", "score")
+                   if c in get_table_schema(table).column_names]
+        found = catalog.read(table, columns, filter=pc.field("sound_id").isin(ids) & (pc.field("video_id") != video_id))
+        for rec in [] if found is None else found.to_pylist():
+            others.setdefault(rec["video_id"], {}).update({k: summarize(v) for k, v in rec.items() if v is not None})
+    return {"sound_ids": ids, "videos": sorted(others.values(), key=lambda r: r["video_id"])}
 
 
 def describe_video(dst: str, video_id: str, storage: StorageConfig | None = None, as_of: AsOf = None,
                    width: int = DEFAULT_WIDTH) -> str:
-    """``video_facts`` for a person: the ``videos`` (or ``errors``) row one column per line, the
-    per-frame, per-segment and per-line tables one row per line, then the video's copies."""
+    """``video_facts`` for a person: its status (and error), the ``videos`` (or ``errors``) row one
+    column per line, the per-frame, per-segment and per-line tables one row per line, then the
+    video's copies and its sound group."""
     facts = video_facts(dst, video_id, storage, as_of)
     lines = [f"video {video_id!r} in {dst}"]
     if not facts["found"]:
         lines.append("  no committed rows (never processed, skipped, or forgotten)")
+    elif facts["status"] == "error":
+        err = facts["tables"]["errors"]["shown"][0]
+        lines.append(f"  status: error at {err.get('stage')}: {err.get('error_type')}"
+                     f"{' (retryable)' if err.get('retryable') else ''}: {_text(err.get('message'))}")
+    else:
+        lines.append("  status: ok")
     for table, t in facts["tables"].items():
         more = f" (first {len(t['shown'])} shown)" if t["rows"] > len(t["shown"]) else ""
         lines.append(f"{table}: {t['rows']} row{'s' if t['rows'] != 1 else ''}{more}")
@@ -169,9 +206,16 @@ def describe_video(dst: str, video_id: str, storage: StorageConfig | None = None
             lines += ["  " + "  ".join(f"{k}={_text(v)}" for k, v in row.items() if v is not None and k not in same)
                       for row in rows]
     if facts["copies"]:
-        lines.append(f"copies of it: {len(facts['copies'])}")
+        lines.append(f"copies of it (later near copies and re-uploads): {len(facts['copies'])}")
         lines += [f"  {c['video_id']}  {c['kind']}  frames {_text(c['match_frames'])}  "
                   f"clip cosine {_text(c['clip_cosine'])}" for c in facts["copies"]]
+    group = facts["sound_group"]
+    if group is not None:
+        lines.append(f"sound group {', '.join(map(str, group['sound_ids']))}: {len(group['videos'])} other "
+                     f"video{'s' if len(group['videos']) != 1 else ''}")
+        said = ("video_id", "sound_id") if len(group["sound_ids"]) == 1 else ("video_id",)
+        lines += ["  " + "  ".join([v["video_id"]] + [f"{k}={_text(x)}" for k, x in v.items() if k not in said])
+                  for v in group["videos"]]
     return fit(lines, width)
 
 

@@ -15,7 +15,8 @@ import sys
 from typing import Any, Callable
 
 from extract.config import Config, StorageConfig
-from extract.pipeline.outcome import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome
+from extract.pipeline.outcome import (EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome, describe_error_rate,
+                                    error_rate_health)
 
 log = logging.getLogger("extract")
 
@@ -68,12 +69,13 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
         detail = f"{type(exc).__name__}: {exc}"
         print(f"{name}: run failed, {what_was_published(exc)}: {detail}{log_note}", file=sys.stderr)
         return Outcome("failed", EXIT_FAILED, detail)
+    limit = config.limits.max_error_rate
     print(summarize(record, dst), flush=True)
+    print(describe_error_rate(record, limit), flush=True)
     write_report(name, dst, record, config.storage)
     if not verbose:
         print(f"  log (Ray and workers): {console.log_path}", flush=True)
-    limit = config.limits.max_error_rate
-    if record["error_rate"] > limit:
+    if error_rate_health(record["error_rate"], limit) == "over":
         detail = f"error rate {record['error_rate']:.0%} is over limits.max_error_rate={limit}"
         print(f"{name}: {detail}", file=sys.stderr)
         return Outcome("committed", EXIT_ERROR_RATE, detail, record)

@@ -14,19 +14,36 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # Test files that start Ray in this process or run `extract run`/the jobs (which do): under
-# pytest-xdist (`make check`/`make test`: `-n 2 --dist loadgroup`) they share one group, so one
-# worker runs them one after another; the three-node cluster runs in its own group beside them.
+# pytest-xdist (`make check`/`make test`: `-n 2 --dist loadgroup`) their tests share one group
+# ("ray"), so one worker runs them one after another, and their slow tests (harness runs that
+# kill and crash processes, the exit-code runs) a second one ("ray-slow") that the other worker
+# runs beside it: at most two in-process Rays of ours at once. The three-node cluster has a group
+# of its own. Every other file is a group.
 RAY_FILES = {"test_duplicates_run.py", "test_e2e.py", "test_evolution.py", "test_jobs.py",
              "test_pipeline_resources.py", "test_queries.py", "test_report.py", "test_reuse.py", "test_s3.py",
              "test_terminal.py", "test_reliability_pipeline.py", "test_exit_codes.py"}
+# The groups that take longest (`make test`: minutes each), handed to the workers first and in
+# this order (the Makefile's `--no-loadscope-reorder` keeps the collection's order; xdist would
+# otherwise start with the groups of the most tests, however short), so none starts last.
+LONG_GROUPS = ("ray", "ray-slow", "test_cluster_scaleout.py")
+
+
+def xdist_group(item) -> str:
+    """The pytest-xdist group of a test (see RAY_FILES)."""
+    name = item.path.name
+    if name in RAY_FILES:
+        return "ray-slow" if item.get_closest_marker("slow") else "ray"
+    return name
 
 
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    for item in items:  # one xdist group per file (module fixtures made once), Ray files together
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else name))
+    groups = {item.nodeid: xdist_group(item) for item in items}
+    for item in items:  # module fixtures made once per group; Ray files in two groups
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    rank = {group: i for i, group in enumerate(LONG_GROUPS)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(LONG_GROUPS)))  # stable: files keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (run on a GPU machine: pytest -m gpu)")

@@ -5,7 +5,7 @@ or a whole file). ``python tests/reliability_cases.py JUNIT.xml --out REPORT.md`
 step of ``make test``) reads the run's JUnit XML and writes every case with the outcome of its
 tests; it exits 1 when a listed test did not pass in that run (failed, skipped, deselected or
 missing), so the document's claims are the run's, not a hand-kept column. ``collect`` lists
-what pytest would run, for tests/test_docs.py.
+what ``make test`` would run (its ``-m TEST_MARKERS`` from the Makefile), for tests/test_docs.py.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "tests" / "RELIABILITY.md"
+MAKEFILE = REPO / "Makefile"
+# pytest-xdist's loadgroup appends "@<group>" to a test's node id (tests/conftest.py sets the groups)
+XDIST_GROUP = re.compile(r"@[\w.-]+$")
 CASE_ROW = re.compile(r"^\| (\d+[a-z]?) \|.*\| ([^|]*) \|$")
 NODE_ID = re.compile(r"`(tests/[\w/]+\.py(?:::[^`]+)?)`")
 
@@ -39,7 +42,7 @@ def junit_outcomes(path: str | Path) -> dict[str, str]:
     outcomes = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         module = case.get("classname", "").replace(".", "/")
-        node = f"{module}.py::{case.get('name')}"
+        node = f"{module}.py::{XDIST_GROUP.sub('', case.get('name', ''))}"
         kinds = {child.tag for child in case}
         outcomes[node] = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
     return outcomes
@@ -78,11 +81,22 @@ def report(doc_text: str, outcomes: dict[str, str]) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", problems
 
 
+def ci_markers() -> str:
+    """The marker expression ``make test`` (CI) selects tests with: the Makefile's ``TEST_MARKERS``."""
+    (expr,) = re.findall(r"^TEST_MARKERS := (.+)$", MAKEFILE.read_text(encoding="utf-8"), re.M)
+    return expr.strip()
+
+
 class CollectPlugin:
     """Records what a collection would run: ``{node id: why it would not run, or None}``."""
 
-    def __init__(self) -> None:
+    def __init__(self, markers: str = "") -> None:
+        self.markers = markers
         self.items: dict[str, str | None] = {}
+
+    def pytest_deselected(self, items) -> None:
+        for item in items:
+            self.items[item.nodeid] = f"deselected by make test's -m {self.markers!r}"
 
     def pytest_collection_finish(self, session) -> None:
         from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
@@ -97,12 +111,15 @@ class CollectPlugin:
 
 
 def collect(files: list[str]) -> dict[str, str | None]:
-    """What ``pytest`` collects from ``files`` (paths relative to the repository), each node id
-    with the reason it would not run on a CPU machine (None: it runs)."""
+    """What ``pytest -m TEST_MARKERS`` (``make test``) collects from ``files`` (paths relative to
+    the repository), each node id with the reason it would not run in CI on a CPU machine (None:
+    it runs)."""
     code = ("import json, sys; sys.path.insert(0, 'tests'); import pytest; from reliability_cases import CollectPlugin; "
-            "p = CollectPlugin(); rc = pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', *sys.argv[1:]], "
-            "plugins=[p]); print('@@' + json.dumps(p.items)); sys.exit(0 if rc in (0, 5) else rc)")
-    proc = subprocess.run([sys.executable, "-c", code, *files], cwd=REPO, capture_output=True, text=True, timeout=600)
+            "p = CollectPlugin(sys.argv[1]); rc = pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', "
+            "'-m', sys.argv[1], *sys.argv[2:]], plugins=[p]); print('@@' + json.dumps(p.items)); "
+            "sys.exit(0 if rc in (0, 5) else rc)")
+    proc = subprocess.run([sys.executable, "-c", code, ci_markers(), *files], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
     marker = [line for line in proc.stdout.splitlines() if line.startswith("@@")]
     if proc.returncode != 0 or not marker:
         raise RuntimeError(f"collecting {files} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

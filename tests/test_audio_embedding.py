@@ -120,7 +120,7 @@ def test_real_audio_frames():
         real_audio_frames([float("nan")])
 
 
-# Minutes-scale tier like the other real-weights checks (~10-20 s here): `make test-all` or `-m weights`.
+# Minutes-scale tier like the other real-weights checks (~10-20 s here): `make test` runs it, `make check` does not.
 @pytest.mark.weights
 @pytest.mark.slow
 def test_same_melody_embeds_closer_than_another_with_base_weights():

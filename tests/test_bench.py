@@ -53,6 +53,23 @@ def test_speech_track_fills_the_clip_and_says_what_it_holds():
     assert said == " ".join(recordings[n][1] for n in used) and used[0] == spec.speech[0]
 
 
+@pytest.mark.skipif(not (__import__("bench.real_clips").real_clips.MUSIC_DIR / "track3.ogg").is_file(),
+                    reason="real music not installed: `make sounds-media` (Debian drascula-music)")
+def test_music_clips_are_distinct_real_recordings():
+    """Each music clip of the set is its own real track (not a synthetic tone), as long as the clip."""
+    from bench import real_clips
+
+    music = [s for s in real_clips.real_specs() if s.kind == "music"]
+    tracks = [real_clips.music_track(s) for s in music]
+    assert len({real_clips.MUSIC_TRACKS[s.seed % len(real_clips.MUSIC_TRACKS)] for s in music}) == len(music)
+    for spec, audio in zip(music, tracks):
+        assert len(audio) == int(spec.duration_s * real_clips.RATE)
+        windows = audio[: len(audio) // 16000 * 16000].reshape(-1, 16000)
+        assert (np.sqrt((windows ** 2).mean(axis=1)) > 0.005).mean() > 0.8  # sound in most seconds
+        spectrum = np.abs(np.fft.rfft(audio[:16000 * 4]))
+        assert (spectrum > spectrum.max() * 0.05).sum() > 200  # many partials: not one synthetic tone
+
+
 def test_set_key_changes_with_every_parameter():
     base = clips.short_specs(3)
     keys = {clips.set_key("s", base, True), clips.set_key("s", base, False),
@@ -194,3 +211,22 @@ def test_training_read_builds_days_as_runs_write_them(tmp_path):
     assert got["videos"]["files"] == 5 and got["videos"]["files_per_partition_max"] == 2  # late uploads: days 0, 1
     frames = Catalog(str(tmp_path / "out")).read("frame_embeddings", ["video_id", "embedding"])
     assert frames.num_rows == (3 * 4 + 2 * 1) * 8 and frames.schema.field("embedding").type.list_size == 512
+
+
+def test_tree_cpu_counts_grandchildren_and_orphans():
+    """``TreeCpu`` counts every process under the one that starts it, also those whose parent exits
+    without waiting for them (``getrusage`` loses those), and leaves out what it spent before."""
+    spin = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 1.0: pass"
+    script = f"""
+import subprocess, sys, time
+from bench.machine import TreeCpu
+t = time.process_time()
+while time.process_time() - t < 1.0: pass  # before start(): not counted
+tree = TreeCpu(interval_s=0.05).start()
+# the shell exits at once: the two spinning grandchildren are orphans while they run
+subprocess.run(["sh", "-c", "{sys.executable} -c '{spin}' & {sys.executable} -c '{spin}' &"], check=True)
+time.sleep(2.5)
+print(tree.total())
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert 1.9 <= float(out.stdout) <= 3.0, out

@@ -25,12 +25,22 @@ from extract.tables.schemas import TABLES
 from extract.tables.writer import COMMIT_ORDER, CommitIncompleteError, RunWriter, commit_run, ensure_tables, \
     reprocessing_predicate, roll_forward
 
-FINISHER_ROUNDS = 20
+# Rounds of the race and kill tests. Locally 20 each. On the moto server (round trips make a
+# round slower) the rounds that cover every case once: the race stopped before each table,
+# with and without the lease; a kill after each table commit.
+ROUNDS = 20
+# The race's cases, in the order its rounds take them (then again): the commit stopped before
+# table k, both finishers without the lease, then with it.
+RACES = [(k, lease) for k in range(len(COMMIT_ORDER)) for lease in (False, True)]
 
+
+def rounds(dst: str, covering: int) -> int:
+    """``ROUNDS`` on a local output, ``covering`` on S3."""
+    return covering if dst.startswith("s3://") else ROUNDS
 
 
 LOCAL_AND_S3 = pytest.mark.parametrize("dst", ["local", "s3"], indirect=True)
-# The moto server's round trips make the 20 rounds slow: the S3 variant runs with the slow tier.
+# The moto server's round trips make the rounds slow: the S3 variant runs with the slow tier.
 LOCAL_AND_SLOW_S3 = pytest.mark.parametrize("dst", ["local", pytest.param("s3", marks=pytest.mark.slow)],
                                             indirect=True)
 
@@ -140,18 +150,19 @@ def test_two_processes_finishing_one_pending_commit_append_each_row_once(dst, mo
         w.start()
     try:
         run_ids, orphans, both_finished = [], set(), 0
-        for i in range(FINISHER_ROUNDS):
+        for i in range(rounds(dst, len(RACES))):
+            k, lease = RACES[i % len(RACES)]
             run_id = f"r{i:02d}"
-            pending_run(dst, run_id, i % len(COMMIT_ORDER), monkeypatch)  # stopped before each table in turn
+            pending_run(dst, run_id, k, monkeypatch)  # stopped before each table in turn
             run_ids.append(run_id)
             for _ in workers:
-                commands.put("lease" if i % 2 else "no-lease")
+                commands.put("lease" if lease else "no-lease")
             outcomes = [results.get(timeout=120) for _ in workers]
             assert all(kind == "ok" for kind, _ in outcomes), outcomes
             finished = [ids for _, ids in outcomes]
             assert [run_id] in finished and all(ids in ([], [run_id]) for ids in finished), finished
             both_finished += finished.count([run_id]) == 2
-            if i % 2:
+            if lease:
                 assert finished.count([run_id]) == 1, "with the lease, one process finishes, the other waits"
                 orphans = assert_each_row_once(dst, run_ids, orphans)  # and no losing commit's file
             else:  # the losing commit of the two may leave its data files (`extract maintain` vacuums them)
@@ -189,25 +200,37 @@ def _killed_run(dst: str, env: dict, run_id: str, k: int) -> None:
     writer.commit_run(staged, {"run_id": run_id, "kind": "run", "status": "committed"}, predicate)
 
 
-@pytest.mark.slow  # a spawned process per table: about a minute
+def forked_children() -> mp.context.BaseContext:
+    """A multiprocessing context whose children fork from a server that imported this module
+    (deltalake, pyarrow, the writer) once and started no thread: a child costs milliseconds,
+    not a fresh interpreter's imports."""
+    forkserver = mp.get_context("forkserver")
+    forkserver.set_forkserver_preload([__name__])
+    return forkserver
+
+
+@pytest.mark.slow  # a forked process per round; each round several seconds on a loaded 2-core machine
 @LOCAL_AND_S3
 def test_a_run_killed_after_each_table_commit_is_finished_once_by_the_next(dst):
-    spawn = mp.get_context("spawn")
+    children = forked_children()
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    run_ids = []
-    for k in range(1, len(COMMIT_ORDER) + 1):
-        killed = f"killed-{k}"
-        child = spawn.Process(target=_killed_run, args=(dst, env, killed, k))
+    run_ids: list[str] = []
+    for i in range(rounds(dst, len(COMMIT_ORDER))):
+        cycle, k = divmod(i, len(COMMIT_ORDER))  # killed right after its (k+1)-th table commit, each in turn
+        out = f"{dst}/cycle-{cycle}"  # a fresh output per cycle: a round's reads do not grow with all before it
+        run_ids = [] if k == 0 else run_ids
+        killed, following = f"killed-{i:02d}-{k + 1}", f"next-{i:02d}"
+        child = children.Process(target=_killed_run, args=(out, env, killed, k + 1))
         child.start()
         child.join(timeout=120)
         assert child.exitcode == -signal.SIGKILL, child.exitcode
-        catalog = Catalog(dst)
+        catalog = Catalog(out)
         assert killed not in [r["run_id"] for r in catalog.runs]  # Catalog readers see nothing of it yet
         # its lease names a dead process on this host: the next run takes it over at once
-        writer, predicate = prepare(dst, rows_of(f"next-{k}"), f"next-{k}")
-        commit_run(writer, {"run_id": f"next-{k}", "kind": "run", "status": "committed"}, predicate)
-        run_ids += [killed, f"next-{k}"]
-        assert_each_row_once(dst, run_ids)
+        writer, predicate = prepare(out, rows_of(following), following)
+        commit_run(writer, {"run_id": following, "kind": "run", "status": "committed"}, predicate)
+        run_ids += [killed, following]
+        assert_each_row_once(out, run_ids)
 
 
 # --------------------------------------------------------------------------- latest readers

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from reliability_cases import DOC, cases, collect, matches, outcome_of, report
+from reliability_cases import DOC, MAKEFILE, cases, ci_markers, collect, junit_outcomes, matches, outcome_of, report
 
 from extract.tables.schemas import TABLES
 
@@ -51,6 +51,34 @@ def test_every_reliability_case_names_tests_that_exist_and_run_on_a_cpu_machine(
                 problems.append(f"case {case}: {node} does not exist")
             problems += [f"case {case}: {n} would not run ({collected[n]})" for n in found if collected[n]]
     assert not problems, "\n".join(problems)
+
+
+def test_ci_runs_every_tier_a_cpu_machine_can():
+    """.ci/run is `make test`, which selects with TEST_MARKERS (only the GPU tier left out) and
+    writes the reliability report from that run's JUnit XML."""
+    assert (REPO / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
+    assert ci_markers() == "not gpu"
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", MAKEFILE.read_text(encoding="utf-8"), re.M).group(1)
+    assert '-m "$(TEST_MARKERS)"' in recipe and "--junitxml=$(JUNIT)" in recipe
+    assert "tests/reliability_cases.py $(JUNIT)" in recipe
+
+
+def test_a_listed_test_ci_would_not_run_is_caught(tmp_path):
+    planted = tmp_path / "test_planted.py"
+    planted.write_text("import pytest\n\n@pytest.mark.gpu\ndef test_gpu(): pass\n\n"
+                       "@pytest.mark.skip(reason='planted')\ndef test_skipped(): pass\n\ndef test_runs(): pass\n")
+    why = {node.split("::")[-1]: reason for node, reason in collect([str(planted)]).items()}
+    assert why == {"test_runs": None, "test_skipped": "planted",
+                   "test_gpu": f"deselected by make test's -m {ci_markers()!r}"}
+
+
+def test_junit_outcomes_drop_the_xdist_group(tmp_path):
+    junit = tmp_path / "junit.xml"
+    junit.write_text('<testsuites><testsuite><testcase classname="tests.test_a" name="test_x[p]@ray"/>'
+                     '<testcase classname="tests.test_b" name="test_y@test_b.py"><skipped/></testcase>'
+                     '<testcase classname="tests.test_b" name="test_z"><failure/></testcase></testsuite></testsuites>')
+    assert junit_outcomes(junit) == {"tests/test_a.py::test_x[p]": "passed", "tests/test_b.py::test_y": "skipped",
+                                     "tests/test_b.py::test_z": "failed"}
 
 
 def test_the_reliability_report_comes_from_the_run():

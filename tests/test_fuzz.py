@@ -10,7 +10,7 @@ the CLIP geometry, finite increasing timestamps, finite audio), each within the 
 limit, and the stage still decodes a good file afterwards.
 
 The default suite runs ``FUZZ_EXAMPLES`` examples with a fixed seed (``derandomize``); the slow
-test runs ``FUZZ_EXAMPLES_SLOW`` more (``make test-all``).
+test runs ``FUZZ_EXAMPLES_SLOW`` more (``make test``; ``make check`` leaves it out).
 """
 
 from __future__ import annotations

@@ -77,3 +77,51 @@ def test_difference_motion_and_median():
     grey[1] = 255
     assert list(difference_motion(grey)) == [1.0, 1.0]
     assert median([3, 1, 2]) == 2 and median([1, 2, 3, 4]) == 2.5
+
+
+@pytest.mark.parametrize("name", ["decord-flipping_a_pancake.mkv", "mmaction2-test_avi.avi"])
+def test_motion_comes_from_the_sampling_pass_without_a_pace_pass(name, monkeypatch):
+    """With shots off, the CLIP sampling pass reads the P frames' vectors on the way: the same
+    score as the every-frame pass (it decodes the same P frames), and no second pass runs."""
+    from extract.media import video
+    from extract.media.probe import open_input, probe
+    from extract.media.limits import Deadline
+    from extract.models.preprocess import PreprocessSpec
+    from extract.media.pace import read_pace
+
+    path = str(PEER / name)
+    info = probe(path)
+    with open_input(path, CONFIG.limits, 1, export_motion_vectors=True) as container:
+        reader = video.VideoReader(container, info, Deadline(60, path), skip_nonref=False,
+                                   max_pixels=CONFIG.limits.max_pixels)
+        full = read_pace(reader, True, False, info.fps)
+    passes = []
+    monkeypatch.setattr(video, "_pace_pass", lambda *a, **k: passes.append(a) or full)
+    spec = PreprocessSpec(224, "bicubic", "shortest", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    out = video.decode_video(path, CONFIG.replace(**{"runtime.decode_threads": 1}), spec, audio=False)
+    assert passes == [] and out.pace.motion_source == MOTION_VECTORS
+    assert out.pace.motion_score == pytest.approx(full.motion_score, rel=0.05)
+    assert out.pace.frames_read < full.frames_read  # the sampling pass drops non-reference frames
+
+
+def test_motion_alone_decodes_only_reference_frames_in_its_own_pass(tmp_path, monkeypatch):
+    """A key frame every second and one CLIP frame a second: the sampling pass seeks from key frame to
+    key frame and decodes no P frame, so motion takes its own pass, which skips the B frames (they carry
+    no counted vectors): the same score as decoding every frame, from fewer frames."""
+    from extract.media import video
+    from extract.media.limits import Deadline
+    from extract.media.pace import read_pace
+    from extract.media.probe import open_input, probe
+    from extract.models.preprocess import PreprocessSpec
+
+    frames = read_frames(PEER / "decord-flipping_a_pancake.mkv", 0.0, 150, 320, 180)
+    clip = str(write_frames(tmp_path / "gop25.mp4", frames, 25.0, gop=25))
+    info = probe(clip)
+    with open_input(clip, CONFIG.limits, 1, export_motion_vectors=True) as container:
+        full = read_pace(video.VideoReader(container, info, Deadline(60, clip), skip_nonref=False,
+                                           max_pixels=CONFIG.limits.max_pixels), True, False, info.fps)
+    spec = PreprocessSpec(224, "bicubic", "shortest", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    out = video.decode_video(clip, CONFIG.replace(**{"runtime.decode_threads": 1}), spec, audio=False)
+    assert out.stats.seeks > 0 and out.pace.motion_source == MOTION_VECTORS
+    assert out.pace.motion_score == pytest.approx(full.motion_score, rel=1e-6)
+    assert out.pace.frames_read < full.frames_read == len(frames)

@@ -8,7 +8,7 @@ import pytest
 from extract.config import AUTO_RUNTIME_KEYS, Config, ConfigError
 from extract.defaults import DECODE_ACTOR_BYTES, FUSED_WORKER_BYTES, GIB, Machine, resolve_runtime
 from extract.pipeline.ray_backend import TimedStage
-from extract.pipeline.resources import check_plan_fits, plan_resources
+from extract.pipeline.resources import check_plan_fits, plan_lines, plan_resources
 
 CPU = Config().replace(**{"runtime.device": "cpu"})
 
@@ -29,7 +29,7 @@ def test_cpu_plans_for_1_2_16_cores_are_work_conserving(cpus, memory_gib):
     assert list(plan) == ["decode", "models"]  # OCR, Whisper and CLIP run inside the model workers
     models, decode = plan["models"], plan["decode"]
     assert models["num_gpus"] == decode["num_gpus"] == 0.0 and models["torch_threads"] == rt.torch_threads == 1
-    assert rt.decode_threads == 1 and rt.videos_per_batch == models["batch_size"] == 2
+    assert rt.decode_threads == 1 and rt.videos_per_batch == models["videos_per_batch"] == 2
     assert rt.decode_workers == max(1, round(cpus * 0.2)) == decode["actors"]
     memory_left = memory_gib * GIB - rt.decode_workers * DECODE_ACTOR_BYTES
     assert models["actors"] == rt.model_workers == min(cpus, int(memory_left // FUSED_WORKER_BYTES))
@@ -211,7 +211,7 @@ def test_accelerator_resource_places_the_gpu_stages_on_the_nodes_that_declare_it
     # unset: no custom resource asked for, and the reason says the share is unused
     _, plain, plain_reasons = plan_resources(CPU, machine)
     assert all(p["resources"] == {} for p in plain.values())
-    assert plain_reasons["runtime.num_gpus_per_actor"].endswith("(unused: no GPU)")
+    assert plain_reasons["runtime.num_gpus_per_actor"] == "unused: no GPU"
     # a cluster without (enough of) the resource fails at plan time, naming the key and the fix
     for units in (0.0, 0.5):
         short = Machine(cpus=6, memory_bytes=24 * GIB, accelerators=units)
@@ -227,6 +227,44 @@ def test_accelerator_resource_places_the_gpu_stages_on_the_nodes_that_declare_it
     for bad in ("GPU", "CPU", "node:127.0.0.1", "two words"):
         with pytest.raises(ConfigError, match="runtime.accelerator_resource"):
             load_config([], [f"runtime.accelerator_resource={bad}"])
+
+
+@pytest.mark.parametrize("machine, layout", [
+    (Machine(cpus=2, memory_bytes=8 * GIB), "fused"),
+    (Machine(cpus=2, memory_bytes=8 * GIB), "per_stage"),
+    (Machine(cpus=16, memory_bytes=64 * GIB, gpus=2, gpu_memory_bytes=24 * GIB), "gpu"),
+    (Machine(cpus=16, memory_bytes=64 * GIB, gpus=2, gpu_memory_bytes=24 * GIB), "gpu unused")])
+def test_the_plan_printed_at_start_lists_what_applies_each_with_its_reason(machine, layout):
+    """A line per runtime key this machine's pools use, with its value, what it counts and why:
+    no GPU share on a CPU-only machine, no per-stage actor counts beside the fused model pool
+    (issue 34: ``num_gpus_per_actor=0.5`` and ``clip_actors`` were shown on a CPU-only laptop)."""
+    from extract.config import RUNTIME_UNITS
+    from extract.defaults import explained
+
+    config = {"fused": Config(), "per_stage": Config().replace(**{"runtime.model_layout": "per_stage"}),
+              "gpu": Config(), "gpu unused": CPU}[layout].replace(**{"runtime.clip_batch_size": 32})
+    resolved, plan, reasons = plan_resources(config, machine)
+    lines = plan_lines(resolved, plan, reasons, machine)
+    shown = {line.split()[0]: line for line in lines[1:]}
+    assert lines[0].startswith(f"plan for {machine.describe()}") and "manifest" not in "\n".join(lines)
+    expected = {"fused": {"model_workers"}, "per_stage": {"clip_actors", "whisper_actors", "ocr_actors"},
+                "gpu": {"clip_actors", "whisper_actors", "ocr_actors", "num_gpus_per_actor"},
+                "gpu unused": {"model_workers"}}[layout]
+    common = {"decode_workers", "decode_threads", "decode_batch_size", "videos_per_batch", "clip_batch_size",
+              "whisper_batch_size", "torch_threads"}
+    assert set(shown) == expected | common
+    assert ("no GPU" in lines[0]) == (machine.gpus == 0) and ("GPUs unused" in lines[0]) == (layout == "gpu unused")
+    for key, line in shown.items():
+        value = getattr(resolved.runtime, key)
+        why = reasons.get(f"runtime.{key}", "set in the config")
+        assert line.split()[1] == f"{value:g}" and line.endswith(f"{RUNTIME_UNITS[key]}; {why}"), line
+        assert not why.startswith("unused"), line
+    # frames per CLIP pass and videos per call are named apart (a record's pools say videos_per_batch)
+    assert "frames per CLIP forward pass; set in the config" in shown["clip_batch_size"]
+    assert "videos per model call" in shown["videos_per_batch"]
+    assert all("videos_per_batch" in p and "batch_size" not in p for p in plan.values())
+    # the run manifest keeps value and reason for every resolved key
+    assert explained(resolved, reasons)["runtime.decode_threads"] == f"1 ({reasons['runtime.decode_threads']})"
 
 
 def test_peak_rss_is_the_process_own_not_its_parents():

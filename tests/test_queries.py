@@ -283,6 +283,14 @@ def test_every_example_has_a_check():
         re.findall(r"^(\w+)(?:, \w+)* =", blocks["parameters"], re.M)) | {"LAST_DAY"}
 
 
+def test_no_example_reads_through_deltalakes_pyarrow_path():
+    """deltalake's ``to_pyarrow_dataset``/``to_pyarrow_table`` may abort a process at exit
+    (delta-rs #2184): the examples read through DuckDB, Polars or Catalog instead
+    (tests/test_exit_codes.py runs them in 50 processes)."""
+    reading = {name: code for name, code in doc_blocks().items() if re.search(r"\.to_pyarrow_(dataset|table)\(", code)}
+    assert not reading, sorted(reading)
+
+
 SQL_AND_LOCAL = [n for n in EXAMPLES if not n.endswith("-spark") and not n.startswith("training-set-")]
 
 

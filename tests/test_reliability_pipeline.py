@@ -8,7 +8,7 @@ Three kinds of test:
   be faulted at every file operation through a ``pyarrow.fs.PyFileSystem`` wrapper (a kill, a
   full disk) or a fault-injecting HTTP proxy in front of the S3 test server;
 - ``extract run`` as a subprocess on the tiny models (the hostile manifest, a broken checkpoint);
-- slow (``make test-all``): real Ray runs through a harness script that wraps the real model
+- slow (``make test``; not ``make check``): real Ray runs through a harness script that wraps the real model
   stages to crash on a video, record actor pids for ``kill -9`` or push a payload through the
   driver for the memory measurement.
 """

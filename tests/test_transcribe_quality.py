@@ -18,7 +18,7 @@ from extract.tools.samples import speech
 from extract.models.whisper import WhisperTranscriber
 from extract.tools.whisper_eval import base_weights_path, word_error_rate
 
-# Minutes on a small CPU (whisper.transcribe runs too), so also `slow`: `make test-all` or `-m weights`.
+# Minutes on a small CPU (whisper.transcribe runs too), so also `slow`: `make test` runs it, `make check` does not.
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 
 LADDER = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

@@ -39,7 +39,7 @@ from extract.media.audio import AUDIO_RATE, decode_audio
 from extract.media.fingerprint import fingerprint
 from extract.media.geometry import ClipFrameScaler, OcrFrameScaler, PreprocessSpec
 from extract.media.limits import MAX_BAD_PACKETS, TRUNCATION_SLACK_S, Deadline
-from extract.media.pace import Pace, read_pace
+from extract.media.pace import VECTOR_CODECS, Pace, PaceMeter, read_pace
 from extract.media.probe import Probe, check_limits, open_input, read_probe
 from extract.media.sampling import (
     SCENE_SIZE,
@@ -136,8 +136,10 @@ class VideoReader:
     early and is remembered in ``end_reason``.
     """
 
-    def __init__(self, container: Any, info: Probe, deadline: Deadline, skip_nonref: bool, max_pixels: int):
+    def __init__(self, container: Any, info: Probe, deadline: Deadline, skip_nonref: bool, max_pixels: int,
+                 meter: PaceMeter | None = None):
         self.container = container
+        self.meter = meter  # fed every decoded frame (motion vectors on the way; ``restart`` at seeks)
         self.max_pixels = max_pixels
         self.stream = container.streams[info.video_stream_index]  # the probe's pick (``video_stream``)
         self.ctx = self.stream.codec_context
@@ -179,6 +181,8 @@ class VideoReader:
         import av
 
         self._candidate_s = None  # the flush discards what the decoder holds
+        if self.meter is not None:
+            self.meter.restart()
         try:
             self.container.seek(ts, stream=self.stream, backward=True)
         except av.error.FFmpegError as exc:
@@ -245,6 +249,8 @@ class VideoReader:
                 t = self.time_of(frame.pts) if frame.pts is not None else self._last_t + self.frame_s
                 self._last_t = t
                 self.read_s = max(self.read_s, t)  # packets without a pts: their frame tells
+                if self.meter is not None:
+                    self.meter.feed(frame, t)
                 yield frame, t
             if packet is None:
                 return
@@ -414,8 +420,12 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     limits, sampling = config.limits, config.sampling
     deadline = deadline or Deadline(limits.timeout_s, path)
     threads = resolved_here(config).runtime.decode_threads
-    with open_input(path, limits, threads, fd) as container:
+    # Motion from the P frames this pass decodes anyway (all of them unless it seeks), so that
+    # the every-frame pace pass runs only for shot frames or a codec without motion vectors.
+    motion_here = config.signals.motion and not config.signals.shots and sampling.policy != "scene"
+    with open_input(path, limits, threads, fd, export_motion_vectors=motion_here) as container:
         info = read_probe(container, name=path)
+        motion_meter = PaceMeter(True, False, info.fps, small_frames=False) if motion_here else None
         check_limits(info, limits, path)
         scale = ClipFrameScaler(spec, info.sample_aspect_ratio, threads)
         ocr = _OcrFrames(config.ocr, info.sample_aspect_ratio, threads)
@@ -427,7 +437,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
 
         keyframes = info.keyframes if strategy == "auto" else None
         reader = VideoReader(container, info, deadline, skip_nonref=sampling.policy == "uniform",
-                             max_pixels=limits.max_pixels)
+                             max_pixels=limits.max_pixels, meter=motion_meter)
         info = _with_measured_duration(info, reader, limits, path)
         if sampling.policy == "scene":
             images, times = _scene_frames(reader, scale, sampling.scene_threshold, sampling.max_frames,
@@ -465,7 +475,10 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     # one, so that the passes never hold two decoders' address space under RLIMIT_AS.
     reader = container = None
     pace_started = time.perf_counter()
-    pace = _pace_pass(path, config, info, deadline, threads, fd)  # its decoder is gone on return
+    if motion_meter is not None and motion_meter.has_vectors:
+        pace = motion_meter.result()
+    else:
+        pace = _pace_pass(path, config, info, deadline, threads, fd)  # its decoder is gone on return
     pace_s = time.perf_counter() - pace_started
     waveform = (decode_audio(path, limits, deadline, info, fd) if audio and info.has_audio
                 else np.zeros(0, np.float32))
@@ -477,7 +490,8 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
 
 
 def _pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threads: int, fd: int | None) -> Pace:
-    """Motion and shot frames (``signals.motion``/``.shots``): every frame once more, on a decoder
+    """Motion and shot frames (``signals.motion``/``.shots``): every frame once more (every
+    reference frame for motion alone where the codec exports vectors), on a decoder
     of its own (``extract.media.pace``) that is released on return, before the audio decode and
     the fingerprint run; an empty ``Pace`` with both off."""
     signals, limits = config.signals, config.limits
@@ -485,6 +499,8 @@ def _pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threa
         return Pace()
     with open_input(path, limits, threads, fd, export_motion_vectors=signals.motion) as container:
         reader = VideoReader(container, info, deadline, skip_nonref=False, max_pixels=limits.max_pixels)
+        if not signals.shots and info.video_codec in VECTOR_CODECS:
+            reader.ctx.skip_frame = "NONREF"  # motion reads P frames only: B frames need no decoding
         return read_pace(reader, signals.motion, signals.shots, info.fps)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -25,6 +25,16 @@ log = logging.getLogger("extract")
 # Runs rows through the stages: (rows, config, stage classes or None) -> (finished batches, pools used).
 Executor = Callable[[list[dict[str, Any]], Config, "dict[str, type] | None"],
                     tuple[Iterator[dict[str, np.ndarray]], dict[str, Any]]]
+
+class StageEvents(Protocol):
+    """What a backend may tell the driver while the stages run (``extract.pipeline.console.RunProgress``):
+    ``phase`` what it is doing (``starting Ray``), ``stage_done`` that a stage finished a batch of
+    ``n_rows`` rows, ``failed_ids`` of them carrying an error (called from any thread)."""
+
+    def phase(self, text: str) -> None: ...
+
+    def stage_done(self, stage: str, n_rows: int, failed_ids: Iterable[str]) -> None: ...
+
 
 # Re-runs that pin a repeating worker crash on its video cost about 2 * log2(unfinished videos)
 # each; this pins a few such videos even in a million-video run, and stops a crash that is not

@@ -18,7 +18,7 @@ from extract.config import Config
 from extract.models.checkpoints import check_local_checkpoints
 from extract.models.weights import weights_digests
 from extract.pipeline import ray_backend
-from extract.pipeline.console import progress_bar
+from extract.pipeline.console import RunProgress
 from extract.pipeline.executor import Backend, run_stages
 from extract.pipeline.manifest import read_source
 from extract.pipeline.resources import peak_rss_mb
@@ -104,9 +104,10 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
             stages: dict[str, type] | None = None, backend: Backend | None = None) -> dict[str, Any]:
     """Process ``src`` into ``dst`` and commit one run; returns the run manifest.
 
-    ``backend`` runs the stages (default: ``ray_backend.backend()``, Ray Data); ``progress`` shows one bar
-    on ``terminal`` (default standard error; ``RunConsole.terminal`` when Ray's output goes to
-    a log). Raises on run-level failures (unreadable manifest, an output that is not our Delta
+    ``backend`` runs the stages (default: ``ray_backend.backend``, Ray Data, which reports each
+    stage's batches to the progress view); ``progress`` shows what the run is doing and then one
+    bar (``RunProgress``) on ``terminal`` (default standard error; ``RunConsole.terminal`` when
+    Ray's output goes to a log). Raises on run-level failures (unreadable manifest, an output that is not our Delta
     tables, Ray failure, store failure) after deleting the run's staging folder, so nothing is
     published; a failure between its table commits is rolled forward by the next run.
     """
@@ -114,55 +115,59 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
 
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
-    rows = read_source(src, config.storage, allowed_uris=config.input.allowed_uris)
-    catalog = Catalog(dst, config.storage)
-    with RunSession.open(catalog, "run", run_id, embedding_dim=clip_embed_dim(config.models.clip), writes=True,
-                         max_rows_per_file=config.output.max_rows_per_file, started=started, clock=t0) as session:
-        t_plan = time.perf_counter()
-        weights = weights_digests(config)  # once, on the driver: the feature hash counts the weights' bytes
-        feature_hash = config.feature_hash_of(weights)
-        outcomes = catalog.outcomes(rows)
-        plan = plan_run(rows, outcomes, feature_hash, overwrite, retry_errors)
-        # --overwrite asks for the features to be computed again, so it reuses nothing
-        candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, feature_hash,
-                                                                config.input.reuse_days)
-        stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
-        log.info("run %s: %d manifest rows, %d to process (%s; %d may reuse committed bytes), %d invalid, "
-                 "skipped %s", session.run_id, len(rows), len(plan.todo), dict(plan.why), candidates,
-                 len(plan.failed), dict(plan.skipped))
-        if plan.todo:
-            check_local_checkpoints(config)
-        ctx = TableContext(run_id=session.run_id, processed_at=started, feature_hash=feature_hash,
-                           embedding_dim=session.embedding_dim)
+    with RunProgress(terminal, enabled=progress) as view:
+        view.phase("reading the manifest")
+        rows = read_source(src, config.storage, allowed_uris=config.input.allowed_uris)
+        catalog = Catalog(dst, config.storage)
+        view.phase(f"planning {len(rows)} videos against the committed tables")
+        with RunSession.open(catalog, "run", run_id, embedding_dim=clip_embed_dim(config.models.clip), writes=True,
+                             max_rows_per_file=config.output.max_rows_per_file, started=started, clock=t0) as session:
+            t_plan = time.perf_counter()
+            weights = weights_digests(config)  # once, on the driver: the feature hash counts the weights' bytes
+            feature_hash = config.feature_hash_of(weights)
+            outcomes = catalog.outcomes(rows)
+            plan = plan_run(rows, outcomes, feature_hash, overwrite, retry_errors)
+            # --overwrite asks for the features to be computed again, so it reuses nothing
+            candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, feature_hash,
+                                                                    config.input.reuse_days)
+            stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
+            log.info("run %s: %d manifest rows, %d to process (%s; %d may reuse committed bytes), %d invalid, "
+                     "skipped %s", session.run_id, len(rows), len(plan.todo), dict(plan.why), candidates,
+                     len(plan.failed), dict(plan.skipped))
+            if plan.todo:
+                check_local_checkpoints(config)
+            ctx = TableContext(run_id=session.run_id, processed_at=started, feature_hash=feature_hash,
+                               embedding_dim=session.embedding_dim)
 
-        def write_rows(batch_rows: list[dict[str, Any]]) -> None:
-            tables = rows_to_tables(batch_rows, ctx, reused_records(catalog, batch_rows))
-            t_write = time.perf_counter()
-            session.write(tables)
-            stats.timings["write"] += time.perf_counter() - t_write
-            stats.add(batch_rows, tables)
+            def write_rows(batch_rows: list[dict[str, Any]]) -> None:
+                tables = rows_to_tables(batch_rows, ctx, reused_records(catalog, batch_rows))
+                t_write = time.perf_counter()
+                session.write(tables)
+                stats.timings["write"] += time.perf_counter() - t_write
+                stats.add(batch_rows, tables)
 
-        write_rows(plan.failed)
-        finished = run_stages(plan.todo, config, stages, backend or ray_backend.backend())
-        if plan.todo:
-            bar = progress_bar(len(plan.todo), progress, terminal)
+            write_rows(plan.failed)
+            view.start(len(plan.todo))
+            finished = run_stages(plan.todo, config, stages, backend or ray_backend.backend(view if progress else None))
             for batch_rows in finished:
                 write_rows(batch_rows)
-                bar(len(batch_rows), sum(1 for row in batch_rows if is_failed(row)))
-            bar(0, close=True)
-        stats.crash_reruns = finished.crash_reruns
-        write_rows([mark_failed(dict(r), "pipeline", "LostRow",
+                view.finished([row["video_id"] for row in batch_rows],
+                              [row["video_id"] for row in batch_rows if is_failed(row)])
+            stats.crash_reruns = finished.crash_reruns
+            lost = [mark_failed(dict(r), "pipeline", "LostRow",
                                 f"{r['video_id']!r}: no result came back from the stages; rerun with --retry-errors",
-                                retryable=True) for r in finished.lost])
-        touched = {r["video_id"] for r in plan.todo} | {r["video_id"] for r in plan.failed}
-        # Committed videos processed again: each table's commit replaces their rows.
-        predicate = session.replacing(outcomes, touched)
-        record = session.record(input=src, options={"overwrite": overwrite, "retry_errors": retry_errors},
-                                config=config.to_dict(), config_hash=config.config_hash, feature_hash=feature_hash,
-                                weights=weights, resources=finished.resources, rolled_forward=session.rolled_forward,
-                                schema_evolution=session.evolved)
-        record.update(stats.record_fields(rows, plan, record["wall_s"]))
-        record["counts"]["replaced"] = sum(1 for vid in touched
-                                           if vid in outcomes and outcomes[vid]["status"] != "forgotten")
-        return session.commit(record, predicate, lineage={
-            "config_hash": config.config_hash, "feature_hash": feature_hash, "models": stats.models})
+                                retryable=True) for r in finished.lost]
+            write_rows(lost)
+            view.finished([r["video_id"] for r in lost], [r["video_id"] for r in lost])
+            touched = {r["video_id"] for r in plan.todo} | {r["video_id"] for r in plan.failed}
+            # Committed videos processed again: each table's commit replaces their rows.
+            predicate = session.replacing(outcomes, touched)
+            record = session.record(input=src, options={"overwrite": overwrite, "retry_errors": retry_errors},
+                                    config=config.to_dict(), config_hash=config.config_hash, feature_hash=feature_hash,
+                                    weights=weights, resources=finished.resources, rolled_forward=session.rolled_forward,
+                                    schema_evolution=session.evolved)
+            record.update(stats.record_fields(rows, plan, record["wall_s"]))
+            record["counts"]["replaced"] = sum(1 for vid in touched
+                                               if vid in outcomes and outcomes[vid]["status"] != "forgotten")
+            return session.commit(record, predicate, lineage={
+                "config_hash": config.config_hash, "feature_hash": feature_hash, "models": stats.models})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR_RATE = 0, 1, 2, 3
+NEAR_LIMIT = 0.8  # an error rate of at least this share of limits.max_error_rate is near the limit
 SEVERITY = (EXIT_FAILED, EXIT_USAGE, EXIT_ERROR_RATE, EXIT_OK)  # most severe first
 
 
@@ -29,3 +30,23 @@ class Outcome:
     code: int = EXIT_OK
     detail: str = ""
     record: dict[str, Any] | None = None
+
+
+def error_rate_health(rate: float, limit: float) -> str:
+    """``over`` ``limit`` (``limits.max_error_rate``: exit code 3), ``near`` it (at least
+    ``NEAR_LIMIT`` of it, the limit itself included), or ``ok``; rates are shares (0.5 = 50 %)."""
+    if rate > limit:
+        return "over"
+    return "near" if rate > 0 and rate >= NEAR_LIMIT * limit else "ok"
+
+
+def describe_error_rate(record: dict[str, Any], limit: float) -> str:
+    """The summary line of a committed run's error rate against ``limit``, saying plainly when
+    it is near or over it."""
+    rate, counts = record.get("error_rate", 0.0), record.get("counts", {})
+    line = (f"  error rate {rate:.1%}: {counts.get('errors', 0)} of {counts.get('processed', 0)} processed videos "
+            f"(limits.max_error_rate {limit:.0%})")
+    health = error_rate_health(rate, limit)
+    if health == "over":
+        return f"{line}: OVER the limit, exit code {EXIT_ERROR_RATE}"
+    return f"{line}: near the limit" if health == "near" else line

@@ -36,24 +36,26 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from typing import Any, Iterator
 
 import numpy as np
 
 from extract.config import Config
-from extract.defaults import GPU_SHARE, Machine
+from extract.defaults import GPU_SHARE, Machine, explained
 from extract.models.common import is_device_lost
-from extract.pipeline.executor import Backend
-from extract.pipeline.resources import check_plan_fits, plan_resources
+from extract.pipeline.executor import Backend, StageEvents
+from extract.pipeline.resources import check_plan_fits, plan_lines, plan_resources
 from extract.stages.registry import spec_named, stage_classes
 from extract.stages.timing import timed_call
 
 log = logging.getLogger("extract")
-plan_log = logging.getLogger("extract.plan")  # the resolved defaults, printed once at start
+plan_log = logging.getLogger("extract.plan")  # the plan and why (``plan_lines``), printed at start
 
 
 GPU_POLL_S = 10.0  # how often a job looks for autoscaled GPU nodes while it waits
+REPORTS_POLL_S = 0.5  # how often the driver collects the workers' batch reports for the progress view
 
 
 class TimedStage:
@@ -63,13 +65,15 @@ class TimedStage:
     ``extract.stages.timing``, divided by its rows) so the driver can report per-stage time
     without a side channel; the fused ``models`` stage reports each of its parts instead.
     ``torch_threads`` (model stages, from ``resource_plan``) sets torch's CPU threads before
-    the model loads; ``parts`` (the fused stage) maps its part names to their classes.
+    the model loads; ``parts`` (the fused stage) maps its part names to their classes;
+    ``reports`` (a ``StageReports`` actor, or None) hears of every finished batch.
     """
 
     def __init__(self, stage_cls: type, name: str, config: Config, torch_threads: int | None = None,
-                 parts: dict[str, type] | None = None):
+                 parts: dict[str, type] | None = None, reports: Any = None):
         logging.basicConfig(level=logging.INFO)
         self.name = name
+        self.reports = reports
         if torch_threads:
             import torch
 
@@ -79,13 +83,63 @@ class TimedStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            if self.times_parts:
-                return self.stage(batch)
-            return timed_call(self.name, self.stage, batch)
+            out = self.stage(batch) if self.times_parts else timed_call(self.name, self.stage, batch)
         except Exception as exc:
             if is_device_lost(exc):
                 end_poisoned_worker(self.name, exc)
             raise
+        if self.reports is not None:  # fire and forget: the batch does not wait for the driver
+            failed = [str(vid) for vid, stage in zip(out["video_id"], out.get("error_stage", ())) if stage is not None]
+            self.reports.put.remote(self.name, len(out["video_id"]), failed)
+        return out
+
+
+class StageReports:
+    """A Ray actor (no CPU of its own) that collects the stage workers' batch reports
+    ``(stage, rows, failed video ids)`` until the driver takes them (``take``)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, int, list[str]]] = []
+
+    def put(self, stage: str, n_rows: int, failed_ids: list[str]) -> None:
+        self.items.append((stage, n_rows, failed_ids))
+
+    def take(self) -> list[tuple[str, int, list[str]]]:
+        items, self.items = self.items, []
+        return items
+
+
+def reporting(batches: Iterator[dict[str, np.ndarray]], reports: Any, events: StageEvents,
+              ) -> Iterator[dict[str, np.ndarray]]:
+    """``batches``, while a thread hands the ``reports`` actor's batch reports to ``events``
+    every ``REPORTS_POLL_S`` (the driver's loop waits on the next finished batch meanwhile);
+    the actor ends with the iteration. Progress is a view: a report that cannot be fetched is
+    skipped, never a failure of the run."""
+    import ray
+    import ray.exceptions
+
+    stop = threading.Event()
+
+    def hand_over() -> None:
+        try:
+            items = ray.get(reports.take.remote(), timeout=10 * REPORTS_POLL_S)
+        except ray.exceptions.RayError:  # a timeout, or Ray shutting down: the next poll tries again
+            return
+        for stage, n_rows, failed in items:
+            events.stage_done(stage, n_rows, failed)
+
+    def poll() -> None:
+        while not stop.wait(REPORTS_POLL_S):
+            hand_over()
+
+    thread = threading.Thread(target=poll, name="extract-stage-reports", daemon=True)
+    thread.start()
+    try:
+        yield from batches
+    finally:
+        stop.set()
+        thread.join()
+        ray.kill(reports)
 
 
 DEVICE_LOST_EXIT_CODE = 75  # EX_TEMPFAIL: the worker ends itself so that Ray restarts it
@@ -185,10 +239,12 @@ def configure_data_context(config: Config) -> dict[str, Any]:
 
 
 def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] | None = None,
-            ) -> tuple[Iterator[dict[str, np.ndarray]], dict[str, Any]]:
+            events: StageEvents | None = None) -> tuple[Iterator[dict[str, np.ndarray]], dict[str, Any]]:
     """Run ``rows`` through the stages on Ray Data; yields finished batches as they complete.
 
     Returns ``(batches, resources)`` where ``resources`` describes the actor pools used.
+    ``events`` hears what is happening (starting Ray, loading the models) and, from the
+    workers, of every batch each stage finishes.
     """
     import warnings
 
@@ -198,15 +254,16 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
     # Ray 2.60 has no named parameter for max_restarts/max_task_retries yet; they must be capped
     # (the defaults retry a crashing video forever), so pass them as remote args on purpose.
     warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+    if events is not None:
+        events.phase("starting Ray")
     init_ray(config)
     settings = configure_data_context(config)
     stages = stages or stage_classes()
     machine = cluster_machine(config)
     config, plan, defaults = plan_resources(config, machine)
     check_plan_fits(plan, machine)
-    if defaults:
-        chosen = ", ".join(f"{key.rsplit('.', 1)[-1]}={why.split(' (', 1)[0]}" for key, why in defaults.items())
-        plan_log.info("plan for %s: %s (why: resources.defaults in the run manifest)", machine.describe(), chosen)
+    plan_log.info("%s", "\n".join(plan_lines(config, plan, defaults, machine)))
+    reports = ray.remote(num_cpus=0)(StageReports).remote() if events is not None else None
     retries = config.runtime.max_task_retries
     n_blocks = max(1, min(len(rows), len(rows) // config.runtime.decode_batch_size + 1))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
@@ -220,15 +277,19 @@ def execute(rows: list[dict[str, Any]], config: Config, stages: dict[str, type] 
                 if parts else ray.data.ActorPoolStrategy(min_size=1, max_size=p["actors"]))
         ds = ds.map_batches(
             TimedStage, fn_constructor_args=(stages.get(name) or spec_named(name).load(), name, config,
-                                             p.get("torch_threads"), parts),
-            batch_size=p["batch_size"], batch_format="numpy", zero_copy_batch=False,
+                                             p.get("torch_threads"), parts, reports),
+            batch_size=p["videos_per_batch"], batch_format="numpy", zero_copy_batch=False,
             compute=pool,
             num_cpus=p["num_cpus"], num_gpus=p["num_gpus"] or None, resources=p["resources"] or None,
             max_restarts=retries, max_task_retries=retries,
         )
     log.info("ray data settings: %s; pools: %s", settings, plan)
-    resources = {**plan, "machine": machine.describe(), "defaults": defaults}
-    return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1), resources
+    resources = {**plan, "machine": machine.describe(), "defaults": explained(config, defaults)}
+    batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+    if events is None:
+        return batches, resources
+    events.phase(f"starting {sum(p['actors'] for p in plan.values())} workers, loading the models")
+    return reporting(batches, reports, events), resources
 
 
 def cluster_machine(config: Config) -> Machine:
@@ -271,7 +332,8 @@ def stage_start_failure(exc: BaseException) -> StageStartError | None:
     return StageStartError(f"a pipeline stage failed to start on a worker: {lines[-1] if lines else exc!r}")
 
 
-def backend() -> Backend:
+def backend(events: StageEvents | None = None) -> Backend:
     """The stages on Ray Data: ``execute`` (looked up when called, so a test may replace it),
-    with Ray's worker crashes and actor start failures."""
-    return Backend(execute, is_worker_crash, stage_start_failure)
+    telling ``events`` what happens, with Ray's worker crashes and actor start failures."""
+    return Backend(lambda rows, config, stages=None: execute(rows, config, stages, events),
+                   is_worker_crash, stage_start_failure)

@@ -9,9 +9,9 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from extract.config import Config
+from extract.config import RUNTIME_UNITS, Config
 from extract.defaults import Machine, fused_cpu_shares, fused_models, model_actor_cpus, resolve_runtime
-from extract.stages.registry import layout_specs
+from extract.stages.registry import DECODE, layout_specs, spec_named
 
 log = logging.getLogger("extract")
 
@@ -27,7 +27,8 @@ def resolve_gpus(config: Config, cluster_gpus: float) -> float:
 
 
 def plan_resources(config: Config, machine: Machine) -> tuple[Config, dict[str, dict[str, Any]], dict[str, str]]:
-    """``(config with the runtime defaults resolved, the pools, why each default resolved so)``."""
+    """``(config with the runtime defaults resolved, the pools, why each default resolved so)``
+    (``resolve_runtime``, ``resource_plan``)."""
     resolved, reasons = resolve_runtime(config, machine)
     return resolved, resource_plan(resolved, machine), reasons
 
@@ -36,8 +37,9 @@ def resource_plan(config: Config, machine: Machine) -> dict[str, dict[str, Any]]
     """Per stage (or the fused ``models`` pool on CPU-only runs, ``extract.stages.registry.layout_specs``)
     of a resolved ``config``: actor pool size, CPUs and GPUs per actor, custom Ray
     ``resources`` per actor (``runtime.accelerator_resource``: ``num_gpus_per_actor`` of it for
-    the GPU stages, on a GPU run or not), videos per batch, and for the model stages torch's CPU
-    threads."""
+    the GPU stages, on a GPU run or not), ``videos_per_batch`` (videos per call of the pool's
+    stage: ``runtime.decode_batch_size`` or ``runtime.videos_per_batch``; not the frames or
+    windows of one forward pass), and for the model stages torch's CPU threads."""
     if not config.runtime.resolved:
         raise ValueError("resource_plan needs a config resolved by extract.defaults.resolve_runtime")
     rt = config.runtime
@@ -58,13 +60,39 @@ def resource_plan(config: Config, machine: Machine) -> dict[str, dict[str, Any]]
     for spec in specs:
         if spec.pool == "cpu":
             plan[spec.name] = {"actors": getattr(rt, spec.actors_key), "num_cpus": cpu_share, "num_gpus": 0.0,
-                               "resources": {}, "batch_size": rt.decode_batch_size}
+                               "resources": {}, "videos_per_batch": rt.decode_batch_size}
         else:
             plan[spec.name] = {"actors": getattr(rt, spec.actors_key), "num_cpus": model_cpus,
                                "num_gpus": gpus if spec.uses_gpu else 0.0,
                                "resources": dict(accel) if spec.uses_gpu else {},
-                               "batch_size": rt.videos_per_batch, "torch_threads": rt.torch_threads}
+                               "videos_per_batch": rt.videos_per_batch, "torch_threads": rt.torch_threads}
     return plan
+
+
+def plan_lines(config: Config, plan: dict[str, dict[str, Any]], reasons: dict[str, str],
+               machine: Machine) -> list[str]:
+    """The plan as a person reads it at start: a line per ``runtime`` key that this run's pools
+    use (``plan`` of ``resource_plan``: no GPU share without a GPU, no per-stage actor counts
+    beside the fused model pool), each with its value, what it counts (``RUNTIME_UNITS``) and
+    why (``reasons`` of ``resolve_runtime``, or set in the config)."""
+    rt = config.runtime
+    if "models" in plan:
+        keys = ["model_workers"]
+    else:
+        keys = [spec_named(name).actors_key for name in plan if name != DECODE.name]
+    if any(p["num_gpus"] or p["resources"] for p in plan.values()):
+        keys.append("num_gpus_per_actor")
+    keys += ["decode_workers", "decode_threads", "decode_batch_size", "videos_per_batch", "clip_batch_size",
+             "whisper_batch_size", "torch_threads"]
+    gpus = "" if machine.gpus else ", no GPU"
+    if machine.gpus and "num_gpus_per_actor" not in keys:
+        gpus = f", GPUs unused (runtime.device={rt.device})"
+    key_w = max(len(k) for k in keys)
+    lines = [f"plan for {machine.describe()}{gpus} (change one: --set runtime.KEY=VALUE):"]
+    for key in keys:
+        why = reasons.get(f"runtime.{key}", "set in the config")
+        lines.append(f"  {key:<{key_w}} {getattr(rt, key):>4g}  {RUNTIME_UNITS[key]}; {why}")
+    return lines
 
 
 def check_plan_fits(plan: dict[str, dict[str, Any]], machine: Machine) -> None:

@@ -13,8 +13,9 @@ describing an older version only gets its description updated.
 Known limit (delta-rs 1.6.6): ``DeltaTable.to_pyarrow_dataset()`` turns the statistics an old
 file lacks for an added column into the fragment guarantee ``col >= null and col <= null``,
 so a pyarrow (or DuckDB-over-pyarrow) filter on that column, e.g. ``col IS NULL``, prunes the
-old files; filter after reading, or read through Polars ``scan_delta`` / ``to_pyarrow_table``,
-which read them right.
+old files; filter after reading, or read through Polars ``scan_delta`` or ``Catalog``, which
+read them right (and, unlike deltalake's pyarrow path, never abort the process at exit:
+docs/QUERIES.md).
 
 Any other difference (a changed type, a dropped non-nullable column, a foreign column) is not
 evolved; ``Catalog.check`` refuses such a table before any video is read.

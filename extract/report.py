@@ -5,8 +5,9 @@ run_id)`` writes ``DST/_runs/<run_id>.html`` next to the run record, for a run o
 (``run``, ``duplicates``, ``maintain``, ``forget``, ``migrate``, and any later kind). Every page
 has the same generic part, built from the run's own record and its own Delta commits only:
 
-- the outcome, coloured by health (an error rate at or over ``WARN_SHARE`` of
-  ``limits.max_error_rate`` is a warning, over it a failure), the record's facts and counts;
+- the outcome, coloured by health (an error rate near ``limits.max_error_rate``, at
+  ``extract.pipeline.outcome.NEAR_LIMIT`` of it or more, is a warning, over it a failure), the
+  record's facts and counts;
 - the commits: per table the Delta operations this run made and their row and file counts, read
   from the tables' logs (``_delta_log/<version>.json``);
 - timings: the record's per-stage seconds as a chart (one unit, seconds, on its axis), wall time
@@ -59,7 +60,6 @@ OCR_LINES = 6  # on-screen text lines shown per video
 ERROR_EXAMPLES = 3  # example messages per (stage, error type)
 MESSAGE_CHARS = 300  # characters shown per example error message
 CHART_DPI = 96
-WARN_SHARE = 0.8  # an error rate at or over this share of limits.max_error_rate is a warning
 LOW_OCR_SCORE = 0.8  # an OCR line recognised with a lower score is shown with its score
 LOW_LABEL_FACTOR = 2.0  # a top label scoring under this many times chance (1 / labels) is marked low
 COUNT_ORDER = ("manifest_rows", "processed", "ok", "errors", "skipped", "invalid_upload_ts")
@@ -70,8 +70,8 @@ SHOWN_APART = ("run_id", "kind", "status", "counts", "config", "delta_versions",
 
 
 def summarize(record: dict[str, Any], dst: str) -> str:
-    """A short terminal summary: where the tables are, rows per table, errors and the error
-    rate against its limit, throughput."""
+    """A short terminal summary: where the tables are, rows per table, errors, throughput (the
+    error rate against its limit is ``extract.pipeline.outcome.describe_error_rate``'s line)."""
     counts = record.get("counts", {})
     lines = [
         f"run {record['run_id']} committed to {dst}",
@@ -82,10 +82,6 @@ def summarize(record: dict[str, Any], dst: str) -> str:
     ]
     for table in TABLES:
         lines.append(f"    {table:<20} {record.get('tables', {}).get(table, 0):>8}   {dst.rstrip('/')}/{table}/")
-    health = error_health(record)
-    if health is not None:
-        lines.append(f"  error rate {record['error_rate']:.1%}, {HEALTH_WORDS[health[0]]} limits.max_error_rate="
-                     f"{health[1]:g}" + (" (exit 3)" if health[0] == "bad" else ""))
     if record.get("errors_by_stage_type"):
         lines.append("  errors by stage/type: " + ", ".join(
             f"{k}={v}" for k, v in sorted(record["errors_by_stage_type"].items())))
@@ -105,19 +101,19 @@ def summarize(record: dict[str, Any], dst: str) -> str:
 
 
 def error_health(record: Mapping[str, Any]) -> tuple[str, float] | None:
-    """How the error rate stands against ``limits.max_error_rate``: ``(health, limit)``, health
-    ``ok``, ``warn`` (at or over ``WARN_SHARE`` of the limit) or ``bad`` (over it: exit 3); None
-    for a record without an error rate."""
+    """How the run's error rate stands against its ``limits.max_error_rate``: ``(health,
+    limit)``, health ``ok``, ``near`` or ``over`` (``extract.pipeline.outcome.error_rate_health``);
+    None for a record without an error rate."""
+    from extract.pipeline.outcome import error_rate_health
+
     if record.get("error_rate") is None:
         return None
-    rate = float(record["error_rate"])
     limit = run_config(record).limits.max_error_rate
-    if rate > limit:
-        return "bad", limit
-    return ("warn" if rate > 0 and rate >= WARN_SHARE * limit else "ok"), limit
+    return error_rate_health(float(record["error_rate"]), limit), limit
 
 
-HEALTH_WORDS = {"ok": "within", "warn": "near", "bad": "over"}
+HEALTH_CLASS = {"ok": "ok", "near": "warn", "over": "bad"}  # the outcome's colour
+HEALTH_WORDS = {"ok": "within", "near": "near", "over": "over"}
 
 
 def run_config(record: Mapping[str, Any]) -> Config:
@@ -323,9 +319,9 @@ def _outcome(record: dict[str, Any]) -> str:
     level, limit = health
     recorded = _rec(record, "config", "limits", "max_error_rate")
     shown = recorded.span() if recorded.value is not None else f"{limit:g} (default)"
-    return (f"<span class=\"{level}\">{_e(status)}, error rate {_rec(record, 'error_rate', percent=True).span()} "
-            f"{HEALTH_WORDS[level]} limits.max_error_rate={shown}" + (" (exit 3)" if level == "bad" else "")
-            + "</span>")
+    return (f"<span class=\"{HEALTH_CLASS[level]}\">{_e(status)}, error rate "
+            f"{_rec(record, 'error_rate', percent=True).span()} {HEALTH_WORDS[level]} limits.max_error_rate={shown}"
+            + (" (exit 3)" if level == "over" else "") + "</span>")
 
 
 def _summary_section(record: dict[str, Any]) -> str:

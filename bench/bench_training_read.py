@@ -1,4 +1,4 @@
-"""Reading a training set over many days: the layout we write, and Ray Data throughput.
+"""Reading a training set over many days: the layout we write, and Ray Data / Daft throughput.
 
     python -m bench.bench_training_read [--days 30] [--videos 300] [--frames 32] [--work DIR]
 
@@ -10,10 +10,11 @@ embeddings of width 512, a 3 kB thumbnail on 4 frames per video), written with t
 
 - the layout: Parquet files per ``dt`` partition, file sizes, row groups per file and their rows
   and bytes, per table;
-- the docs/QUERIES.md training-set recipe (Ray Data on a local Ray of 2 CPUs, the
-  code executed from the doc): rows and seconds for the window of all days but the first;
-- a scan of ``frame_embeddings.embedding`` over the same window by each engine (rows/s, MB/s of
-  float32 embedding data);
+- the docs/QUERIES.md training-set recipes (Ray Data and Daft, both on a local Ray of 2 CPUs,
+  the code executed from the doc): rows and seconds for the window of all days but the first;
+- a scan of ``frame_embeddings.embedding`` over the same window by each engine, every batch
+  pulled into this process (rows/s, MB/s of float32 embedding data), and how many read tasks
+  Daft plans for it (it merges small files into one task);
 
 then runs ``extract maintain``'s ``maintain`` (compaction to ``COMPACT_TARGET_BYTES``) and
 measures all of it again. ``run(out_dir)`` writes training_read.json; ``markdown`` renders it.
@@ -37,7 +38,7 @@ DIM = 512
 FRAMES_WITH_THUMBNAIL = 4
 THUMBNAIL_BYTES = 3_000
 QUERIES = Path(__file__).resolve().parent.parent / "docs" / "QUERIES.md"
-RECIPES = ("training-set-ray-data",)
+RECIPES = ("training-set-ray-data", "training-set-daft")
 
 
 def _unit_vectors(rng, n: int, dim: int = DIM):
@@ -149,8 +150,15 @@ def _doc_blocks() -> dict[str, str]:
     return blocks
 
 
+def _scan_figures(seconds: float, rows: int) -> dict[str, Any]:
+    return {"seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds),
+            "mb_per_s": round(rows * DIM * 4 / 2**20 / seconds, 1)}
+
+
 def read_throughput(dst: str, first_day: str, last_day: str, labels: str, work: Path) -> dict[str, Any]:
-    """Seconds and rows of each doc recipe, and of Ray Data's scan of frame embeddings in the window."""
+    """Seconds and rows of each doc recipe, and of each engine's scan of frame embeddings in the
+    window (every batch pulled into this process; Daft's also with its planned read tasks)."""
+    import daft
     import pyarrow.dataset as ds
     import ray
     from ray.data.expressions import col
@@ -167,13 +175,28 @@ def read_throughput(dst: str, first_day: str, last_day: str, labels: str, work: 
         seconds = time.perf_counter() - start
         rows = ds.dataset(namespace["TRAINING_SET"], format="parquet").count_rows()
         out[name] = {"seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds)}
-    in_window = (col("dt") >= first_day) & (col("dt") <= last_day)
     start = time.perf_counter()
-    rows = ray.data.read_delta(f"{dst}/frame_embeddings", columns=["dt", "embedding"]).filter(expr=in_window).count()
-    seconds = time.perf_counter() - start
-    out["scan-ray-data"] = {"seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds),
-                            "mb_per_s": round(rows * DIM * 4 / 2**20 / seconds, 1)}
+    frames = (ray.data.read_delta(f"{dst}/frame_embeddings", columns=["dt", "embedding"])
+              .filter(expr=(col("dt") >= first_day) & (col("dt") <= last_day)).select_columns(["embedding"]))
+    rows = sum(b.num_rows for b in frames.iter_batches(batch_size=None, batch_format="pyarrow"))
+    out["scan-ray-data"] = _scan_figures(time.perf_counter() - start, rows)
+    start = time.perf_counter()
+    frames_daft = (daft.read_deltalake(f"{dst}/frame_embeddings")
+                   .where((daft.col("dt") >= first_day) & (daft.col("dt") <= last_day)).select("embedding"))
+    rows = sum(b.num_rows for b in frames_daft.to_arrow_iter())
+    out["scan-daft"] = {**_scan_figures(time.perf_counter() - start, rows),
+                        "read_tasks": frames_daft.num_partitions()}
     return out
+
+
+def _warm_up() -> None:
+    """Start Ray Data's and Daft's workers before any timed read, so the first layout's reads
+    do not also carry the engines' start-up."""
+    import daft
+    import ray
+
+    ray.data.range(8, override_num_blocks=2).map_batches(lambda batch: batch).materialize()
+    daft.from_pydict({"x": list(range(8))}).into_partitions(2).collect()
 
 
 def _start_ray(attempts: int = 3) -> None:
@@ -193,6 +216,7 @@ def _start_ray(attempts: int = 3) -> None:
 
 def run(out_dir: str | Path | None = None, days: int = 30, videos: int = 300, frames: int = 32,
         work: str | None = None) -> dict[str, Any]:
+    import daft
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
@@ -213,7 +237,9 @@ def run(out_dir: str | Path | None = None, days: int = 30, videos: int = 300, fr
         pq.write_table(pa.table({"video_id": ids, "label": pa.array([i % 2 for i in range(len(ids))])}), labels)
         _start_ray()
         ray.data.DataContext.get_current().enable_progress_bars = False
+        daft.set_runner_ray(noop_if_initialized=True)  # the doc's recipe says so too; here before the warm-up
         try:
+            _warm_up()
             result: dict[str, Any] = {"days": days, "videos_per_day": videos, "frames_per_video": frames,
                                       "late_videos_per_day": max(1, videos // 20), "build_s": round(build_s, 1),
                                       "window": [dts[1], dts[-1]], "compact_target_mb": COMPACT_TARGET_BYTES / 2**20}
@@ -246,11 +272,12 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{m['files_per_partition_max']} | {m['file_mb_median']}, {m['file_mb_max']} | "
                          f"{m['row_groups_per_file_max']} | {m['row_group_rows_median']:,} | "
                          f"{m['row_group_mb_median']}, {m['row_group_mb_max']} |")
-    lines += ["", "| read | layout | seconds | rows | rows/s | MB/s (embeddings) |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["", "| read | layout | seconds | rows | rows/s | MB/s (embeddings) | read tasks |",
+              "|---|---|---:|---:|---:|---:|---:|"]
     for state in ("as_written", "compacted"):
         for name, r in result[state]["reads"].items():
             lines.append(f"| {name} | {state.replace('_', ' ')} | {r['seconds']} | {r['rows']:,} | "
-                         f"{r['rows_per_s']:,} | {r.get('mb_per_s', '')} |")
+                         f"{r['rows_per_s']:,} | {r.get('mb_per_s', '')} | {r.get('read_tasks', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -178,7 +178,7 @@ def spark():
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray of 2 CPUs for the training-set recipe (Ray Data joins it)."""
+    """A local Ray of 2 CPUs for the training-set recipes (Ray Data and Daft join it)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -251,6 +251,8 @@ CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
                                                   out["training_frames"](ns["first"]["run_id"])),
     "top-hashtags-spark": lambda ns, out: _check_top_tags(ns["top_tags_spark"], out),
     "training-set-ray-data": lambda ns, out: _check_training_set(f"{ns['TRAINING_SET']}/ray-data", out),
+    "training-set-daft": lambda ns, out: (_check_training_set(f"{ns['TRAINING_SET']}/daft", out),
+                                          _eq(ns["daft"].get_or_infer_runner_type(), "ray")),
     "exactly-once-catalog": lambda ns, out: (
         _eq([r["video_id"] for r in ns["one_video"].to_pylist()], [QUERY_VIDEO]),
         _eq(dict(ns["tag_counts"]), dict(out["tag_rows"]))),
@@ -313,6 +315,28 @@ def test_training_set_recipe_on_local_ray(name, output, labels_file, local_ray, 
     assert name in CHECKS, f"no check for the training-set recipe {name}"
     namespace = run_example(name, output, LABELS=labels_file, TRAINING_SET=str(tmp_path))
     CHECKS[name](namespace, output)  # asserts the written training set against Catalog reads and the labels
+
+
+@pytest.mark.parametrize("name", [n for n in EXAMPLES if n.startswith("training-set-")])
+def test_training_set_recipe_and_files_outside_its_days(name, output, labels_file, local_ray, tmp_path):
+    """With the files of the day before the window made unreadable, Daft's recipe still writes
+    the same training set (its ``dt`` filter prunes partitions); Ray Data's fails, as the doc says
+    (``read_delta`` opens every file's footer while planning)."""
+    import shutil
+
+    dst = tmp_path / "out"
+    shutil.copytree(Path(output["dst"]) / "videos", dst / "videos")
+    outside = [p for p in (dst / "videos").glob("dt=*/*.parquet") if p.parent.name < f"dt={FIRST_DAY}"]
+    assert outside, "the output has no day before the training-set window"
+    for path in outside:
+        path.write_bytes(b"not a Parquet file\n" * 64)
+    engines = {"LABELS": labels_file, "TRAINING_SET": str(tmp_path / "set")}
+    if name == "training-set-ray-data":
+        with pytest.raises(Exception, match="Parquet magic bytes not found"):
+            run_example(name, {**output, "dst": dst}, **engines)
+        return
+    namespace = run_example(name, {**output, "dst": dst}, **engines)
+    CHECKS[name](namespace, output)
 
 
 def test_duckdb_reads_through_the_delta_log(output):

@@ -24,9 +24,10 @@ from extract.tables.writer import delete_dir, writer_properties
 
 # Compacted file size: what the engines that read these tables plan work by. Spark splits input
 # at 128 MiB (spark.sql.files.maxPartitionBytes), Ray Data aims at 128 MiB blocks
-# (DataContext.target_max_block_size); delta-rs's own
-# default is 100 MB. A day's partition compacts to about its size / 128 MiB files, each one
-# read task for those engines; measurements in bench/RESULTS.md ("Reading a training set").
+# (DataContext.target_max_block_size), Daft 0.7.26 reads each file as one task (it does not
+# merge small files by default); delta-rs's own default is 100 MB. A day's partition compacts to
+# about its size / 128 MiB files, each one read task for those engines; measurements in
+# bench/RESULTS.md ("Reading a training set").
 COMPACT_TARGET_BYTES = 128 * 1024 * 1024
 
 

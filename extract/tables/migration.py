@@ -7,10 +7,12 @@ the same folder (one commit per table: embeddings become ``list<float32>`` with 
 the schema metadata, ``dt`` a column), deletes the old files, and records a ``migrate`` run that
 pins the new versions. Old files of an older schema version (lacking nullable columns added
 since) are read under the union of the files' schemas, the columns none has becoming nulls,
-as a run evolves an older Delta table (``extract.tables.evolution``). The old run manifests
-stay as history (their ``forget`` lists still keep forgotten ids forgotten). A crash part way
-is finished by running ``migrate`` again: tables that already have a Delta log are kept (a
-later run evolves them if they are of an older schema version).
+as a run evolves an older Delta table (``extract.tables.evolution``); Polars decodes them
+(``_read_old_file``: the old embeddings are ``fixed_size_list``, null where a stage failed, which
+pyarrow 25's Parquet reader cannot read back). The old run manifests stay as history (their
+``forget`` lists still keep forgotten ids forgotten). A crash part way is finished by running
+``migrate`` again: tables that already have a Delta log are kept (a later run evolves them if
+they are of an older schema version).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from extract.config import StorageConfig
 from extract.tables.catalog import DELTA_LOG, Catalog
@@ -45,6 +46,23 @@ def old_live_files(catalog: Catalog, table: str) -> list[str]:
     selector = pafs.FileSelector(f"{catalog.root}/{table}", recursive=True, allow_not_found=True)
     return sorted(i.path for i in catalog.fs.get_file_info(selector)
                   if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+
+def _read_old_file(catalog: Catalog, path: str) -> pa.Table:
+    """One old-layout file's rows, with ``dt`` from its ``dt=<dt>`` folder.
+
+    Decoded by Polars from a ``catalog.fs`` file handle (local or object store): pyarrow 25.0.1's
+    Parquet reader fails on a null entry of a ``fixed_size_list`` column ("ArrowInvalid: Expected
+    all lists to be of size=D but index i had size=0"; 26 reads it), and pyarrow stays at 25 for
+    Daft (docs/QUERIES.md). Strings, binaries and lists come back large; ``_column`` casts them."""
+    import polars as pl
+
+    folder = posixpath.basename(posixpath.dirname(path))
+    if not folder.startswith("dt="):
+        raise ValueError(f"{path}: an old-layout file outside a dt=YYYY-MM-DD folder; move it away")
+    with catalog.fs.open_input_file(path) as handle:
+        data = pl.read_parquet(handle).to_arrow()
+    return data.append_column("dt", pa.array([folder[len("dt="):]] * data.num_rows, pa.string()))
 
 
 def _column(table: str, data: pa.Table, field: pa.Field) -> pa.Array | pa.ChunkedArray:
@@ -90,14 +108,10 @@ def migrate(dst: str, run_id: str | None = None, storage: StorageConfig | None =
             continue
         files = sources[table]
         schema = get_table_schema(table).delta_schema(dim)
-        partitioning = ds.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
         if files:
-            # Files of older schema versions lack later columns: read them under the union of
-            # the files' schemas, then give columns none of them has nulls (the evolution rule).
-            unified = pa.unify_schemas([pq.read_schema(f, filesystem=catalog.fs) for f in files]
-                                       + [pa.schema([("dt", pa.string())])])
-            data = ds.dataset(files, schema=unified, filesystem=catalog.fs, format="parquet",
-                              partitioning=partitioning, partition_base_dir=f"{catalog.root}/{table}").to_table()
+            # Files of older schema versions lack later columns: concatenated under the union of
+            # their schemas, then columns none of them has become nulls (the evolution rule).
+            data = pa.concat_tables([_read_old_file(catalog, f) for f in files], promote_options="default")
             data = pa.Table.from_arrays([_column(table, data, f) for f in schema], schema=schema)
         else:
             data = schema.empty_table()

@@ -56,11 +56,19 @@ def match_fingerprints(query: np.ndarray, other: np.ndarray) -> SoundMatch:
     lo = np.searchsorted(o_hash, q_hash, "left")
     hi = np.searchsorted(o_hash, q_hash, "right")
     counts = hi - lo
-    if not counts.sum():
-        return NO_MATCH
     q_index = np.repeat(np.arange(len(q_hash)), counts)
     positions = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    offsets = o_time[positions] - q_time[q_index]
+    return align(q_time, q_index, o_time[positions] - q_time[q_index])
+
+
+def align(q_time: np.ndarray, q_index: np.ndarray, offsets: np.ndarray) -> SoundMatch:
+    """The verdict on one pair of videos from their agreeing landmarks: ``q_time`` ``(n,)`` the
+    query's landmark frames (all of them), ``q_index`` ``(k,)`` which query landmark each
+    agreement is and ``offsets`` ``(k,)`` its frame in the other video minus its frame in the
+    query. ``match_fingerprints`` and the history search (``extract.index.sounds``) both end here."""
+    if not len(offsets):
+        return NO_MATCH
+    offsets = np.asarray(offsets, np.int64)
     base = offsets.min()
     histogram = np.bincount(offsets - base)
     window = np.convolve(histogram, np.ones(2 * OFFSET_SLACK + 1, np.int64), mode="same")

@@ -39,6 +39,9 @@ def forget_videos(catalog: Catalog, ids: set[str], run_id: str | None = None) ->
     # a forgotten video is gone as a copy and as the original others copied
     per_table = {t: predicate for t in TABLES}
     per_table["duplicates"] = f"{predicate} OR {in_predicate('duplicate_of', ids)}" if ids else "false"
+    # ... and as a sound's first video: the others of its sound lose their row (each its own sound
+    # again) until `extract sounds --since` their first date groups them under the next earliest
+    per_table["sound_matches"] = f"{predicate} OR {in_predicate('sound_id', ids)}" if ids else "false"
     record = session.commit_delete(record, per_table)
     record["files_deleted"] = purge_ids(catalog, ids)
     return record

@@ -1,0 +1,135 @@
+"""The same-sound search across history (``extract.index.sounds``) on real music: Debian
+``drascula-music`` tracks (``make sounds-media``) and espeak-ng speech as a voice-over; two
+synthetic songs in one key and tempo (``extract.media.music.melody``) as the hard negative.
+
+A sound's later videos (another video id, a loud voice-over on top, 12 dB quieter, started 7.3 s
+in, cut to 5 s) are named by its first video with the right offset; different music and a second
+song in the same key and tempo are not; a sound first heard today is one sound for all of today's
+videos; a video that already has a sound is not scanned again, yet its sound is still found
+through the sound's first video.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from media import read_audio
+
+from extract.index.sounds import SoundOptions, find_same_sounds, fingerprint_codes
+from extract.media.audio import AUDIO_RATE
+from extract.media.fingerprint import fingerprint, pack
+from extract.media.music import melody
+
+MUSIC = Path("/usr/share/scummvm/drascula/audio")
+needs_media = pytest.mark.skipif(not (MUSIC / "track1.ogg").is_file() or shutil.which("espeak-ng") is None,
+                                 reason="real music or espeak-ng not installed: `make sounds-media` (Debian "
+                                        "drascula-music), apt espeak-ng")
+VOICE_TEXT = ("This is a voice over on top of the music. We talk about the weather, the beach and the city, "
+              "and then we talk some more about the things we saw today.")
+
+
+def excerpt(audio: np.ndarray, start_s: float, length_s: float) -> np.ndarray:
+    return audio[int(start_s * AUDIO_RATE):int((start_s + length_s) * AUDIO_RATE)]
+
+
+def speech(folder: Path) -> np.ndarray:
+    """espeak-ng reading ``VOICE_TEXT``, 16 kHz mono."""
+    wav = folder / "voice.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), VOICE_TEXT], check=True, capture_output=True, timeout=60)
+    return read_audio(wav)
+
+
+def with_voice_over(music: np.ndarray, voice: np.ndarray) -> np.ndarray:
+    """Speech mixed on top at the music's own RMS level (a loud voice-over)."""
+    voice = np.resize(voice, len(music))
+    return music + voice * np.sqrt(np.mean(music ** 2) / np.mean(voice ** 2))
+
+
+def same_key_and_tempo() -> tuple[np.ndarray, np.ndarray]:
+    """Two different tunes in C major at one tempo, timbre and drum beat (12 s each)."""
+    scale = np.array([60, 62, 64, 65, 67, 69, 71, 72])
+    tunes = [np.random.default_rng(seed).choice(scale, 40) for seed in (1, 2)]
+    return tuple(melody(t.tolist(), beat_s=0.3, seed=0)[0] for t in tunes)
+
+
+def day(videos: dict[str, np.ndarray]) -> pa.Table:
+    return pa.table({"video_id": list(videos),
+                     "sound_fingerprint": pa.array([pack(fingerprint(a)) for a in videos.values()], pa.binary())})
+
+
+def search(days: list[dict[str, np.ndarray]], known: pa.Table | None = None) -> tuple[dict[str, dict], object]:
+    """Videos uploaded day by day (in dict order within a day); the last day is searched."""
+    ids = [v for d in days for v in d]
+    videos = pa.table({"video_id": ids, "upload_ts": pa.array(np.arange(len(ids)) * 10**6, pa.timestamp("us", tz="UTC"))})
+    result = find_same_sounds(videos, day(days[-1]), [day(d) for d in days[:-1]], known)
+    return {r["video_id"]: r for r in result.table.to_pylist()}, result
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory) -> dict[str, np.ndarray]:
+    if not (MUSIC / "track1.ogg").is_file() or shutil.which("espeak-ng") is None:
+        pytest.skip("real music or espeak-ng not installed")
+    tracks = {i: read_audio(MUSIC / f"track{i}.ogg") for i in (1, 2, 3)}
+    return {"song": tracks[1], "other": tracks[2], "third": tracks[3], "voice": speech(tmp_path_factory.mktemp("v"))}
+
+
+@needs_media
+def test_the_same_recording_is_one_sound_and_other_music_is_not(music):
+    tune_a, tune_b = same_key_and_tempo()
+    song = music["song"]
+    day1 = {"song": excerpt(song, 10, 30), "other_song": excerpt(music["other"], 10, 30), "tune_a": tune_a}
+    day2 = {
+        "voice_over": with_voice_over(excerpt(song, 10, 30), music["voice"]),
+        "quieter": 0.25 * excerpt(song, 10, 30),
+        "later_start": excerpt(song, 17.3, 20),
+        "cut_5s": excerpt(song, 22.1, 5),
+        "other_song_again": 0.5 * excerpt(music["other"], 20, 10),
+        "tune_b": tune_b,  # another tune, same key, tempo, timbre and drums
+        "third_song": excerpt(music["third"], 10, 20),
+    }
+    found, result = search([day1, day2])
+    expected = {"voice_over": ("song", 0.0), "quieter": ("song", 0.0), "later_start": ("song", 7.3),
+                "cut_5s": ("song", 12.1), "other_song_again": ("other_song", 10.0)}
+    assert {k: r["sound_id"] for k, r in found.items()} == {k: v[0] for k, v in expected.items()}, found
+    for name, (_, offset) in expected.items():
+        assert found[name]["offset_s"] == pytest.approx(offset, abs=0.07), found[name]
+        assert 0.0 < found[name]["score"] <= 1.0 and found[name]["matched_s"] > 3.0, found[name]
+    assert found["cut_5s"]["matched_s"] <= 5.0
+    assert result.stats.new_videos == len(day2) and result.stats.scanned_videos == len(day1)
+
+
+@needs_media
+def test_a_sound_first_heard_today_and_known_sounds_across_days(music):
+    song = music["song"]
+    day1 = {"song": excerpt(song, 10, 30)}
+    day2 = {"copy": 0.5 * excerpt(song, 15, 20)}
+    found, _ = search([day1, day2])
+    known = pa.table({"video_id": ["copy"], "sound_id": ["song"], "offset_s": pa.array([found["copy"]["offset_s"]],
+                                                                                        pa.float32())})
+    day3 = {"third": excerpt(music["third"], 10, 15), "third_again": excerpt(music["third"], 15, 10),
+            "song_again": with_voice_over(excerpt(song, 30, 8), music["voice"])}
+    found, result = search([day1, day2, day3], known)
+    assert {k: r["sound_id"] for k, r in found.items()} == {"third_again": "third", "song_again": "song"}, found
+    assert found["third_again"]["offset_s"] == pytest.approx(5.0, abs=0.07)
+    assert found["song_again"]["offset_s"] == pytest.approx(20.0, abs=0.07)
+    # "copy" already has its sound: only the sound's first video is scanned for it
+    assert result.stats.skipped_videos == 1 and result.stats.scanned_videos == 1
+
+
+def test_fingerprint_codes_reads_packed_columns_with_nulls_and_slices():
+    codes = [np.arange(5, dtype=np.int64) << 24, np.zeros(0, np.int64), np.array([7 << 24 | 3], np.int64)]
+    column = pa.array([pack(codes[0]), None, pack(codes[2]), b""], pa.binary())
+    flat, counts = fingerprint_codes(pa.chunked_array([column.slice(0, 1), column.slice(1)]))
+    assert counts.tolist() == [5, 0, 1, 0] and np.array_equal(flat, np.concatenate(codes))
+    with pytest.raises(ValueError, match="whole number"):
+        fingerprint_codes(pa.array([b"123"], pa.binary()))
+
+
+def test_options_name_the_bad_key():
+    with pytest.raises(ValueError, match="sounds.min_share"):
+        SoundOptions(min_share=0.0)

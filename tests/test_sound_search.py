@@ -1,6 +1,7 @@
 """The same-sound search across history (``extract.index.sounds``) on real music: Debian
-``drascula-music`` tracks (``make sounds-media``) and espeak-ng speech as a voice-over; two
-synthetic songs in one key and tempo (``extract.media.music.melody``) as the hard negative.
+``drascula-music`` tracks and a real LibriVox reading (``pocketsphinx-testdata``) as a voice-over
+(``make sounds-media``); two synthetic songs in one key and tempo (``extract.media.music.melody``)
+as the hard negative.
 
 A sound's later videos (another video id, a loud voice-over on top, 12 dB quieter, started 7.3 s
 in, cut to 5 s) are named by its first video with the right offset; different music and a second
@@ -11,8 +12,6 @@ through the sound's first video.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,22 +25,14 @@ from extract.media.fingerprint import fingerprint, pack
 from extract.media.music import melody
 
 MUSIC = Path("/usr/share/scummvm/drascula/audio")
-needs_media = pytest.mark.skipif(not (MUSIC / "track1.ogg").is_file() or shutil.which("espeak-ng") is None,
-                                 reason="real music or espeak-ng not installed: `make sounds-media` (Debian "
-                                        "drascula-music), apt espeak-ng")
-VOICE_TEXT = ("This is a voice over on top of the music. We talk about the weather, the beach and the city, "
-              "and then we talk some more about the things we saw today.")
+SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
+needs_media = pytest.mark.skipif(not (MUSIC / "track1.ogg").is_file() or not SPEECH.is_file(),
+                                 reason="real music/speech not installed: `make sounds-media` (Debian drascula-music, "
+                                        "pocketsphinx-testdata)")
 
 
 def excerpt(audio: np.ndarray, start_s: float, length_s: float) -> np.ndarray:
     return audio[int(start_s * AUDIO_RATE):int((start_s + length_s) * AUDIO_RATE)]
-
-
-def speech(folder: Path) -> np.ndarray:
-    """espeak-ng reading ``VOICE_TEXT``, 16 kHz mono."""
-    wav = folder / "voice.wav"
-    subprocess.run(["espeak-ng", "-w", str(wav), VOICE_TEXT], check=True, capture_output=True, timeout=60)
-    return read_audio(wav)
 
 
 def with_voice_over(music: np.ndarray, voice: np.ndarray) -> np.ndarray:
@@ -51,10 +42,14 @@ def with_voice_over(music: np.ndarray, voice: np.ndarray) -> np.ndarray:
 
 
 def same_key_and_tempo() -> tuple[np.ndarray, np.ndarray]:
-    """Two different tunes in C major at one tempo, timbre and drum beat (12 s each)."""
+    """Two different tunes in C major at one tempo (12 s each), on two instruments. ``melody``
+    renders a note (and its drum hit) sample-identically every time, so two tunes on one synthetic
+    instrument, or over its drum loop, share identical audio: a shared recording, which two real
+    songs never have (each recording of a note differs); hence two instruments and no loop."""
     scale = np.array([60, 62, 64, 65, 67, 69, 71, 72])
-    tunes = [np.random.default_rng(seed).choice(scale, 40) for seed in (1, 2)]
-    return tuple(melody(t.tolist(), beat_s=0.3, seed=0)[0] for t in tunes)
+    tunes = [np.random.default_rng(seed).choice(scale, 40).tolist() for seed in (1, 2)]
+    return (melody(tunes[0], beat_s=0.3, timbre="organ", drums=False)[0],
+            melody(tunes[1], beat_s=0.3, timbre="brass", drums=False)[0])
 
 
 def day(videos: dict[str, np.ndarray]) -> pa.Table:
@@ -71,11 +66,11 @@ def search(days: list[dict[str, np.ndarray]], known: pa.Table | None = None) -> 
 
 
 @pytest.fixture(scope="module")
-def music(tmp_path_factory) -> dict[str, np.ndarray]:
-    if not (MUSIC / "track1.ogg").is_file() or shutil.which("espeak-ng") is None:
-        pytest.skip("real music or espeak-ng not installed")
+def music() -> dict[str, np.ndarray]:
+    if not (MUSIC / "track1.ogg").is_file() or not SPEECH.is_file():
+        pytest.skip("real music/speech not installed: `make sounds-media`")
     tracks = {i: read_audio(MUSIC / f"track{i}.ogg") for i in (1, 2, 3)}
-    return {"song": tracks[1], "other": tracks[2], "third": tracks[3], "voice": speech(tmp_path_factory.mktemp("v"))}
+    return {"song": tracks[1], "other": tracks[2], "third": tracks[3], "voice": read_audio(SPEECH)}
 
 
 @needs_media

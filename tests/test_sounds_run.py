@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import REPO, run_cli
 from media import read_audio
-from test_sound_search import MUSIC, excerpt, needs_media, speech, with_voice_over
+from test_sound_search import MUSIC, SPEECH, excerpt, needs_media, with_voice_over
 
 from extract.media.audio import AUDIO_RATE
 from extract.tables.catalog import Catalog
@@ -24,14 +24,14 @@ from extract.tools.samples import write_clip
 
 @pytest.fixture(scope="module")
 def output(tmp_path_factory, tiny_config):
-    if not (MUSIC / "track1.ogg").is_file():
-        pytest.skip("real music not installed: `make sounds-media`")
+    if not (MUSIC / "track1.ogg").is_file() or not SPEECH.is_file():
+        pytest.skip("real music/speech not installed: `make sounds-media`")
     folder = tmp_path_factory.mktemp("sounds")
     song, other = read_audio(MUSIC / "track1.ogg"), read_audio(MUSIC / "track2.ogg")
     clips = {  # name: (audio, grey level of its pictures, upload time)
         "song": (excerpt(song, 10, 12), 60, "2026-01-01T10:00:00Z"),
         "other_music": (excerpt(other, 10, 12), 60, "2026-01-01T11:00:00Z"),
-        "voice_over": (0.3 * with_voice_over(excerpt(song, 14, 8), speech(folder)), 200, "2026-01-02T10:00:00Z"),
+        "voice_over": (0.3 * with_voice_over(excerpt(song, 14, 8), read_audio(SPEECH)), 200, "2026-01-02T10:00:00Z"),
         "cut_5s": (excerpt(song, 16, 5), 120, "2026-01-02T11:00:00Z"),
     }
     rows = []
@@ -113,3 +113,29 @@ def test_the_daily_job_runs_sounds_after_duplicates_unless_output_sounds_is_off(
     assert common.run_plan(jobs.daily.SPEC, off, plan, False, False) == EXIT_OK
     assert [c[0] for c in calls] == ["find_duplicates_step", "maintain_step"]
     capsys.readouterr()
+
+
+@needs_media
+def test_forget_on_an_output_written_before_sound_matches_existed(output, tmp_path):
+    """An output of the previous version (no ``sound_matches`` table, runs that never named it):
+    forget creates the table empty and deletes from every table as one commit."""
+    import shutil
+
+    dst, tiny_config = output
+    old = tmp_path / "old"
+    shutil.copytree(dst, old)
+    shutil.rmtree(old / "sound_matches")
+    for path in (old / "_runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        if record.get("kind") == "sounds":
+            path.unlink()
+            continue
+        record.get("delta_versions", {}).pop("sound_matches", None)
+        path.write_text(json.dumps(record))
+    ids = tmp_path / "ids.txt"
+    ids.write_text("other_music\n")
+    proc = run_cli("forget", str(old), "--ids", str(ids), "--config", str(tiny_config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    catalog = Catalog(str(old))
+    assert catalog.read("sound_matches").num_rows == 0
+    assert "other_music" not in catalog.read("videos")["video_id"].to_pylist()

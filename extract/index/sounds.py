@@ -52,23 +52,24 @@ import numpy as np
 from extract.index.landmark_join import DayIndex, expand
 from extract.index.near_duplicates import _owner_ranks, rank_videos
 from extract.media.fingerprint import TIME_BITS
-from extract.media.sound_match import MIN_HITS, MIN_SHARE, SoundMatch, align
+from extract.media.sound_match import MIN_HITS, MIN_MATCHED_S, MIN_SHARE, SoundMatch, align
 
 
 @dataclass(frozen=True)
 class SoundOptions:
-    """Thresholds of the same-sound search: ``min_hits`` landmarks agreeing at one offset and
-    ``min_share`` of the new video's landmarks over the matched stretch (``extract.media.sound_match``
-    measured them on real music); a hash met by more than ``max_bucket`` history landmarks is
+    """Thresholds of the same-sound search: ``min_hits`` landmarks agreeing at one offset,
+    ``min_share`` of the new video's landmarks over the matched stretch, which lasts at least
+    ``min_matched_s`` seconds (``extract.media.sound_match`` measured them on real music); a hash met by more than ``max_bucket`` history landmarks is
     skipped (a tone or drum sample many recordings share)."""
 
     min_hits: int = MIN_HITS
     min_share: float = MIN_SHARE
+    min_matched_s: float = MIN_MATCHED_S
     max_bucket: int = 5000
 
     def __post_init__(self) -> None:
         checks = (("min_hits", self.min_hits >= 1, ">= 1"), ("min_share", 0.0 < self.min_share <= 1.0, "in (0, 1]"),
-                  ("max_bucket", self.max_bucket >= 1, ">= 1"))
+                  ("min_matched_s", self.min_matched_s >= 0.0, ">= 0"), ("max_bucket", self.max_bucket >= 1, ">= 1"))
         for key, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"sounds.{key}: {getattr(self, key)!r} must be {allowed}")
@@ -230,7 +231,7 @@ def find_same_sounds(videos: "pa.Table", new: "pa.Table", history: Iterable["pa.
         new_r, old_r = int(pair[lo] >> 32), int(pair[lo] & 0xFFFFFFFF)
         agreeing, begin = by_pair[lo:hi], q_start[new_r]
         found = align(q_time[begin:q_start[new_r + 1]], q_index[agreeing] - begin, offset[agreeing])
-        if found.hits >= options.min_hits and found.share >= options.min_share:
+        if found.passes(options.min_hits, options.min_share, options.min_matched_s):
             matches.setdefault(new_r, []).append((old_r, found))
     stats.same_pairs = sum(len(m) for m in matches.values())
     phase("align")

@@ -71,7 +71,7 @@ def find_sounds(dst: str, config: Config, run_id: str | None = None, since: str 
         stats = search.stats
         record = session.record(
             since=since,
-            options={"min_hits": options.min_hits, "min_share": options.min_share, "max_bucket": options.max_bucket},
+            options={k: getattr(options, k) for k in ("min_hits", "min_share", "min_matched_s", "max_bucket")},
             counts={"searched": new.num_rows, "history": videos.num_rows, "matched": found.num_rows,
                     "sounds": len(set(found["sound_id"].to_pylist()))},
             search={k: v for k, v in vars(stats).items() if isinstance(v, (int, float, str))},

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from extract.tables.catalog import Catalog, OutputLayoutError
 from extract.tables.schemas import TABLES
-from extract.tables.session import RunSession
+from extract.tables.session import RunSession, table_embedding_dim
 from extract.io.storage import parquet_files
-from extract.tables.writer import in_predicate, read_json
+from extract.tables.writer import ensure_tables, in_predicate, read_json
 
 
 def forget_videos(catalog: Catalog, ids: set[str], run_id: str | None = None) -> dict[str, Any]:
@@ -28,6 +28,7 @@ def forget_videos(catalog: Catalog, ids: set[str], run_id: str | None = None) ->
     session = RunSession.open(catalog, "forget", run_id)
     if catalog.open_table("videos") is None:
         raise OutputLayoutError(f"{catalog.dst}: no tables to forget from (no committed run)")
+    ensure_tables(catalog, table_embedding_dim(catalog))  # a table added since DST was written (empty): one DELETE each
     outcomes = catalog.outcomes([{"video_id": vid, "dt": "", "upload_ts": None} for vid in ids]) if ids else {}
     record = session.record(
         forgotten=[{"video_id": vid, "uri": (outcomes.get(vid) or {}).get("uri")} for vid in sorted(ids)],

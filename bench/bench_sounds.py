@@ -149,8 +149,8 @@ def warm_kernels() -> float:
     codes = np.arange(1, 200, dtype=np.int64) << 24
     videos = pa.table({"video_id": ["a", "b"], "upload_ts": pa.array([1, 2], pa.timestamp("us", tz="UTC"))})
     new = pa.table({"video_id": ["b"], "sound_fingerprint": _binary(codes, np.array([len(codes)]))})
-    find_same_sounds(videos, new, [pa.table({"video_id": ["a"], "sound_fingerprint": _binary(codes, np.array([len(codes)]))})],
-                     None)
+    old = pa.table({"video_id": ["a"], "sound_fingerprint": _binary(codes, np.array([len(codes)]))})
+    find_same_sounds(videos, new, [old], None)
     return time.perf_counter() - started
 
 

@@ -502,7 +502,8 @@ def _sounds_section(catalog: Catalog, run_id: str) -> str:
         figures = [f"<div><h3>first: <code>{_e(sound)}</code></h3>"
                    f"<div class=\"frames\">{_strip(thumbs.get(sound, [])[:1])}</div></div>"]
         figures += [f"<div><h3><code>{_e(r['video_id'])}</code></h3><p>at {r['offset_s']:.1f} s, score "
-                    f"{_fmt(r['score'])}</p><div class=\"frames\">{_strip(thumbs.get(r['video_id'], [])[:1])}</div></div>"
+                    f"{_fmt(r['score'])}</p>"
+                    f"<div class=\"frames\">{_strip(thumbs.get(r['video_id'], [])[:1])}</div></div>"
                     for r in listed[sound]]
         more = len(members[sound]) - len(listed[sound])
         cards.append(f"<div class=\"video\"><p>sound <code>{_e(sound)}</code>: {len(members[sound]) + 1} videos"

@@ -60,7 +60,8 @@ def day(videos: dict[str, np.ndarray]) -> pa.Table:
 def search(days: list[dict[str, np.ndarray]], known: pa.Table | None = None) -> tuple[dict[str, dict], object]:
     """Videos uploaded day by day (in dict order within a day); the last day is searched."""
     ids = [v for d in days for v in d]
-    videos = pa.table({"video_id": ids, "upload_ts": pa.array(np.arange(len(ids)) * 10**6, pa.timestamp("us", tz="UTC"))})
+    times = pa.array(np.arange(len(ids)) * 10**6, pa.timestamp("us", tz="UTC"))
+    videos = pa.table({"video_id": ids, "upload_ts": times})
     result = find_same_sounds(videos, day(days[-1]), [day(d) for d in days[:-1]], known)
     return {r["video_id"]: r for r in result.table.to_pylist()}, result
 

@@ -3,7 +3,8 @@
 ``extract.index.sounds`` keeps the bookkeeping (ranks, chunks, scoring) in numpy; these are the
 two loops over every landmark. ``probe`` is one pass over a chunk of the history's landmark
 codes: a bit filter of the new day's hashes rejects almost all of them (at ``BITS_PER_KEY`` filter
-bits per distinct day hash, about 3 % of the history's hashes that the day lacks pass), a binary search over the day's sorted distinct hashes finds the rest. ``expand``
+bits per distinct day hash, about 3 % of the history's hashes that the day lacks pass), a
+binary search over the day's sorted distinct hashes finds the rest. ``expand``
 turns each history landmark that met the day into its agreements with the day's landmarks of
 that hash (only those of later videos), each with its time offset.
 

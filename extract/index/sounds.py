@@ -59,7 +59,8 @@ from extract.media.sound_match import MIN_HITS, MIN_MATCHED_S, MIN_SHARE, SoundM
 class SoundOptions:
     """Thresholds of the same-sound search: ``min_hits`` landmarks agreeing at one offset,
     ``min_share`` of the new video's landmarks over the matched stretch, which lasts at least
-    ``min_matched_s`` seconds (``extract.media.sound_match`` measured them on real music); a hash met by more than ``max_bucket`` history landmarks is
+    ``min_matched_s`` seconds (``extract.media.sound_match`` measured them on real music); a hash
+    met by more than ``max_bucket`` history landmarks is
     skipped (a tone or drum sample many recordings share)."""
 
     min_hits: int = MIN_HITS
@@ -138,7 +139,8 @@ def fingerprint_codes(column) -> tuple[np.ndarray, np.ndarray]:
         lengths = np.diff(offsets)
         if (lengths % 8).any():
             raise ValueError("sound_fingerprint: a value is not a whole number of int64 codes")
-        data = np.frombuffer(data_buf, np.uint8)[offsets[0]:offsets[-1]] if data_buf is not None else np.zeros(0, np.uint8)
+        data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        data = data[offsets[0]:offsets[-1]]
         codes.append(data.view("<i8").astype(np.int64))
         counts.append(lengths // 8)
     return np.concatenate(codes), np.concatenate(counts)

@@ -113,7 +113,8 @@ def landmarks(t: np.ndarray, f: np.ndarray) -> np.ndarray:
             anchors = np.nonzero(targets[:, b] >= 0)[0]
             first, second = targets[anchors, a], targets[anchors, b]
             h = ((f[anchors] << 24) | ((f[first] - f[anchors] + MAX_DBIN) << 17)
-                 | ((f[second] - f[anchors] + MAX_DBIN) << 10) | ((t[first] - t[anchors]) << 5) | (t[second] - t[anchors]))
+                 | ((f[second] - f[anchors] + MAX_DBIN) << 10) | ((t[first] - t[anchors]) << 5)
+                 | (t[second] - t[anchors]))
             out.append((h << TIME_BITS) | t[anchors])
     codes = np.concatenate(out)
     return codes[np.argsort(codes & ((1 << TIME_BITS) - 1), kind="stable")]

@@ -117,6 +117,17 @@ def test_a_sound_first_heard_today_and_known_sounds_across_days(music):
     assert result.stats.skipped_videos == 1 and result.stats.scanned_videos == 1
 
 
+@needs_media
+@pytest.mark.xfail(strict=True, reason="known limit: a copy starting half a 32 ms frame off the original's frame grid "
+                   "keeps 2-31 landmarks per 5 s (aligned: ~300); 16 ms frames measured 20-40 but then matched "
+                   "note-identical synthetic tunes: not yet retuned")
+def test_a_cut_half_a_frame_off_the_grid(music):
+    from extract.media.sound_match import match_fingerprints
+
+    original = fingerprint(excerpt(music["song"], 10, 12))
+    assert match_fingerprints(fingerprint(excerpt(music["song"], 16, 5)), original).same  # 6 s = 187.5 frames
+
+
 def test_fingerprint_codes_reads_packed_columns_with_nulls_and_slices():
     codes = [np.arange(5, dtype=np.int64) << 24, np.zeros(0, np.int64), np.array([7 << 24 | 3], np.int64)]
     column = pa.array([pack(codes[0]), None, pack(codes[2]), b""], pa.binary())

@@ -87,12 +87,13 @@ QUICK_SCALING = (QUICK_CLIPS,)
 
 
 MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper", "bench_planning", "bench_duplicates",
-                    "bench_training_read")
+                    "bench_sounds", "bench_training_read")
 
 
 # Smaller than the micro-benchmarks' own defaults, so `make bench` stays within 20 minutes on
 # 2 cores; passed only where run() takes the keyword. Run a module alone for its full size.
 MICRO_KWARGS = {"bench_decode": {"repeats": 1, "isolation_videos": 5}, "bench_whisper": {"n_clips": 6},
+                "bench_sounds": {"videos": 20_000, "new": 2_000, "seconds": 10.0},
                 "bench_training_read": {"days": 20, "videos": 200}}
 
 

@@ -170,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     dups.add_argument("--min-cosine", type=float, default=None, metavar="COS",
                       help="pooled CLIP cosine a near copy needs (default 0.9; tune per model by percentile)")
     _add_config_args(dups)
+
+    sounds = sub.add_parser("sounds", help="find which earlier sound (audio recording) each new video carries",
+                            description="For each video committed with upload date >= --since (default: the dates "
+                                        "the latest run wrote), match its audio fingerprint against every committed "
+                                        "video's (landmark hashes agreeing at one time offset) and name its sound by "
+                                        "the earliest video carrying it; writes the sound_matches table in one "
+                                        "committed run.")
+    sounds.add_argument("dst", metavar="DST")
+    sounds.add_argument("--since", metavar="YYYY-MM-DD", type=_iso_date,
+                        help="search the videos of these upload dates and later")
+    _add_config_args(sounds)
     return parser
 
 
@@ -227,7 +238,7 @@ def check_args(args: argparse.Namespace) -> None:
 
         if args.table is not None and args.table not in TABLES:
             raise UsageError(f"schemas: unknown table {args.table!r}; tables: {', '.join(TABLES)}")
-    else:  # inspect, forget, maintain, migrate, duplicates: commands on an existing output
+    else:  # inspect, forget, maintain, migrate, duplicates, sounds: commands on an existing output
         if command == "forget":
             _check_readable_file("--ids", args.ids)
         _check_existing_output(args.dst, _load(args).storage)
@@ -380,14 +391,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"extract: {exc}", file=sys.stderr)
             return EXIT_USAGE
         return EXIT_OK
-    if args.command in ("forget", "maintain", "migrate", "duplicates"):
+    if args.command in ("forget", "maintain", "migrate", "duplicates", "sounds"):
         return _table_command(args)
     raise AssertionError(args.command)  # argparse restricts commands
 
 
 def _table_command(args: argparse.Namespace) -> int:
-    """``forget``, ``maintain``, ``migrate`` and ``duplicates``: each one committed run of its kind."""
-    from extract.runner import find_duplicates_step, maintain_step, write_report
+    """``forget``, ``maintain``, ``migrate``, ``duplicates`` and ``sounds``: each one committed run of its kind."""
+    from extract.runner import find_duplicates_step, find_sounds_step, maintain_step, write_report
     from extract.tables.catalog import Catalog, OutputLayoutError
 
     config = _load(args)
@@ -404,6 +415,8 @@ def _table_command(args: argparse.Namespace) -> int:
         except ValueError as exc:  # a threshold out of range names itself
             raise UsageError(f"duplicates: {exc}") from None
         return find_duplicates_step("extract", args.dst, config, args.since, options, expected).code
+    if args.command == "sounds":
+        return find_sounds_step("extract", args.dst, config, args.since, None, expected).code
     if args.command == "maintain":
         return maintain_step("extract", args.dst, config, expected).code
     try:

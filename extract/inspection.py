@@ -69,6 +69,7 @@ def _report_names(catalog: Catalog) -> set[str]:
 RUN_COUNTS = {
     "run": ("processed", "ok", "errors", "skipped", "reused"),
     "duplicates": ("searched", "history", "duplicates"),
+    "sounds": ("searched", "history", "matched", "sounds"),
     "forget": ("forgotten",),
     "maintain": (),
     "migrate": (),

@@ -881,8 +881,55 @@ def _png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+# --------------------------------------------------------------------------- sounds
+
+MAX_SOUNDS = 10  # sound groups shown
+MAX_SOUND_VIDEOS = 8  # videos shown per sound group
+
+
+def _sounds_section(catalog: Catalog, record: dict[str, Any], max_videos: int) -> str:
+    """Sound groups: each sound that the ``sound_matches`` rows of this run (a ``sounds`` run) or
+    of this run's videos (a processing run, once a ``sounds`` run searched them) name, with a
+    thumbnail of its first video and of the other committed videos carrying it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    run_id = record["run_id"]
+    columns = ["video_id", "sound_id", "offset_s", "score"]
+    rows = _committed_rows(catalog, "sound_matches", run_id, columns)
+    own = [v["video_id"] for v in _committed_rows(catalog, "videos", run_id, ["video_id"])]
+    if own:
+        rows += _committed_rows(catalog, "sound_matches", None, columns, own, where=pc.field("run_id") != run_id)
+    if not rows:
+        return "<h2>Sounds</h2><p class=\"muted\">no video of this run carries an earlier video's sound</p>"
+    sounds = sorted({r["sound_id"] for r in rows})
+    shown = sounds[:MAX_SOUNDS]
+    members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in _committed_rows(catalog, "sound_matches", None, columns,
+                             where=pc.field("sound_id").isin(pa.array(shown, pa.string()))):
+        members[r["sound_id"]].append(r)
+    listed = {s: sorted(members[s], key=lambda r: r["video_id"])[:MAX_SOUND_VIDEOS - 1] for s in shown}
+    thumbs = _thumbnails(catalog, sorted(set(shown) | {r["video_id"] for rs in listed.values() for r in rs}))
+    cards = []
+    for sound in shown:
+        figures = [f"<div><h3>first: <code>{_e(sound)}</code></h3>"
+                   f"<div class=\"frames\">{_strip(thumbs.get(sound, [])[:1])}</div></div>"]
+        figures += [f"<div><h3><code>{_e(r['video_id'])}</code></h3><p>at {r['offset_s']:.1f} s, score "
+                    f"{_fmt(r['score'])}</p>"
+                    f"<div class=\"frames\">{_strip(thumbs.get(r['video_id'], [])[:1])}</div></div>"
+                    for r in listed[sound]]
+        more = len(members[sound]) - len(listed[sound])
+        cards.append(f"<div class=\"video\"><p>sound <code>{_e(sound)}</code>: {len(members[sound]) + 1} videos"
+                     + (f" ({more} more not shown)" if more else "") + "</p><div class=\"pair\">"
+                     + "".join(figures) + "</div></div>")
+    note = f"<p class=\"muted\">{len(sounds)} sounds" + \
+        (f" ({len(sounds) - len(shown)} more not shown)" if len(sounds) > len(shown) else "") + "</p>"
+    return "<h2>Sounds</h2>" + note + "".join(cards)
+
+
 # A kind's own sections after the generic part; a kind without an entry gets the generic part only.
 KIND_SECTIONS: dict[str, tuple[Section, ...]] = {
-    "run": (_errors_section, _found_duplicates_section, _contact_sheet_section),
+    "run": (_errors_section, _found_duplicates_section, _sounds_section, _contact_sheet_section),
     "duplicates": (_searched_duplicates_section,),
+    "sounds": (_sounds_section,),
 }

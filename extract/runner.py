@@ -3,9 +3,9 @@
 ``run_once`` is one committed run of ``extract.pipeline.job.run_job`` with what a person and a
 scheduler see of it: Ray's output in the run's log (``RunConsole``), the summary, the HTML run
 report, the exit code (``extract.pipeline.outcome``) and the error-rate alert. ``run_step``
-does the same for the runs that follow a commit (the duplicate search, maintenance) and the
-other table commands: a failure is one line and exit 1, a committed step prints its summary
-and writes its report (every kind of run has one, ``extract.report``).
+does the same for the runs that follow a commit (the duplicate and sound searches,
+maintenance) and the other table commands: a failure is one line and exit 1, a committed step
+prints its summary and writes its report (every kind of run has one, ``extract.report``).
 """
 
 from __future__ import annotations
@@ -111,6 +111,18 @@ def find_duplicates_step(name: str, dst: str, config: Config, since: str | None 
     return run_step(name, f"duplicate search on {dst}",
                     lambda: find_duplicates(dst, config, None, since, options or DuplicateOptions()),
                     describe_duplicates, (dst, config.storage), expected)
+
+
+def find_sounds_step(name: str, dst: str, config: Config, since: str | None = None, options=None,
+                     expected: tuple[type[BaseException], ...] = (Exception,)) -> Outcome:
+    """``extract sounds``: the same-sound search over ``dst``'s videos of ``dt >= since``,
+    committed, summarised and reported."""
+    from extract.index.sounds import SoundOptions
+    from extract.pipeline.sounds import describe_sounds, find_sounds
+
+    return run_step(name, f"sound search on {dst}",
+                    lambda: find_sounds(dst, config, None, since, options or SoundOptions()),
+                    describe_sounds, (dst, config.storage), expected)
 
 
 def maintain_step(name: str, dst: str, config: Config,

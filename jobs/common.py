@@ -38,7 +38,7 @@ from extract.config import Config, ConfigError, StorageConfig, load_config
 from extract.models.weights import feature_hash
 from extract.pipeline.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, worst
 from extract.pipeline.ray_backend import connect_cluster
-from extract.runner import find_duplicates_step, maintain_step, run_once
+from extract.runner import find_duplicates_step, find_sounds_step, maintain_step, run_once
 
 log = logging.getLogger("extract.jobs")
 
@@ -76,7 +76,8 @@ class JobSpec:
     retry_errors: bool = False  # process only videos whose last outcome is a retryable error
     skip_finished: bool = False  # skip dates with a committed run over their input
     stop_on_failure: bool = False  # stop at the first failed date (then --keep-going is offered)
-    maintains: bool = False  # after committing: `extract duplicates` / `extract maintain` (schedule.duplicates / .maintain)
+    maintains: bool = False  # after committing: `extract duplicates` / `extract sounds` / `extract maintain`
+    # (schedule.duplicates / output.sounds / schedule.maintain)
     epilog: str = ""  # the module docstring: --help shows it from its second paragraph on
 
 
@@ -332,6 +333,8 @@ def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going:
     name, dst = f"jobs.{spec.name}", config.schedule.output
     if spec.maintains and config.schedule.duplicates and committed:
         codes.append(find_duplicates_step(name, dst, config, since=committed[0]).code)
+    if spec.maintains and config.output.sounds and committed:
+        codes.append(find_sounds_step(name, dst, config, since=committed[0]).code)
     if spec.maintains and config.schedule.maintain and committed:
         codes.append(maintain_step(name, dst, config).code)
     code = worst(codes)

@@ -81,6 +81,9 @@ CASES = [
     ("duplicates-missing", ["duplicates", "{missing}"], USAGE, "no output at"),
     ("duplicates-bad-since", ["duplicates", "{output}", "--since", "yesterday"], USAGE, "YYYY-MM-DD"),
     ("duplicates-bad-threshold", ["duplicates", "{output}", "--threshold", "99"], USAGE, "max_hamming"),
+    ("sounds-missing", ["sounds", "{missing}"], USAGE, "no output at"),
+    ("sounds-bad-since", ["sounds", "{output}", "--since", "yesterday"], USAGE, "YYYY-MM-DD"),
+    ("sounds-not-our-tables", ["sounds", "{broken}"], FAILED, "videos"),
 ]
 
 

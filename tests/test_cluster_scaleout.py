@@ -224,7 +224,8 @@ def test_daily_job_on_a_three_node_cluster_matches_a_local_run(cluster, uploads,
     # the driver planned for the whole cluster, with the model actors on the accelerator resource
     assert "(cluster CPU 8, GPU 0)" in log and f"{ACCEL} 0.5/actor" in log, log
     assert "jobs.daily: exit 0" in log and f"{DAY}  committed" in log, log
-    [run] = Catalog(str(dst)).runs
+    [run, sounds] = Catalog(str(dst)).runs  # the processing run, then the daily job's sounds step
+    assert sounds["kind"] == "sounds" and sounds["since"] == DAY
     assert run["resources"]["machine"].endswith("2 accelerator resource units on 3 nodes"), run["resources"]
     assert run["resources"]["whisper"]["resources"] == {ACCEL: 0.5}
     ok, errors = outcome_ids(dst)

@@ -1,7 +1,7 @@
 """docs/QUERIES.md: every example runs against the output of a real tiny `extract run`.
 
 Each ```python block starting with ``# example: <name>`` is executed with the parameters
-(``DST``, ``WORD``, ``VIDEO_ID``, the training-set days, ``LABELS``, ``TRAINING_SET``) set for
+(``DST``, ``WORD``, ``VIDEO_ID``, ``SOUND_ID``, the training-set days, ``LABELS``, ``TRAINING_SET``) set for
 that output, then checked against the same answer computed here from ``Catalog`` reads
 (deltalake underneath), so an example that runs but answers wrongly fails, and so does an
 example without a check or a check without an example. The ``# setup: duckdb`` block (DuckDB's
@@ -95,7 +95,10 @@ def output(tmp_path_factory, small_samples, tiny_config) -> dict[str, Any]:
     from extract.config import load_config
     from extract.pipeline.duplicates import find_duplicates
 
+    from extract.pipeline.sounds import find_sounds
+
     find_duplicates(str(dst), load_config([tiny_config]), "duplicates-run")  # the copies example reads its table
+    find_sounds(str(dst), load_config([tiny_config]), "sounds-run")  # and the sounds examples theirs
     catalog = Catalog(str(dst))
     videos = catalog.read("videos").to_pylist()
     segments = catalog.read("transcript_segments").to_pylist()
@@ -114,6 +117,13 @@ def output(tmp_path_factory, small_samples, tiny_config) -> dict[str, Any]:
     matrix = np.asarray([v["clip_embedding"] for v in with_embedding], np.float64)
     query = [v["video_id"] for v in with_embedding].index(QUERY_VIDEO)
     cosine = matrix @ matrix[query] / np.linalg.norm(matrix, axis=1) / np.linalg.norm(matrix[query])
+    matches = {m["video_id"]: m for m in catalog.read("sound_matches").to_pylist()}
+    sound_of = {v["video_id"]: (matches[v["video_id"]]["sound_id"] if v["video_id"] in matches else v["video_id"])
+                for v in videos}
+    shared = {m["sound_id"] for m in matches.values()}
+    assert shared, "the tiny run's videos share no sound (city_night and tones_only carry the same tone)"
+    per_sound_day = Counter((v["dt"], sound_of[v["video_id"]]) for v in videos if sound_of[v["video_id"]] in shared)
+    sound_id = Counter(sound_of[v] for v in matches).most_common(1)[0][0]
     return {
         "dst": dst, "word": word,
         "videos_per_day": sorted(Counter(v["dt"] for v in videos).items()),
@@ -131,6 +141,10 @@ def output(tmp_path_factory, small_samples, tiny_config) -> dict[str, Any]:
         "training_set": sorted((v["video_id"], v["dt"], _label(v["video_id"])) for v in videos
                                if FIRST_DAY <= v["dt"] <= LAST_DAY),
         "embeddings": {v["video_id"]: v["clip_embedding"] for v in videos},
+        "sound_id": sound_id,
+        "top_sounds": sorted(((dt, s, n) for (dt, s), n in per_sound_day.items()), key=lambda x: (x[0], -x[2], x[1])),
+        "using_sound": sorted((v["video_id"], v["dt"], matches[v["video_id"]]["offset_s"] if v["video_id"] in matches
+                               else 0.0) for v in videos if sound_of[v["video_id"]] == sound_id),
         "published_frames": _published_frames(catalog, videos),
     }
 
@@ -202,7 +216,7 @@ def run_example(name: str, output: dict[str, Any], **engines: Any) -> dict[str, 
     blocks = doc_blocks()
     namespace: dict[str, Any] = {"__name__": f"queries_{name.replace('-', '_')}"}
     exec(compile(blocks["parameters"], f"{DOC}:parameters", "exec"), namespace)
-    namespace.update(DST=str(output["dst"]), WORD=output["word"], VIDEO_ID=QUERY_VIDEO,
+    namespace.update(DST=str(output["dst"]), WORD=output["word"], VIDEO_ID=QUERY_VIDEO, SOUND_ID=output["sound_id"],
                      FIRST_DAY=FIRST_DAY, LAST_DAY=LAST_DAY, **engines)
     exec(compile(blocks["setup:duckdb"], f"{DOC}:setup:duckdb", "exec"), namespace)
     exec(compile(blocks[name], f"{DOC}:{name}", "exec"), namespace)
@@ -242,6 +256,8 @@ CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "videos-by-topic-duckdb": lambda ns, out: _eq(
         sorted(((str(dt), topic), n) for dt, topic, n, _ in ns["by_topic"]), out["by_topic"]),
     "copies-of-a-video": lambda ns, out: _eq(sorted(ns["copies"]), out["copies"]),
+    "top-sounds-duckdb": lambda ns, out: _eq([(str(dt), s, n) for dt, s, n in ns["top_sounds"]], out["top_sounds"]),
+    "videos-using-a-sound": lambda ns, out: _eq([(v, str(dt), o) for v, dt, o in ns["using"]], out["using_sound"]),
     "delta-duckdb": lambda ns, out: _eq(
         [(str(dt), n) for dt, n in ns["committed_videos"]], out["videos_per_day"]),
     "polars-scan-delta": lambda ns, out: _eq([(str(dt), n) for dt, n in ns["videos_per_day"]], out["videos_per_day"]),

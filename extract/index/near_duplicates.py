@@ -191,19 +191,8 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     stats = SearchStats()
     phase = _Phases(stats)
 
-    # Videos in (upload_ts, video_id) order: rank = position; "earlier" = smaller rank.
-    order = pc.sort_indices(videos, options=pc.SortOptions(
-        [("upload_ts", "ascending", "at_end"), ("video_id", "ascending", "at_end")]))
-    ids = videos["video_id"].take(order).combine_chunks()
+    order, ids, new_rank = rank_videos(videos, new_ids)
     sha = videos["content_sha256"].take(order).combine_chunks()
-    if pc.count_distinct(ids).as_py() != len(ids):
-        raise ValueError("videos.video_id: ids must be unique")
-    wanted = new_ids.combine_chunks() if isinstance(new_ids, pa.ChunkedArray) else pa.array(new_ids, pa.string())
-    new_rank = pc.index_in(wanted, value_set=ids)
-    if new_rank.null_count:
-        missing = pc.filter(wanted, pc.is_null(new_rank))[:3].to_pylist()
-        raise ValueError(f"new_ids: {new_rank.null_count} ids are not in videos (e.g. {missing})")
-    new_rank = np.unique(new_rank.to_numpy(zero_copy_only=False).astype(np.int64))
     stats.new_videos, stats.history_videos = len(new_rank), len(ids)
     is_new = np.zeros(len(ids), bool)
     is_new[new_rank] = True
@@ -235,6 +224,27 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     phase("confirm")
     stats.seconds = time.perf_counter() - started
     return DuplicateSearch(table, stats)
+
+
+def rank_videos(videos: "pa.Table", new_ids: Sequence[str] | "pa.Array") -> tuple["pa.Array", "pa.Array", np.ndarray]:
+    """Videos in ``(upload_ts, video_id)`` order (rank = position; "earlier" = smaller rank; a
+    null ``upload_ts`` sorts last): ``(order, ids, new_rank)``, the sorting indices into
+    ``videos``, the ids in rank order and the sorted distinct ranks of ``new_ids``. Raises
+    ValueError for a duplicated ``video_id`` or a new id missing from ``videos``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(videos, options=pc.SortOptions(
+        [("upload_ts", "ascending", "at_end"), ("video_id", "ascending", "at_end")]))
+    ids = videos["video_id"].take(order).combine_chunks()
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise ValueError("videos.video_id: ids must be unique")
+    wanted = new_ids.combine_chunks() if isinstance(new_ids, pa.ChunkedArray) else pa.array(new_ids, pa.string())
+    new_rank = pc.index_in(wanted, value_set=ids)
+    if new_rank.null_count:
+        missing = pc.filter(wanted, pc.is_null(new_rank))[:3].to_pylist()
+        raise ValueError(f"new_ids: {new_rank.null_count} ids are not in videos (e.g. {missing})")
+    return order, ids, np.unique(new_rank.to_numpy(zero_copy_only=False).astype(np.int64))
 
 
 class _Phases:

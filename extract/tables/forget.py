@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from extract.tables.catalog import Catalog, OutputLayoutError
 from extract.tables.schemas import TABLES
-from extract.tables.session import RunSession
+from extract.tables.session import RunSession, table_embedding_dim
 from extract.io.storage import parquet_files
-from extract.tables.writer import in_predicate, read_json
+from extract.tables.writer import ensure_tables, in_predicate, read_json
 
 
 def forget_videos(catalog: Catalog, ids: set[str], run_id: str | None = None) -> dict[str, Any]:
@@ -28,6 +28,7 @@ def forget_videos(catalog: Catalog, ids: set[str], run_id: str | None = None) ->
     session = RunSession.open(catalog, "forget", run_id)
     if catalog.open_table("videos") is None:
         raise OutputLayoutError(f"{catalog.dst}: no tables to forget from (no committed run)")
+    ensure_tables(catalog, table_embedding_dim(catalog))  # a table added since DST was written (empty): one DELETE each
     outcomes = catalog.outcomes([{"video_id": vid, "dt": "", "upload_ts": None} for vid in ids]) if ids else {}
     record = session.record(
         forgotten=[{"video_id": vid, "uri": (outcomes.get(vid) or {}).get("uri")} for vid in sorted(ids)],
@@ -39,6 +40,9 @@ def forget_videos(catalog: Catalog, ids: set[str], run_id: str | None = None) ->
     # a forgotten video is gone as a copy and as the original others copied
     per_table = {t: predicate for t in TABLES}
     per_table["duplicates"] = f"{predicate} OR {in_predicate('duplicate_of', ids)}" if ids else "false"
+    # ... and as a sound's first video: the others of its sound lose their row (each its own sound
+    # again) until `extract sounds --since` their first date groups them under the next earliest
+    per_table["sound_matches"] = f"{predicate} OR {in_predicate('sound_id', ids)}" if ids else "false"
     record = session.commit_delete(record, per_table)
     record["files_deleted"] = purge_ids(catalog, ids)
     return record

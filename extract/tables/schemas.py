@@ -29,7 +29,8 @@ EMBEDDING_DIM_KEY = "extract.embedding_dim"  # field metadata of an embedding co
 # wheel ships a copy of it as extract/_schemas (pyproject: force-include).
 _CHECKOUT_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_DIR = _CHECKOUT_SCHEMAS if _CHECKOUT_SCHEMAS.is_dir() else Path(__file__).resolve().parents[1] / "_schemas"
-TABLES = ("videos", "frame_embeddings", "transcript_segments", "hashtags", "ocr_text", "shots", "duplicates", "errors")
+TABLES = ("videos", "frame_embeddings", "transcript_segments", "hashtags", "ocr_text", "shots", "duplicates",
+          "sound_matches", "errors")
 
 _SIMPLE_TYPES = {
     "string": pa.string(),

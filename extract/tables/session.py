@@ -7,7 +7,7 @@ tables; the command then stages its rows (``write``) and publishes them as one l
 (``publish``). Each of these writes the run record ``DST/_runs/<run_id>.json``: the fields
 every run has (``record``: id, kind, status, times, version, output) plus the command's own.
 Leaving a ``with RunSession.open(...)`` block by an exception aborts: the staged rows are
-deleted and nothing is published. ``run_job``, ``find_duplicates``, ``forget``, ``maintain``
+deleted and nothing is published. ``run_job``, ``find_duplicates``, ``find_sounds``, ``forget``, ``maintain``
 and ``migrate`` each open one; the commit protocol itself is ``extract.tables.writer``'s.
 """
 

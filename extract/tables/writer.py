@@ -74,6 +74,7 @@ ROW_GROUP_ROWS = {
     "ocr_text": 65_536,
     "shots": 65_536,
     "duplicates": 65_536,
+    "sound_matches": 65_536,
     "errors": 8_192,
 }
 TABLE_CONFIGURATION = {

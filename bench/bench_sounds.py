@@ -1,0 +1,277 @@
+"""Same-sound search at scale (1 M committed videos against a 20 k-video day), and the fingerprint's cost.
+
+The fingerprint: ``extract.media.fingerprint.fingerprint`` on 30 s of real music (Debian
+``drascula-music``, ``make sounds-media``; a synthetic melody when absent), milliseconds per
+video and landmarks per second of audio.
+
+The search, on synthetic fingerprints (the history is never written out: at 1 M videos it would
+be tens of GB): every video has ``seconds`` of audio (uniform in [0.5, 1.5] x ``seconds``) at
+the landmarks per second measured above, each landmark at a random frame, its 32-bit hash's
+five fields (anchor bin, two relative bins, two frame gaps) drawn independently from their
+distributions over real music fingerprints (uniform without the music), so chance agreements
+come as often as the fields' skew makes them, not as rarely as uniform hashes would. The history
+arrives one 20 k-video chunk at a time (one upload day, as ``extract sounds`` reads it),
+generated inside the timed loop; the time spent generating is measured and taken out. Planted in
+the new day: copies of a stretch of a committed video's audio (60 % of its landmarks kept, 40 %
+other landmarks added: a voice-over), at a random offset, and copies of an earlier new video (a
+sound first heard today); recall and false matches are counted against them.
+
+Runs in a fresh child process so its peak RSS (``VmHWM``) is the search's. A tiny search first
+compiles the numba kernels into their cache (timed apart).
+
+``python -m bench.bench_sounds [OUT_DIR] [--videos 1000000] [--new 20000] [--seconds 30]`` prints
+a Markdown table and writes ``OUT_DIR/bench_sounds.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from bench.machine import load_average, machine_info
+from extract.pipeline.resources import peak_rss_mb
+
+REPO = Path(__file__).resolve().parent.parent
+MUSIC = Path("/usr/share/scummvm/drascula/audio")
+HISTORY_VIDEOS = 1_000_000
+NEW_VIDEOS = 20_000
+SECONDS = 30.0  # mean audio seconds per video
+CHUNK = 20_000  # history videos per chunk (one upload day)
+PLANTED = {"history_copy": 0.05, "same_day_copy": 0.02}  # shares of the new day
+FIELDS = ((24, 8), (17, 7), (10, 7), (5, 5), (0, 5))  # (shift, bits) of the hash's fields
+SEED = 0
+
+
+def _music() -> list[np.ndarray]:
+    """30 s excerpts of the real tracks (16 kHz mono), or one synthetic melody without them."""
+    from extract.media.audio import AUDIO_RATE
+
+    tracks = sorted(MUSIC.glob("track*.ogg"))
+    if tracks:
+        from bench.bench_music_speech import read_audio
+
+        out = [read_audio(p)[10 * AUDIO_RATE:40 * AUDIO_RATE] for p in tracks[:12]]
+        return [a for a in out if len(a) >= 20 * AUDIO_RATE]
+    from extract.media.music import melody
+
+    return [melody([60, 62, 64, 65, 67, 69, 71, 72] * 12, beat_s=0.3)[0]]
+
+
+def fingerprint_cost() -> dict[str, Any]:
+    """Milliseconds to fingerprint 30 s of audio, landmarks per second, and the hash fields'
+    distributions (``(bits,) float64`` per field) over real music."""
+    from extract.media.audio import AUDIO_RATE
+    from extract.media.fingerprint import TIME_BITS, fingerprint
+
+    clips = _music()
+    fingerprint(clips[0])  # numpy's FFT plans, first-call imports
+    times, codes = [], []
+    for audio in clips:
+        started = time.perf_counter()
+        codes.append(fingerprint(audio))
+        times.append((time.perf_counter() - started) / (len(audio) / AUDIO_RATE))
+    hashes = np.concatenate(codes) >> TIME_BITS
+    fields = [np.bincount((hashes >> shift) & ((1 << bits) - 1), minlength=1 << bits) for shift, bits in FIELDS]
+    seconds = sum(len(a) for a in clips) / AUDIO_RATE
+    return {"source": "drascula-music" if MUSIC.is_dir() else "synthetic melody", "clips": len(clips),
+            "ms_per_30s": round(1000 * 30 * float(np.median(times)), 1),
+            "landmarks_per_s": round(sum(len(c) for c in codes) / seconds, 1),
+            "fields": [(f / f.sum()).tolist() for f in fields]}
+
+
+class Synth:
+    """Synthetic landmark codes (module doc) from the hash fields' distributions: each field
+    through a 2^16-entry quantile table of its distribution, so a chunk of 40 M landmarks takes
+    about a second."""
+
+    def __init__(self, fields: list[list[float]], per_s: float, seconds: float):
+        from extract.media.fingerprint import FRAME_S
+
+        grid = (np.arange(1 << 16) + 0.5) / (1 << 16)
+        self.tables = [np.minimum(np.searchsorted(np.cumsum(f), grid), len(f) - 1).astype(np.int64) for f in fields]
+        self.per_s, self.seconds, self.frame_s = per_s, seconds, FRAME_S
+
+    def hashes(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        bits = rng.integers(0, 2**63, (n, 2), dtype=np.int64)
+        h = np.zeros(n, np.int64)
+        for k, ((shift, _), table) in enumerate(zip(FIELDS, self.tables)):
+            h |= table[(bits[:, k // 3] >> (16 * (k % 3))) & 0xFFFF] << shift
+        return h
+
+    def videos(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes, counts)`` of ``n`` videos back to back (a video's codes in no particular order:
+        the search does not need them ordered)."""
+        from extract.media.fingerprint import TIME_BITS
+
+        seconds = rng.uniform(0.5, 1.5, n) * self.seconds
+        counts = (seconds * self.per_s).astype(np.int64)
+        frames = (rng.random(int(counts.sum())) * np.repeat(seconds / self.frame_s, counts)).astype(np.int64)
+        return (self.hashes(rng, len(frames)) << TIME_BITS) | frames, counts
+
+
+def _binary(codes: np.ndarray, counts: np.ndarray):
+    """Packed fingerprints (``fingerprint.pack``) as one Arrow binary array, zero-copy."""
+    import pyarrow as pa
+
+    offsets = np.concatenate([[0], np.cumsum(counts) * 8]).astype(np.int64)
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(counts),
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(codes.astype("<i8"))])
+
+
+def _copy(rng: np.random.Generator, synth: Synth, codes: np.ndarray) -> tuple[np.ndarray, float]:
+    """A new video carrying a stretch of ``codes``' recording at a random offset: 60 % of the
+    stretch's landmarks kept, 40 % other landmarks added. Returns its codes and the offset (s)
+    of its start in the source."""
+    from extract.media.fingerprint import TIME_BITS
+
+    frames = codes & ((1 << TIME_BITS) - 1)
+    start = int(rng.integers(0, max(1, int(frames.max() * 0.3))))
+    stretch = codes[(frames >= start) & (rng.random(len(codes)) < 0.6)] - start
+    noise, _ = synth.videos(rng, 1)
+    noise = noise[:int(0.4 * len(stretch))]
+    return np.concatenate([stretch, noise]), start * synth.frame_s
+
+
+def warm_kernels() -> float:
+    """A tiny search, so numba compiles the kernels into its cache; returns its seconds."""
+    import pyarrow as pa
+
+    from extract.index.sounds import find_same_sounds
+
+    started = time.perf_counter()
+    codes = np.arange(1, 200, dtype=np.int64) << 24
+    videos = pa.table({"video_id": ["a", "b"], "upload_ts": pa.array([1, 2], pa.timestamp("us", tz="UTC"))})
+    new = pa.table({"video_id": ["b"], "sound_fingerprint": _binary(codes, np.array([len(codes)]))})
+    old = pa.table({"video_id": ["a"], "sound_fingerprint": _binary(codes, np.array([len(codes)]))})
+    find_same_sounds(videos, new, [old], None)
+    return time.perf_counter() - started
+
+
+def search_worker(history: int, new: int, seconds: float, cost: dict[str, Any]) -> dict[str, Any]:
+    """In this process: make the day, search it against ``history`` generated chunk by chunk."""
+    import pyarrow as pa
+
+    from extract.index.sounds import find_same_sounds
+
+    synth = Synth(cost["fields"], cost["landmarks_per_s"], seconds)
+    rng = np.random.default_rng(SEED)
+    base_us, day_us = 1_600_000_000 * 10**6, 1_780_000_000 * 10**6
+    h_ids = [f"h{i:07d}" for i in range(history)]
+    n_ids = [f"n{i:07d}" for i in range(new)]
+    videos = pa.table({"video_id": h_ids + n_ids, "upload_ts": pa.array(
+        np.concatenate([base_us + np.arange(history) * 10**6, day_us + np.arange(new) * 10**6]),
+        pa.timestamp("us", tz="UTC"))})
+
+    def chunk(c: int) -> tuple[np.ndarray, np.ndarray]:
+        return synth.videos(np.random.default_rng([SEED, c]), min(CHUNK, history - c * CHUNK))
+
+    n_codes, n_counts = synth.videos(rng, new)
+    per_video = np.split(n_codes, np.cumsum(n_counts)[:-1])
+    order = rng.permutation(new)
+    n_history, n_same = (int(PLANTED[k] * new) for k in ("history_copy", "same_day_copy"))
+    truth: dict[str, tuple[str, float]] = {}
+    sources = rng.integers(0, min(history, 4 * CHUNK), n_history)  # from the first four chunks
+    for c in sorted(set(sources // CHUNK)):
+        codes, counts = chunk(int(c))
+        chunk_videos = np.split(codes, np.cumsum(counts)[:-1])
+        for i, src in zip(order[:n_history], sources):
+            if src // CHUNK == c:
+                per_video[i], offset = _copy(rng, synth, chunk_videos[src % CHUNK])
+                truth[n_ids[i]] = (h_ids[src], offset)
+    for i in order[n_history:n_history + n_same]:  # later half copies earlier half, which stays as it is
+        earlier = int(rng.integers(0, new // 2))
+        if i < new // 2 or n_ids[i] in truth or n_ids[earlier] in truth:
+            continue
+        per_video[i], offset = _copy(rng, synth, per_video[earlier])
+        truth[n_ids[i]] = (n_ids[earlier], offset)
+    n_counts = np.array([len(v) for v in per_video])
+    new_table = pa.table({"video_id": n_ids, "sound_fingerprint": _binary(np.concatenate(per_video), n_counts)})
+    generating = [0.0]
+
+    def history_chunks() -> Iterator[pa.Table]:
+        for c in range((history + CHUNK - 1) // CHUNK):
+            started = time.perf_counter()
+            codes, counts = chunk(c)
+            table = pa.table({"video_id": h_ids[c * CHUNK:c * CHUNK + len(counts)],
+                              "sound_fingerprint": _binary(codes, counts)})
+            generating[0] += time.perf_counter() - started
+            yield table
+
+    result = find_same_sounds(videos, new_table, history_chunks(), None)
+    search_s = result.stats.seconds - generating[0]
+    found = {r["video_id"]: r for r in result.table.to_pylist()}
+    right = sum(1 for k, (sound, offset) in truth.items()
+                if k in found and found[k]["sound_id"] == sound and abs(found[k]["offset_s"] - offset) < 0.1)
+    false = sum(1 for k in found if k not in truth)
+    stats = result.stats.to_dict()
+    stats["phase_seconds"] = {k: round(v, 2) for k, v in stats["phase_seconds"].items()}
+    stats["phase_seconds"]["scan"] = round(stats["phase_seconds"]["scan"] - generating[0], 2)
+    return {"new_videos": new, "history_videos": history, "seconds_per_video": seconds,
+            "history_landmarks_approx": int(history * seconds * cost["landmarks_per_s"]),
+            "search_s": round(search_s, 2), "generate_s": round(generating[0], 2),
+            "peak_rss_bytes": int(peak_rss_mb() * 2**20), "stats": stats,
+            "planted": len(truth), "found_right": right, "false_matches": false, "load_avg_1m": load_average()}
+
+
+def run(out_dir: str | Path, videos: int = HISTORY_VIDEOS, new: int = NEW_VIDEOS,
+        seconds: float = SECONDS) -> dict[str, Any]:
+    """Measure the fingerprint, then the search in a child; write ``bench_sounds.json``."""
+    cost = fingerprint_cost()
+    warm_s = warm_kernels()
+    spec = json.dumps({"history": videos, "new": new, "seconds": seconds, "cost": cost})
+    proc = subprocess.run([sys.executable, "-m", "bench.bench_sounds", "--worker", spec],
+                          cwd=REPO, capture_output=True, text=True, check=True)
+    search = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = {"benchmark": "sounds", "machine": machine_info(), "kernels_warm_s": round(warm_s, 2),
+              "fingerprint": {k: v for k, v in cost.items() if k != "fields"}, "search": search}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_sounds.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The result of ``run`` as Markdown."""
+    f, s = result["fingerprint"], result["search"]
+    st = s["stats"]
+    return "\n".join([
+        f"Audio fingerprint ({f['source']}, {f['clips']} clips): {f['ms_per_30s']:.0f} ms per 30 s of audio, "
+        f"{f['landmarks_per_s']:.0f} landmarks per second.", "",
+        f"Same-sound search, synthetic fingerprints (hash fields drawn from real music's distributions): "
+        f"{s['history_videos']:,} committed videos of ~{s['seconds_per_video']:.0f} s "
+        f"(~{s['history_landmarks_approx'] / 1e9:.2f} G landmarks, scanned one 20 k-video chunk at a time) "
+        f"against {s['new_videos']:,} new; compiling the kernels beforehand: {result['kernels_warm_s']:.1f} s", "",
+        "| new videos | search s (generation excluded) | phases s | peak RSS GiB | landmark hits | agreements "
+        "| candidate pairs | planted found | false matches | load |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {s['new_videos']:,} | {s['search_s']:.1f} | "
+        + ", ".join(f"{k} {v:.1f}" for k, v in st["phase_seconds"].items())
+        + f" | {s['peak_rss_bytes'] / 2**30:.2f} | {st['landmark_hits']:,} | {st['agreements']:,} | "
+        f"{st['candidate_pairs']:,} | {s['found_right']}/{s['planted']} | {s['false_matches']} | {s['load_avg_1m']} |",
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out_dir", nargs="?", default="bench/out")
+    parser.add_argument("--videos", type=int, default=HISTORY_VIDEOS)
+    parser.add_argument("--new", type=int, default=NEW_VIDEOS)
+    parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        spec = json.loads(args.worker)
+        print(json.dumps(search_worker(spec["history"], spec["new"], spec["seconds"], spec["cost"])))
+        return
+    print(markdown(run(args.out_dir, args.videos, args.new, args.seconds)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Same-sound search: which earlier sound does each new video's audio carry?
+
+A *sound* is one recording reused by many videos (a song, a meme line). It is named by its
+``sound_id``: the earliest video (by ``upload_ts``, then ``video_id``) found carrying it. Each
+new video whose audio holds a stretch of an earlier video's recording gets that video's sound;
+``offset_s`` is where the new video's start falls in the sound's own audio (the sound's earliest
+video), so the videos of one sound line up on one time axis.
+
+Inputs, as pyarrow tables (numpy inside):
+
+- ``videos``: every committed video, ``video_id`` and ``upload_ts`` (the new ones included: the
+  step runs after their commit, so a sound first used earlier the same day is found).
+- ``new``: ``video_id``, ``sound_fingerprint`` (``extract.media.fingerprint`` codes, packed; null
+  = no audible audio) of the videos to search.
+- ``history``: the same two columns for the other videos, in chunks (one upload day at a time:
+  the history is never in memory at once).
+- ``known``: the committed ``sound_matches`` rows of earlier videos (``video_id``, ``sound_id``,
+  ``offset_s``).
+
+The search, with a cost that grows with the new day (times one pass over the history):
+
+1. The new videos' landmark hashes go into a ``DayIndex`` (sorted distinct hashes behind a bit
+   filter, ``extract.index.landmark_join``).
+2. The history is scanned once, chunk by chunk, against it. A video that already has a sound
+   (a ``known`` row) is skipped: its sound's earliest video carries the same recording, so the
+   history searched is one video per sound, and a sound used by ten thousand videos costs one
+   video, not ten thousand (limit: a later video of a sound that holds a longer stretch of the
+   recording than the sound's earliest video does not extend it; a new video using only that
+   extra stretch starts a new sound).
+3. Each agreeing landmark pair (same hash, history video earlier) gives a time offset; a pair
+   of videos with at least ``min_hits`` agreements is lined up by ``extract.media.sound_match.align``
+   (histogram of offsets, give or take a frame) and is the same sound when enough of the new
+   video's landmarks agree at one offset (``min_hits``, ``min_share``).
+4. The new videos are resolved in rank order: a match with an earlier new video inherits that
+   video's sound, so a sound first heard today is one sound for all of today's videos. Among
+   several matches the earliest sound wins (then the higher share).
+
+Why 32-bit landmarks (``extract.media.fingerprint``): with 21-bit pairs every hash of the day
+is in every video's audio somewhere, and the pairs to check grow with the history times the
+day; with 32 bits a history landmark meets a day landmark by chance about once in 2^32 / (the
+day's distinct hashes), so the chance pairs stay a small multiple of the true ones.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from extract.index.landmark_join import DayIndex, expand
+from extract.index.near_duplicates import _owner_ranks, rank_videos
+from extract.media.fingerprint import TIME_BITS
+from extract.media.sound_match import MIN_HITS, MIN_MATCHED_S, MIN_SHARE, SoundMatch, align
+
+
+@dataclass(frozen=True)
+class SoundOptions:
+    """Thresholds of the same-sound search: ``min_hits`` landmarks agreeing at one offset,
+    ``min_share`` of the new video's landmarks over the matched stretch, which lasts at least
+    ``min_matched_s`` seconds (``extract.media.sound_match`` measured them on real music); a hash
+    met by more than ``max_bucket`` history landmarks is
+    skipped (a tone or drum sample many recordings share)."""
+
+    min_hits: int = MIN_HITS
+    min_share: float = MIN_SHARE
+    min_matched_s: float = MIN_MATCHED_S
+    max_bucket: int = 5000
+
+    def __post_init__(self) -> None:
+        checks = (("min_hits", self.min_hits >= 1, ">= 1"), ("min_share", 0.0 < self.min_share <= 1.0, "in (0, 1]"),
+                  ("min_matched_s", self.min_matched_s >= 0.0, ">= 0"), ("max_bucket", self.max_bucket >= 1, ">= 1"))
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"sounds.{key}: {getattr(self, key)!r} must be {allowed}")
+
+
+@dataclass
+class SoundStats:
+    """Counters of one search, for the run record (counts; ``seconds`` wall clock)."""
+
+    new_videos: int = 0
+    new_landmarks: int = 0
+    new_hashes: int = 0  # distinct
+    history_videos: int = 0  # committed videos, the new ones included
+    scanned_videos: int = 0  # earlier videos whose landmarks were scanned (one per known sound)
+    skipped_videos: int = 0  # earlier videos with a sound already (their sound's first video stands for them)
+    scanned_landmarks: int = 0
+    filter_passes: int = 0
+    landmark_hits: int = 0  # history landmarks whose hash the day has
+    hot_hashes_skipped: int = 0
+    agreements: int = 0  # (day landmark, earlier landmark) pairs of one hash
+    candidate_pairs: int = 0  # (new video, earlier video) with at least min_hits agreements
+    same_pairs: int = 0  # candidate pairs found to carry the same recording
+    matched_videos: int = 0  # rows written
+    seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SoundSearch:
+    """Result: ``table`` (``result_schema``) and the search's ``stats``."""
+
+    table: "pa.Table"
+    stats: SoundStats
+
+
+def result_schema() -> "pa.Schema":
+    """Columns of the ``sound_matches`` rows this search returns (the table schema's core)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("sound_id", pa.string(), nullable=False),
+        pa.field("offset_s", pa.float32(), nullable=False),
+        pa.field("matched_s", pa.float32(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ])
+
+
+def fingerprint_codes(column) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, counts)`` of a binary column of packed fingerprints (``fingerprint.pack``; null =
+    none): ``(n,) int64`` every row's codes back to back and ``(rows,) int64`` how many each has."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    codes, counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for chunk in chunks:
+        if chunk.null_count:
+            chunk = pc.if_else(chunk.is_valid(), chunk, pa.scalar(b"", chunk.type))
+        width = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        _, offsets_buf, data_buf = chunk.buffers()
+        offsets = np.frombuffer(offsets_buf, width)[chunk.offset:chunk.offset + len(chunk) + 1].astype(np.int64)
+        lengths = np.diff(offsets)
+        if (lengths % 8).any():
+            raise ValueError("sound_fingerprint: a value is not a whole number of int64 codes")
+        data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        data = data[offsets[0]:offsets[-1]]
+        codes.append(data.view("<i8").astype(np.int64))
+        counts.append(lengths // 8)
+    return np.concatenate(codes), np.concatenate(counts)
+
+
+def find_same_sounds(videos: "pa.Table", new: "pa.Table", history: Iterable["pa.Table"], known: "pa.Table | None",
+                     options: SoundOptions = SoundOptions()) -> SoundSearch:
+    """Name the sound of each video of ``new`` (module doc).
+
+    Returns one row per new video found to carry an earlier video's recording: ``video_id``,
+    ``sound_id`` (the sound's earliest video), ``offset_s`` (seconds into the sound's earliest
+    video where this video's start falls), ``matched_s`` (seconds of this video's audio that
+    agree) and ``score`` (share of its landmarks over that stretch that agree, in [0, 1]).
+    Rows of ``history`` for new videos are ignored (``new`` holds them). Raises ValueError for a
+    new id missing from ``videos`` or a duplicated ``video_id``.
+    """
+    import pyarrow as pa
+
+    started = time.perf_counter()
+    stats = SoundStats()
+    last = [started]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        stats.phase_seconds[name] = stats.phase_seconds.get(name, 0.0) + now - last[0]
+        last[0] = now
+
+    _, ids, new_rank = rank_videos(videos, new["video_id"])
+    stats.new_videos, stats.history_videos = len(new_rank), len(ids)
+    is_new = np.zeros(len(ids), bool)
+    is_new[new_rank] = True
+    sound_of = np.arange(len(ids), dtype=np.int64)  # each video's sound (rank of its first video)
+    shift_of = np.zeros(len(ids), np.float64)  # seconds into its sound where it starts
+    if known is not None and known.num_rows:
+        rank = _owner_ranks(known["video_id"], ids)
+        sound = _owner_ranks(known["sound_id"], ids)
+        ok = (rank >= 0) & (sound >= 0) & ~is_new[np.maximum(rank, 0)]
+        sound_of[rank[ok]] = sound[ok]
+        shift_of[rank[ok]] = known["offset_s"].to_numpy(zero_copy_only=False)[ok]
+    has_sound = sound_of != np.arange(len(ids))
+    phase("videos")
+
+    # 1. the day's landmarks, in rank order of their videos
+    codes, counts = fingerprint_codes(new["sound_fingerprint"])
+    owner = np.repeat(_owner_ranks(new["video_id"], ids), counts)
+    order = np.argsort(owner, kind="stable")
+    codes, owner = codes[order], owner[order].astype(np.int32)
+    q_time = (codes & ((1 << TIME_BITS) - 1)).astype(np.int32)
+    q_start = np.searchsorted(owner, np.arange(len(ids) + 1))  # landmarks of rank r: q_start[r]:q_start[r + 1]
+    index = DayIndex.build(codes >> TIME_BITS)
+    stats.new_landmarks, stats.new_hashes = len(codes), len(index.keys)
+    phase("index")
+
+    # 2. one pass over the history (the day itself first: a sound first heard today)
+    found_key, found_owner, found_time = [], [], []
+
+    def scan(chunk_codes: np.ndarray, chunk_owner: np.ndarray) -> None:
+        key, who, frame, passed = index.probe(chunk_codes, chunk_owner)
+        stats.scanned_landmarks += int((chunk_owner >= 0).sum())
+        stats.filter_passes += passed
+        found_key.append(key), found_owner.append(who), found_time.append(frame)
+
+    scan(codes, owner)
+    for chunk in history:
+        rank = _owner_ranks(chunk["video_id"], ids)
+        searched = (rank >= 0) & ~is_new[np.maximum(rank, 0)] & ~has_sound[np.maximum(rank, 0)]
+        stats.skipped_videos += int(((rank >= 0) & has_sound[np.maximum(rank, 0)]).sum())
+        if not searched.any():
+            continue
+        chunk = chunk.filter(pa.array(searched))
+        stats.scanned_videos += chunk.num_rows
+        chunk_codes, chunk_counts = fingerprint_codes(chunk["sound_fingerprint"])
+        scan(chunk_codes, np.repeat(rank[searched], chunk_counts).astype(np.int32))
+    key, who, frame = (np.concatenate(x) for x in (found_key, found_owner, found_time))
+    stats.landmark_hits = len(key)
+    phase("scan")
+
+    # 3. agreements -> candidate pairs -> aligned verdicts
+    pair, q_index, offset, stats.hot_hashes_skipped = expand(key, who, frame, index.runs, index.order, owner,
+                                                             q_time, options.max_bucket)
+    stats.agreements = len(pair)
+    by_pair = np.argsort(pair, kind="stable")
+    pair = pair[by_pair]
+    starts = np.flatnonzero(np.concatenate([[True], pair[1:] != pair[:-1]])) if len(pair) else np.zeros(0, np.int64)
+    ends = np.append(starts[1:], len(pair))
+    enough = ends - starts >= options.min_hits
+    stats.candidate_pairs = int(enough.sum())
+    matches: dict[int, list[tuple[int, SoundMatch]]] = {}  # new rank -> [(earlier rank, verdict)]
+    for lo, hi in zip(starts[enough], ends[enough]):
+        new_r, old_r = int(pair[lo] >> 32), int(pair[lo] & 0xFFFFFFFF)
+        agreeing, begin = by_pair[lo:hi], q_start[new_r]
+        found = align(q_time[begin:q_start[new_r + 1]], q_index[agreeing] - begin, offset[agreeing])
+        if found.passes(options.min_hits, options.min_share, options.min_matched_s):
+            matches.setdefault(new_r, []).append((old_r, found))
+    stats.same_pairs = sum(len(m) for m in matches.values())
+    phase("align")
+
+    # 4. resolve in rank order: an earlier new video's sound is known before a later one asks
+    rows = []
+    for new_r in sorted(matches):
+        best = min(((sound_of[old_r], -found.share, old_r, found) for old_r, found in matches[new_r]),
+                   key=lambda x: x[:3])
+        sound, _, old_r, found = best
+        sound_of[new_r] = sound
+        shift_of[new_r] = found.offset_s + shift_of[old_r]
+        rows.append((new_r, int(sound), shift_of[new_r], found.matched_s, found.share))
+    table = pa.table({
+        "video_id": ids.take(pa.array([r[0] for r in rows], pa.int64())),
+        "sound_id": ids.take(pa.array([r[1] for r in rows], pa.int64())),
+        "offset_s": pa.array([r[2] for r in rows], pa.float32()),
+        "matched_s": pa.array([r[3] for r in rows], pa.float32()),
+        "score": pa.array([r[4] for r in rows], pa.float32()),
+    }, schema=result_schema())
+    stats.matched_videos = table.num_rows
+    phase("resolve")
+    stats.seconds = time.perf_counter() - started
+    return SoundSearch(table, stats)
+

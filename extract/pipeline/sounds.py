@@ -1,0 +1,90 @@
+"""``extract sounds``: the sound of each new video among all committed videos' audio.
+
+For the videos committed in partitions ``dt >= since`` (default: the dates the latest
+processing run wrote), ``extract.index.sounds.find_same_sounds`` matches their audio
+fingerprints (``videos.sound_fingerprint``) against the history's, read one upload day at a
+time (two narrow columns; a day's fingerprints, not the history's, are in memory), and names
+each new video's sound by its earliest video. The cost grows with the new videos times one pass
+over the history's fingerprints; videos that already have a sound are not scanned.
+
+The result is one committed run (kind ``sounds``) through the same commit path as every run:
+the ``sound_matches`` rows of the searched videos are replaced in one Delta commit, the other
+tables get an empty commit carrying the run's app transaction, and the run record lists what
+was searched and found. Earlier videos' rows are never rewritten: a video's sound is
+``COALESCE(sound_matches.sound_id, video_id)`` (docs/QUERIES.md), so a new video joining a
+sound adds its own row only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from extract.config import Config
+from extract.index.sounds import SoundOptions, find_same_sounds
+from extract.tables.catalog import Catalog
+from extract.tables.session import RunSession
+from extract.tables.writer import in_predicate
+
+
+def find_sounds(dst: str, config: Config, run_id: str | None = None, since: str | None = None,
+                options: SoundOptions = SoundOptions()) -> dict[str, Any]:
+    """Search the new videos of ``dst`` (``dt >= since``, ISO date) and commit their
+    ``sound_matches`` rows; returns the run record. Raises ``OutputLayoutError`` for an output
+    that is not ours, ValueError when it has no processing run."""
+    catalog = Catalog(dst, config.storage)
+    catalog.check()
+    processing = [r for r in catalog.runs if r.get("kind") == "run"]
+    if not processing:
+        raise ValueError(f"{dst}: no committed processing run to search (run `extract run` first)")
+    with RunSession.open(catalog, "sounds", run_id, writes=True,
+                         max_rows_per_file=config.output.max_rows_per_file) as session:
+        videos = catalog.read("videos", ["video_id", "upload_ts", "dt"])
+        if since is None:  # the dates the latest processing run wrote
+            latest = processing[-1]["run_id"]
+            written = catalog.read("videos", ["dt"], filter=pc.field("run_id") == latest)
+            since = min(written["dt"].to_pylist()) if written is not None and written.num_rows else "9999-12-31"
+        days = sorted(pc.unique(videos["dt"]).cast(pa.string()).to_pylist())
+        new_days = [d for d in days if d >= since]
+        columns = ["video_id", "sound_fingerprint"]
+        new = catalog.read("videos", columns, dts=new_days) if new_days else None
+        new = new if new is not None else pa.table({c: pa.array([], t) for c, t in
+                                                   (("video_id", pa.string()), ("sound_fingerprint", pa.binary()))})
+        old_days = [d for d in days if d < since]
+        known = catalog.read("sound_matches", ["video_id", "sound_id", "offset_s"], dts=old_days) if old_days else None
+
+        def history() -> Iterator[pa.Table]:  # one upload day at a time: a day's fingerprints in memory, not all
+            for day in old_days:
+                chunk = catalog.read("videos", columns, dts=[day])
+                if chunk is not None:
+                    yield chunk
+
+        search = find_same_sounds(videos.drop_columns(["dt"]), new, history(), known, options)
+        found = search.table
+        dts = videos["dt"].take(pc.index_in(found["video_id"], value_set=videos["video_id"].combine_chunks()))
+        dts = dts.cast(pa.string()).combine_chunks()
+        found = found.append_column("run_id", pa.array([session.run_id] * found.num_rows, pa.string()))
+        for dt in sorted(set(dts.to_pylist())):  # a row lives in its video's upload date's partition
+            session.write({("sound_matches", dt): found.filter(pc.equal(dts, dt))})
+        stats = search.stats
+        record = session.record(
+            since=since,
+            options={k: getattr(options, k) for k in ("min_hits", "min_share", "min_matched_s", "max_bucket")},
+            counts={"searched": new.num_rows, "history": videos.num_rows, "matched": found.num_rows,
+                    "sounds": len(set(found["sound_id"].to_pylist()))},
+            search={k: v for k, v in vars(stats).items() if isinstance(v, (int, float, str))},
+            phase_seconds={k: round(v, 3) for k, v in stats.phase_seconds.items()},
+            schema_evolution=session.evolved,
+        )
+        ids = new["video_id"].to_pylist()
+        return session.commit(record, {"sound_matches": in_predicate("video_id", ids) if ids else "false"})
+
+
+def describe_sounds(record: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    c = record["counts"]
+    return (f"sounds run {record['run_id']}: searched {c['searched']} videos (dt >= {record['since']}) against "
+            f"{c['history']} committed; {c['matched']} carry an earlier sound ({c['sounds']} sounds) "
+            f"in {record['wall_s']:.1f} s")

@@ -1,0 +1,142 @@
+"""The same-sound search across history (``extract.index.sounds``) on real music: Debian
+``drascula-music`` tracks and a real LibriVox reading (``pocketsphinx-testdata``) as a voice-over
+(``make sounds-media``); two synthetic songs in one key and tempo (``extract.media.music.melody``)
+as the hard negative.
+
+A sound's later videos (another video id, a loud voice-over on top, 12 dB quieter, started 7.3 s
+in, cut to 5 s) are named by its first video with the right offset; different music and a second
+song in the same key and tempo are not; a sound first heard today is one sound for all of today's
+videos; a video that already has a sound is not scanned again, yet its sound is still found
+through the sound's first video.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from media import read_audio
+
+from extract.index.sounds import SoundOptions, find_same_sounds, fingerprint_codes
+from extract.media.audio import AUDIO_RATE
+from extract.media.fingerprint import fingerprint, pack
+from extract.media.music import melody
+
+MUSIC = Path("/usr/share/scummvm/drascula/audio")
+SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
+needs_media = pytest.mark.skipif(not (MUSIC / "track1.ogg").is_file() or not SPEECH.is_file(),
+                                 reason="real music/speech not installed: `make sounds-media` (Debian drascula-music, "
+                                        "pocketsphinx-testdata)")
+
+
+def excerpt(audio: np.ndarray, start_s: float, length_s: float) -> np.ndarray:
+    return audio[int(start_s * AUDIO_RATE):int((start_s + length_s) * AUDIO_RATE)]
+
+
+def with_voice_over(music: np.ndarray, voice: np.ndarray) -> np.ndarray:
+    """Speech mixed on top at the music's own RMS level (a loud voice-over)."""
+    voice = np.resize(voice, len(music))
+    return music + voice * np.sqrt(np.mean(music ** 2) / np.mean(voice ** 2))
+
+
+def same_key_and_tempo() -> tuple[np.ndarray, np.ndarray]:
+    """Two different tunes in C major at one tempo (12 s each), on two instruments. ``melody``
+    renders a note (and its drum hit) sample-identically every time, so two tunes on one synthetic
+    instrument, or over its drum loop, share identical audio: a shared recording, which two real
+    songs never have (each recording of a note differs); hence two instruments and no loop."""
+    scale = np.array([60, 62, 64, 65, 67, 69, 71, 72])
+    tunes = [np.random.default_rng(seed).choice(scale, 40).tolist() for seed in (1, 2)]
+    return (melody(tunes[0], beat_s=0.3, timbre="organ", drums=False)[0],
+            melody(tunes[1], beat_s=0.3, timbre="brass", drums=False)[0])
+
+
+def day(videos: dict[str, np.ndarray]) -> pa.Table:
+    return pa.table({"video_id": list(videos),
+                     "sound_fingerprint": pa.array([pack(fingerprint(a)) for a in videos.values()], pa.binary())})
+
+
+def search(days: list[dict[str, np.ndarray]], known: pa.Table | None = None) -> tuple[dict[str, dict], object]:
+    """Videos uploaded day by day (in dict order within a day); the last day is searched."""
+    ids = [v for d in days for v in d]
+    times = pa.array(np.arange(len(ids)) * 10**6, pa.timestamp("us", tz="UTC"))
+    videos = pa.table({"video_id": ids, "upload_ts": times})
+    result = find_same_sounds(videos, day(days[-1]), [day(d) for d in days[:-1]], known)
+    return {r["video_id"]: r for r in result.table.to_pylist()}, result
+
+
+@pytest.fixture(scope="module")
+def music() -> dict[str, np.ndarray]:
+    if not (MUSIC / "track1.ogg").is_file() or not SPEECH.is_file():
+        pytest.skip("real music/speech not installed: `make sounds-media`")
+    tracks = {i: read_audio(MUSIC / f"track{i}.ogg") for i in (1, 2, 3)}
+    return {"song": tracks[1], "other": tracks[2], "third": tracks[3], "voice": read_audio(SPEECH)}
+
+
+@needs_media
+def test_the_same_recording_is_one_sound_and_other_music_is_not(music):
+    tune_a, tune_b = same_key_and_tempo()
+    song = music["song"]
+    day1 = {"song": excerpt(song, 10, 30), "other_song": excerpt(music["other"], 10, 30), "tune_a": tune_a}
+    day2 = {
+        "voice_over": with_voice_over(excerpt(song, 10, 30), music["voice"]),
+        "quieter": 0.25 * excerpt(song, 10, 30),
+        "later_start": excerpt(song, 17.3, 20),
+        "cut_5s": excerpt(song, 22.1, 5),
+        "other_song_again": 0.5 * excerpt(music["other"], 20, 10),
+        "tune_b": tune_b,  # another tune, same key, tempo, timbre and drums
+        "third_song": excerpt(music["third"], 10, 20),
+    }
+    found, result = search([day1, day2])
+    expected = {"voice_over": ("song", 0.0), "quieter": ("song", 0.0), "later_start": ("song", 7.3),
+                "cut_5s": ("song", 12.1), "other_song_again": ("other_song", 10.0)}
+    assert {k: r["sound_id"] for k, r in found.items()} == {k: v[0] for k, v in expected.items()}, found
+    for name, (_, offset) in expected.items():
+        assert found[name]["offset_s"] == pytest.approx(offset, abs=0.07), found[name]
+        assert 0.0 < found[name]["score"] <= 1.0 and found[name]["matched_s"] > 3.0, found[name]
+    assert found["cut_5s"]["matched_s"] <= 5.0
+    assert result.stats.new_videos == len(day2) and result.stats.scanned_videos == len(day1)
+
+
+@needs_media
+def test_a_sound_first_heard_today_and_known_sounds_across_days(music):
+    song = music["song"]
+    day1 = {"song": excerpt(song, 10, 30)}
+    day2 = {"copy": 0.5 * excerpt(song, 15, 20)}
+    found, _ = search([day1, day2])
+    known = pa.table({"video_id": ["copy"], "sound_id": ["song"], "offset_s": pa.array([found["copy"]["offset_s"]],
+                                                                                        pa.float32())})
+    day3 = {"third": excerpt(music["third"], 10, 15), "third_again": excerpt(music["third"], 15, 10),
+            "song_again": with_voice_over(excerpt(song, 30, 8), music["voice"])}
+    found, result = search([day1, day2, day3], known)
+    assert {k: r["sound_id"] for k, r in found.items()} == {"third_again": "third", "song_again": "song"}, found
+    assert found["third_again"]["offset_s"] == pytest.approx(5.0, abs=0.07)
+    assert found["song_again"]["offset_s"] == pytest.approx(20.0, abs=0.07)
+    # "copy" already has its sound: only the sound's first video is scanned for it
+    assert result.stats.skipped_videos == 1 and result.stats.scanned_videos == 1
+
+
+@needs_media
+@pytest.mark.xfail(strict=True, reason="known limit: a copy starting half a 32 ms frame off the original's frame grid "
+                   "keeps 2-31 landmarks per 5 s (aligned: ~300); 16 ms frames measured 20-40 but then matched "
+                   "note-identical synthetic tunes: not yet retuned")
+def test_a_cut_half_a_frame_off_the_grid(music):
+    from extract.media.sound_match import match_fingerprints
+
+    original = fingerprint(excerpt(music["song"], 10, 12))
+    assert match_fingerprints(fingerprint(excerpt(music["song"], 16, 5)), original).same  # 6 s = 187.5 frames
+
+
+def test_fingerprint_codes_reads_packed_columns_with_nulls_and_slices():
+    codes = [np.arange(5, dtype=np.int64) << 24, np.zeros(0, np.int64), np.array([7 << 24 | 3], np.int64)]
+    column = pa.array([pack(codes[0]), None, pack(codes[2]), b""], pa.binary())
+    flat, counts = fingerprint_codes(pa.chunked_array([column.slice(0, 1), column.slice(1)]))
+    assert counts.tolist() == [5, 0, 1, 0] and np.array_equal(flat, np.concatenate(codes))
+    with pytest.raises(ValueError, match="whole number"):
+        fingerprint_codes(pa.array([b"123"], pa.binary()))
+
+
+def test_options_name_the_bad_key():
+    with pytest.raises(ValueError, match="sounds.min_share"):
+        SoundOptions(min_share=0.0)

@@ -40,7 +40,8 @@ def make_output(tmp_path):
     """Run r1: video ``a`` (with thumbnails and a long caption), ``c`` and ``d``, and ``failed``;
     then a duplicates run that finds ``c`` a near copy and ``d`` a re-upload of ``a``."""
     long_caption = "a caption that goes on " * 40 + "#fyp"
-    rows = [with_thumbnails(finished_row("a")), finished_row("failed", failed=True), finished_row("c"), finished_row("d")]
+    rows = [with_thumbnails(finished_row("a")), finished_row("failed", failed=True), finished_row("c"),
+            finished_row("d")]
     rows[0]["caption"] = long_caption
     write_run(tmp_path, rows, "r1", {"run_id": "r1", "kind": "run", "status": "committed", "wall_s": 12.5,
                                      "started_at": "2026-11-25T10:00:00.123456+00:00", "error_rate": 0.25,

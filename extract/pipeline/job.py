@@ -164,7 +164,8 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
             predicate = session.replacing(outcomes, touched)
             record = session.record(input=src, options={"overwrite": overwrite, "retry_errors": retry_errors},
                                     config=config.to_dict(), config_hash=config.config_hash, feature_hash=feature_hash,
-                                    weights=weights, resources=finished.resources, rolled_forward=session.rolled_forward,
+                                    weights=weights, resources=finished.resources,
+                                    rolled_forward=session.rolled_forward,
                                     schema_evolution=session.evolved)
             record.update(stats.record_fields(rows, plan, record["wall_s"]))
             record["counts"]["replaced"] = sum(1 for vid in touched

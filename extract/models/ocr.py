@@ -1,12 +1,13 @@
 """On-screen text with rapidocr (PP-OCRv4 detection + recognition, Chinese and English).
 
-``OcrReader`` loads the ONNX models shipped in the ``rapidocr-onnxruntime`` wheel once
-(``rapidocr_onnxruntime.RapidOCR``) and reads RGB frames. Each frame is shrunk so its long
-side is at most ``max_side`` before detection, and the detector's own resize is set to only
-round to multiples of 32 (rapidocr's default scales the *short* side up to 736 px, which makes
-a 720x1280 frame a 736x1312 input). RapidOCR returns before recognition when the detector
-finds no box, so text-free frames cost the detector only. Boxes come back in the frame's own
-pixels.
+``OcrReader`` loads the PP-OCRv4 mobile ONNX models that ship inside the ``rapidocr`` wheel
+(``OCR_MODELS``, named by path, so rapidocr's download-on-first-use code is never reached and
+nothing is fetched from the network) once and reads RGB frames. Each frame is shrunk so its
+long side is at most ``max_side`` before detection, and the detector's own resize is set to
+only round to multiples of 32 (rapidocr's default scales the *short* side up to 736 px, which
+makes a 720x1280 frame a 736x1312 input). RapidOCR returns before recognition when the
+detector finds no box, so text-free frames cost the detector only. Boxes come back in the
+frame's own pixels.
 
 Pure helpers: ``text_area_ratio`` is the share of a frame its text boxes cover; ``choose_ocr_frames`` picks up to ``max_frames`` frames spread over the video,
 skipping near-repeats; ``reading_order`` sorts a frame's lines top-to-bottom, left-to-right;
@@ -22,6 +23,7 @@ a text-free frame in brackets): rapidocr's defaults 0.33-0.37 (0.34-0.38); ``max
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -32,6 +34,11 @@ from extract.text.metrics import edit_distance
 
 OCR_DEVICES = ("cpu", "cuda")
 THUMB_SIDE = 32  # pixels, side of the grey thumbnails that judge repeated frames
+# The PP-OCRv4 mobile models inside the rapidocr wheel (its folder rapidocr/models; PaddleOCR's,
+# Apache-2.0), by rapidocr's task name: detection, the 0/180 degree classifier, recognition
+# (Chinese and English in one model, its character list inside the ONNX file).
+OCR_MODELS = {"Det": "ch_PP-OCRv4_det_mobile.onnx", "Cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+              "Rec": "ch_PP-OCRv4_rec_mobile.onnx"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class OcrOptions:
             raise ValueError(f"ocr.min_score: must be in [0, 1], got {self.min_score}")
         if not self.languages or any(lang not in OCR_LANGUAGES for lang in self.languages):
             raise ValueError(f"ocr.languages: must be a non-empty subset of {list(OCR_LANGUAGES)} "
-                             f"(the PP-OCRv4 model in rapidocr-onnxruntime), got {list(self.languages)}")
+                             f"(the PP-OCRv4 model in the rapidocr wheel), got {list(self.languages)}")
         if not 32 <= self.max_side <= 4096:
             raise ValueError(f"ocr.max_side: must be 32..4096 pixels, got {self.max_side}")
         if not 1 <= self.threads <= 256:
@@ -89,6 +96,21 @@ class OcrLine:
         return min(x for x, _ in self.box)
 
 
+def ocr_model_paths() -> dict[str, Path]:
+    """``OCR_MODELS`` as files of the installed rapidocr package, by task. Raises
+    ``FileNotFoundError`` naming the missing files and the fix where the install lacks one (given no
+    path, rapidocr would download a model on first use instead)."""
+    import rapidocr
+
+    folder = Path(rapidocr.__file__).parent / "models"
+    paths = {task: folder / name for task, name in OCR_MODELS.items()}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"rapidocr's PP-OCRv4 models are missing ({', '.join(missing)}): install the "
+                                "rapidocr wheel pyproject.toml pins, which ships them")
+    return paths
+
+
 class OcrReader:
     """rapidocr loaded once; ``read(frames)`` returns each frame's lines in reading order.
 
@@ -96,17 +118,22 @@ class OcrReader:
     """
 
     def __init__(self, options: OcrOptions | None = None):
-        from rapidocr_onnxruntime import RapidOCR
+        from rapidocr import RapidOCR
 
         self.options = o = options or OcrOptions()
-        cuda = o.device == "cuda"
-        self._engine = RapidOCR(
-            text_score=o.min_score, use_cls=o.use_angle_cls,
-            intra_op_num_threads=o.threads, inter_op_num_threads=1,
+        self._engine = RapidOCR(params={
+            "Global.text_score": o.min_score, "Global.use_cls": o.use_angle_cls,
+            "Global.log_level": "error",  # not a warning per text-free frame ("detection result is empty")
+            # Frames arrive at most max_side long (shrink_to); rapidocr's own bound (2000 px) must not shrink them again.
+            "Global.max_side_len": max(o.max_side, 2000),
+            "EngineConfig.onnxruntime.intra_op_num_threads": o.threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            "EngineConfig.onnxruntime.use_cuda": o.device == "cuda",
             # limit_type "min" with a 32 px floor: the detector input is the frame as given
             # (rounded to multiples of 32); the size is chosen here, by max_side.
-            det_limit_type="min", det_limit_side_len=32,
-            det_use_cuda=cuda, cls_use_cuda=cuda, rec_use_cuda=cuda)
+            "Det.limit_type": "min", "Det.limit_side_len": 32,
+            **{f"{task}.model_path": str(path) for task, path in ocr_model_paths().items()},
+        })
 
     def read(self, frames: np.ndarray) -> list[list[OcrLine]]:
         """Lines of text in each of ``frames`` ``(n, H, W, 3) uint8`` RGB: ``n`` lists of ``OcrLine``
@@ -120,11 +147,13 @@ class OcrReader:
         """Lines of text in one ``(H, W, 3) uint8`` RGB frame, in reading order. A "line" of
         punctuation only (an edge or a dot in the picture read as ``!`` or ``|``) is dropped: it
         says nothing and is the usual false detection on text-free frames."""
-        image, scale = shrink_to(frame, self.options.max_side)
-        # RapidOCR takes numpy images as OpenCV's BGR.
-        result, _ = self._engine(np.ascontiguousarray(image[..., ::-1]))
+        o = self.options
+        image, scale = shrink_to(frame, o.max_side)
+        # RapidOCR takes numpy images as OpenCV's BGR; its call-time score threshold overrides the configured one.
+        result = self._engine(np.ascontiguousarray(image[..., ::-1]), use_cls=o.use_angle_cls, text_score=o.min_score)
+        found = () if result.boxes is None else zip(result.boxes, result.txts, result.scores)
         lines = []
-        for box, text, score in result or ():
+        for box, text, score in found:
             text = normalize_ocr_text(text)
             if any(ch.isalnum() for ch in text):
                 corners = tuple((float(x) / scale, float(y) / scale) for x, y in box)

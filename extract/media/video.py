@@ -465,7 +465,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     # one, so that the passes never hold two decoders' address space under RLIMIT_AS.
     reader = container = None
     pace_started = time.perf_counter()
-    pace = _pace_pass(path, config, info, deadline, threads, fd)  # its decoder is gone on return
+    pace = pace_pass(path, config, info, deadline, threads, fd)  # its decoder is gone on return
     pace_s = time.perf_counter() - pace_started
     waveform = (decode_audio(path, limits, deadline, info, fd) if audio and info.has_audio
                 else np.zeros(0, np.float32))
@@ -476,7 +476,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
                         waveform, sampling.policy, stats, *ocr.arrays(), *thumbs.jpegs(), codes, pace)
 
 
-def _pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threads: int, fd: int | None) -> Pace:
+def pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threads: int, fd: int | None) -> Pace:
     """Motion and shot frames (``signals.motion``/``.shots``): every frame once more, on a decoder
     of its own (``extract.media.pace``) that is released on return, before the audio decode and
     the fingerprint run; an empty ``Pace`` with both off."""

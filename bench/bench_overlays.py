@@ -270,11 +270,12 @@ def search_summary(items: list[dict[str, Any]], transforms: Sequence[str], middl
     originals = [(f"s{it['segment']:02d}-{it['shape']}-original", k, it["hashes"]["original"]["phash"],
                   it["hashes"]["original"]["phash_middle"]) for k, it in enumerate(order)]
     segment_of = {vid: int(vid[1:3]) for vid, *_ in originals}
-    result: dict[str, Any] = {"transforms": {}, "false_pairs": 0}
+    result: dict[str, Any] = {"transforms": {}}
     videos, frames = _tables(originals)
     found = find_near_duplicates(videos, frames, [o[0] for o in originals], options).table.to_pylist()
-    result["originals_false_pairs"] = sum(segment_of[r["video_id"]] != segment_of[r["duplicate_of"]] for r in found)
-    result["false_pairs"] += result["originals_false_pairs"]
+    false_pairs = [(r["video_id"], r["duplicate_of"]) for r in found
+                   if segment_of[r["video_id"]] != segment_of[r["duplicate_of"]]]
+    result["originals_false_pairs"] = len(false_pairs)
     for name in transforms:
         copies = [(f"s{it['segment']:02d}-{it['shape']}-{name}", len(order) + k, it["hashes"][name]["phash"],
                    it["hashes"][name]["phash_middle"]) for k, it in enumerate(order)]
@@ -287,9 +288,16 @@ def search_summary(items: list[dict[str, Any]], transforms: Sequence[str], middl
             ids = [c[0] for c in copies if f"-{shape}-" in c[0]]
             per_shape[shape] = {"copies": len(ids),
                                 "found": sum(1 for v in ids if v in paired and segment_of[paired[v]] == segment_of[v])}
-        false = sum(1 for v, o in paired.items() if segment_of[o] != segment_of[v])
-        result["transforms"][name] = {"shapes": per_shape, "false_pairs": false}
-        result["false_pairs"] += false
+        false = [(v, o) for v, o in paired.items() if segment_of[o] != segment_of[v]]
+        result["transforms"][name] = {"shapes": per_shape, "false_pairs": len(false)}
+        false_pairs += false
+    result["false_pairs"] = len(false_pairs)
+    # Which segments the false pairs join (a file's segments can show one scene: same-file pairs).
+    joined = sorted({tuple(sorted((segment_of[v], segment_of[o]))) for v, o in false_pairs})
+    result["false_segment_pairs"] = [
+        {"segments": list(pair), "files": [SEGMENTS[k][0] for k in pair],
+         "pairs": sum(1 for v, o in false_pairs if sorted((segment_of[v], segment_of[o])) == list(pair))}
+        for pair in joined]
     return result
 
 
@@ -312,6 +320,7 @@ def run(out_dir: str | Path, segments: int = len(SEGMENTS), workers: int | None 
         "search": {"phash_only": search_summary(items, TRANSFORMS, middle=False),
                    "with_middle": search_summary(items, TRANSFORMS, middle=True)},
         "load_avg": [load_before, load_average()],
+        "hashes": [{k: it[k] for k in ("segment", "shape", "hashes")} for it in items],  # to look again
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -351,6 +360,12 @@ def markdown(result: dict[str, Any]) -> str:
               f"{after['false_pairs']}. Frames of different segments lie at least {o['phash']['min']} bits apart "
               f"(phash; 0.1 % quantile {o['phash']['q001']:.0f}) and {o['phash_middle']['min']} bits (middle; "
               f"0.1 % quantile {o['phash_middle']['q001']:.0f}) over {o['phash']['pairs']:,} frame pairs."]
+    for key, label in (("phash_only", "phash only"), ("with_middle", "with middle hashes")):
+        pairs = result["search"][key].get("false_segment_pairs") or []
+        if pairs:
+            lines.append(f"False pairs {label}, by the segments they join: " + "; ".join(
+                f"{p['segments'][0]} ({p['files'][0]}) ~ {p['segments'][1]} ({p['files'][1]}): {p['pairs']}"
+                for p in pairs) + ".")
     return "\n".join(lines)
 
 

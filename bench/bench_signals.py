@@ -63,14 +63,17 @@ def measure_clip(path: str, caption: str, config: Any, models: dict[str, Any]) -
     limits = config.limits
     with open_input(path, limits, 1, None) as container:
         info = read_probe(container, name=path)
-    deadline = Deadline(limits.timeout_s, path)
     cpu: dict[str, float] = {}
     motion_only = config.replace(**{"signals.motion": True, "signals.shots": False})
     shots_only = config.replace(**{"signals.motion": False, "signals.shots": True})
-    _, cpu["motion"] = _cpu(lambda: pace_pass(path, motion_only, info, deadline, 1, None))
-    pace, cpu["shots_pass"] = _cpu(lambda: pace_pass(path, shots_only, info, deadline, 1, None))
+
+    def deadline() -> Deadline:  # each pass its own limits.timeout_s, as each decode job has
+        return Deadline(limits.timeout_s, path)
+
+    _, cpu["motion"] = _cpu(lambda: pace_pass(path, motion_only, info, deadline(), 1, None))
+    pace, cpu["shots_pass"] = _cpu(lambda: pace_pass(path, shots_only, info, deadline(), 1, None))
     _, cpu["shots_model"] = _cpu(lambda: models["shots"].detect(pace.shot_frames, pace.shot_pts_s))
-    waveform = decode_audio(path, limits, deadline, info)
+    waveform = decode_audio(path, limits, deadline(), info)
     _, cpu["fingerprint"] = _cpu(lambda: fingerprint(waveform))
     # The OCR frames the decode stage hands the OCR stage, read as it reads them.
     neither = config.replace(**{"signals.motion": False, "signals.shots": False, "output.thumbnails": 0})

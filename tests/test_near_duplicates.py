@@ -138,7 +138,7 @@ def test_candidate_count_grows_linearly_with_the_new_day():
 
 def _with_middle(frames: pa.Table, middle: list[np.ndarray | None]) -> pa.Table:
     """``frames`` plus a ``phash_middle`` column: per video its hashes, or None (rows written before it)."""
-    values = [int(h) for m, n in zip(middle, _per_video_counts(frames)) for h in (m if m is not None else [None] * n)]
+    values = [h for m, n in zip(middle, _per_video_counts(frames)) for h in (m if m is not None else [None] * n)]
     return frames.append_column("phash_middle", pa.array(
         [None if v is None else np.uint64(v).view(np.int64).item() for v in values], pa.int64()))
 

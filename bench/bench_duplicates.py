@@ -1,11 +1,13 @@
 """Near-duplicate search at scale: 1 M committed videos (hashes only) against a 20 k-video day.
 
 Synthetic data (``make_data``, cached as Parquet under the work folder): every committed
-video has 8-32 uniformly random 64-bit frame hashes, a distinct ``content_sha256`` and an
-upload time in the past; the new day's videos come after. Planted in the new day: near copies
-of random committed videos (the source's frames, 80 % of them kept, each with 1-6 random bits
-flipped), mirrored copies (``mirror_hash`` of the source, 1-3 bits flipped) and exact
-re-uploads (same hashes and ``content_sha256``). Everything else is unrelated.
+video has 8-32 frames, each with two uniformly random 64-bit hashes (``phash`` and
+``phash_middle``, as the job stores them), a distinct ``content_sha256`` and an upload time in
+the past; the new day's videos come after. Planted in the new day: near copies of random
+committed videos (the source's frames, 80 % of them kept, both hashes with 1-6 random bits
+flipped), overlay copies (a banner: new whole-frame hashes, the source's middle hashes with
+1-4 bits flipped), mirrored copies (``mirror_hash`` of the source's hashes, 1-3 bits flipped)
+and exact re-uploads (same hashes and ``content_sha256``). Everything else is unrelated.
 
 Each measurement runs in a fresh child process (``--worker``) that reads the Parquet tables
 with pyarrow (as the job's step reads ``videos`` and ``frame_embeddings``), runs
@@ -39,7 +41,8 @@ DEFAULT_WORK = REPO / ".build" / "bench-duplicates"
 HISTORY_VIDEOS = 1_000_000
 NEW_VIDEOS = (20_000, 10_000)  # the largest first: the data is made for it, smaller days are prefixes
 FRAMES = (8, 32)  # frames per video, inclusive range
-PLANTED_SHARE = {"near": 0.02, "mirrored": 0.005, "exact": 0.005}  # of the new day
+PLANTED_SHARE = {"near": 0.02, "overlay": 0.01, "mirrored": 0.005, "exact": 0.005}  # of the new day
+DATA_VERSION = 2  # bump when make_data changes: a cached folder of another version is not reused
 TARGET_S, TARGET_BYTES = 60.0, 2 * 1024**3
 SEED = 0
 
@@ -78,6 +81,7 @@ def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str,
     rng = np.random.default_rng(seed)
     h_counts = _frame_counts(rng, history)
     h_hashes = _random_hashes(rng, int(h_counts.sum()))
+    h_middle = _random_hashes(rng, int(h_counts.sum()))
     h_starts = np.concatenate([[0], np.cumsum(h_counts)])
     base_us = 1_600_000_000 * 10**6
     day_us = 1_780_000_000 * 10**6
@@ -87,11 +91,13 @@ def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str,
                          "content_sha256": pa.array([f"{i:064x}" for i in range(history)])})
     pq.write_table(h_videos, work / "history_videos.parquet")
     pq.write_table(pa.table({"video_id": h_ids.take(pa.array(np.repeat(np.arange(history), h_counts))),
-                             "phash": pa.array(h_hashes.view(np.int64))}), work / "history_frames.parquet",
-                   row_group_size=1 << 21)
+                             "phash": pa.array(h_hashes.view(np.int64)),
+                             "phash_middle": pa.array(h_middle.view(np.int64))}),
+                   work / "history_frames.parquet", row_group_size=1 << 21)
 
     n_counts = _frame_counts(rng, new)
     n_hashes = [_random_hashes(rng, c) for c in n_counts]
+    n_middle = [_random_hashes(rng, c) for c in n_counts]
     n_sha = [f"{history + i:064x}" for i in range(new)]
     kinds = np.array(["none"] * new, dtype=object)
     sources = rng.choice(history, new, replace=False)
@@ -102,14 +108,18 @@ def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str,
         chosen = planted[cut:cut + int(share * new)]
         cut += len(chosen)
         for i in chosen:
-            src = h_hashes[h_starts[sources[i]]:h_starts[sources[i] + 1]]
+            frames = slice(h_starts[sources[i]], h_starts[sources[i] + 1])
+            src, src_middle = h_hashes[frames], h_middle[frames]
             if kind == "exact":
-                n_hashes[i], n_sha[i] = src.copy(), f"{sources[i]:064x}"
+                n_hashes[i], n_middle[i], n_sha[i] = src.copy(), src_middle.copy(), f"{sources[i]:064x}"
             elif kind == "near":
-                kept = src[np.sort(rng.choice(len(src), max(1, int(0.8 * len(src))), replace=False))]
-                n_hashes[i] = _flip_bits(rng, kept, 1, 6)
+                kept = np.sort(rng.choice(len(src), max(1, int(0.8 * len(src))), replace=False))
+                n_hashes[i], n_middle[i] = _flip_bits(rng, src[kept], 1, 6), _flip_bits(rng, src_middle[kept], 1, 6)
+            elif kind == "overlay":
+                n_hashes[i], n_middle[i] = _random_hashes(rng, len(src)), _flip_bits(rng, src_middle, 1, 4)
             else:
                 n_hashes[i] = _flip_bits(rng, mirror_hash(src), 1, 3)
+                n_middle[i] = _flip_bits(rng, mirror_hash(src_middle), 1, 3)
             kinds[i] = kind
             truth[f"n{i:07d}"] = {"kind": kind, "source": f"h{sources[i]:07d}"}
     n_counts = np.array([len(h) for h in n_hashes])
@@ -118,7 +128,9 @@ def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str,
                              "upload_ts": pa.array(day_us + np.arange(new) * 1000, pa.timestamp("us", tz="UTC")),
                              "content_sha256": pa.array(n_sha)}), work / "new_videos.parquet")
     pq.write_table(pa.table({"video_id": n_ids.take(pa.array(np.repeat(np.arange(new), n_counts))),
-                             "phash": pa.array(np.concatenate(n_hashes).view(np.int64))}), work / "new_frames.parquet")
+                             "phash": pa.array(np.concatenate(n_hashes).view(np.int64)),
+                             "phash_middle": pa.array(np.concatenate(n_middle).view(np.int64))}),
+                   work / "new_frames.parquet")
     meta = {"history_videos": history, "history_frames": int(h_counts.sum()), "new_videos": new,
             "new_frame_counts": np.cumsum(n_counts).tolist(), "truth": truth}
     marker.write_text(json.dumps(meta))  # last: a cut-short run leaves no marker
@@ -181,7 +193,7 @@ def run(out_dir: str | Path, videos: int = HISTORY_VIDEOS, new_sizes: Sequence[i
         work: Path = DEFAULT_WORK) -> dict[str, Any]:
     """Make (or reuse) the data, measure each new-day size in a child; write ``bench_duplicates.json``."""
     new_sizes = sorted(new_sizes, reverse=True)
-    work = Path(work) / f"{videos}-{new_sizes[0]}-{SEED}"
+    work = Path(work) / f"{videos}-{new_sizes[0]}-{SEED}-v{DATA_VERSION}"
     started = time.perf_counter()
     meta = make_data(work, videos, new_sizes[0])
     make_s = time.perf_counter() - started
@@ -204,18 +216,21 @@ def run(out_dir: str | Path, videos: int = HISTORY_VIDEOS, new_sizes: Sequence[i
 def markdown(result: dict[str, Any]) -> str:
     """The result of ``run`` as a Markdown table."""
     lines = [f"Near-duplicate search: {result['history_videos']:,} committed videos, "
-             f"{result['history_frames']:,} frame hashes (target <= {result['target']['seconds']:.0f} s, "
+             f"{result['history_frames']:,} frames with two hashes each, `phash` and `phash_middle` "
+             f"(target <= {result['target']['seconds']:.0f} s, "
              f"<= {result['target']['peak_rss_bytes'] / 2**30:.0f} GiB); compiling the kernels beforehand "
              f"(a machine's first search only): {result.get('kernels_warm_s', 0):.1f} s", "",
-             "| new videos | read s | search s | total s | peak RSS GiB | band collisions | candidate pairs "
-             "| near found | mirrored found | exact found | false pairs | load |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| new videos | read s | search s | total s | peak RSS GiB | band collisions (whole / middle) "
+             "| candidate pairs | near found | overlay found | mirrored found | exact found | false pairs | load |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         rec = r["recall"]
         lines.append(
             f"| {r['new_videos']:,} | {r['read_s']:.1f} | {r['search_s']:.1f} | {r['total_s']:.1f} | "
-            f"{r['peak_rss_bytes'] / 2**30:.2f} | {r['stats']['band_collisions']:,} | {r['stats']['candidate_pairs']:,} | "
-            + " | ".join(f"{rec[k]['found']}/{rec[k]['planted']}" for k in ("near", "mirrored", "exact"))
+            f"{r['peak_rss_bytes'] / 2**30:.2f} | {r['stats']['band_collisions']:,} / "
+            f"{r['stats'].get('middle_band_collisions', 0):,} | {r['stats']['candidate_pairs']:,} | "
+            + " | ".join(f"{rec[k]['found']}/{rec[k]['planted']}" if k in rec else "–"
+                         for k in ("near", "overlay", "mirrored", "exact"))
             + f" | {r['false_pairs']} | {r['load_avg_1m']} |")
     return "\n".join(lines)
 

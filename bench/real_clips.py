@@ -252,14 +252,17 @@ class LoopedPictures:
             self.container.close()
             self._open()
             self.offset = -t_s
-        return self._cover(self.current)
+        return cover(self.current, self.width, self.height)
 
-    def _cover(self, frame) -> np.ndarray:
-        scale = max(self.width / frame.width, self.height / frame.height)
-        w, h = max(self.width, round(frame.width * scale)), max(self.height, round(frame.height * scale))
-        rgb = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
-        top, left = (h - self.height) // 2, (w - self.width) // 2
-        return np.ascontiguousarray(rgb[top:top + self.height, left:left + self.width])
+
+def cover(frame, width: int, height: int) -> np.ndarray:
+    """A PyAV video frame scaled (libswscale) to cover ``width`` x ``height`` and centre-cropped:
+    ``(height, width, 3) uint8`` RGB."""
+    scale = max(width / frame.width, height / frame.height)
+    w, h = max(width, round(frame.width * scale)), max(height, round(frame.height * scale))
+    rgb = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+    top, left = (h - height) // 2, (w - width) // 2
+    return np.ascontiguousarray(rgb[top:top + height, left:left + width])
 
 
 def music_track(spec: RealClipSpec) -> np.ndarray:

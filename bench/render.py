@@ -75,6 +75,21 @@ def cpu_lines(c: dict[str, Any]) -> list[str]:
     return lines
 
 
+def signal_lines(results: dict[str, Any]) -> list[str]:
+    """Each signal's CPU per video (``bench.bench_signals``) and its share of the comparison run
+    with OCR on (else the run without), both per second of video; none without those figures."""
+    from bench.bench_signals import markdown as signals_markdown
+
+    entry = results.get("micro", {}).get("bench_signals", {})
+    c = results["comparison"]
+    run = c.get("ours_ocr") or c["ours"]
+    if "result" not in entry or not c.get("video_s"):
+        return []
+    label = "the comparison run" + (" with OCR on" if c.get("ours_ocr") else " (OCR off)")
+    table = signals_markdown(entry["result"], run["tree_cpu_s"] / c["video_s"], label, c.get("signals_on") or {})
+    return ["### Signal costs per video and share of the run", "", table, ""]
+
+
 def fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -169,6 +184,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"| load average before → after | {d['load_avg_before']} → {d['load_avg_after']} | | |", "",
     ]
     lines += cpu_lines(c)
+    lines += signal_lines(results)
     ratios = c["ratios"]
     e = c["equivalence"]
     wer_gap = (None if e.get("wer_ours_vs_spoken") is None or e.get("wer_naive_vs_spoken") is None

@@ -43,10 +43,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bench.bench_signals import signals_on
 from bench.clips import REPO, build_set, short_specs, subset_manifest
 from bench.real_clips import build_real_set, real_set_description, real_specs
 from bench.machine import TreeCpu, load_average, machine_info
 from bench.render import fmt, plot, render_markdown, write_results_md
+from extract.config import load_config
 from extract.defaults import resolved_here
 from extract.pipeline.resources import peak_rss_mb
 
@@ -87,13 +89,14 @@ QUICK_SCALING = (QUICK_CLIPS,)
 
 
 MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper", "bench_planning", "bench_duplicates",
-                    "bench_sounds", "bench_training_read")
+                    "bench_sounds", "bench_overlays", "bench_signals", "bench_training_read")
 
 
 # Smaller than the micro-benchmarks' own defaults, so `make bench` stays within 20 minutes on
 # 2 cores; passed only where run() takes the keyword. Run a module alone for its full size.
 MICRO_KWARGS = {"bench_decode": {"repeats": 1, "isolation_videos": 5}, "bench_whisper": {"n_clips": 6},
                 "bench_sounds": {"videos": 20_000, "new": 2_000, "seconds": 10.0},
+                "bench_overlays": {"segments": 10}, "bench_signals": {"n_clips": 4},
                 "bench_training_read": {"days": 20, "videos": 200}}
 
 
@@ -576,7 +579,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "revision": git_revision(), "quick": args.quick, "machine": machine, "versions": lib_versions,
         "models": {k: setup[k] for k in ("clip", "whisper", "note")},
         "config": {"files": setup["files"], "overrides": setup["overrides"]},
-        "comparison": {"description": compare_desc, "ours": ours, "naive": naive, "stages": stages,
+        "comparison": {"description": compare_desc, "video_s": round(sum(s.duration_s for s in compare_specs), 1),
+                       "signals_on": signals_on(load_config(setup["files"], setup["overrides"])),
+                       "ours": ours, "naive": naive, "stages": stages,
                        "ours_tuned": ours_tuned, "ours_ocr": ours_ocr, "subsets": subsets,
                        "decode_alone": decode_alone, "ratios": ratios, "equivalence": equivalence},
         "scaling_description": (compare_desc if args.quick else

@@ -223,6 +223,10 @@ class OutputConfig:
     # An audio fingerprint per video (videos.sound_fingerprint, extract.media.fingerprint) and the
     # same-sound search after each commit (sound_matches, videos.sound_id); false = neither.
     sounds: bool = True
+    # A second perceptual hash per frame (frame_embeddings.phash_middle: the middle band of the
+    # frame with letterbox bars cut, extract.media.phash), so the near-duplicate search finds copies
+    # under a top or bottom banner and letterboxed ones; false = none (the search uses phash alone).
+    middle_hashes: bool = True
 
 
 @dataclass(frozen=True)

@@ -230,3 +230,29 @@ print(tree.total())
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     assert 1.9 <= float(out.stdout) <= 3.0, out
+
+
+def test_signal_cost_table_renders_with_each_share_of_the_run():
+    from bench.bench_signals import PARTS, SIGNALS, markdown
+    from bench.render import signal_lines
+
+    per_s = {"motion": 20.0, "shots": 90.0, "shots_pass": 20.0, "shots_model": 70.0, "fingerprint": 5.0,
+             "languages": 0.1, "text_area": 0.5}  # CPU ms per second of video
+    result = {"clips": 2, "video_s": 10.0,
+              "signals": {k: {"cpu_s": v / 100, "per_video_ms": v * 5, "per_video_s_ms": v} for k, v in per_s.items()}}
+    assert set(result["signals"]) == set(SIGNALS) | set(PARTS["shots"])
+    run = {"tree_cpu_s": 20.0, "videos": 4}
+    on = {"motion": True, "shots": False, "fingerprint": True, "languages": True, "text_area": True}
+    results = {"micro": {"bench_signals": {"result": result, "markdown": markdown(result)}},
+               "comparison": {"video_s": 10.0, "ours": run, "ours_ocr": run, "signals_on": on}}
+    lines = signal_lines(results)
+    table = "\n".join(lines)
+    assert lines[0] == "### Signal costs per video and share of the run"
+    assert "2.00 s" in table  # the run's CPU per second of video: 20 s over 10 s
+    assert "| motion (`signals.motion`) | yes | 100.0 | 20.00 | 1.0% |" in table  # 0.02 / 2.0
+    assert "| shots (`signals.shots`) | no | 450.0 | 90.00 | 4.3% |" in table  # off in the run: 0.09 / 2.09
+    assert "| shots: TransNetV2 | no | 350.0 | 70.00 | 3.4% |" in table
+    assert "| languages (`signals.language`) | yes | 0.5 | 0.10 | 0.0% |" in table
+    assert table.count("\n| ") == 1 + len(per_s)  # the header, one row per signal and part
+    assert "share" not in markdown(result).split("\n")[2]  # alone (the micro-benchmark section): no share
+    assert signal_lines({"micro": {}, "comparison": results["comparison"]}) == []

@@ -1,6 +1,6 @@
 """The compiled kernels of the near-duplicate search against brute force: every colliding pair
 of a band (runs of equal band values, probe chains, band value 0, hot values skipped), and
-the frame check's match fractions."""
+the frame check's match fractions (whole-frame and middle hashes)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_band_join_equals_brute_force(band_bits, max_bucket):
     q_hash = np.concatenate([hashes[new], mirror_hash(hashes[new])])
     q_owner = np.concatenate([owner[new], owner[new]])
     q_mirrored = np.repeat([False, True], new.sum())
-    bands = _Bands.make(DuplicateOptions(band_bits=band_bits, bands=4))
+    bands = _Bands.make(DuplicateOptions(band_bits=band_bits), 4)
     totals = np.zeros(3, int)
     for band in range(4):
         mask, multiplier = bands.masks[band], bands.multipliers[band]
@@ -61,7 +61,7 @@ def test_band_join_probe_chains_with_a_tiny_table():
     hashes = rng.integers(0, 2**64, 3_000, dtype=np.uint64)
     owner = np.arange(3_000, dtype=np.int32) // 3
     q = slice(1_000, 3_000)
-    bands = _Bands.make(DuplicateOptions(band_bits=8, bands=1))
+    bands = _Bands.make(DuplicateOptions(band_bits=8), 1)
     args = (hashes, owner, hashes[q].copy(), owner[q].copy(), np.zeros(2_000, bool), bands.masks[0],
             bands.multipliers[0], 30, 10**6)
     got, want = band_join(*args), _brute_band(*args[:6], 30, 10**6)
@@ -74,15 +74,26 @@ def test_match_fractions_equal_brute_force():
     f_hash = rng.integers(0, 2**64, 60, dtype=np.uint64)
     f_hash[20:30] = f_hash[:10] ^ np.uint64(0b111)  # video 2 copies video 0
     f_hash[30:35] = mirror_hash(f_hash[:5])  # video 3 mirrors half of video 0
+    # Middle hashes: video 1 matches video 0 through them only (6 of 10 frames), one frame has none.
+    f_middle = rng.integers(1, 2**64, 60, dtype=np.uint64)
+    f_middle[10:16] = f_middle[:6] ^ np.uint64(0b11)
+    f_middle[16] = 0
+    f_middle[6] = 0
+    f_middle_mirror = np.where(f_middle != 0, mirror_hash(f_middle), np.uint64(0))
     starts, sizes = np.array([0, 10, 20, 30, 40, 60]), np.array([10, 10, 10, 10, 20, 0])
     pairs = np.array([(2, 0, 0), (3, 0, 1), (3, 0, 0), (1, 0, 0), (5, 0, 0), (4, 1, 0)])
-    got = match_fractions(pairs[:, 2] == 1, f_hash, mirror_hash(f_hash), starts[pairs[:, 0]], sizes[pairs[:, 0]],
-                          starts[pairs[:, 1]], sizes[pairs[:, 1]], 3)
+    args = (starts[pairs[:, 0]], sizes[pairs[:, 0]], starts[pairs[:, 1]], sizes[pairs[:, 1]])
+    got = match_fractions(pairs[:, 2] == 1, f_hash, mirror_hash(f_hash), f_middle, f_middle_mirror, *args, 3, 2)
     want = []
     for new, old, mirrored in pairs:
-        q = f_hash[starts[new]:starts[new] + sizes[new]]
-        q = mirror_hash(q) if mirrored else q
-        h = f_hash[starts[old]:starts[old] + sizes[old]]
-        want.append((hamming(q[:, None], h[None, :]) <= 3).any(axis=1).mean() if len(q) else np.nan)
+        q, qm = f_hash[starts[new]:starts[new] + sizes[new]], f_middle[starts[new]:starts[new] + sizes[new]]
+        q, qm = (mirror_hash(q), np.where(qm != 0, mirror_hash(qm), np.uint64(0))) if mirrored else (q, qm)
+        h, hm = f_hash[starts[old]:starts[old] + sizes[old]], f_middle[starts[old]:starts[old] + sizes[old]]
+        middle_ok = (hamming(qm[:, None], hm[None, :]) <= 2) & (qm[:, None] != 0) & (hm[None, :] != 0)
+        want.append(((hamming(q[:, None], h[None, :]) <= 3) | middle_ok).any(axis=1).mean() if len(q) else np.nan)
     np.testing.assert_allclose(got, np.array(want, np.float32))
     assert got[0] == 1.0 and got[1] == 0.5 and np.isnan(got[4])
+    assert got[3] == pytest.approx(0.6)  # through the middle hashes alone
+    without = match_fractions(pairs[:, 2] == 1, f_hash, mirror_hash(f_hash), np.zeros(60, np.uint64),
+                              np.zeros(60, np.uint64), *args, 3, 2)
+    assert without[3] == 0.0 and without[0] == 1.0

@@ -96,7 +96,7 @@ def test_motion_comes_from_the_sampling_pass_without_a_pace_pass(name, monkeypat
                                    max_pixels=CONFIG.limits.max_pixels)
         full = read_pace(reader, True, False, info.fps)
     passes = []
-    monkeypatch.setattr(video, "_pace_pass", lambda *a, **k: passes.append(a) or full)
+    monkeypatch.setattr(video, "pace_pass", lambda *a, **k: passes.append(a) or full)
     spec = PreprocessSpec(224, "bicubic", "shortest", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     out = video.decode_video(path, CONFIG.replace(**{"runtime.decode_threads": 1}), spec, audio=False)
     assert passes == [] and out.pace.motion_source == MOTION_VECTORS

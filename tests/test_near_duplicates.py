@@ -1,5 +1,7 @@
 """Near-duplicate search: real transformed copies found, re-uploads exact, distinct clips never
-paired, thresholds gate, and the LSH candidate count grows linearly with the new day."""
+paired, thresholds gate, and the LSH candidate count grows linearly with the new day; middle
+hashes find copies under banners and letterboxed ones (real peer-media video) that the
+whole-frame hashes miss, without pairing different videos."""
 
 from __future__ import annotations
 
@@ -132,3 +134,66 @@ def test_candidate_count_grows_linearly_with_the_new_day():
         rows = {r["video_id"]: r["duplicate_of"] for r in result.table.to_pylist()}
         assert rows == {f"n{i}": f"h{i}" for i in np.concatenate([near, mirrored]) if i < size}
     assert 1.8 <= counts[2_000] / counts[1_000] <= 2.2, counts
+
+
+def _with_middle(frames: pa.Table, middle: list[np.ndarray | None]) -> pa.Table:
+    """``frames`` plus a ``phash_middle`` column: per video its hashes, or None (rows written before it)."""
+    values = [h for m, n in zip(middle, _per_video_counts(frames)) for h in (m if m is not None else [None] * n)]
+    return frames.append_column("phash_middle", pa.array(
+        [None if v is None else np.uint64(v).view(np.int64).item() for v in values], pa.int64()))
+
+
+def _per_video_counts(frames: pa.Table) -> list[int]:
+    ids = frames["video_id"].to_pylist()
+    return [ids.count(v) for v in dict.fromkeys(ids)]
+
+
+def test_middle_hashes_find_what_the_whole_frame_misses():
+    rng = np.random.default_rng(4)
+    src, other = rng.integers(0, 2**64, (2, 10), dtype=np.uint64)
+    banner = rng.integers(0, 2**64, 10, dtype=np.uint64)  # whole-frame hashes moved far by a banner
+    mid_src, mid_other = rng.integers(1, 2**64, (2, 10), dtype=np.uint64)
+    videos, frames = _tables([("a", 1, "s1", src), ("z", 2, "s9", other), ("b", 3, "s2", banner),
+                              ("c", 4, "s3", banner ^ np.uint64(1))])
+    # b's middle hashes are a's, 2 bits off; c's frames carry no middle hash (written before the column).
+    frames = _with_middle(frames, [mid_src, mid_other, mid_src ^ np.uint64(0b101), None])
+    result = find_near_duplicates(videos, frames, ["b", "c", "z"])
+    rows = {r["video_id"]: r for r in result.table.to_pylist()}
+    assert {v: r["duplicate_of"] for v, r in rows.items()} == {"b": "a", "c": "b"}
+    assert rows["b"]["match_frames"] == 1.0 and rows["b"]["kind"] == "near"
+    assert result.stats.middle_frames == 30 and result.stats.middle_close_frame_pairs > 0
+    plain = find_near_duplicates(videos, frames, ["b", "c", "z"], DuplicateOptions(middle=False))
+    assert plain.table.column("video_id").to_pylist() == ["c"]  # b is missed by the whole-frame hashes alone
+    tight = find_near_duplicates(videos, frames, ["b"], DuplicateOptions(max_hamming_middle=1))
+    assert tight.table.num_rows == 0
+    flipped = _with_middle(frames.drop_columns(["phash_middle"]), [mid_src, mid_other, mirror_hash(mid_src), None])
+    mirrored = find_near_duplicates(videos, flipped, ["b"]).table.to_pylist()
+    assert [(r["duplicate_of"], r["mirrored"]) for r in mirrored] == [("a", True)]
+
+
+@pytest.fixture(scope="module")
+def overlay_copies():
+    """Real peer-media segments (``bench.bench_overlays``): two originals with copies under 30 %
+    banners and letterboxed, and four other segments' originals, hashed through the job's decode."""
+    from bench.bench_overlays import hash_segment
+    from bench.real_clips import PEER_MEDIA
+
+    if not PEER_MEDIA.is_dir():
+        pytest.skip(f"{PEER_MEDIA} missing (the shared peer media)")
+    return [hash_segment(1, "2.35:1", ("banner_top_30", "banner_bottom_30", "letterbox")),
+            hash_segment(6, "16:9", ("banner_bottom_30", "letterbox")),
+            *(hash_segment(i, shape, ()) for i, shape in ((0, "2.35:1"), (4, "16:9"), (5, "2.35:1"), (7, "16:9")))]
+
+
+def test_real_overlay_copies_found_and_different_videos_not_paired(overlay_copies):
+    entries = [(f"s{it['segment']}-{name}", h) for it in overlay_copies for name, h in it["hashes"].items()]
+    entries.sort(key=lambda e: not e[0].endswith("-original"))  # originals first
+    videos, frames = _tables([(vid, DAY_US + k, f"sha-{vid}", np.asarray(h["phash"], np.uint64))
+                              for k, (vid, h) in enumerate(entries)])
+    frames = _with_middle(frames, [np.asarray(h["phash_middle"], np.uint64) for _, h in entries])
+    ids = [vid for vid, _ in entries]
+    found = {r["video_id"]: r["duplicate_of"] for r in find_near_duplicates(videos, frames, ids).table.to_pylist()}
+    copies_ = {vid: vid.split("-")[0] + "-original" for vid in ids if not vid.endswith("-original")}
+    assert found == copies_  # every copy, paired with its own original; no two segments paired
+    plain = find_near_duplicates(videos, frames, ids, DuplicateOptions(middle=False)).table.to_pylist()
+    assert {r["video_id"] for r in plain} < set(copies_)  # the whole-frame hash alone misses some

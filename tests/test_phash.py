@@ -28,8 +28,8 @@ import pytest
 import copies
 from extract.config import Config
 from extract.media.video import decode_video
-from extract.media.phash import (FLAT_HASH, ODD_COLUMN_MASK, hamming, low_frequencies, mirror_hash,
-                                 phash_frames)
+from extract.media.phash import (FLAT_HASH, ODD_COLUMN_MASK, content_boxes, hamming, low_frequencies,
+                                 middle_hash_frames, mirror_hash, phash_frames)
 from extract.media.geometry import PreprocessSpec
 
 CLIP_SPEC = PreprocessSpec(224, "bicubic", "shortest", (0.48145466, 0.4578275, 0.40821073),
@@ -109,3 +109,70 @@ def test_distinct_clips_are_far_apart():
     other = video[:, None] != video[None, :]
     assert d[other].min() >= 6
     assert np.quantile(d[other], 0.01) >= 16
+
+
+def _clip_crop(frame: np.ndarray, size: int = 224) -> np.ndarray:
+    """Shorter side to ``size`` (PIL bicubic), then the centre square: the CLIP frame's geometry."""
+    from PIL import Image
+
+    h, w = frame.shape[:2]
+    scale = size / min(h, w)
+    image = Image.fromarray(frame).resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                                          Image.Resampling.BICUBIC)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def _boxed(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``frame`` scaled to fit a black ``width`` x ``height`` frame, centred (letterbox or pillarbox)."""
+    from PIL import Image
+
+    h, w = frame.shape[:2]
+    scale = min(width / w, height / h)
+    pw, ph = round(w * scale), round(h * scale)
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - ph) // 2, (width - pw) // 2
+    out[top:top + ph, left:left + pw] = np.asarray(Image.fromarray(frame).resize((pw, ph), Image.Resampling.BICUBIC))
+    return out
+
+
+def test_content_boxes_cut_bars_on_both_sides_only():
+    rng = np.random.default_rng(5)
+    texture = rng.integers(30, 220, (224, 224), dtype=np.uint8)
+    letterbox = texture.copy()
+    letterbox[:30], letterbox[194:] = 16, 17  # coding noise: one level apart
+    pillarbox = texture.copy()
+    pillarbox[:, :40], pillarbox[:, 184:] = 0, 0
+    banner = texture.copy()
+    banner[170:] = 0  # one side only: a banner, not a box
+    two_colours = texture.copy()
+    two_colours[:30], two_colours[194:] = 0, 255
+    flat = np.full((224, 224), 90, np.uint8)
+    boxes = content_boxes(np.stack([letterbox, pillarbox, banner, two_colours, flat, texture]))
+    assert boxes[0].tolist() == [30, 194, 30, 194]  # rows cut, then the centre square of what is left
+    assert boxes[1].tolist() == [40, 184, 40, 184]
+    for k in range(2, 6):
+        assert boxes[k].tolist() == [0, 224, 0, 224], k
+
+
+def test_middle_hash_holds_under_banners_and_letterboxes():
+    """The middle hash of a wide (2.35:1) frame's CLIP crop against the same frame under a 30 % banner
+    (top or bottom) and letterboxed into 16:9 and 9:16 frames; the whole-frame hash moves further."""
+    wide = [copies.shapes_frame(s, 1.0, 752, 320) for s in range(12)]
+    original = np.stack([_clip_crop(f) for f in wide])
+    top, bottom = [], []
+    for f in wide:
+        t, b = f.copy(), f.copy()
+        t[:96], b[-96:] = (40, 20, 60), (10, 50, 30)  # 30 % of the height
+        top.append(_clip_crop(t))
+        bottom.append(_clip_crop(b))
+    copies_of = {"banner_top": np.stack(top), "banner_bottom": np.stack(bottom),
+                 "letterbox_16_9": np.stack([_clip_crop(_boxed(f, 752, 424)) for f in wide]),
+                 "letterbox_9_16": np.stack([_clip_crop(_boxed(f, 320, 568)) for f in wide])}
+    h, m = phash_frames(original), middle_hash_frames(original)
+    for name, frames in copies_of.items():
+        full, middle = hamming(h, phash_frames(frames)), hamming(m, middle_hash_frames(frames))
+        assert middle.max() <= 6 and middle.mean() < full.mean(), (name, middle, full)
+    others = middle_hash_frames(np.stack([_clip_crop(copies.shapes_frame(100 + s, 1.0, 752, 320)) for s in range(12)]))
+    assert hamming(m[:, None], others[None, :]).min() >= 12
+    assert middle_hash_frames(np.zeros((0, 8, 8, 3), np.uint8)).shape == (0,)

@@ -180,24 +180,30 @@ def _band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, order, mask, m
 
 
 @njit(cache=True, nogil=True)
-def match_fractions(mirrored, f_hash, f_mirror, q_start, q_n, h_start, h_n, max_hamming):
-    """Per pair: share of the new video's frames within ``max_hamming`` bits of some frame of
-    the earlier one (``float32``; NaN when the new video has no frames).
+def match_fractions(mirrored, f_hash, f_mirror, f_middle, f_middle_mirror, q_start, q_n, h_start, h_n, max_hamming,
+                    max_hamming_middle):
+    """Per pair: share of the new video's frames that match some frame of the earlier one
+    (``float32``; NaN when the new video has no frames): whole-frame hashes within
+    ``max_hamming`` bits, or middle hashes within ``max_hamming_middle`` (0: the frame has none).
 
-    Frames ``f_hash`` / ``f_mirror`` ``(n,) uint64`` are grouped by video; pair ``p`` compares
-    the new video's frames ``q_start[p]:q_start[p] + q_n[p]`` (mirrored readings when
-    ``mirrored[p]``) with the earlier video's ``h_start[p]:h_start[p] + h_n[p]``.
+    Frames ``f_hash`` / ``f_mirror`` / ``f_middle`` / ``f_middle_mirror`` ``(n,) uint64`` are
+    grouped by video; pair ``p`` compares the new video's frames ``q_start[p]:q_start[p] + q_n[p]``
+    (mirrored readings when ``mirrored[p]``) with the earlier video's ``h_start[p]:h_start[p] + h_n[p]``.
     """
     out = np.full(mirrored.shape[0], np.nan, np.float32)
     limit = np.uint64(max_hamming)
+    middle_limit = np.uint64(max_hamming_middle)
+    zero = np.uint64(0)
     for p in range(mirrored.shape[0]):
         if q_n[p] == 0:
             continue
         matched = 0
         for a in range(q_start[p], q_start[p] + q_n[p]):
             query = f_mirror[a] if mirrored[p] else f_hash[a]
+            middle = f_middle_mirror[a] if mirrored[p] else f_middle[a]
             for b in range(h_start[p], h_start[p] + h_n[p]):
-                if _popcount(query ^ f_hash[b]) <= limit:
+                if _popcount(query ^ f_hash[b]) <= limit or (
+                        middle != zero and f_middle[b] != zero and _popcount(middle ^ f_middle[b]) <= middle_limit):
                     matched += 1
                     break
         out[p] = matched / q_n[p]

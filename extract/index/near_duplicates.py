@@ -7,8 +7,9 @@ Inputs are what the tables hold, as pyarrow tables (numpy inside):
   hold the new videos too (the step runs after their commit), so copies uploaded earlier the
   same day are found.
 - ``frames``: one row per sampled frame, ``video_id`` (string) and ``phash`` (int64 as
-  stored, or uint64: the 64-bit pHash of ``extract.media.phash``, same bits either way).
-  Frames of videos absent from ``videos`` are ignored (counted in ``stats``).
+  stored, or uint64: the 64-bit pHash of ``extract.media.phash``, same bits either way), and
+  optionally ``phash_middle`` (the middle hash, ``middle_hash_frames``; null where a frame has
+  none). Frames of videos absent from ``videos`` are ignored (counted in ``stats``).
 - ``new_ids``: the video ids to search for (the day's videos).
 
 For each new video the search reports the earliest earlier video (by ``upload_ts``, then
@@ -16,8 +17,15 @@ For each new video the search reports the earliest earlier video (by ``upload_ts
 
 - ``exact``: same ``content_sha256`` (an untouched re-upload), whatever the frames say;
 - ``near``: a candidate pair (below) where at least ``min_match_fraction`` of the new video's
-  informative frames lie within ``max_hamming`` bits of some frame of the other video, and,
-  when pooled CLIP embeddings are given, their cosine is at least ``min_clip_cosine``.
+  informative frames match some frame of the other video (whole-frame hashes within
+  ``max_hamming`` bits, or middle hashes within ``max_hamming_middle``), and, when pooled CLIP
+  embeddings are given, their cosine is at least ``min_clip_cosine``.
+
+Middle hashes (``options.middle`` and a ``phash_middle`` column): a banner over the top or
+bottom of the frame, or letterbox bars, move the whole-frame hash past ``max_hamming`` but
+leave the middle hash close, so the new videos' middle hashes are looked up among the
+history's middle hashes as well (``middle_bands`` bands, the same kernel), and either kind of
+match counts for a frame. The two sets of candidates are joined before the frame check.
 
 Candidates by locality-sensitive hashing (bit-sampling LSH with banding): ``bands`` bands,
 each a fixed random subset of ``band_bits`` of the 64 hash bits (groups of disjoint subsets
@@ -57,6 +65,8 @@ import numpy as np
 
 from extract.media.phash import FLAT_HASH, HASH_BITS, mirror_hash
 
+MIDDLE_COLUMN = "phash_middle"
+
 KINDS = ("exact", "near")
 
 EmbeddingLookup = Callable[[Sequence[str]], np.ndarray]
@@ -77,15 +87,26 @@ class DuplicateOptions:
     the video to match, so one shared frame (a black card, a logo) is not enough.
     ``min_clip_cosine=0.9`` is a prior for real CLIP weights (a copy's pooled embedding stays
     close; other videos of the same scene sit lower); tune it per model by percentile.
+
+    Middle hashes (``bench/bench_overlays.py``: real peer-media segments and their re-encoded
+    copies): under a 10-30 % banner, top or bottom, and letterboxed, a copy's frames lie a
+    median 0-2 bits from the original's (their whole-frame hashes 8-26); frames of different
+    segments lie 8 bits apart or more (0.1 % quantile 12, the same-file segments closest).
+    ``max_hamming_middle=10`` sits between; ``middle_bands=24`` bands find a frame pair at
+    distance 4 with probability 0.98, 6: 0.72 (the formula below), so half as many bands as the
+    whole-frame search suffice for copies whose middle is untouched.
     """
 
     max_hamming: int = 12  # bits; a frame matches another within this distance
+    max_hamming_middle: int = 10  # bits; or when their middle hashes are within this distance
     min_match_fraction: float = 0.5  # share of the new video's informative frames that must match
     min_clip_cosine: float = 0.9  # pooled CLIP cosine a near copy needs, when embeddings are given
     bands: int = 48  # LSH bands
     band_bits: int = 24  # hash bits per band
     max_bucket: int = 1000  # skip a band value held by more frames than this
     mirrored: bool = True  # also query mirrored hashes
+    middle: bool = True  # also search the middle hashes (frames.phash_middle), where the frames have them
+    middle_bands: int = 24  # LSH bands over the middle hashes (band_bits bits each)
     seed: int = 0  # which bit subsets form the bands (fixed: reproducible candidates)
     # Bands searched in parallel (the kernel releases the GIL), one per usable core, at most 8:
     # each holds about 60 MB of tables and buffers at 800 k queries. Results do not depend on it.
@@ -97,9 +118,11 @@ class DuplicateOptions:
     def _verify(self) -> None:
         checks = (
             ("max_hamming", 0 <= self.max_hamming < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
+            ("max_hamming_middle", 0 <= self.max_hamming_middle < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
             ("min_match_fraction", 0.0 < self.min_match_fraction <= 1.0, "in (0, 1]"),
             ("min_clip_cosine", -1.0 <= self.min_clip_cosine <= 1.0, "in [-1, 1]"),
             ("bands", self.bands >= 1, ">= 1"),
+            ("middle_bands", self.middle_bands >= 1, ">= 1"),
             ("band_bits", 8 <= self.band_bits <= 32, "in [8, 32]"),
             ("max_bucket", self.max_bucket >= 1, ">= 1"),
             ("threads", self.threads >= 1, ">= 1"),
@@ -121,7 +144,10 @@ class SearchStats:
     band_collisions: int = 0  # (new frame, earlier video's frame) pairs agreeing on a band's bits, all bands
     hot_keys_skipped: int = 0  # band values over max_bucket (per band)
     close_frame_pairs: int = 0  # colliding pairs within max_hamming
-    candidate_pairs: int = 0  # distinct (new video, earlier video, mirrored) with a close pair
+    middle_frames: int = 0  # frames with an informative middle hash (searched as well)
+    middle_band_collisions: int = 0  # as band_collisions, over the middle hashes
+    middle_close_frame_pairs: int = 0  # colliding middle-hash pairs within max_hamming_middle
+    candidate_pairs: int = 0  # distinct (new video, earlier video, mirrored) with a close pair of either kind
     exact_pairs: int = 0  # new videos with an earlier equal content_sha256
     duplicates: int = 0  # rows reported
     seconds: float = 0.0
@@ -159,17 +185,17 @@ class _Bands:
     multipliers: np.ndarray  # (bands,) uint64: odd multiply-shift constants
 
     @classmethod
-    def make(cls, options: DuplicateOptions) -> "_Bands":
+    def make(cls, options: DuplicateOptions, bands: int) -> "_Bands":
         rng = np.random.default_rng(options.seed)
         per_group = HASH_BITS // options.band_bits
         masks: list[int] = []
-        while len(masks) < options.bands:
+        while len(masks) < bands:
             order = rng.permutation(HASH_BITS)
             for g in range(per_group):
                 bits = order[g * options.band_bits:(g + 1) * options.band_bits]
                 masks.append(int(sum(1 << int(b) for b in bits)))
-        multipliers = rng.integers(0, 2**63, options.bands, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        return cls(np.array(masks[:options.bands], np.uint64), multipliers)
+        multipliers = rng.integers(0, 2**63, bands, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        return cls(np.array(masks[:bands], np.uint64), multipliers)
 
 
 def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequence[str] | "pa.Array",
@@ -200,6 +226,7 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
 
     owner = _owner_ranks(frames["video_id"], ids)
     hashes = _as_uint64(frames["phash"])
+    middle = _as_uint64(frames[MIDDLE_COLUMN]) if options.middle and MIDDLE_COLUMN in frames.column_names else None
     valid = owner >= 0
     stats.orphan_frames = int((~valid).sum())
     informative = (hashes != 0) & (hashes != FLAT_HASH)
@@ -207,18 +234,32 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     keep = valid & informative
     if not keep.all():  # the usual case keeps every frame: no copies of the big arrays
         hashes, owner = hashes[keep], owner[keep]
+        middle = None if middle is None else middle[keep]
     stats.history_frames = len(hashes)
+    middle = _informative_middle(middle)
+    stats.middle_frames = 0 if middle is None else int(np.count_nonzero(middle))
     phase("frames")
 
     query_hash, query_owner, query_mirrored = _queries(hashes, owner, is_new, options.mirrored)
-    pairs = _candidate_pairs(hashes, owner, query_hash, query_owner, query_mirrored, options, stats)
+    codes, counts = _candidate_codes(hashes, owner, query_hash, query_owner, query_mirrored, options.bands,
+                                     options.max_hamming, options)
+    stats.band_collisions, stats.hot_keys_skipped, stats.close_frame_pairs = counts
+    if middle is not None:
+        query_hash, query_owner, query_mirrored = _queries(middle, owner, is_new, options.mirrored)
+        middle_codes, counts = _candidate_codes(middle, owner, query_hash, query_owner, query_mirrored,
+                                                options.middle_bands, options.max_hamming_middle, options)
+        stats.middle_band_collisions, hot, stats.middle_close_frame_pairs = counts
+        stats.hot_keys_skipped += hot
+        codes = np.union1d(codes, middle_codes)
+    stats.candidate_pairs = len(codes)
+    pairs = _pair_decode(codes)
     phase("candidates")
 
     exact = _exact_matches(sha, new_rank)
     stats.exact_pairs = len(exact)
     phase("exact")
 
-    rows = _confirmed(pairs, exact, hashes, owner, ids, options, embeddings, phase)
+    rows = _confirmed(pairs, exact, hashes, middle, owner, ids, options, embeddings, phase)
     table = _result_table(rows, ids, sha)
     stats.duplicates = table.num_rows
     phase("confirm")
@@ -305,10 +346,24 @@ def _as_uint64(column) -> np.ndarray:
     return out
 
 
+def _informative_middle(middle: np.ndarray | None) -> np.ndarray | None:
+    """Middle hashes with the flat ones (``FLAT_HASH``) set to 0 = none; None when none is left.
+
+    A frame without a middle hash keeps 0 in the array, so the frames stay aligned with
+    ``hashes`` and ``owner``; the queries leave 0 out, so a 0 never pairs (its band values
+    collide only with a query's all-zero band, and a pHash is never within the threshold of 0)."""
+    if middle is None:
+        return None
+    flat = middle == FLAT_HASH
+    if flat.any():
+        middle = np.where(flat, np.uint64(0), middle)
+    return middle if middle.any() else None
+
+
 def _queries(hashes: np.ndarray, owner: np.ndarray, is_new: np.ndarray,
              mirrored: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The new videos' frame hashes to look up (plus their mirrored readings)."""
-    mine = is_new[owner]
+    """The new videos' frame hashes to look up (plus their mirrored readings); 0 (no hash) left out."""
+    mine = is_new[owner] & (hashes != 0)
     q_hash, q_owner = hashes[mine], owner[mine]
     flags = np.zeros(len(q_hash), bool)
     if mirrored:
@@ -318,30 +373,27 @@ def _queries(hashes: np.ndarray, owner: np.ndarray, is_new: np.ndarray,
     return q_hash, q_owner, flags
 
 
-def _candidate_pairs(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, q_owner: np.ndarray,
-                     q_mirrored: np.ndarray, options: DuplicateOptions, stats: SearchStats) -> np.ndarray:
-    """Distinct ``(new rank, earlier rank, mirrored)`` pairs with a close colliding frame pair,
-    as ``(k, 3) int64``."""
+def _candidate_codes(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, q_owner: np.ndarray,
+                     q_mirrored: np.ndarray, bands: int, max_hamming: int,
+                     options: DuplicateOptions) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Pair codes (``hash_join.band_join``) of the distinct ``(new, earlier, mirrored)`` with a
+    colliding frame pair within ``max_hamming`` over ``bands`` bands, and the summed counters
+    ``(band collisions, hot values skipped, close frame pairs)``."""
     from extract.index.hash_join import band_join
 
     if len(q_hash) == 0:
-        return np.zeros((0, 3), np.int64)
-    bands = _Bands.make(options)
+        return np.zeros(0, np.int64), (0, 0, 0)
+    masks = _Bands.make(options, bands)
 
     def one_band(band: int) -> tuple[np.ndarray, int, int, int]:
-        return band_join(hashes, owner, q_hash, q_owner, q_mirrored, bands.masks[band], bands.multipliers[band],
-                         options.max_hamming, options.max_bucket)
+        return band_join(hashes, owner, q_hash, q_owner, q_mirrored, masks.masks[band], masks.multipliers[band],
+                         max_hamming, options.max_bucket)
 
     # The kernel releases the GIL, so bands run in parallel on threads.
     with ThreadPoolExecutor(max_workers=options.threads) as pool:
-        results = list(pool.map(one_band, range(options.bands)))
-    for _, collisions, hot, close in results:
-        stats.band_collisions += collisions
-        stats.hot_keys_skipped += hot
-        stats.close_frame_pairs += close
-    codes = np.unique(np.concatenate([codes for codes, *_ in results]))
-    stats.candidate_pairs = len(codes)
-    return _pair_decode(codes)
+        results = list(pool.map(one_band, range(bands)))
+    counts = tuple(int(sum(r[k] for r in results)) for k in (1, 2, 3))
+    return np.unique(np.concatenate([codes for codes, *_ in results])), counts
 
 
 def _pair_decode(codes: np.ndarray) -> np.ndarray:
@@ -369,12 +421,13 @@ class _Rows:
     mirrored: np.ndarray  # bool
 
 
-def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, owner: np.ndarray, ids,
-               options: DuplicateOptions, embeddings: EmbeddingLookup | None, phase: _Phases) -> _Rows:
+def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None,
+               owner: np.ndarray, ids, options: DuplicateOptions, embeddings: EmbeddingLookup | None,
+               phase: _Phases) -> _Rows:
     """Per new video, its earliest confirmed earlier copy (exact always confirmed)."""
     exact3 = np.concatenate([exact, np.zeros((len(exact), 1), np.int64)], axis=1)
     both = np.concatenate([pairs, exact3]) if len(exact3) else pairs
-    fraction = _match_fractions(both, hashes, owner, len(ids), options.max_hamming)
+    fraction = _match_fractions(both, hashes, middle, owner, len(ids), options)
     is_exact = np.zeros(len(both), bool)
     is_exact[len(pairs):] = True
     if len(exact):  # an exact copy without informative frames still matches in full
@@ -407,10 +460,10 @@ def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, owner: 
                  both[:, 2].astype(bool))
 
 
-def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, owner: np.ndarray, n_videos: int,
-                     max_hamming: int) -> np.ndarray:
-    """Per pair ``(new, earlier, mirrored)``: share of the new video's frames within
-    ``max_hamming`` of some frame of the earlier one; NaN when the new video has no frames."""
+def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None, owner: np.ndarray,
+                     n_videos: int, options: DuplicateOptions) -> np.ndarray:
+    """Per pair ``(new, earlier, mirrored)``: share of the new video's frames that match some
+    frame of the earlier one (``hash_join.match_fractions``); NaN when the new video has no frames."""
     from extract.index.hash_join import match_fractions
 
     if len(pairs) == 0:
@@ -420,13 +473,15 @@ def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, owner: np.ndarray, n
     sel = np.flatnonzero(involved[owner])
     sel = sel[np.argsort(owner[sel], kind="stable")]
     f_owner, f_hash = owner[sel], hashes[sel]
-    f_mirror = mirror_hash(f_hash)
+    f_middle = middle[sel] if middle is not None else np.zeros(len(sel), np.uint64)
+    f_middle_mirror = np.where(f_middle != 0, mirror_hash(f_middle), np.uint64(0))
     q_start = np.searchsorted(f_owner, pairs[:, 0], "left")
     q_n = np.searchsorted(f_owner, pairs[:, 0], "right") - q_start
     h_start = np.searchsorted(f_owner, pairs[:, 1], "left")
     h_n = np.searchsorted(f_owner, pairs[:, 1], "right") - h_start
-    return match_fractions(np.ascontiguousarray(pairs[:, 2] == 1), f_hash, f_mirror, q_start, q_n, h_start, h_n,
-                           max_hamming)
+    return match_fractions(np.ascontiguousarray(pairs[:, 2] == 1), f_hash, mirror_hash(f_hash), f_middle,
+                           f_middle_mirror, q_start, q_n, h_start, h_n, options.max_hamming,
+                           options.max_hamming_middle)
 
 
 def _cosines(pairs: np.ndarray, ids, embeddings: EmbeddingLookup) -> np.ndarray:

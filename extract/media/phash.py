@@ -29,6 +29,22 @@ when the median is 0): on the frames above it is within 2.6 bits of the true one
 
 Robustness (Hamming distance of a frame and its transformed copy, 64 bits; measured on the
 project's synthetic clips in ``tests/test_phash.py``): see that module's docstring.
+
+Middle hashes (``middle_hash_frames``): a second pHash per frame for copies the whole-frame hash
+misses, a banner or caption bar over the top or bottom of the frame, or the picture letterboxed
+into another frame shape. Two steps, on the same CLIP frames:
+
+1. ``content_boxes``: bars on both opposite sides (rows at the top *and* the bottom, or columns
+   at the left *and* the right) that are flat (each row's or column's luma spread under
+   ``BAR_SPREAD``), of one colour, and of about the same size are cut off, then the centre square
+   of what is left is kept. A 2.35:1 film letterboxed into 16:9, or a 16:9 clip in a 9:16 phone
+   frame, gives back the square the unboxed original's CLIP crop shows, whatever the frame shape
+   (the CLIP crop is a centre square too). A bar on one side only (a banner) is left in place.
+2. the band of rows ``MIDDLE_BAND`` (30-70 %) of that square, squashed to the 32 x 32 thumbnail
+   and hashed as above: a banner over up to 30 % of the frame at the top or the bottom leaves
+   it bare, and a horizontal flip maps it onto itself, so ``mirror_hash`` applies to it too.
+
+Frames without such bars hash their plain middle band; the whole-frame ``phash`` is unchanged.
 """
 
 from __future__ import annotations
@@ -45,6 +61,13 @@ NOISE_FRACTION = 1e-9  # |coefficient| below this share of |DC| is floating-poin
 FLAT_HASH = np.uint64(1 << 63)  # the hash of every flat (single-colour, non-black) frame: only DC > median
 # Bits of the odd DCT columns (row-major, MSB first): the coefficients a horizontal flip negates.
 ODD_COLUMN_MASK = np.uint64(int("".join("01" * (HASH_SIZE // 2)) * HASH_SIZE, 2))
+
+
+MIDDLE_BAND = (0.3, 0.7)  # rows of the content square the middle hash covers (fractions of its side)
+BAR_SPREAD = 6.0  # a bar's row (column) has luma max - min below this (of 255): flat up to coding noise
+BAR_COLOUR = 12.0  # the two bars' mean lumas differ by less than this (of 255)
+MIN_BAR = 0.02  # a bar is at least this share of the frame side (4 px of 224)
+MIN_CONTENT = 0.25  # cut bars leave at least this share of the side (else: a flat frame, no bars)
 
 
 @lru_cache(maxsize=4)
@@ -99,6 +122,71 @@ def phash_frames(frames: np.ndarray, mirrored: bool = False) -> np.ndarray:
     if len(frames) == 0:
         return np.zeros(0, np.uint64)
     return hash_bits(low_frequencies(grey_thumbnails(frames)))
+
+
+def content_boxes(grey: np.ndarray) -> np.ndarray:
+    """Where each frame's picture is, bars cut off (module doc): ``(n, H, W)`` grey ``uint8`` ->
+    ``(n, 4) int32`` boxes ``(top, bottom, left, right)`` (end exclusive), each a centre square."""
+    grey = np.asarray(grey)
+    n, height, width = grey.shape
+    boxes = np.empty((n, 4), np.int32)
+    for i, frame in enumerate(grey):
+        top, bottom = _bars(frame, 1)
+        left, right = _bars(frame, 0)
+        rows, cols = bottom - top, right - left
+        side = min(rows, cols)
+        y0, x0 = top + (rows - side) // 2, left + (cols - side) // 2
+        boxes[i] = (y0, y0 + side, x0, x0 + side)
+    return boxes
+
+
+def _bars(frame: np.ndarray, axis: int) -> tuple[int, int]:
+    """``(start, end)`` of the picture along the rows (``axis=1``: reduce each row) or the columns
+    (``axis=0``) of one grey frame, with flat bars of one colour and similar size on both ends cut."""
+    lines = frame.astype(np.int16)
+    spread = lines.max(axis=axis) - lines.min(axis=axis)
+    mean = lines.mean(axis=axis)
+    size = len(spread)
+    flat = spread < BAR_SPREAD
+
+    def run(order: np.ndarray) -> int:
+        same = flat[order] & (np.abs(mean[order] - mean[order[0]]) < BAR_COLOUR)
+        return size if same.all() else int(np.argmin(same))
+
+    head, tail = run(np.arange(size)), run(np.arange(size)[::-1])
+    lo = max(MIN_BAR * size, 2)
+    if (head < lo or tail < lo or head + tail > (1 - MIN_CONTENT) * size
+            or abs(mean[0] - mean[-1]) >= BAR_COLOUR or abs(head - tail) > max(2, 0.15 * max(head, tail))):
+        return 0, size
+    return head, size - tail
+
+
+def middle_thumbnails(frames: np.ndarray) -> np.ndarray:
+    """``(n, H, W, 3) uint8`` RGB frames -> ``(n, 32, 32) uint8`` grey thumbnails of the middle
+    band of each frame's content square (module doc), PIL L + LANCZOS as ``grey_thumbnails``."""
+    from PIL import Image
+
+    frames = _checked(frames)
+    out = np.empty((len(frames), THUMBNAIL_SIZE, THUMBNAIL_SIZE), np.uint8)
+    greys = [Image.fromarray(frame, "RGB").convert("L") for frame in frames]
+    boxes = content_boxes(np.stack([np.asarray(g) for g in greys])) if greys else np.zeros((0, 4), np.int32)
+    for i, (grey, box) in enumerate(zip(greys, boxes)):
+        top, bottom, left, right = (int(v) for v in box)
+        side = bottom - top
+        y0 = top + round(MIDDLE_BAND[0] * side)
+        y1 = max(top + round(MIDDLE_BAND[1] * side), y0 + 1)
+        band = grey.crop((left, y0, right, y1))  # PIL box: left, upper, right, lower
+        out[i] = np.asarray(band.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS))
+    return out
+
+
+def middle_hash_frames(frames: np.ndarray) -> np.ndarray:
+    """Middle hash of every frame (module doc): ``(n, H, W, 3) uint8`` -> ``(n,) uint64``, the
+    pHash bits of ``middle_thumbnails`` (a flat band hashes to 0 or ``FLAT_HASH`` as above)."""
+    frames = _checked(frames)
+    if len(frames) == 0:
+        return np.zeros(0, np.uint64)
+    return hash_bits(low_frequencies(middle_thumbnails(frames)))
 
 
 def mirror_hash(hashes: np.ndarray) -> np.ndarray:

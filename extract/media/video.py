@@ -478,7 +478,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
     if motion_meter is not None and motion_meter.has_vectors:
         pace = motion_meter.result()
     else:
-        pace = _pace_pass(path, config, info, deadline, threads, fd)  # its decoder is gone on return
+        pace = pace_pass(path, config, info, deadline, threads, fd)  # its decoder is gone on return
     pace_s = time.perf_counter() - pace_started
     waveform = (decode_audio(path, limits, deadline, info, fd) if audio and info.has_audio
                 else np.zeros(0, np.float32))
@@ -489,7 +489,7 @@ def decode_video(path: str, config: Config, spec: PreprocessSpec, *, strategy: s
                         waveform, sampling.policy, stats, *ocr.arrays(), *thumbs.jpegs(), codes, pace)
 
 
-def _pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threads: int, fd: int | None) -> Pace:
+def pace_pass(path: str, config: Config, info: Probe, deadline: Deadline, threads: int, fd: int | None) -> Pace:
     """Motion and shot frames (``signals.motion``/``.shots``): every frame once more (every
     reference frame for motion alone where the codec exports vectors), on a decoder
     of its own (``extract.media.pace``) that is released on return, before the audio decode and

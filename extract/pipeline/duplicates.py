@@ -3,10 +3,11 @@
 For the videos committed in partitions ``dt >= since`` (default: the dates the latest
 processing run wrote), ``extract.index.near_duplicates.find_near_duplicates`` finds the
 earliest earlier committed copy of each: ``exact`` by ``content_sha256``, ``near`` by LSH
-banding of the frames' perceptual hashes (``frame_embeddings.phash``), confirmed by the share
-of matching frames and the pooled CLIP cosine (read only for the candidate pairs). The cost
-grows with the new videos, not with the history squared: the history is read as two narrow
-columns (ids, hashes; the frames' ids dictionary-encoded) and scanned once per band.
+banding of the frames' perceptual hashes (``frame_embeddings.phash`` and ``phash_middle``),
+confirmed by the share of matching frames and the pooled CLIP cosine (read only for the
+candidate pairs). The cost grows with the new videos, not with the history squared: the history
+is read as three narrow columns (ids, the two hashes; the frames' ids dictionary-encoded) and
+scanned once per band.
 
 The result is one committed run (kind ``duplicates``) through the same commit path as every
 run: the ``duplicates`` rows of the searched videos are replaced in one Delta commit, the
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from extract.config import Config
-from extract.index.near_duplicates import DuplicateOptions, find_near_duplicates
+from extract.index.near_duplicates import MIDDLE_COLUMN, DuplicateOptions, find_near_duplicates
 from extract.tables.catalog import Catalog
 from extract.tables.session import RunSession
 from extract.tables.writer import in_predicate
@@ -46,7 +47,7 @@ def find_duplicates(dst: str, config: Config, run_id: str | None = None, since: 
             written = catalog.read("videos", ["dt"], filter=pc.field("run_id") == latest)
             since = min(written["dt"].to_pylist()) if written is not None and written.num_rows else "9999-12-31"
         new_ids = pc.filter(videos["video_id"], pc.greater_equal(videos["dt"], since))
-        frames = catalog.read("frame_embeddings", ["video_id", "phash"], dictionary=["video_id"])
+        frames = catalog.read("frame_embeddings", ["video_id", "phash", MIDDLE_COLUMN], dictionary=["video_id"])
         dim = session.embedding_dim
 
         def embeddings(ids: list[str]) -> np.ndarray:
@@ -66,8 +67,9 @@ def find_duplicates(dst: str, config: Config, run_id: str | None = None, since: 
         matched = len(pc.unique(found["video_id"])) if found.num_rows else 0
         record = session.record(
             since=since,
-            options={k: getattr(options, k) for k in ("max_hamming", "min_match_fraction", "min_clip_cosine",
-                                                      "bands", "band_bits", "mirrored")},
+            options={k: getattr(options, k) for k in ("max_hamming", "max_hamming_middle", "min_match_fraction",
+                                                      "min_clip_cosine", "bands", "band_bits", "mirrored", "middle",
+                                                      "middle_bands")},
             counts={"searched": len(new_ids), "history": videos.num_rows, "duplicates": found.num_rows,
                     "matched": matched, "unmatched": len(new_ids) - matched,
                     **{f"kind_{k['values']}": k["counts"] for k in kinds}},

@@ -26,7 +26,8 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   preceded by silence, so transcript times are video times.
 - ``phash`` ``(n,) int64``: the 64-bit DCT perceptual hash of each sampled frame
   (``extract.media.phash``; the uint64 bits as two's-complement int64), from the CLIP frames
-  already decoded;
+  already decoded; ``phash_middle`` ``(n,) int64`` (``output.middle_hashes``, else empty): the
+  same hash of each frame's middle band with letterbox bars cut (``middle_hash_frames``);
 - ``ocr_frames`` ``(k, h, w, 3) uint8`` and ``ocr_frame_index`` ``(k,) int32``: with ``ocr.enabled``,
   up to ``ocr.max_frames`` of the sampled frames (spread over the video) as whole pictures,
   long side at most ``ocr.max_side``, scaled from the same decoded frames (no second decode,
@@ -62,7 +63,7 @@ from extract.config import Config
 from extract.defaults import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
 from extract.media.pace import Pace
-from extract.media.phash import phash_frames
+from extract.media.phash import middle_hash_frames, phash_frames
 from extract.media.video import DecodedVideo
 from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception, mark_failed,
                           matching_candidate, rows_to_batch)
@@ -80,15 +81,17 @@ PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width
 
 
 def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
-                   content_sha256: str | None = None, file_bytes: int | None = None) -> dict[str, Any]:
+                   content_sha256: str | None = None, file_bytes: int | None = None,
+                   middle_hashes: bool = True) -> dict[str, Any]:
     """The decode columns of a row (``extract.rows``); a failed row (``result`` None) gets empty
-    tensors of the right trailing shape and None elsewhere."""
+    tensors of the right trailing shape and None elsewhere. ``middle_hashes``: ``output.middle_hashes``."""
     if result is None:
         row: dict[str, Any] = {name: None for name in DECODE_COLUMNS}
         row.update(content_sha256=content_sha256, file_bytes=file_bytes)
         row.update(frames=np.zeros((0, image_size, image_size, 3), np.uint8), pts_s=np.zeros(0, np.float32),
                    audio=np.zeros(0, np.float32), ocr_frames=np.zeros((0, 0, 0, 3), np.uint8),
                    ocr_frame_index=np.zeros(0, np.int32), phash=np.zeros(0, np.int64),
+                   phash_middle=np.zeros(0, np.int64),
                    thumbnail_jpeg=np.zeros(0, np.uint8), thumbnail_bytes=np.zeros(0, np.int32),
                    thumbnail_index=np.zeros(0, np.int32), sound_fingerprint=np.zeros(0, np.int64),
                    shot_frames=Pace().shot_frames, shot_pts_s=Pace().shot_pts_s)
@@ -101,6 +104,8 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                audio_s=float(result.audio_s), ocr_frames=result.ocr_frames, ocr_frame_index=result.ocr_index,
                # two's-complement int64 of the 64-bit pHash (Delta/Parquet have no unsigned 64-bit type)
                phash=phash_frames(result.frames).view(np.int64),
+               phash_middle=(middle_hash_frames(result.frames).view(np.int64) if middle_hashes
+                             else np.zeros(0, np.int64)),
                thumbnail_jpeg=np.frombuffer(b"".join(result.thumbnails), np.uint8),
                thumbnail_bytes=np.asarray([len(j) for j in result.thumbnails], np.int32),
                thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False),
@@ -177,7 +182,8 @@ class DecodeStage:
                 if isinstance(result, VideoError):
                     self._fail(row, result)
                 else:
-                    row.update(decode_columns(result, size, policy, digest, n_bytes))
+                    row.update(decode_columns(result, size, policy, digest, n_bytes,
+                                              self.config.output.middle_hashes))
 
             self.pool.map(jobs(), finish)
         self._reuse(reused)

@@ -74,10 +74,12 @@ DECODE = StageSpec(
              "n_video_streams", "n_audio_streams", "n_frames", "sampling_policy", "audio_s", "sound_fingerprint",
              "motion_score", "motion_source", "reused_from"),
     # frames (n, S, S, 3) uint8, pts_s (n,) float32, audio (m,) float32 16 kHz mono, ocr_frames
-    # (k, H, W, 3) uint8 and their frame indices, phash (n,) int64, thumbnails (see rows.thumbnails_of),
+    # (k, H, W, 3) uint8 and their frame indices, phash and phash_middle (n,) int64 (the latter empty with
+    # output.middle_hashes off), thumbnails (see rows.thumbnails_of),
     # reused_dt/reused_inputs: where a reused row's features come from
-    carries=("frames", "pts_s", "audio", "ocr_frames", "ocr_frame_index", "phash", "thumbnail_jpeg",
-             "thumbnail_bytes", "thumbnail_index", "reused_dt", "reused_inputs", "shot_frames", "shot_pts_s"))
+    carries=("frames", "pts_s", "audio", "ocr_frames", "ocr_frame_index", "phash", "phash_middle",
+             "thumbnail_jpeg", "thumbnail_bytes", "thumbnail_index", "reused_dt", "reused_inputs", "shot_frames",
+             "shot_pts_s"))
 WHISPER = StageSpec(
     "whisper", "extract.stages.transcribe:TranscribeStage", "model", "whisper_actors", "Whisper",
     inputs=("audio", "has_audio"),

@@ -1,4 +1,4 @@
-"""Defaults that fit the machine (``extract.defaults``) and the actor pools they give
+"""Defaults that fit the machine (``extract.config.machine``) and the actor pools they give
 (``resource_plan``, ``TimedStage``): no Ray started."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from extract.config import AUTO_RUNTIME_KEYS, Config, ConfigError
-from extract.defaults import DECODE_ACTOR_BYTES, FUSED_WORKER_BYTES, GIB, Machine, resolve_runtime
+from extract.config.machine import DECODE_ACTOR_BYTES, FUSED_WORKER_BYTES, GIB, Machine, resolve_runtime
 from extract.pipeline.ray_backend import TimedStage
 from extract.pipeline.resources import check_plan_fits, plan_resources
 
@@ -132,7 +132,7 @@ def test_a_plan_that_cannot_fit_names_the_fix():
 
 
 def test_stages_built_outside_a_run_resolve_for_this_machine():
-    from extract.defaults import resolved_here
+    from extract.config.machine import resolved_here
 
     config = resolved_here(Config())
     assert config.runtime.resolved and resolved_here(config) is config

@@ -42,7 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from extract.config import Config
-from extract.defaults import GPU_SHARE, Machine
+from extract.config.machine import GPU_SHARE, Machine
 from extract.models.common import is_device_lost
 from extract.pipeline.executor import Backend
 from extract.pipeline.resources import check_plan_fits, plan_resources

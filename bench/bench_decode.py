@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.machine import load_average, machine_info
-from extract.defaults import resolved_here
+from extract.config.machine import resolved_here
 
 CLIP_S = 60.0
 SIZE = (1280, 720)

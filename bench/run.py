@@ -49,7 +49,7 @@ from bench.real_clips import build_real_set, real_set_description, real_specs
 from bench.machine import TreeCpu, load_average, machine_info
 from bench.render import fmt, plot, render_markdown, write_results_md
 from extract.config import load_config
-from extract.defaults import resolved_here
+from extract.config.machine import resolved_here
 from extract.pipeline.resources import peak_rss_mb
 
 

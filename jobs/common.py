@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
 from extract.config import Config, ConfigError, StorageConfig, load_config
-from extract.models.weights import feature_hash
+from extract.models.weights import weights_digests
 from extract.pipeline.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, worst
 from extract.pipeline.ray_backend import connect_cluster
 from extract.runner import find_duplicates_step, find_sounds_step, maintain_step, run_once
@@ -221,7 +221,8 @@ def plan_dates(spec: JobSpec, config: Config, tasks: Sequence[DateTask]) -> list
     from extract.tables.catalog import Catalog
 
     runs = Catalog(config.schedule.output, config.storage).runs if spec.skip_finished else []
-    features = feature_hash(config) if spec.skip_finished else None  # as the runs record it: weights by content
+    # as the runs record it: the weights counted by content
+    features = config.feature_hash_of(weights_digests(config)) if spec.skip_finished else None
     plan = []
     for task in tasks:
         run_id = finished_run(runs, task.src, features) if spec.skip_finished else None
@@ -241,7 +242,7 @@ def plan_dates(spec: JobSpec, config: Config, tasks: Sequence[DateTask]) -> list
 def describe_dates(spec: JobSpec, config: Config, plan: Sequence[DateOutcome]) -> str:
     """The job's header and one line per date: its input and what the job will do with it."""
     lines = [f"jobs.{spec.name}: {len(plan)} date(s) -> {config.schedule.output} "
-             f"(config {config.config_hash}, features {feature_hash(config)}"
+             f"(config {config.config_hash}, features {config.feature_hash_of(weights_digests(config))}"
              f"{', retryable errors only' if spec.retry_errors else ''})"]
     for item in plan:
         note = f"  ({item.detail})" if item.detail else ""
@@ -299,7 +300,7 @@ def run_date(spec: JobSpec, config: Config, task: DateTask, progress: bool) -> D
 
 def run_plan(spec: JobSpec, config: Config, plan: list[DateOutcome], keep_going: bool, progress: bool) -> int:
     """Run the planned dates in order; returns the job's exit code (``worst`` of the dates)."""
-    from extract.defaults import Machine
+    from extract.config.machine import Machine
     from extract.pipeline.ray_backend import configure_data_context
     from extract.pipeline.resources import plan_resources
 

@@ -55,7 +55,7 @@ def _repo_file(path_in_image: str, mount: str = IMAGE_REPO_PATH) -> Path:
 
 def _check_pools_fit(cpus: float, gpus: float) -> None:
     """prod.yaml's pools fit one node: model actors' GPUs, and decode + model actors' CPUs."""
-    from extract.defaults import GIB, Machine
+    from extract.config.machine import GIB, Machine
     from extract.pipeline.resources import check_plan_fits, plan_resources
 
     node = Machine(cpus=cpus, memory_bytes=cpus * 8 * GIB, gpus=gpus)

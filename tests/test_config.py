@@ -187,9 +187,38 @@ def test_codec_allow_lists_are_checked_naming_the_key(key, value, words):
 
 
 def test_codec_allowed_matches_names_and_prefixes():
-    from extract.config import AUDIO_CODECS, VIDEO_CODECS, codec_allowed
+    from extract.config import AUDIO_CODECS, VIDEO_CODECS
+    from extract.media.probe import codec_allowed
 
     assert codec_allowed("pcm_s16le", AUDIO_CODECS) and codec_allowed("pcm_alaw", AUDIO_CODECS)
     assert not codec_allowed("ac3", AUDIO_CODECS) and not codec_allowed("pcm", ("pcm_*",))
     assert codec_allowed("av1", VIDEO_CODECS) and not codec_allowed("libdav1d", VIDEO_CODECS)
     assert not codec_allowed("h264x", VIDEO_CODECS) and not codec_allowed("mjpeg", VIDEO_CODECS)
+
+
+@pytest.mark.parametrize("section, values, key", [
+    ("SamplingConfig", {"policy": "fast"}, "sampling.policy"),
+    ("SamplingConfig", {"min_frames": 40}, "sampling.min_frames"),
+    ("WhisperConfig", {"window_s": 45.0}, "whisper.window_s"),
+    ("OcrConfig", {"languages": ("fr",)}, "ocr.languages"),
+    ("LabelsConfig", {"file": "/nowhere/labels.yaml"}, "labels.file"),
+    ("TextConfig", {"hashtag_template": "a video"}, "text.hashtag_template"),
+    ("RuntimeConfig", {"accelerator_resource": "GPU"}, "runtime.accelerator_resource"),
+    ("LimitsConfig", {"video_codecs": ()}, "limits.video_codecs"),
+    ("OutputConfig", {"thumbnails": -1}, "output.thumbnails"),
+    ("StorageConfig", {"retention_hours": -1.0}, "storage.retention_hours"),
+    ("InputConfig", {"allowed_uris": ("uploads/",)}, "input.allowed_uris[0]"),
+    ("ScheduleConfig", {"input": "s3://uploads/manifest.jsonl"}, "schedule.input"),
+])
+def test_each_section_checks_itself_however_it_is_built(section, values, key):
+    """A section checks its own keys when built, so a bad value fails the same way from YAML,
+    from a direct constructor and from ``dataclasses.replace`` of a valid section."""
+    import dataclasses
+
+    import extract.config as config
+
+    cls = getattr(config, section)
+    for build in (lambda: cls(**values), lambda: dataclasses.replace(cls(), **values)):
+        with pytest.raises(ConfigError) as info:
+            build()
+        assert str(info.value).startswith(key)

@@ -29,7 +29,7 @@ import jobs.daily
 import jobs.retry_failures
 from extract.pipeline.outcome import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from extract.config import ConfigError, load_config
-from extract.models.weights import feature_hash
+from extract.models.weights import weights_digests
 from extract.tables.catalog import Catalog
 from jobs.common import daily_tasks, finished_run, parse_day, plan_dates, upload_source
 
@@ -101,7 +101,7 @@ def test_a_date_is_finished_by_a_complete_run_over_its_input(tmp_path):
     src = {d: upload_source(config, date.fromisoformat(d)) for d in (D1, D2, "2026-03-03")}
     for d in (D1, D2):
         os.makedirs(src[d])
-    features = feature_hash(config)  # what run_job records: the weights counted by content
+    features = config.feature_hash_of(weights_digests(config))  # what run_job records: the weights counted by content
     runs = [
         {"run_id": "r1", "kind": "run", "status": "committed", "input": src[D1],
          "feature_hash": features, "options": {"retry_errors": False}},

@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own package and any lower layer):
 
-    config < rows, defaults < io < tables, text < media < models, index < stages < pipeline
+    config < rows < io < tables, text < media < models, index < stages < pipeline
       < report, inspection, tools < runner < cli
 
 Packages that share a layer (``tables`` and ``text``; ``models`` and ``index``; ``report``, ``inspection`` and ``tools``) may not import each other. Function-level imports
@@ -19,7 +19,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "extract"
 LAYERS = {
-    "extract": 0, "extract.config": 0, "extract.rows": 1, "extract.defaults": 1, "extract.io": 2,
+    "extract": 0, "extract.config": 0, "extract.rows": 1, "extract.io": 2,
     "extract.tables": 3, "extract.text": 3, "extract.media": 4, "extract.models": 5, "extract.index": 5, "extract.stages": 6,
     "extract.pipeline": 7, "extract.report": 8, "extract.inspection": 8, "extract.tools": 8, "extract.runner": 9, "extract.cli": 10,
     "extract.__main__": 11,

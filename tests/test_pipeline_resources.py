@@ -1,4 +1,4 @@
-"""Defaults that fit the machine (``extract.defaults``) and the actor pools they give
+"""Defaults that fit the machine (``extract.config.machine``) and the actor pools they give
 (``resource_plan``, ``TimedStage``): no Ray started."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from extract.config import AUTO_RUNTIME_KEYS, Config, ConfigError
-from extract.defaults import DECODE_ACTOR_BYTES, FUSED_WORKER_BYTES, GIB, Machine, resolve_runtime
+from extract.config.machine import DECODE_ACTOR_BYTES, FUSED_WORKER_BYTES, GIB, Machine, resolve_runtime
 from extract.pipeline.ray_backend import TimedStage
 from extract.pipeline.resources import check_plan_fits, plan_lines, plan_resources
 
@@ -132,7 +132,7 @@ def test_a_plan_that_cannot_fit_names_the_fix():
 
 
 def test_stages_built_outside_a_run_resolve_for_this_machine():
-    from extract.defaults import resolved_here
+    from extract.config.machine import resolved_here
 
     config = resolved_here(Config())
     assert config.runtime.resolved and resolved_here(config) is config
@@ -239,7 +239,7 @@ def test_the_plan_printed_at_start_lists_what_applies_each_with_its_reason(machi
     no GPU share on a CPU-only machine, no per-stage actor counts beside the fused model pool
     (issue 34: ``num_gpus_per_actor=0.5`` and ``clip_actors`` were shown on a CPU-only laptop)."""
     from extract.config import RUNTIME_UNITS
-    from extract.defaults import explained
+    from extract.config.machine import explained
 
     config = {"fused": Config(), "per_stage": Config().replace(**{"runtime.model_layout": "per_stage"}),
               "gpu": Config(), "gpu unused": CPU}[layout].replace(**{"runtime.clip_batch_size": 32})

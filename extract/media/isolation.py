@@ -137,7 +137,7 @@ def serve_decode_requests() -> None:
 
     import av  # noqa: F401  - imported before the address-space limit is applied
 
-    from extract.defaults import resolved_here
+    from extract.config.machine import resolved_here
 
     faulthandler.enable()  # a segfault prints the Python stack to stderr, which the parent reports
     results_fd = os.dup(1)

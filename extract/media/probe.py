@@ -33,9 +33,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from extract.config import LimitsConfig, codec_allowed
+from extract.config import LimitsConfig
 from extract.media import sandbox
 from extract.media.sampling import KeyFrame
 from extract.rows import VideoError
@@ -45,6 +45,12 @@ ALLOWED_FORMATS = ("mov", "mp4", "matroska", "webm", "avi", "mpegts", "flv")
 PROTOCOLS = "file"
 MAX_OPEN_TIMEOUT_S = 30.0  # FFmpeg I/O timeout per open/read call (local files: never near it)
 DECODER_THREAD_TYPE = "AUTO"  # frame and slice threads (runtime.decode_threads of them)
+
+
+def codec_allowed(codec: str, allowed: Sequence[str]) -> bool:
+    """Whether FFmpeg codec name ``codec`` matches an entry of ``allowed`` (exact, or a ``prefix*``;
+    ``limits.video_codecs`` / ``limits.audio_codecs``)."""
+    return any(codec == entry or (entry.endswith("*") and codec.startswith(entry[:-1])) for entry in allowed)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from extract.config import Config, LimitsConfig, OcrConfig
-from extract.defaults import resolved_here
+from extract.config.machine import resolved_here
 from extract.media.audio import AUDIO_RATE, decode_audio
 from extract.media.fingerprint import fingerprint
 from extract.media.geometry import ClipFrameScaler, OcrFrameScaler, PreprocessSpec

@@ -162,7 +162,3 @@ def weights_digests(config: Config) -> dict[str, str]:
             out["models.whisper.name"] = digest
     return out
 
-
-def feature_hash(config: Config) -> str:
-    """``config``'s feature hash with its weights counted by content (``Config.feature_hash_of``)."""
-    return config.feature_hash_of(weights_digests(config))

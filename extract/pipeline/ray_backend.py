@@ -43,7 +43,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from extract.config import Config
-from extract.defaults import GPU_SHARE, Machine, explained
+from extract.config.machine import GPU_SHARE, Machine, explained
 from extract.models.common import is_device_lost
 from extract.pipeline.executor import Backend, StageEvents
 from extract.pipeline.resources import check_plan_fits, plan_lines, plan_resources

@@ -9,8 +9,9 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from extract.config import RUNTIME_UNITS, Config
-from extract.defaults import Machine, fused_cpu_shares, fused_models, model_actor_cpus, resolve_runtime
+from extract.config import Config
+from extract.config.sections import RUNTIME_UNITS
+from extract.config.machine import DECODE_CPU_SHARE, Machine, fused_models, model_actor_cpus, resolve_runtime
 from extract.stages.registry import DECODE, layout_specs, spec_named
 
 log = logging.getLogger("extract")
@@ -24,6 +25,17 @@ def resolve_gpus(config: Config, cluster_gpus: float) -> float:
     if device == "cuda" and cluster_gpus <= 0:
         raise RuntimeError("runtime.device=cuda but the Ray cluster has no GPUs; use runtime.device=auto or cpu")
     return config.runtime.num_gpus_per_actor
+
+
+def fused_cpu_shares(machine: Machine, model_workers: int, decode_workers: int) -> tuple[float, float]:
+    """Ray CPUs per fused model worker and per decode actor, so that all of them fit at once.
+
+    Ray only places actors by these numbers; the cores themselves are shared by the operating
+    system among whatever is runnable (work-conserving). Decode gets ``DECODE_CPU_SHARE`` of the
+    cores (at most one CPU per actor), the model workers split the rest."""
+    decode = min(1.0, machine.cpus * DECODE_CPU_SHARE / max(decode_workers, 1))
+    model = min(1.0, max(machine.cpus - decode * decode_workers, 0.0) / max(model_workers, 1))
+    return max(model, 0.01), max(decode, 0.01)
 
 
 def plan_resources(config: Config, machine: Machine) -> tuple[Config, dict[str, dict[str, Any]], dict[str, str]]:
@@ -41,7 +53,7 @@ def resource_plan(config: Config, machine: Machine) -> dict[str, dict[str, Any]]
     stage: ``runtime.decode_batch_size`` or ``runtime.videos_per_batch``; not the frames or
     windows of one forward pass), and for the model stages torch's CPU threads."""
     if not config.runtime.resolved:
-        raise ValueError("resource_plan needs a config resolved by extract.defaults.resolve_runtime")
+        raise ValueError("resource_plan needs a config resolved by extract.config.machine.resolve_runtime")
     rt = config.runtime
     gpus = resolve_gpus(config, machine.gpus)
     fused = fused_models(config, machine)

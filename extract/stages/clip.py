@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from extract.config import Config
-from extract.defaults import resolved_here
+from extract.config.machine import resolved_here
 from extract.models.clip import ClipEmbedder, temporal_features
 from extract.models.labels import embed_label_sets, label_columns, load_label_file, logit_scale_of
 from extract.models.shots import ShotDetector, pacing

@@ -60,7 +60,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from extract.config import Config
-from extract.defaults import resolved_here
+from extract.config.machine import resolved_here
 from extract.media.isolation import DecodeJob, DecodePool
 from extract.media.pace import Pace
 from extract.media.phash import middle_hash_frames, phash_frames

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from extract.config import Config
-from extract.defaults import resolved_here
+from extract.config.machine import resolved_here
 from extract.models.ocr import OcrOptions, OcrReader, choose_ocr_frames, merge_lines, text_area_ratio
 from extract.rows import batch_to_rows, is_failed, is_reused, rows_to_batch
 from extract.stages.registry import OCR

@@ -16,7 +16,7 @@ Two layouts (``layout_specs``): on GPUs each model stage is its own actor pool (
 Whisper actors sharing each GPU); on a CPU-only machine the model stages run fused in one pool
 (``MODELS``: every worker holds every model and takes a batch through OCR, Whisper and CLIP in
 turn), so whichever stage a batch needs gets a free core and no core waits on another stage's
-backlog (``extract.defaults`` has the measurements).
+backlog (``extract.config.machine`` has the measurements).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from extract.config import Config
-from extract.defaults import resolved_here
+from extract.config.machine import resolved_here
 from extract.models.vad import NO_AUDIO, VadOptions, VoiceActivity, classify_audio
 from extract.models.whisper import WhisperTranscriber, as_whisper_audio
 from extract.rows import VideoError, batch_to_rows, is_failed, is_reused, mark_exception, process_isolated, rows_to_batch

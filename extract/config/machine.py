@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from extract.config import AUTO_RUNTIME_KEYS, Config
+from extract.config.sections import AUTO_RUNTIME_KEYS, Config
 
 GIB = 1024**3
 DECODE_ACTOR_BYTES = 3 * GIB // 4  # a decode actor and its FFmpeg child, typical peak on 1080p uploads
@@ -126,17 +126,6 @@ def fused_models(config: Config, machine: Machine) -> bool:
     without ``accelerator_resource`` (that key places the model stages' own pools on chosen nodes)."""
     rt = config.runtime
     return rt.model_layout == "auto" and not rt.accelerator_resource and not uses_gpus(config, machine)
-
-
-def fused_cpu_shares(machine: Machine, model_workers: int, decode_workers: int) -> tuple[float, float]:
-    """Ray CPUs per fused model worker and per decode actor, so that all of them fit at once.
-
-    Ray only places actors by these numbers; the cores themselves are shared by the operating
-    system among whatever is runnable (work-conserving). Decode gets ``DECODE_CPU_SHARE`` of the
-    cores (at most one CPU per actor), the model workers split the rest."""
-    decode = min(1.0, machine.cpus * DECODE_CPU_SHARE / max(decode_workers, 1))
-    model = min(1.0, max(machine.cpus - decode * decode_workers, 0.0) / max(model_workers, 1))
-    return max(model, 0.01), max(decode, 0.01)
 
 
 def model_actor_cpus(machine: Machine, on_gpu: bool) -> float:

@@ -77,15 +77,15 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 
 # The tiers each target runs (pytest -m). `make test` (CI) runs every test a CPU machine can run:
 # tests/reliability_cases.py reads TEST_MARKERS to tell which listed tests CI runs.
-TEST_MARKERS := not gpu
-CHECK_MARKERS := not slow and not gpu and not weights
+TEST_MARKERS := not gpu and not interpreters
+CHECK_MARKERS := not slow and not gpu and not weights and not interpreters
 
 # The edit loop: the fast tiers only (no slow, weights or GPU tests), in parallel.
 check: venv speech fonts sounds-media chromium
 	$(PY) -m pytest -m "$(CHECK_MARKERS)" -q $(XDIST)
 
-# What CI runs (.ci/run): every tier but GPU (slow and weights included: the real Whisper base
-# weights are built first), in parallel; then the reliability cases' outcomes from this run
+# What CI runs (.ci/run): every tier but GPU and the other interpreters' installs (slow and weights
+# included: the real Whisper base weights are built first), in parallel; then the reliability cases' outcomes from this run
 # (.build/reliability.md; fails when a case's test did not pass). The report is written even
 # when a test failed; the exit status is pytest's, or the report's when pytest passed.
 test: venv speech fonts sounds-media chromium $(WEIGHTS)

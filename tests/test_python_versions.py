@@ -16,9 +16,10 @@ import pytest
 from conftest import REPO
 
 
-# Slow: the first run downloads and installs several GiB of wheels (torch, Ray, ...) into the new
+# Slow, and not in `make test` (marker ``interpreters``): the first run downloads and installs several GiB of wheels (torch, Ray, ...) into the new
 # venv (minutes), then the demo starts Ray and processes the sample clips (minutes on 2 cores).
 @pytest.mark.slow
+@pytest.mark.interpreters
 @pytest.mark.parametrize("version", ["3.12", "3.13"])
 def test_the_demo_runs_on_python(version):
     done = subprocess.run(["make", "--no-print-directory", f"py{version}-check"], cwd=REPO, capture_output=True,

@@ -264,7 +264,7 @@ def describe_resources(config: Config, cluster: dict[str, Any], resources: dict[
     for name in names:
         p = resources[name]
         extra = "".join(f"  {key} {amount:g}/actor" for key, amount in p["resources"].items())
-        lines.append(f"  {name:<8} {p['actors']:>6} {p['num_cpus']:>9g} {p['num_gpus']:>9g} {p['batch_size']:>11}"
+        lines.append(f"  {name:<8} {p['actors']:>6} {p['num_cpus']:>9g} {p['num_gpus']:>9g} {p['videos_per_batch']:>11}"
                      + extra)
     lines.append(f"  model batches: clip {rt.clip_batch_size} frames/forward, whisper {rt.whisper_batch_size} "
                  f"windows/decode; decode {rt.decode_threads} FFmpeg thread(s)/video")

@@ -149,7 +149,7 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
             write_rows(plan.failed)
             view.start(len(plan.todo))
             finished = run_stages(plan.todo, config, stages, backend or ray_backend.backend(view if progress else None))
-            for batch_rows in finished:
+            for batch_rows in (finished if plan.todo else ()):  # nothing to do starts no backend (no Ray)
                 write_rows(batch_rows)
                 view.finished([row["video_id"] for row in batch_rows],
                               [row["video_id"] for row in batch_rows if is_failed(row)])

@@ -17,6 +17,7 @@ from extract.config.sections import (
     AUTO_RUNTIME_KEYS,
     DEFAULT_LABEL_FILE,
     OCR_LANGUAGES,
+    RUNTIME_UNITS,
     VIDEO_CODECS,
     WHISPER_CONTEXT_S,
     ClipModelConfig,
@@ -41,7 +42,7 @@ from extract.config.sections import (
 )
 
 __all__ = [
-    "AUDIO_CODECS", "AUTO_RUNTIME_KEYS", "DEFAULT_LABEL_FILE", "OCR_LANGUAGES", "VIDEO_CODECS", "WHISPER_CONTEXT_S",
+    "AUDIO_CODECS", "AUTO_RUNTIME_KEYS", "DEFAULT_LABEL_FILE", "OCR_LANGUAGES", "RUNTIME_UNITS", "VIDEO_CODECS", "WHISPER_CONTEXT_S",
     "ClipModelConfig", "Config", "ConfigError", "InputConfig", "LabelsConfig", "LimitsConfig", "ModelsConfig",
     "OcrConfig", "OutputConfig", "RuntimeConfig", "SamplingConfig", "ScheduleConfig", "SignalsConfig",
     "StorageConfig", "TextConfig", "WhisperConfig", "WhisperModelConfig", "check_window_config",

@@ -9,8 +9,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from extract.config import Config
-from extract.config.sections import RUNTIME_UNITS
+from extract.config import RUNTIME_UNITS, Config
 from extract.config.machine import DECODE_CPU_SHARE, Machine, fused_models, model_actor_cpus, resolve_runtime
 from extract.stages.registry import DECODE, layout_specs, spec_named
 

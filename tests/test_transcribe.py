@@ -466,8 +466,9 @@ def test_temperature_fallback_only_for_failing_windows(tiny_whisper, monkeypatch
 
 def test_no_speech_gating_drops_text(tiny_whisper):
     clip = noise(5.0, 40)
-    # Every window counts as silence when any probability exceeds the threshold and any log-prob is low.
-    gate_all = WhisperConfig(temperatures=(0.0,), no_speech_threshold=-1.0, logprob_threshold=1.0)
+    # Every window counts as silence when any probability exceeds the threshold and any log-prob is
+    # low: the ends of the allowed ranges (a no-speech probability above 0, a log-prob below 0).
+    gate_all = WhisperConfig(temperatures=(0.0,), no_speech_threshold=0.0, logprob_threshold=0.0)
     t = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), gate_all, device="cpu").transcribe_batch([clip])[0]
     assert (t.text, t.segments, t.language) == ("", [], None)
     assert 0.0 <= t.no_speech_prob < 1.0  # the model's own number, not the silent-window 1.0

@@ -123,6 +123,7 @@ class WhisperConfig:
         if self.temperatures and not all(0.0 <= t <= 1.0 for t in self.temperatures):
             raise ConfigError(f"whisper.temperatures: each must be in [0, 1], got {list(self.temperatures)}")
         _check_positive("whisper.compression_ratio_threshold", self.compression_ratio_threshold)
+        _check_unit("whisper.no_speech_threshold", self.no_speech_threshold)
         if self.logprob_threshold > 0:
             raise ConfigError(f"whisper.logprob_threshold: a log-probability, must be <= 0, "
                               f"got {self.logprob_threshold}")

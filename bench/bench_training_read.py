@@ -72,7 +72,8 @@ def _day_tables(day: int, videos: int, frames: int, prefix: str = "v"):
         "video_id": np.repeat(records["video_id"].to_numpy(zero_copy_only=False), frames),
         "frame_index": index, "pts_s": index.astype(np.float32),
         "embedding": _unit_vectors(rng, n), "run_id": [f"run-{day:04d}"] * n,
-        "phash": rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64), "thumbnail_jpeg": pa.array(thumbs, pa.binary()),
+        "phash": rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64),
+        "phash_middle": rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64), "thumbnail_jpeg": pa.array(thumbs, pa.binary()),
         "dt": [dt] * n})
     frame_rows = pa.Table.from_arrays([frame_rows[f.name].cast(f.type) for f in delta["frame_embeddings"]],
                                       schema=delta["frame_embeddings"])

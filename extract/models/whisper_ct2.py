@@ -304,7 +304,9 @@ class Ct2Engine:
         ctranslate2.
 
         At a temperature above 0 each window is sampled alone, from ctranslate2's generator seeded
-        with its ``seeds`` entry, so its sampled text depends only on its audio. Returns whisper
+        with its ``seeds`` entry. (ctranslate2 makes that generator once per worker thread, from the seed
+        set before its first use, so only a thread's first sampled window is reproducible: a known gap,
+        ``tests/test_whisper_ct2.py``.) Returns whisper
         ``DecodingResult``s in ``rows`` order (tokens without the prompt or end-of-text;
         ``avg_logprob`` is the sum of the sampled tokens' log-probs, end-of-text included, over
         their count plus one, as whisper averages; ``no_speech_prob`` at ``<|startoftranscript|>``).

@@ -160,9 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "content hash, near by LSH over the frames' perceptual hashes, confirmed "
                                       "by the share of matching frames and the pooled CLIP cosine; writes the "
                                       "duplicates table in one committed run.")
-    dups.add_argument("dst", metavar="DST")
-    dups.add_argument("--since", metavar="YYYY-MM-DD", type=_iso_date,
-                      help="search the videos of these upload dates and later")
+    _add_search_args(dups)
     dups.add_argument("--threshold", type=int, default=None, metavar="BITS",
                       help="Hamming distance (bits of 64) within which two frames match (default 12)")
     dups.add_argument("--min-match", type=float, default=None, metavar="SHARE",
@@ -177,11 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
                                         "video's (landmark hashes agreeing at one time offset) and name its sound by "
                                         "the earliest video carrying it; writes the sound_matches table in one "
                                         "committed run.")
-    sounds.add_argument("dst", metavar="DST")
-    sounds.add_argument("--since", metavar="YYYY-MM-DD", type=_iso_date,
-                        help="search the videos of these upload dates and later")
+    _add_search_args(sounds)
     _add_config_args(sounds)
     return parser
+
+
+def _add_search_args(parser: argparse.ArgumentParser) -> None:
+    """DST and ``--since`` of a search over the new videos (``duplicates``, ``sounds``)."""
+    parser.add_argument("dst", metavar="DST")
+    parser.add_argument("--since", metavar="YYYY-MM-DD", type=_iso_date,
+                        help="search the videos of these upload dates and later")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,22 +30,34 @@ from extract.tables.session import RunSession
 from extract.tables.writer import in_predicate
 
 
+
+def check_searchable(catalog: Catalog) -> None:
+    """Raise ``OutputLayoutError`` for an output that is not ours, ValueError when it has no
+    committed processing run (nothing for a search after a commit to cover)."""
+    catalog.check()
+    if not any(r.get("kind") == "run" for r in catalog.runs):
+        raise ValueError(f"{catalog.dst}: no committed processing run to search (run `extract run` first)")
+
+
+def search_start(catalog: Catalog, since: str | None) -> str:
+    """``since`` (ISO date), or the earliest upload day (``dt``) the latest processing run wrote:
+    where a search over the new videos starts (a day after every one when it wrote none)."""
+    if since is not None:
+        return since
+    latest = [r for r in catalog.runs if r.get("kind") == "run"][-1]["run_id"]
+    written = catalog.read("videos", ["dt"], filter=pc.field("run_id") == latest)
+    return min(written["dt"].to_pylist()) if written is not None and written.num_rows else "9999-12-31"
+
 def find_duplicates(dst: str, config: Config, run_id: str | None = None, since: str | None = None,
                     options: DuplicateOptions = DuplicateOptions()) -> dict[str, Any]:
     """Search the new videos of ``dst`` (``dt >= since``, ISO date) and commit the ``duplicates``
     rows; returns the run record. Raises ``OutputLayoutError`` for an output that is not ours."""
     catalog = Catalog(dst, config.storage)
-    catalog.check()
-    processing = [r for r in catalog.runs if r.get("kind") == "run"]
-    if not processing:
-        raise ValueError(f"{dst}: no committed processing run to search (run `extract run` first)")
+    check_searchable(catalog)
     with RunSession.open(catalog, "duplicates", run_id, writes=True,
                          max_rows_per_file=config.output.max_rows_per_file) as session:
         videos = catalog.read("videos", ["video_id", "upload_ts", "content_sha256", "dt"])
-        if since is None:  # the dates the latest processing run wrote
-            latest = processing[-1]["run_id"]
-            written = catalog.read("videos", ["dt"], filter=pc.field("run_id") == latest)
-            since = min(written["dt"].to_pylist()) if written is not None and written.num_rows else "9999-12-31"
+        since = search_start(catalog, since)
         new_ids = pc.filter(videos["video_id"], pc.greater_equal(videos["dt"], since))
         frames = catalog.read("frame_embeddings", ["video_id", "phash", MIDDLE_COLUMN], dictionary=["video_id"])
         dim = session.embedding_dim

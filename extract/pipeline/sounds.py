@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from extract.config import Config
 from extract.index.sounds import SoundOptions, find_same_sounds
+from extract.pipeline.duplicates import check_searchable, search_start
 from extract.tables.catalog import Catalog
 from extract.tables.session import RunSession
 from extract.tables.writer import in_predicate
@@ -35,17 +36,11 @@ def find_sounds(dst: str, config: Config, run_id: str | None = None, since: str 
     ``sound_matches`` rows; returns the run record. Raises ``OutputLayoutError`` for an output
     that is not ours, ValueError when it has no processing run."""
     catalog = Catalog(dst, config.storage)
-    catalog.check()
-    processing = [r for r in catalog.runs if r.get("kind") == "run"]
-    if not processing:
-        raise ValueError(f"{dst}: no committed processing run to search (run `extract run` first)")
+    check_searchable(catalog)
     with RunSession.open(catalog, "sounds", run_id, writes=True,
                          max_rows_per_file=config.output.max_rows_per_file) as session:
         videos = catalog.read("videos", ["video_id", "upload_ts", "dt"])
-        if since is None:  # the dates the latest processing run wrote
-            latest = processing[-1]["run_id"]
-            written = catalog.read("videos", ["dt"], filter=pc.field("run_id") == latest)
-            since = min(written["dt"].to_pylist()) if written is not None and written.num_rows else "9999-12-31"
+        since = search_start(catalog, since)
         days = sorted(pc.unique(videos["dt"]).cast(pa.string()).to_pylist())
         new_days = [d for d in days if d >= since]
         columns = ["video_id", "sound_fingerprint"]

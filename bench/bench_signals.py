@@ -4,12 +4,14 @@ The signals (``signals.*``, ``output.sounds``) and the code each runs, called he
 calls it, one clip after the other in this process, CPU time from ``time.process_time`` (every
 thread of the process: FFmpeg's, torch's, onnxruntime's):
 
-- ``motion``: the decode child's extra pass over every frame with motion vectors exported
-  (``extract.media.video.pace_pass`` with ``signals.motion`` alone);
-- ``shots``: the same pass making the 48x27 frames (``signals.shots`` alone), plus TransNetV2
-  on them (``extract.models.shots.ShotDetector.detect``, what the CLIP stage runs); the pass and
-  the model are also given apart. With motion on too, the two share one pass: the sum here
-  counts the pass twice;
+- ``motion``: what ``signals.motion`` adds to the decode child's ``decode_video`` (the CPU with
+  motion alone on, less the CPU with it off): the P frames' vectors read inside the CLIP sampling
+  pass, or, where that pass decoded no P frame or the codec exports no vectors, the extra pass of
+  ``extract.media.video.pace_pass``;
+- ``shots``: the every-frame pass making the 48x27 frames (``pace_pass`` with ``signals.shots``
+  alone), plus TransNetV2 on them (``extract.models.shots.ShotDetector.detect``, what the CLIP
+  stage runs); the pass and the model are also given apart. With shots on, motion rides on that
+  pass instead of the sampling pass;
 - ``fingerprint``: the landmarks of the 16 kHz audio (``extract.media.fingerprint.fingerprint``;
   the audio decode itself is Whisper's input, not counted);
 - ``languages``: fastText on the caption and on the clip's on-screen text
@@ -70,14 +72,16 @@ def measure_clip(path: str, caption: str, config: Any, models: dict[str, Any]) -
     def deadline() -> Deadline:  # each pass its own limits.timeout_s, as each decode job has
         return Deadline(limits.timeout_s, path)
 
-    _, cpu["motion"] = _cpu(lambda: pace_pass(path, motion_only, info, deadline(), 1, None))
+    spec = preprocess_spec(config.models.clip)
+    neither = config.replace(**{"signals.motion": False, "signals.shots": False})
+    decoded, without = _cpu(lambda: decode_video(path, neither, spec, audio=False))
+    _, with_motion = _cpu(lambda: decode_video(path, motion_only, spec, audio=False))
+    cpu["motion"] = max(with_motion - without, 0.0)
     pace, cpu["shots_pass"] = _cpu(lambda: pace_pass(path, shots_only, info, deadline(), 1, None))
     _, cpu["shots_model"] = _cpu(lambda: models["shots"].detect(pace.shot_frames, pace.shot_pts_s))
     waveform = decode_audio(path, limits, deadline(), info)
     _, cpu["fingerprint"] = _cpu(lambda: fingerprint(waveform))
     # The OCR frames the decode stage hands the OCR stage, read as it reads them.
-    neither = config.replace(**{"signals.motion": False, "signals.shots": False, "output.thumbnails": 0})
-    decoded = decode_video(path, neither, preprocess_spec(config.models.clip), audio=False)
     frames = decoded.ocr_frames
     lines = models["ocr"].read(frames[choose_ocr_frames(frames, config.ocr.max_frames, config.ocr.min_change)])
     height, width = frames.shape[1:3]

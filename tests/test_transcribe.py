@@ -51,6 +51,14 @@ def greedy(tiny_whisper) -> WhisperTranscriber:
     return WhisperTranscriber(WhisperModelConfig(name=tiny_whisper), GREEDY, device="cpu")
 
 
+def full_window_mel(transcriber: WhisperTranscriber, clip: np.ndarray):
+    """``clip``'s window as ``whisper.transcribe`` feeds the encoder: zero-padded to 3000 frames
+    (openai-whisper's own encoder and decoding task take nothing shorter)."""
+    from whisper.audio import N_FRAMES, pad_or_trim
+
+    return pad_or_trim(transcriber._window_mel(clip), N_FRAMES)
+
+
 def noise(seconds: float, seed: int, level: float = 0.1) -> np.ndarray:
     """Gaussian noise bursts (speech-like on/off envelope), ``(seconds * 16000,) float32``."""
     rng = np.random.default_rng(seed)
@@ -247,7 +255,7 @@ def test_cached_decoder_computes_whisper_text_decoder_logits(greedy):
     model = greedy.model
     clips = [noise(s, 200 + k) for k, s in enumerate((2, 9, 25))]
     with torch.no_grad():
-        features = model.encoder(torch.stack([greedy._window_mel(c) for c in clips]))
+        features = model.encoder(torch.stack([full_window_mel(greedy, c) for c in clips]))
         tokens = torch.randint(0, model.dims.n_vocab, (3, 8), generator=torch.Generator().manual_seed(0))
         whole = model.decoder(tokens, features)  # (3, 8, n_vocab), no cache
         cross = CrossAttention.compute(model, features)
@@ -268,7 +276,7 @@ def _scaled_features(greedy):
 
     clips = [noise(s, 100 + k, level=lv) for k, (s, lv) in enumerate([(3, 0.1), (8, 0.3), (20, 0.05), (1, 0.5), (12, 0.02)])]
     with torch.no_grad():
-        features = greedy.model.encoder(torch.stack([greedy._window_mel(c) for c in clips]))
+        features = greedy.model.encoder(torch.stack([full_window_mel(greedy, c) for c in clips]))
         return clips, features * torch.tensor([0.25, 1.0, 4.0, 16.0, 64.0])[:, None, None]
 
 
@@ -572,7 +580,7 @@ def test_out_of_memory_halves_the_window_batch(tiny_whisper, monkeypatch, caplog
     monkeypatch.setattr(transcriber, "_decode_windows", small_batches_only)
     got = transcriber.transcribe_batch(audios, batch_size=8)
     assert seen[:3] == [5, 4, 2] and max(seen[2:]) <= 2
-    assert "Whisper 30 s windows: a batch of 5 ran out of memory; retrying with batches of 4" in caplog.text
+    assert "Whisper windows: a batch of 5 ran out of memory; retrying with batches of 4" in caplog.text
     assert [t.text for t in got] == [t.text for t in expected] and all(t.text for t in got)
     assert all(np.allclose(a.audio_embedding, b.audio_embedding, atol=1e-6) for a, b in zip(got, expected))
 

@@ -103,6 +103,47 @@ def test_engine_key_is_validated_and_in_the_feature_hash():
     assert len(set(hashes.values())) == 3
 
 
+def test_encoder_step_is_validated_and_in_the_feature_hash():
+    with pytest.raises(ConfigError, match=r"whisper.encoder_step_s: seconds in \[0, 30\]"):
+        Config().replace(**{"whisper.encoder_step_s": 31.0})
+    hashes = {step: Config().replace(**{"whisper.encoder_step_s": step}).feature_hash_of({}) for step in (0.0, 10.0, 5.0)}
+    assert len(set(hashes.values())) == 3
+
+
+def test_mel_frames_round_the_audio_up_to_the_encoder_step():
+    from extract.models.whisper import mel_frames
+
+    second = AUDIO_RATE
+    assert [mel_frames(int(s * second), 10.0) for s in (0.5, 6.0, 10.0, 10.5, 19.9, 25.0, 30.0)] == \
+        [1000, 1000, 1000, 2000, 2000, 3000, 3000]
+    assert mel_frames(6 * second, 0.0) == mel_frames(29 * second, 0.0) == 3000  # whisper.transcribe's padding
+    assert all(mel_frames(7 * second, step) % 2 == 0 for step in (0.01, 0.03, 1.23, 7.77))  # stride-2 encoder
+
+
+@pytest.mark.parametrize("engine", ["ctranslate2", "torch"])
+def test_short_windows_are_encoded_at_their_step_not_at_30_s(tiny_whisper, monkeypatch, engine):
+    """A 6 s and a 14 s clip: the encoder sees 10 s and 20 s (two batches, one per length) with
+    ``whisper.encoder_step_s`` 10; 30 s each in one batch with 0. Same texts' segments stay
+    inside each clip; the embedding is the encoder's mean either way."""
+    shapes = {}
+    for step in (10.0, 0.0):
+        tr = WhisperTranscriber(WhisperModelConfig(name=tiny_whisper),
+                                WhisperConfig(temperatures=(0.0,), engine=engine, encoder_step_s=step), device="cpu")
+        real = tr.engine.encode
+        seen = shapes[step] = []
+
+        def spied(mels, _real=real, _seen=seen):
+            _seen.append(tuple(mels.shape))
+            return _real(mels)
+
+        monkeypatch.setattr(tr.engine, "encode", spied)
+        out = tr.transcribe_batch([noise(6.0, 40), noise(14.0, 41)], 4)
+        assert all(t.audio_embedding is not None and t.text for t in out)
+        assert all(seg["end_s"] <= d + 0.5 for t, d in zip(out, (6.0, 14.0)) for seg in t.segments)
+    n_mels = shapes[0.0][0][1]
+    assert shapes == {10.0: [(1, n_mels, 2000), (1, n_mels, 1000)], 0.0: [(2, n_mels, 3000)]}
+
+
 # ---- the converter -----------------------------------------------------------------------------
 
 
@@ -164,13 +205,16 @@ def test_conversion_is_cached_by_the_checkpoint_sha256(torch_tr, tiny_whisper, t
 # ---- same decisions as the torch engine --------------------------------------------------------
 
 
-def test_float32_engine_matches_the_torch_engine_call_for_call(torch_tr, ct2_f32):
+@pytest.mark.parametrize("seconds, frames", [((4.0, 8.0, 10.0), 1000), ((21.0, 25.0, 30.0), 3000)])
+def test_float32_engine_matches_the_torch_engine_call_for_call(torch_tr, ct2_f32, seconds, frames):
+    """Both engines on windows the encoder sees cut to 10 s (``whisper.encoder_step_s``) and whole."""
     import torch
     import whisper
 
-    clips = [noise(4.0, 10), noise(12.0, 11, level=0.3), noise(30.0, 12)]
+    clips = [noise(seconds[0], 10), noise(seconds[1], 11, level=0.3), noise(seconds[2], 12)]
     with torch.no_grad():
         mels = torch.stack([torch_tr._window_mel(c) for c in clips])
+        assert mels.shape[-1] == frames
         ours, theirs = ct2_f32.encode(mels), torch_tr.engine.encode(mels)
         np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4)
         rows = [0, 2]

@@ -9,8 +9,10 @@ together; most videos are one window long, so one round does it.
    (``extract.media.windows.next_window``: to the end of the audio when that is within 30 s, else
    cut at the quietest point of the last ``whisper.boundary_search_s`` seconds). Windows with
    nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
-2. The round's windows, longest first, go in batches of ``runtime.whisper_batch_size``. Per
-   batch: log-Mel spectrograms as ``whisper.transcribe`` builds them, one encoder pass (the
+2. The round's windows, longest first, go in batches of ``runtime.whisper_batch_size`` (windows
+   of one encoder length together). Per batch: log-Mel spectrograms as ``whisper.transcribe``
+   builds them, padded to the window's audio rounded up to ``whisper.encoder_step_s`` (10 s;
+   ``mel_frames``) rather than always to 30 s, one encoder pass (the
    engine's: torch, or CTranslate2 int8 with ``whisper.engine``), the decoder's inputs prepared
    once (torch: the cross-attention keys and values, ``extract.models.whisper_decoder``; every
    decoder pass below reuses them), then, for windows that are their video's first, one decoder
@@ -66,6 +68,7 @@ segment starts at most 1 s after the window does (``DecodingOptions.max_initial_
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -246,6 +249,37 @@ def _warn_no_ct2(requested: str) -> None:
                 "(pip install ctranslate2 for the faster CPU engine)", requested)
 
 
+def mel_frames(n_samples: int, step_s: float) -> int:
+    """Log-Mel frames (10 ms each) the encoder sees for a window of ``n_samples`` 16 kHz samples:
+    the audio's frames rounded up to a multiple of ``step_s`` seconds (``whisper.encoder_step_s``;
+    an even count, as the encoder's stride-2 convolution needs), at most Whisper's 3000; 3000
+    whatever the length when ``step_s`` is 0 (``whisper.transcribe``'s padding to 30 s).
+
+    The encoder's cost grows with its input (base on one core: 0.34 s for 10 s, 1.57 s for 30 s,
+    ctranslate2 int8), and the windows of short clips are mostly padding. The WER on real speech
+    stays within +0.01 of ``whisper.transcribe``'s (``tests/test_whisper_ct2_quality.py``)."""
+    from whisper.audio import HOP_LENGTH, N_FRAMES
+
+    if step_s <= 0:
+        return N_FRAMES
+    step = max(2, 2 * round(step_s * AUDIO_RATE / HOP_LENGTH / 2))
+    return min(N_FRAMES, max(step, step * math.ceil(n_samples / HOP_LENGTH / step)))
+
+
+def encode_frames(encoder, mel: "torch.Tensor") -> "torch.Tensor":
+    """openai-whisper's ``AudioEncoder.forward`` for ``(n, n_mels, frames)`` log-Mel of any even
+    ``frames`` up to 3000: the positional embedding cut to the input's length (what ctranslate2's
+    encoder does) instead of asserting 3000 frames. ``-> (n, frames // 2, n_audio_state)``."""
+    import torch.nn.functional as F
+
+    x = F.gelu(encoder.conv1(mel))
+    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)
+    x = (x + encoder.positional_embedding[: x.shape[1]]).to(x.dtype)
+    for block in encoder.blocks:
+        x = block(x)
+    return encoder.ln_post(x)
+
+
 class TorchEngine:
     """Whisper's encoder and decoder on torch (openai-whisper's modules): fp16 on CUDA (linear, conv
     and embedding weights and activations; layer norms in fp32 as whisper computes them), fp32 on
@@ -271,15 +305,15 @@ class TorchEngine:
         return "fp16" if self.fp16 else "fp32"
 
     def encode(self, mels: "torch.Tensor") -> "torch.Tensor":
-        """``(n, n_mels, 3000)`` log-Mel -> encoder output. On a CPU one window at a time: its
-        activations stay in cache, and batching windows only slows the encoder (base, one thread:
-        1.59-1.65 s per window alone, 1.71-1.81 s in a batch of 16). On a GPU the batch is what
-        keeps it busy."""
+        """``(n, n_mels, frames)`` log-Mel (``frames`` even, at most 3000) -> ``(n, frames // 2,
+        n_audio_state)`` encoder output. On a CPU one window at a time: its activations stay in
+        cache, and batching windows only slows the encoder (base, one thread: 1.59-1.65 s per
+        window alone, 1.71-1.81 s in a batch of 16). On a GPU the batch is what keeps it busy."""
         import torch
 
         mels = mels.to(self.dtype)
         step = len(mels) if self.device == "cuda" else 1
-        return torch.cat([self.model.encoder(part) for part in mels.split(step)])
+        return torch.cat([encode_frames(self.model.encoder, part) for part in mels.split(step)])
 
     def prepare(self, features: "torch.Tensor", rows: Sequence[int]) -> tuple["torch.Tensor", CrossAttention]:
         """The decoder's input for the windows ``rows`` of ``features``: their features and
@@ -396,10 +430,15 @@ class WhisperTranscriber:
                 if spans[w.video] is not None:
                     w.speech = bool(windows_with_speech(spans[w.video], [(w.window.start_s, w.window.end_s)])[0])
             round_windows.sort(key=lambda w: -w.window.n_samples)
-            size = run_in_batches(
-                len(round_windows), size,
-                lambda start, end: self._decode_windows(round_windows[start:end], audios, languages),
-                "Whisper 30 s windows", self.device)
+            # Windows of one encoder length share a batch (sorted longest first, so each length
+            # is one run of the list).
+            for _, same in itertools.groupby(round_windows,
+                                             key=lambda w: mel_frames(w.window.n_samples, self.cfg.encoder_step_s)):
+                same = list(same)
+                size = run_in_batches(
+                    len(same), size,
+                    lambda start, end, same=same: self._decode_windows(same[start:end], audios, languages),
+                    "Whisper windows", self.device)
             for w in round_windows:
                 done = decoded.setdefault(w.video, [])
                 cursors[w.video] = self._resume_sample(w, audios[w.video], sum(d.deferred is not None for d in done))
@@ -446,16 +485,17 @@ class WhisperTranscriber:
         return quietest_point(audio, max(resume - lead_in, w.window.start + 1), resume)
 
     def _window_mel(self, samples: np.ndarray) -> "torch.Tensor":
-        """``(n_mels, 3000)`` log-Mel of one window, built as ``whisper.transcribe`` builds it:
-        the spectrogram of the audio followed by 30 s of zeros, cut to the audio's frames and
-        zero-padded to 3000 frames."""
+        """``(n_mels, mel_frames(len(samples)))`` log-Mel of one window, built as
+        ``whisper.transcribe`` builds it: the spectrogram of the audio followed by 30 s of zeros,
+        cut to the audio's frames and zero-padded (to 3000 frames there; here to the window's
+        encoder length, ``mel_frames``)."""
         import torch
-        from whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+        from whisper.audio import HOP_LENGTH, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 
         # A copy: audio from Ray arrives as read-only arrays, which torch.from_numpy warns about.
         mel = log_mel_spectrogram(torch.tensor(samples), self.dims.n_mels, padding=N_SAMPLES,
                                   device=self.engine.device)
-        return pad_or_trim(mel[:, : len(samples) // HOP_LENGTH], N_FRAMES)
+        return pad_or_trim(mel[:, : len(samples) // HOP_LENGTH], mel_frames(len(samples), self.cfg.encoder_step_s))
 
     def _decode_windows(self, chunk: list[_Window], audios: list[np.ndarray],
                         languages: dict[int, tuple[str, float | None]]) -> None:

@@ -275,8 +275,9 @@ class Ct2Engine:
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(array, dtype=np.float32))
 
     def encode(self, mels) -> np.ndarray:
-        """``(n, n_mels, 3000)`` log-Mel (torch tensor or numpy) -> ``(n, n_audio_ctx, n_audio_state)``
-        float32 encoder output. One window per call on a CPU, as the torch engine encodes."""
+        """``(n, n_mels, frames)`` log-Mel (torch tensor or numpy; ``frames`` even, at most 3000) ->
+        ``(n, frames // 2, n_audio_state)`` float32 encoder output (ctranslate2 cuts the positional
+        embedding to the input's length). One window per call on a CPU, as the torch engine encodes."""
         mels = mels.cpu().float().numpy() if hasattr(mels, "cpu") else np.asarray(mels, np.float32)
         step = len(mels) if self.device == "cuda" else 1
         parts = [np.array(self.model.encode(self._storage(mels[i:i + step]), to_cpu=True))

@@ -401,6 +401,12 @@ def _compacting_task_type():
             elif self.n_group == 1:
                 self.decoder = DeviceGreedy(0.0, self.tokenizer.eot)
 
+        def _get_audio_features(self, mel):
+            """The windows come encoded, of any length up to ``n_audio_ctx`` frames
+            (``whisper.encoder_step_s``); whisper's own check would run the encoder again on
+            anything shorter than 1500."""
+            return mel.half() if self.options.fp16 else mel
+
         def _main_loop(self, audio_features, tokens):
             """whisper's loop with finished rows leaving the batch and one host sync per step
             (which rows ended); the logit filters and the token update stay on the device."""

@@ -67,12 +67,11 @@ class RunConsole:
         self._plan_handler: logging.Handler | None = None
 
     def __enter__(self) -> "RunConsole":
-        """Opens the log first: an ``OSError`` there (an output that cannot be written) leaves
-        the process's streams and loggers as they were."""
-        log_fd = None
-        if not self.verbose:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        """Makes the log's folder and opens the log (not when verbose) first: an ``OSError``
+        there (an output that cannot be written) leaves the process's streams and loggers as
+        they were."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_fd = None if self.verbose else os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._plan_handler = logging.StreamHandler(self)  # writes through self.write (the terminal)
         self._plan_handler.setFormatter(logging.Formatter("%(message)s"))
         plan = logging.getLogger(PLAN_LOGGER)

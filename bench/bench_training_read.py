@@ -200,21 +200,6 @@ def _warm_up() -> None:
     daft.from_pydict({"x": list(range(8))}).into_partitions(2).collect()
 
 
-def _start_ray(attempts: int = 3) -> None:
-    """A local Ray of 2 CPUs; on a loaded shared machine its raylet may miss Ray's fixed 30 s
-    start-up wait, so try again (a benchmark's setup, not what it measures)."""
-    import ray
-
-    for attempt in range(attempts):
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-            return
-        except Exception:  # noqa: BLE001 - Ray raises a bare Exception for the start-up timeout
-            ray.shutdown()
-            if attempt == attempts - 1:
-                raise
-
-
 def run(out_dir: str | Path | None = None, days: int = 30, videos: int = 300, frames: int = 32,
         work: str | None = None) -> dict[str, Any]:
     import daft
@@ -223,6 +208,7 @@ def run(out_dir: str | Path | None = None, days: int = 30, videos: int = 300, fr
     import ray
 
     from bench.machine import load_average
+    from extract.pipeline.ray_backend import start_local_ray
     from extract.tables.catalog import Catalog
     from extract.tables.maintenance import COMPACT_TARGET_BYTES, maintain
 
@@ -236,7 +222,7 @@ def run(out_dir: str | Path | None = None, days: int = 30, videos: int = 300, fr
         labels = str(root / "labels.parquet")
         ids = pa.concat_tables([pq.read_table(f"{dst}/videos", columns=["video_id"])])["video_id"]
         pq.write_table(pa.table({"video_id": ids, "label": pa.array([i % 2 for i in range(len(ids))])}), labels)
-        _start_ray()
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         daft.set_runner_ray(noop_if_initialized=True)  # the doc's recipe says so too; here before the warm-up
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import ExitStack
 from typing import Any, Callable
 
 from extract.config import Config, StorageConfig
@@ -36,7 +37,8 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
              retry_errors: bool = False, progress: bool = True, verbose: bool = False) -> Outcome:
     """Process ``src`` into ``dst`` as one committed run; ``name`` prefixes what goes to
     standard error (``extract``, ``jobs.daily: 2026-11-24``). Exit codes: 0 committed, 1 the run
-    failed (``what_was_published`` says what it left visible), 2 the manifest cannot be read, 3 committed over
+    failed (``what_was_published`` says what it left visible), 2 the manifest cannot be read or the output
+    written (no log is left), 3 committed over
     ``limits.max_error_rate``."""
     from extract.pipeline.console import RunConsole, nearest_existing, remove_empty_dirs, run_log_path
     from extract.pipeline.job import run_job
@@ -48,8 +50,16 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
     console = RunConsole(run_log_path(dst, run_id), verbose=verbose)
     log_note = "" if verbose else f" (log: {console.log_path})"
     kept_folder = nearest_existing(console.log_path.parent)  # what a run that never starts leaves as it was
+    opened = ExitStack()
     try:
-        with console:
+        opened.enter_context(console)
+    except OSError as exc:  # the output cannot be written: the run never starts, and has no log to name
+        remove_empty_dirs(console.log_path.parent, kept_folder)
+        detail = f"output {dst}: cannot be written ({exc.strerror or exc}: {exc.filename or console.log_path})"
+        print(f"{name}: {detail}; pass a writable --output", file=sys.stderr)
+        return Outcome("failed", EXIT_USAGE, detail)
+    try:
+        with opened:
             try:
                 record = run_job(src, dst, config, overwrite=overwrite, retry_errors=retry_errors,
                                  progress=progress, terminal=console.terminal, run_id=run_id)

@@ -126,6 +126,17 @@ def test_a_run_that_never_started_leaves_no_log(paths, tmp_path):
     assert sorted(p.name for p in existing.rglob("*")) == ["_runs", "keep.json"]
 
 
+def test_an_unwritable_output_names_no_log(paths):
+    """An output no one can create (as root too: /proc takes no folders) is one line naming the
+    output and the fix, exit 2, and no ``_runs/<id>.log`` that could not exist."""
+    for verbose in ([], ["-v"]):  # verbose: the log goes to stderr, but the output is checked the same
+        proc = run_cli(*verbose, "run", "--input", paths["manifest"], "--output", "/proc/extract-out", timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == USAGE and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "/proc/extract-out: cannot be written" in lines[0] and "--output" in lines[0], lines[0]
+        assert "log" not in lines[0] and "_runs" not in lines[0], lines[0]
+
+
 def _apart(tmp_path: Path) -> Path:
     """A manifest in manifests/ whose rows point into uploads/ (a data engineer's layout)."""
     (tmp_path / "manifests").mkdir()

@@ -187,6 +187,50 @@ def test_gpu_wait_asks_for_one_actor_of_each_model(monkeypatch):
     assert requests == [[{"GPU": 1.0}, {"GPU": 1.0}], []]
 
 
+def test_ray_start_is_tried_again_after_its_startup_timeout(monkeypatch):
+    """Ray's fixed 30 s wait for a new raylet, missed on a loaded machine, is tried again after
+    the failed attempt's processes are killed; three misses, or any other error, are raised
+    (stubbed ``ray.init``: no Ray started)."""
+    import os
+    import subprocess
+
+    import ray
+
+    from extract.pipeline import ray_backend as pipeline
+
+    timeout = Exception("The current node timed out during startup. This could happen because ...")
+    calls, started = [], []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            started.append(subprocess.Popen(["sleep", "600"]))  # the raylet that never registered
+            raise timeout
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    pipeline.start_local_ray(num_cpus=2)
+    assert calls == [{"num_cpus": 2}] * 2
+    assert not os.path.exists(f"/proc/{started[0].pid}"), "the failed attempt's process was left running"
+
+    def always(error):
+        def init(**kwargs):
+            calls.append(kwargs)
+            raise error
+        return init
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", always(timeout))
+    with pytest.raises(Exception, match="timed out during startup"):
+        pipeline.start_local_ray(num_cpus=2)
+    assert len(calls) == pipeline.RAY_START_ATTEMPTS
+    calls.clear()
+    monkeypatch.setattr(ray, "init", always(ValueError("num_cpus must be positive")))
+    with pytest.raises(ValueError):
+        pipeline.start_local_ray(num_cpus=-1)
+    assert len(calls) == 1
+
+
 def test_a_disabled_ocr_stage_gets_no_pool():
     per_stage = CPU.replace(**{"runtime.model_layout": "per_stage"})
     _, plan, _ = plan_resources(per_stage.replace(**{"ocr.enabled": False}), laptop(2))

@@ -194,7 +194,9 @@ def local_ray():
     """A local Ray of 2 CPUs for the training-set recipes (Ray Data and Daft join it)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from extract.pipeline.ray_backend import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

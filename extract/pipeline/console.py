@@ -67,20 +67,23 @@ class RunConsole:
         self._plan_handler: logging.Handler | None = None
 
     def __enter__(self) -> "RunConsole":
+        """Makes the log's folder and opens the log (not when verbose) first: an ``OSError``
+        there (an output that cannot be written) leaves the process's streams and loggers as
+        they were."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_fd = None if self.verbose else os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._plan_handler = logging.StreamHandler(self)  # writes through self.write (the terminal)
         self._plan_handler.setFormatter(logging.Formatter("%(message)s"))
         plan = logging.getLogger(PLAN_LOGGER)
         plan.addHandler(self._plan_handler)
         plan.setLevel(logging.INFO)
         plan.propagate = self.verbose  # also in the log lines when verbose
-        if self.verbose:
+        if log_fd is None:
             return self
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         sys.stdout.flush()
         sys.stderr.flush()
         self._saved = (os.dup(1), os.dup(2))
         self.terminal = os.fdopen(os.dup(self._saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
-        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)

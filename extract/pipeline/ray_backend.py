@@ -55,6 +55,8 @@ plan_log = logging.getLogger("extract.plan")  # the plan and why (``plan_lines``
 
 
 GPU_POLL_S = 10.0  # how often a job looks for autoscaled GPU nodes while it waits
+RAY_START_ATTEMPTS = 3  # Ray gives a new node's raylet a fixed 30 s to register; a loaded machine can miss it
+RAY_START_TIMEOUT = "timed out during startup"  # Ray 2.60 raises a bare Exception saying so
 REPORTS_POLL_S = 0.5  # how often the driver collects the workers' batch reports for the progress view
 
 
@@ -169,8 +171,67 @@ def init_ray(config: Config) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        start_local_ray(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                        logging_level=logging.WARNING)
+
+
+def start_local_ray(**init_args: Any) -> None:
+    """``ray.init(**init_args)`` starting a new Ray in this process, tried ``RAY_START_ATTEMPTS``
+    times: Ray waits a fixed 30 s for the new node's raylet to register and then raises
+    ("The current node timed out during startup"), which a loaded machine can miss. The
+    processes a failed attempt started are killed before the next (Ray keeps no handle on them).
+    Any other error is raised at once."""
+    import ray
+
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        before = _descendants()
+        try:
+            ray.init(**init_args)
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray's start-up timeout is a bare Exception
+            if RAY_START_TIMEOUT not in str(exc) or attempt == RAY_START_ATTEMPTS:
+                raise
+            log.warning("Ray did not start (attempt %d of %d: %s); starting it again", attempt, RAY_START_ATTEMPTS, exc)
+            ray.shutdown()
+            _kill(_descendants() - before)
+
+
+def _descendants() -> set[int]:
+    """Pids of this process's descendants (from /proc; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return set()
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # exited meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _kill(pids: set[int]) -> None:
+    """SIGKILL ``pids`` (those still there) and reap the ones that are our children."""
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # not our child (its parent reaps it), or already reaped
+            pass
 
 
 def connect_cluster(config: Config) -> dict[str, Any]:

@@ -33,15 +33,17 @@ speech:
 	    echo "espeak-ng could not be installed: samples use tones, speech-quality tests skip"; \
 	  else echo "espeak-ng not installed: samples use tones, speech-quality tests skip"; fi; }
 
-# Real music and short speech (Debian drascula-music, pocketsphinx-testdata) for the same-sound and
-# music-vs-speech tests and benchmark; without them those cases skip.
+# Real labelled audio (bench/labelled_audio.py): short speech, two game scores, recorded sound
+# effects, for the same-sound and audio-kind tests and benchmarks; without them those cases skip.
+SOUNDS_PACKAGES := drascula-music asc-music openttd-opensfx pocketsphinx-testdata
 sounds-media:
-	@ls /usr/share/scummvm/drascula/audio/track1.ogg /usr/share/pocketsphinx/test/data/goforward.raw >/dev/null 2>&1 || { \
+	@ls /usr/share/scummvm/drascula/audio/track1.ogg /usr/share/pocketsphinx/test/data/goforward.raw \
+	    /usr/share/games/asc/music/frontiers.mp3 /usr/share/games/openttd/baseset/opensfx/opensfx.cat >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -qq drascula-music pocketsphinx-testdata >/dev/null 2>&1 || \
-	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq drascula-music pocketsphinx-testdata >/dev/null 2>&1)) || \
-	    echo "drascula-music/pocketsphinx-testdata could not be installed: real-music tests skip"; \
-	  else echo "drascula-music/pocketsphinx-testdata not installed: real-music tests skip"; fi; }
+	    (apt-get install -y -qq $(SOUNDS_PACKAGES) >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(SOUNDS_PACKAGES) >/dev/null 2>&1)) || \
+	    echo "$(SOUNDS_PACKAGES) could not be installed: real-audio tests skip"; \
+	  else echo "$(SOUNDS_PACKAGES) not installed: real-audio tests skip"; fi; }
 
 # Fonts for the OCR tests' rendered text (Latin and CJK); without them those cases skip.
 FONTS := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf \

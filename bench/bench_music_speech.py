@@ -1,17 +1,14 @@
-"""Music vs short speech: what silero-vad and Whisper base say about real clips, and the rule's confusion counts.
+"""Audio kinds on labelled real audio: speech, music, other sound, silence through the Whisper stage.
 
-Labelled real audio shipped by Debian packages and PyPI wheels (``make sounds-media`` installs
-the Debian ones): speech from ``pocketsphinx-testdata`` (``goforward.raw`` "go forward ten
-meters", numbers, cards, LibriVox readings) and whisper's ``jfk.flac`` (``peer-media``);
-music from ``drascula-music`` (31 game-score tracks) and ``asc-music`` (3 tracks), each cut
-into two 4 s excerpts (short clips are where Whisper invents words). Every clip goes through the Whisper stage as a run does (``TranscribeStage``: VAD,
-audio kind, windows, fallback, gating) with real Whisper base weights; per clip the table
-records the VAD speech seconds, the no-speech probability, each window's final
-``avg_logprob`` and temperature, and the words written.
+The labelled set is ``bench.labelled_audio`` (Debian ``pocketsphinx-testdata``, ``drascula-music``,
+``asc-music``, ``openttd-opensfx``; ``make sounds-media``). Every clip goes through the Whisper
+stage as a run does (``TranscribeStage``: silero-vad, audio kind, windows, fallback, gating)
+with real Whisper base weights on the CPU. Per clip: the kind written, the words, VAD speech
+seconds, Whisper's no-speech probability and each segment's final ``avg_logprob`` and
+temperature, and the music rule's features (``extract.media.musicality``) with their cost.
 
-``python -m bench.bench_music_speech [--root /] [--weights .build/whisper-base.pt] [--out FILE.md]
-[--json ROWS.json | --from-json ROWS.json]`` writes a markdown section (confusion counts before
-and with the rule, then the per-clip measurements) for the lead to add to ``bench/RESULTS.md``.
+``run(out_dir)`` is the ``make bench`` micro-benchmark (``bench/run.py`` puts ``markdown`` in
+RESULTS.md); ``python -m bench.bench_music_speech [--root /] [--weights W] [--out DIR]`` alone.
 """
 
 from __future__ import annotations
@@ -20,151 +17,138 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bench.labelled_audio import labelled_clips
+from bench.machine import load_average, machine_info
 from extract.media.audio import AUDIO_RATE
 
 REPO = Path(__file__).resolve().parents[1]
-PEER_MEDIA = REPO.parent / "shared" / "peer-media"
-SPEECH_DIR = "usr/share/pocketsphinx/test/data"
-MUSIC_DIRS = ("usr/share/scummvm/drascula/audio", "usr/share/games/asc/music")
-EXCERPTS_S = (4.0,)  # music excerpt lengths: short clips are where Whisper invents words
-MUSIC_STARTS = (0.3, 0.7)  # excerpts start at these fractions of a track
+LABELS = ("speech", "music", "sound", "silence")
+KINDS = ("speech", "music", "sound", "silence", "none")
 BATCH = 16  # clips per stage call (Whisper batches their windows as a run does)
 
 
-def read_audio(path: Path) -> np.ndarray:
-    """A trusted local audio file (any FFmpeg format; ``.raw`` = 16 kHz int16 mono) as 16 kHz mono float32."""
-    if path.suffix == ".raw":
-        return np.fromfile(path, "<i2").astype(np.float32) / 32768.0
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.best("audio")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(stream)
-                  for out in resampler.resample(frame)]
-        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    return np.concatenate(chunks).astype(np.float32)
-
-
-def labelled_clips(root: Path) -> list[tuple[str, str, np.ndarray]]:
-    """``(label, name, audio)``: label ``speech`` or ``music``."""
-    clips = []
-    speech_dir = root / SPEECH_DIR
-    for path in sorted([*speech_dir.glob("*.raw"), *speech_dir.glob("cards/*.wav"), *speech_dir.glob("librivox/*.wav")]):
-        clips.append(("speech", str(path.relative_to(speech_dir)), read_audio(path)))
-    if (PEER_MEDIA / "whisper-jfk.mp4").is_file():
-        clips.append(("speech", "whisper-jfk.mp4", read_audio(PEER_MEDIA / "whisper-jfk.mp4")))
-    tracks = [p for d in MUSIC_DIRS for p in sorted((root / d).glob("*")) if p.suffix in (".ogg", ".mp3")]
-    for path in tracks:
-        audio = read_audio(path)
-        for length_s in EXCERPTS_S:
-            n = int(length_s * AUDIO_RATE)
-            for fraction in MUSIC_STARTS:
-                start = int(max(0, len(audio) - n) * fraction)
-                if len(audio) - start >= n // 2:
-                    clips.append(("music", f"{path.name}@{start / AUDIO_RATE:.0f}s+{length_s:.0f}s", audio[start:start + n]))
-    return clips
-
-
-def measure(root: Path, weights: Path) -> list[dict]:
+def measure(root: Path, weights: Path) -> list[dict[str, Any]]:
+    """One row per labelled clip (module doc)."""
     from extract.config import Config
+    from extract.media.musicality import music_features, sounds_like_music
+    from extract.rows import batch_to_rows, rows_to_batch
     from extract.stages.transcribe import TranscribeStage
-    from extract.rows import rows_to_batch, batch_to_rows
 
+    if not weights.is_file():
+        raise FileNotFoundError(f"real Whisper base weights not found at {weights}: `make bench` builds them")
     config = Config().replace(**{"models.whisper.name": str(weights), "runtime.device": "cpu",
                                  "models.clip.pretrained": None})
     stage = TranscribeStage(config)
-    out = []
     clips = labelled_clips(root)
+    out = []
     for first in range(0, len(clips), BATCH):
         chunk = clips[first:first + BATCH]
-        rows = [{"video_id": name, "has_audio": True, "audio": audio, "error_stage": None} for _, name, audio in chunk]
+        rows = [{"video_id": c.name, "has_audio": True, "audio": c.audio, "error_stage": None} for c in chunk]
         started = time.perf_counter()
         done = batch_to_rows(stage(rows_to_batch(rows)))
-        wall_s = (time.perf_counter() - started) / len(chunk)
-        for (label, name, audio), row in zip(chunk, done):
+        stage_s = (time.perf_counter() - started) / len(chunk)
+        for clip, row in zip(chunk, done):
+            started = time.perf_counter()
+            features = music_features(clip.audio)
+            features_s = time.perf_counter() - started
             segments = json.loads(row["segments_json"] or "[]")
-            out.append({"label": label, "clip": name, "seconds": round(len(audio) / AUDIO_RATE, 2),
-                        "speech_s": row["speech_s"], "audio_kind": row["audio_kind"],
-                        "no_speech_prob": row["no_speech_prob"],
+            out.append({"label": clip.label, "source": clip.source, "clip": clip.name, "held_out": clip.held_out,
+                        "seconds": round(len(clip.audio) / AUDIO_RATE, 2), "audio_kind": row["audio_kind"],
+                        "speech_s": row["speech_s"], "no_speech_prob": row["no_speech_prob"],
                         "avg_logprob": [s["avg_logprob"] for s in segments],
                         "temperature": [s["temperature"] for s in segments],
                         "words": len((row["transcript_text"] or "").split()),
-                        "text": (row["transcript_text"] or "")[:60], "wall_s": round(wall_s, 2)})
+                        "text": (row["transcript_text"] or "")[:60],
+                        "beat": features.beat, "flatness": features.flatness,
+                        "pitch_classes": features.pitch_classes,
+                        "rule_music": sounds_like_music(clip.audio, config.whisper.silence_rms),
+                        "features_ms": round(features_s * 1000, 2), "stage_s": round(stage_s, 2)})
         print(f"{len(out)}/{len(clips)} clips", flush=True)
     return out
 
 
-def kept_by_rule(row: dict) -> bool:
-    """Whether the clip keeps words under ``is_unintelligible`` (no text from a window that fell
-    back to the last temperature and still fails the log-prob check), from its measured segments."""
-    from extract.config import WhisperConfig
-    from extract.models.whisper import is_unintelligible
+def run(out_dir: str | Path, root: str | Path = "/", weights: str | Path | None = None) -> dict[str, Any]:
+    """Measure every labelled clip; write ``bench_music_speech.json`` under ``out_dir``."""
+    from extract.tools.whisper_eval import base_weights_path
 
-    cfg = WhisperConfig()
-    return any(not is_unintelligible(lp, 0.0, t, cfg) for lp, t in zip(row["avg_logprob"], row["temperature"]))
+    load_before = load_average()
+    rows = measure(Path(root), Path(weights) if weights else base_weights_path())
+    result = {"benchmark": "music_speech", "machine": machine_info(), "load_avg_before": load_before,
+              "load_avg_after": load_average(), "rows": rows}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_music_speech.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
-def render(rows: list[dict]) -> str:
-    def confusion(label: str, has_words) -> tuple[int, int]:
-        members = [r for r in rows if r["label"] == label]
-        return sum(1 for r in members if has_words(r)), sum(1 for r in members if not has_words(r))
+def _features(rows: list[dict[str, Any]]) -> str:
+    median = {k: np.median([r[k] for r in rows]) for k in ("beat", "flatness", "pitch_classes")}
+    return f"beat {median['beat']:.2f}, flatness {median['flatness']:.3f}, pitch classes {median['pitch_classes']:.0f}"
 
-    kinds = {label: {k: sum(1 for r in rows if r["label"] == label and r["audio_kind"] == k)
-                     for k in sorted({r["audio_kind"] for r in rows})} for label in ("speech", "music")}
-    lines = ["## Music vs short speech (real clips, Whisper base)", "",
-             "Generated by `python -m bench.bench_music_speech`: every clip through the Whisper stage "
-             "(silero-vad, windows, fallback ladder, gating) with real Whisper base weights on the CPU; "
-             "speech from Debian `pocketsphinx-testdata` and whisper's jfk.flac, music from Debian "
-             "`drascula-music`/`asc-music` (4 s excerpts at 30 % and 70 % of each track). "
-             "\"before\": Whisper's gating alone; \"rule\": also no text from a window that fell back to "
-             "the last temperature and still fails the log-prob check (`is_unintelligible`), judged from each "
-             "segment's measured final log-prob and temperature. Music clips that keep words under the rule are "
-             "listed below with their scores (confident greedy text: sung or spoken vocals in the track).", "",
-             "| truth | clips | words (before) | no words (before) | words (rule) | no words (rule) | VAD audio_kind |",
-             "|---|---:|---:|---:|---:|---:|---|"]
-    for label in ("speech", "music"):
-        before = confusion(label, lambda r: r["words"] > 0)
-        rule = confusion(label, lambda r: r["words"] > 0 and kept_by_rule(r))
-        lines.append(f"| {label} | {sum(before)} | {before[0]} | {before[1]} | {rule[0]} | {rule[1]} | "
-                     + ", ".join(f"{k} {v}" for k, v in kinds[label].items() if v) + " |")
-    lines += ["", "Clips where Whisper wrote words (before the rule), and every speech clip:", "",
-              "| truth | clip | s | VAD speech s | audio_kind | no-speech p | final avg_logprob (temperature) per segment | words | rule keeps |",
-              "|---|---|---:|---:|---|---:|---|---:|---|"]
-    for r in rows:
-        if r["label"] == "music" and not r["words"]:
-            continue
+
+def markdown(result: dict[str, Any]) -> str:
+    """The result of ``run`` as Markdown: kinds per true label, words on non-speech, the rule held out."""
+    from extract.media.musicality import MAX_FLATNESS, MIN_BEAT, MIN_PITCH_CLASSES
+
+    rows = result["rows"]
+    by_label = {label: [r for r in rows if r["label"] == label] for label in LABELS}
+    sources = ", ".join(sorted({f"`{r['source']}`" for r in rows}))
+    lines = [f"{len(rows)} labelled real clips ({sources}; `bench/labelled_audio.py`) through the Whisper stage "
+             f"(silero-vad, audio kind, windows, fallback, gating) with real Whisper base weights on the CPU; "
+             f"load average {result['load_avg_before']} → {result['load_avg_after']}.", "",
+             "| truth | clips | " + " | ".join(f"→ {k}" for k in KINDS) + " | with words |",
+             "|---|---:|" + "---:|" * (len(KINDS) + 1)]
+    for label, members in by_label.items():
+        lines.append(f"| {label} | {len(members)} | "
+                     + " | ".join(str(sum(r["audio_kind"] == k for r in members)) for k in KINDS)
+                     + f" | {sum(r['words'] > 0 for r in members)} |")
+    lines += ["", f"The music rule alone (`extract.media.musicality`: beat ≥ {MIN_BEAT}, or flatness ≤ "
+              f"{MAX_FLATNESS} "
+              f"and ≥ {MIN_PITCH_CLASSES} pitch classes; fitted on drascula-music and the even-numbered OpenSFX "
+              "sounds), on each clip as the stage applies it (`sounds_like_music`):", "",
+              "| clips | music → music | music → sound | sound → sound | sound → music |",
+              "|---|---:|---:|---:|---:|"]
+    for name, held in (("fitted on", False), ("held out", True)):
+        music = [r for r in by_label["music"] if r["held_out"] == held]
+        sound = [r for r in by_label["sound"] if r["held_out"] == held]
+        lines.append(f"| {name} ({len(music)} music, {len(sound)} sound) | {sum(r['rule_music'] for r in music)} | "
+                     f"{sum(not r['rule_music'] for r in music)} | {sum(not r['rule_music'] for r in sound)} | "
+                     f"{sum(r['rule_music'] for r in sound)} |")
+    per_s = [r["features_ms"] / r["seconds"] for r in rows if r["seconds"]]
+    lines += ["", "Median features: " + "; ".join(f"{label} {_features(m)}" for label, m in by_label.items()
+                                                   if label != "silence" and m)
+              + f". Cost: {np.median(per_s):.1f} ms per second of audio (median; a clip is judged on at most "
+                "5 blocks of 4 s).", "",
+              "Non-speech clips with words, and speech clips not kept as speech:", "",
+              "| truth | clip | s | kind | VAD speech s | no-speech p | final avg_logprob (temperature) | words |",
+              "|---|---|---:|---|---:|---:|---|---:|"]
+    listed = [r for r in rows if (r["label"] != "speech" and r["words"])
+              or (r["label"] == "speech" and r["audio_kind"] != "speech")]
+    for r in listed:
         lp = ", ".join(f"{a:.2f} ({t:.1f})" for a, t in zip(r["avg_logprob"], r["temperature"])) or "-"
         nsp = "-" if r["no_speech_prob"] is None else f"{r['no_speech_prob']:.2f}"
-        lines.append(f"| {r['label']} | {r['clip']} | {r['seconds']:.1f} | {r['speech_s']:.2f} | {r['audio_kind']} | "
-                     f"{nsp} | {lp} | {r['words']} | {'yes' if r['words'] and kept_by_rule(r) else 'no'} |")
-    music_vad = [r["speech_s"] for r in rows if r["label"] == "music"]
-    speech_vad = [r["speech_s"] for r in rows if r["label"] == "speech"]
-    lines += ["", f"VAD speech seconds: music clips {min(music_vad):.2f}-{max(music_vad):.2f} s "
-              f"(median {np.median(music_vad):.2f}), speech clips {min(speech_vad):.2f}-{max(speech_vad):.2f} s "
-              f"(median {np.median(speech_vad):.2f})."]
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {r['label']} | {r['clip']} | {r['seconds']:.1f} | {r['audio_kind']} | {r['speech_s']:.2f} | "
+                     f"{nsp} | {lp} | {r['words']} |")
+    if not listed:
+        lines.append("| - | none | | | | | | |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("/"), help="where the Debian packages' files are")
-    parser.add_argument("--weights", type=Path, default=REPO / ".build" / "whisper-base.pt")
-    parser.add_argument("--out", type=Path, default=None, help="markdown file (default: print)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the per-clip rows as JSON")
-    parser.add_argument("--from-json", type=Path, default=None, help="render rows measured before (--json)")
+    parser.add_argument("--weights", type=Path, default=None, help="Whisper base weights (default: the built ones)")
+    parser.add_argument("--out", type=Path, default=REPO / ".build" / "bench-music-speech",
+                        help="folder for bench_music_speech.json")
+    parser.add_argument("--from-json", type=Path, default=None, help="render a result measured before")
     args = parser.parse_args()
-    rows = json.loads(args.from_json.read_text()) if args.from_json else measure(args.root, args.weights)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    text = render(rows)
-    if args.out:
-        args.out.write_text(text)
-    else:
-        print(text)
+    result = (json.loads(args.from_json.read_text()) if args.from_json
+              else run(args.out, args.root, args.weights))
+    print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def _music() -> list[np.ndarray]:
 
     tracks = sorted(MUSIC.glob("track*.ogg"))
     if tracks:
-        from bench.bench_music_speech import read_audio
+        from bench.labelled_audio import read_audio
 
         out = [read_audio(p)[10 * AUDIO_RATE:40 * AUDIO_RATE] for p in tracks[:12]]
         return [a for a in out if len(a) >= 20 * AUDIO_RATE]

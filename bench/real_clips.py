@@ -267,7 +267,7 @@ def cover(frame, width: int, height: int) -> np.ndarray:
 
 def music_track(spec: RealClipSpec) -> np.ndarray:
     """``spec``'s music: ``duration_s`` of a ``MUSIC_TRACKS`` track (by ``seed``) from 10 s in, 16 kHz mono."""
-    from bench.bench_music_speech import read_audio
+    from bench.labelled_audio import read_audio
 
     path = MUSIC_DIR / MUSIC_TRACKS[spec.seed % len(MUSIC_TRACKS)]
     if not path.is_file():

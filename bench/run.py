@@ -89,7 +89,7 @@ QUICK_SCALING = (QUICK_CLIPS,)
 
 
 MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper", "bench_planning", "bench_duplicates",
-                    "bench_sounds", "bench_overlays", "bench_signals", "bench_training_read")
+                    "bench_sounds", "bench_overlays", "bench_signals", "bench_training_read", "bench_music_speech")
 
 
 # Smaller than the micro-benchmarks' own defaults, so `make bench` stays within 20 minutes on

@@ -256,3 +256,27 @@ def test_signal_cost_table_renders_with_each_share_of_the_run():
     assert table.count("\n| ") == 1 + len(per_s)  # the header, one row per signal and part
     assert "share" not in markdown(result).split("\n")[2]  # alone (the micro-benchmark section): no share
     assert signal_lines({"micro": {}, "comparison": results["comparison"]}) == []
+
+
+def test_audio_kind_confusion_renders_per_true_label():
+    """bench_music_speech's section of RESULTS.md: kinds per true label, words, the rule held out."""
+    from bench.bench_music_speech import markdown
+
+    def row(label, kind, words=0, held_out=False, rule_music=False, source="s"):
+        return {"label": label, "source": source, "clip": f"{label}-{kind}-{words}", "held_out": held_out,
+                "seconds": 4.0, "audio_kind": kind, "speech_s": 0.0, "no_speech_prob": 0.5, "avg_logprob": [-1.0],
+                "temperature": [0.0], "words": words, "text": "", "beat": 0.5, "flatness": 0.01, "pitch_classes": 7,
+                "rule_music": rule_music, "features_ms": 40.0, "stage_s": 1.0}
+
+    rows = [row("speech", "speech", 3), row("speech", "sound"), row("music", "music", rule_music=True),
+            row("music", "speech", 5, rule_music=True), row("music", "sound", held_out=True),
+            row("sound", "sound"), row("sound", "music", held_out=True, rule_music=True), row("silence", "silence")]
+    text = markdown({"rows": rows, "load_avg_before": 1.0, "load_avg_after": 1.5})
+    assert "| speech | 2 | 1 | 0 | 1 | 0 | 0 | 1 |" in text
+    assert "| music | 3 | 1 | 1 | 1 | 0 | 0 | 1 |" in text
+    assert "| sound | 2 | 0 | 1 | 1 | 0 | 0 | 0 |" in text
+    assert "| silence | 1 | 0 | 0 | 0 | 1 | 0 | 0 |" in text
+    assert "| fitted on (2 music, 1 sound) | 2 | 0 | 1 | 0 |" in text
+    assert "| held out (1 music, 1 sound) | 0 | 1 | 0 | 1 |" in text
+    assert "| music | music-speech-5 |" in text and "| speech | speech-sound-0 |" in text  # listed for a look
+    assert "10.0 ms per second of audio" in text

@@ -1,57 +1,63 @@
-"""No words on music, words on short speech: real clips through the Whisper stage with real
-Whisper base weights (``.build/whisper-base.pt``, see ``extract.models.whisper.base_weights_path``).
+"""No words on music, words on short speech, and the right audio kind: labelled real clips
+(``bench.labelled_audio``) through the Whisper stage with real Whisper base weights
+(``.build/whisper-base.pt``, see ``extract.models.whisper.base_weights_path``).
 
-Speech: Debian ``pocketsphinx-testdata`` (``goforward.raw``: "go forward ten meters", 1.8 s of
-speech in 5 s) and more of its clips; music: Debian ``drascula-music`` 4 s excerpts on which
-Whisper's own gating wrote words (``bench/bench_music_speech.py`` measured them). Both are
-installed by ``make sounds-media``; without them or the weights the test skips.
+The slice: every speech clip (pocketsphinx-testdata, whisper's jfk; "go forward ten meters" is
+1.8 s of speech in 2.8 s), the drascula-music tracks on whose 4 s excerpts Whisper's gating
+alone wrote words (1, 29) and the three the benchmark's real clips use (3, 11, 23), every
+asc-music excerpt, every third OpenSFX sound and both silent clips. ``make sounds-media``
+installs the packages; without them or the weights the test skips. The whole set is
+``bench/bench_music_speech.py``'s (``make bench``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from bench.labelled_audio import labelled_clips
 from extract.config import Config
-from extract.media.audio import AUDIO_RATE
-from extract.tools.whisper_eval import base_weights_path
 from extract.rows import batch_to_rows, rows_to_batch
-from media import read_audio
+from extract.tools.whisper_eval import base_weights_path
 
-SPEECH = Path("/usr/share/pocketsphinx/test/data")
-MUSIC = Path("/usr/share/scummvm/drascula/audio")
-SPEECH_CLIPS = {"goforward.raw": ("go", "forward", "meters"),  # Whisper writes "10"
-                "numbers.raw": (), "something.raw": (),
-                "cards/001.wav": ()}
-# (track, start as a fraction of the track): 4 s excerpts where Whisper's gating alone wrote words
-MUSIC_CLIPS = ((1, 0.3), (29, 0.3), (29, 0.7))
+DRASCULA_TRACKS = ("track1.ogg", "track29.ogg", "track3.ogg", "track11.ogg", "track23.ogg")
+WORDS = {"goforward.raw": ("go", "forward", "meters")}  # Whisper writes "10"
 
 
+def _in_slice(clip) -> bool:
+    if clip.source == "drascula-music":
+        return clip.name.split("@")[0] in DRASCULA_TRACKS
+    if clip.source == "openttd-opensfx" and clip.label == "sound":
+        return int(clip.name.split(":")[0]) % 3 == 0
+    return True
 
 
+@pytest.mark.weights
 @pytest.mark.slow
-def test_music_gets_no_words_and_short_speech_keeps_them():
+def test_labelled_clips_get_their_kind_and_music_no_words():
     weights = base_weights_path()
     if not weights.is_file():
         pytest.skip(f"real Whisper base weights not found at {weights} (extract.models.whisper.base_weights_path)")
-    if not (SPEECH / "goforward.raw").is_file() or not (MUSIC / "track1.ogg").is_file():
-        pytest.skip("real music/speech not installed: `make sounds-media`")
+    try:
+        clips = [c for c in labelled_clips() if _in_slice(c)]
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
     from extract.stages.transcribe import TranscribeStage
 
-    clips = {name: read_audio(SPEECH / name) for name in SPEECH_CLIPS}
-    for track, fraction in MUSIC_CLIPS:
-        audio = read_audio(MUSIC / f"track{track}.ogg")
-        start = int(max(0, len(audio) - 4 * AUDIO_RATE) * fraction)
-        clips[f"track{track}@{fraction}"] = audio[start:start + 4 * AUDIO_RATE]
-    config = Config().replace(**{"models.whisper.name": str(weights), "runtime.device": "cpu",
-                                 "models.clip.pretrained": None})
-    rows = [{"video_id": name, "has_audio": True, "audio": audio, "error_stage": None} for name, audio in clips.items()]
-    done = {row["video_id"]: row for row in batch_to_rows(TranscribeStage(config)(rows_to_batch(rows)))}
-    for name, words in SPEECH_CLIPS.items():
-        text = done[name]["transcript_text"].lower()
-        assert text and done[name]["audio_kind"] == "speech", (name, done[name])
-        assert all(word in text for word in words), (name, text)
-    for track, fraction in MUSIC_CLIPS:
-        row = done[f"track{track}@{fraction}"]
+    stage = TranscribeStage(Config().replace(**{"models.whisper.name": str(weights), "runtime.device": "cpu",
+                                                "models.clip.pretrained": None}))
+    rows = [{"video_id": c.name, "has_audio": True, "audio": c.audio, "error_stage": None} for c in clips]
+    done = {row["video_id"]: row for row in batch_to_rows(stage(rows_to_batch(rows)))}
+    by_label = {label: [done[c.name] for c in clips if c.label == label]
+                for label in ("speech", "music", "sound", "silence")}
+    assert len(by_label["music"]) == 16 and len(by_label["sound"]) >= 15, {k: len(v) for k, v in by_label.items()}
+
+    for row in by_label["speech"]:
+        assert row["transcript_text"] and row["audio_kind"] == "speech", row
+    for name, words in WORDS.items():
+        assert all(w in done[name]["transcript_text"].lower() for w in words), done[name]["transcript_text"]
+    for row in by_label["music"] + by_label["sound"] + by_label["silence"]:
         assert row["transcript_text"] == "" and row["audio_kind"] != "speech", row
+    kinds = {label: [r["audio_kind"] for r in members] for label, members in by_label.items()}
+    assert kinds["music"].count("music") >= 0.8 * len(kinds["music"]), kinds["music"]
+    assert kinds["sound"].count("sound") >= 0.8 * len(kinds["sound"]), kinds["sound"]
+    assert kinds["silence"] == ["silence"] * len(kinds["silence"]), kinds["silence"]

@@ -75,7 +75,7 @@ def test_speech_music_and_silence_are_classified(vad, spoken):
     for song in songs:
         spans = vad.speech_spans(song)
         got = classify_audio(song, spans)
-        assert got.kind == "music_or_sound", (got, spans)
+        assert got.kind == "music", (got, spans)
         assert got.speech_ratio < 0.1
     for quiet in (silence(5.0), room_noise(5 * AUDIO_RATE)):
         assert classify_audio(quiet, vad.speech_spans(quiet)) == AudioActivity("silence", 0.0, 0.0)
@@ -87,7 +87,7 @@ def test_speech_over_music_and_music_with_a_spoken_intro(vad, spoken):
     intro = np.concatenate([spoken[0] * 0.8, song])
     got = classify_audio(intro, vad.speech_spans(intro))
     # ~3 s of speech in ~13 s of sound: speech is there, but the clip is music.
-    assert 1.5 < got.speech_s < 4.5 and got.kind == "music_or_sound", got
+    assert 1.5 < got.speech_s < 4.5 and got.kind == "music", got
     talk = np.concatenate([spoken[1], spoken[0]])
     assert len(song) >= len(talk)
     over = talk + song[: len(talk)] * 0.3

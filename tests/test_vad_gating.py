@@ -42,7 +42,7 @@ def test_music_skips_the_decoder_speech_does_not_and_both_embed(stage, monkeypat
     talk, song, quiet, mute = batch_to_rows(stage(rows_to_batch(rows)))
 
     assert (talk["audio_kind"], song["audio_kind"], quiet["audio_kind"], mute["audio_kind"]) == (
-        "speech", "music_or_sound", "silence", "none")
+        "speech", "music", "silence", "none")
     assert 2.0 < talk["speech_s"] <= len(SPEECH.reshape(-1)) / 16_000 + 0.1 and 0.5 < talk["speech_ratio"] <= 1.0
     assert song["speech_s"] < 0.5 and song["transcript_text"] == "" and song["segments_json"] == "[]"
     assert sum(decoded_batches) == 1, "only the speech window reaches the decoder"

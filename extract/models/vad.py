@@ -9,8 +9,9 @@ thread here: 0.076 this way, 0.18 with the streaming ONNX model, 0.51 with the T
 (same spans from all three); Whisper base's ``whisper.transcribe`` of the same minute took
 10.7, so VAD adds ~0.7 %.
 
-``classify_audio`` is pure: it names a clip's audio ``speech``, ``music_or_sound`` or
-``silence`` from its level and its speech spans. ``windows_with_speech`` says which Whisper
+``classify_audio`` is pure: it names a clip's audio ``speech``, ``music``, ``sound`` or
+``silence`` from its level, its speech spans and, for audible audio without speech, the signal
+rule of ``extract.media.musicality`` (``non_speech_kind``). ``windows_with_speech`` says which Whisper
 windows hold speech, so the decoder can skip the others.
 """
 
@@ -23,9 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from extract.media.audio import AUDIO_RATE
+from extract.media.musicality import sounds_like_music
 from extract.media.windows import SILENCE_FRAME_S, frame_mean_square, loudest_rms
 
-AUDIO_KINDS = ("speech", "music_or_sound", "silence", "none")  # "none": the video has no audio track
+AUDIO_KINDS = ("speech", "music", "sound", "silence", "none")  # "none": the video has no audio track
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ def classify_audio(audio: np.ndarray, spans: Sequence[tuple[float, float]], sile
     - ``speech``: at least ``min_speech_s`` seconds of speech, making up at least
       ``min_speech_share`` of the audible time (the 100 ms stretches at or above ``silence_rms``),
       so a song with a two-second spoken intro stays music.
-    - ``music_or_sound``: audible, but not speech by the rule above.
+    - ``music`` / ``sound``: audible, but not speech by the rule above; which of the two is
+      ``non_speech_kind``'s.
     - ``none``: empty audio (no track).
     ``speech_ratio`` is ``speech_s`` over the whole duration.
     """
@@ -148,7 +151,14 @@ def classify_audio(audio: np.ndarray, spans: Sequence[tuple[float, float]], sile
     frame = max(1, int(round(SILENCE_FRAME_S * rate)))
     audible_s = float((frame_mean_square(audio, frame) >= silence_rms ** 2).sum()) * frame / rate
     is_speech = speech_s >= min_speech_s and speech_s >= min_speech_share * min(audible_s, duration_s)
-    return AudioActivity("speech" if is_speech else "music_or_sound", speech_s, min(1.0, speech_s / duration_s))
+    kind = "speech" if is_speech else non_speech_kind(audio, silence_rms, rate)
+    return AudioActivity(kind, speech_s, min(1.0, speech_s / duration_s))
+
+
+def non_speech_kind(audio: np.ndarray, silence_rms: float = 0.003, rate: int = AUDIO_RATE) -> str:
+    """``music`` or ``sound`` for audible audio ``(m,) float32`` without speech
+    (``extract.media.musicality.sounds_like_music``: beat, spectral flatness, pitch classes)."""
+    return "music" if sounds_like_music(audio, silence_rms, rate) else "sound"
 
 
 def windows_with_speech(spans: Sequence[tuple[float, float]], windows: Sequence[tuple[float, float]],

@@ -137,9 +137,9 @@ def is_unintelligible(avg_logprob: float, compression_ratio: float, temperature:
     """True when a window fell back to the last temperature of ``whisper.temperatures`` and that
     decode still fails the checks: text sampled at the highest temperature that the model
     itself finds improbable or repetitive. ``whisper.transcribe`` keeps it; on short music it
-    is the invented text. Measured (``bench/music_speech.md``, Whisper base): 14 real speech
-    clips of 1-11 s all decode at temperature 0 (final log-prob -0.14 to -0.79); of 68 4 s music
-    excerpts, the 3 without vocals that got words ended at temperature 1.0 with -2.0 to -5.1.
+    is the invented text. Measured (``bench/bench_music_speech.py``, Whisper base): 14 real speech
+    clips of 1-11 s all decode at temperature 0 (final log-prob -0.14 to -0.86); with this rule,
+    of 68 4 s excerpts of two game scores only the 2 with sung vocals keep words (temperature 0).
     """
     return temperature >= cfg.temperatures[-1] > 0.0 and fails_checks(compression_ratio, avg_logprob, cfg)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from extract.config import Config
 from extract.config.machine import resolved_here
-from extract.models.vad import NO_AUDIO, VadOptions, VoiceActivity, classify_audio
+from extract.models.vad import NO_AUDIO, VadOptions, VoiceActivity, classify_audio, non_speech_kind
 from extract.models.whisper import WhisperTranscriber, as_whisper_audio
 from extract.rows import VideoError, batch_to_rows, is_failed, is_reused, mark_exception, process_isolated, rows_to_batch
 from extract.stages.registry import WHISPER
@@ -37,9 +37,10 @@ class TranscribeStage:
     pass through with these columns set to None.
 
     With ``whisper.vad`` (default) silero-vad finds the speech first (``extract.models.vad``):
-    ``speech_s`` (seconds), ``speech_ratio`` and ``audio_kind`` (``speech``, ``music_or_sound``,
+    ``speech_s`` (seconds), ``speech_ratio`` and ``audio_kind`` (``speech``, ``music``, ``sound``,
     ``silence``; ``none`` without an audio track; all None with ``whisper.vad: false``; ``speech``
-    needs words too: VAD speech with an empty transcript is ``music_or_sound``), and
+    needs words too: VAD speech with an empty transcript is ``music`` or ``sound`` by
+    ``non_speech_kind``), and
     Whisper decodes only the windows that hold speech. ``audio_embedding`` ``(d_model,) float32``
     is the mean of the Whisper encoder's frames over the real audio (the same encoder pass),
     L2-normalised; ``(0,)`` without audible audio.
@@ -86,12 +87,12 @@ class TranscribeStage:
         transcripts = process_isolated(
             pending, lambda items: self.transcriber.transcribe_batch([a for a, _ in items], self.batch_size,
                                                                      [spans for _, spans in items]), STAGE, "Whisper")
-        for (row, _), transcript in zip(pending, transcripts):
+        for (row, (audio, _)), transcript in zip(pending, transcripts):
             if transcript is None:
                 continue
             if row["audio_kind"] == "speech" and not transcript.text:
                 # silero-vad hears speech in some music (bench/bench_music_speech.py); Whisper found none
-                row["audio_kind"] = "music_or_sound"
+                row["audio_kind"] = non_speech_kind(audio, self.config.whisper.silence_rms)
             row.update(transcript_text=transcript.text, language=transcript.language,
                        language_prob=transcript.language_prob, no_speech_prob=transcript.no_speech_prob,
                        whisper_model=self.transcriber.lineage,

@@ -113,7 +113,7 @@ class WhisperConfig:
     boundary_search_s: float = 3.0  # look this far before a 30 s boundary for a quiet cut
     # The encoder runs on a window's audio rounded up to a multiple of this many seconds instead of
     # always on Whisper's 30 s (a 6 s clip costs a third); 0 = always 30 s, as whisper.transcribe.
-    encoder_step_s: float = 10.0
+    encoder_step_s: float = 15.0
     vad: bool = True  # silero-vad first: Whisper decodes only windows with speech
     vad_threshold: float = 0.5  # silero-vad speech probability at or above which a frame is speech
     # Backend of the encoder/decoder (one of WHISPER_ENGINES): auto = ctranslate2 (int8 weights

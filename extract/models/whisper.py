@@ -11,7 +11,7 @@ together; most videos are one window long, so one round does it.
    nothing audible (loudest 100 ms below ``whisper.silence_rms``) are skipped.
 2. The round's windows, longest first, go in batches of ``runtime.whisper_batch_size`` (windows
    of one encoder length together). Per batch: log-Mel spectrograms as ``whisper.transcribe``
-   builds them, padded to the window's audio rounded up to ``whisper.encoder_step_s`` (10 s;
+   builds them, padded to the window's audio rounded up to ``whisper.encoder_step_s`` (15 s;
    ``mel_frames``) rather than always to 30 s, one encoder pass (the
    engine's: torch, or CTranslate2 int8 with ``whisper.engine``), the decoder's inputs prepared
    once (torch: the cross-attention keys and values, ``extract.models.whisper_decoder``; every

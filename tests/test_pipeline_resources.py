@@ -329,3 +329,20 @@ def test_peak_rss_is_the_process_own_not_its_parents():
     assert peak_rss_mb() > 400 and ballast.sum() == ballast.size
     assert own_mb < 200, own_mb
     assert inherited_kib / 1024 > 400  # what ru_maxrss says, and why it is not used
+
+
+def test_largest_uploads_start_first():
+    """The executor hands the backend the largest uploads first (unknown sizes last, ties in
+    manifest order), so a long video does not start last and run alone."""
+    from extract.pipeline.executor import Backend, run_stages
+    from extract.rows import rows_to_batch
+
+    seen = []
+
+    def execute(rows, config, stages=None):
+        seen.extend(row["video_id"] for row in rows)
+        return iter([rows_to_batch(rows)]), {}
+
+    todo = [{"video_id": v, "source_bytes": b} for v, b in [("a", 10), ("b", None), ("c", 300), ("d", 20), ("e", 300)]]
+    finished = [row["video_id"] for batch in run_stages(todo, Config(), None, Backend(execute)) for row in batch]
+    assert seen == ["c", "e", "d", "a", "b"] and sorted(finished) == ["a", "b", "c", "d", "e"]

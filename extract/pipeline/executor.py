@@ -42,6 +42,15 @@ class StageEvents(Protocol):
 MAX_CRASH_RERUNS = 48
 
 
+def largest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` by ``source_bytes``, largest first (unknown sizes last; ties keep their order).
+
+    Longest-processing-time first: a video's cost grows with its length, and a long upload that
+    starts last is worked on alone while the other workers idle. Bytes are what the listing
+    already has: a proxy for length among uploads of one resolution and bitrate, not across them."""
+    return sorted(rows, key=lambda row: -(row.get("source_bytes") or -1))
+
+
 def _no_crash(exc: BaseException) -> bool:
     return False
 
@@ -104,7 +113,7 @@ class StageRun:
         config, backend = self.config, self.backend
         expected = {r["video_id"] for r in self.todo}
         splitting = config.replace(**{"runtime.max_task_retries": 0})
-        groups = deque([self.todo])
+        groups = deque([largest_first(self.todo)])
         while groups:
             group = groups.popleft()
             group_config = splitting if self.crash_reruns and len(group) > 1 else config

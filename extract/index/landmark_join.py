@@ -6,7 +6,8 @@ codes: a bit filter of the new day's hashes rejects almost all of them (at ``BIT
 bits per distinct day hash, about 3 % of the history's hashes that the day lacks pass), a
 binary search over the day's sorted distinct hashes finds the rest. ``expand``
 turns each history landmark that met the day into its agreements with the day's landmarks of
-that hash (only those of later videos), each with its time offset.
+that hash (only those of later videos), each with its time offset; the search calls both once
+per history chunk, so what they return is one chunk's.
 
 Compiled on first use and cached next to this file (numba ``cache=True``), like
 ``extract.index.hash_join``.
@@ -113,7 +114,7 @@ def expand(hit_key, hit_owner, hit_time, runs, order, q_owner, q_time, max_bucke
     ``frame``) with the day's landmarks of their hash (``DayIndex.runs``/``order``; ``q_owner``
     ``(m,) int32`` video rank and ``q_time`` ``(m,) int32`` frame of each day landmark), kept
     when the day landmark's video is later than the history one's. A hash met by more than
-    ``max_bucket`` history landmarks is skipped (a test tone, a common drum sample: it would
+    ``max_bucket`` of these history landmarks (one chunk's) is skipped (a test tone, a common drum sample: it would
     pair every video that has it).
 
     Returns ``(pair, q_index, offset, hot)``: ``(p,) int64`` ``day rank << 32 | history rank``,

@@ -256,3 +256,11 @@ def test_signal_cost_table_renders_with_each_share_of_the_run():
     assert table.count("\n| ") == 1 + len(per_s)  # the header, one row per signal and part
     assert "share" not in markdown(result).split("\n")[2]  # alone (the micro-benchmark section): no share
     assert signal_lines({"micro": {}, "comparison": results["comparison"]}) == []
+
+
+def test_sound_bench_day_is_not_a_copy_of_a_history_chunk():
+    """The new day and each history chunk of bench_sounds draw from their own streams."""
+    from bench import bench_sounds
+
+    first = [bench_sounds.stream(key).integers(0, 2**62, 4).tolist() for key in (bench_sounds.DAY_STREAM, 0, 1, 2)]
+    assert len({tuple(x) for x in first}) == 4

@@ -84,7 +84,22 @@ def fingerprint_cost() -> dict[str, Any]:
     return {"source": "drascula-music" if MUSIC.is_dir() else "synthetic melody", "clips": len(clips),
             "ms_per_30s": round(1000 * 30 * float(np.median(times)), 1),
             "landmarks_per_s": round(sum(len(c) for c in codes) / seconds, 1),
+            "hash_bits_between_clips": hash_bits([np.unique(c >> TIME_BITS) for c in codes]),
+            "hash_bits_of_model": round(float(sum(-np.log2(((f / f.sum()) ** 2).sum()) for f in fields)), 1),
             "fields": [(f / f.sum()).tolist() for f in fields]}
+
+
+def hash_bits(distinct: list[np.ndarray]) -> float | None:
+    """How many bits of a uniform hash would agree between different recordings as often as these
+    do: ``-log2`` of the chance that a hash of one clip equals a given hash of another, from each
+    clip's distinct hashes ``(k,) int64`` against the others'. None with fewer than two clips or
+    no agreement."""
+    met = pairs = 0
+    for i, own in enumerate(distinct):
+        others = np.concatenate([d for j, d in enumerate(distinct) if j != i] or [np.zeros(0, np.int64)])
+        met += int(np.isin(own, others).sum())  # a hash two other clips share counts once: a lower bound
+        pairs += len(own) * len(others)
+    return round(float(-np.log2(met / pairs)), 1) if met else None
 
 
 class Synth:
@@ -251,7 +266,10 @@ def markdown(result: dict[str, Any]) -> str:
     st = s["stats"]
     return "\n".join([
         f"Audio fingerprint ({f['source']}, {f['clips']} clips): {f['ms_per_30s']:.0f} ms per 30 s of audio, "
-        f"{f['landmarks_per_s']:.0f} landmarks per second.", "",
+        f"{f['landmarks_per_s']:.0f} landmarks per second. Its 32-bit hashes of different clips agree as often as "
+        f"{f['hash_bits_between_clips']}-bit uniform hashes would ({f['hash_bits_of_model']} bits in the model below, "
+        "which draws the hash fields independently), not 32: the chance agreements each history landmark meets grow "
+        "with the day's landmarks (agreements per scanned landmark, below).", "",
         f"Same-sound search, synthetic fingerprints (hash fields drawn from real music's distributions): "
         f"{s['history_videos']:,} committed videos of ~{s['seconds_per_video']:.0f} s "
         f"(~{s['history_landmarks_approx'] / 1e9:.2f} G landmarks, scanned one 20 k-video chunk at a time) "

@@ -264,3 +264,12 @@ def test_sound_bench_day_is_not_a_copy_of_a_history_chunk():
 
     first = [bench_sounds.stream(key).integers(0, 2**62, 4).tolist() for key in (bench_sounds.DAY_STREAM, 0, 1, 2)]
     assert len({tuple(x) for x in first}) == 4
+
+
+def test_sound_bench_hash_bits_reads_the_width_of_uniform_hashes():
+    from bench.bench_sounds import hash_bits
+
+    rng = np.random.default_rng(0)
+    clips = [np.unique(rng.integers(0, 1 << 16, 3000)) for _ in range(4)]
+    assert abs(hash_bits(clips) - 16) < 0.3
+    assert hash_bits(clips[:1]) is None

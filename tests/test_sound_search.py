@@ -175,3 +175,26 @@ def test_memory_held_grows_with_a_chunk_not_with_the_history():
     # the ten chunks' own fingerprints (10 x 200 x 300 x 8 B = 4.8 MB) are built before tracing starts
     assert large_peak < 2 * small_peak, (small_peak, large_peak)
     assert large.table.num_rows == small.table.num_rows == 0
+
+
+def test_expand_details_exactly_the_wanted_pairs_agreements():
+    """``pair_keys`` names every agreement's pair; ``expand`` gives the agreements of the pairs asked for."""
+    from extract.index.landmark_join import DayIndex, expand, pair_keys
+
+    rng = np.random.default_rng(3)
+    q_owner = np.sort(rng.integers(5, 40, 3000)).astype(np.int32)
+    q_hash, q_time = rng.integers(0, 300, 3000), rng.integers(0, 900, 3000).astype(np.int32)
+    index = DayIndex.build(q_hash)
+    h_owner = rng.integers(0, 30, 5000).astype(np.int32)
+    h_codes = (rng.integers(0, 400, 5000) << 24) | rng.integers(0, 900, 5000)
+    key, who, frame, _ = index.probe(h_codes, h_owner)
+    pair, hot = pair_keys(key, who, index.runs, index.order, q_owner, 10**9)
+    every = np.array([(int(q_owner[q]) << 32) | int(w) for k, w in zip(key, who)
+                      for q in index.order[index.runs[k]:index.runs[k + 1]] if q_owner[q] > w])
+    assert hot == 0 and np.array_equal(np.sort(pair), np.sort(every))
+    wanted = np.unique(pair)[::3]
+    got, q_index, offset = expand(key, who, frame, index.runs, index.order, q_owner, q_time, 10**9, wanted)
+    assert np.array_equal(np.sort(got), np.sort(pair[np.isin(pair, wanted)]))
+    assert np.array_equal(q_owner[q_index], got >> 32)
+    assert np.isin(offset, (h_codes & 0xFFFFFF)[:, None] - q_time[None, :]).all()
+    assert len(expand(key, who, frame, index.runs, index.order, q_owner, q_time, 10**9, wanted[:0])[0]) == 0

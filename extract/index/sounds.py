@@ -56,7 +56,7 @@ from typing import Iterable
 
 import numpy as np
 
-from extract.index.landmark_join import DayIndex, expand
+from extract.index.landmark_join import DayIndex, expand, pair_keys
 from extract.index.near_duplicates import _owner_ranks, rank_videos
 from extract.media.fingerprint import TIME_BITS
 from extract.media.sound_match import MIN_HITS, MIN_MATCHED_S, MIN_SHARE, SoundMatch, align
@@ -154,6 +154,14 @@ def fingerprint_codes(column) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(codes), np.concatenate(counts)
 
 
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)`` ``(r,) int64`` of the runs of equal values of sorted ``values`` ``(n,)``."""
+    if not len(values):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
+    return starts, np.append(starts[1:], len(values))
+
+
 def find_same_sounds(videos: "pa.Table", new: "pa.Table", history: Iterable["pa.Table"], known: "pa.Table | None",
                      options: SoundOptions = SoundOptions()) -> SoundSearch:
     """Name the sound of each video of ``new`` (module doc).
@@ -211,18 +219,22 @@ def find_same_sounds(videos: "pa.Table", new: "pa.Table", history: Iterable["pa.
         stats.scanned_landmarks += int((chunk_owner >= 0).sum())
         stats.filter_passes += passed
         stats.landmark_hits += len(key)
-        pair, q_index, offset, hot = expand(key, who, frame, index.runs, index.order, owner, q_time,
-                                            options.max_bucket)
+        pair, hot = pair_keys(key, who, index.runs, index.order, owner, options.max_bucket)
         stats.hot_hashes_skipped += hot
         stats.agreements += len(pair)
         stats.peak_chunk_agreements = max(stats.peak_chunk_agreements, len(pair))
+        pair.sort()
+        starts, ends = _runs(pair)
+        wanted = pair[starts[ends - starts >= options.min_hits]]
+        del pair, starts, ends
+        stats.candidate_pairs += len(wanted)
+        pair, q_index, offset = expand(key, who, frame, index.runs, index.order, owner, q_time, options.max_bucket,
+                                       wanted)
         del key, who, frame
         by_pair = np.argsort(pair, kind="stable")
         pair = pair[by_pair]
-        starts = np.flatnonzero(np.concatenate([[True], pair[1:] != pair[:-1]])) if len(pair) else np.zeros(0, np.int64)
-        ends = np.append(starts[1:], len(pair))
+        starts, ends = _runs(pair)
         enough = ends - starts >= options.min_hits
-        stats.candidate_pairs += int(enough.sum())
         for lo, hi in zip(starts[enough], ends[enough]):
             new_r, old_r = int(pair[lo] >> 32), int(pair[lo] & 0xFFFFFFFF)
             agreeing, begin = by_pair[lo:hi], q_start[new_r]

@@ -47,6 +47,7 @@ CHUNK = 20_000  # history videos per chunk (one upload day)
 PLANTED = {"history_copy": 0.05, "same_day_copy": 0.02}  # shares of the new day
 FIELDS = ((24, 8), (17, 7), (10, 7), (5, 5), (0, 5))  # (shift, bits) of the hash's fields
 SEED = 0
+DAY_STREAM = 2**32 - 1  # the new day's random stream: [SEED, DAY_STREAM]; history chunk c's: [SEED, c]
 
 
 def _music() -> list[np.ndarray]:
@@ -83,7 +84,22 @@ def fingerprint_cost() -> dict[str, Any]:
     return {"source": "drascula-music" if MUSIC.is_dir() else "synthetic melody", "clips": len(clips),
             "ms_per_30s": round(1000 * 30 * float(np.median(times)), 1),
             "landmarks_per_s": round(sum(len(c) for c in codes) / seconds, 1),
+            "hash_bits_between_clips": hash_bits([np.unique(c >> TIME_BITS) for c in codes]),
+            "hash_bits_of_model": round(float(sum(-np.log2(((f / f.sum()) ** 2).sum()) for f in fields)), 1),
             "fields": [(f / f.sum()).tolist() for f in fields]}
+
+
+def hash_bits(distinct: list[np.ndarray]) -> float | None:
+    """How many bits of a uniform hash would agree between different recordings as often as these
+    do: ``-log2`` of the chance that a hash of one clip equals a given hash of another, from each
+    clip's distinct hashes ``(k,) int64`` against the others'. None with fewer than two clips or
+    no agreement."""
+    met = pairs = 0
+    for i, own in enumerate(distinct):
+        others = np.concatenate([d for j, d in enumerate(distinct) if j != i] or [np.zeros(0, np.int64)])
+        met += int(np.isin(own, others).sum())  # a hash two other clips share counts once: a lower bound
+        pairs += len(own) * len(others)
+    return round(float(-np.log2(met / pairs)), 1) if met else None
 
 
 class Synth:
@@ -139,6 +155,13 @@ def _copy(rng: np.random.Generator, synth: Synth, codes: np.ndarray) -> tuple[np
     return np.concatenate([stretch, noise]), start * synth.frame_s
 
 
+def stream(key: int) -> np.random.Generator:
+    """The random stream of history chunk ``key`` or of the new day (``DAY_STREAM``): distinct
+    streams, so a day as large as a chunk is not a copy of the first chunk (``default_rng(0)`` and
+    ``default_rng([0, 0])`` draw the same numbers)."""
+    return np.random.default_rng([SEED, key])
+
+
 def warm_kernels() -> float:
     """A tiny search, so numba compiles the kernels into its cache; returns its seconds."""
     import pyarrow as pa
@@ -161,7 +184,7 @@ def search_worker(history: int, new: int, seconds: float, cost: dict[str, Any]) 
     from extract.index.sounds import find_same_sounds
 
     synth = Synth(cost["fields"], cost["landmarks_per_s"], seconds)
-    rng = np.random.default_rng(SEED)
+    rng = stream(DAY_STREAM)
     base_us, day_us = 1_600_000_000 * 10**6, 1_780_000_000 * 10**6
     h_ids = [f"h{i:07d}" for i in range(history)]
     n_ids = [f"n{i:07d}" for i in range(new)]
@@ -170,7 +193,7 @@ def search_worker(history: int, new: int, seconds: float, cost: dict[str, Any]) 
         pa.timestamp("us", tz="UTC"))})
 
     def chunk(c: int) -> tuple[np.ndarray, np.ndarray]:
-        return synth.videos(np.random.default_rng([SEED, c]), min(CHUNK, history - c * CHUNK))
+        return synth.videos(stream(c), min(CHUNK, history - c * CHUNK))
 
     n_codes, n_counts = synth.videos(rng, new)
     per_video = np.split(n_codes, np.cumsum(n_counts)[:-1])
@@ -243,17 +266,22 @@ def markdown(result: dict[str, Any]) -> str:
     st = s["stats"]
     return "\n".join([
         f"Audio fingerprint ({f['source']}, {f['clips']} clips): {f['ms_per_30s']:.0f} ms per 30 s of audio, "
-        f"{f['landmarks_per_s']:.0f} landmarks per second.", "",
+        f"{f['landmarks_per_s']:.0f} landmarks per second. Its 32-bit hashes of different clips agree as often as "
+        f"{f['hash_bits_between_clips']}-bit uniform hashes would ({f['hash_bits_of_model']} bits in the model below, "
+        "which draws the hash fields independently), not 32: the chance agreements each history landmark meets grow "
+        "with the day's landmarks (agreements per scanned landmark, below).", "",
         f"Same-sound search, synthetic fingerprints (hash fields drawn from real music's distributions): "
         f"{s['history_videos']:,} committed videos of ~{s['seconds_per_video']:.0f} s "
         f"(~{s['history_landmarks_approx'] / 1e9:.2f} G landmarks, scanned one 20 k-video chunk at a time) "
         f"against {s['new_videos']:,} new; compiling the kernels beforehand: {result['kernels_warm_s']:.1f} s", "",
         "| new videos | search s (generation excluded) | phases s | peak RSS GiB | landmark hits | agreements "
-        "| candidate pairs | planted found | false matches | load |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "(per scanned landmark) | most held at once (one chunk's) | candidate pairs | planted found | false matches "
+        "| load |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {s['new_videos']:,} | {s['search_s']:.1f} | "
         + ", ".join(f"{k} {v:.1f}" for k, v in st["phase_seconds"].items())
-        + f" | {s['peak_rss_bytes'] / 2**30:.2f} | {st['landmark_hits']:,} | {st['agreements']:,} | "
+        + f" | {s['peak_rss_bytes'] / 2**30:.2f} | {st['landmark_hits']:,} | {st['agreements']:,} "
+        f"({st['agreements'] / max(1, st['scanned_landmarks']):.2f}) | {st['peak_chunk_agreements']:,} | "
         f"{st['candidate_pairs']:,} | {s['found_right']}/{s['planted']} | {s['false_matches']} | {s['load_avg_1m']} |",
     ])
 

@@ -95,7 +95,7 @@ MICRO_BENCHMARKS = ("bench_decode", "bench_clip", "bench_whisper", "bench_planni
 # Smaller than the micro-benchmarks' own defaults, so `make bench` stays within 20 minutes on
 # 2 cores; passed only where run() takes the keyword. Run a module alone for its full size.
 MICRO_KWARGS = {"bench_decode": {"repeats": 1, "isolation_videos": 5}, "bench_whisper": {"n_clips": 6},
-                "bench_sounds": {"videos": 20_000, "new": 2_000, "seconds": 10.0},
+                "bench_sounds": {"videos": 40_000, "new": 20_000, "seconds": 30.0},  # a full day, two days of history
                 "bench_overlays": {"segments": 10}, "bench_signals": {"n_clips": 4},
                 "bench_training_read": {"days": 20, "videos": 200}}
 

@@ -280,3 +280,20 @@ def test_audio_kind_confusion_renders_per_true_label():
     assert "| held out (1 music, 1 sound) | 0 | 1 | 0 | 1 |" in text
     assert "| music | music-speech-5 |" in text and "| speech | speech-sound-0 |" in text  # listed for a look
     assert "10.0 ms per second of audio" in text
+
+
+def test_sound_bench_day_is_not_a_copy_of_a_history_chunk():
+    """The new day and each history chunk of bench_sounds draw from their own streams."""
+    from bench import bench_sounds
+
+    first = [bench_sounds.stream(key).integers(0, 2**62, 4).tolist() for key in (bench_sounds.DAY_STREAM, 0, 1, 2)]
+    assert len({tuple(x) for x in first}) == 4
+
+
+def test_sound_bench_hash_bits_reads_the_width_of_uniform_hashes():
+    from bench.bench_sounds import hash_bits
+
+    rng = np.random.default_rng(0)
+    clips = [np.unique(rng.integers(0, 1 << 16, 3000)) for _ in range(4)]
+    assert abs(hash_bits(clips) - 16) < 0.3
+    assert hash_bits(clips[:1]) is None

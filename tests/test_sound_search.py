@@ -140,3 +140,61 @@ def test_fingerprint_codes_reads_packed_columns_with_nulls_and_slices():
 def test_options_name_the_bad_key():
     with pytest.raises(ValueError, match="sounds.min_share"):
         SoundOptions(min_share=0.0)
+
+
+def random_day(rng: np.random.Generator, prefix: str, videos: int, landmarks: int) -> pa.Table:
+    """Videos of random landmarks: hashes from a 2^14 space (dense chance agreements), frames in 30 s."""
+    codes = [(rng.integers(0, 1 << 14, landmarks) << 24) | rng.integers(0, 900, landmarks) for _ in range(videos)]
+    return pa.table({"video_id": [f"{prefix}{i:04d}" for i in range(videos)],
+                     "sound_fingerprint": pa.array([pack(c) for c in codes], pa.binary())})
+
+
+def test_memory_held_grows_with_a_chunk_not_with_the_history():
+    """Ten times the history scans ten times the agreements but holds one chunk's at a time."""
+    import tracemalloc
+
+    def run(chunks: int) -> tuple[object, int]:
+        rng = np.random.default_rng(0)
+        new = random_day(rng, "n", 50, 300)
+        history = [random_day(np.random.default_rng([1, c]), f"h{c:02d}_", 200, 300) for c in range(chunks)]
+        ids = [v for d in history for v in d["video_id"].to_pylist()] + new["video_id"].to_pylist()
+        videos = pa.table({"video_id": ids, "upload_ts": pa.array(np.arange(len(ids)) * 10**6,
+                                                                     pa.timestamp("us", tz="UTC"))})
+        tracemalloc.start()
+        try:
+            result = find_same_sounds(videos, new, iter(history), None)
+            return result, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    run(1)  # the kernels' first load (numba's cache, imports) is no part of what is measured
+    (small, small_peak), (large, large_peak) = run(1), run(10)
+    assert large.stats.scanned_videos == 10 * small.stats.scanned_videos
+    assert large.stats.agreements > 8 * small.stats.agreements > 0
+    assert large.stats.peak_chunk_agreements < 1.5 * small.stats.peak_chunk_agreements
+    # the ten chunks' own fingerprints (10 x 200 x 300 x 8 B = 4.8 MB) are built before tracing starts
+    assert large_peak < 2 * small_peak, (small_peak, large_peak)
+    assert large.table.num_rows == small.table.num_rows == 0
+
+
+def test_expand_details_exactly_the_wanted_pairs_agreements():
+    """``pair_keys`` names every agreement's pair; ``expand`` gives the agreements of the pairs asked for."""
+    from extract.index.landmark_join import DayIndex, expand, pair_keys
+
+    rng = np.random.default_rng(3)
+    q_owner = np.sort(rng.integers(5, 40, 3000)).astype(np.int32)
+    q_hash, q_time = rng.integers(0, 300, 3000), rng.integers(0, 900, 3000).astype(np.int32)
+    index = DayIndex.build(q_hash)
+    h_owner = rng.integers(0, 30, 5000).astype(np.int32)
+    h_codes = (rng.integers(0, 400, 5000) << 24) | rng.integers(0, 900, 5000)
+    key, who, frame, _ = index.probe(h_codes, h_owner)
+    pair, hot = pair_keys(key, who, index.runs, index.order, q_owner, 10**9)
+    every = np.array([(int(q_owner[q]) << 32) | int(w) for k, w in zip(key, who)
+                      for q in index.order[index.runs[k]:index.runs[k + 1]] if q_owner[q] > w])
+    assert hot == 0 and np.array_equal(np.sort(pair), np.sort(every))
+    wanted = np.unique(pair)[::3]
+    got, q_index, offset = expand(key, who, frame, index.runs, index.order, q_owner, q_time, 10**9, wanted)
+    assert np.array_equal(np.sort(got), np.sort(pair[np.isin(pair, wanted)]))
+    assert np.array_equal(q_owner[q_index], got >> 32)
+    assert np.isin(offset, (h_codes & 0xFFFFFF)[:, None] - q_time[None, :]).all()
+    assert len(expand(key, who, frame, index.runs, index.order, q_owner, q_time, 10**9, wanted[:0])[0]) == 0

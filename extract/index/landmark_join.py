@@ -4,9 +4,11 @@
 two loops over every landmark. ``probe`` is one pass over a chunk of the history's landmark
 codes: a bit filter of the new day's hashes rejects almost all of them (at ``BITS_PER_KEY`` filter
 bits per distinct day hash, about 3 % of the history's hashes that the day lacks pass), a
-binary search over the day's sorted distinct hashes finds the rest. ``expand``
-turns each history landmark that met the day into its agreements with the day's landmarks of
-that hash (only those of later videos), each with its time offset.
+binary search over the day's sorted distinct hashes finds the rest. ``pair_keys`` turns each
+history landmark that met the day into its agreements with the day's landmarks of that hash
+(only those of later videos), as the video pair of each; ``expand`` gives the agreements of the
+pairs with enough of them, each with its time offset. The search calls them once per history
+chunk, so what they return is one chunk's.
 
 Compiled on first use and cached next to this file (numba ``cache=True``), like
 ``extract.index.hash_join``.
@@ -108,45 +110,86 @@ def probe(codes, owner, keys, bit_filter, filter_bits):
 
 
 @njit(cache=True, nogil=True)
-def expand(hit_key, hit_owner, hit_time, runs, order, q_owner, q_time, max_bucket):
-    """Agreements of the history landmarks that met the day (``probe``'s ``key``, ``owner``,
-    ``frame``) with the day's landmarks of their hash (``DayIndex.runs``/``order``; ``q_owner``
-    ``(m,) int32`` video rank and ``q_time`` ``(m,) int32`` frame of each day landmark), kept
-    when the day landmark's video is later than the history one's. A hash met by more than
-    ``max_bucket`` history landmarks is skipped (a test tone, a common drum sample: it would
-    pair every video that has it).
-
-    Returns ``(pair, q_index, offset, hot)``: ``(p,) int64`` ``day rank << 32 | history rank``,
-    ``(p,) int64`` the day landmark, ``(p,) int32`` history frame minus day frame, and how
-    many hashes were skipped."""
-    k = runs.shape[0] - 1
+def _kept_keys(hit_key, k, max_bucket):
+    """Which of the ``k`` day hashes are met by at most ``max_bucket`` of these history landmarks
+    ``(k,) bool``, and how many are not."""
     per_key = np.zeros(k, np.int64)
     for i in range(hit_key.shape[0]):
         per_key[hit_key[i]] += 1
-    hot = 0
-    for j in range(k):
-        if per_key[j] > max_bucket:
-            hot += 1
+    kept = per_key <= max_bucket
+    return kept, k - int(kept.sum())
+
+
+@njit(cache=True, nogil=True)
+def pair_keys(hit_key, hit_owner, runs, order, q_owner, max_bucket):
+    """The video pair of every agreement of the history landmarks that met the day (``probe``'s
+    ``key``, ``owner``) with the day's landmarks of their hash (``DayIndex.runs``/``order``;
+    ``q_owner`` ``(m,) int32`` video rank of each day landmark), kept when the day landmark's
+    video is later than the history one's. A hash met by more than ``max_bucket`` of these
+    history landmarks (one chunk's) is skipped (a test tone, a common drum sample: it would pair
+    every video that has it).
+
+    Returns ``(pair, hot)``: ``(p,) int64`` ``day rank << 32 | history rank``, one per agreement,
+    and how many hashes were skipped. Only the pair, 8 bytes per agreement: almost all agreements
+    are chance ones, one or two per pair, and ``expand`` details only the pairs with enough."""
+    kept, hot = _kept_keys(hit_key, runs.shape[0] - 1, max_bucket)
     total = 0
     for i in range(hit_key.shape[0]):
         j = hit_key[i]
-        if per_key[j] <= max_bucket:
+        if kept[j]:
             for r in range(runs[j], runs[j + 1]):
                 if q_owner[order[r]] > hit_owner[i]:
                     total += 1
     pair = np.empty(total, np.int64)
-    q_index = np.empty(total, np.int64)
-    offset = np.empty(total, np.int32)
     p = 0
     for i in range(hit_key.shape[0]):
         j = hit_key[i]
-        if per_key[j] > max_bucket:
+        if kept[j]:
+            for r in range(runs[j], runs[j + 1]):
+                q = order[r]
+                if q_owner[q] > hit_owner[i]:
+                    pair[p] = (np.int64(q_owner[q]) << 32) | np.int64(hit_owner[i])
+                    p += 1
+    return pair, hot
+
+
+@njit(cache=True, nogil=True)
+def expand(hit_key, hit_owner, hit_time, runs, order, q_owner, q_time, max_bucket, wanted):
+    """The agreements of ``pair_keys`` (same arguments, plus ``hit_time`` the history landmarks'
+    frames and ``q_time`` ``(m,) int32`` the day landmarks' frames) of the video pairs in
+    ``wanted`` ``(w,) int64`` (sorted, distinct).
+
+    Returns ``(pair, q_index, offset)``: ``(a,) int64`` the pair, ``(a,) int64`` the day
+    landmark and ``(a,) int32`` history frame minus day frame of each."""
+    kept, _ = _kept_keys(hit_key, runs.shape[0] - 1, max_bucket)
+    n_ranks = 0
+    for w in range(wanted.shape[0]):
+        n_ranks = max(n_ranks, np.int64(wanted[w] & 0xFFFFFFFF) + 1)
+    earlier = np.zeros(n_ranks, np.bool_)  # history ranks of some wanted pair: most hits are not
+    for w in range(wanted.shape[0]):
+        earlier[wanted[w] & 0xFFFFFFFF] = True
+    out_pair = np.empty(16, np.int64)
+    out_q = np.empty(16, np.int64)
+    out_offset = np.empty(16, np.int32)
+    p = 0
+    for i in range(hit_key.shape[0]):
+        j = hit_key[i]
+        if not kept[j] or hit_owner[i] >= n_ranks or not earlier[hit_owner[i]]:
             continue
         for r in range(runs[j], runs[j + 1]):
             q = order[r]
-            if q_owner[q] > hit_owner[i]:
-                pair[p] = (np.int64(q_owner[q]) << 32) | np.int64(hit_owner[i])
-                q_index[p] = q
-                offset[p] = hit_time[i] - q_time[q]
-                p += 1
-    return pair, q_index, offset, hot
+            if q_owner[q] <= hit_owner[i]:
+                continue
+            key = (np.int64(q_owner[q]) << 32) | np.int64(hit_owner[i])
+            at = np.searchsorted(wanted, key)
+            if at == wanted.shape[0] or wanted[at] != key:
+                continue
+            if p == out_pair.shape[0]:
+                out_pair = np.concatenate((out_pair, np.empty(p, np.int64)))
+                out_q = np.concatenate((out_q, np.empty(p, np.int64)))
+                out_offset = np.concatenate((out_offset, np.empty(p, np.int32)))
+            out_pair[p] = key
+            out_q[p] = q
+            out_offset[p] = hit_time[i] - q_time[q]
+            p += 1
+    return out_pair[:p].copy(), out_q[:p].copy(), out_offset[:p].copy()

@@ -47,7 +47,19 @@ def transcriber() -> WhisperTranscriber:
     if not path.is_file():
         pytest.skip(f"real Whisper base weights not found at {path}: set EXTRACT_WHISPER_BASE or build them "
                     "with ../shared/tools/whisper_base_weights.py (see extract.tools.whisper_eval.base_weights_path)")
-    return WhisperTranscriber(WhisperModelConfig(name=str(path)), WhisperConfig(temperatures=LADDER), device="auto")
+    # the torch engine: whisper.transcribe needs its model (on a CPU "auto" picks CTranslate2, whose
+    # WER tests/test_whisper_ct2_quality.py holds to this one's)
+    return WhisperTranscriber(WhisperModelConfig(name=str(path)), WhisperConfig(temperatures=LADDER, engine="torch"),
+                              device="auto")
+
+
+@pytest.fixture(scope="module", params=["torch", "ctranslate2"])
+def each_engine(request, transcriber) -> WhisperTranscriber:
+    """The torch transcriber, then the CTranslate2 one (what "auto" serves on a CPU)."""
+    if request.param == "torch":
+        return transcriber
+    return WhisperTranscriber(WhisperModelConfig(name=str(base_weights_path())),
+                              WhisperConfig(temperatures=LADDER, engine="ctranslate2"), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +83,7 @@ def test_batched_wer_matches_whisper_transcribe(transcriber, spoken):
     texts = [t for t, _ in spoken]
     audios = [a for _, a in spoken]
     ours = transcriber.transcribe_batch(audios, batch_size=8)
-    theirs = [whisper.transcribe(transcriber.model, a, temperature=LADDER, fp16=transcriber.fp16)["text"]
+    theirs = [whisper.transcribe(transcriber.model, a, temperature=LADDER, fp16=transcriber.engine.precision == "fp16")["text"]
               for a in audios]
     wer_ours = word_error_rate(texts, [t.text for t in ours])
     wer_theirs = word_error_rate(texts, theirs)
@@ -122,7 +134,8 @@ def music(seconds: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def test_no_words_without_speech(transcriber):
+def test_no_words_without_speech(each_engine):
+    transcriber = each_engine
     t = np.arange(8 * AUDIO_RATE) / AUDIO_RATE
     clips = {
         "silence": np.zeros(6 * AUDIO_RATE, np.float32),

@@ -113,19 +113,27 @@ def test_progress_on_a_terminal_spins_then_moves_and_counts_errors_as_they_happe
     assert reader.text().endswith("\n")  # the final bar stays
 
 
-def test_progress_off_a_terminal_is_a_line_per_phase_and_one_at_the_end():
+def test_progress_off_a_terminal_is_a_line_per_phase_counts_now_and_then_and_one_at_the_end(monkeypatch):
+    import extract.pipeline.console as console
+
+    clock = [100.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: clock[0])
     out = io.StringIO()
     with RunProgress(out) as view:
         view.phase("reading the manifest")  # before there is work to do: nothing (a misuse stays one line)
-        view.start(3)
+        view.start(5)
         view.phase("starting Ray")
         view.phase("starting Ray")
         view.stage_done("decode", 2, ["bad"])
-        view.finished(["a", "bad"], ["bad"])
-        view.finished(["c"], [])
+        view.finished(["a", "bad"], ["bad"])  # the first count
+        clock[0] += console.LOG_COUNT_S - 1
+        view.finished(["c"], [])  # too soon for another
+        clock[0] += 1
+        view.finished(["d"], [])  # LOG_COUNT_S after the first
+        view.finished(["e"], [])  # the last: the end line counts it
     lines = out.getvalue().splitlines()
-    assert lines[0] == "extract: starting Ray" and len(lines) == 2, lines
-    assert re.fullmatch(r"extract: 3/3 videos, 1 error in \d+ s", lines[1]), lines
+    assert lines[:3] == ["extract: starting Ray", "extract: 2/5 videos, 1 error", "extract: 4/5 videos, 1 error"], lines
+    assert re.fullmatch(r"extract: 5/5 videos, 1 error in \d+ s", lines[3]) and len(lines) == 4, lines
     failed = io.StringIO()
     with pytest.raises(RuntimeError), RunProgress(failed) as view:
         view.start(3)

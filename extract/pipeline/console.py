@@ -140,6 +140,7 @@ def wrap_to(text: str, width: int | None) -> str:
 
 SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"  # one per redraw; "|/-\\" on a terminal that is not UTF-8
 REDRAW_S = 0.2  # a terminal's line is drawn again this often: the spinner turns, the clock runs
+LOG_COUNT_S = 30.0  # off a terminal, a count line at the first finished videos, then at most this often
 
 
 class RunProgress:
@@ -151,8 +152,10 @@ class RunProgress:
     bar (videos, errors, rate, ETA), redrawn every ``REDRAW_S`` so its clock never stands
     still. Errors count as soon as any stage reports them (``stage_done``: a decode failure
     shows at once, not when its row reaches the driver), each video once. Elsewhere (a pipe,
-    a scheduler's log): once there are videos to process (``start``), one line per phase and
-    one at the end. ``enabled=False``: nothing.
+    a scheduler's log): once there are videos to process (``start``), one line per phase, a
+    count when the first videos finish and then at most every ``LOG_COUNT_S`` while videos
+    finish (a long scheduled run's log shows it moving), and one at the end. ``enabled=False``:
+    nothing.
     Thread-safe: the Ray backend reports ``stage_done`` from its own thread.
     """
 
@@ -170,6 +173,7 @@ class RunProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.monotonic()
+        self._counted_at: float | None = None  # off a terminal: when the last count line was written
         utf8 = (getattr(self.stream, "encoding", "") or "").lower().replace("-", "") == "utf8"
         self._frames = SPINNER_FRAMES if utf8 else "|/-\\"
         self._frame = 0
@@ -221,6 +225,11 @@ class RunProgress:
             self.failed.update(failed_ids)
             if self.tty:
                 self._draw()
+            elif self.done < self.total and (self._counted_at is None
+                                             or time.monotonic() - self._counted_at >= LOG_COUNT_S):
+                self._counted_at = time.monotonic()
+                self.stream.write(f"extract: {self._counts()}\n")
+                self.stream.flush()
 
     def close(self, final: bool = True) -> None:
         """The last line: the final bar (or nothing, when no video ran) on a terminal; one

@@ -14,7 +14,7 @@ JUNIT := $(BUILD)/junit.xml
 # orders the longest groups first (kept by --no-loadscope-reorder).
 XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 
-.PHONY: venv demo check test fuzz bench speech fonts sounds-media chromium weights clean gpu-wheels gpu-check-dry-run
+.PHONY: venv demo check test test-all fuzz bench speech fonts sounds-media chromium weights clean gpu-wheels gpu-check-dry-run
 
 venv: $(STAMP)
 
@@ -77,23 +77,27 @@ demo: $(BUILD)/tiny/tiny.yaml $(BUILD)/samples/manifest.jsonl
 	$(VENV)/bin/extract run --input $(BUILD)/samples/manifest.jsonl --output $(DEMO_OUT) \
 	  --config jobs/configs/local.yaml --config $(BUILD)/tiny/tiny.yaml
 
-# The tiers each target runs (pytest -m). `make test` (CI) runs every test a CPU machine can run
-# (slow and weights included; only the GPU tier and other interpreters' installs left out), then
-# the reliability cases' outcomes: tests/reliability_cases.py reads TEST_MARKERS to tell which
-# listed tests that run covers.
-TEST_MARKERS := not gpu and not interpreters
+# The tiers each target runs (pytest -m). `make test` (CI) runs the fast and weights tiers; `make
+# test-all` every test a CPU machine can run (slow included), then the reliability cases' outcomes:
+# tests/reliability_cases.py reads ALL_MARKERS to tell which listed tests that run covers.
+TEST_MARKERS := not slow and not gpu and not interpreters
+ALL_MARKERS := not gpu and not interpreters
 CHECK_MARKERS := not slow and not gpu and not weights and not interpreters
 
 # The edit loop: the fast tiers only (no slow, weights or GPU tests), in parallel.
 check: venv speech fonts sounds-media chromium
 	$(PY) -m pytest -m "$(CHECK_MARKERS)" -q $(XDIST)
 
-# What CI runs (.ci/run): every test a CPU machine can run (slow, weights, cluster; the real Whisper
-# base weights are built first), in parallel, and then the reliability cases' outcomes from this
-# run (.build/reliability.md; fails when a case's test did not pass). The report is written even
-# when a test failed; the exit status is pytest's, or the report's.
+# What CI runs (.ci/run): every test but the slow, GPU and other-interpreter tiers (the weights
+# tier included: the real Whisper base weights are built first), in parallel.
 test: venv speech fonts sounds-media chromium $(WEIGHTS)
-	rc=0; $(PY) -m pytest -m "$(TEST_MARKERS)" -q $(XDIST) --durations=40 --junitxml=$(JUNIT) || rc=$$?; \
+	$(PY) -m pytest -m "$(TEST_MARKERS)" -q $(XDIST) --durations=25
+
+# Every test a CPU machine can run (slow, weights, cluster) and then the reliability cases'
+# outcomes from this run (.build/reliability.md; fails when a case's test did not pass). The
+# report is written even when a test failed; the exit status is pytest's, or the report's.
+test-all: venv speech fonts sounds-media chromium $(WEIGHTS)
+	rc=0; $(PY) -m pytest -m "$(ALL_MARKERS)" -q $(XDIST) --durations=40 --junitxml=$(JUNIT) || rc=$$?; \
 	$(PY) tests/reliability_cases.py $(JUNIT) --out $(BUILD)/reliability.md || { [ $$rc != 0 ] || rc=1; }; \
 	exit $$rc
 

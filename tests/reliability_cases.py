@@ -82,9 +82,9 @@ def report(doc_text: str, outcomes: dict[str, str]) -> tuple[str, list[str]]:
 
 
 def ci_markers() -> str:
-    """The marker expression ``make test`` (CI: every test a CPU machine can run, the run whose
-    outcomes fill the report) selects tests with: the Makefile's ``TEST_MARKERS``."""
-    (expr,) = re.findall(r"^TEST_MARKERS := (.+)$", MAKEFILE.read_text(encoding="utf-8"), re.M)
+    """The marker expression ``make test-all`` (every test a CPU machine can run, the run whose
+    outcomes fill the report) selects tests with: the Makefile's ``ALL_MARKERS``."""
+    (expr,) = re.findall(r"^ALL_MARKERS := (.+)$", MAKEFILE.read_text(encoding="utf-8"), re.M)
     return expr.strip()
 
 
@@ -97,7 +97,7 @@ class CollectPlugin:
 
     def pytest_deselected(self, items) -> None:
         for item in items:
-            self.items[item.nodeid] = f"deselected by make test's -m {self.markers!r}"
+            self.items[item.nodeid] = f"deselected by make test-all's -m {self.markers!r}"
 
     def pytest_collection_finish(self, session) -> None:
         from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
@@ -112,7 +112,7 @@ class CollectPlugin:
 
 
 def collect(files: list[str]) -> dict[str, str | None]:
-    """What ``pytest -m TEST_MARKERS`` (``make test``) collects from ``files`` (paths relative to
+    """What ``pytest -m ALL_MARKERS`` (``make test-all``) collects from ``files`` (paths relative to
     the repository), each node id with the reason it would not run in CI on a CPU machine (None:
     it runs)."""
     code = ("import json, sys; sys.path.insert(0, 'tests'); import pytest; from reliability_cases import CollectPlugin; "

@@ -53,14 +53,13 @@ def test_every_reliability_case_names_tests_that_exist_and_run_on_a_cpu_machine(
     assert not problems, "\n".join(problems)
 
 
-def test_ci_runs_every_tier_a_cpu_machine_can():
-    """.ci/run is `make test`, which selects with TEST_MARKERS (only the GPU tier and the other
-    interpreters' installs left out: slow and weights run) and writes the reliability report from
-    that run's JUnit XML."""
+def test_test_all_runs_every_tier_a_cpu_machine_can():
+    """.ci/run is `make test`; `make test-all` selects with ALL_MARKERS (only the GPU tier and the
+    other interpreters' installs left out) and writes the reliability report from that run's JUnit XML."""
     assert (REPO / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
     assert ci_markers() == "not gpu and not interpreters"
-    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", MAKEFILE.read_text(encoding="utf-8"), re.M).group(1)
-    assert '-m "$(TEST_MARKERS)"' in recipe and "--junitxml=$(JUNIT)" in recipe
+    recipe = re.search(r"^test-all:.*\n((?:\t.*\n)+)", MAKEFILE.read_text(encoding="utf-8"), re.M).group(1)
+    assert '-m "$(ALL_MARKERS)"' in recipe and "--junitxml=$(JUNIT)" in recipe
     assert "tests/reliability_cases.py $(JUNIT)" in recipe
 
 
@@ -70,7 +69,7 @@ def test_a_listed_test_ci_would_not_run_is_caught(tmp_path):
                        "@pytest.mark.skip(reason='planted')\ndef test_skipped(): pass\n\ndef test_runs(): pass\n")
     why = {node.split("::")[-1]: reason for node, reason in collect([str(planted)]).items()}
     assert why == {"test_runs": None, "test_skipped": "planted",
-                   "test_gpu": f"deselected by make test's -m {ci_markers()!r}"}
+                   "test_gpu": f"deselected by make test-all's -m {ci_markers()!r}"}
 
 
 def test_junit_outcomes_drop_the_xdist_group(tmp_path):

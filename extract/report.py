@@ -429,7 +429,9 @@ def _timings_section(record: dict[str, Any]) -> str:
     stages = _ordered(set(timings) | set(cpu), STAGES)
     parts = [f"<p>wall time {_rec(record, 'wall_s').span()} s</p>"]
     if stages:
-        parts.append(f"<img alt=\"seconds per stage\" src=\"{_timings_chart(stages, timings, cpu)}\">")
+        if (record.get("counts") or {}).get("processed"):  # nothing processed: the table says it
+            # all, and drawing (importing matplotlib) would be most of such a run's cost
+            parts.append(f"<img alt=\"seconds per stage\" src=\"{_timings_chart(stages, timings, cpu)}\">")
         parts.append("<p class=\"muted\">stage time is summed over workers (stages overlap in a streaming "
                      "run)" + ("; CPU time is the workers' processor seconds" if cpu else "") + "</p>")
         rows = [[stage, _rec(record, "timings_s", stage)] + ([_rec(record, "cpu_s", stage)] if cpu else [])

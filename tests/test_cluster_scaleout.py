@@ -269,6 +269,7 @@ def test_killing_a_worker_node_mid_run_loses_no_video(cluster, uploads, tiny_con
     cluster.wait_until_dead(victim)  # the head saw the node die; the run finished on the other two
     ok, errors = outcome_ids(dst)
     assert ok | errors == manifest_ids(uploads) and not ok & errors, (ok, errors)
-    [run] = Catalog(str(dst)).runs
+    [run, sounds] = Catalog(str(dst)).runs  # the processing run, then the daily job's sounds step
+    assert run["kind"] == "run" and sounds["kind"] == "sounds"
     assert run["counts"]["processed"] == N_VIDEOS and run["counts"]["ok"] == len(ok)
     assert_same_features(dst, local_run, ok)

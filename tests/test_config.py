@@ -1,5 +1,6 @@
 """Config loading: merge order, --set parsing, validation messages, hashes."""
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -222,3 +223,21 @@ def test_each_section_checks_itself_however_it_is_built(section, values, key):
         with pytest.raises(ConfigError) as info:
             build()
         assert str(info.value).startswith(key)
+
+
+def test_clip_weights_given_by_path_are_hashed_without_importing_open_clip(tmp_path):
+    """A ``models.clip.pretrained`` path is a file, never one of open_clip's tags, so planning
+    does not import open_clip (and torch: most of a rerun with nothing to do)."""
+    import subprocess
+    import sys
+
+    weights = tmp_path / "clip.pt"
+    weights.write_bytes(b"clip weights" * 100)
+    script = ("import sys, hashlib\n"
+              "from extract.config import Config\n"
+              "from extract.models.weights import weights_digests\n"
+              f"config = Config().replace(**{{'models.clip.pretrained': {str(weights)!r}, 'models.whisper.name': 'x'}})\n"
+              "print(weights_digests(config)['models.clip.pretrained'], 'open_clip' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, EXTRACT_DIGEST_CACHE=str(tmp_path / "digests"))).stdout.split()
+    assert out == [hashlib.sha256(weights.read_bytes()).hexdigest(), "False"]

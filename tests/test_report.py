@@ -713,3 +713,15 @@ def test_the_browser_check_sees_overflow_broken_images_and_outside_loads(chromiu
     assert check.outside_requests(policy.resolve().as_uri()) == ["http://127.0.0.1:9/y.png"]
     assert check.blocked == ["http://127.0.0.1:9/y.png: csp"], check.blocked
     assert any("Content Security Policy" in m for m in check.messages), check.messages
+
+
+def test_a_run_that_processed_nothing_has_its_timings_table_but_no_chart():
+    """A rerun with nothing to do (only planning and the empty commit timed): the numbers in a
+    table, no chart (drawing it was most of such a run's CPU)."""
+    from extract.report import _timings_section
+
+    record = _record("noop", 1, 0, {}) | {"counts": {"manifest_rows": 6, "processed": 0, "skipped": 6},
+                                           "timings_s": {"plan": 0.087, "write": 0.294}, "error_rate": 0.0}
+    section = _timings_section(record)
+    assert "<td>plan</td>" in section and "<td>write</td>" in section and "<img" not in section
+    assert "<img alt=\"seconds per stage\"" in _timings_section(_record("r", 3, 1, {}))

@@ -142,7 +142,10 @@ def weights_digests(config: Config) -> dict[str, str]:
     if clip.name.startswith("local-dir:") and Path(clip.name[len("local-dir:"):]).is_dir():
         out["models.clip.pretrained"] = folder_digest(clip.name[len("local-dir:"):])
     elif clip.pretrained:
-        tag_file = None if is_remote(clip.pretrained) else _clip_tag_file(clip.name, clip.pretrained, clip.cache_dir)
+        # a value with a path separator is a file or an object, never one of open_clip's tags:
+        # no need to import open_clip (and torch: seconds) to look it up
+        is_path = is_remote(clip.pretrained) or os.sep in clip.pretrained
+        tag_file = None if is_path else _clip_tag_file(clip.name, clip.pretrained, clip.cache_dir)
         digest = file_digest(tag_file) if tag_file else _file_or_object(clip.pretrained, storage, clip.cache_dir)
         if digest:
             out["models.clip.pretrained"] = digest

@@ -24,7 +24,7 @@ from ray_cluster import LocalCluster
 
 from extract.tables.catalog import Catalog
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stress]
 
 DAY = "2026-03-02"
 ACCEL = "accel"

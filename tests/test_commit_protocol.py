@@ -41,7 +41,7 @@ def rounds(dst: str, covering: int) -> int:
 
 LOCAL_AND_S3 = pytest.mark.parametrize("dst", ["local", "s3"], indirect=True)
 # The moto server's round trips make the rounds slow: the S3 variant runs with the slow tier.
-LOCAL_AND_SLOW_S3 = pytest.mark.parametrize("dst", ["local", pytest.param("s3", marks=pytest.mark.slow)],
+LOCAL_AND_SLOW_S3 = pytest.mark.parametrize("dst", ["local", pytest.param("s3", marks=[pytest.mark.slow, pytest.mark.stress])],
                                             indirect=True)
 
 
@@ -209,6 +209,7 @@ def forked_children() -> mp.context.BaseContext:
     return forkserver
 
 
+@pytest.mark.stress
 @pytest.mark.slow  # a forked process per round; each round several seconds on a loaded 2-core machine
 @LOCAL_AND_S3
 def test_a_run_killed_after_each_table_commit_is_finished_once_by_the_next(dst):

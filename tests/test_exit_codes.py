@@ -72,11 +72,13 @@ def _assert_all_zero(codes: list[tuple[int, str]]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_inspect_exits_0_every_time(output):
     _assert_all_zero(exit_codes([sys.executable, "-m", "extract", "inspect", str(output)]))
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_a_catalog_read_script_exits_0_every_time(output):
     """Every table read through ``Catalog``, then the reading patterns docs/QUERIES.md shows
     from Python (none through deltalake's ``to_pyarrow_dataset``/``to_pyarrow_table``)."""
@@ -87,6 +89,7 @@ def test_a_catalog_read_script_exits_0_every_time(output):
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_a_rerun_with_nothing_to_do_exits_0_every_time(output, small_samples, tiny_config, tmp_path):
     """`extract run` over a committed output: planning reads the tables, nothing to process, an
     empty commit, the run report; 50 runs, each exit 0: ``AT_ONCE`` copies of the output, the

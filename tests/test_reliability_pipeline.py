@@ -877,6 +877,7 @@ def test_hostile_manifest_end_to_end(tmp_path, tiny_config):
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_corrupt_checkpoint_fails_before_any_video(tmp_path, tiny_config):
     """A truncated Whisper checkpoint (an interrupted copy): the driver's check fails the run
     (exit 1) naming the file before Ray starts, publishes nothing and never reads a video: the
@@ -1002,6 +1003,7 @@ def _silent_manifest(tmp_path: Path, n: int, clip: Path | None = None) -> tuple[
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_model_actor_that_crashes_on_one_video_costs_only_that_video(tmp_path, tiny_config):
     """The CLIP actor aborts whenever its batch holds ``v002``: Ray retries, then the run pins
     the crash on ``v002`` (a ``Crash`` error row) and every other video is committed."""
@@ -1032,6 +1034,7 @@ def _start_slow_run(tmp_path: Path, tiny_config: Path, n: int):
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_poisoned_cuda_context_restarts_the_actor_and_loses_nothing(tmp_path, tiny_config):
     """A CUDA error that leaves the context unusable (here raised by the CLIP actor's model on
     ``v001``'s batch and on everything after it, until the process is new) ends the actor:
@@ -1052,6 +1055,7 @@ def test_poisoned_cuda_context_restarts_the_actor_and_loses_nothing(tmp_path, ti
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_model_actor_killed_mid_run_loses_nothing(tmp_path, tiny_config):
     """``kill -9`` of the CLIP actor after its first batch: Ray restarts it and retries the
     batch it held; the run commits with every video exactly once."""
@@ -1078,6 +1082,7 @@ def test_model_actor_killed_mid_run_loses_nothing(tmp_path, tiny_config):
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_driver_killed_mid_run_publishes_nothing_and_the_next_run_completes(tmp_path, tiny_config):
     """``kill -9`` of the driver once videos are flowing: no run manifest, no visible rows, its
     Ray processes go away with it; the next run cleans up and commits every video once."""
@@ -1112,6 +1117,7 @@ def test_driver_killed_mid_run_publishes_nothing_and_the_next_run_completes(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_driver_memory_does_not_grow_with_the_number_of_videos(tmp_path, tiny_config):
     """Peak RSS of the driver for N and 4N videos, each pushing a 2 MiB payload through it:
     holding results would add >= 3N * 2 MiB; streaming adds little."""
@@ -1132,6 +1138,7 @@ def test_driver_memory_does_not_grow_with_the_number_of_videos(tmp_path, tiny_co
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_checkpoint_that_cannot_load_fails_the_run_naming_the_path(tmp_path, tiny_config):
     """A whole file that is not a Whisper checkpoint passes the driver's check; the Whisper
     actor fails to load it while the first videos decode (the pools start together): the run
@@ -1152,6 +1159,7 @@ def test_checkpoint_that_cannot_load_fails_the_run_naming_the_path(tmp_path, tin
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_missing_checkpoint_fails_fast_naming_the_path(tmp_path, tiny_config):
     manifest, _ = _silent_manifest(tmp_path, 1)
     missing = tmp_path / "nowhere" / "clip.pt"
@@ -1163,6 +1171,7 @@ def test_missing_checkpoint_fails_fast_naming_the_path(tmp_path, tiny_config):
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_store_that_stalls_is_cut_off(decode_from_store):
     """A GET that never answers: the store client's low-speed limit ends each attempt and the
     video becomes a retryable ``StoreError`` row in bounded time (the decode stage's fetch is

@@ -449,5 +449,6 @@ def _table_command(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from extract.runner import run_once
 
-    return run_once(args.input, args.output, _load(args), overwrite=args.overwrite, retry_errors=args.retry_errors,
+    config = _load(args)
+    return run_once(args.input, args.output, config, overwrite=args.overwrite, retry_errors=args.retry_errors,
                     progress=not args.no_progress, verbose=args.verbose).code

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from extract.config import Config, StorageConfig
 from extract.tables.catalog import DELTA_LOG, RUNS_DIR, RUN_ID_KEY, Catalog
 from extract.tables.schemas import TABLES
-from extract.io.storage import join
+from extract.io.storage import join_uri
 
 MAX_DUPLICATES = 20  # duplicate pairs shown
 MAX_LISTED = 100  # ids listed (videos not on the contact sheet, searched videos without a copy)
@@ -142,7 +142,7 @@ def write_run_report(dst: str, run_id: str, storage: StorageConfig | None = None
     page = build_run_report(catalog, run_id, max_videos)
     with catalog.fs.open_output_stream(f"{catalog.root}/{RUNS_DIR}/{run_id}.html") as fh:
         fh.write(page.encode("utf-8"))
-    return join(dst, RUNS_DIR, f"{run_id}.html")
+    return join_uri(dst, RUNS_DIR, f"{run_id}.html")
 
 
 def rewrite_reports(dst: str, run_ids: Iterable[str], storage: StorageConfig | None = None) -> list[str]:

@@ -1,4 +1,6 @@
-"""Checkpoint files: one local cache for object-store checkpoints, and the driver's checks.
+"""Checkpoint files: one local cache for object-store checkpoints, and the driver's check that a
+configured local file is whole (``local_checkpoint_problem``, raised by
+``extract.models.weights.ModelLineage.check_checkpoints``).
 """
 
 from __future__ import annotations
@@ -93,12 +95,11 @@ def _safetensors_problem(fh, head: bytes, size: int) -> str | None:
     return None if expected == size else f"is {size} bytes, its header says {expected}"
 
 
-def check_local_checkpoints(config: Config) -> None:
-    """Raise ``ModelLoadError`` naming the key, the path and the fix when a configured local
-    checkpoint file is missing or cut short (``checkpoint_problem``). Whisper model names, open_clip
-    tags and object-store URIs are left to the model actors, which resolve and fetch them."""
-    from extract.models.common import ModelLoadError
-
+def local_checkpoint_problem(config: Config) -> str | None:
+    """What is wrong with a configured local checkpoint file (missing or cut short,
+    ``checkpoint_problem``): one line naming the key, the path and the fix; None when nothing is
+    seen wrong. Whisper model names, open_clip tags and object-store URIs are left to the model
+    actors, which resolve and fetch them."""
     clip, whisper_cfg = config.models.clip, config.models.whisper
     files = []
     if whisper_cfg.name not in WHISPER_NAMES and not is_remote(whisper_cfg.name):
@@ -113,5 +114,6 @@ def check_local_checkpoints(config: Config) -> None:
         path = Path(local_path(uri)).expanduser()
         problem = checkpoint_problem(path)
         if problem:
-            raise ModelLoadError(f"{key}: checkpoint {path} {problem}; copy it again (`extract models stage`) "
-                                 "or point the key at a complete file")
+            return (f"{key}: checkpoint {path} {problem}; copy it again (`extract models stage`) "
+                    "or point the key at a complete file")
+    return None

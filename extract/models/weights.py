@@ -1,8 +1,11 @@
-"""The models' weights counted by content: the sha256 of each weights file a config resolves to.
+"""The models' lineage: what a run's models are, resolved once on the driver before the run.
 
-``weights_digests(config)`` is computed once on the driver before planning and passed to
-``Config.feature_hash_of``, so a video is re-processed when the weights' bytes change and not
-when the same file is staged under another name or location. Where a key resolves:
+``resolve_lineage(config)`` is the one object a run takes from here (``ModelLineage``): CLIP's
+embedding width D (the tables' embedding columns), the sha256 of each weights file the config
+resolves to (``weights_digests``), the feature hash that counts them (``Config.feature_hash_of``:
+a video is re-processed when the weights' bytes change, not when the same file is staged under
+another name or location) and what is wrong with a configured local checkpoint file. Where a
+weights key resolves:
 
 - ``models.clip.pretrained``: a local checkpoint file; a ``local-dir:`` model folder
   (``models.clip.name``; the digest of its files' names and digests); an ``s3://``/``gs://``
@@ -26,10 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from extract.config import Config, StorageConfig
-from extract.models.checkpoints import WHISPER_NAMES, local_checkpoint, sha256_file
+from extract.models.checkpoints import WHISPER_NAMES, local_checkpoint, local_checkpoint_problem, sha256_file
+from extract.models.preprocess import clip_embed_dim
 from extract.io.storage import filesystem_for, is_remote, local_path
 
 SIDECAR_SUFFIX = ".sha256"  # beside a staged object: {"sha256": ..., "size": bytes}
@@ -161,4 +166,31 @@ def weights_digests(config: Config) -> dict[str, str]:
         if digest:
             out["models.whisper.name"] = digest
     return out
+
+
+@dataclass(frozen=True)
+class ModelLineage:
+    """What a run's models are (``resolve_lineage``): computed once, before the run opens its output."""
+
+    embedding_dim: int  # D of CLIP's embeddings: the width of every embedding column
+    weights: dict[str, str]  # ``weights_digests``: {dotted key: sha256 hex}
+    feature_hash: str  # ``Config.feature_hash_of(weights)``
+    checkpoint_problem: str | None  # ``local_checkpoint_problem``; None: every local checkpoint file is whole
+
+    def check_checkpoints(self) -> None:
+        """Raise ``ModelLoadError`` naming the key, the path and the fix when a configured local
+        checkpoint file is missing or cut short (a run with videos to process checks this before
+        its backend starts; a run with none needs no model)."""
+        if self.checkpoint_problem:
+            from extract.models.common import ModelLoadError
+
+            raise ModelLoadError(self.checkpoint_problem)
+
+
+def resolve_lineage(config: Config) -> ModelLineage:
+    """``config``'s models as a run records them (``ModelLineage``); reads the open_clip config
+    and hashes the weights files (cached, see module doc), loads no model."""
+    embedding_dim = clip_embed_dim(config.models.clip)
+    weights = weights_digests(config)
+    return ModelLineage(embedding_dim, weights, config.feature_hash_of(weights), local_checkpoint_problem(config))
 

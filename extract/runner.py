@@ -16,8 +16,7 @@ from contextlib import ExitStack
 from typing import Any, Callable
 
 from extract.config import Config, StorageConfig
-from extract.pipeline.outcome import (EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome, describe_error_rate,
-                                    error_rate_health)
+from extract.pipeline.outcome import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome, run_outcome
 
 log = logging.getLogger("extract")
 
@@ -79,17 +78,14 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
         detail = f"{type(exc).__name__}: {exc}"
         print(f"{name}: run failed, {what_was_published(exc)}: {detail}{log_note}", file=sys.stderr)
         return Outcome("failed", EXIT_FAILED, detail)
-    limit = config.limits.max_error_rate
-    print(summarize(record, dst), flush=True)
-    print(describe_error_rate(record, limit), flush=True)
+    outcome = run_outcome(record, config.limits.max_error_rate)
+    print(summarize(outcome, dst), flush=True)
     write_report(name, dst, record, config.storage)
     if not verbose:
         print(f"  log (Ray and workers): {console.log_path}", flush=True)
-    if error_rate_health(record["error_rate"], limit) == "over":
-        detail = f"error rate {record['error_rate']:.0%} is over limits.max_error_rate={limit}"
-        print(f"{name}: {detail}", file=sys.stderr)
-        return Outcome("committed", EXIT_ERROR_RATE, detail, record)
-    return Outcome("committed", EXIT_OK, "", record)
+    if outcome.code == EXIT_ERROR_RATE:
+        print(f"{name}: {outcome.detail}", file=sys.stderr)
+    return outcome
 
 
 def run_step(name: str, what: str, step: Callable[[], dict[str, Any]], describe: Callable[[dict[str, Any]], str],

@@ -1,4 +1,4 @@
-"""The driver's check of local checkpoint files (``extract.models.checkpoints.local_checkpoint_problem``,
+"""The driver's check of local checkpoint files (``extract.models.weights.local_checkpoint_problem``,
 raised by ``ModelLineage.check_checkpoints``) and the weights counted by content."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from extract.config import load_config
-from extract.models.checkpoints import checkpoint_problem, local_checkpoint_problem
+from extract.models.weights import checkpoint_problem, local_checkpoint_problem
 from extract.models.common import ModelLoadError
 
 
@@ -78,7 +78,7 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
 
     from extract.config import Config
     from extract.models import weights as weights_module
-    from extract.models.checkpoints import sha256_file
+    from extract.models.weights import sha256_file
     from extract.tools.staging import stage_models
     from extract.models.weights import weights_digests
 
@@ -113,7 +113,7 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
 
 def test_an_open_clip_tag_counts_by_the_file_it_resolves_to_in_the_cache(tmp_path, monkeypatch):
     from extract.config import Config
-    from extract.models.checkpoints import sha256_file
+    from extract.models.weights import sha256_file
     from extract.models.weights import weights_digests
 
     monkeypatch.setenv("EXTRACT_DIGEST_CACHE", str(tmp_path / "digests"))

@@ -401,7 +401,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _table_command(args: argparse.Namespace) -> int:
     """``forget``, ``maintain``, ``migrate``, ``duplicates`` and ``sounds``: each one committed run of its kind."""
-    from extract.runner import find_duplicates_step, find_sounds_step, maintain_step, write_report
+    from extract.report import write_report
+    from extract.runner import find_duplicates_step, find_sounds_step, maintain_step
     from extract.tables.catalog import Catalog, OutputLayoutError
 
     config = _load(args)

@@ -2,7 +2,8 @@
 
 ``summarize(outcome, dst)`` is the few lines ``extract run`` prints. ``write_run_report(dst,
 run_id)`` writes ``DST/_runs/<run_id>.html`` next to the run record, for a run of any kind
-(``run``, ``duplicates``, ``maintain``, ``forget``, ``migrate``, and any later kind). Every page
+(``run``, ``duplicates``, ``maintain``, ``forget``, ``migrate``, and any later kind);
+``write_report`` does so after a command's commit and prints where (``extract.runner``). Every page
 has the same generic part, built from the run's own record and its own Delta commits only:
 
 - the outcome, coloured by health (an error rate near ``limits.max_error_rate``, at
@@ -43,6 +44,7 @@ import base64
 import html
 import io
 import json
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -156,6 +158,15 @@ def write_run_report(dst: str, run_id: str, storage: StorageConfig | None = None
     with catalog.fs.open_output_stream(f"{catalog.root}/{RUNS_DIR}/{run_id}.html") as fh:
         fh.write(page.encode("utf-8"))
     return join_uri(dst, RUNS_DIR, f"{run_id}.html")
+
+
+def write_report(name: str, dst: str, record: dict[str, Any], storage: StorageConfig) -> None:
+    """Write the committed run's HTML report (``write_run_report``) and print where; a failure
+    is printed to standard error after ``name``, never raised (the run is committed and stays so)."""
+    try:
+        print(f"  run report: {write_run_report(dst, record['run_id'], storage)}", flush=True)
+    except (OSError, ValueError) as exc:
+        print(f"{name}: run committed, but the report could not be written: {exc}", file=sys.stderr)
 
 
 def rewrite_reports(dst: str, run_ids: Iterable[str], storage: StorageConfig | None = None) -> list[str]:

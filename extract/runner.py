@@ -21,17 +21,6 @@ from extract.pipeline.outcome import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT
 log = logging.getLogger("extract")
 
 
-def write_report(name: str, dst: str, record: dict[str, Any], storage: StorageConfig) -> None:
-    """Write the run's HTML report and print where; a failure is printed, never raised (the
-    run is committed and stays so)."""
-    from extract.report import write_run_report
-
-    try:
-        print(f"  run report: {write_run_report(dst, record['run_id'], storage)}", flush=True)
-    except (OSError, ValueError) as exc:
-        print(f"{name}: run committed, but the report could not be written: {exc}", file=sys.stderr)
-
-
 def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overwrite: bool = False,
              retry_errors: bool = False, progress: bool = True, verbose: bool = False) -> Outcome:
     """Process ``src`` into ``dst`` as one committed run; ``name`` prefixes what goes to
@@ -42,7 +31,7 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
     from extract.pipeline.console import RunConsole, nearest_existing, remove_empty_dirs, run_log_path
     from extract.pipeline.job import run_job
     from extract.pipeline.manifest import ManifestError
-    from extract.report import summarize
+    from extract.report import summarize, write_report
     from extract.tables.session import new_run_id
 
     run_id = new_run_id()
@@ -95,6 +84,8 @@ def run_step(name: str, what: str, step: Callable[[], dict[str, Any]], describe:
     write its HTML report (``report``: ``(dst, storage)``) when the record was published (a
     ``maintain`` of an output without tables publishes none). An ``expected`` exception is one
     line and exit 1 (the runs committed before stay so); others propagate."""
+    from extract.report import write_report
+
     try:
         record = step()
     except expected as exc:

@@ -1,8 +1,11 @@
 """The job: read the manifest, plan, run the stages through a backend, write and commit the tables.
 
-``run_job`` is where a run's bookkeeping lives (``RunStats``: counts, timings, lineage; the
-run record); *where* the stages run is the executor it is given (``extract.pipeline.ray_backend``
-by default), so tests pass their own.
+``run_job`` goes down each layer once per phase: the manifest (``read_source``), the models'
+lineage (``extract.models.weights.resolve_lineage``), planning through the run's session
+(``RunSession.plan_manifest``), the stages, and the commit (``RunSession.commit_processed``).
+A run's bookkeeping lives here (``RunStats``: counts, timings, models; the record's run fields);
+*where* the stages run is the executor it is given (``extract.pipeline.ray_backend`` by
+default), so tests pass their own.
 """
 
 from __future__ import annotations

@@ -162,10 +162,10 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
             view.finished([r["video_id"] for r in lost], [r["video_id"] for r in lost])
             touched = {r["video_id"] for r in plan.todo} | {r["video_id"] for r in plan.failed}
             counted = stats.record_fields(rows, plan, time.perf_counter() - t0)
+            fields = {"input": src, "options": {"overwrite": overwrite, "retry_errors": retry_errors},
+                      "config": config.to_dict(), "config_hash": config.config_hash,
+                      "feature_hash": lineage.feature_hash, "weights": lineage.weights, "resources": finished.resources,
+                      "rolled_forward": session.rolled_forward, "schema_evolution": session.evolved, **counted}
             # Committed videos processed again: each table's commit replaces their rows.
-            return session.commit_processed(touched, {
-                "input": src, "options": {"overwrite": overwrite, "retry_errors": retry_errors},
-                "config": config.to_dict(), "config_hash": config.config_hash, "feature_hash": lineage.feature_hash,
-                "weights": lineage.weights, "resources": finished.resources,
-                "rolled_forward": session.rolled_forward, "schema_evolution": session.evolved, **counted,
-            }, lineage={"config_hash": config.config_hash, "feature_hash": lineage.feature_hash, "models": stats.models})
+            return session.commit_processed(touched, fields, lineage={
+                "config_hash": config.config_hash, "feature_hash": lineage.feature_hash, "models": stats.models})

@@ -8,7 +8,7 @@ a run record pinning the versions) and 1 % error rows. At each history size in `
 measures, each in a fresh child process so its peak memory is its own:
 
 - planning: ``Catalog(dst)`` + ``Catalog.outcomes(manifest)`` + ``plan_run`` + the identical-bytes
-  candidates (``pipeline.reuse.attach_candidates``: ``input.reuse_days`` of partitions) for a
+  candidates (``tables.planning.attach_candidates``: ``input.reuse_days`` of partitions) for a
   new manifest of ``--videos`` rows of the next day (5 % of them re-uploads of the previous day's
   videos with an unchanged listing, so the lookup finds committed rows and skips them), seconds and peak RSS (VmHWM) of the process and above
   what it had after its imports and building the manifest;
@@ -147,9 +147,8 @@ def plan_once(dst: str, day: int, videos: int, undated: int) -> dict[str, Any]:
     import deltalake  # noqa: F401
 
     from extract.config import InputConfig
-    from extract.pipeline.reuse import attach_candidates
     from extract.tables.catalog import Catalog
-    from extract.tables.planning import plan_run
+    from extract.tables.planning import attach_candidates, plan_run
 
     rows = _manifest(day, videos, undated)
     base_mb = peak_rss_mb()

@@ -401,7 +401,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _table_command(args: argparse.Namespace) -> int:
     """``forget``, ``maintain``, ``migrate``, ``duplicates`` and ``sounds``: each one committed run of its kind."""
-    from extract.runner import find_duplicates_step, find_sounds_step, maintain_step, write_report
+    from extract.report import write_report
+    from extract.runner import find_duplicates_step, find_sounds_step, maintain_step
     from extract.tables.catalog import Catalog, OutputLayoutError
 
     config = _load(args)
@@ -449,5 +450,6 @@ def _table_command(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from extract.runner import run_once
 
-    return run_once(args.input, args.output, _load(args), overwrite=args.overwrite, retry_errors=args.retry_errors,
+    config = _load(args)
+    return run_once(args.input, args.output, config, overwrite=args.overwrite, retry_errors=args.retry_errors,
                     progress=not args.no_progress, verbose=args.verbose).code

@@ -1,8 +1,9 @@
 """Human-readable run summaries: a terminal summary and a self-contained HTML report per run.
 
-``summarize(record, dst)`` is the few lines ``extract run`` prints. ``write_run_report(dst,
+``summarize(outcome, dst)`` is the few lines ``extract run`` prints. ``write_run_report(dst,
 run_id)`` writes ``DST/_runs/<run_id>.html`` next to the run record, for a run of any kind
-(``run``, ``duplicates``, ``maintain``, ``forget``, ``migrate``, and any later kind). Every page
+(``run``, ``duplicates``, ``maintain``, ``forget``, ``migrate``, and any later kind);
+``write_report`` does so after a command's commit and prints where (``extract.runner``). Every page
 has the same generic part, built from the run's own record and its own Delta commits only:
 
 - the outcome, coloured by health (an error rate near ``limits.max_error_rate``, at
@@ -43,14 +44,16 @@ import base64
 import html
 import io
 import json
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from extract.config import Config, StorageConfig
+from extract.pipeline.outcome import EXIT_ERROR_RATE, Outcome, error_rate_health
 from extract.tables.catalog import DELTA_LOG, RUNS_DIR, RUN_ID_KEY, Catalog
 from extract.tables.schemas import TABLES
-from extract.io.storage import join
+from extract.io.storage import join_uri
 
 MAX_DUPLICATES = 20  # duplicate pairs shown
 MAX_LISTED = 100  # ids listed (videos not on the contact sheet, searched videos without a copy)
@@ -69,9 +72,11 @@ SHOWN_APART = ("run_id", "kind", "status", "counts", "config", "delta_versions",
                "throughput", "error_rate", "errors_by_stage_type", "wall_s")
 
 
-def summarize(record: dict[str, Any], dst: str) -> str:
-    """A short terminal summary: where the tables are, rows per table, errors, throughput (the
-    error rate against its limit is ``extract.pipeline.outcome.describe_error_rate``'s line)."""
+def summarize(outcome: Outcome, dst: str) -> str:
+    """A short terminal summary of a committed processing run (``run_outcome``): where the tables
+    are, rows per table, errors, throughput, and last its error rate against its limit
+    (``error_rate_line``)."""
+    record = outcome.record
     counts = record.get("counts", {})
     lines = [
         f"run {record['run_id']} committed to {dst}",
@@ -97,15 +102,25 @@ def summarize(record: dict[str, Any], dst: str) -> str:
     if record.get("models"):
         lines.append("  models: " + ", ".join(f"{k}={v}" for k, v in sorted(record["models"].items())))
     lines.append(f"  run manifest: {dst.rstrip('/')}/_runs/{record['run_id']}.json")
+    lines.append(error_rate_line(outcome))
     return "\n".join(lines)
+
+
+def error_rate_line(outcome: Outcome) -> str:
+    """The summary line of a committed run's error rate against its limit (``outcome.health``),
+    saying plainly when it is near or over it."""
+    rate, counts = outcome.record.get("error_rate", 0.0), outcome.record.get("counts", {})
+    line = (f"  error rate {rate:.1%}: {counts.get('errors', 0)} of {counts.get('processed', 0)} processed videos "
+            f"(limits.max_error_rate {outcome.max_error_rate:.0%})")
+    if outcome.health == "over":
+        return f"{line}: OVER the limit, exit code {EXIT_ERROR_RATE}"
+    return f"{line}: near the limit" if outcome.health == "near" else line
 
 
 def error_health(record: Mapping[str, Any]) -> tuple[str, float] | None:
     """How the run's error rate stands against its ``limits.max_error_rate``: ``(health,
     limit)``, health ``ok``, ``near`` or ``over`` (``extract.pipeline.outcome.error_rate_health``);
     None for a record without an error rate."""
-    from extract.pipeline.outcome import error_rate_health
-
     if record.get("error_rate") is None:
         return None
     limit = run_config(record).limits.max_error_rate
@@ -142,7 +157,16 @@ def write_run_report(dst: str, run_id: str, storage: StorageConfig | None = None
     page = build_run_report(catalog, run_id, max_videos)
     with catalog.fs.open_output_stream(f"{catalog.root}/{RUNS_DIR}/{run_id}.html") as fh:
         fh.write(page.encode("utf-8"))
-    return join(dst, RUNS_DIR, f"{run_id}.html")
+    return join_uri(dst, RUNS_DIR, f"{run_id}.html")
+
+
+def write_report(name: str, dst: str, record: dict[str, Any], storage: StorageConfig) -> None:
+    """Write the committed run's HTML report (``write_run_report``) and print where; a failure
+    is printed to standard error after ``name``, never raised (the run is committed and stays so)."""
+    try:
+        print(f"  run report: {write_run_report(dst, record['run_id'], storage)}", flush=True)
+    except (OSError, ValueError) as exc:
+        print(f"{name}: run committed, but the report could not be written: {exc}", file=sys.stderr)
 
 
 def rewrite_reports(dst: str, run_ids: Iterable[str], storage: StorageConfig | None = None) -> list[str]:

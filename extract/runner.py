@@ -16,21 +16,9 @@ from contextlib import ExitStack
 from typing import Any, Callable
 
 from extract.config import Config, StorageConfig
-from extract.pipeline.outcome import (EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome, describe_error_rate,
-                                    error_rate_health)
+from extract.pipeline.outcome import EXIT_ERROR_RATE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome, run_outcome
 
 log = logging.getLogger("extract")
-
-
-def write_report(name: str, dst: str, record: dict[str, Any], storage: StorageConfig) -> None:
-    """Write the run's HTML report and print where; a failure is printed, never raised (the
-    run is committed and stays so)."""
-    from extract.report import write_run_report
-
-    try:
-        print(f"  run report: {write_run_report(dst, record['run_id'], storage)}", flush=True)
-    except (OSError, ValueError) as exc:
-        print(f"{name}: run committed, but the report could not be written: {exc}", file=sys.stderr)
 
 
 def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overwrite: bool = False,
@@ -43,7 +31,7 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
     from extract.pipeline.console import RunConsole, nearest_existing, remove_empty_dirs, run_log_path
     from extract.pipeline.job import run_job
     from extract.pipeline.manifest import ManifestError
-    from extract.report import summarize
+    from extract.report import summarize, write_report
     from extract.tables.session import new_run_id
 
     run_id = new_run_id()
@@ -79,17 +67,14 @@ def run_once(src: str, dst: str, config: Config, *, name: str = "extract", overw
         detail = f"{type(exc).__name__}: {exc}"
         print(f"{name}: run failed, {what_was_published(exc)}: {detail}{log_note}", file=sys.stderr)
         return Outcome("failed", EXIT_FAILED, detail)
-    limit = config.limits.max_error_rate
-    print(summarize(record, dst), flush=True)
-    print(describe_error_rate(record, limit), flush=True)
+    outcome = run_outcome(record, config.limits.max_error_rate)
+    print(summarize(outcome, dst), flush=True)
     write_report(name, dst, record, config.storage)
     if not verbose:
         print(f"  log (Ray and workers): {console.log_path}", flush=True)
-    if error_rate_health(record["error_rate"], limit) == "over":
-        detail = f"error rate {record['error_rate']:.0%} is over limits.max_error_rate={limit}"
-        print(f"{name}: {detail}", file=sys.stderr)
-        return Outcome("committed", EXIT_ERROR_RATE, detail, record)
-    return Outcome("committed", EXIT_OK, "", record)
+    if outcome.code == EXIT_ERROR_RATE:
+        print(f"{name}: {outcome.detail}", file=sys.stderr)
+    return outcome
 
 
 def run_step(name: str, what: str, step: Callable[[], dict[str, Any]], describe: Callable[[dict[str, Any]], str],
@@ -99,6 +84,8 @@ def run_step(name: str, what: str, step: Callable[[], dict[str, Any]], describe:
     write its HTML report (``report``: ``(dst, storage)``) when the record was published (a
     ``maintain`` of an output without tables publishes none). An ``expected`` exception is one
     line and exit 1 (the runs committed before stay so); others propagate."""
+    from extract.report import write_report
+
     try:
         record = step()
     except expected as exc:

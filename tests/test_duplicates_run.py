@@ -42,7 +42,7 @@ def test_copies_are_found_and_an_unrelated_clip_is_not(output):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "found 4 (" in proc.stdout, proc.stdout
     catalog = Catalog(str(dst))
-    report = dst / "_runs" / f"{catalog.run['run_id']}.html"  # the pairs side by side (extract.runner)
+    report = dst / "_runs" / f"{catalog.run['run_id']}.html"  # the pairs side by side (extract.report.write_report)
     assert catalog.run["kind"] == "duplicates" and report.is_file() and f"run report: {report}" in proc.stdout
     rows = {r["video_id"]: r for r in catalog.read("duplicates").to_pylist()}
     assert set(rows) == set(COPIES), rows

@@ -220,7 +220,7 @@ def test_each_stage_adds_exactly_the_columns_its_registry_entry_declares(config,
     src = manifest(tmp_path / "m.jsonl", small_samples, {"portrait_dance", "silent_loop"})
     rows = read_source(str(src), config.storage, allowed_uris=config.input.allowed_uris)
     for row in rows:
-        row["reuse_candidates"] = None  # set by planning (extract.pipeline.reuse)
+        row["reuse_candidates"] = None  # set by planning (extract.tables.planning.attach_candidates)
     batch = rows_to_batch(rows)
     assert set(batch) == set(SOURCE_COLUMNS)
     for spec in STAGE_SPECS:

@@ -1,4 +1,5 @@
-"""The driver's check of local checkpoint files (``extract.models.check_local_checkpoints``)."""
+"""The driver's check of local checkpoint files (``extract.models.weights.local_checkpoint_problem``,
+raised by ``ModelLineage.check_checkpoints``) and the weights counted by content."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from extract.config import load_config
-from extract.models.checkpoints import check_local_checkpoints, checkpoint_problem
+from extract.models.weights import checkpoint_problem, local_checkpoint_problem
 from extract.models.common import ModelLoadError
 
 
@@ -54,18 +55,22 @@ def test_cut_or_missing_checkpoints_are_named(tmp_path):
 
 
 def test_check_names_the_key_and_path_and_leaves_names_to_the_actors(tmp_path, tiny_config):
+    from extract.models.weights import resolve_lineage
+
     config = load_config([tiny_config])
-    check_local_checkpoints(config)  # the tiny checkpoints are whole
+    assert local_checkpoint_problem(config) is None  # the tiny checkpoints are whole
+    resolve_lineage(config).check_checkpoints()
     cut = _cut(Path(config.models.whisper.name), tmp_path / "whisper-cut.pt", 5000)
+    lineage = resolve_lineage(load_config([tiny_config], [f"models.whisper.name={cut}"]))
     with pytest.raises(ModelLoadError, match=rf"models\.whisper\.name: checkpoint {cut} is cut short"):
-        check_local_checkpoints(load_config([tiny_config], [f"models.whisper.name={cut}"]))
+        lineage.check_checkpoints()
     missing = tmp_path / "nowhere" / "clip.safetensors"
-    with pytest.raises(ModelLoadError, match=rf"models\.clip\.pretrained: checkpoint {missing} does not exist"):
-        check_local_checkpoints(load_config([tiny_config], [f"models.clip.pretrained={missing}"]))
+    assert local_checkpoint_problem(load_config([tiny_config], [f"models.clip.pretrained={missing}"])).startswith(
+        f"models.clip.pretrained: checkpoint {missing} does not exist")
     # Whisper names, open_clip tags and object-store URIs are resolved (and fetched) by the actors.
     for overrides in (["models.whisper.name=base", "models.clip.name=ViT-B-32", "models.clip.pretrained=openai"],
                       ["models.whisper.name=s3://bucket/w.pt", "models.clip.pretrained=s3://bucket/c.pt"]):
-        check_local_checkpoints(load_config([tiny_config], overrides))
+        assert local_checkpoint_problem(load_config([tiny_config], overrides)) is None
 
 
 def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_path, monkeypatch, s3_server):
@@ -73,7 +78,7 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
 
     from extract.config import Config
     from extract.models import weights as weights_module
-    from extract.models.checkpoints import sha256_file
+    from extract.models.weights import sha256_file
     from extract.tools.staging import stage_models
     from extract.models.weights import weights_digests
 
@@ -108,7 +113,7 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
 
 def test_an_open_clip_tag_counts_by_the_file_it_resolves_to_in_the_cache(tmp_path, monkeypatch):
     from extract.config import Config
-    from extract.models.checkpoints import sha256_file
+    from extract.models.weights import sha256_file
     from extract.models.weights import weights_digests
 
     monkeypatch.setenv("EXTRACT_DIGEST_CACHE", str(tmp_path / "digests"))

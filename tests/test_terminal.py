@@ -24,7 +24,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from extract.pipeline.console import REDRAW_S, RunProgress, wrap_to
-from extract.pipeline.outcome import describe_error_rate, error_rate_health
+from extract.pipeline.outcome import error_rate_health, run_outcome
 
 RAY_NOISE = re.compile(r"core_worker|raylet|WARNING|INFO|Token authentication|Progress bars disabled|"
                        r"streaming_executor|\(MapWorker|ray\.data", re.IGNORECASE)
@@ -159,11 +159,15 @@ def test_long_lines_wrap_to_the_terminal_under_their_own_indent():
 
 
 def test_the_summary_says_when_the_error_rate_is_near_or_over_the_limit():
+    from extract.report import error_rate_line
+
     record = {"error_rate": 0.5, "counts": {"errors": 5, "processed": 10}}
-    assert describe_error_rate(record, 0.5) == (
+    assert error_rate_line(run_outcome(record, 0.5)) == (
         "  error rate 50.0%: 5 of 10 processed videos (limits.max_error_rate 50%): near the limit")
-    assert describe_error_rate(record, 0.4).endswith(": OVER the limit, exit code 3")
-    assert describe_error_rate(record, 0.9).endswith("(limits.max_error_rate 90%)")
+    assert error_rate_line(run_outcome(record, 0.4)).endswith(": OVER the limit, exit code 3")
+    assert error_rate_line(run_outcome(record, 0.9)).endswith("(limits.max_error_rate 90%)")
+    assert [(o.code, o.detail) for o in (run_outcome(record, 0.5), run_outcome(record, 0.4))] == [
+        (0, ""), (3, "error rate 50% is over limits.max_error_rate=0.4")]
     assert [error_rate_health(r, 0.5) for r in (0.0, 0.39, 0.4, 0.5, 0.51)] == ["ok", "ok", "near", "near", "over"]
     assert error_rate_health(0.0, 0.0) == "ok"
 

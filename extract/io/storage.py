@@ -160,7 +160,7 @@ def source_identities(uris: list[str], storage: StorageConfig | None = None
     return identities
 
 
-def join(uri: str, *parts: str) -> str:
+def join_uri(uri: str, *parts: str) -> str:
     """Join path parts onto a URI or local path with '/'."""
     out = uri.rstrip("/")
     for part in parts:

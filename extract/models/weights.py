@@ -1,9 +1,17 @@
-"""The models' weights counted by content: the sha256 of each weights file a config resolves to.
+"""The weights files a config names, and the run's model lineage resolved from them.
 
-``weights_digests(config)`` is computed once on the driver before planning and passed to
-``Config.feature_hash_of``, so a video is re-processed when the weights' bytes change and not
-when the same file is staged under another name or location. Where a key resolves:
+- Where a worker reads a checkpoint: ``local_checkpoint`` (an object-store checkpoint is fetched
+  once into one local cache; local paths pass).
+- Whether a configured local file is whole: ``checkpoint_problem`` (headers only),
+  ``local_checkpoint_problem`` (the driver's check of the configured files).
+- What the weights are by content: ``weights_digests``, the sha256 of each weights file.
+- ``resolve_lineage(config)``: the one object a run takes from here (``ModelLineage``), resolved
+  once on the driver before the run: CLIP's embedding width D (the tables' embedding columns),
+  the weights digests, the feature hash that counts them (``Config.feature_hash_of``: a video is
+  re-processed when the weights' bytes change, not when the same file is staged under another
+  name or location) and the local checkpoint check.
 
+Where a weights key resolves:
 - ``models.clip.pretrained``: a local checkpoint file; a ``local-dir:`` model folder
   (``models.clip.name``; the digest of its files' names and digests); an ``s3://``/``gs://``
   object (the digest ``extract models stage`` wrote beside it as ``<object>.sha256`` when its
@@ -26,13 +34,118 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import struct
+import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from extract.config import Config, StorageConfig
-from extract.models.checkpoints import WHISPER_NAMES, local_checkpoint, sha256_file
-from extract.io.storage import filesystem_for, is_remote, local_path
+from extract.io.storage import fetch, filesystem_for, is_remote, local_path
+from extract.models.preprocess import clip_embed_dim
 
+WHISPER_NAMES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
+                 "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo")
 SIDECAR_SUFFIX = ".sha256"  # beside a staged object: {"sha256": ..., "size": bytes}
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_checkpoint(uri: str, storage: StorageConfig | None = None, cache_dir: str | None = None) -> str:
+    """A local path for a checkpoint: local paths pass; object-store URIs are fetched once into
+    ``cache_dir`` (default ``$EXTRACT_MODEL_CACHE`` or the temp folder), keeping the file name
+    (open_clip picks its loader from the suffix). Each fetch downloads into its own folder and
+    renames the finished file into place, so actors sharing a node never read a half-written copy.
+    Raises ``VideoError`` / ``OSError`` when the copy fails."""
+    if not is_remote(uri):
+        return uri[len("file://"):] if uri.startswith("file://") else uri
+    cache = Path(cache_dir or os.environ.get("EXTRACT_MODEL_CACHE") or Path(tempfile.gettempdir()) / "extract-models")
+    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16] / uri.rsplit("/", 1)[-1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="fetch-", dir=target.parent))
+        try:
+            path, _, _ = fetch(uri, work, storage)
+            os.replace(path, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return str(target)
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the checkpoint file at ``path`` cannot be whole, or None when nothing is seen wrong.
+
+    Reads headers and directories only (milliseconds at any size): a zip checkpoint
+    (``torch.save``'s format, also ``.npz``) must have its central directory (written last, so
+    a cut file has none) with every member inside the file; a ``.safetensors`` file must be as
+    long as its header says. Other formats (legacy pickles) are only checked for being non-empty.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return "does not exist" if not path.exists() else "is not a file"
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty"
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if path.suffix == ".safetensors":
+            return _safetensors_problem(fh, head, size)
+    if head[:4] != b"PK\x03\x04":
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        return f"is cut short or damaged: its zip directory, written last, cannot be read ({size} bytes; {exc})"
+    outside = [m.filename for m in members if m.header_offset + m.compress_size > size]
+    return f"is cut short ({size} bytes; {outside[0]} ends past the end)" if outside else None
+
+
+def _safetensors_problem(fh, head: bytes, size: int) -> str | None:
+    """``checkpoint_problem`` for a safetensors file: 8-byte header length, JSON header, data."""
+    if len(head) < 8:
+        return f"is cut short ({size} bytes)"
+    (header_len,) = struct.unpack("<Q", head)
+    if header_len > size - 8:
+        return f"is cut short ({size} bytes; the header alone is {header_len})"
+    try:
+        header = json.loads(fh.read(header_len))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"has a damaged header ({exc})"
+    expected = 8 + header_len + end
+    return None if expected == size else f"is {size} bytes, its header says {expected}"
+
+
+def local_checkpoint_problem(config: Config) -> str | None:
+    """What is wrong with a configured local checkpoint file (missing or cut short,
+    ``checkpoint_problem``): one line naming the key, the path and the fix; None when nothing is
+    seen wrong. Whisper model names, open_clip tags and object-store URIs are left to the model
+    actors, which resolve and fetch them."""
+    clip, whisper_cfg = config.models.clip, config.models.whisper
+    files = []
+    if whisper_cfg.name not in WHISPER_NAMES and not is_remote(whisper_cfg.name):
+        files.append(("models.whisper.name", whisper_cfg.name))
+    pretrained = clip.pretrained
+    # A tag never holds a path separator or a file suffix; anything that does is meant as a file.
+    if pretrained and not is_remote(pretrained) and (
+            Path(local_path(pretrained)).is_file() or os.sep in pretrained
+            or Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors", ".npz")):
+        files.append(("models.clip.pretrained", pretrained))
+    for key, uri in files:
+        path = Path(local_path(uri)).expanduser()
+        problem = checkpoint_problem(path)
+        if problem:
+            return (f"{key}: checkpoint {path} {problem}; copy it again (`extract models stage`) "
+                    "or point the key at a complete file")
+    return None
 
 
 def digest_cache_dir() -> Path:
@@ -164,4 +277,31 @@ def weights_digests(config: Config) -> dict[str, str]:
         if digest:
             out["models.whisper.name"] = digest
     return out
+
+
+@dataclass(frozen=True)
+class ModelLineage:
+    """What a run's models are (``resolve_lineage``): computed once, before the run opens its output."""
+
+    embedding_dim: int  # D of CLIP's embeddings: the width of every embedding column
+    weights: dict[str, str]  # ``weights_digests``: {dotted key: sha256 hex}
+    feature_hash: str  # ``Config.feature_hash_of(weights)``
+    checkpoint_problem: str | None  # ``local_checkpoint_problem``; None: every local checkpoint file is whole
+
+    def check_checkpoints(self) -> None:
+        """Raise ``ModelLoadError`` naming the key, the path and the fix when a configured local
+        checkpoint file is missing or cut short (a run with videos to process checks this before
+        its backend starts; a run with none needs no model)."""
+        if self.checkpoint_problem:
+            from extract.models.common import ModelLoadError
+
+            raise ModelLoadError(self.checkpoint_problem)
+
+
+def resolve_lineage(config: Config) -> ModelLineage:
+    """``config``'s models as a run records them (``ModelLineage``); reads the open_clip config
+    and hashes the weights files (cached, see module doc), loads no model."""
+    embedding_dim = clip_embed_dim(config.models.clip)
+    weights = weights_digests(config)
+    return ModelLineage(embedding_dim, weights, config.feature_hash_of(weights), local_checkpoint_problem(config))
 

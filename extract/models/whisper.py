@@ -609,11 +609,11 @@ def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConf
     ``whisper.load_model``; never downloads.
 
     A checkpoint in the object store (``s3://``, as ``extract models stage`` may leave it) is
-    copied once to a local cache first (``extract.models.checkpoints.local_checkpoint``).
+    copied once to a local cache first (``extract.models.weights.local_checkpoint``).
     """
     import whisper
 
-    from extract.models.checkpoints import local_checkpoint, sha256_file
+    from extract.models.weights import local_checkpoint, sha256_file
     from extract.io.storage import is_remote
 
     name = model_cfg.name

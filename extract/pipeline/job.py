@@ -1,8 +1,11 @@
 """The job: read the manifest, plan, run the stages through a backend, write and commit the tables.
 
-``run_job`` is where a run's bookkeeping lives (``RunStats``: counts, timings, lineage; the
-run record); *where* the stages run is the executor it is given (``extract.pipeline.ray_backend``
-by default), so tests pass their own.
+``run_job`` goes down each layer once per phase: the manifest (``read_source``), the models'
+lineage (``extract.models.weights.resolve_lineage``), planning through the run's session
+(``RunSession.plan_manifest``), the stages, and the commit (``RunSession.commit_processed``).
+A run's bookkeeping lives here (``RunStats``: counts, timings, models; the record's run fields);
+*where* the stages run is the executor it is given (``extract.pipeline.ray_backend`` by
+default), so tests pass their own.
 """
 
 from __future__ import annotations
@@ -15,18 +18,17 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from extract.config import Config
-from extract.models.checkpoints import check_local_checkpoints
-from extract.models.weights import weights_digests
+from extract.models.weights import resolve_lineage
 from extract.pipeline import ray_backend
 from extract.pipeline.console import RunProgress
 from extract.pipeline.executor import Backend, run_stages
 from extract.pipeline.manifest import read_source
 from extract.pipeline.resources import peak_rss_mb
-from extract.pipeline.reuse import attach_candidates, reused_records
+from extract.pipeline.reuse import reused_records
 from extract.rows import is_failed, mark_failed
 from extract.stages.registry import STAGES
 from extract.tables.catalog import Catalog
-from extract.tables.planning import plan_run
+from extract.tables.planning import RunPlan
 from extract.tables.records import TableContext, count_records, rows_to_tables
 from extract.tables.schemas import TABLES
 from extract.tables.session import RunSession
@@ -67,12 +69,15 @@ class RunStats:
                     self.errors_by[f"{stage}/{etype}"] += 1
 
 
-    def record_fields(self, rows: list[dict[str, Any]], plan: Any, wall: float) -> dict[str, Any]:
-        """The run record's counts, tables, errors, timings and throughput for a run over the
-        manifest ``rows`` with ``plan`` (``plan_run``) that took ``wall`` seconds."""
+    def record_fields(self, rows: list[dict[str, Any]], plan: RunPlan, wall: float) -> dict[str, Any]:
+        """The run record's wall time, counts, tables, errors, timings and throughput for a run
+        over the manifest ``rows`` with ``plan`` (``RunSession.plan_manifest``) that has taken ``wall``
+        seconds (rounded to ms as ``wall_s``: the throughput is over that)."""
         n_errors = self.rows["errors"]
         n_done = len(plan.todo) + len(plan.failed)
+        wall = round(wall, 3)
         return {
+            "wall_s": wall,
             "audio_s": round(self.audio_s, 3),  # the total itself: throughput.audio_s_per_s is rounded
             "models": self.models,
             "counts": {
@@ -111,8 +116,6 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
     tables, Ray failure, store failure) after deleting the run's staging folder, so nothing is
     published; a failure between its table commits is rolled forward by the next run.
     """
-    from extract.models.preprocess import clip_embed_dim
-
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     with RunProgress(terminal, enabled=progress) as view:
@@ -120,23 +123,21 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
         rows = read_source(src, config.storage, allowed_uris=config.input.allowed_uris)
         catalog = Catalog(dst, config.storage)
         view.phase(f"planning {len(rows)} videos against the committed tables")
-        with RunSession.open(catalog, "run", run_id, embedding_dim=clip_embed_dim(config.models.clip), writes=True,
+        t_plan = time.perf_counter()
+        lineage = resolve_lineage(config)  # once, on the driver: the feature hash counts the weights' bytes
+        t_lineage = time.perf_counter() - t_plan
+        with RunSession.open(catalog, "run", run_id, embedding_dim=lineage.embedding_dim, writes=True,
                              max_rows_per_file=config.output.max_rows_per_file, started=started, clock=t0) as session:
             t_plan = time.perf_counter()
-            weights = weights_digests(config)  # once, on the driver: the feature hash counts the weights' bytes
-            feature_hash = config.feature_hash_of(weights)
-            outcomes = catalog.outcomes(rows)
-            plan = plan_run(rows, outcomes, feature_hash, overwrite, retry_errors)
-            # --overwrite asks for the features to be computed again, so it reuses nothing
-            candidates = 0 if overwrite else attach_candidates(catalog, plan.todo, outcomes, feature_hash,
-                                                                    config.input.reuse_days)
-            stats = RunStats(timings=Counter(plan=time.perf_counter() - t_plan))
+            plan = session.plan_manifest(rows, lineage.feature_hash, overwrite=overwrite, retry_errors=retry_errors,
+                                         reuse_days=config.input.reuse_days)
+            stats = RunStats(timings=Counter(plan=t_lineage + time.perf_counter() - t_plan))
             log.info("run %s: %d manifest rows, %d to process (%s; %d may reuse committed bytes), %d invalid, "
-                     "skipped %s", session.run_id, len(rows), len(plan.todo), dict(plan.why), candidates,
+                     "skipped %s", session.run_id, len(rows), len(plan.todo), dict(plan.why), plan.reusable,
                      len(plan.failed), dict(plan.skipped))
             if plan.todo:
-                check_local_checkpoints(config)
-            ctx = TableContext(run_id=session.run_id, processed_at=started, feature_hash=feature_hash,
+                lineage.check_checkpoints()
+            ctx = TableContext(run_id=session.run_id, processed_at=started, feature_hash=lineage.feature_hash,
                                embedding_dim=session.embedding_dim)
 
             def write_rows(batch_rows: list[dict[str, Any]]) -> None:
@@ -160,15 +161,11 @@ def run_job(src: str, dst: str, config: Config, *, overwrite: bool = False, retr
             write_rows(lost)
             view.finished([r["video_id"] for r in lost], [r["video_id"] for r in lost])
             touched = {r["video_id"] for r in plan.todo} | {r["video_id"] for r in plan.failed}
+            counted = stats.record_fields(rows, plan, time.perf_counter() - t0)
+            fields = {"input": src, "options": {"overwrite": overwrite, "retry_errors": retry_errors},
+                      "config": config.to_dict(), "config_hash": config.config_hash,
+                      "feature_hash": lineage.feature_hash, "weights": lineage.weights, "resources": finished.resources,
+                      "rolled_forward": session.rolled_forward, "schema_evolution": session.evolved, **counted}
             # Committed videos processed again: each table's commit replaces their rows.
-            predicate = session.replacing(outcomes, touched)
-            record = session.record(input=src, options={"overwrite": overwrite, "retry_errors": retry_errors},
-                                    config=config.to_dict(), config_hash=config.config_hash, feature_hash=feature_hash,
-                                    weights=weights, resources=finished.resources,
-                                    rolled_forward=session.rolled_forward,
-                                    schema_evolution=session.evolved)
-            record.update(stats.record_fields(rows, plan, record["wall_s"]))
-            record["counts"]["replaced"] = sum(1 for vid in touched
-                                               if vid in outcomes and outcomes[vid]["status"] != "forgotten")
-            return session.commit(record, predicate, lineage={
-                "config_hash": config.config_hash, "feature_hash": feature_hash, "models": stats.models})
+            return session.commit_processed(touched, fields, lineage={
+                "config_hash": config.config_hash, "feature_hash": lineage.feature_hash, "models": stats.models})

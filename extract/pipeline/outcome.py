@@ -24,12 +24,15 @@ def worst(codes: Iterable[int]) -> int:
 @dataclass
 class Outcome:
     """One run or step: ``status`` ``committed`` or ``failed``, its exit ``code``, a one-line
-    ``detail`` (the failure or the alert) and the committed run ``record``."""
+    ``detail`` (the failure or the alert) and the committed run ``record``; a committed processing
+    run (``run_outcome``) also its error rate's ``health`` against ``max_error_rate``."""
 
     status: str
     code: int = EXIT_OK
     detail: str = ""
     record: dict[str, Any] | None = None
+    health: str | None = None  # ``error_rate_health``: ok, near or over; None for a step without an error rate
+    max_error_rate: float | None = None  # the ``limits.max_error_rate`` it was held against
 
 
 def error_rate_health(rate: float, limit: float) -> str:
@@ -40,13 +43,12 @@ def error_rate_health(rate: float, limit: float) -> str:
     return "near" if rate > 0 and rate >= NEAR_LIMIT * limit else "ok"
 
 
-def describe_error_rate(record: dict[str, Any], limit: float) -> str:
-    """The summary line of a committed run's error rate against ``limit``, saying plainly when
-    it is near or over it."""
-    rate, counts = record.get("error_rate", 0.0), record.get("counts", {})
-    line = (f"  error rate {rate:.1%}: {counts.get('errors', 0)} of {counts.get('processed', 0)} processed videos "
-            f"(limits.max_error_rate {limit:.0%})")
+def run_outcome(record: dict[str, Any], limit: float) -> Outcome:
+    """The outcome of a committed processing run with ``record``: its error rate's health against
+    ``limit`` (``limits.max_error_rate``), and over it exit code 3 with the alert as ``detail``."""
+    rate = record["error_rate"]
     health = error_rate_health(rate, limit)
     if health == "over":
-        return f"{line}: OVER the limit, exit code {EXIT_ERROR_RATE}"
-    return f"{line}: near the limit" if health == "near" else line
+        return Outcome("committed", EXIT_ERROR_RATE, f"error rate {rate:.0%} is over limits.max_error_rate={limit}",
+                       record, health, limit)
+    return Outcome("committed", EXIT_OK, "", record, health, limit)

@@ -18,7 +18,7 @@ as they arrive, so driver memory does not grow with the number of videos.
 Failures (tests/RELIABILITY.md):
 
 - a configured local checkpoint that is missing or cut short fails the run before Ray starts
-  (``extract.models.checkpoints.check_local_checkpoints``); any other model that cannot load fails the run
+  (``extract.models.weights.ModelLineage.check_checkpoints``); any other model that cannot load fails the run
   on its first attempt, naming the path. The pools start together while the first videos
   decode, so model loading and decoding overlap;
 - a CUDA error that poisons a model actor's context (``DeviceLostError``) ends the actor's

@@ -6,6 +6,9 @@ tables; the command then stages its rows (``write``) and publishes them as one l
 (``commit``, ``commit_delete``) or records the versions its own Delta operations produced
 (``publish``). Each of these writes the run record ``DST/_runs/<run_id>.json``: the fields
 every run has (``record``: id, kind, status, times, version, output) plus the command's own.
+A processing run (``run_job``) also plans through its session (``plan_manifest``: the committed outcomes
+of the manifest's ids, what to process, reuse candidates) and commits with ``commit_processed``,
+which replaces the committed rows of the videos it processed again and counts them.
 Leaving a ``with RunSession.open(...)`` block by an exception aborts: the staged rows are
 deleted and nothing is published. ``run_job``, ``find_duplicates``, ``find_sounds``, ``forget``, ``maintain``
 and ``migrate`` each open one; the commit protocol itself is ``extract.tables.writer``'s.
@@ -23,6 +26,7 @@ import pyarrow as pa
 from extract import __version__
 from extract.tables.catalog import RUNS_DIR, Catalog
 from extract.tables.evolution import evolve_tables
+from extract.tables.planning import RunPlan, attach_candidates, plan_run
 from extract.tables.schemas import TABLES, embedding_dim_of
 from extract.tables.writer import (RunWriter, commit_delete, commit_metadata, commit_run, ensure_tables,
                                    reprocessing_predicate, roll_forward, write_json)
@@ -56,6 +60,7 @@ class RunSession:
         self.writer = writer
         self.publishing = False  # from the first step of the commit on, a failure is rolled forward, not aborted
         self.seq = writer.seq if writer is not None else catalog.next_seq
+        self.outcomes: dict[str, dict[str, Any]] = {}  # committed outcome per manifest id (``plan_manifest``)
 
     @classmethod
     def open(cls, catalog: Catalog, kind: str, run_id: str | None = None, *, embedding_dim: int | None = None,
@@ -97,10 +102,18 @@ class RunSession:
 
     # ------------------------------------------------------------------ writing
 
-    def replacing(self, outcomes: Mapping[str, Mapping[str, Any]], touched: set[str]) -> str | None:
-        """The commit predicate that replaces the committed rows of the ``touched`` ids
-        (``outcomes``: ``Catalog.outcomes``), None when none has any (an append)."""
-        return reprocessing_predicate(outcomes, touched, self.writer.dts)
+    def plan_manifest(self, rows: list[dict[str, Any]], feature_hash: str, *, overwrite: bool = False,
+                      retry_errors: bool = False, reuse_days: int = 0) -> RunPlan:
+        """Plan a processing run over the manifest ``rows``: read their ids' committed outcomes
+        (``Catalog.outcomes``, kept for ``commit_processed``), decide what to process
+        (``extract.tables.planning.plan_run``) and attach reuse candidates to those rows
+        (``attach_candidates``; none with ``overwrite``, which asks for the features to be
+        computed again)."""
+        self.outcomes = self.catalog.outcomes(rows)
+        plan = plan_run(rows, self.outcomes, feature_hash, overwrite, retry_errors)
+        if not overwrite:
+            plan.reusable = attach_candidates(self.catalog, plan.todo, self.outcomes, feature_hash, reuse_days)
+        return plan
 
     def write(self, tables: Mapping[tuple[str, str], pa.Table]) -> None:
         """Stage ``{(table, dt): Arrow table}`` (``extract.tables.records.rows_to_tables``)."""
@@ -114,7 +127,8 @@ class RunSession:
     # ------------------------------------------------------------------ the record
 
     def record(self, **fields: Any) -> dict[str, Any]:
-        """The run record: the fields every run has, then ``fields`` (the command's own).
+        """The run record: the fields every run has, then ``fields`` (the command's own; a
+        ``wall_s`` there is the one kept: a processing run's throughput is over its own).
         ``seq``, ``delta_versions`` and ``committed_at`` are added when it is published."""
         return {"run_id": self.run_id, "kind": self.kind, "status": "committed",
                 "started_at": self.started.isoformat(), "ended_at": datetime.now(timezone.utc).isoformat(),
@@ -131,6 +145,18 @@ class RunSession:
         commit's metadata. Returns the record as written."""
         self.publishing = True
         return commit_run(self.writer, record, predicate, commit_metadata(**lineage) if lineage else None)
+
+    def commit_processed(self, touched: set[str], fields: Mapping[str, Any],
+                         lineage: Mapping[str, Any]) -> dict[str, Any]:
+        """Commit a processing run that wrote the ``touched`` ids (``plan_manifest``'s outcomes tell which
+        were committed before): each table's commit replaces their committed rows
+        (``reprocessing_predicate``; an append when none has any), and the record (``record``
+        with ``fields``) counts them as ``counts.replaced``. ``lineage`` as for ``commit``."""
+        predicate = reprocessing_predicate(self.outcomes, touched, self.writer.dts)
+        record = self.record(**fields)
+        record["counts"]["replaced"] = sum(1 for vid in touched if vid in self.outcomes
+                                           and self.outcomes[vid]["status"] != "forgotten")
+        return self.commit(record, predicate, lineage)
 
     def commit_delete(self, record: dict[str, Any], predicates: Mapping[str, str]) -> dict[str, Any]:
         """Delete the rows matching each table's predicate, one logical commit

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from extract.config import Config, StorageConfig
-from extract.models.checkpoints import WHISPER_NAMES
+from extract.models.weights import WHISPER_NAMES
 from extract.models.common import CHECKPOINT_ERRORS
 from extract.models.weights import file_digest, write_sidecar
 from extract.io.storage import filesystem_for, is_remote

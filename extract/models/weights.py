@@ -124,6 +124,12 @@ def _safetensors_problem(fh, head: bytes, size: int) -> str | None:
     return None if expected == size else f"is {size} bytes, its header says {expected}"
 
 
+def names_a_file(pretrained: str) -> bool:
+    """Whether a ``models.clip.pretrained`` value is a path: open_clip's tags never hold a path
+    separator or a weights file suffix."""
+    return os.sep in pretrained or Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors", ".npz")
+
+
 def local_checkpoint_problem(config: Config) -> str | None:
     """What is wrong with a configured local checkpoint file (missing or cut short,
     ``checkpoint_problem``): one line naming the key, the path and the fix; None when nothing is
@@ -134,10 +140,8 @@ def local_checkpoint_problem(config: Config) -> str | None:
     if whisper_cfg.name not in WHISPER_NAMES and not is_remote(whisper_cfg.name):
         files.append(("models.whisper.name", whisper_cfg.name))
     pretrained = clip.pretrained
-    # A tag never holds a path separator or a file suffix; anything that does is meant as a file.
-    if pretrained and not is_remote(pretrained) and (
-            Path(local_path(pretrained)).is_file() or os.sep in pretrained
-            or Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors", ".npz")):
+    if pretrained and not is_remote(pretrained) and (Path(local_path(pretrained)).is_file()
+                                                     or names_a_file(pretrained)):
         files.append(("models.clip.pretrained", pretrained))
     for key, uri in files:
         path = Path(local_path(uri)).expanduser()
@@ -255,9 +259,8 @@ def weights_digests(config: Config) -> dict[str, str]:
     if clip.name.startswith("local-dir:") and Path(clip.name[len("local-dir:"):]).is_dir():
         out["models.clip.pretrained"] = folder_digest(clip.name[len("local-dir:"):])
     elif clip.pretrained:
-        # a value with a path separator is a file or an object, never one of open_clip's tags:
-        # no need to import open_clip (and torch: seconds) to look it up
-        is_path = is_remote(clip.pretrained) or os.sep in clip.pretrained
+        # a file or an object needs no open_clip (and torch: seconds) to look it up as a tag
+        is_path = is_remote(clip.pretrained) or names_a_file(clip.pretrained)
         tag_file = None if is_path else _clip_tag_file(clip.name, clip.pretrained, clip.cache_dir)
         digest = file_digest(tag_file) if tag_file else _file_or_object(clip.pretrained, storage, clip.cache_dir)
         if digest:

@@ -213,19 +213,27 @@ def test_training_read_builds_days_as_runs_write_them(tmp_path):
     assert frames.num_rows == (3 * 4 + 2 * 1) * 8 and frames.schema.field("embedding").type.list_size == 512
 
 
-def test_tree_cpu_counts_grandchildren_and_orphans():
+def test_tree_cpu_counts_grandchildren_and_orphans(tmp_path):
     """``TreeCpu`` counts every process under the one that starts it, also those whose parent exits
-    without waiting for them (``getrusage`` loses those), and leaves out what it spent before."""
-    spin = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 1.0: pass"
+    without waiting for them (``getrusage`` loses those), and leaves out what it spent before.
+    Each spinner says when its second of CPU is spent and lives a moment longer, so the count
+    does not depend on how fast a loaded machine lets them run."""
+    done = tmp_path / "done"
+    spin = ("import pathlib, sys, time\\nt = time.process_time()\\nwhile time.process_time() - t < 1.0: pass\\n"
+            "pathlib.Path(sys.argv[1]).touch()\\ntime.sleep(0.5)")
     script = f"""
-import subprocess, sys, time
+import pathlib, subprocess, sys, time
 from bench.machine import TreeCpu
 t = time.process_time()
 while time.process_time() - t < 1.0: pass  # before start(): not counted
 tree = TreeCpu(interval_s=0.05).start()
 # the shell exits at once: the two spinning grandchildren are orphans while they run
-subprocess.run(["sh", "-c", "{sys.executable} -c '{spin}' & {sys.executable} -c '{spin}' &"], check=True)
-time.sleep(2.5)
+subprocess.run(["sh", "-c", "{sys.executable} -c '{spin}' {done}-1 & {sys.executable} -c '{spin}' {done}-2 &"],
+               check=True)
+deadline = time.monotonic() + 120
+while not all(pathlib.Path(f"{done}-{{i}}").exists() for i in (1, 2)) and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(0.2)
 print(tree.total())
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)

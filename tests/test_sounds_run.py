@@ -118,9 +118,6 @@ def test_the_daily_job_runs_sounds_after_duplicates_unless_output_sounds_is_off(
 
 
 @needs_media
-@pytest.mark.xfail(strict=True, reason="the DELETE commit lands (forget creates the missing table first), then "
-                   "purge_ids fails: pyarrow is_in has no kernel for a string_view column in a file it reads; "
-                   "not yet traced")
 def test_forget_on_an_output_written_before_sound_matches_existed(output, tmp_path):
     """An output of the previous version (no ``sound_matches`` table, runs that never named it):
     forget creates the table empty and deletes from every table as one commit."""

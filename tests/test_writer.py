@@ -484,3 +484,16 @@ def test_every_table_command_records_the_common_fields(tmp_path):
         assert runs[run_id]["kind"] == kind and runs[run_id]["status"] == "committed"
         assert runs[run_id]["output"] == str(tmp_path)
     assert runs["m1"]["seq"] == runs["f1"]["seq"] + 1
+
+
+def test_a_file_with_string_view_ids_is_found_by_forget(tmp_path):
+    """delta-rs may rewrite a file (a DELETE) with ``video_id`` as string_view, which pyarrow's
+    is_in has no kernel for: such a file mentioning a forgotten id is still found."""
+    import pyarrow.fs as pafs
+
+    from extract.tables.forget import file_mentions
+
+    path = tmp_path / "part.parquet"
+    pq.write_table(pa.table({"video_id": pa.array(["a", "b"], pa.string_view()), "x": [1, 2]}), path)
+    fs = pafs.LocalFileSystem()
+    assert file_mentions(fs, str(path), {"b"}) and not file_mentions(fs, str(path), {"c"})

@@ -84,6 +84,8 @@ def file_mentions(fs: pafs.FileSystem, path: str, ids: set[str]) -> bool:
     with fs.open_input_file(path) as fh:
         data = pq.read_table(fh)
     if "video_id" in data.column_names:
-        return pc.any(pc.is_in(data["video_id"], value_set=pa.array(sorted(ids), pa.string()))).as_py() or False
+        # as string: a file delta-rs rewrote (a DELETE) may hold string_view, which is_in has no kernel for
+        column = data["video_id"].cast(pa.string())
+        return pc.any(pc.is_in(column, value_set=pa.array(sorted(ids), pa.string()))).as_py() or False
     text = json.dumps(data.to_pylist(), default=str)  # Delta checkpoints: ids in file statistics
     return any(json.dumps(vid)[1:-1] in text for vid in ids)

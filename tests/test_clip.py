@@ -368,13 +368,13 @@ def test_file_uri_and_object_store_checkpoint(tiny, tiny_cfg, tmp_path, monkeypa
         shutil.copyfile(tiny_cfg.pretrained, local)
         return str(local), "", local.stat().st_size
 
-    monkeypatch.setattr("extract.models.weights.fetch", fake_fetch)
+    monkeypatch.setattr("extract.io.storage.fetch", fake_fetch)
     uri = "s3://models/clip/tiny-clip-vit.pt"
     remote = ClipEmbedder(ClipModelConfig(name=TINY_CLIP_NAME, pretrained=uri, model_config=tiny_cfg.model_config,
                                           cache_dir=str(tmp_path / "cache")), "cpu")
     assert fetched == [uri]
     assert remote.lineage == tiny.lineage.replace(tiny_cfg.pretrained, uri)
-    # the one checkpoint cache (extract.models.weights): a folder per URI, the file name kept
+    # the one checkpoint cache (extract.io.storage): a folder per URI, the file name kept
     # (open_clip picks its loader by suffix), no half-written leftovers
     assert [p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").rglob("*")] == [
         hashlib.sha256(uri.encode()).hexdigest()[:16], f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}/tiny-clip-vit.pt"]
@@ -382,7 +382,7 @@ def test_file_uri_and_object_store_checkpoint(tiny, tiny_cfg, tmp_path, monkeypa
     def failing_fetch(uri, dest_dir, storage=None, max_bytes=None):
         raise VideoError("StoreError", f"{uri!r}: read failed (AccessDenied)", retryable=True)
 
-    monkeypatch.setattr("extract.models.weights.fetch", failing_fetch)
+    monkeypatch.setattr("extract.io.storage.fetch", failing_fetch)
     with pytest.raises(ModelLoadError, match=re.escape(uri)):  # a cache that does not hold it yet
         ClipEmbedder(ClipModelConfig(name=TINY_CLIP_NAME, pretrained=uri, model_config=tiny_cfg.model_config,
                                      cache_dir=str(tmp_path / "empty-cache")), "cpu")

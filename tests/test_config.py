@@ -80,14 +80,14 @@ def test_feature_hash_ignores_runtime_but_not_models():
 
 
 def test_feature_hash_counts_weights_by_content_not_name(tmp_path, monkeypatch):
-    from extract.models import weights as weights_module
+    from extract.io import storage as digests_module
     from extract.models.weights import weights_digests
     from extract.tables.planning import plan_run
 
     monkeypatch.setenv("EXTRACT_DIGEST_CACHE", str(tmp_path / "digests"))
     hashed = []
-    real = weights_module.sha256_file
-    monkeypatch.setattr(weights_module, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    real = digests_module.sha256_file
+    monkeypatch.setattr(digests_module, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
     first = tmp_path / "a" / "whisper-small.pt"
     first.parent.mkdir()
     first.write_bytes(b"weights v1" * 1000)

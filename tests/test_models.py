@@ -77,8 +77,8 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
     import boto3
 
     from extract.config import Config
-    from extract.models import weights as weights_module
-    from extract.models.weights import sha256_file
+    from extract.io import storage as digests_module
+    from extract.io.storage import sha256_file
     from extract.tools.staging import stage_models
     from extract.models.weights import weights_digests
 
@@ -92,8 +92,8 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
     remote = config.replace(**{"models.clip.pretrained": staged["models"]["clip"]["pretrained"],
                                "models.whisper.name": staged["models"]["whisper"]["name"]})
     fetched = []
-    real_fetch = weights_module.local_checkpoint
-    monkeypatch.setattr(weights_module, "local_checkpoint", lambda *a, **k: fetched.append(a[0]) or real_fetch(*a, **k))
+    real_fetch = digests_module.local_checkpoint
+    monkeypatch.setattr(digests_module, "local_checkpoint", lambda *a, **k: fetched.append(a[0]) or real_fetch(*a, **k))
     digests = weights_digests(remote)
     assert digests == {"models.clip.pretrained": sha256_file(clip_file),
                        "models.whisper.name": sha256_file(whisper_file)}
@@ -113,7 +113,7 @@ def test_staged_object_weights_count_by_the_digest_recorded_at_stage_time(tmp_pa
 
 def test_an_open_clip_tag_counts_by_the_file_it_resolves_to_in_the_cache(tmp_path, monkeypatch):
     from extract.config import Config
-    from extract.models.weights import sha256_file
+    from extract.io.storage import sha256_file
     from extract.models.weights import weights_digests
 
     monkeypatch.setenv("EXTRACT_DIGEST_CACHE", str(tmp_path / "digests"))

@@ -20,7 +20,7 @@ import extract.models.whisper as whisper_module
 from extract.config import Config, ConfigError, WhisperConfig, WhisperModelConfig
 from extract.media.audio import AUDIO_RATE
 from extract.tools.tiny import TINY_WHISPER_DIMS, make_tiny_whisper
-from extract.models.weights import file_digest
+from extract.io.storage import file_digest
 from extract.models.whisper import WhisperTranscriber, choose_engine
 
 pytest.importorskip("ctranslate2")

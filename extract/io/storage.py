@@ -4,12 +4,26 @@ Only local files and the configured object stores are ever read: there is no HTT
 other URL scheme. S3 credentials and region come from the standard AWS variables
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``); the endpoint from
 ``storage.s3_endpoint`` or ``AWS_ENDPOINT_URL`` (for S3-compatible stores such as MinIO).
+
+Content digests of files and objects, and local copies of object-store checkpoints:
+
+- ``file_digest``: sha256 of a local file. Hashing a multi-GB file takes seconds, so digests are
+  cached in ``$EXTRACT_DIGEST_CACHE`` (default ``$XDG_CACHE_HOME/extract/digests``, else
+  ``~/.cache/extract/digests``), one small JSON per file keyed by (resolved path, size,
+  mtime_ns): a file rewritten in place gets a new mtime and is hashed again.
+- ``remote_digest``: sha256 of an object: the sidecar ``extract models stage`` wrote beside it
+  (``write_sidecar``, ``<object>.sha256``) when its recorded size matches, else the digest of a
+  local copy (``local_checkpoint``: fetched once into one local cache).
+- ``digest_of``: either, by what a config value names; ``folder_digest``: a model folder's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -23,6 +37,7 @@ from extract.rows import VideoError
 
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://")
 CHUNK_BYTES = 1 << 20  # 1 MiB read size for streaming hashes and copies
+SIDECAR_SUFFIX = ".sha256"  # beside a staged object: {"sha256": ..., "size": bytes}
 
 
 def is_remote(uri: str) -> bool:
@@ -226,3 +241,105 @@ def parquet_files(fs: pafs.FileSystem, root: str) -> Iterator[str]:
     for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
         if info.type == pafs.FileType.File and info.path.endswith(".parquet"):
             yield info.path
+
+
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_checkpoint(uri: str, storage: StorageConfig | None = None, cache_dir: str | None = None) -> str:
+    """A local path for a checkpoint: local paths pass; object-store URIs are fetched once into
+    ``cache_dir`` (default ``$EXTRACT_MODEL_CACHE`` or the temp folder), keeping the file name
+    (open_clip picks its loader from the suffix). Each fetch downloads into its own folder and
+    renames the finished file into place, so actors sharing a node never read a half-written copy.
+    Raises ``VideoError`` / ``OSError`` when the copy fails."""
+    if not is_remote(uri):
+        return uri[len("file://"):] if uri.startswith("file://") else uri
+    cache = Path(cache_dir or os.environ.get("EXTRACT_MODEL_CACHE") or Path(tempfile.gettempdir()) / "extract-models")
+    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16] / uri.rsplit("/", 1)[-1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="fetch-", dir=target.parent))
+        try:
+            path, _, _ = fetch(uri, work, storage)
+            os.replace(path, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return str(target)
+
+
+def digest_cache_dir() -> Path:
+    """Where file digests are cached (see module doc)."""
+    if os.environ.get("EXTRACT_DIGEST_CACHE"):
+        return Path(os.environ["EXTRACT_DIGEST_CACHE"])
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "extract" / "digests"
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (hex) of the file at ``path``, from the cache when its (path, size, mtime_ns) is
+    unchanged; a cache that cannot be written only costs the next run a rehash."""
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    key = {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = digest_cache_dir() / f"{hashlib.sha256(str(resolved).encode()).hexdigest()[:32]}.json"
+    try:
+        cached = json.loads(entry.read_text())
+        if {k: cached.get(k) for k in key} == key and isinstance(cached.get("sha256"), str):
+            return cached["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(resolved)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**key, "sha256": digest}))
+        os.replace(tmp, entry)
+    except OSError:
+        pass
+    return digest
+
+
+def folder_digest(folder: str | Path) -> str:
+    """sha256 over the relative names and digests of every file under ``folder``."""
+    folder = Path(folder)
+    lines = [f"{p.relative_to(folder).as_posix()}\0{file_digest(p)}\n"
+             for p in sorted(folder.rglob("*")) if p.is_file()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def remote_digest(uri: str, storage: StorageConfig | None = None, cache_dir: str | None = None) -> str:
+    """sha256 of the object ``uri``: its stage-time sidecar when the sizes agree, else the digest
+    of the local copy (fetched once, ``local_checkpoint``)."""
+    fs, path = filesystem_for(uri, storage)
+    size = fs.get_file_info(path).size
+    try:
+        with fs.open_input_stream(path + SIDECAR_SUFFIX) as fh:
+            recorded = json.loads(fh.read())
+        if recorded.get("size") == size and isinstance(recorded.get("sha256"), str):
+            return recorded["sha256"]
+    except (OSError, ValueError):
+        pass
+    return file_digest(local_checkpoint(uri, storage, cache_dir))
+
+
+def write_sidecar(dest_uri: str, digest: str, size: int, storage: StorageConfig | None = None) -> None:
+    """Record a staged file's digest and size beside it (``remote_digest`` reads it)."""
+    fs, path = filesystem_for(dest_uri + SIDECAR_SUFFIX, storage)
+    with fs.open_output_stream(path) as out:
+        out.write(json.dumps({"sha256": digest, "size": size}).encode())
+
+
+def digest_of(value: str, storage: StorageConfig | None, cache_dir: str | None) -> str | None:
+    """sha256 of a local file or an object-store URI; None when ``value`` is neither a file nor
+    an object (a name)."""
+    if is_remote(value):
+        return remote_digest(value, storage, cache_dir)
+    path = Path(local_path(value)).expanduser()
+    return file_digest(path) if path.is_file() else None

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from extract.config import ClipModelConfig, StorageConfig
-from extract.models.weights import local_checkpoint
+from extract.io.storage import local_checkpoint
 from extract.models.common import (CHECKPOINT_ERRORS, INIT_SEED, ModelLoadError, lineage, resolve_device,
                                    run_in_batches)
 from extract.models.preprocess import PreprocessSpec, preprocess_spec, register_model_config

@@ -1,7 +1,5 @@
 """The weights files a config names, and the run's model lineage resolved from them.
 
-- Where a worker reads a checkpoint: ``local_checkpoint`` (an object-store checkpoint is fetched
-  once into one local cache; local paths pass).
 - Whether a configured local file is whole: ``checkpoint_problem`` (headers only),
   ``local_checkpoint_problem`` (the driver's check of the configured files).
 - What the weights are by content: ``weights_digests``, the sha256 of each weights file.
@@ -23,60 +21,24 @@ Where a weights key resolves:
   (the worker refuses a file that does not match it); a checkpoint path or object as above.
 
 A key that resolves to no file (no weights; a tag not in the cache) is left out and counts by
-its value. Hashing a multi-GB file takes seconds, so digests are cached in
-``$EXTRACT_DIGEST_CACHE`` (default ``$XDG_CACHE_HOME/extract/digests``, else
-``~/.cache/extract/digests``), one small JSON per file keyed by (resolved path, size, mtime_ns):
-a file rewritten in place gets a new mtime and is hashed again.
+its value. The digests and the fetching of object-store checkpoints are ``extract.io.storage``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from extract.config import Config, StorageConfig
-from extract.io.storage import fetch, filesystem_for, is_remote, local_path
+from extract.config import Config
+from extract.io.storage import digest_of, file_digest, folder_digest, is_remote, local_path
 from extract.models.preprocess import clip_embed_dim
 
 WHISPER_NAMES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
                  "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo")
-SIDECAR_SUFFIX = ".sha256"  # beside a staged object: {"sha256": ..., "size": bytes}
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def local_checkpoint(uri: str, storage: StorageConfig | None = None, cache_dir: str | None = None) -> str:
-    """A local path for a checkpoint: local paths pass; object-store URIs are fetched once into
-    ``cache_dir`` (default ``$EXTRACT_MODEL_CACHE`` or the temp folder), keeping the file name
-    (open_clip picks its loader from the suffix). Each fetch downloads into its own folder and
-    renames the finished file into place, so actors sharing a node never read a half-written copy.
-    Raises ``VideoError`` / ``OSError`` when the copy fails."""
-    if not is_remote(uri):
-        return uri[len("file://"):] if uri.startswith("file://") else uri
-    cache = Path(cache_dir or os.environ.get("EXTRACT_MODEL_CACHE") or Path(tempfile.gettempdir()) / "extract-models")
-    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16] / uri.rsplit("/", 1)[-1]
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="fetch-", dir=target.parent))
-        try:
-            path, _, _ = fetch(uri, work, storage)
-            os.replace(path, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return str(target)
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
@@ -152,77 +114,6 @@ def local_checkpoint_problem(config: Config) -> str | None:
     return None
 
 
-def digest_cache_dir() -> Path:
-    """Where file digests are cached (see module doc)."""
-    if os.environ.get("EXTRACT_DIGEST_CACHE"):
-        return Path(os.environ["EXTRACT_DIGEST_CACHE"])
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "extract" / "digests"
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 (hex) of the file at ``path``, from the cache when its (path, size, mtime_ns) is
-    unchanged; a cache that cannot be written only costs the next run a rehash."""
-    resolved = Path(path).expanduser().resolve()
-    stat = resolved.stat()
-    key = {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    entry = digest_cache_dir() / f"{hashlib.sha256(str(resolved).encode()).hexdigest()[:32]}.json"
-    try:
-        cached = json.loads(entry.read_text())
-        if {k: cached.get(k) for k in key} == key and isinstance(cached.get("sha256"), str):
-            return cached["sha256"]
-    except (OSError, ValueError):
-        pass
-    digest = sha256_file(resolved)
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**key, "sha256": digest}))
-        os.replace(tmp, entry)
-    except OSError:
-        pass
-    return digest
-
-
-def folder_digest(folder: str | Path) -> str:
-    """sha256 over the relative names and digests of every file under ``folder``."""
-    folder = Path(folder)
-    lines = [f"{p.relative_to(folder).as_posix()}\0{file_digest(p)}\n"
-             for p in sorted(folder.rglob("*")) if p.is_file()]
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def remote_digest(uri: str, storage: StorageConfig | None = None, cache_dir: str | None = None) -> str:
-    """sha256 of the object ``uri``: its stage-time sidecar when the sizes agree, else the digest
-    of the local copy (fetched once, ``local_checkpoint``)."""
-    fs, path = filesystem_for(uri, storage)
-    size = fs.get_file_info(path).size
-    try:
-        with fs.open_input_stream(path + SIDECAR_SUFFIX) as fh:
-            recorded = json.loads(fh.read())
-        if recorded.get("size") == size and isinstance(recorded.get("sha256"), str):
-            return recorded["sha256"]
-    except (OSError, ValueError):
-        pass
-    return file_digest(local_checkpoint(uri, storage, cache_dir))
-
-
-def write_sidecar(dest_uri: str, digest: str, size: int, storage: StorageConfig | None = None) -> None:
-    """Record a staged file's digest and size beside it (``remote_digest`` reads it)."""
-    fs, path = filesystem_for(dest_uri + SIDECAR_SUFFIX, storage)
-    with fs.open_output_stream(path) as out:
-        out.write(json.dumps({"sha256": digest, "size": size}).encode())
-
-
-def _file_or_object(value: str, storage: StorageConfig | None, cache_dir: str | None) -> str | None:
-    """The digest of a local file or an object-store URI; None when ``value`` is neither a file
-    nor an object (a name)."""
-    if is_remote(value):
-        return remote_digest(value, storage, cache_dir)
-    path = Path(local_path(value)).expanduser()
-    return file_digest(path) if path.is_file() else None
-
-
 def _clip_tag_file(name: str, tag: str, cache_dir: str | None) -> str | None:
     """The local file open_clip loads for tag ``tag`` of ``name`` from ``cache_dir``, or None
     when it is not a tag or its file is not there (nothing is downloaded)."""
@@ -262,11 +153,11 @@ def weights_digests(config: Config) -> dict[str, str]:
         # a file or an object needs no open_clip (and torch: seconds) to look it up as a tag
         is_path = is_remote(clip.pretrained) or names_a_file(clip.pretrained)
         tag_file = None if is_path else _clip_tag_file(clip.name, clip.pretrained, clip.cache_dir)
-        digest = file_digest(tag_file) if tag_file else _file_or_object(clip.pretrained, storage, clip.cache_dir)
+        digest = file_digest(tag_file) if tag_file else digest_of(clip.pretrained, storage, clip.cache_dir)
         if digest:
             out["models.clip.pretrained"] = digest
     if clip.model_config:
-        digest = _file_or_object(clip.model_config, storage, clip.cache_dir)
+        digest = digest_of(clip.model_config, storage, clip.cache_dir)
         if digest:
             out["models.clip.model_config"] = digest
     if whisper_cfg.name in WHISPER_NAMES:
@@ -276,7 +167,7 @@ def weights_digests(config: Config) -> dict[str, str]:
         if url:
             out["models.whisper.name"] = url.split("/")[-2]  # the sha256 whisper checks the file against
     else:
-        digest = _file_or_object(whisper_cfg.name, storage, None)
+        digest = digest_of(whisper_cfg.name, storage, None)
         if digest:
             out["models.whisper.name"] = digest
     return out

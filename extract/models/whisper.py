@@ -383,7 +383,7 @@ class WhisperTranscriber:
                              f"model (e.g. en, de, ja); use null to detect it")
         self.engine_name = choose_engine(whisper_cfg.engine, self.device)
         if self.engine_name == "ctranslate2":
-            from extract.models.weights import file_digest
+            from extract.io.storage import file_digest
             from extract.models.whisper_ct2 import load_ct2_engine
 
             self.engine = load_ct2_engine(model, self.tokenizer, file_digest(path), self.device)
@@ -609,11 +609,11 @@ def _load_model(model_cfg: WhisperModelConfig, device: str, storage: StorageConf
     ``whisper.load_model``; never downloads.
 
     A checkpoint in the object store (``s3://``, as ``extract models stage`` may leave it) is
-    copied once to a local cache first (``extract.models.weights.local_checkpoint``).
+    copied once to a local cache first (``extract.io.storage.local_checkpoint``).
     """
     import whisper
 
-    from extract.models.weights import local_checkpoint, sha256_file
+    from extract.io.storage import local_checkpoint, sha256_file
     from extract.io.storage import is_remote
 
     name = model_cfg.name

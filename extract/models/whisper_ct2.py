@@ -21,7 +21,7 @@ openai-whisper's names:
   printable byte alphabet, special tokens and timestamps by name), which ctranslate2 uses to
   find ``<|startoftranscript|>``, ``<|nospeech|>``, ``<|notimestamps|>`` and the timestamps.
 
-Converted directories are cached by the checkpoint file's sha256 (``extract.models.weights.
+Converted directories are cached by the checkpoint file's sha256 (``extract.io.storage.
 file_digest``) under ``ct2_cache_root()``; ``extract models stage`` builds them ahead, and a
 worker that finds none converts on first load (seconds for base). Conversions write into a
 temporary folder renamed into place, so actors sharing a node never read half a model.
@@ -234,7 +234,7 @@ def convert_file(checkpoint: str | Path, cache_root: str | Path | None = None) -
     import whisper
     from whisper.tokenizer import get_tokenizer
 
-    from extract.models.weights import file_digest
+    from extract.io.storage import file_digest
 
     model = whisper.load_model(str(checkpoint), device="cpu")
     tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages)

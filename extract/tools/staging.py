@@ -14,7 +14,7 @@ import yaml
 from extract.config import Config, StorageConfig
 from extract.models.weights import WHISPER_NAMES
 from extract.models.common import CHECKPOINT_ERRORS
-from extract.models.weights import file_digest, write_sidecar
+from extract.io.storage import file_digest, write_sidecar
 from extract.io.storage import filesystem_for, is_remote
 
 log = logging.getLogger(__name__)

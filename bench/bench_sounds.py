@@ -257,8 +257,14 @@ def search_worker(history: int, new: int, seconds: float, cost: dict[str, Any]) 
     del per_video, n_codes
     generating, generating_cpu = [0.0], [0.0]  # wall and CPU seconds spent making the synthetic history
 
+    clock = {"wall": time.perf_counter(), "cpu": time.process_time()}  # reset when the search starts
+
     def history_chunks() -> Iterator[pa.Table]:
         for c in range((history + CHUNK - 1) // CHUNK):
+            progress = {"chunks_done": c, "search_s": round(time.perf_counter() - clock["wall"] - generating[0], 1),
+                        "search_cpu_s": round(time.process_time() - clock["cpu"] - generating_cpu[0], 1),
+                        "peak_rss_gib": round(peak_rss_mb() / 1024, 2), "load_avg_1m": load_average()}
+            print(json.dumps(progress), file=sys.stderr, flush=True)  # a run stopped early still says how far it got
             started, started_cpu = time.perf_counter(), time.process_time()
             samples = [_sampled(codes, counts) for _, codes, counts in synth.chunk(c, chunk_size(c))]
             table = pa.table({"video_id": h_ids[c * CHUNK:c * CHUNK + chunk_size(c)],
@@ -282,9 +288,9 @@ def search_worker(history: int, new: int, seconds: float, cost: dict[str, Any]) 
         generating_cpu[0] += time.process_time() - started_cpu
         return table
 
-    cpu_started = time.process_time()
+    clock.update(wall=time.perf_counter(), cpu=time.process_time())
     result = find_same_sounds(videos, new_table, history_chunks(), None, fingerprints)
-    search_cpu_s = time.process_time() - cpu_started - generating_cpu[0]
+    search_cpu_s = time.process_time() - clock["cpu"] - generating_cpu[0]
     search_s = result.stats.seconds - generating[0]
     found = {r["video_id"]: r for r in result.table.to_pylist()}
     right = sum(1 for k, (sound, offset) in truth.items()
@@ -309,7 +315,7 @@ def run(out_dir: str | Path, videos: int = HISTORY_VIDEOS, new: int = NEW_VIDEOS
     warm_s = warm_kernels()
     spec = json.dumps({"history": videos, "new": new, "seconds": seconds, "cost": cost})
     proc = subprocess.run([sys.executable, "-m", "bench.bench_sounds", "--worker", spec],
-                          cwd=REPO, capture_output=True, text=True, check=True)
+                          cwd=REPO, stdout=subprocess.PIPE, text=True, check=True)  # its progress: our stderr
     search = json.loads(proc.stdout.strip().splitlines()[-1])
     result = {"benchmark": "sounds", "machine": machine_info(), "kernels_warm_s": round(warm_s, 2),
               "fingerprint": {k: v for k, v in cost.items() if k != "fields"}, "search": search}

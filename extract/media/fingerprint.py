@@ -1,22 +1,25 @@
 """Audio fingerprints for same-sound search: landmarks (quads of spectral peaks) of 16 kHz audio.
 
 A landmark is four peaks of the log spectrogram, an anchor and three of the ``FANOUT`` later
-peaks near it: its 44-bit key is ``(anchor bin, the three later bins relative to it, the frames
-to each)``, its time the anchor's frame. Why four peaks: music's peaks are skewed and correlated
-(harmonic intervals, tempo-locked gaps), so a key's fields carry far fewer bits than their
-width. Measured on 26 real tracks (``drascula-music``, whole tracks; chance agreements between
-different tracks, not counting the stretches two tracks really share), a pair of peaks (Wang's
-landmark) agrees as often as a ~14-bit uniform hash would, a triple (32 bits wide) as ~22 bits,
-a quad (44 bits wide) as ~29 bits: a 20 k-video day of 30 s clips holds ~60 M quads, and a
-history landmark meets ~0.1 of them by chance (a triple: ~10). What the quad costs: a landmark
-needs four peaks to survive, so a loud voice-over keeps fewer (>= 24 per 30 s at the offset,
-against 0 for different music; ``extract.media.sound_match``); ``FANOUT`` 5 makes 10 quads per
-anchor, ~100 landmarks per second of music. Two videos carrying the same recording share many
-keys at one constant difference of times (the offset between the recordings), whatever else is
-mixed on top; different music shares a few keys at scattered offsets. Peaks are local maxima of
-the log magnitude, so a quieter copy has the same peaks; a voice-over adds peaks but leaves most
-of the music's standing; a 5 s cut keeps the landmarks of those 5 s. (Wang, "An
-industrial-strength audio search algorithm", ISMIR 2003.)
+peaks near it: its 41-bit key is ``(anchor bin, then for each later peak its bin relative to the
+anchor's and the frames to it halved)``, its time the anchor's frame. Why four peaks: music's
+peaks are skewed and correlated (harmonic intervals, tempo-locked gaps), so a key's fields carry
+far fewer bits than their width. Measured on 28 real tracks (``drascula-music``, whole tracks,
+``bench.bench_sounds.hash_bits``), keys of different tracks agree as often as uniform keys of
+22.0 bits would for the first format's triples (32 bits wide) and of 25.4 bits for these quads
+(26.5 not counting the stretches two of the tracks really share): a 20 k-video day of 30 s clips
+holds ~65 M quads and a history landmark meets ~1.5 of them by chance (a triple: ~10 of ~40 M).
+Why the halved gaps: a copy cut half a 32 ms frame off the original's frame grid moves peaks by
+a frame, and exact gaps kept only 9-67 of a 10 s copy's quads (halved: 13-201; triples 17-103).
+What the quad costs: a landmark needs four peaks to survive, so a loud voice-over keeps fewer of
+them (>= 24 per 30 s at the offset, against <= 1 for different music;
+``extract.media.sound_match``); ``FANOUT`` 5 makes 10 quads per anchor, ~100 landmarks per
+second of music. Two videos carrying the same recording share many keys at one constant
+difference of times (the offset between the recordings), whatever else is mixed on top;
+different music shares a few keys at scattered offsets. Peaks are local maxima of the log
+magnitude, so a quieter copy has the same peaks; a voice-over adds peaks but leaves most of the
+music's standing; a 5 s cut keeps the landmarks of those 5 s. (Wang, "An industrial-strength
+audio search algorithm", ISMIR 2003.)
 
 The *sample* (``sample``): the landmarks whose key hashes into one ``SAMPLE_RATE``-th of the key
 space, about 25 per second. It is chosen by key value, so a copy of a recording (cut, quieter,

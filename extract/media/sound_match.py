@@ -8,17 +8,18 @@ offset (give or take one frame, for resampling and frame-phase jitter) and the s
 query's landmarks, over the matched stretch, that they make up.
 
 Thresholds measured on real music (``tests/test_sounds.py``, 8 ``drascula-music`` tracks, 30 s
-each; 44-bit quad landmarks): the same recording under a loud voice-over keeps 24-303 landmarks
-at one offset, 12 dB quieter >= 2694, started 7.3 s later >= 318, cut to 5 s (an eighth of a frame
-off the original's frame grid) 83-209; a different track reaches 0 at any offset (32-bit
-triples: up to 2). The hit count separates; the share (over the matched stretch) keeps a long
-video's few chance hits from counting, and the matched stretch must last ``MIN_MATCHED_S``: two
-recordings that share one identical note or drum sample agree on many landmarks within a
-fraction of a second (synthetic tunes rendered note-identically: 16-22 hits within 0.3 s).
+each; 41-bit quad landmarks): the same recording under a loud voice-over keeps 32-323 landmarks
+at one offset, 12 dB quieter >= 2694, started 7.3 s later >= 349, cut to 5 s (an eighth of a frame
+off the original's frame grid) 85-230, a 10 s copy half a frame off the grid 13-201; a different
+track reaches at most 1 at any offset (32-bit triples: 2). The hit count separates; the share
+(over the matched stretch) keeps a long video's few chance hits from counting, and the matched
+stretch must last ``MIN_MATCHED_S``: two recordings that share one identical note or drum
+sample agree on many landmarks within a fraction of a second (synthetic tunes rendered
+note-identically: 16-22 hits within 0.3 s).
 
 The history search first compares the samples (``fingerprint.sample``, a quarter of the
-landmarks): the same 8 tracks keep 7-31+ sampled landmarks at the offset under the voice-over,
-22+ cut to 5 s, 84+ started later, different tracks 0; a pair whose samples agree on
+landmarks): the same 8 tracks keep >= 9 sampled landmarks at the offset under the voice-over,
+>= 25 cut to 5 s, >= 100 started later, different tracks <= 1; a pair whose samples agree on
 ``CANDIDATE_HITS`` at one offset is lined up here on the full fingerprints.
 """
 

@@ -52,7 +52,8 @@ space, so it meets the day's sampled landmarks 4 times as often as a key meets t
 landmarks: the agreements fall 4-fold, not 16-fold). Per history video that is ~1,200 chance
 agreements against a 20 k-video day (first format: ~3,100), and a chance pair almost never has
 three of them at one offset, so few full fingerprints are read. The time still grows with
-history times day (``bench.bench_sounds``); the memory does not.
+history times day; the memory does not (``bench.bench_sounds``, 20 k new videos of 30 s: ~1.2 ms
+of CPU per history video, peak RSS ~4.5-4.7 GiB from 40 k to 1 M committed videos).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 
 from extract.config import Config
 from extract.media.audio import AUDIO_RATE
-from extract.media.fingerprint import FRAME_S, fingerprint, pack, split, unpack
+from extract.media.fingerprint import FRAME_S, HEADER, TIME_BITS, fingerprint, in_sample, pack, sample, split, unpack
 from extract.media.isolation import DecodeJob, DecodePool
 from extract.tools.samples import write_clip
 from extract.media.sound_match import match_fingerprints
@@ -56,6 +56,14 @@ def test_fingerprint_codes_roundtrip_and_silence():
     hashes, frames = split(codes)
     assert np.all(np.diff(frames) >= 0) and frames.max() * FRAME_S <= 5.0 and hashes.min() >= 0
     assert np.array_equal(unpack(pack(codes)), codes)
+    assert unpack(pack(codes[:0])).size == 0 and pack(codes[:0]) == b""  # none: null, no header
+    # the first format (32-bit hash << 24, no header) reads as none: its codes are all below the header
+    first_format = (hashes[:10] & 0xFFFFFFFF) << 24 | frames[:10]
+    assert first_format.max() < HEADER and unpack(first_format.astype("<i8").tobytes()).size == 0
+    # the sample is chosen by key alone: the same key at another frame is in it or out of it alike
+    moved = (hashes << TIME_BITS) | (frames + 1000)
+    assert np.array_equal(in_sample(codes), in_sample(moved)) and 0.1 < in_sample(codes).mean() < 0.4
+    assert np.array_equal(sample(codes), codes[in_sample(codes)])
     assert len(fingerprint(np.zeros(5 * AUDIO_RATE, np.float32))) == 0
     assert len(fingerprint(np.zeros(100, np.float32))) == 0
 

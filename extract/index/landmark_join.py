@@ -1,14 +1,14 @@
-"""Compiled kernels of the same-sound search (numba): the history's landmarks against the day's.
+"""Compiled kernels of the same-sound search (numba): the history's sampled landmarks against the day's.
 
 ``extract.index.sounds`` keeps the bookkeeping (ranks, chunks, scoring) in numpy; these are the
-two loops over every landmark. ``probe`` is one pass over a chunk of the history's landmark
-codes: a bit filter of the new day's hashes rejects almost all of them (at ``BITS_PER_KEY`` filter
-bits per distinct day hash, about 3 % of the history's hashes that the day lacks pass), a
-binary search over the day's sorted distinct hashes finds the rest. ``pair_keys`` turns each
-history landmark that met the day into its agreements with the day's landmarks of that hash
-(only those of later videos), as the video pair of each; ``expand`` gives the agreements of the
-pairs with enough of them, each with its time offset. The search calls them once per history
-chunk, so what they return is one chunk's.
+loops over every landmark. ``probe`` is one pass over a chunk of the history's landmark codes
+(``key << TIME_BITS | frame``): a bit filter of the new day's keys rejects almost all of them
+(at ``BITS_PER_KEY`` filter bits per distinct day key, about 3 % of the history's keys that the
+day lacks pass), a binary search over the day's sorted distinct keys finds the rest.
+``pair_keys`` turns each history landmark that met the day into its agreements with the day's
+landmarks of that key (only those of later videos), as the video pair of each; ``expand`` gives
+the agreements of the pairs with enough of them, each with its time offset. The search calls
+them once per history chunk, so what they return is one chunk's.
 
 Compiled on first use and cached next to this file (numba ``cache=True``), like
 ``extract.index.hash_join``.
@@ -23,15 +23,14 @@ from numba import njit
 
 from extract.media.fingerprint import TIME_BITS
 
-BITS_PER_KEY = 32  # the filter has the next power of two >= 32 bits per distinct day hash: ~3 % false passes
-MAX_FILTER_BITS = 31  # at most 2^31 bits (256 MiB), reached past 67 M distinct hashes
-_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: multiply-shift spreads the hashes over the filter
-_TIME_MASK = (1 << TIME_BITS) - 1
+BITS_PER_KEY = 32  # the filter has the next power of two >= 32 bits per distinct day key: ~3 % false passes
+MAX_FILTER_BITS = 31  # at most 2^31 bits (256 MiB), reached past 67 M distinct keys
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: multiply-shift spreads the keys over the filter
 
 
 @dataclass(frozen=True)
 class DayIndex:
-    """The new day's landmarks by hash: ``keys`` ``(k,) int64`` the distinct hashes, sorted;
+    """The new day's landmarks by key: ``keys`` ``(k,) int64`` the distinct keys, sorted;
     ``runs`` ``(k + 1,) int64``: the landmarks of ``keys[i]`` are ``order[runs[i]:runs[i + 1]]``
     (indices into the day's landmark arrays); ``bit_filter`` ``(2^filter_bits / 64,) uint64``."""
 
@@ -42,23 +41,23 @@ class DayIndex:
     filter_bits: int
 
     @classmethod
-    def build(cls, hashes: np.ndarray) -> "DayIndex":
-        """Index the day's landmark hashes ``(m,) int64``."""
-        hashes = np.asarray(hashes, np.int64)
-        order = np.argsort(hashes, kind="stable")
-        sorted_hashes = hashes[order]
-        first = np.ones(len(sorted_hashes), bool)
-        first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+    def build(cls, landmark_keys: np.ndarray) -> "DayIndex":
+        """Index the day's landmark keys ``(m,) int64``."""
+        landmark_keys = np.asarray(landmark_keys, np.int64)
+        order = np.argsort(landmark_keys, kind="stable")
+        sorted_keys = landmark_keys[order]
+        first = np.ones(len(sorted_keys), bool)
+        first[1:] = sorted_keys[1:] != sorted_keys[:-1]
         starts = np.flatnonzero(first)
-        keys = sorted_hashes[starts]
-        runs = np.append(starts, len(sorted_hashes)).astype(np.int64)
+        keys = sorted_keys[starts]
+        runs = np.append(starts, len(sorted_keys)).astype(np.int64)
         filter_bits = int(min(MAX_FILTER_BITS, max(16, np.ceil(np.log2(max(1, len(keys)) * BITS_PER_KEY)))))
         return cls(keys, runs, order.astype(np.int64), _filter(keys, filter_bits), filter_bits)
 
     def probe(self, codes: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """``probe`` of history ``codes`` ``(n,) int64`` of videos ``owner`` ``(n,) int32`` against this day."""
         return probe(np.ascontiguousarray(codes, np.int64), np.ascontiguousarray(owner, np.int32), self.keys,
-                     self.bit_filter, self.filter_bits)
+                     self.bit_filter, self.filter_bits, TIME_BITS)
 
 
 @njit(cache=True, nogil=True)
@@ -72,9 +71,11 @@ def _filter(keys, filter_bits):
 
 
 @njit(cache=True, nogil=True)
-def probe(codes, owner, keys, bit_filter, filter_bits):
-    """History landmarks ``codes`` ``(n,) int64`` (``hash << TIME_BITS | frame``) of videos of
-    rank ``owner`` ``(n,) int32`` (-1: not searched) whose hash is one of the day's ``keys``.
+def probe(codes, owner, keys, bit_filter, filter_bits, time_bits):
+    """History landmarks ``codes`` ``(n,) int64`` (``key << time_bits | frame``) of videos of
+    rank ``owner`` ``(n,) int32`` (-1: not searched) whose key is one of the day's ``keys``.
+    ``time_bits`` is an argument, not a global: numba's cache would keep a compiled global
+    after ``fingerprint.TIME_BITS`` changed.
 
     Returns ``(key, owner, frame, passed)``: ``(h,) int32`` each, the index into ``keys``, the
     video rank and the frame of each such landmark, and how many passed the filter."""
@@ -89,7 +90,7 @@ def probe(codes, owner, keys, bit_filter, filter_bits):
     for i in range(n):
         if owner[i] < 0:
             continue
-        h = codes[i] >> TIME_BITS
+        h = codes[i] >> time_bits
         f = (np.uint64(h) * _MULTIPLIER) >> shift
         if (bit_filter[f >> np.uint64(6)] >> (f & np.uint64(63))) & np.uint64(1) == np.uint64(0):
             continue
@@ -104,14 +105,14 @@ def probe(codes, owner, keys, bit_filter, filter_bits):
         if lo < k and keys[lo] == h:
             out_key[hits] = lo
             out_owner[hits] = owner[i]
-            out_time[hits] = codes[i] & _TIME_MASK
+            out_time[hits] = codes[i] & ((np.int64(1) << time_bits) - 1)
             hits += 1
     return out_key[:hits].copy(), out_owner[:hits].copy(), out_time[:hits].copy(), passed
 
 
 @njit(cache=True, nogil=True)
 def _kept_keys(hit_key, k, max_bucket):
-    """Which of the ``k`` day hashes are met by at most ``max_bucket`` of these history landmarks
+    """Which of the ``k`` day keys are met by at most ``max_bucket`` of these history landmarks
     ``(k,) bool``, and how many are not."""
     per_key = np.zeros(k, np.int64)
     for i in range(hit_key.shape[0]):
@@ -123,14 +124,14 @@ def _kept_keys(hit_key, k, max_bucket):
 @njit(cache=True, nogil=True)
 def pair_keys(hit_key, hit_owner, runs, order, q_owner, max_bucket):
     """The video pair of every agreement of the history landmarks that met the day (``probe``'s
-    ``key``, ``owner``) with the day's landmarks of their hash (``DayIndex.runs``/``order``;
+    ``key``, ``owner``) with the day's landmarks of their key (``DayIndex.runs``/``order``;
     ``q_owner`` ``(m,) int32`` video rank of each day landmark), kept when the day landmark's
-    video is later than the history one's. A hash met by more than ``max_bucket`` of these
+    video is later than the history one's. A key met by more than ``max_bucket`` of these
     history landmarks (one chunk's) is skipped (a test tone, a common drum sample: it would pair
     every video that has it).
 
     Returns ``(pair, hot)``: ``(p,) int64`` ``day rank << 32 | history rank``, one per agreement,
-    and how many hashes were skipped. Only the pair, 8 bytes per agreement: almost all agreements
+    and how many keys were skipped. Only the pair, 8 bytes per agreement: almost all agreements
     are chance ones, one or two per pair, and ``expand`` details only the pairs with enough."""
     kept, hot = _kept_keys(hit_key, runs.shape[0] - 1, max_bucket)
     total = 0

@@ -8,13 +8,19 @@ offset (give or take one frame, for resampling and frame-phase jitter) and the s
 query's landmarks, over the matched stretch, that they make up.
 
 Thresholds measured on real music (``tests/test_sounds.py``, 8 ``drascula-music`` tracks, 30 s
-each; 32-bit triple landmarks): the same recording under a loud voice-over keeps 53-319 landmarks
-at one offset (a share of 0.03-0.16), 12 dB quieter 1835-2124 (0.99-1.0), started 7.3 s later
-312-614 (0.24-0.44), cut to 5 s 85-159 (0.33-0.53); a different track reaches at most 2 at any
-offset. The hit count separates; the share (over the matched stretch) keeps a long video's few
-chance hits from counting, and the matched stretch must last ``MIN_MATCHED_S``: two recordings
-that share one identical note or drum sample agree on many landmarks within a fraction of a
-second (synthetic tunes rendered note-identically: 16-22 hits within 0.3 s).
+each; 41-bit quad landmarks): the same recording under a loud voice-over keeps 32-323 landmarks
+at one offset, 12 dB quieter >= 2694, started 7.3 s later >= 349, cut to 5 s (an eighth of a frame
+off the original's frame grid) 85-230, a 10 s copy half a frame off the grid 13-201; a different
+track reaches at most 1 at any offset (32-bit triples: 2). The hit count separates; the share
+(over the matched stretch) keeps a long video's few chance hits from counting, and the matched
+stretch must last ``MIN_MATCHED_S``: two recordings that share one identical note or drum
+sample agree on many landmarks within a fraction of a second (synthetic tunes rendered
+note-identically: 16-22 hits within 0.3 s).
+
+The history search first compares the samples (``fingerprint.sample``, a quarter of the
+landmarks): the same 8 tracks keep >= 9 sampled landmarks at the offset under the voice-over,
+>= 25 cut to 5 s, >= 100 started later, different tracks <= 1; a pair whose samples agree on
+``CANDIDATE_HITS`` at one offset is lined up here on the full fingerprints.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import numpy as np
 
 from extract.media.fingerprint import FRAME_S, split
 
-MIN_HITS = 15  # landmarks agreeing at one offset for a match (same recording: >= 53; different tracks: <= 2)
-MIN_SHARE = 0.02  # ... and at least this share of the query's landmarks over the matched stretch (>= 0.03)
+MIN_HITS = 10  # landmarks agreeing at one offset for a match (same recording: >= 13; different tracks: <= 1)
+MIN_SHARE = 0.01  # ... and at least this share of the query's landmarks over the matched stretch
 MIN_MATCHED_S = 2.0  # ... spread over at least this many seconds (one shared note or drum hit spans < 1 s)
 OFFSET_SLACK = 1  # frames either side of the best offset that count with it
+CANDIDATE_HITS = 3  # sampled landmarks agreeing at one offset for the history search to line a pair up
 
 
 @dataclass(frozen=True)

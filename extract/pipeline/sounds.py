@@ -2,10 +2,12 @@
 
 For the videos committed in partitions ``dt >= since`` (default: the dates the latest
 processing run wrote), ``extract.index.sounds.find_same_sounds`` matches their audio
-fingerprints (``videos.sound_fingerprint``) against the history's, read one upload day at a
-time (two narrow columns; a day's fingerprints, not the history's, are in memory), and names
-each new video's sound by its earliest video. The cost grows with the new videos times one pass
-over the history's fingerprints; videos that already have a sound are not scanned.
+fingerprints (``videos.sound_fingerprint``) against the history's samples
+(``videos.sound_keys``, a quarter of the landmarks), read one upload day at a time (two narrow
+columns; a day's samples, not the history's, are in memory), reads the full fingerprints of the
+few history videos whose samples agree with a new video's, and names each new video's sound by
+its earliest video. The cost is one pass over the history's samples plus the day; videos that
+already have a sound are not scanned.
 
 The result is one committed run (kind ``sounds``) through the same commit path as every run:
 the ``sound_matches`` rows of the searched videos are replaced in one Delta commit, the other
@@ -45,18 +47,26 @@ def find_sounds(dst: str, config: Config, run_id: str | None = None, since: str 
         new_days = [d for d in days if d >= since]
         columns = ["video_id", "sound_fingerprint"]
         new = catalog.read("videos", columns, dts=new_days) if new_days else None
-        new = new if new is not None else pa.table({c: pa.array([], t) for c, t in
-                                                   (("video_id", pa.string()), ("sound_fingerprint", pa.binary()))})
+        empty = pa.table({"video_id": pa.array([], pa.string()), "sound_fingerprint": pa.array([], pa.binary())})
+        new = new.select(columns) if new is not None else empty
         old_days = [d for d in days if d < since]
         known = catalog.read("sound_matches", ["video_id", "sound_id", "offset_s"], dts=old_days) if old_days else None
 
-        def history() -> Iterator[pa.Table]:  # one upload day at a time: a day's fingerprints in memory, not all
+        def history() -> Iterator[pa.Table]:  # one upload day at a time: a day's samples in memory, not all
             for day in old_days:
-                chunk = catalog.read("videos", columns, dts=[day])
+                chunk = catalog.read("videos", ["video_id", "sound_keys"], dts=[day])
                 if chunk is not None:
                     yield chunk
 
-        search = find_same_sounds(videos.drop_columns(["dt"]), new, history(), known, options)
+        def fingerprints(ids: list[str]) -> pa.Table:  # the candidates' full fingerprints, a day at a time
+            wanted = pa.array(ids, pa.string())
+            dts = pc.unique(videos["dt"].filter(pc.is_in(videos["video_id"], value_set=wanted))).cast(pa.string())
+            parts = [catalog.read("videos", columns, filter=pc.field("video_id").isin(wanted), dts=[day])
+                     for day in dts.to_pylist()]
+            parts = [p.select(columns) for p in parts if p is not None]
+            return pa.concat_tables(parts) if parts else empty
+
+        search = find_same_sounds(videos.drop_columns(["dt"]), new, history(), known, fingerprints, options)
         found = search.table
         dts = videos["dt"].take(pc.index_in(found["video_id"], value_set=videos["video_id"].combine_chunks()))
         dts = dts.cast(pa.string()).combine_chunks()
@@ -66,7 +76,8 @@ def find_sounds(dst: str, config: Config, run_id: str | None = None, since: str 
         stats = search.stats
         record = session.record(
             since=since,
-            options={k: getattr(options, k) for k in ("min_hits", "min_share", "min_matched_s", "max_bucket")},
+            options={k: getattr(options, k) for k in ("min_hits", "min_share", "min_matched_s", "candidate_hits",
+                                                      "max_bucket")},
             counts={"searched": new.num_rows, "history": videos.num_rows, "matched": found.num_rows,
                     "sounds": len(set(found["sound_id"].to_pylist()))},
             search={k: v for k, v in vars(stats).items() if isinstance(v, (int, float, str))},

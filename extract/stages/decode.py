@@ -38,9 +38,11 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   ``thumbnail_index``: the frame each shows), whole pictures in display orientation with the
   long side at most 160 px, encoded in the decode child from the frames it decoded (see
   ``extract.rows.thumbnails_of``); stored as ``frame_embeddings.thumbnail_jpeg`` for the run report.
-- ``sound_fingerprint`` ``(l,) int64``: with ``output.sounds``, the audio's landmark codes
+- ``sound_fingerprint`` ``(l + 1,) int64``: with ``output.sounds``, the audio's landmark codes
   (``extract.media.fingerprint``, computed in the decode child from the 16 kHz audio it
-  decoded), empty without audible audio; stored packed (``fingerprint.pack``, empty = null).
+  decoded) after the format's header (``fingerprint.stored``), empty without audible audio;
+  stored packed (empty = null); ``sound_keys`` the same for the sample of them
+  (``fingerprint.sample``), which the history search scans.
 - ``motion_score`` float|None and ``motion_source`` str|None (``signals.motion``), ``shot_frames``
   ``(n, 27, 48, 3) uint8`` and ``shot_pts_s`` ``(n,) float32`` (``signals.shots``): one more pass over
   every frame in the child (``extract.media.pace``); the shot frames are consumed by the CLIP stage.
@@ -61,6 +63,7 @@ import numpy as np
 
 from extract.config import Config
 from extract.config.machine import resolved_here
+from extract.media.fingerprint import sample, stored
 from extract.media.isolation import DecodeJob, DecodePool
 from extract.media.pace import Pace
 from extract.media.phash import middle_hash_frames, phash_frames
@@ -94,6 +97,7 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                    phash_middle=np.zeros(0, np.int64),
                    thumbnail_jpeg=np.zeros(0, np.uint8), thumbnail_bytes=np.zeros(0, np.int32),
                    thumbnail_index=np.zeros(0, np.int32), sound_fingerprint=np.zeros(0, np.int64),
+                   sound_keys=np.zeros(0, np.int64),
                    shot_frames=Pace().shot_frames, shot_pts_s=Pace().shot_pts_s)
         return row
     probe = result.probe
@@ -109,7 +113,7 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                thumbnail_jpeg=np.frombuffer(b"".join(result.thumbnails), np.uint8),
                thumbnail_bytes=np.asarray([len(j) for j in result.thumbnails], np.int32),
                thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False),
-               sound_fingerprint=result.sound_fingerprint.astype(np.int64, copy=False),
+               sound_fingerprint=stored(result.sound_fingerprint), sound_keys=stored(sample(result.sound_fingerprint)),
                motion_score=result.pace.motion_score, motion_source=result.pace.motion_source,
                shot_frames=result.pace.shot_frames, shot_pts_s=result.pace.shot_pts_s)
     return {name: row[name] for name in DECODE_COLUMNS}

@@ -72,7 +72,7 @@ DECODE = StageSpec(
     outputs=("content_sha256", "file_bytes", "container", "video_codec", "audio_codec", "duration_s", "width",
              "height", "rotation", "fps", "bitrate", "has_audio", "video_stream_index", "audio_stream_index",
              "n_video_streams", "n_audio_streams", "n_frames", "sampling_policy", "audio_s", "sound_fingerprint",
-             "motion_score", "motion_source", "reused_from"),
+             "sound_keys", "motion_score", "motion_source", "reused_from"),
     # frames (n, S, S, 3) uint8, pts_s (n,) float32, audio (m,) float32 16 kHz mono, ocr_frames
     # (k, H, W, 3) uint8 and their frame indices, phash and phash_middle (n,) int64 (the latter empty with
     # output.middle_hashes off), thumbnails (see rows.thumbnails_of),

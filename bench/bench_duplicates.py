@@ -1,13 +1,15 @@
 """Near-duplicate search at scale: 1 M committed videos (hashes only) against a 20 k-video day.
 
 Synthetic data (``make_data``, cached as Parquet under the work folder): every committed
-video has 8-32 frames, each with two uniformly random 64-bit hashes (``phash`` and
-``phash_middle``, as the job stores them), a distinct ``content_sha256`` and an upload time in
-the past; the new day's videos come after. Planted in the new day: near copies of random
-committed videos (the source's frames, 80 % of them kept, both hashes with 1-6 random bits
-flipped), overlay copies (a banner: new whole-frame hashes, the source's middle hashes with
-1-4 bits flipped), mirrored copies (``mirror_hash`` of the source's hashes, 1-3 bits flipped)
-and exact re-uploads (same hashes and ``content_sha256``). Everything else is unrelated.
+video has 8-32 frames, each with uniformly random 64-bit hashes as the job stores them
+(``phash``, ``phash_middle`` and the ``len(ZOOMS)`` zoom hashes of ``phash_zoom``), a distinct
+``content_sha256`` and an upload time in the past; the new day's videos come after. Planted in
+the new day: near copies of random committed videos (the source's frames, 80 % of them kept,
+every hash with 1-6 random bits flipped), overlay copies (a banner: new whole-frame and zoom
+hashes, the source's middle hashes with 1-4 bits flipped), zoomed copies (whole-frame hashes
+the source's hashes of one zoom level with 1-4 bits flipped, the others new), mirrored copies
+(``mirror_hash`` of the source's hashes, 1-3 bits flipped) and exact re-uploads (same hashes and
+``content_sha256``). Everything else is unrelated.
 
 Each measurement runs in a fresh child process (``--worker``) that reads the Parquet tables
 with pyarrow (as the job's step reads ``videos`` and ``frame_embeddings``), runs
@@ -41,8 +43,9 @@ DEFAULT_WORK = REPO / ".build" / "bench-duplicates"
 HISTORY_VIDEOS = 1_000_000
 NEW_VIDEOS = (20_000, 10_000)  # the largest first: the data is made for it, smaller days are prefixes
 FRAMES = (8, 32)  # frames per video, inclusive range
-PLANTED_SHARE = {"near": 0.02, "overlay": 0.01, "mirrored": 0.005, "exact": 0.005}  # of the new day
-DATA_VERSION = 2  # bump when make_data changes: a cached folder of another version is not reused
+# shares of the new day
+PLANTED_SHARE = {"near": 0.02, "overlay": 0.01, "zoomed": 0.01, "mirrored": 0.005, "exact": 0.005}
+DATA_VERSION = 3  # bump when make_data changes: a cached folder of another version is not reused
 TARGET_S, TARGET_BYTES = 60.0, 2 * 1024**3
 SEED = 0
 
@@ -66,13 +69,22 @@ def _flip_bits(rng: np.random.Generator, hashes: np.ndarray, low: int, high: int
     return out
 
 
+def _list_column(hashes: np.ndarray) -> "pa.Array":
+    """``(n, k) uint64`` -> a ``list<int64>`` column of ``n`` lists of ``k`` (the stored bits)."""
+    import pyarrow as pa
+
+    n, k = hashes.shape
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)),
+                                    pa.array(np.ascontiguousarray(hashes).view(np.int64).ravel()))
+
+
 def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str, Any]:
     """Write ``history_*.parquet`` and ``new_*.parquet`` (videos, frames) and ``truth.json`` into
     ``work`` (kept: a folder that has ``truth.json`` is reused); returns the truth metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from extract.media.phash import mirror_hash
+    from extract.media.phash import ZOOMS, mirror_hash
 
     marker = work / "truth.json"
     if marker.exists():
@@ -82,6 +94,7 @@ def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str,
     h_counts = _frame_counts(rng, history)
     h_hashes = _random_hashes(rng, int(h_counts.sum()))
     h_middle = _random_hashes(rng, int(h_counts.sum()))
+    h_zoom = _random_hashes(rng, int(h_counts.sum()) * len(ZOOMS)).reshape(-1, len(ZOOMS))
     h_starts = np.concatenate([[0], np.cumsum(h_counts)])
     base_us = 1_600_000_000 * 10**6
     day_us = 1_780_000_000 * 10**6
@@ -92,12 +105,14 @@ def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str,
     pq.write_table(h_videos, work / "history_videos.parquet")
     pq.write_table(pa.table({"video_id": h_ids.take(pa.array(np.repeat(np.arange(history), h_counts))),
                              "phash": pa.array(h_hashes.view(np.int64)),
-                             "phash_middle": pa.array(h_middle.view(np.int64))}),
+                             "phash_middle": pa.array(h_middle.view(np.int64)),
+                             "phash_zoom": _list_column(h_zoom)}),
                    work / "history_frames.parquet", row_group_size=1 << 21)
 
     n_counts = _frame_counts(rng, new)
     n_hashes = [_random_hashes(rng, c) for c in n_counts]
     n_middle = [_random_hashes(rng, c) for c in n_counts]
+    n_zoom = [_random_hashes(rng, c * len(ZOOMS)).reshape(-1, len(ZOOMS)) for c in n_counts]
     n_sha = [f"{history + i:064x}" for i in range(new)]
     kinds = np.array(["none"] * new, dtype=object)
     sources = rng.choice(history, new, replace=False)
@@ -109,17 +124,24 @@ def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str,
         cut += len(chosen)
         for i in chosen:
             frames = slice(h_starts[sources[i]], h_starts[sources[i] + 1])
-            src, src_middle = h_hashes[frames], h_middle[frames]
+            src, src_middle, src_zoom = h_hashes[frames], h_middle[frames], h_zoom[frames]
+            n_zoom[i] = _random_hashes(rng, src_zoom.size).reshape(src_zoom.shape)
             if kind == "exact":
                 n_hashes[i], n_middle[i], n_sha[i] = src.copy(), src_middle.copy(), f"{sources[i]:064x}"
+                n_zoom[i] = src_zoom.copy()
             elif kind == "near":
                 kept = np.sort(rng.choice(len(src), max(1, int(0.8 * len(src))), replace=False))
                 n_hashes[i], n_middle[i] = _flip_bits(rng, src[kept], 1, 6), _flip_bits(rng, src_middle[kept], 1, 6)
+                n_zoom[i] = _flip_bits(rng, src_zoom[kept].ravel(), 1, 6).reshape(-1, len(ZOOMS))
             elif kind == "overlay":
                 n_hashes[i], n_middle[i] = _random_hashes(rng, len(src)), _flip_bits(rng, src_middle, 1, 4)
+            elif kind == "zoomed":
+                n_hashes[i] = _flip_bits(rng, src_zoom[:, rng.integers(len(ZOOMS))], 1, 4)
+                n_middle[i] = _random_hashes(rng, len(src))
             else:
                 n_hashes[i] = _flip_bits(rng, mirror_hash(src), 1, 3)
                 n_middle[i] = _flip_bits(rng, mirror_hash(src_middle), 1, 3)
+                n_zoom[i] = _flip_bits(rng, mirror_hash(src_zoom.ravel()), 1, 3).reshape(-1, len(ZOOMS))
             kinds[i] = kind
             truth[f"n{i:07d}"] = {"kind": kind, "source": f"h{sources[i]:07d}"}
     n_counts = np.array([len(h) for h in n_hashes])
@@ -129,7 +151,8 @@ def make_data(work: Path, history: int, new: int, seed: int = SEED) -> dict[str,
                              "content_sha256": pa.array(n_sha)}), work / "new_videos.parquet")
     pq.write_table(pa.table({"video_id": n_ids.take(pa.array(np.repeat(np.arange(new), n_counts))),
                              "phash": pa.array(np.concatenate(n_hashes).view(np.int64)),
-                             "phash_middle": pa.array(np.concatenate(n_middle).view(np.int64))}),
+                             "phash_middle": pa.array(np.concatenate(n_middle).view(np.int64)),
+                             "phash_zoom": _list_column(np.concatenate(n_zoom))}),
                    work / "new_frames.parquet")
     meta = {"history_videos": history, "history_frames": int(h_counts.sum()), "new_videos": new,
             "new_frame_counts": np.cumsum(n_counts).tolist(), "truth": truth}
@@ -216,21 +239,24 @@ def run(out_dir: str | Path, videos: int = HISTORY_VIDEOS, new_sizes: Sequence[i
 def markdown(result: dict[str, Any]) -> str:
     """The result of ``run`` as a Markdown table."""
     lines = [f"Near-duplicate search: {result['history_videos']:,} committed videos, "
-             f"{result['history_frames']:,} frames with two hashes each, `phash` and `phash_middle` "
+             f"{result['history_frames']:,} frames with five hashes each, `phash`, `phash_middle` and the three of "
+             "`phash_zoom` "
              f"(target <= {result['target']['seconds']:.0f} s, "
              f"<= {result['target']['peak_rss_bytes'] / 2**30:.0f} GiB); compiling the kernels beforehand "
              f"(a machine's first search only): {result.get('kernels_warm_s', 0):.1f} s", "",
-             "| new videos | read s | search s | total s | peak RSS GiB | band collisions (whole / middle) "
-             "| candidate pairs | near found | overlay found | mirrored found | exact found | false pairs | load |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| new videos | read s | search s | total s | peak RSS GiB | band collisions (whole / middle / zoom) "
+             "| candidate pairs | near found | overlay found | zoomed found | mirrored found | exact found | false pairs "
+             "| load |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         rec = r["recall"]
         lines.append(
             f"| {r['new_videos']:,} | {r['read_s']:.1f} | {r['search_s']:.1f} | {r['total_s']:.1f} | "
             f"{r['peak_rss_bytes'] / 2**30:.2f} | {r['stats']['band_collisions']:,} / "
-            f"{r['stats'].get('middle_band_collisions', 0):,} | {r['stats']['candidate_pairs']:,} | "
+            f"{r['stats'].get('middle_band_collisions', 0):,} / {r['stats'].get('zoom_band_collisions', 0):,} | "
+            f"{r['stats']['candidate_pairs']:,} | "
             + " | ".join(f"{rec[k]['found']}/{rec[k]['planted']}" if k in rec else "–"
-                         for k in ("near", "overlay", "mirrored", "exact"))
+                         for k in ("near", "overlay", "zoomed", "mirrored", "exact"))
             + f" | {r['false_pairs']} | {r['load_avg_1m']} |")
     return "\n".join(lines)
 

@@ -9,7 +9,9 @@ Inputs are what the tables hold, as pyarrow tables (numpy inside):
 - ``frames``: one row per sampled frame, ``video_id`` (string) and ``phash`` (int64 as
   stored, or uint64: the 64-bit pHash of ``extract.media.phash``, same bits either way), and
   optionally ``phash_middle`` (the middle hash, ``middle_hash_frames``; null where a frame has
-  none). Frames of videos absent from ``videos`` are ignored (counted in ``stats``).
+  none) and ``phash_zoom`` (``list<int64>``, the zoom hashes, ``zoom_hash_frames``: one per
+  ``ZOOMS`` level; null where a frame has none). Frames of videos absent from ``videos`` are
+  ignored (counted in ``stats``).
 - ``new_ids``: the video ids to search for (the day's videos).
 
 For each new video the search reports the earliest earlier video (by ``upload_ts``, then
@@ -18,14 +20,30 @@ For each new video the search reports the earliest earlier video (by ``upload_ts
 - ``exact``: same ``content_sha256`` (an untouched re-upload), whatever the frames say;
 - ``near``: a candidate pair (below) where at least ``min_match_fraction`` of the new video's
   informative frames match some frame of the other video (whole-frame hashes within
-  ``max_hamming`` bits, or middle hashes within ``max_hamming_middle``), and, when pooled CLIP
-  embeddings are given, their cosine is at least ``min_clip_cosine``.
+  ``max_hamming`` bits, or middle hashes within ``max_hamming_middle``, or a zoom pair within
+  ``max_hamming_zoom``, below), and, when pooled CLIP embeddings are given, their cosine is at
+  least ``min_clip_cosine``.
+
+A pair is a copy when one video shows the other's picture: re-encoded, resized, under an
+overlay, letterboxed, zoomed or cropped about the centre, mirrored. Two videos that only show
+the same scene (two cuts of one source file, two uploads of one event) are not copies of each
+other; the search does not tell them apart from copies when their frames are as close
+(``bench/bench_overlays.py`` counts them apart from pairs of different sources).
 
 Middle hashes (``options.middle`` and a ``phash_middle`` column): a banner over the top or
 bottom of the frame, or letterbox bars, move the whole-frame hash past ``max_hamming`` but
 leave the middle hash close, so the new videos' middle hashes are looked up among the
 history's middle hashes as well (``middle_bands`` bands, the same kernel), and either kind of
 match counts for a frame. The two sets of candidates are joined before the frame check.
+
+Zoom hashes (``options.zoom`` and a ``phash_zoom`` column): a frame's views are its whole-frame
+hash (the zoom-1 view) and its zoom hashes (centre squares of ``1 / z`` of the side,
+``extract.media.phash.ZOOMS``). A copy zoomed ``z`` about the centre, or cropped from 16:9 to
+9:16 (or the reverse), has a whole-frame hash close to the original's zoom-``z`` view, and its
+zoom-``z1`` view close to the original's ``z1 * z`` one; so two frames also match when any view
+of one is within ``max_hamming_zoom`` of a view of the other (the whole-frame pair keeps
+``max_hamming``). Candidates: the history's views are scanned one level at a time against the
+new frames' views (``zoom_bands`` bands each), whichever is the wider upload.
 
 Candidates by locality-sensitive hashing (bit-sampling LSH with banding): ``bands`` bands,
 each a fixed random subset of ``band_bits`` of the 64 hash bits (groups of disjoint subsets
@@ -63,9 +81,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from extract.media.phash import FLAT_HASH, HASH_BITS, mirror_hash
+from extract.media.phash import FLAT_HASH, HASH_BITS, ZOOMS, mirror_hash
 
 MIDDLE_COLUMN = "phash_middle"
+ZOOM_COLUMN = "phash_zoom"
 
 KINDS = ("exact", "near")
 
@@ -95,10 +114,18 @@ class DuplicateOptions:
     ``max_hamming_middle=10`` sits between; ``middle_bands=24`` bands find a frame pair at
     distance 4 with probability 0.98, 6: 0.72 (the formula below), so half as many bands as the
     whole-frame search suffice for copies whose middle is untouched.
+
+    Zoom hashes (the same bench, copies zoomed or cropped about the centre): a copy frame's
+    nearest view of its original lies a median 0-6 bits away at the zooms ``ZOOMS`` covers;
+    views of frames of different source videos lie 14 bits apart or more. ``max_hamming_zoom=10``
+    sits between; a copy is a candidate when any of its frames collides, so ``zoom_bands=16``
+    (a frame pair at distance 4 collides with probability 0.92, 6: 0.57) finds a video whose
+    frames lie within 6 bits almost surely, at a third of the whole-frame search's bands per level.
     """
 
     max_hamming: int = 12  # bits; a frame matches another within this distance
     max_hamming_middle: int = 10  # bits; or when their middle hashes are within this distance
+    max_hamming_zoom: int = 10  # bits; or when a view of one is within this distance of a view of the other
     min_match_fraction: float = 0.5  # share of the new video's informative frames that must match
     min_clip_cosine: float = 0.9  # pooled CLIP cosine a near copy needs, when embeddings are given
     bands: int = 48  # LSH bands
@@ -107,6 +134,8 @@ class DuplicateOptions:
     mirrored: bool = True  # also query mirrored hashes
     middle: bool = True  # also search the middle hashes (frames.phash_middle), where the frames have them
     middle_bands: int = 24  # LSH bands over the middle hashes (band_bits bits each)
+    zoom: bool = True  # also search the zoom hashes (frames.phash_zoom), where the frames have them
+    zoom_bands: int = 16  # LSH bands per view level of the zoom search (band_bits bits each)
     seed: int = 0  # which bit subsets form the bands (fixed: reproducible candidates)
     # Bands searched in parallel (the kernel releases the GIL), one per usable core, at most 8:
     # each holds about 60 MB of tables and buffers at 800 k queries. Results do not depend on it.
@@ -119,10 +148,12 @@ class DuplicateOptions:
         checks = (
             ("max_hamming", 0 <= self.max_hamming < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
             ("max_hamming_middle", 0 <= self.max_hamming_middle < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
+            ("max_hamming_zoom", 0 <= self.max_hamming_zoom < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
             ("min_match_fraction", 0.0 < self.min_match_fraction <= 1.0, "in (0, 1]"),
             ("min_clip_cosine", -1.0 <= self.min_clip_cosine <= 1.0, "in [-1, 1]"),
             ("bands", self.bands >= 1, ">= 1"),
             ("middle_bands", self.middle_bands >= 1, ">= 1"),
+            ("zoom_bands", self.zoom_bands >= 1, ">= 1"),
             ("band_bits", 8 <= self.band_bits <= 32, "in [8, 32]"),
             ("max_bucket", self.max_bucket >= 1, ">= 1"),
             ("threads", self.threads >= 1, ">= 1"),
@@ -147,6 +178,9 @@ class SearchStats:
     middle_frames: int = 0  # frames with an informative middle hash (searched as well)
     middle_band_collisions: int = 0  # as band_collisions, over the middle hashes
     middle_close_frame_pairs: int = 0  # colliding middle-hash pairs within max_hamming_middle
+    zoom_frames: int = 0  # frames with informative zoom hashes (searched as well)
+    zoom_band_collisions: int = 0  # as band_collisions, between views of the zoom search
+    zoom_close_frame_pairs: int = 0  # colliding view pairs within max_hamming_zoom
     candidate_pairs: int = 0  # distinct (new video, earlier video, mirrored) with a close pair of either kind
     exact_pairs: int = 0  # new videos with an earlier equal content_sha256
     duplicates: int = 0  # rows reported
@@ -227,6 +261,7 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     owner = _owner_ranks(frames["video_id"], ids)
     hashes = _as_uint64(frames["phash"])
     middle = _as_uint64(frames[MIDDLE_COLUMN]) if options.middle and MIDDLE_COLUMN in frames.column_names else None
+    zoom = _zoom_views(frames[ZOOM_COLUMN]) if options.zoom and ZOOM_COLUMN in frames.column_names else None
     valid = owner >= 0
     stats.orphan_frames = int((~valid).sum())
     informative = (hashes != 0) & (hashes != FLAT_HASH)
@@ -235,9 +270,12 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     if not keep.all():  # the usual case keeps every frame: no copies of the big arrays
         hashes, owner = hashes[keep], owner[keep]
         middle = None if middle is None else middle[keep]
+        zoom = None if zoom is None else zoom[keep]
     stats.history_frames = len(hashes)
-    middle = _informative_middle(middle)
+    middle = _informative(middle)
     stats.middle_frames = 0 if middle is None else int(np.count_nonzero(middle))
+    zoom = _informative(zoom)
+    stats.zoom_frames = 0 if zoom is None else int(np.count_nonzero(zoom.any(axis=1)))
     phase("frames")
 
     query_hash, query_owner, query_mirrored = _queries(hashes, owner, is_new, options.mirrored)
@@ -251,6 +289,11 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
         stats.middle_band_collisions, hot, stats.middle_close_frame_pairs = counts
         stats.hot_keys_skipped += hot
         codes = np.union1d(codes, middle_codes)
+    if zoom is not None:
+        zoom_codes, counts = _zoom_candidates(hashes, zoom, owner, is_new, options)
+        stats.zoom_band_collisions, hot, stats.zoom_close_frame_pairs = counts
+        stats.hot_keys_skipped += hot
+        codes = np.union1d(codes, zoom_codes)
     stats.candidate_pairs = len(codes)
     pairs = _pair_decode(codes)
     phase("candidates")
@@ -259,7 +302,7 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     stats.exact_pairs = len(exact)
     phase("exact")
 
-    rows = _confirmed(pairs, exact, hashes, middle, owner, ids, options, embeddings, phase)
+    rows = _confirmed(pairs, exact, hashes, middle, zoom, owner, ids, options, embeddings, phase)
     table = _result_table(rows, ids, sha)
     stats.duplicates = table.num_rows
     phase("confirm")
@@ -346,18 +389,40 @@ def _as_uint64(column) -> np.ndarray:
     return out
 
 
-def _informative_middle(middle: np.ndarray | None) -> np.ndarray | None:
-    """Middle hashes with the flat ones (``FLAT_HASH``) set to 0 = none; None when none is left.
+def _zoom_views(column) -> np.ndarray:
+    """A ``list<int64>`` zoom-hash column (``ZOOMS`` values per frame; null = none) as
+    ``(n, len(ZOOMS)) uint64`` with the same bits, 0 where a frame has none."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    A frame without a middle hash keeps 0 in the array, so the frames stay aligned with
+    width = len(ZOOMS)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out = np.zeros((sum(len(c) for c in chunks), width), np.uint64)
+    start = 0
+    for chunk in chunks:
+        if not (pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type)):
+            raise ValueError(f"frames.{ZOOM_COLUMN}: expected a list of int64, got {chunk.type}")
+        lengths = pc.list_value_length(chunk).fill_null(0).to_numpy()
+        full = lengths == width  # rows with another count are from other ZOOMS: not comparable, left out
+        if full.any():
+            values = pc.list_flatten(chunk.filter(pa.array(full))).to_numpy().view(np.uint64)
+            out[start:start + len(chunk)][full] = values.reshape(-1, width)
+        start += len(chunk)
+    return out
+
+
+def _informative(views: np.ndarray | None) -> np.ndarray | None:
+    """Middle or zoom hashes with the flat ones (``FLAT_HASH``) set to 0 = none; None when none is left.
+
+    A frame without such a hash keeps 0 in the array, so the frames stay aligned with
     ``hashes`` and ``owner``; the queries leave 0 out, so a 0 never pairs (its band values
     collide only with a query's all-zero band, and a pHash is never within the threshold of 0)."""
-    if middle is None:
+    if views is None:
         return None
-    flat = middle == FLAT_HASH
+    flat = views == FLAT_HASH
     if flat.any():
-        middle = np.where(flat, np.uint64(0), middle)
-    return middle if middle.any() else None
+        views = np.where(flat, np.uint64(0), views)
+    return views if views.any() else None
 
 
 def _queries(hashes: np.ndarray, owner: np.ndarray, is_new: np.ndarray,
@@ -396,6 +461,24 @@ def _candidate_codes(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, 
     return np.unique(np.concatenate([codes for codes, *_ in results])), counts
 
 
+def _zoom_candidates(hashes: np.ndarray, zoom: np.ndarray, owner: np.ndarray, is_new: np.ndarray,
+                     options: DuplicateOptions) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Pair codes of the zoom search (module doc): each view level of the history (the whole-frame
+    hashes, then each zoom column) scanned against every view of the new frames, except the
+    whole-frame against the whole-frame (the main search); summed counters as ``_candidate_codes``."""
+    levels = [hashes] + [zoom[:, k] for k in range(zoom.shape[1])]
+    queries = [_queries(np.ascontiguousarray(level), owner, is_new, options.mirrored) for level in levels]
+    found, totals = [], np.zeros(3, np.int64)
+    for k, level in enumerate(levels):
+        parts = queries[1:] if k == 0 else queries
+        q_hash, q_owner, q_mirrored = (np.concatenate([part[i] for part in parts]) for i in range(3))
+        codes, counts = _candidate_codes(np.ascontiguousarray(level), owner, q_hash, q_owner, q_mirrored,
+                                         options.zoom_bands, options.max_hamming_zoom, options)
+        found.append(codes)
+        totals += counts
+    return np.unique(np.concatenate(found)), tuple(int(v) for v in totals)
+
+
 def _pair_decode(codes: np.ndarray) -> np.ndarray:
     """Pair codes of ``hash_join.band_join`` -> ``(k, 3) int64`` (new rank, earlier rank, mirrored)."""
     return np.stack([codes >> 32, (codes & 0xFFFFFFFF) >> 1, codes & 1], axis=1)
@@ -422,12 +505,13 @@ class _Rows:
 
 
 def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None,
-               owner: np.ndarray, ids, options: DuplicateOptions, embeddings: EmbeddingLookup | None,
+               zoom: np.ndarray | None, owner: np.ndarray, ids, options: DuplicateOptions,
+               embeddings: EmbeddingLookup | None,
                phase: _Phases) -> _Rows:
     """Per new video, its earliest confirmed earlier copy (exact always confirmed)."""
     exact3 = np.concatenate([exact, np.zeros((len(exact), 1), np.int64)], axis=1)
     both = np.concatenate([pairs, exact3]) if len(exact3) else pairs
-    fraction = _match_fractions(both, hashes, middle, owner, len(ids), options)
+    fraction = _match_fractions(both, hashes, middle, zoom, owner, len(ids), options)
     is_exact = np.zeros(len(both), bool)
     is_exact[len(pairs):] = True
     if len(exact):  # an exact copy without informative frames still matches in full
@@ -460,8 +544,8 @@ def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, middle:
                  both[:, 2].astype(bool))
 
 
-def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None, owner: np.ndarray,
-                     n_videos: int, options: DuplicateOptions) -> np.ndarray:
+def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None, zoom: np.ndarray | None,
+                     owner: np.ndarray, n_videos: int, options: DuplicateOptions) -> np.ndarray:
     """Per pair ``(new, earlier, mirrored)``: share of the new video's frames that match some
     frame of the earlier one (``hash_join.match_fractions``); NaN when the new video has no frames."""
     from extract.index.hash_join import match_fractions
@@ -475,13 +559,16 @@ def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, middle: np.ndarray |
     f_owner, f_hash = owner[sel], hashes[sel]
     f_middle = middle[sel] if middle is not None else np.zeros(len(sel), np.uint64)
     f_middle_mirror = np.where(f_middle != 0, mirror_hash(f_middle), np.uint64(0))
+    # Views: column 0 the whole-frame hash, then the zoom hashes (0 = none).
+    f_views = f_hash[:, None] if zoom is None else np.concatenate([f_hash[:, None], zoom[sel]], axis=1)
+    f_views_mirror = np.where(f_views != 0, mirror_hash(f_views), np.uint64(0))
     q_start = np.searchsorted(f_owner, pairs[:, 0], "left")
     q_n = np.searchsorted(f_owner, pairs[:, 0], "right") - q_start
     h_start = np.searchsorted(f_owner, pairs[:, 1], "left")
     h_n = np.searchsorted(f_owner, pairs[:, 1], "right") - h_start
-    return match_fractions(np.ascontiguousarray(pairs[:, 2] == 1), f_hash, mirror_hash(f_hash), f_middle,
-                           f_middle_mirror, q_start, q_n, h_start, h_n, options.max_hamming,
-                           options.max_hamming_middle)
+    return match_fractions(np.ascontiguousarray(pairs[:, 2] == 1), np.ascontiguousarray(f_views),
+                           np.ascontiguousarray(f_views_mirror), f_middle, f_middle_mirror, q_start, q_n, h_start,
+                           h_n, options.max_hamming, options.max_hamming_middle, options.max_hamming_zoom)
 
 
 def _cosines(pairs: np.ndarray, ids, embeddings: EmbeddingLookup) -> np.ndarray:

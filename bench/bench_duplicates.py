@@ -15,7 +15,9 @@ Each measurement runs in a fresh child process (``--worker``) that reads the Par
 with pyarrow (as the job's step reads ``videos`` and ``frame_embeddings``), runs
 ``find_near_duplicates`` and reports wall seconds (read and search apart), the peak RSS of
 the process (``VmHWM``), the search's counters and recall / false pairs against
-the planted copies. Two new-day sizes show that the candidate count grows linearly. Before
+the planted copies. Two new-day sizes show that the candidate count grows linearly; the largest
+is searched once more without the zoom hashes (``DuplicateOptions(zoom=False)``), so their share of
+the time and memory shows (the zoomed copies are then missed). Before
 them a tiny search compiles the numba kernels into their cache (timed apart: only a machine's
 first search pays it), so the children measure the search, not the compiler.
 
@@ -177,8 +179,9 @@ def warm_kernels() -> float:
     return time.perf_counter() - started
 
 
-def search_worker(work: Path, new: int) -> dict[str, Any]:
-    """In this process: read the tables (the first ``new`` of the new day), search, measure."""
+def search_worker(work: Path, new: int, zoom: bool = True) -> dict[str, Any]:
+    """In this process: read the tables (the first ``new`` of the new day; without the zoom-hash
+    column when ``zoom`` is off, as the job's step would), search, measure."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -188,13 +191,14 @@ def search_worker(work: Path, new: int) -> dict[str, Any]:
     started = time.perf_counter()
     new_videos = pq.read_table(work / "new_videos.parquet").slice(0, new)
     # Frame ids dictionary-encoded, as the job's step reads them (``Catalog.read(..., dictionary=...)``).
-    new_frames = pq.read_table(work / "new_frames.parquet", read_dictionary=["video_id"]).slice(
+    columns = ["video_id", "phash", "phash_middle"] + (["phash_zoom"] if zoom else [])
+    new_frames = pq.read_table(work / "new_frames.parquet", columns=columns, read_dictionary=["video_id"]).slice(
         0, meta["new_frame_counts"][new - 1])
     videos = pa.concat_tables([pq.read_table(work / "history_videos.parquet"), new_videos])
-    frames = pa.concat_tables([pq.read_table(work / "history_frames.parquet", read_dictionary=["video_id"]),
-                               new_frames])
+    frames = pa.concat_tables([pq.read_table(work / "history_frames.parquet", columns=columns,
+                                             read_dictionary=["video_id"]), new_frames])
     read_s = time.perf_counter() - started
-    result = find_near_duplicates(videos, frames, new_videos["video_id"], DuplicateOptions())
+    result = find_near_duplicates(videos, frames, new_videos["video_id"], DuplicateOptions(zoom=zoom))
     total_s = time.perf_counter() - started
     peak = peak_rss_mb() * 2**20
     truth = {k: v for k, v in meta["truth"].items() if int(k[1:]) < new}
@@ -206,7 +210,7 @@ def search_worker(work: Path, new: int) -> dict[str, Any]:
                and found[k]["kind"] == ("exact" if kind == "exact" else "near")]
         recall[kind] = {"planted": len(ids), "found": len(hit)}
     false_pairs = sum(1 for k, r in found.items() if k not in truth or r["duplicate_of"] != truth[k]["source"])
-    return {"new_videos": new, "history_videos": len(videos), "frames": frames.num_rows,
+    return {"new_videos": new, "zoom": zoom, "history_videos": len(videos), "frames": frames.num_rows,
             "read_s": round(read_s, 2), "search_s": round(result.stats.seconds, 2), "total_s": round(total_s, 2),
             "peak_rss_bytes": peak, "stats": result.stats.to_dict(), "recall": recall, "false_pairs": false_pairs,
             "load_avg_1m": load_average()}
@@ -222,8 +226,8 @@ def run(out_dir: str | Path, videos: int = HISTORY_VIDEOS, new_sizes: Sequence[i
     make_s = time.perf_counter() - started
     warm_s = warm_kernels()
     runs = []
-    for new in new_sizes:
-        proc = subprocess.run([sys.executable, "-m", "bench.bench_duplicates", "--worker", str(work), str(new)],
+    for new, zoom in [(new, "zoom") for new in new_sizes] + [(new_sizes[0], "no-zoom")]:
+        proc = subprocess.run([sys.executable, "-m", "bench.bench_duplicates", "--worker", str(work), str(new), zoom],
                               cwd=REPO, capture_output=True, text=True, check=True)
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     result = {"benchmark": "near_duplicates", "machine": machine_info(), "history_videos": videos,
@@ -244,14 +248,14 @@ def markdown(result: dict[str, Any]) -> str:
              f"(target <= {result['target']['seconds']:.0f} s, "
              f"<= {result['target']['peak_rss_bytes'] / 2**30:.0f} GiB); compiling the kernels beforehand "
              f"(a machine's first search only): {result.get('kernels_warm_s', 0):.1f} s", "",
-             "| new videos | read s | search s | total s | peak RSS GiB | band collisions (whole / middle / zoom) "
+             "| new videos | zoom hashes | read s | search s | total s | peak RSS GiB | band collisions (whole / middle / zoom) "
              "| candidate pairs | near found | overlay found | zoomed found | mirrored found | exact found | false pairs "
              "| load |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         rec = r["recall"]
         lines.append(
-            f"| {r['new_videos']:,} | {r['read_s']:.1f} | {r['search_s']:.1f} | {r['total_s']:.1f} | "
+            f"| {r['new_videos']:,} | {'yes' if r.get('zoom', True) else 'no'} | {r['read_s']:.1f} | {r['search_s']:.1f} | {r['total_s']:.1f} | "
             f"{r['peak_rss_bytes'] / 2**30:.2f} | {r['stats']['band_collisions']:,} / "
             f"{r['stats'].get('middle_band_collisions', 0):,} / {r['stats'].get('zoom_band_collisions', 0):,} | "
             f"{r['stats']['candidate_pairs']:,} | "
@@ -267,10 +271,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--videos", type=int, default=HISTORY_VIDEOS)
     parser.add_argument("--new", type=int, nargs="+", default=list(NEW_VIDEOS))
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
-    parser.add_argument("--worker", nargs=2, metavar=("WORK", "NEW"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("WORK", "NEW", "ZOOM"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(search_worker(Path(args.worker[0]), int(args.worker[1]))))
+        print(json.dumps(search_worker(Path(args.worker[0]), int(args.worker[1]), args.worker[2] == "zoom")))
         return
     print(markdown(run(args.out_dir, args.videos, args.new, args.work)))
 

@@ -179,16 +179,23 @@ def _with_zoom(frames: pa.Table, zoom: list[np.ndarray | None]) -> pa.Table:
     return frames.append_column("phash_zoom", pa.array(values, pa.list_(pa.int64())))
 
 
+def _flipped(rng: np.random.Generator, hashes: np.ndarray, bits: int) -> np.ndarray:
+    """``hashes`` with ``bits`` distinct random bits flipped in each (a copy's frames differ from
+    the original's in different bits; the same bits in every frame would pass or miss all bands at once)."""
+    flips = [sum(1 << int(b) for b in rng.choice(64, bits, replace=False)) for _ in hashes]
+    return hashes ^ np.array(flips, np.uint64)
+
+
 def test_zoom_hashes_find_zoomed_copies_either_way_round():
     rng = np.random.default_rng(6)
     src, other, unrelated = rng.integers(0, 2**64, (3, 10), dtype=np.uint64)
     src_zoom, other_zoom = rng.integers(1, 2**64, (2, 10, len(ZOOMS)), dtype=np.uint64)
-    zoomed = src_zoom[:, 1] ^ np.uint64(0b1011)  # b: a's picture zoomed ZOOMS[1] times, 3 bits off
+    zoomed = _flipped(rng, src_zoom[:, 1], 3)  # b: a's picture zoomed ZOOMS[1] times, 3 bits off
     wide = rng.integers(0, 2**64, 10, dtype=np.uint64)  # d: a wider picture of which c is the crop
     videos, frames = _tables([("a", 1, "s1", src), ("z", 2, "s9", other), ("b", 3, "s2", zoomed),
                               ("c", 4, "s3", unrelated), ("d", 5, "s4", wide), ("e", 6, "s5", zoomed ^ np.uint64(1))])
     wide_zoom = rng.integers(1, 2**64, (10, len(ZOOMS)), dtype=np.uint64)
-    wide_zoom[:, 0] = unrelated ^ np.uint64(0b11)  # d's first zoom view is c's whole frame
+    wide_zoom[:, 0] = _flipped(rng, unrelated, 2)  # d's first zoom view is c's whole frame, 2 bits off
     # b and c carry zoom hashes of their own; e's frames have none (rows written before the column).
     frames = _with_zoom(frames, [src_zoom, other_zoom, rng.integers(1, 2**64, (10, len(ZOOMS)), dtype=np.uint64),
                                  rng.integers(1, 2**64, (10, len(ZOOMS)), dtype=np.uint64), wide_zoom, None])

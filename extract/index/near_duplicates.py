@@ -42,8 +42,17 @@ hash (the zoom-1 view) and its zoom hashes (centre squares of ``1 / z`` of the s
 9:16 (or the reverse), has a whole-frame hash close to the original's zoom-``z`` view, and its
 zoom-``z1`` view close to the original's ``z1 * z`` one; so two frames also match when any view
 of one is within ``max_hamming_zoom`` of a view of the other (the whole-frame pair keeps
-``max_hamming``). Candidates: the history's views are scanned one level at a time against the
-new frames' views (``zoom_bands`` bands each), whichever is the wider upload.
+``max_hamming``). Candidates: each view level of the history is scanned against each other view
+level of the new frames (``zoom_bands`` bands per pair of levels: 12 joins at three zooms), so
+either upload order is found; pairs of one zoom level are left out of the candidates (only the
+frame check compares them: in ``bench/bench_overlays.py`` they found 1 copy more of 570, at a
+quarter of the cost). Whole/zoom pairs alone miss a zoom between two levels (1.5x: 9 of 28
+found), which the copy's 1.15 view against the original's 16/9 one finds.
+
+Memory: the middle and zoom hashes are read where Arrow holds them (``_StoredHashes``): one hash
+array (the whole-frame hashes, or one middle or zoom level) is copied out at a time for its scan
+and dropped after it; the frame check gathers only its pairs' frames, ``MATCH_BATCH`` pairs at a
+time.
 
 Candidates by locality-sensitive hashing (bit-sampling LSH with banding): ``bands`` bands,
 each a fixed random subset of ``band_bits`` of the 64 hash bits (groups of disjoint subsets
@@ -55,7 +64,7 @@ against it (``extract.index.hash_join.band_join``, compiled). A colliding pair c
 when its frames are within ``max_hamming`` and the other video is earlier. Work per band is
 one linear pass over the history's hashes plus one popcount per colliding pair, so the cost
 grows with the new day (times the history size for the scan, never history squared), and
-memory stays at the hash arrays plus a few MiB of table per thread. Band values held by more
+memory stays at one hash array plus some 60 MB of table per thread at 800 k queries. Band values held by more
 than ``max_bucket`` frames (a channel's intro, a logo card) are skipped: they would pair
 every video that shows them. Flat frames (pHash 0 or ``FLAT_HASH``: black or single-colour)
 carry no content and are left out.
@@ -119,10 +128,12 @@ class DuplicateOptions:
     2.35:1 to 9:16 and back): a copy frame's nearest view of its original lies a median 0-4 bits
     away (the whole-frame hashes 10-26); views of frames of different source videos lie 14 bits
     apart or more (0.1 % quantile 16). ``max_hamming_zoom=10`` sits between. A copy is a
-    candidate when any pair of its frames' views collides, so few bands suffice: ``zoom_bands=8``
-    (a frame pair at distance 4 collides with probability 0.71, 6: 0.34) found as many of the
-    bench's zoomed and cropped copies as 16 (403 and 406 of 570 copies of every kind, 0 false
-    pairs either way), at half the cost; the search scans the history once per view level and band.
+    candidate when any pair of its frames' views collides, so few bands suffice: ``zoom_bands=4``
+    per pair of view levels (a frame pair at distance 4 collides with probability 0.46, 6: 0.19)
+    found 403 of the bench's 570 copies of every kind (401 in the reverse upload order), as 8 and
+    16 bands over every view pair did (403 and 406), 0 false pairs each. That is 12 joins of 4
+    bands, 48 scans of the history with the new frames' views of one level each, as many as the
+    whole-frame search.
     """
 
     max_hamming: int = 12  # bits; a frame matches another within this distance
@@ -137,7 +148,7 @@ class DuplicateOptions:
     middle: bool = True  # also search the middle hashes (frames.phash_middle), where the frames have them
     middle_bands: int = 24  # LSH bands over the middle hashes (band_bits bits each)
     zoom: bool = True  # also search the zoom hashes (frames.phash_zoom), where the frames have them
-    zoom_bands: int = 8  # LSH bands per view level of the zoom search (band_bits bits each)
+    zoom_bands: int = 4  # LSH bands per pair of view levels of the zoom search (band_bits bits each)
     seed: int = 0  # which bit subsets form the bands (fixed: reproducible candidates)
     # Bands searched in parallel (the kernel releases the GIL), one per usable core, at most 8:
     # each holds about 60 MB of tables and buffers at 800 k queries. Results do not depend on it.
@@ -261,41 +272,51 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     phase("videos")
 
     owner = _owner_ranks(frames["video_id"], ids)
-    hashes = _as_uint64(frames["phash"])
-    middle = _as_uint64(frames[MIDDLE_COLUMN]) if options.middle and MIDDLE_COLUMN in frames.column_names else None
-    zoom = _zoom_views(frames[ZOOM_COLUMN]) if options.zoom and ZOOM_COLUMN in frames.column_names else None
+    phash = _StoredHashes(frames["phash"], "phash", 1)
+    hashes = phash.level(0)  # the whole-frame hashes, held for the main search (flat ones 0)
+    middle = _StoredHashes(frames[MIDDLE_COLUMN], MIDDLE_COLUMN, 1) \
+        if options.middle and MIDDLE_COLUMN in frames.column_names else None
+    zoom = _StoredHashes(frames[ZOOM_COLUMN], ZOOM_COLUMN, len(ZOOMS)) \
+        if options.zoom and ZOOM_COLUMN in frames.column_names else None
     valid = owner >= 0
     stats.orphan_frames = int((~valid).sum())
-    informative = (hashes != 0) & (hashes != FLAT_HASH)
+    informative = hashes != 0
     stats.flat_frames = int((valid & ~informative).sum())
     keep = valid & informative
     if not keep.all():  # the usual case keeps every frame: no copies of the big arrays
         hashes, owner = hashes[keep], owner[keep]
-        middle = None if middle is None else middle[keep]
-        zoom = None if zoom is None else zoom[:, keep]
+        for stored in (phash, middle, zoom):
+            if stored is not None:
+                stored.select(np.flatnonzero(keep))
     stats.history_frames = len(hashes)
-    middle = _informative(middle)
-    stats.middle_frames = 0 if middle is None else int(np.count_nonzero(middle))
-    zoom = _informative(zoom)
-    stats.zoom_frames = 0 if zoom is None else int(np.count_nonzero(zoom.any(axis=0)))
+    del valid, informative, keep
+    # Arrow's pool keeps the pages it freed (the read's buffers, the conversions above) for Arrow
+    # alone; the arrays that follow are numpy's, so give those pages back to the system.
+    pa.default_memory_pool().release_unused()
     phase("frames")
 
     query_hash, query_owner, query_mirrored = _queries(hashes, owner, is_new, options.mirrored)
     codes, counts = _candidate_codes(hashes, owner, query_hash, query_owner, query_mirrored, options.bands,
                                      options.max_hamming, options)
     stats.band_collisions, stats.hot_keys_skipped, stats.close_frame_pairs = counts
+    del hashes, query_hash, query_owner, query_mirrored  # from here on one hash array at a time
     if middle is not None:
-        query_hash, query_owner, query_mirrored = _queries(middle, owner, is_new, options.mirrored)
-        middle_codes, counts = _candidate_codes(middle, owner, query_hash, query_owner, query_mirrored,
+        level = middle.level(0)  # held for this search only: the frame check takes its frames' hashes
+        stats.middle_frames = int(np.count_nonzero(level))
+        query_hash, query_owner, query_mirrored = _queries(level, owner, is_new, options.mirrored)
+        middle_codes, counts = _candidate_codes(level, owner, query_hash, query_owner, query_mirrored,
                                                 options.middle_bands, options.max_hamming_middle, options)
+        del level
         stats.middle_band_collisions, hot, stats.middle_close_frame_pairs = counts
         stats.hot_keys_skipped += hot
         codes = np.union1d(codes, middle_codes)
+        middle = middle if stats.middle_frames else None
     if zoom is not None:
-        zoom_codes, counts = _zoom_candidates(hashes, zoom, owner, is_new, options)
+        zoom_codes, counts, stats.zoom_frames = _zoom_candidates(phash, zoom, owner, is_new, options)
         stats.zoom_band_collisions, hot, stats.zoom_close_frame_pairs = counts
         stats.hot_keys_skipped += hot
         codes = np.union1d(codes, zoom_codes)
+        zoom = zoom if stats.zoom_frames else None
     stats.candidate_pairs = len(codes)
     pairs = _pair_decode(codes)
     phase("candidates")
@@ -304,7 +325,7 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     stats.exact_pairs = len(exact)
     phase("exact")
 
-    rows = _confirmed(pairs, exact, hashes, middle, zoom, owner, ids, options, embeddings, phase)
+    rows = _confirmed(pairs, exact, phash, middle, zoom, owner, ids, options, embeddings, phase)
     table = _result_table(rows, ids, sha)
     stats.duplicates = table.num_rows
     phase("confirm")
@@ -373,61 +394,71 @@ def _owner_ranks(column, ids: "pa.Array") -> np.ndarray:
     return out
 
 
-def _as_uint64(column) -> np.ndarray:
-    """An int64 or uint64 hash column (nulls = flat 0) as ``(n,) uint64`` with the same bits
-    (one copy of the values; none for a single chunk without nulls)."""
-    import pyarrow as pa
+class _StoredHashes:
+    """A hash column read where Arrow holds it: ``phash`` or ``phash_middle`` (int64 or uint64,
+    the same bits; one hash a frame, ``width`` 1) or ``phash_zoom`` (``list<int64>``, ``width`` = ``len(ZOOMS)``; a list of
+    another length, from other ``ZOOMS``, counts as none). Per chunk, its values as a zero-copy
+    ``(rows, width) uint64`` view (a copy only for a chunk with nulls or short lists). ``level``
+    and ``take`` copy out one column or a few frames, 0 where a frame has none or its hash is flat
+    (``FLAT_HASH``), so the search holds one level at a time, never the column twice. ``rows``
+    (after ``select``) maps the search's frames to the column's rows."""
 
-    if not (pa.types.is_int64(column.type) or pa.types.is_uint64(column.type)):
-        raise ValueError(f"frames.phash: expected int64 or uint64, got {column.type}")
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    if len(chunks) == 1 and chunks[0].null_count == 0:
-        return chunks[0].to_numpy().view(np.uint64)
-    out = np.empty(sum(len(c) for c in chunks), np.uint64)
-    start = 0
-    for chunk in chunks:
-        out[start:start + len(chunk)] = chunk.fill_null(0).to_numpy().view(np.uint64)
-        start += len(chunk)
-    return out
+    def __init__(self, column, name: str, width: int):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.parts: list[np.ndarray] = []  # per chunk, (rows, width) uint64
+        for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+            listed = pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type)
+            scalar = pa.types.is_int64(chunk.type) or pa.types.is_uint64(chunk.type)
+            if not (listed if width > 1 else scalar):
+                raise ValueError(f"frames.{name}: expected {'a list of int64' if width > 1 else 'int64 or uint64'}, "
+                                 f"got {chunk.type}")
+            full = pc.list_value_length(chunk).fill_null(0).to_numpy() == width if width > 1 else None
+            if full is None or full.all():  # the usual chunk: its values in place
+                values = chunk.flatten() if width > 1 else chunk
+                values = values.fill_null(0) if values.null_count else values
+                part = values.to_numpy().view(np.uint64).reshape(len(chunk), width)
+            else:
+                part = np.zeros((len(chunk), width), np.uint64)
+                if full.any():
+                    values = pc.list_flatten(chunk.filter(pa.array(full))).fill_null(0)
+                    part[full] = values.to_numpy().view(np.uint64).reshape(-1, width)
+            self.parts.append(part)
+        self.starts = np.cumsum([0] + [len(part) for part in self.parts])
+        self.rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1]) if self.rows is None else len(self.rows)
+
+    def select(self, rows: np.ndarray) -> None:
+        """Keep the frames ``rows`` (``(m,) int64`` into the current frames), in that order."""
+        self.rows = rows if self.rows is None else self.rows[rows]
+
+    def level(self, k: int) -> np.ndarray:
+        """Column ``k`` of every frame, ``(len(self),) uint64`` (one contiguous copy)."""
+        out = np.empty(int(self.starts[-1]), np.uint64)
+        for start, part in zip(self.starts, self.parts):
+            out[start:start + len(part)] = part[:, k]
+        return _flat_to_zero(out if self.rows is None else out[self.rows])
+
+    def take(self, frames: np.ndarray) -> np.ndarray:
+        """The hashes of ``frames`` (``(m,)`` indices into the current frames), ``(m, width) uint64``."""
+        rows = np.asarray(frames, np.int64) if self.rows is None else self.rows[frames]
+        out = np.zeros((len(rows), self.parts[0].shape[1] if self.parts else 1), np.uint64)
+        chunk = np.searchsorted(self.starts, rows, "right") - 1
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.searchsorted(chunk[order], np.arange(len(self.parts) + 1))
+        for c in np.flatnonzero(np.diff(bounds)):
+            mine = order[bounds[c]:bounds[c + 1]]
+            out[mine] = self.parts[c][rows[mine] - self.starts[c]]
+        return _flat_to_zero(out)
 
 
-def _zoom_views(column) -> np.ndarray:
-    """A ``list<int64>`` zoom-hash column (``ZOOMS`` values per frame; null = none) as
-    ``(len(ZOOMS), n) uint64`` with the same bits, 0 where a frame has none: one contiguous row per
-    zoom level, as the band scan reads it."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    width = len(ZOOMS)
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    out = np.zeros((width, sum(len(c) for c in chunks)), np.uint64)
-    start = 0
-    for chunk in chunks:
-        if not (pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type)):
-            raise ValueError(f"frames.{ZOOM_COLUMN}: expected a list of int64, got {chunk.type}")
-        lengths = pc.list_value_length(chunk).fill_null(0).to_numpy()
-        full = lengths == width  # rows with another count are from other ZOOMS: not comparable, left out
-        if full.all():
-            out[:, start:start + len(chunk)] = chunk.flatten().to_numpy().view(np.uint64).reshape(-1, width).T
-        elif full.any():
-            values = pc.list_flatten(chunk.filter(pa.array(full))).to_numpy().view(np.uint64)
-            out[:, start:start + len(chunk)][:, full] = values.reshape(-1, width).T
-        start += len(chunk)
-    return out
-
-
-def _informative(views: np.ndarray | None) -> np.ndarray | None:
-    """Middle or zoom hashes with the flat ones (``FLAT_HASH``) set to 0 = none; None when none is left.
-
-    A frame without such a hash keeps 0 in the array, so the frames stay aligned with
-    ``hashes`` and ``owner``; the queries leave 0 out, so a 0 never pairs (its band values
-    collide only with a query's all-zero band, and a pHash is never within the threshold of 0)."""
-    if views is None:
-        return None
-    flat = views == FLAT_HASH
-    if flat.any():
-        views = np.where(flat, np.uint64(0), views)
-    return views if views.any() else None
+def _flat_to_zero(views: np.ndarray) -> np.ndarray:
+    """``views`` (a copy of the hashes) with the flat ones (``FLAT_HASH``) set to 0 = none, in place."""
+    views[views == FLAT_HASH] = 0
+    return views
 
 
 def _queries(hashes: np.ndarray, owner: np.ndarray, is_new: np.ndarray,
@@ -466,22 +497,32 @@ def _candidate_codes(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, 
     return np.unique(np.concatenate([codes for codes, *_ in results])), counts
 
 
-def _zoom_candidates(hashes: np.ndarray, zoom: np.ndarray, owner: np.ndarray, is_new: np.ndarray,
-                     options: DuplicateOptions) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _zoom_candidates(phash: _StoredHashes, zoom: _StoredHashes, owner: np.ndarray, is_new: np.ndarray,
+                     options: DuplicateOptions) -> tuple[np.ndarray, tuple[int, int, int], int]:
     """Pair codes of the zoom search (module doc): each view level of the history (the whole-frame
-    hashes, then each zoom column) scanned against every view of the new frames, except the
-    whole-frame against the whole-frame (the main search); summed counters as ``_candidate_codes``."""
-    levels = [hashes, *zoom]
-    queries = [_queries(level, owner, is_new, options.mirrored) for level in levels]
+    hashes, then each zoom level, one held at a time) joined with each other view level of the new
+    frames, one join per pair of levels; summed counters as ``_candidate_codes``, and the number of
+    frames with an informative zoom hash."""
+    new_frames = np.flatnonzero(is_new[owner])
+    day_owner = owner[new_frames]
+    day_views = np.concatenate([phash.take(new_frames), zoom.take(new_frames)], axis=1)
+    queries = [_queries(np.ascontiguousarray(day_views[:, j]), day_owner, is_new, options.mirrored)
+               for j in range(day_views.shape[1])]
+    del day_views
     found, totals = [], np.zeros(3, np.int64)
-    for k, level in enumerate(levels):
-        parts = queries[1:] if k == 0 else queries
-        q_hash, q_owner, q_mirrored = (np.concatenate([part[i] for part in parts]) for i in range(3))
-        codes, counts = _candidate_codes(level, owner, q_hash, q_owner, q_mirrored, options.zoom_bands,
-                                         options.max_hamming_zoom, options)
-        found.append(codes)
-        totals += counts
-    return np.unique(np.concatenate(found)), tuple(int(v) for v in totals)
+    informative = np.zeros(len(owner), bool)
+    for h in range(len(queries)):
+        level = phash.level(0) if h == 0 else zoom.level(h - 1)
+        if h:
+            informative |= level != 0
+        for j, (q_hash, q_owner, q_mirrored) in enumerate(queries):
+            if j != h:  # same level: whole/whole is the main search; zoom/zoom adds nothing measured
+                codes, counts = _candidate_codes(level, owner, q_hash, q_owner, q_mirrored, options.zoom_bands,
+                                                 options.max_hamming_zoom, options)
+                found.append(codes)
+                totals += counts
+        del level
+    return np.unique(np.concatenate(found)), tuple(int(v) for v in totals), int(np.count_nonzero(informative))
 
 
 def _pair_decode(codes: np.ndarray) -> np.ndarray:
@@ -509,14 +550,14 @@ class _Rows:
     mirrored: np.ndarray  # bool
 
 
-def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None,
-               zoom: np.ndarray | None, owner: np.ndarray, ids, options: DuplicateOptions,
+def _confirmed(pairs: np.ndarray, exact: np.ndarray, phash: _StoredHashes, middle: _StoredHashes | None,
+               zoom: _StoredHashes | None, owner: np.ndarray, ids, options: DuplicateOptions,
                embeddings: EmbeddingLookup | None,
                phase: _Phases) -> _Rows:
     """Per new video, its earliest confirmed earlier copy (exact always confirmed)."""
     exact3 = np.concatenate([exact, np.zeros((len(exact), 1), np.int64)], axis=1)
     both = np.concatenate([pairs, exact3]) if len(exact3) else pairs
-    fraction = _match_fractions(both, hashes, middle, zoom, owner, len(ids), options)
+    fraction = _match_fractions(both, phash, middle, zoom, owner, len(ids), options)
     is_exact = np.zeros(len(both), bool)
     is_exact[len(pairs):] = True
     if len(exact):  # an exact copy without informative frames still matches in full
@@ -549,23 +590,36 @@ def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, middle:
                  both[:, 2].astype(bool))
 
 
-def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None, zoom: np.ndarray | None,
+MATCH_BATCH = 1 << 16  # pairs checked at once: their frames' hashes are gathered per batch (~100 MB at 20 frames a video)
+
+
+def _match_fractions(pairs: np.ndarray, phash: _StoredHashes, middle: _StoredHashes | None, zoom: _StoredHashes | None,
                      owner: np.ndarray, n_videos: int, options: DuplicateOptions) -> np.ndarray:
     """Per pair ``(new, earlier, mirrored)``: share of the new video's frames that match some
-    frame of the earlier one (``hash_join.match_fractions``); NaN when the new video has no frames."""
+    frame of the earlier one (``hash_join.match_fractions``); NaN when the new video has no frames.
+    ``MATCH_BATCH`` pairs at a time, so memory stays bounded however many pairs are candidates."""
+    out = np.full(len(pairs), np.nan, np.float32)
+    for start in range(0, len(pairs), MATCH_BATCH):
+        batch = pairs[start:start + MATCH_BATCH]
+        out[start:start + len(batch)] = _batch_match_fractions(batch, phash, middle, zoom, owner, n_videos, options)
+    return out
+
+
+def _batch_match_fractions(pairs: np.ndarray, phash: _StoredHashes, middle: _StoredHashes | None,
+                           zoom: _StoredHashes | None, owner: np.ndarray, n_videos: int,
+                           options: DuplicateOptions) -> np.ndarray:
+    """``_match_fractions`` of a batch of pairs (at least one)."""
     from extract.index.hash_join import match_fractions
 
-    if len(pairs) == 0:
-        return np.full(0, np.nan, np.float32)
     involved = np.zeros(n_videos, bool)
     involved[pairs[:, :2].ravel()] = True
     sel = np.flatnonzero(involved[owner])
     sel = sel[np.argsort(owner[sel], kind="stable")]
-    f_owner, f_hash = owner[sel], hashes[sel]
-    f_middle = middle[sel] if middle is not None else np.zeros(len(sel), np.uint64)
+    f_owner, f_hash = owner[sel], phash.take(sel)[:, 0]
+    f_middle = middle.take(sel)[:, 0] if middle is not None else np.zeros(len(sel), np.uint64)
     f_middle_mirror = np.where(f_middle != 0, mirror_hash(f_middle), np.uint64(0))
     # Views: column 0 the whole-frame hash, then the zoom hashes (0 = none).
-    f_views = f_hash[:, None] if zoom is None else np.concatenate([f_hash[:, None], zoom[:, sel].T], axis=1)
+    f_views = f_hash[:, None] if zoom is None else np.concatenate([f_hash[:, None], zoom.take(sel)], axis=1)
     f_views_mirror = np.where(f_views != 0, mirror_hash(f_views), np.uint64(0))
     q_start = np.searchsorted(f_owner, pairs[:, 0], "left")
     q_n = np.searchsorted(f_owner, pairs[:, 0], "right") - q_start

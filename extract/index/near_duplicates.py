@@ -435,6 +435,13 @@ class _StoredHashes:
         """Keep the frames ``rows`` (``(m,) int64`` into the current frames), in that order."""
         self.rows = rows if self.rows is None else self.rows[rows]
 
+    def informative_frames(self) -> int:
+        """How many frames have a hash other than 0 and ``FLAT_HASH`` (a chunk at a time)."""
+        has = (((part != 0) & (part != FLAT_HASH)).any(axis=1) for part in self.parts)
+        if self.rows is None:
+            return int(sum(np.count_nonzero(h) for h in has))
+        return int(np.count_nonzero(np.concatenate(list(has))[self.rows]))
+
     def level(self, k: int) -> np.ndarray:
         """Column ``k`` of every frame, ``(len(self),) uint64`` (one contiguous copy)."""
         out = np.empty(int(self.starts[-1]), np.uint64)
@@ -506,23 +513,18 @@ def _zoom_candidates(phash: _StoredHashes, zoom: _StoredHashes, owner: np.ndarra
     new_frames = np.flatnonzero(is_new[owner])
     day_owner = owner[new_frames]
     day_views = np.concatenate([phash.take(new_frames), zoom.take(new_frames)], axis=1)
-    queries = [_queries(np.ascontiguousarray(day_views[:, j]), day_owner, is_new, options.mirrored)
-               for j in range(day_views.shape[1])]
-    del day_views
     found, totals = [], np.zeros(3, np.int64)
-    informative = np.zeros(len(owner), bool)
-    for h in range(len(queries)):
+    for h in range(day_views.shape[1]):
         level = phash.level(0) if h == 0 else zoom.level(h - 1)
-        if h:
-            informative |= level != 0
-        for j, (q_hash, q_owner, q_mirrored) in enumerate(queries):
-            if j != h:  # same level: whole/whole is the main search; zoom/zoom adds nothing measured
-                codes, counts = _candidate_codes(level, owner, q_hash, q_owner, q_mirrored, options.zoom_bands,
+        for j in range(day_views.shape[1]):
+            if j != h:  # same level: whole/whole is the main search; zoom/zoom adds little (module doc)
+                queries = _queries(np.ascontiguousarray(day_views[:, j]), day_owner, is_new, options.mirrored)
+                codes, counts = _candidate_codes(level, owner, *queries, options.zoom_bands,
                                                  options.max_hamming_zoom, options)
                 found.append(codes)
                 totals += counts
         del level
-    return np.unique(np.concatenate(found)), tuple(int(v) for v in totals), int(np.count_nonzero(informative))
+    return np.unique(np.concatenate(found)), tuple(int(v) for v in totals), zoom.informative_frames()
 
 
 def _pair_decode(codes: np.ndarray) -> np.ndarray:

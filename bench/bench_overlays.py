@@ -1,28 +1,41 @@
-"""Near copies under overlays on real video: recall by overlay size and position, letterboxed and
-cropped copies, and false pairs between different videos; the search with and without middle hashes.
+"""Near copies under overlays and crops on real video: recall by overlay size and position, by
+crop kind and level, and false pairs between different videos; the search with the whole-frame
+hashes only, with middle hashes, and with middle and zoom hashes.
 
 Originals: 8 s segments of real video (``../shared/peer-media``, scaled to cover the frame and
 centre-cropped as ``bench.real_clips`` makes its clips' pictures), segments of one file never
-overlapping, each in two frame shapes, 16:9 (640x360) and wide 2.35:1 (752x320), written as H.264
-CRF 23 at 10 fps (the upload). Copies, made from the decoded upload and re-encoded the same way:
+overlapping, each in three frame shapes, 16:9 (640x360), wide 2.35:1 (752x320) and phone 9:16
+(360x640), written as H.264 CRF 23 at 10 fps (the upload). Copies, made from the decoded upload
+and re-encoded the same way:
 
 - ``banner_{top,bottom}_{10,20,30}``: a flat band of a dark colour with a white caption over that
   share of the frame height, full width, at the top or the bottom;
 - ``sticker``: a bright box with a handle, 22 % x 18 % of the frame, in the lower right corner;
-- ``letterbox``: the picture scaled into a frame of another shape with black bars: the 16:9 one
-  into a 9:16 phone frame (360x640), the wide one into 16:9 (752x424);
-- ``crop_sides``: 10 % of the width cut on each side; ``crop_zoom``: 8 % cut on every side and
-  scaled back to the original size; ``crop_corner``: 10 % cut from the left and the top.
+- ``letterbox``: the picture scaled into a frame of another shape with black bars: 16:9 into a
+  9:16 phone frame (360x640), 2.35:1 into 16:9 (752x424), 9:16 into 16:9 (640x360);
+- ``sides_80``: 10 % of the long side cut at both ends;
+- ``zoom_{110,120,130,140,150}``: the centre ``1 / z`` of each side kept, scaled back to the size;
+- ``aspect``: the centre of the frame cut to the other orientation at full short side, 16:9 and
+  2.35:1 to 9:16 (a phone re-upload), 9:16 to 16:9, scaled to 360x640 or 640x360;
+- ``corner_{90,80,70}``: that share of each side kept from one corner (the corner turns with the
+  segment), scaled back to the size; ``side_80``: 80 % of the long side kept from one end.
 
 Every file goes through the job's decode (``extract.media.video.decode_video``: 1 fps, the CLIP
-224 crop) and is hashed as the decode stage does (``phash_frames``, ``middle_hash_frames``). Then:
+224 crop) and is hashed as the decode stage does (``phash_frames``, ``middle_hash_frames``,
+``zoom_hash_frames``). Then:
 
-- distances: per copy frame, the nearest original frame's whole-frame and middle Hamming
-  distance; between frames of different segments, the smallest distances (the false-pair margin);
-- the search (``find_near_duplicates``, default options but ``middle``): per transform, the
-  originals (16:9 first, then wide) are the history and the copies the new day; a copy is
-  found when it is paired with its own segment (either shape), a false pair when paired with
-  another; and the originals among themselves (every pair there is false).
+- distances: per copy frame, the nearest original frame's whole-frame, middle and best-view
+  Hamming distance (views: the whole-frame hash and the zoom hashes, any pair); between frames of
+  different source videos, the smallest distances of each kind (the false-pair margin);
+- the search (``find_near_duplicates``, default options but ``middle`` and ``zoom``): per
+  transform and shape, the originals of that shape are the history and its copies the new day
+  (one shape at a time: a segment's three shapes show one picture and would pair with each
+  other). What a pair is: a copy paired with its own segment (any shape) is found; a pair of two
+  different source videos is false; a pair of two segments of one source file is neither (cuts
+  of one recording can show one scene: they are counted apart, as same-source pairs). The
+  originals of all shapes are also searched among themselves (only pairs of different segments
+  count there), and the copies as the history with the originals as the new day (``reverse``:
+  the crop uploaded first, the wider picture later).
 
 ``python -m bench.bench_overlays [OUT_DIR] [--segments N]`` prints the tables and writes
 ``OUT_DIR/bench_overlays.json``.
@@ -58,10 +71,15 @@ SEGMENTS = (
     ("video2dataset-test_video.mp4", 75.0), ("video2dataset-test_video.mp4", 90.0),
     ("video2dataset-test_video.mp4", 105.0),
 )
-SHAPES = {"16:9": (640, 360), "2.35:1": (752, 320)}
-LETTERBOX_FRAME = {"16:9": (360, 640), "2.35:1": (752, 424)}  # the frame each shape is boxed into
+SHAPES = {"16:9": (640, 360), "2.35:1": (752, 320), "9:16": (360, 640)}
+LETTERBOX_FRAME = {"16:9": (360, 640), "2.35:1": (752, 424), "9:16": (640, 360)}  # the frame each shape is boxed into
 BANNERS = tuple(f"banner_{where}_{pct}" for where in ("top", "bottom") for pct in (10, 20, 30))
-TRANSFORMS = BANNERS + ("sticker", "letterbox", "crop_sides", "crop_zoom", "crop_corner")
+ZOOM_LEVELS = (110, 120, 130, 140, 150)  # centre zooms, per cent
+CORNER_LEVELS = (90, 80, 70)  # share of each side a corner crop keeps, per cent
+CROPS = ("sides_80", *(f"zoom_{z}" for z in ZOOM_LEVELS), "aspect", *(f"corner_{k}" for k in CORNER_LEVELS), "side_80")
+TRANSFORMS = BANNERS + ("sticker", "letterbox") + CROPS
+VARIANTS = {"phash_only": {"middle": False, "zoom": False}, "with_middle": {"middle": True, "zoom": False},
+            "with_zoom": {"middle": True, "zoom": True}}  # DuplicateOptions of each search
 
 
 def _even(x: float) -> int:
@@ -122,6 +140,14 @@ def _letterbox(frame: np.ndarray, shape: str) -> np.ndarray:
     return out
 
 
+def _kept(frame: np.ndarray, axis: int, start: float, share: float) -> np.ndarray:
+    """The part of ``frame`` from ``start`` over ``share`` (fractions of its size) along ``axis``."""
+    size = frame.shape[axis]
+    a = int(round(start * size))
+    b = a + max(int(round(share * size)), 2)
+    return np.ascontiguousarray(frame[a:b] if axis == 0 else frame[:, a:b])
+
+
 def transformed(frame: np.ndarray, name: str, shape: str, seed: int) -> np.ndarray:
     """``frame`` ``(H, W, 3) uint8`` with transform ``name`` (module doc) applied."""
     h, w = frame.shape[:2]
@@ -132,14 +158,24 @@ def transformed(frame: np.ndarray, name: str, shape: str, seed: int) -> np.ndarr
         return _sticker(frame, seed)
     if name == "letterbox":
         return _letterbox(frame, shape)
-    if name == "crop_sides":
-        cut = _even(w * 0.10)
-        return np.ascontiguousarray(frame[:, cut:w - cut])
-    if name == "crop_zoom":
-        cy, cx = int(h * 0.08), int(w * 0.08)
-        return _resized(np.ascontiguousarray(frame[cy:h - cy, cx:w - cx]), w, h)
-    if name == "crop_corner":
-        return np.ascontiguousarray(frame[_even(h * 0.10):, _even(w * 0.10):])
+    long_axis = 1 if w >= h else 0
+    if name == "sides_80":
+        return _kept(frame, long_axis, 0.1, 0.8)
+    if name.startswith("zoom_"):
+        keep = 100 / int(name.split("_")[1])
+        a = (1 - keep) / 2
+        return _resized(_kept(_kept(frame, 0, a, keep), 1, a, keep), w, h)
+    if name == "aspect":  # the other orientation at full short side, centred
+        target = 9 / 16 if w >= h else 16 / 9  # width / height of the copy
+        kept = _kept(frame, 1, 0.5 - h * target / w / 2, h * target / w) if w >= h \
+            else _kept(frame, 0, 0.5 - w / target / h / 2, w / target / h)
+        return _resized(kept, *((360, 640) if w >= h else (640, 360)))
+    if name.startswith("corner_"):
+        keep = int(name.split("_")[1]) / 100
+        corner_y, corner_x = divmod(seed // 100 % 4, 2)  # the segment picks the corner
+        return _resized(_kept(_kept(frame, 0, corner_y * (1 - keep), keep), 1, corner_x * (1 - keep), keep), w, h)
+    if name == "side_80":
+        return _resized(_kept(frame, long_axis, (seed // 100 % 2) * 0.2, 0.8), w, h)
     raise ValueError(f"unknown transform {name!r}")
 
 
@@ -162,16 +198,17 @@ def _decoded_rgb(path: Path) -> list[np.ndarray]:
 
 
 def _hashes(path: Path) -> dict[str, list[int]]:
-    """The decode stage's hashes of ``path`` (its CLIP frames): whole-frame and middle, as int."""
+    """The decode stage's hashes of ``path`` (its CLIP frames): whole-frame, middle and zoom, as int."""
     from extract.config import Config
-    from extract.media.phash import middle_hash_frames, phash_frames
+    from extract.media.phash import middle_hash_frames, phash_frames, zoom_hash_frames
     from extract.media.video import decode_video
     from extract.models.preprocess import preprocess_spec
 
     config = Config().replace(**{"signals.motion": False, "signals.shots": False, "output.sounds": False,
                                  "output.thumbnails": 0, "ocr.enabled": False})
     frames = decode_video(str(path), config, preprocess_spec(config.models.clip), audio=False).frames
-    return {"phash": phash_frames(frames).tolist(), "phash_middle": middle_hash_frames(frames).tolist()}
+    return {"phash": phash_frames(frames).tolist(), "phash_middle": middle_hash_frames(frames).tolist(),
+            "phash_zoom": zoom_hash_frames(frames).tolist()}
 
 
 def segment_frames(path: Path, start_s: float, width: int, height: int) -> list[np.ndarray]:
@@ -212,92 +249,129 @@ def hash_segment(index: int, shape: str, transforms: Sequence[str] = TRANSFORMS)
     return {"segment": index, "shape": shape, "hashes": out, "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _nearest(query: Sequence[int], reference: Sequence[int]) -> np.ndarray:
+def _views(hashes: dict[str, list]) -> np.ndarray:
+    """A video's views ``(n, 1 + len(ZOOMS)) uint64``: each frame's whole-frame hash, then its zoom hashes."""
+    return np.concatenate([np.asarray(hashes["phash"], np.uint64)[:, None],
+                           np.asarray(hashes["phash_zoom"], np.uint64).reshape(len(hashes["phash"]), -1)], axis=1)
+
+
+def _distances(query: dict[str, list], reference: dict[str, list]) -> dict[str, np.ndarray]:
+    """Per frame of ``query``: the nearest frame of ``reference`` by whole-frame, middle and best-view
+    distance (any pair of views, the whole-frame pair included): ``{key: (n,) int}``."""
     from extract.media.phash import hamming
 
-    q, r = np.asarray(query, np.uint64), np.asarray(reference, np.uint64)
-    return hamming(q[:, None], r[None, :]).min(axis=1).astype(int)
+    out = {}
+    for key in ("phash", "phash_middle"):
+        q, r = np.asarray(query[key], np.uint64), np.asarray(reference[key], np.uint64)
+        out[key] = hamming(q[:, None], r[None, :]).min(axis=1).astype(int)
+    q, r = _views(query), _views(reference)
+    out["views"] = hamming(q[:, None, :, None], r[None, :, None, :]).min(axis=(1, 2, 3)).astype(int)
+    return out
 
 
 def distance_summary(items: list[dict[str, Any]], transforms: Sequence[str]) -> dict[str, Any]:
-    """Per transform: the nearest original frame's distance of every copy frame, whole-frame and
-    middle (median, share within 12 / 10 bits); and the smallest distances between frames of
-    different segments."""
+    """Per transform: the nearest original frame's distance of every copy frame, whole-frame,
+    middle and best view (median, share within 12 / 10 / 10 bits); and the smallest distances
+    between frames of different source videos."""
     per = {}
     for name in transforms:
-        full, mid = (np.concatenate([_nearest(it["hashes"][name][key], it["hashes"]["original"][key]) for it in items])
-                     for key in ("phash", "phash_middle"))
+        d = [_distances(it["hashes"][name], it["hashes"]["original"]) for it in items]
+        full, mid, view = (np.concatenate([x[key] for x in d]) for key in ("phash", "phash_middle", "views"))
         per[name] = {"frames": len(full), "phash_median": float(np.median(full)),
                      "phash_within_12": round(float(np.mean(full <= 12)), 3),
                      "middle_median": float(np.median(mid)), "middle_within_10": round(float(np.mean(mid <= 10)), 3),
-                     "either": round(float(np.mean((full <= 12) | (mid <= 10))), 3)}
-    # Different segments: every original frame (both shapes) against every other segment's frames.
+                     "views_median": float(np.median(view)), "views_within_10": round(float(np.mean(view <= 10)), 3)}
+    # Different source videos: every original frame (all shapes) against every other file's frames.
     from extract.media.phash import hamming
 
+    source = np.concatenate([[SEGMENTS[it["segment"]][0]] * len(it["hashes"]["original"]["phash"]) for it in items])
+    other = source[:, None] != source[None, :]
     others = {}
-    for key in ("phash", "phash_middle"):
-        h = np.concatenate([np.asarray(it["hashes"]["original"][key], np.uint64) for it in items])
-        seg = np.concatenate([[it["segment"]] * len(it["hashes"]["original"][key]) for it in items])
-        d = hamming(h[:, None], h[None, :]).astype(int)
-        other = seg[:, None] != seg[None, :]
+    for key in ("phash", "phash_middle", "views"):
+        if key == "views":
+            v = np.concatenate([_views(it["hashes"]["original"]) for it in items])
+            d = hamming(v[:, None, :, None], v[None, :, None, :]).min(axis=(2, 3)).astype(int)
+        else:
+            h = np.concatenate([np.asarray(it["hashes"]["original"][key], np.uint64) for it in items])
+            d = hamming(h[:, None], h[None, :]).astype(int)
         values = d[other]
         others[key] = {"pairs": int(other.sum()), "min": int(values.min()),
                        "q001": float(np.quantile(values, 0.001)), "q01": float(np.quantile(values, 0.01)),
                        "median": float(np.median(values))}
-    return {"copies": per, "different_segments": others}
+    return {"copies": per, "different_sources": others}
 
 
-def _tables(entries: list[tuple[str, int, list[int], list[int]]]):
-    """``[(video_id, upload order, phash, phash_middle)]`` -> (videos, frames) as the job stores them."""
+def _tables(entries: list[tuple[str, int, dict[str, list]]]):
+    """``[(video_id, upload order, hashes)]`` -> (videos, frames) as the job stores them."""
     import pyarrow as pa
 
     videos = pa.table({"video_id": [e[0] for e in entries],
                        "upload_ts": pa.array([e[1] for e in entries], pa.timestamp("s", tz="UTC")),
                        "content_sha256": [e[0] for e in entries]})
+    column = {key: np.concatenate([np.asarray(e[2][key], np.uint64).reshape(len(e[2]["phash"]), -1)
+                                   for e in entries]).view(np.int64) for key in ("phash", "phash_middle", "phash_zoom")}
     frames = pa.table({
-        "video_id": [e[0] for e in entries for _ in e[2]],
-        "phash": pa.array(np.concatenate([np.asarray(e[2], np.uint64) for e in entries]).view(np.int64)),
-        "phash_middle": pa.array(np.concatenate([np.asarray(e[3], np.uint64) for e in entries]).view(np.int64))})
+        "video_id": [e[0] for e in entries for _ in e[2]["phash"]],
+        "phash": pa.array(column["phash"].ravel()), "phash_middle": pa.array(column["phash_middle"].ravel()),
+        "phash_zoom": pa.array(column["phash_zoom"].tolist(), pa.list_(pa.int64()))})
     return videos, frames
 
 
-def search_summary(items: list[dict[str, Any]], transforms: Sequence[str], middle: bool) -> dict[str, Any]:
-    """Recall per transform and shape, and false pairs, of the search with or without middle hashes."""
+def _pair_kind(a: str, b: str) -> str:
+    """``found`` (one segment), ``same_source`` (two segments of one file) or ``false`` (two files)."""
+    sa, sb = int(a[1:3]), int(b[1:3])
+    return "found" if sa == sb else "same_source" if SEGMENTS[sa][0] == SEGMENTS[sb][0] else "false"
+
+
+def search_summary(items: list[dict[str, Any]], transforms: Sequence[str], middle: bool, zoom: bool) -> dict[str, Any]:
+    """Recall per transform and shape (copies new; and ``reverse``, copies as the history), false
+    pairs and same-source pairs (module doc), of the search with or without middle and zoom hashes."""
     from extract.index.near_duplicates import DuplicateOptions, find_near_duplicates
 
-    options = DuplicateOptions(middle=middle)
-    order = sorted(items, key=lambda it: (it["shape"] != "16:9", it["segment"]))
-    originals = [(f"s{it['segment']:02d}-{it['shape']}-original", k, it["hashes"]["original"]["phash"],
-                  it["hashes"]["original"]["phash_middle"]) for k, it in enumerate(order)]
-    segment_of = {vid: int(vid[1:3]) for vid, *_ in originals}
-    result: dict[str, Any] = {"transforms": {}}
-    videos, frames = _tables(originals)
-    found = find_near_duplicates(videos, frames, [o[0] for o in originals], options).table.to_pylist()
-    false_pairs = [(r["video_id"], r["duplicate_of"]) for r in found
-                   if segment_of[r["video_id"]] != segment_of[r["duplicate_of"]]]
-    result["originals_false_pairs"] = len(false_pairs)
+    options = DuplicateOptions(middle=middle, zoom=zoom)
+    order = sorted(items, key=lambda it: (list(SHAPES).index(it["shape"]), it["segment"]))
+    originals = [(f"s{it['segment']:02d}-{it['shape']}-original", k, it["hashes"]["original"])
+                 for k, it in enumerate(order)]
+
+    def search(history: list, new: list) -> dict[str, str]:
+        videos, frames = _tables(history + new)
+        rows = find_near_duplicates(videos, frames, [e[0] for e in new], options).table.to_pylist()
+        return {r["video_id"]: r["duplicate_of"] for r in rows}
+
+    paired = {v: o for v, o in search([], originals).items() if _pair_kind(v, o) != "found"}
+    kinds = [_pair_kind(v, o) for v, o in paired.items()]
+    result: dict[str, Any] = {"transforms": {}, "originals_false_pairs": kinds.count("false"),
+                              "originals_same_source_pairs": kinds.count("same_source")}
+    all_pairs = [(v, o) for v, o in paired.items()]
     for name in transforms:
-        copies = [(f"s{it['segment']:02d}-{it['shape']}-{name}", len(order) + k, it["hashes"][name]["phash"],
-                   it["hashes"][name]["phash_middle"]) for k, it in enumerate(order)]
-        segment_of.update({vid: int(vid[1:3]) for vid, *_ in copies})
-        videos, frames = _tables(originals + copies)
-        rows = find_near_duplicates(videos, frames, [c[0] for c in copies], options).table.to_pylist()
-        paired = {r["video_id"]: r["duplicate_of"] for r in rows}
-        per_shape = {}
-        for shape in SHAPES:
-            ids = [c[0] for c in copies if f"-{shape}-" in c[0]]
-            per_shape[shape] = {"copies": len(ids),
-                                "found": sum(1 for v in ids if v in paired and segment_of[paired[v]] == segment_of[v])}
-        false = [(v, o) for v, o in paired.items() if segment_of[o] != segment_of[v]]
-        result["transforms"][name] = {"shapes": per_shape, "false_pairs": len(false)}
-        false_pairs += false
+        per_shape, pairs = {}, []
+        for shape in SHAPES:  # one shape at a time: a segment's shapes show one picture, they would pair
+            mine = [it for it in order if it["shape"] == shape]
+            olds = [(f"s{it['segment']:02d}-{shape}-original", k, it["hashes"]["original"])
+                    for k, it in enumerate(mine)]
+            copies = [(f"s{it['segment']:02d}-{shape}-{name}", len(mine) + k, it["hashes"][name])
+                      for k, it in enumerate(mine)]
+            forward = search(olds, copies)
+            # reverse: the copies uploaded first, the originals new
+            reverse = search([(v, k - len(mine), h) for v, k, h in copies], [(v, len(mine) + k, h) for v, k, h in olds])
+            per_shape[shape] = {
+                "copies": len(copies),
+                "found": sum(1 for v, *_ in copies if v in forward and _pair_kind(v, forward[v]) == "found"),
+                "reverse_found": sum(1 for v, *_ in olds if v in reverse and _pair_kind(v, reverse[v]) == "found")}
+            pairs += list(forward.items()) + list(reverse.items())
+        kinds = [_pair_kind(v, o) for v, o in pairs]
+        result["transforms"][name] = {"shapes": per_shape, "false_pairs": kinds.count("false"),
+                                      "same_source_pairs": kinds.count("same_source")}
+        all_pairs += pairs
+    false_pairs = [(v, o) for v, o in all_pairs if _pair_kind(v, o) == "false"]
     result["false_pairs"] = len(false_pairs)
-    # Which segments the false pairs join (a file's segments can show one scene: same-file pairs).
-    joined = sorted({tuple(sorted((segment_of[v], segment_of[o]))) for v, o in false_pairs})
-    result["false_segment_pairs"] = [
-        {"segments": list(pair), "files": [SEGMENTS[k][0] for k in pair],
-         "pairs": sum(1 for v, o in false_pairs if sorted((segment_of[v], segment_of[o])) == list(pair))}
-        for pair in joined]
+    result["same_source_pairs"] = sum(1 for v, o in all_pairs if _pair_kind(v, o) == "same_source")
+    result["false_pair_examples"] = [list(p) for p in false_pairs[:20]]
+    # Which segments the same-source pairs join (cuts of one file showing one scene).
+    joined = [tuple(sorted((int(v[1:3]), int(o[1:3])))) for v, o in all_pairs if _pair_kind(v, o) == "same_source"]
+    result["same_source_segment_pairs"] = [
+        {"segments": list(pair), "file": SEGMENTS[pair[0]][0], "pairs": joined.count(pair)}
+        for pair in sorted(set(joined))]
     return result
 
 
@@ -317,8 +391,7 @@ def run(out_dir: str | Path, segments: int = len(SEGMENTS), workers: int | None 
         "sources": sorted({SEGMENTS[i][0] for i in range(segments)}), "shapes": SHAPES,
         "copies": segments * len(SHAPES) * len(TRANSFORMS), "make_and_hash_s": round(make_s, 1),
         "distances": distance_summary(items, TRANSFORMS),
-        "search": {"phash_only": search_summary(items, TRANSFORMS, middle=False),
-                   "with_middle": search_summary(items, TRANSFORMS, middle=True)},
+        "search": {key: search_summary(items, TRANSFORMS, **flags) for key, flags in VARIANTS.items()},
         "load_avg": [load_before, load_average()],
         "hashes": [{k: it[k] for k in ("segment", "shape", "hashes")} for it in items],  # to look again
     }
@@ -330,42 +403,52 @@ def run(out_dir: str | Path, segments: int = len(SEGMENTS), workers: int | None 
 
 def markdown(result: dict[str, Any]) -> str:
     """The result of ``run`` as Markdown: recall per transform and shape, false pairs, distances."""
-    before, after = result["search"]["phash_only"], result["search"]["with_middle"]
-    dist = result["distances"]
-    lines = [f"Near copies under overlays: {result['segments']} segments of 8 s from {len(result['sources'])} real "
-             f"peer-media videos, each as 16:9 (640x360) and 2.35:1 (752x320), {result['copies']} copies re-encoded "
-             f"(H.264 CRF 23), hashed through the job's decode ({result['make_and_hash_s']:.0f} s to make and hash; "
-             f"load {result['load_avg'][0]} -> {result['load_avg'][1]}). Found = paired with its own segment.", "",
-             "| copy | 16:9 found, phash only | 16:9 found, + middle | 2.35:1 found, phash only "
-             "| 2.35:1 found, + middle | frame distance phash / middle (median) "
-             "| false pairs, phash only / + middle |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, after_t in after["transforms"].items():
-        before_t = before["transforms"][name]
+    search, dist = result["search"], result["distances"]
+    last = search["with_zoom"]
+    shapes = list(result["shapes"])
+    lines = [f"Near copies under overlays and crops: {result['segments']} segments of 8 s from "
+             f"{len(result['sources'])} real peer-media videos, each as " + ", ".join(
+                 f"{s} ({w}x{h})" for s, (w, h) in result["shapes"].items())
+             + f"; {result['copies']} copies re-encoded (H.264 CRF 23), hashed through the job's decode "
+               f"({result['make_and_hash_s']:.0f} s to make and hash; load {result['load_avg'][0]} -> "
+               f"{result['load_avg'][1]}). Found = paired with its own segment; false = paired with another source "
+               "video; same-source = paired with another segment of its own file (counted apart). Reverse: the copy "
+               "uploaded first, the original found as its copy.", "",
+             "| copy | found, phash only | + middle | + middle + zoom | + middle + zoom, by shape ("
+             + " / ".join(shapes) + ") | reverse, + middle + zoom | frame distance phash / middle / best view "
+             "(median) | false pairs, phash only / + middle / + zoom | same-source pairs, + zoom |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    totals = {key: [0, 0] for key in search}
+    for name, last_t in last["transforms"].items():
         cells = []
-        for shape in SHAPES:
-            for t in (before_t, after_t):
-                s = t["shapes"][shape]
-                cells.append(f"{s['found']}/{s['copies']}")
+        for key, r in search.items():
+            t = r["transforms"][name]["shapes"]
+            found, n = sum(t[s]["found"] for s in shapes), sum(t[s]["copies"] for s in shapes)
+            totals[key][0] += found
+            totals[key][1] += n
+            cells.append(f"{found}/{n}")
+        t = last_t["shapes"]
+        cells.append(" / ".join(str(t[s]["found"]) for s in shapes))
+        cells.append(f"{sum(t[s]['reverse_found'] for s in shapes)}/{sum(t[s]['copies'] for s in shapes)}")
         d = dist["copies"][name]
-        lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {d['phash_median']:.0f} / {d['middle_median']:.0f} | "
-                       f"{before_t['false_pairs']} / {after_t['false_pairs']} |")
-    total = {k: sum(t["shapes"][s]["found"] for t in r["transforms"].values() for s in SHAPES)
-             for k, r in (("before", before), ("after", after))}
-    n = sum(t["shapes"][s]["copies"] for t in after["transforms"].values() for s in SHAPES)
-    o = dist["different_segments"]
-    lines += ["", f"All copies: {total['before']}/{n} found with phash only, {total['after']}/{n} with middle hashes; "
-              f"false pairs (copies and originals against different segments): {before['false_pairs']} and "
-              f"{after['false_pairs']}. Frames of different segments lie at least {o['phash']['min']} bits apart "
-              f"(phash; 0.1 % quantile {o['phash']['q001']:.0f}) and {o['phash_middle']['min']} bits (middle; "
-              f"0.1 % quantile {o['phash_middle']['q001']:.0f}) over {o['phash']['pairs']:,} frame pairs."]
-    for key, label in (("phash_only", "phash only"), ("with_middle", "with middle hashes")):
-        pairs = result["search"][key].get("false_segment_pairs") or []
-        if pairs:
-            lines.append(f"False pairs {label}, by the segments they join: " + "; ".join(
-                f"{p['segments'][0]} ({p['files'][0]}) ~ {p['segments'][1]} ({p['files'][1]}): {p['pairs']}"
-                for p in pairs) + ".")
+        cells.append(f"{d['phash_median']:.0f} / {d['middle_median']:.0f} / {d['views_median']:.0f}")
+        cells.append(" / ".join(str(r["transforms"][name]["false_pairs"]) for r in search.values()))
+        cells.append(str(last_t["same_source_pairs"]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    o = dist["different_sources"]
+    lines += ["", "All copies found: " + ", ".join(
+        f"{totals[k][0]}/{totals[k][1]} {label}" for k, label in
+        (("phash_only", "with phash only"), ("with_middle", "with middle hashes"),
+         ("with_zoom", "with middle and zoom hashes"))) + "; false pairs (copies, reverse searches and originals "
+        "against other source videos): " + " / ".join(str(r["false_pairs"]) for r in search.values())
+        + "; same-source pairs: " + " / ".join(str(r["same_source_pairs"]) for r in search.values()) + ". "
+        f"Frames of different source videos lie at least {o['phash']['min']} bits apart (phash; 0.1 % quantile "
+        f"{o['phash']['q001']:.0f}), {o['phash_middle']['min']} (middle; {o['phash_middle']['q001']:.0f}) and "
+        f"{o['views']['min']} (best view; {o['views']['q001']:.0f}) over {o['phash']['pairs']:,} frame pairs."]
+    pairs = last.get("same_source_segment_pairs") or []
+    if pairs:
+        lines.append("Same-source pairs with middle and zoom hashes, by the segments they join: " + "; ".join(
+            f"{p['segments'][0]} ~ {p['segments'][1]} ({p['file']}): {p['pairs']}" for p in pairs) + ".")
     return "\n".join(lines)
 
 

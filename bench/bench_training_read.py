@@ -56,6 +56,7 @@ def _day_tables(day: int, videos: int, frames: int, prefix: str = "v"):
     import pyarrow as pa
 
     from bench.bench_planning import _synthetic_videos
+    from extract.media.phash import ZOOMS
     from extract.tables.schemas import get_table_schema
 
     rng = np.random.default_rng(day * 1000 + len(prefix))
@@ -74,6 +75,8 @@ def _day_tables(day: int, videos: int, frames: int, prefix: str = "v"):
         "embedding": _unit_vectors(rng, n), "run_id": [f"run-{day:04d}"] * n,
         "phash": rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64),
         "phash_middle": rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64), "thumbnail_jpeg": pa.array(thumbs, pa.binary()),
+        "phash_zoom": pa.FixedSizeListArray.from_arrays(
+            rng.integers(-2**63, 2**63 - 1, n * len(ZOOMS), dtype=np.int64), len(ZOOMS)).cast(pa.list_(pa.int64())),
         "dt": [dt] * n})
     frame_rows = pa.Table.from_arrays([frame_rows[f.name].cast(f.type) for f in delta["frame_embeddings"]],
                                       schema=delta["frame_embeddings"])

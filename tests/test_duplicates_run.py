@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, run_cli
 from copies import make_copies
 
+from extract.media.phash import ZOOMS
 from extract.tables.catalog import Catalog
 
 COPIES = ("reupload", "crf35", "scale360", "mirrored")
@@ -51,6 +52,8 @@ def test_copies_are_found_and_an_unrelated_clip_is_not(output):
     assert all(rows[n]["kind"] == "near" and rows[n]["match_frames"] >= 0.5 for n in ("crf35", "scale360", "mirrored"))
     assert rows["mirrored"]["mirrored"] and not rows["crf35"]["mirrored"]
     assert catalog.run["kind"] == "duplicates" and catalog.run["counts"]["searched"] == 5
+    zoom = catalog.read("frame_embeddings", ["phash_zoom"])["phash_zoom"].to_pylist()  # the run wrote them
+    assert zoom and all(len(z) == len(ZOOMS) for z in zoom)
 
     # "all copies of a video", as docs/QUERIES.md shows it, through Polars on the Delta table
     out = subprocess.run([sys.executable, "-c", (

@@ -80,20 +80,36 @@ def test_match_fractions_equal_brute_force():
     f_middle[16] = 0
     f_middle[6] = 0
     f_middle_mirror = np.where(f_middle != 0, mirror_hash(f_middle), np.uint64(0))
+    # Zoom views: video 4's whole frames are 7 of video 1's first zoom views (a zoomed copy), and
+    # video 1's second zoom views are 4 of video 4's first ones (zoom on zoom); one view missing.
+    zoom = rng.integers(1, 2**64, (60, 2), dtype=np.uint64)
+    f_hash[40:47] = zoom[10:17, 0] ^ np.uint64(0b1111)
+    zoom[17:19, 1] = zoom[47:49, 0]
+    zoom[12, 0] = 0
+    views = np.concatenate([f_hash[:, None], zoom], axis=1)
+    views_mirror = np.where(views != 0, mirror_hash(views), np.uint64(0))
     starts, sizes = np.array([0, 10, 20, 30, 40, 60]), np.array([10, 10, 10, 10, 20, 0])
-    pairs = np.array([(2, 0, 0), (3, 0, 1), (3, 0, 0), (1, 0, 0), (5, 0, 0), (4, 1, 0)])
+    pairs = np.array([(2, 0, 0), (3, 0, 1), (3, 0, 0), (1, 0, 0), (5, 0, 0), (4, 1, 0), (1, 4, 0)])
     args = (starts[pairs[:, 0]], sizes[pairs[:, 0]], starts[pairs[:, 1]], sizes[pairs[:, 1]])
-    got = match_fractions(pairs[:, 2] == 1, f_hash, mirror_hash(f_hash), f_middle, f_middle_mirror, *args, 3, 2)
+    got = match_fractions(pairs[:, 2] == 1, views, views_mirror, f_middle, f_middle_mirror, *args, 3, 2, 4)
     want = []
     for new, old, mirrored in pairs:
-        q, qm = f_hash[starts[new]:starts[new] + sizes[new]], f_middle[starts[new]:starts[new] + sizes[new]]
-        q, qm = (mirror_hash(q), np.where(qm != 0, mirror_hash(qm), np.uint64(0))) if mirrored else (q, qm)
-        h, hm = f_hash[starts[old]:starts[old] + sizes[old]], f_middle[starts[old]:starts[old] + sizes[old]]
-        middle_ok = (hamming(qm[:, None], hm[None, :]) <= 2) & (qm[:, None] != 0) & (hm[None, :] != 0)
-        want.append(((hamming(q[:, None], h[None, :]) <= 3) | middle_ok).any(axis=1).mean() if len(q) else np.nan)
+        rows, old_rows = slice(starts[new], starts[new] + sizes[new]), slice(starts[old], starts[old] + sizes[old])
+        q, qm = (views_mirror[rows], f_middle_mirror[rows]) if mirrored else (views[rows], f_middle[rows])
+        h, hm = views[old_rows], f_middle[old_rows]
+        close = (hamming(q[:, None, 0], h[None, :, 0]) <= 3) | (
+            (hamming(qm[:, None], hm[None, :]) <= 2) & (qm[:, None] != 0) & (hm[None, :] != 0))
+        for i in range(3):
+            for j in range(3):
+                if i or j:
+                    close |= ((hamming(q[:, None, i], h[None, :, j]) <= 4) & (q[:, None, i] != 0)
+                              & (h[None, :, j] != 0))
+        want.append(close.any(axis=1).mean() if len(q) else np.nan)
     np.testing.assert_allclose(got, np.array(want, np.float32))
     assert got[0] == 1.0 and got[1] == 0.5 and np.isnan(got[4])
     assert got[3] == pytest.approx(0.6)  # through the middle hashes alone
-    without = match_fractions(pairs[:, 2] == 1, f_hash, mirror_hash(f_hash), np.zeros(60, np.uint64),
-                              np.zeros(60, np.uint64), *args, 3, 2)
-    assert without[3] == 0.0 and without[0] == 1.0
+    # 6 frames whole/zoom (the seventh view is 0), 2 zoom/zoom: either direction
+    assert got[5] == pytest.approx(8 / 20) and got[6] == pytest.approx(8 / 10)
+    without = match_fractions(pairs[:, 2] == 1, views[:, :1].copy(), views_mirror[:, :1].copy(),
+                              np.zeros(60, np.uint64), np.zeros(60, np.uint64), *args, 3, 2, 4)
+    assert without[3] == 0.0 and without[0] == 1.0 and without[5] == 0.0

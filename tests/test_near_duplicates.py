@@ -1,7 +1,8 @@
 """Near-duplicate search: real transformed copies found, re-uploads exact, distinct clips never
 paired, thresholds gate, and the LSH candidate count grows linearly with the new day; middle
-hashes find copies under banners and letterboxed ones (real peer-media video) that the
-whole-frame hashes miss, without pairing different videos."""
+hashes find copies under banners and letterboxed ones, zoom hashes copies zoomed or cropped to
+another shape about the centre (real peer-media video), that the whole-frame hashes miss, without
+pairing different videos."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import copies
 from extract.config import Config
 from extract.media.video import decode_video
 from extract.index.near_duplicates import DuplicateOptions, find_near_duplicates, result_schema
-from extract.media.phash import mirror_hash, phash_frames
+from extract.media.phash import ZOOMS, mirror_hash, phash_frames
 from test_phash import CLIP_SPEC
 
 DAY_US = 1_780_000_000 * 10**6
@@ -171,17 +172,62 @@ def test_middle_hashes_find_what_the_whole_frame_misses():
     assert [(r["duplicate_of"], r["mirrored"]) for r in mirrored] == [("a", True)]
 
 
+def _with_zoom(frames: pa.Table, zoom: list[np.ndarray | None]) -> pa.Table:
+    """``frames`` plus a ``phash_zoom`` column: per video its ``(n, len(ZOOMS))`` hashes, or None."""
+    values = [row for z, n in zip(zoom, _per_video_counts(frames))
+              for row in (np.asarray(z, np.uint64).view(np.int64).tolist() if z is not None else [None] * n)]
+    return frames.append_column("phash_zoom", pa.array(values, pa.list_(pa.int64())))
+
+
+def _flipped(rng: np.random.Generator, hashes: np.ndarray, bits: int) -> np.ndarray:
+    """``hashes`` with ``bits`` distinct random bits flipped in each (a copy's frames differ from
+    the original's in different bits; the same bits in every frame would pass or miss all bands at once)."""
+    flips = [sum(1 << int(b) for b in rng.choice(64, bits, replace=False)) for _ in hashes]
+    return hashes ^ np.array(flips, np.uint64)
+
+
+def test_zoom_hashes_find_zoomed_copies_either_way_round():
+    rng = np.random.default_rng(6)
+    src, other, unrelated = rng.integers(0, 2**64, (3, 10), dtype=np.uint64)
+    src_zoom, other_zoom = rng.integers(1, 2**64, (2, 10, len(ZOOMS)), dtype=np.uint64)
+    zoomed = _flipped(rng, src_zoom[:, 1], 3)  # b: a's picture zoomed ZOOMS[1] times, 3 bits off
+    wide = rng.integers(0, 2**64, 10, dtype=np.uint64)  # d: a wider picture of which c is the crop
+    videos, frames = _tables([("a", 1, "s1", src), ("z", 2, "s9", other), ("b", 3, "s2", zoomed),
+                              ("c", 4, "s3", unrelated), ("d", 5, "s4", wide), ("e", 6, "s5", zoomed ^ np.uint64(1))])
+    wide_zoom = rng.integers(1, 2**64, (10, len(ZOOMS)), dtype=np.uint64)
+    wide_zoom[:, 0] = _flipped(rng, unrelated, 2)  # d's first zoom view is c's whole frame, 2 bits off
+    # b and c carry zoom hashes of their own; e's frames have none (rows written before the column).
+    frames = _with_zoom(frames, [src_zoom, other_zoom, rng.integers(1, 2**64, (10, len(ZOOMS)), dtype=np.uint64),
+                                 rng.integers(1, 2**64, (10, len(ZOOMS)), dtype=np.uint64), wide_zoom, None])
+    result = find_near_duplicates(videos, frames, ["b", "c", "d", "e", "z"])
+    rows = {r["video_id"]: r for r in result.table.to_pylist()}
+    # b: its whole frames are a's zoom views; d (new, wider) pairs with the earlier crop c; e pairs with b
+    # through the whole-frame hash (and with a through its own whole frames against a's zoom views)
+    assert {v: r["duplicate_of"] for v, r in rows.items()} == {"b": "a", "d": "c", "e": "a"}
+    assert rows["b"]["match_frames"] == 1.0 and rows["b"]["kind"] == "near"
+    assert result.stats.zoom_frames == 50 and result.stats.zoom_close_frame_pairs > 0
+    plain = find_near_duplicates(videos, frames, ["b", "c", "d", "e", "z"], DuplicateOptions(zoom=False))
+    assert {r["video_id"]: r["duplicate_of"] for r in plain.table.to_pylist()} == {"e": "b"}
+    tight = find_near_duplicates(videos, frames, ["b"], DuplicateOptions(max_hamming_zoom=2))
+    assert tight.table.num_rows == 0
+    flipped = frames.set_column(frames.schema.get_field_index("phash"), "phash", pa.array(
+        np.concatenate([src, other, mirror_hash(zoomed), unrelated, wide, zoomed]).view(np.int64)))
+    mirrored = find_near_duplicates(videos, flipped, ["b"]).table.to_pylist()
+    assert [(r["duplicate_of"], r["mirrored"]) for r in mirrored] == [("a", True)]
+
+
 @pytest.fixture(scope="module")
 def overlay_copies():
     """Real peer-media segments (``bench.bench_overlays``): two originals with copies under 30 %
-    banners and letterboxed, and four other segments' originals, hashed through the job's decode."""
+    banners, letterboxed, zoomed about the centre and cropped to 9:16, and four other segments'
+    originals, hashed through the job's decode."""
     from bench.bench_overlays import hash_segment
     from bench.real_clips import PEER_MEDIA
 
     if not PEER_MEDIA.is_dir():
         pytest.skip(f"{PEER_MEDIA} missing (the shared peer media)")
-    return [hash_segment(1, "2.35:1", ("banner_top_30", "banner_bottom_30", "letterbox")),
-            hash_segment(6, "16:9", ("banner_bottom_30", "letterbox")),
+    return [hash_segment(1, "2.35:1", ("banner_top_30", "banner_bottom_30", "letterbox", "zoom_130")),
+            hash_segment(6, "16:9", ("banner_bottom_30", "letterbox", "zoom_140", "aspect")),
             *(hash_segment(i, shape, ()) for i, shape in ((0, "2.35:1"), (4, "16:9"), (5, "2.35:1"), (7, "16:9")))]
 
 
@@ -191,9 +237,13 @@ def test_real_overlay_copies_found_and_different_videos_not_paired(overlay_copie
     videos, frames = _tables([(vid, DAY_US + k, f"sha-{vid}", np.asarray(h["phash"], np.uint64))
                               for k, (vid, h) in enumerate(entries)])
     frames = _with_middle(frames, [np.asarray(h["phash_middle"], np.uint64) for _, h in entries])
+    frames = _with_zoom(frames, [np.asarray(h["phash_zoom"], np.uint64) for _, h in entries])
     ids = [vid for vid, _ in entries]
     found = {r["video_id"]: r["duplicate_of"] for r in find_near_duplicates(videos, frames, ids).table.to_pylist()}
     copies_ = {vid: vid.split("-")[0] + "-original" for vid in ids if not vid.endswith("-original")}
     assert found == copies_  # every copy, paired with its own original; no two segments paired
-    plain = find_near_duplicates(videos, frames, ids, DuplicateOptions(middle=False)).table.to_pylist()
+    plain = find_near_duplicates(videos, frames, ids, DuplicateOptions(middle=False, zoom=False)).table.to_pylist()
     assert {r["video_id"] for r in plain} < set(copies_)  # the whole-frame hash alone misses some
+    no_zoom = find_near_duplicates(videos, frames, ids, DuplicateOptions(zoom=False)).table.to_pylist()
+    zoomed = {"s1-zoom_130", "s6-zoom_140", "s6-aspect"}
+    assert not zoomed & {r["video_id"] for r in no_zoom}  # the zoomed and cropped copies need the zoom hashes

@@ -28,8 +28,8 @@ import pytest
 import copies
 from extract.config import Config
 from extract.media.video import decode_video
-from extract.media.phash import (FLAT_HASH, ODD_COLUMN_MASK, content_boxes, hamming, low_frequencies,
-                                 middle_hash_frames, mirror_hash, phash_frames)
+from extract.media.phash import (FLAT_HASH, ODD_COLUMN_MASK, ZOOMS, content_boxes, hamming, low_frequencies,
+                                 middle_hash_frames, mirror_hash, phash_frames, zoom_hash_frames)
 from extract.media.geometry import PreprocessSpec
 
 CLIP_SPEC = PreprocessSpec(224, "bicubic", "shortest", (0.48145466, 0.4578275, 0.40821073),
@@ -176,3 +176,51 @@ def test_middle_hash_holds_under_banners_and_letterboxes():
     others = middle_hash_frames(np.stack([_clip_crop(copies.shapes_frame(100 + s, 1.0, 752, 320)) for s in range(12)]))
     assert hamming(m[:, None], others[None, :]).min() >= 12
     assert middle_hash_frames(np.zeros((0, 8, 8, 3), np.uint8)).shape == (0,)
+
+
+def test_zoom_hashes_are_the_centre_squares_hashes():
+    """Without bars, column ``k`` is the plain pHash of the centre square of ``1 / ZOOMS[k]`` of the side."""
+    frames = np.stack([_clip_crop(copies.shapes_frame(s, 1.0, 640, 360)) for s in range(6)])
+    got = zoom_hash_frames(frames)
+    assert got.shape == (6, len(ZOOMS)) and got.dtype == np.uint64
+    for k, zoom in enumerate(ZOOMS):
+        inner = round(224 / zoom)
+        a = (224 - inner) // 2
+        centre = np.ascontiguousarray(frames[:, a:a + inner, a:a + inner])
+        np.testing.assert_array_equal(got[:, k], phash_frames(centre))
+    assert zoom_hash_frames(np.zeros((0, 8, 8, 3), np.uint8)).shape == (0, len(ZOOMS))
+
+
+def _zoomed(frame: np.ndarray, zoom: float) -> np.ndarray:
+    """The centre ``1 / zoom`` of each side of ``frame``, scaled back to its size (PIL bicubic)."""
+    from PIL import Image
+
+    h, w = frame.shape[:2]
+    ch, cw = round(h / zoom), round(w / zoom)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return np.asarray(Image.fromarray(frame[top:top + ch, left:left + cw]).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def test_zoomed_and_reshaped_copies_are_close_to_a_view_of_the_original():
+    """A 16:9 frame zoomed 1.1-1.5x about the centre, or cropped to 9:16: its whole-frame hash moves
+    far from the original's, but some pair of views (whole frame, zoom hashes) stays within 10 bits;
+    views of other clips' frames stay further."""
+    wide = [copies.shapes_frame(s, 1.0, 640, 360) for s in range(12)]
+
+    def views(frames: list[np.ndarray]) -> np.ndarray:
+        crops = np.stack([_clip_crop(f) for f in frames])
+        return np.concatenate([phash_frames(crops)[:, None], zoom_hash_frames(crops)], axis=1)
+
+    def best(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # per frame, the closest pair of views
+        return hamming(a[:, :, None], b[:, None, :]).min(axis=(1, 2))
+
+    original = views(wide)
+    phone = [f[:, 320 - 101:320 + 101] for f in wide]  # 9:16 at full height: 202 x 360
+    for name, frames in [(f"zoom {z}", [_zoomed(f, z) for f in wide]) for z in (1.1, 1.2, 1.3, 1.4, 1.5)] + [
+            ("9:16", phone)]:
+        copy = views(frames)
+        assert np.median(best(copy, original)) <= 6 and best(copy, original).max() <= 10, name
+        if name != "zoom 1.1":  # 1.1 is still within the whole-frame hash's reach
+            assert np.median(hamming(copy[:, 0], original[:, 0])) > 12, name
+    others = views([copies.shapes_frame(100 + s, 1.0, 640, 360) for s in range(12)])
+    assert hamming(original[:, None, :, None], others[None, :, None, :]).min() >= 12

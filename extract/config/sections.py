@@ -331,6 +331,10 @@ class OutputConfig:
     # frame with letterbox bars cut, extract.media.phash), so the near-duplicate search finds copies
     # under a top or bottom banner and letterboxed ones; false = none (the search uses phash alone).
     middle_hashes: bool = True
+    # Zoom hashes per frame (frame_embeddings.phash_zoom: centre squares of the picture at the zooms
+    # of extract.media.phash.ZOOMS), so the near-duplicate search finds copies zoomed or cropped about
+    # the centre (16:9 <-> 9:16 included); false = none.
+    zoom_hashes: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("output.embedding_dtype", self.embedding_dtype, EMBEDDING_DTYPES)

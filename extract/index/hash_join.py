@@ -180,30 +180,46 @@ def _band_join(hashes, owner, q_hash, q_owner, q_mirrored, q_key, order, mask, m
 
 
 @njit(cache=True, nogil=True)
-def match_fractions(mirrored, f_hash, f_mirror, f_middle, f_middle_mirror, q_start, q_n, h_start, h_n, max_hamming,
-                    max_hamming_middle):
+def match_fractions(mirrored, f_views, f_views_mirror, f_middle, f_middle_mirror, q_start, q_n, h_start, h_n,
+                    max_hamming, max_hamming_middle, max_hamming_zoom):
     """Per pair: share of the new video's frames that match some frame of the earlier one
     (``float32``; NaN when the new video has no frames): whole-frame hashes within
-    ``max_hamming`` bits, or middle hashes within ``max_hamming_middle`` (0: the frame has none).
+    ``max_hamming`` bits, or middle hashes within ``max_hamming_middle`` (0: the frame has none),
+    or any other pair of views within ``max_hamming_zoom``.
 
-    Frames ``f_hash`` / ``f_mirror`` / ``f_middle`` / ``f_middle_mirror`` ``(n,) uint64`` are
-    grouped by video; pair ``p`` compares the new video's frames ``q_start[p]:q_start[p] + q_n[p]``
-    (mirrored readings when ``mirrored[p]``) with the earlier video's ``h_start[p]:h_start[p] + h_n[p]``.
+    ``f_views`` / ``f_views_mirror`` ``(n, v) uint64``: each frame's views, column 0 its
+    whole-frame hash, then its zoom hashes (``v`` = 1 without them; 0 = none); ``f_middle`` /
+    ``f_middle_mirror`` ``(n,) uint64``. Frames are grouped by video; pair ``p`` compares the new
+    video's frames ``q_start[p]:q_start[p] + q_n[p]`` (mirrored readings when ``mirrored[p]``)
+    with the earlier video's ``h_start[p]:h_start[p] + h_n[p]``.
     """
     out = np.full(mirrored.shape[0], np.nan, np.float32)
     limit = np.uint64(max_hamming)
     middle_limit = np.uint64(max_hamming_middle)
+    zoom_limit = np.uint64(max_hamming_zoom)
     zero = np.uint64(0)
+    views = f_views.shape[1]
     for p in range(mirrored.shape[0]):
         if q_n[p] == 0:
             continue
         matched = 0
         for a in range(q_start[p], q_start[p] + q_n[p]):
-            query = f_mirror[a] if mirrored[p] else f_hash[a]
+            query = f_views_mirror[a] if mirrored[p] else f_views[a]
             middle = f_middle_mirror[a] if mirrored[p] else f_middle[a]
             for b in range(h_start[p], h_start[p] + h_n[p]):
-                if _popcount(query ^ f_hash[b]) <= limit or (
-                        middle != zero and f_middle[b] != zero and _popcount(middle ^ f_middle[b]) <= middle_limit):
+                close = _popcount(query[0] ^ f_views[b, 0]) <= limit or (
+                    middle != zero and f_middle[b] != zero and _popcount(middle ^ f_middle[b]) <= middle_limit)
+                for i in range(views):
+                    if close:
+                        break
+                    if query[i] == zero:
+                        continue
+                    for j in range(views):
+                        if (i > 0 or j > 0) and f_views[b, j] != zero and \
+                                _popcount(query[i] ^ f_views[b, j]) <= zoom_limit:
+                            close = True
+                            break
+                if close:
                     matched += 1
                     break
         out[p] = matched / q_n[p]

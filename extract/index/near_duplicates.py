@@ -9,7 +9,9 @@ Inputs are what the tables hold, as pyarrow tables (numpy inside):
 - ``frames``: one row per sampled frame, ``video_id`` (string) and ``phash`` (int64 as
   stored, or uint64: the 64-bit pHash of ``extract.media.phash``, same bits either way), and
   optionally ``phash_middle`` (the middle hash, ``middle_hash_frames``; null where a frame has
-  none). Frames of videos absent from ``videos`` are ignored (counted in ``stats``).
+  none) and ``phash_zoom`` (``list<int64>``, the zoom hashes, ``zoom_hash_frames``: one per
+  ``ZOOMS`` level; null where a frame has none). Frames of videos absent from ``videos`` are
+  ignored (counted in ``stats``).
 - ``new_ids``: the video ids to search for (the day's videos).
 
 For each new video the search reports the earliest earlier video (by ``upload_ts``, then
@@ -18,14 +20,39 @@ For each new video the search reports the earliest earlier video (by ``upload_ts
 - ``exact``: same ``content_sha256`` (an untouched re-upload), whatever the frames say;
 - ``near``: a candidate pair (below) where at least ``min_match_fraction`` of the new video's
   informative frames match some frame of the other video (whole-frame hashes within
-  ``max_hamming`` bits, or middle hashes within ``max_hamming_middle``), and, when pooled CLIP
-  embeddings are given, their cosine is at least ``min_clip_cosine``.
+  ``max_hamming`` bits, or middle hashes within ``max_hamming_middle``, or a zoom pair within
+  ``max_hamming_zoom``, below), and, when pooled CLIP embeddings are given, their cosine is at
+  least ``min_clip_cosine``.
+
+A pair is a copy when one video shows the other's picture: re-encoded, resized, under an
+overlay, letterboxed, zoomed or cropped about the centre, mirrored. Two videos that only show
+the same scene (two cuts of one source file, two uploads of one event) are not copies of each
+other; the search does not tell them apart from copies when their frames are as close
+(``bench/bench_overlays.py`` counts them apart from pairs of different sources).
 
 Middle hashes (``options.middle`` and a ``phash_middle`` column): a banner over the top or
 bottom of the frame, or letterbox bars, move the whole-frame hash past ``max_hamming`` but
 leave the middle hash close, so the new videos' middle hashes are looked up among the
 history's middle hashes as well (``middle_bands`` bands, the same kernel), and either kind of
 match counts for a frame. The two sets of candidates are joined before the frame check.
+
+Zoom hashes (``options.zoom`` and a ``phash_zoom`` column): a frame's views are its whole-frame
+hash (the zoom-1 view) and its zoom hashes (centre squares of ``1 / z`` of the side,
+``extract.media.phash.ZOOMS``). A copy zoomed ``z`` about the centre, or cropped from 16:9 to
+9:16 (or the reverse), has a whole-frame hash close to the original's zoom-``z`` view, and its
+zoom-``z1`` view close to the original's ``z1 * z`` one; so two frames also match when any view
+of one is within ``max_hamming_zoom`` of a view of the other (the whole-frame pair keeps
+``max_hamming``). Candidates: each view level of the history is scanned against each other view
+level of the new frames (``zoom_bands`` bands per pair of levels: 12 joins at three zooms), so
+either upload order is found; pairs of one zoom level are left out of the candidates (only the
+frame check compares them: in ``bench/bench_overlays.py`` they found 1 copy more of 570, at a
+quarter of the cost). Whole/zoom pairs alone miss a zoom between two levels (1.5x: 9 of 28
+found), which the copy's 1.15 view against the original's 16/9 one finds.
+
+Memory: the middle and zoom hashes are read where Arrow holds them (``_StoredHashes``): one hash
+array (the whole-frame hashes, or one middle or zoom level) is copied out at a time for its scan
+and dropped after it; the frame check gathers only its pairs' frames, ``MATCH_BATCH`` pairs at a
+time.
 
 Candidates by locality-sensitive hashing (bit-sampling LSH with banding): ``bands`` bands,
 each a fixed random subset of ``band_bits`` of the 64 hash bits (groups of disjoint subsets
@@ -37,7 +64,7 @@ against it (``extract.index.hash_join.band_join``, compiled). A colliding pair c
 when its frames are within ``max_hamming`` and the other video is earlier. Work per band is
 one linear pass over the history's hashes plus one popcount per colliding pair, so the cost
 grows with the new day (times the history size for the scan, never history squared), and
-memory stays at the hash arrays plus a few MiB of table per thread. Band values held by more
+memory stays at one hash array plus some 60 MB of table per thread at 800 k queries. Band values held by more
 than ``max_bucket`` frames (a channel's intro, a logo card) are skipped: they would pair
 every video that shows them. Flat frames (pHash 0 or ``FLAT_HASH``: black or single-colour)
 carry no content and are left out.
@@ -63,9 +90,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from extract.media.phash import FLAT_HASH, HASH_BITS, mirror_hash
+from extract.media.phash import FLAT_HASH, HASH_BITS, ZOOMS, mirror_hash
 
 MIDDLE_COLUMN = "phash_middle"
+ZOOM_COLUMN = "phash_zoom"
 
 KINDS = ("exact", "near")
 
@@ -95,10 +123,22 @@ class DuplicateOptions:
     ``max_hamming_middle=10`` sits between; ``middle_bands=24`` bands find a frame pair at
     distance 4 with probability 0.98, 6: 0.72 (the formula below), so half as many bands as the
     whole-frame search suffice for copies whose middle is untouched.
+
+    Zoom hashes (the same bench, copies zoomed 1.1-1.5x about the centre or cropped from 16:9 or
+    2.35:1 to 9:16 and back): a copy frame's nearest view of its original lies a median 0-4 bits
+    away (the whole-frame hashes 10-26); views of frames of different source videos lie 14 bits
+    apart or more (0.1 % quantile 16). ``max_hamming_zoom=10`` sits between. A copy is a
+    candidate when any pair of its frames' views collides, so few bands suffice: ``zoom_bands=4``
+    per pair of view levels (a frame pair at distance 4 collides with probability 0.46, 6: 0.19)
+    found 403 of the bench's 570 copies of every kind (401 in the reverse upload order), as 8 and
+    16 bands over every view pair did (403 and 406), 0 false pairs each. That is 12 joins of 4
+    bands, 48 scans of the history with the new frames' views of one level each, as many as the
+    whole-frame search.
     """
 
     max_hamming: int = 12  # bits; a frame matches another within this distance
     max_hamming_middle: int = 10  # bits; or when their middle hashes are within this distance
+    max_hamming_zoom: int = 10  # bits; or when a view of one is within this distance of a view of the other
     min_match_fraction: float = 0.5  # share of the new video's informative frames that must match
     min_clip_cosine: float = 0.9  # pooled CLIP cosine a near copy needs, when embeddings are given
     bands: int = 48  # LSH bands
@@ -107,6 +147,8 @@ class DuplicateOptions:
     mirrored: bool = True  # also query mirrored hashes
     middle: bool = True  # also search the middle hashes (frames.phash_middle), where the frames have them
     middle_bands: int = 24  # LSH bands over the middle hashes (band_bits bits each)
+    zoom: bool = True  # also search the zoom hashes (frames.phash_zoom), where the frames have them
+    zoom_bands: int = 4  # LSH bands per pair of view levels of the zoom search (band_bits bits each)
     seed: int = 0  # which bit subsets form the bands (fixed: reproducible candidates)
     # Bands searched in parallel (the kernel releases the GIL), one per usable core, at most 8:
     # each holds about 60 MB of tables and buffers at 800 k queries. Results do not depend on it.
@@ -119,10 +161,12 @@ class DuplicateOptions:
         checks = (
             ("max_hamming", 0 <= self.max_hamming < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
             ("max_hamming_middle", 0 <= self.max_hamming_middle < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
+            ("max_hamming_zoom", 0 <= self.max_hamming_zoom < HASH_BITS, f"an integer in [0, {HASH_BITS})"),
             ("min_match_fraction", 0.0 < self.min_match_fraction <= 1.0, "in (0, 1]"),
             ("min_clip_cosine", -1.0 <= self.min_clip_cosine <= 1.0, "in [-1, 1]"),
             ("bands", self.bands >= 1, ">= 1"),
             ("middle_bands", self.middle_bands >= 1, ">= 1"),
+            ("zoom_bands", self.zoom_bands >= 1, ">= 1"),
             ("band_bits", 8 <= self.band_bits <= 32, "in [8, 32]"),
             ("max_bucket", self.max_bucket >= 1, ">= 1"),
             ("threads", self.threads >= 1, ">= 1"),
@@ -147,6 +191,9 @@ class SearchStats:
     middle_frames: int = 0  # frames with an informative middle hash (searched as well)
     middle_band_collisions: int = 0  # as band_collisions, over the middle hashes
     middle_close_frame_pairs: int = 0  # colliding middle-hash pairs within max_hamming_middle
+    zoom_frames: int = 0  # frames with informative zoom hashes (searched as well)
+    zoom_band_collisions: int = 0  # as band_collisions, between views of the zoom search
+    zoom_close_frame_pairs: int = 0  # colliding view pairs within max_hamming_zoom
     candidate_pairs: int = 0  # distinct (new video, earlier video, mirrored) with a close pair of either kind
     exact_pairs: int = 0  # new videos with an earlier equal content_sha256
     duplicates: int = 0  # rows reported
@@ -225,32 +272,51 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     phase("videos")
 
     owner = _owner_ranks(frames["video_id"], ids)
-    hashes = _as_uint64(frames["phash"])
-    middle = _as_uint64(frames[MIDDLE_COLUMN]) if options.middle and MIDDLE_COLUMN in frames.column_names else None
+    phash = _StoredHashes(frames["phash"], "phash", 1)
+    hashes = phash.level(0)  # the whole-frame hashes, held for the main search (flat ones 0)
+    middle = _StoredHashes(frames[MIDDLE_COLUMN], MIDDLE_COLUMN, 1) \
+        if options.middle and MIDDLE_COLUMN in frames.column_names else None
+    zoom = _StoredHashes(frames[ZOOM_COLUMN], ZOOM_COLUMN, len(ZOOMS)) \
+        if options.zoom and ZOOM_COLUMN in frames.column_names else None
     valid = owner >= 0
     stats.orphan_frames = int((~valid).sum())
-    informative = (hashes != 0) & (hashes != FLAT_HASH)
+    informative = hashes != 0
     stats.flat_frames = int((valid & ~informative).sum())
     keep = valid & informative
     if not keep.all():  # the usual case keeps every frame: no copies of the big arrays
         hashes, owner = hashes[keep], owner[keep]
-        middle = None if middle is None else middle[keep]
+        for stored in (phash, middle, zoom):
+            if stored is not None:
+                stored.select(np.flatnonzero(keep))
     stats.history_frames = len(hashes)
-    middle = _informative_middle(middle)
-    stats.middle_frames = 0 if middle is None else int(np.count_nonzero(middle))
+    del valid, informative, keep
+    # Arrow's pool keeps the pages it freed (the read's buffers, the conversions above) for Arrow
+    # alone; the arrays that follow are numpy's, so give those pages back to the system.
+    pa.default_memory_pool().release_unused()
     phase("frames")
 
     query_hash, query_owner, query_mirrored = _queries(hashes, owner, is_new, options.mirrored)
     codes, counts = _candidate_codes(hashes, owner, query_hash, query_owner, query_mirrored, options.bands,
                                      options.max_hamming, options)
     stats.band_collisions, stats.hot_keys_skipped, stats.close_frame_pairs = counts
+    del hashes, query_hash, query_owner, query_mirrored  # from here on one hash array at a time
     if middle is not None:
-        query_hash, query_owner, query_mirrored = _queries(middle, owner, is_new, options.mirrored)
-        middle_codes, counts = _candidate_codes(middle, owner, query_hash, query_owner, query_mirrored,
+        level = middle.level(0)  # held for this search only: the frame check takes its frames' hashes
+        stats.middle_frames = int(np.count_nonzero(level))
+        query_hash, query_owner, query_mirrored = _queries(level, owner, is_new, options.mirrored)
+        middle_codes, counts = _candidate_codes(level, owner, query_hash, query_owner, query_mirrored,
                                                 options.middle_bands, options.max_hamming_middle, options)
+        del level
         stats.middle_band_collisions, hot, stats.middle_close_frame_pairs = counts
         stats.hot_keys_skipped += hot
         codes = np.union1d(codes, middle_codes)
+        middle = middle if stats.middle_frames else None
+    if zoom is not None:
+        zoom_codes, counts, stats.zoom_frames = _zoom_candidates(phash, zoom, owner, is_new, options)
+        stats.zoom_band_collisions, hot, stats.zoom_close_frame_pairs = counts
+        stats.hot_keys_skipped += hot
+        codes = np.union1d(codes, zoom_codes)
+        zoom = zoom if stats.zoom_frames else None
     stats.candidate_pairs = len(codes)
     pairs = _pair_decode(codes)
     phase("candidates")
@@ -259,7 +325,7 @@ def find_near_duplicates(videos: "pa.Table", frames: "pa.Table", new_ids: Sequen
     stats.exact_pairs = len(exact)
     phase("exact")
 
-    rows = _confirmed(pairs, exact, hashes, middle, owner, ids, options, embeddings, phase)
+    rows = _confirmed(pairs, exact, phash, middle, zoom, owner, ids, options, embeddings, phase)
     table = _result_table(rows, ids, sha)
     stats.duplicates = table.num_rows
     phase("confirm")
@@ -328,36 +394,78 @@ def _owner_ranks(column, ids: "pa.Array") -> np.ndarray:
     return out
 
 
-def _as_uint64(column) -> np.ndarray:
-    """An int64 or uint64 hash column (nulls = flat 0) as ``(n,) uint64`` with the same bits
-    (one copy of the values; none for a single chunk without nulls)."""
-    import pyarrow as pa
+class _StoredHashes:
+    """A hash column read where Arrow holds it: ``phash`` or ``phash_middle`` (int64 or uint64,
+    the same bits; one hash a frame, ``width`` 1) or ``phash_zoom`` (``list<int64>``, ``width`` = ``len(ZOOMS)``; a list of
+    another length, from other ``ZOOMS``, counts as none). Per chunk, its values as a zero-copy
+    ``(rows, width) uint64`` view (a copy only for a chunk with nulls or short lists). ``level``
+    and ``take`` copy out one column or a few frames, 0 where a frame has none or its hash is flat
+    (``FLAT_HASH``), so the search holds one level at a time, never the column twice. ``rows``
+    (after ``select``) maps the search's frames to the column's rows."""
 
-    if not (pa.types.is_int64(column.type) or pa.types.is_uint64(column.type)):
-        raise ValueError(f"frames.phash: expected int64 or uint64, got {column.type}")
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    if len(chunks) == 1 and chunks[0].null_count == 0:
-        return chunks[0].to_numpy().view(np.uint64)
-    out = np.empty(sum(len(c) for c in chunks), np.uint64)
-    start = 0
-    for chunk in chunks:
-        out[start:start + len(chunk)] = chunk.fill_null(0).to_numpy().view(np.uint64)
-        start += len(chunk)
-    return out
+    def __init__(self, column, name: str, width: int):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.parts: list[np.ndarray] = []  # per chunk, (rows, width) uint64
+        for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+            listed = pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type)
+            scalar = pa.types.is_int64(chunk.type) or pa.types.is_uint64(chunk.type)
+            if not (listed if width > 1 else scalar):
+                raise ValueError(f"frames.{name}: expected {'a list of int64' if width > 1 else 'int64 or uint64'}, "
+                                 f"got {chunk.type}")
+            full = pc.list_value_length(chunk).fill_null(0).to_numpy() == width if width > 1 else None
+            if full is None or full.all():  # the usual chunk: its values in place
+                values = chunk.flatten() if width > 1 else chunk
+                values = values.fill_null(0) if values.null_count else values
+                part = values.to_numpy().view(np.uint64).reshape(len(chunk), width)
+            else:
+                part = np.zeros((len(chunk), width), np.uint64)
+                if full.any():
+                    values = pc.list_flatten(chunk.filter(pa.array(full))).fill_null(0)
+                    part[full] = values.to_numpy().view(np.uint64).reshape(-1, width)
+            self.parts.append(part)
+        self.starts = np.cumsum([0] + [len(part) for part in self.parts])
+        self.rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1]) if self.rows is None else len(self.rows)
+
+    def select(self, rows: np.ndarray) -> None:
+        """Keep the frames ``rows`` (``(m,) int64`` into the current frames), in that order."""
+        self.rows = rows if self.rows is None else self.rows[rows]
+
+    def informative_frames(self) -> int:
+        """How many frames have a hash other than 0 and ``FLAT_HASH`` (a chunk at a time)."""
+        has = (((part != 0) & (part != FLAT_HASH)).any(axis=1) for part in self.parts)
+        if self.rows is None:
+            return int(sum(np.count_nonzero(h) for h in has))
+        return int(np.count_nonzero(np.concatenate(list(has))[self.rows]))
+
+    def level(self, k: int) -> np.ndarray:
+        """Column ``k`` of every frame, ``(len(self),) uint64`` (one contiguous copy)."""
+        out = np.empty(int(self.starts[-1]), np.uint64)
+        for start, part in zip(self.starts, self.parts):
+            out[start:start + len(part)] = part[:, k]
+        return _flat_to_zero(out if self.rows is None else out[self.rows])
+
+    def take(self, frames: np.ndarray) -> np.ndarray:
+        """The hashes of ``frames`` (``(m,)`` indices into the current frames), ``(m, width) uint64``."""
+        rows = np.asarray(frames, np.int64) if self.rows is None else self.rows[frames]
+        out = np.zeros((len(rows), self.parts[0].shape[1] if self.parts else 1), np.uint64)
+        chunk = np.searchsorted(self.starts, rows, "right") - 1
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.searchsorted(chunk[order], np.arange(len(self.parts) + 1))
+        for c in np.flatnonzero(np.diff(bounds)):
+            mine = order[bounds[c]:bounds[c + 1]]
+            out[mine] = self.parts[c][rows[mine] - self.starts[c]]
+        return _flat_to_zero(out)
 
 
-def _informative_middle(middle: np.ndarray | None) -> np.ndarray | None:
-    """Middle hashes with the flat ones (``FLAT_HASH``) set to 0 = none; None when none is left.
-
-    A frame without a middle hash keeps 0 in the array, so the frames stay aligned with
-    ``hashes`` and ``owner``; the queries leave 0 out, so a 0 never pairs (its band values
-    collide only with a query's all-zero band, and a pHash is never within the threshold of 0)."""
-    if middle is None:
-        return None
-    flat = middle == FLAT_HASH
-    if flat.any():
-        middle = np.where(flat, np.uint64(0), middle)
-    return middle if middle.any() else None
+def _flat_to_zero(views: np.ndarray) -> np.ndarray:
+    """``views`` (a copy of the hashes) with the flat ones (``FLAT_HASH``) set to 0 = none, in place."""
+    views[views == FLAT_HASH] = 0
+    return views
 
 
 def _queries(hashes: np.ndarray, owner: np.ndarray, is_new: np.ndarray,
@@ -396,6 +504,29 @@ def _candidate_codes(hashes: np.ndarray, owner: np.ndarray, q_hash: np.ndarray, 
     return np.unique(np.concatenate([codes for codes, *_ in results])), counts
 
 
+def _zoom_candidates(phash: _StoredHashes, zoom: _StoredHashes, owner: np.ndarray, is_new: np.ndarray,
+                     options: DuplicateOptions) -> tuple[np.ndarray, tuple[int, int, int], int]:
+    """Pair codes of the zoom search (module doc): each view level of the history (the whole-frame
+    hashes, then each zoom level, one held at a time) joined with each other view level of the new
+    frames, one join per pair of levels; summed counters as ``_candidate_codes``, and the number of
+    frames with an informative zoom hash."""
+    new_frames = np.flatnonzero(is_new[owner])
+    day_owner = owner[new_frames]
+    day_views = np.concatenate([phash.take(new_frames), zoom.take(new_frames)], axis=1)
+    found, totals = [], np.zeros(3, np.int64)
+    for h in range(day_views.shape[1]):
+        level = phash.level(0) if h == 0 else zoom.level(h - 1)
+        for j in range(day_views.shape[1]):
+            if j != h:  # same level: whole/whole is the main search; zoom/zoom adds little (module doc)
+                queries = _queries(np.ascontiguousarray(day_views[:, j]), day_owner, is_new, options.mirrored)
+                codes, counts = _candidate_codes(level, owner, *queries, options.zoom_bands,
+                                                 options.max_hamming_zoom, options)
+                found.append(codes)
+                totals += counts
+        del level
+    return np.unique(np.concatenate(found)), tuple(int(v) for v in totals), zoom.informative_frames()
+
+
 def _pair_decode(codes: np.ndarray) -> np.ndarray:
     """Pair codes of ``hash_join.band_join`` -> ``(k, 3) int64`` (new rank, earlier rank, mirrored)."""
     return np.stack([codes >> 32, (codes & 0xFFFFFFFF) >> 1, codes & 1], axis=1)
@@ -421,13 +552,14 @@ class _Rows:
     mirrored: np.ndarray  # bool
 
 
-def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None,
-               owner: np.ndarray, ids, options: DuplicateOptions, embeddings: EmbeddingLookup | None,
+def _confirmed(pairs: np.ndarray, exact: np.ndarray, phash: _StoredHashes, middle: _StoredHashes | None,
+               zoom: _StoredHashes | None, owner: np.ndarray, ids, options: DuplicateOptions,
+               embeddings: EmbeddingLookup | None,
                phase: _Phases) -> _Rows:
     """Per new video, its earliest confirmed earlier copy (exact always confirmed)."""
     exact3 = np.concatenate([exact, np.zeros((len(exact), 1), np.int64)], axis=1)
     both = np.concatenate([pairs, exact3]) if len(exact3) else pairs
-    fraction = _match_fractions(both, hashes, middle, owner, len(ids), options)
+    fraction = _match_fractions(both, phash, middle, zoom, owner, len(ids), options)
     is_exact = np.zeros(len(both), bool)
     is_exact[len(pairs):] = True
     if len(exact):  # an exact copy without informative frames still matches in full
@@ -460,28 +592,44 @@ def _confirmed(pairs: np.ndarray, exact: np.ndarray, hashes: np.ndarray, middle:
                  both[:, 2].astype(bool))
 
 
-def _match_fractions(pairs: np.ndarray, hashes: np.ndarray, middle: np.ndarray | None, owner: np.ndarray,
-                     n_videos: int, options: DuplicateOptions) -> np.ndarray:
+MATCH_BATCH = 1 << 16  # pairs checked at once: their frames' hashes are gathered per batch (~100 MB at 20 frames a video)
+
+
+def _match_fractions(pairs: np.ndarray, phash: _StoredHashes, middle: _StoredHashes | None, zoom: _StoredHashes | None,
+                     owner: np.ndarray, n_videos: int, options: DuplicateOptions) -> np.ndarray:
     """Per pair ``(new, earlier, mirrored)``: share of the new video's frames that match some
-    frame of the earlier one (``hash_join.match_fractions``); NaN when the new video has no frames."""
+    frame of the earlier one (``hash_join.match_fractions``); NaN when the new video has no frames.
+    ``MATCH_BATCH`` pairs at a time, so memory stays bounded however many pairs are candidates."""
+    out = np.full(len(pairs), np.nan, np.float32)
+    for start in range(0, len(pairs), MATCH_BATCH):
+        batch = pairs[start:start + MATCH_BATCH]
+        out[start:start + len(batch)] = _batch_match_fractions(batch, phash, middle, zoom, owner, n_videos, options)
+    return out
+
+
+def _batch_match_fractions(pairs: np.ndarray, phash: _StoredHashes, middle: _StoredHashes | None,
+                           zoom: _StoredHashes | None, owner: np.ndarray, n_videos: int,
+                           options: DuplicateOptions) -> np.ndarray:
+    """``_match_fractions`` of a batch of pairs (at least one)."""
     from extract.index.hash_join import match_fractions
 
-    if len(pairs) == 0:
-        return np.full(0, np.nan, np.float32)
     involved = np.zeros(n_videos, bool)
     involved[pairs[:, :2].ravel()] = True
     sel = np.flatnonzero(involved[owner])
     sel = sel[np.argsort(owner[sel], kind="stable")]
-    f_owner, f_hash = owner[sel], hashes[sel]
-    f_middle = middle[sel] if middle is not None else np.zeros(len(sel), np.uint64)
+    f_owner, f_hash = owner[sel], phash.take(sel)[:, 0]
+    f_middle = middle.take(sel)[:, 0] if middle is not None else np.zeros(len(sel), np.uint64)
     f_middle_mirror = np.where(f_middle != 0, mirror_hash(f_middle), np.uint64(0))
+    # Views: column 0 the whole-frame hash, then the zoom hashes (0 = none).
+    f_views = f_hash[:, None] if zoom is None else np.concatenate([f_hash[:, None], zoom.take(sel)], axis=1)
+    f_views_mirror = np.where(f_views != 0, mirror_hash(f_views), np.uint64(0))
     q_start = np.searchsorted(f_owner, pairs[:, 0], "left")
     q_n = np.searchsorted(f_owner, pairs[:, 0], "right") - q_start
     h_start = np.searchsorted(f_owner, pairs[:, 1], "left")
     h_n = np.searchsorted(f_owner, pairs[:, 1], "right") - h_start
-    return match_fractions(np.ascontiguousarray(pairs[:, 2] == 1), f_hash, mirror_hash(f_hash), f_middle,
-                           f_middle_mirror, q_start, q_n, h_start, h_n, options.max_hamming,
-                           options.max_hamming_middle)
+    return match_fractions(np.ascontiguousarray(pairs[:, 2] == 1), np.ascontiguousarray(f_views),
+                           np.ascontiguousarray(f_views_mirror), f_middle, f_middle_mirror, q_start, q_n, h_start,
+                           h_n, options.max_hamming, options.max_hamming_middle, options.max_hamming_zoom)
 
 
 def _cosines(pairs: np.ndarray, ids, embeddings: EmbeddingLookup) -> np.ndarray:

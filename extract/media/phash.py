@@ -45,6 +45,19 @@ into another frame shape. Two steps, on the same CLIP frames:
    it bare, and a horizontal flip maps it onto itself, so ``mirror_hash`` applies to it too.
 
 Frames without such bars hash their plain middle band; the whole-frame ``phash`` is unchanged.
+
+Zoom hashes (``zoom_hash_frames``): pHashes of centred squares of the same content square, of
+``1 / z`` of its side for each ``z`` in ``ZOOMS``, for copies cropped or zoomed in. A re-upload
+zoomed ``z`` times about the centre shows, in its CLIP frame, the original's centre square of
+``1 / z`` of the side; so does a 16:9 frame cropped to 9:16, or the reverse (``z`` = 16 / 9: the
+CLIP crop is the centre square of the shorter side). The copy's whole-frame hash is then close to
+the original's zoom hash at that ``z``, and the copy's zoom hash at ``z1`` to the original's at
+``z2`` when it is zoomed ``z2 / z1``. A hash moves about 10 bits when the picture is zoomed 1.1
+times further and 18 or more past 1.2 (real peer-media frames), so the levels sit about 1.15
+apart: ``ZOOMS`` = (1.15, 1.33, 16 / 9) and their ratios (1.16, 1.34, 1.55) leave every zoom from
+1.1 to 1.5, and 16 / 9, a few bits from some view of the original (``bench/bench_overlays.py``,
+its distance column). A crop off the centre (a corner kept) shifts the picture as well, which
+moves these hashes as far as an unrelated frame's: such copies are not found.
 """
 
 from __future__ import annotations
@@ -68,6 +81,9 @@ BAR_SPREAD = 6.0  # a bar's row (column) has luma max - min below this (of 255):
 BAR_COLOUR = 12.0  # the two bars' mean lumas differ by less than this (of 255)
 MIN_BAR = 0.02  # a bar is at least this share of the frame side (4 px of 224)
 MIN_CONTENT = 0.25  # cut bars leave at least this share of the side (else: a flat frame, no bars)
+# Zoom factors of the zoom hashes (module doc): each hashes the centre square of 1 / z of the content
+# square's side. 16 / 9 is a 16:9 frame cropped to 9:16 (or the reverse) about its centre.
+ZOOMS = (1.15, 1.33, 16 / 9)
 
 
 @lru_cache(maxsize=4)
@@ -161,23 +177,42 @@ def _bars(frame: np.ndarray, axis: int) -> tuple[int, int]:
     return head, size - tail
 
 
-def middle_thumbnails(frames: np.ndarray) -> np.ndarray:
-    """``(n, H, W, 3) uint8`` RGB frames -> ``(n, 32, 32) uint8`` grey thumbnails of the middle
-    band of each frame's content square (module doc), PIL L + LANCZOS as ``grey_thumbnails``."""
+def _content_thumbnails(frames: np.ndarray, regions) -> np.ndarray:
+    """``(n, H, W, 3) uint8`` RGB frames -> ``(n, k, 32, 32) uint8`` grey thumbnails (PIL L +
+    LANCZOS, as ``grey_thumbnails``) of the ``k`` regions ``regions(side) -> [(y0, y1, x0, x1)]``
+    (pixels from the corner of a frame's content square of ``side`` px, ``content_boxes``)."""
     from PIL import Image
 
     frames = _checked(frames)
-    out = np.empty((len(frames), THUMBNAIL_SIZE, THUMBNAIL_SIZE), np.uint8)
     greys = [Image.fromarray(frame, "RGB").convert("L") for frame in frames]
     boxes = content_boxes(np.stack([np.asarray(g) for g in greys])) if greys else np.zeros((0, 4), np.int32)
+    out = np.empty((len(frames), len(regions(1)), THUMBNAIL_SIZE, THUMBNAIL_SIZE), np.uint8)
     for i, (grey, box) in enumerate(zip(greys, boxes)):
-        top, bottom, left, right = (int(v) for v in box)
-        side = bottom - top
-        y0 = top + round(MIDDLE_BAND[0] * side)
-        y1 = max(top + round(MIDDLE_BAND[1] * side), y0 + 1)
-        band = grey.crop((left, y0, right, y1))  # PIL box: left, upper, right, lower
-        out[i] = np.asarray(band.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS))
+        top, bottom, left, _ = (int(v) for v in box)
+        for k, (y0, y1, x0, x1) in enumerate(regions(bottom - top)):
+            part = grey.crop((left + x0, top + y0, left + x1, top + y1))  # PIL box: left, upper, right, lower
+            out[i, k] = np.asarray(part.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS))
     return out
+
+
+def _middle_band(side: int) -> list[tuple[int, int, int, int]]:
+    y0 = round(MIDDLE_BAND[0] * side)
+    return [(y0, max(round(MIDDLE_BAND[1] * side), y0 + 1), 0, side)]
+
+
+def _zoom_squares(side: int) -> list[tuple[int, int, int, int]]:
+    squares = []
+    for zoom in ZOOMS:
+        inner = max(round(side / zoom), 1)
+        a = (side - inner) // 2
+        squares.append((a, a + inner, a, a + inner))
+    return squares
+
+
+def middle_thumbnails(frames: np.ndarray) -> np.ndarray:
+    """``(n, H, W, 3) uint8`` RGB frames -> ``(n, 32, 32) uint8`` grey thumbnails of the middle
+    band of each frame's content square (module doc), PIL L + LANCZOS as ``grey_thumbnails``."""
+    return _content_thumbnails(frames, _middle_band)[:, 0]
 
 
 def middle_hash_frames(frames: np.ndarray) -> np.ndarray:
@@ -187,6 +222,17 @@ def middle_hash_frames(frames: np.ndarray) -> np.ndarray:
     if len(frames) == 0:
         return np.zeros(0, np.uint64)
     return hash_bits(low_frequencies(middle_thumbnails(frames)))
+
+
+def zoom_hash_frames(frames: np.ndarray) -> np.ndarray:
+    """Zoom hashes of every frame (module doc): ``(n, H, W, 3) uint8`` -> ``(n, len(ZOOMS)) uint64``,
+    column ``k`` the pHash bits of the centre square of ``1 / ZOOMS[k]`` of the content square."""
+    frames = _checked(frames)
+    if len(frames) == 0:
+        return np.zeros((0, len(ZOOMS)), np.uint64)
+    thumbnails = _content_thumbnails(frames, _zoom_squares)
+    return hash_bits(low_frequencies(thumbnails.reshape(-1, THUMBNAIL_SIZE, THUMBNAIL_SIZE))).reshape(len(frames),
+                                                                                                      len(ZOOMS))
 
 
 def mirror_hash(hashes: np.ndarray) -> np.ndarray:

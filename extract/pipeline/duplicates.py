@@ -3,11 +3,11 @@
 For the videos committed in partitions ``dt >= since`` (default: the dates the latest
 processing run wrote), ``extract.index.near_duplicates.find_near_duplicates`` finds the
 earliest earlier committed copy of each: ``exact`` by ``content_sha256``, ``near`` by LSH
-banding of the frames' perceptual hashes (``frame_embeddings.phash`` and ``phash_middle``),
+banding of the frames' perceptual hashes (``frame_embeddings.phash``, ``phash_middle``, ``phash_zoom``),
 confirmed by the share of matching frames and the pooled CLIP cosine (read only for the
 candidate pairs). The cost grows with the new videos, not with the history squared: the history
-is read as three narrow columns (ids, the two hashes; the frames' ids dictionary-encoded) and
-scanned once per band.
+is read as four narrow columns (ids, the three hash columns; the frames' ids dictionary-encoded)
+and scanned once per band.
 
 The result is one committed run (kind ``duplicates``) through the same commit path as every
 run: the ``duplicates`` rows of the searched videos are replaced in one Delta commit, the
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from extract.config import Config
-from extract.index.near_duplicates import MIDDLE_COLUMN, DuplicateOptions, find_near_duplicates
+from extract.index.near_duplicates import MIDDLE_COLUMN, ZOOM_COLUMN, DuplicateOptions, find_near_duplicates
 from extract.tables.catalog import Catalog
 from extract.tables.session import RunSession
 from extract.tables.writer import in_predicate
@@ -59,7 +59,8 @@ def find_duplicates(dst: str, config: Config, run_id: str | None = None, since: 
         videos = catalog.read("videos", ["video_id", "upload_ts", "content_sha256", "dt"])
         since = search_start(catalog, since)
         new_ids = pc.filter(videos["video_id"], pc.greater_equal(videos["dt"], since))
-        frames = catalog.read("frame_embeddings", ["video_id", "phash", MIDDLE_COLUMN], dictionary=["video_id"])
+        frames = catalog.read("frame_embeddings", ["video_id", "phash", MIDDLE_COLUMN, ZOOM_COLUMN],
+                              dictionary=["video_id"])
         dim = session.embedding_dim
 
         def embeddings(ids: list[str]) -> np.ndarray:
@@ -81,7 +82,7 @@ def find_duplicates(dst: str, config: Config, run_id: str | None = None, since: 
             since=since,
             options={k: getattr(options, k) for k in ("max_hamming", "max_hamming_middle", "min_match_fraction",
                                                       "min_clip_cosine", "bands", "band_bits", "mirrored", "middle",
-                                                      "middle_bands")},
+                                                      "middle_bands", "max_hamming_zoom", "zoom", "zoom_bands")},
             counts={"searched": len(new_ids), "history": videos.num_rows, "duplicates": found.num_rows,
                     "matched": matched, "unmatched": len(new_ids) - matched,
                     **{f"kind_{k['values']}": k["counts"] for k in kinds}},

@@ -28,6 +28,8 @@ What a row gets (``DecodeStage``; columns in ``extract.rows``):
   (``extract.media.phash``; the uint64 bits as two's-complement int64), from the CLIP frames
   already decoded; ``phash_middle`` ``(n,) int64`` (``output.middle_hashes``, else empty): the
   same hash of each frame's middle band with letterbox bars cut (``middle_hash_frames``);
+  ``phash_zoom`` ``(n, len(ZOOMS)) int64`` (``output.zoom_hashes``, else ``(0, len(ZOOMS))``): the
+  hashes of each frame's centre squares at the zooms ``ZOOMS`` (``zoom_hash_frames``);
 - ``ocr_frames`` ``(k, h, w, 3) uint8`` and ``ocr_frame_index`` ``(k,) int32``: with ``ocr.enabled``,
   up to ``ocr.max_frames`` of the sampled frames (spread over the video) as whole pictures,
   long side at most ``ocr.max_side``, scaled from the same decoded frames (no second decode,
@@ -66,7 +68,7 @@ from extract.config.machine import resolved_here
 from extract.media.fingerprint import sample, stored
 from extract.media.isolation import DecodeJob, DecodePool
 from extract.media.pace import Pace
-from extract.media.phash import middle_hash_frames, phash_frames
+from extract.media.phash import ZOOMS, middle_hash_frames, phash_frames, zoom_hash_frames
 from extract.media.video import DecodedVideo
 from extract.rows import (REUSED_INPUTS, VideoError, batch_to_rows, is_failed, mark_exception, mark_failed,
                           matching_candidate, rows_to_batch)
@@ -85,16 +87,17 @@ PROBE_COLUMNS = ("container", "video_codec", "audio_codec", "duration_s", "width
 
 def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                    content_sha256: str | None = None, file_bytes: int | None = None,
-                   middle_hashes: bool = True) -> dict[str, Any]:
+                   middle_hashes: bool = True, zoom_hashes: bool = True) -> dict[str, Any]:
     """The decode columns of a row (``extract.rows``); a failed row (``result`` None) gets empty
-    tensors of the right trailing shape and None elsewhere. ``middle_hashes``: ``output.middle_hashes``."""
+    tensors of the right trailing shape and None elsewhere. ``middle_hashes``, ``zoom_hashes``:
+    ``output.middle_hashes``, ``.zoom_hashes``."""
     if result is None:
         row: dict[str, Any] = {name: None for name in DECODE_COLUMNS}
         row.update(content_sha256=content_sha256, file_bytes=file_bytes)
         row.update(frames=np.zeros((0, image_size, image_size, 3), np.uint8), pts_s=np.zeros(0, np.float32),
                    audio=np.zeros(0, np.float32), ocr_frames=np.zeros((0, 0, 0, 3), np.uint8),
                    ocr_frame_index=np.zeros(0, np.int32), phash=np.zeros(0, np.int64),
-                   phash_middle=np.zeros(0, np.int64),
+                   phash_middle=np.zeros(0, np.int64), phash_zoom=np.zeros((0, len(ZOOMS)), np.int64),
                    thumbnail_jpeg=np.zeros(0, np.uint8), thumbnail_bytes=np.zeros(0, np.int32),
                    thumbnail_index=np.zeros(0, np.int32), sound_fingerprint=np.zeros(0, np.int64),
                    sound_keys=np.zeros(0, np.int64),
@@ -110,6 +113,8 @@ def decode_columns(result: DecodedVideo | None, image_size: int, policy: str,
                phash=phash_frames(result.frames).view(np.int64),
                phash_middle=(middle_hash_frames(result.frames).view(np.int64) if middle_hashes
                              else np.zeros(0, np.int64)),
+               phash_zoom=(zoom_hash_frames(result.frames).view(np.int64) if zoom_hashes
+                           else np.zeros((0, len(ZOOMS)), np.int64)),
                thumbnail_jpeg=np.frombuffer(b"".join(result.thumbnails), np.uint8),
                thumbnail_bytes=np.asarray([len(j) for j in result.thumbnails], np.int32),
                thumbnail_index=result.thumbnail_index.astype(np.int32, copy=False),
@@ -187,7 +192,7 @@ class DecodeStage:
                     self._fail(row, result)
                 else:
                     row.update(decode_columns(result, size, policy, digest, n_bytes,
-                                              self.config.output.middle_hashes))
+                                              self.config.output.middle_hashes, self.config.output.zoom_hashes))
 
             self.pool.map(jobs(), finish)
         self._reuse(reused)

@@ -75,9 +75,10 @@ DECODE = StageSpec(
              "sound_keys", "motion_score", "motion_source", "reused_from"),
     # frames (n, S, S, 3) uint8, pts_s (n,) float32, audio (m,) float32 16 kHz mono, ocr_frames
     # (k, H, W, 3) uint8 and their frame indices, phash and phash_middle (n,) int64 (the latter empty with
-    # output.middle_hashes off), thumbnails (see rows.thumbnails_of),
+    # output.middle_hashes off), phash_zoom (n, len(ZOOMS)) int64 (no rows with output.zoom_hashes off),
+    # thumbnails (see rows.thumbnails_of),
     # reused_dt/reused_inputs: where a reused row's features come from
-    carries=("frames", "pts_s", "audio", "ocr_frames", "ocr_frame_index", "phash", "phash_middle",
+    carries=("frames", "pts_s", "audio", "ocr_frames", "ocr_frame_index", "phash", "phash_middle", "phash_zoom",
              "thumbnail_jpeg", "thumbnail_bytes", "thumbnail_index", "reused_dt", "reused_inputs", "shot_frames",
              "shot_pts_s"))
 WHISPER = StageSpec(

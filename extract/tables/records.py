@@ -86,12 +86,13 @@ def video_records(row: Mapping[str, Any], ctx: TableContext,
     segments = json.loads(row.get("segments_json") or "[]")
     video = {name: row.get(name) for name in get_table_schema("videos").column_names}
     video.update(_run_columns(row, ctx, common), n_segments=len(segments))
-    phash, middle = row.get("phash"), row.get("phash_middle")
+    phash, middle, zoom = row.get("phash"), row.get("phash_middle"), row.get("phash_zoom")
     thumbnails = thumbnails_of(row)
     frames = [
         {**common, "frame_index": i, "pts_s": float(pts), "embedding": emb,
          "phash": int(phash[i]) if phash is not None and i < len(phash) else None,
          "phash_middle": int(middle[i]) if middle is not None and i < len(middle) else None,
+         "phash_zoom": [int(v) for v in zoom[i]] if zoom is not None and i < len(zoom) else None,
          "thumbnail_jpeg": thumbnails.get(i)}
         for i, (pts, emb) in enumerate(zip(row.get("pts_s", ()), row.get("frame_embeddings", ())))
     ]

@@ -34,13 +34,17 @@ HOST = "127.0.0.2"  # loopback; Ray turns 127.0.0.1 into the host's public addre
 WORKER_PORTS = 40  # worker processes' port range per node
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on loopback (held open together while chosen)."""
+def free_ports(n: int, avoid: set[int] = frozenset()) -> list[int]:
+    """``n`` distinct free TCP ports on loopback, none of ``avoid`` (held open together while
+    chosen)."""
     socks = []
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket()
             s.bind((HOST, 0))
+            if s.getsockname()[1] in avoid:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -48,11 +52,12 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def free_port_range(n: int) -> int:
-    """First port of ``n`` consecutive free loopback ports."""
+def free_port_range(n: int, avoid: set[int] = frozenset()) -> int:
+    """First port of ``n`` consecutive free loopback ports, none of ``avoid`` (Ray refuses a
+    worker port range that holds another component's port)."""
     for _ in range(200):
         start = free_ports(1)[0]
-        if start + n > 65000:
+        if start + n > 65000 or avoid & set(range(start, start + n)):
             continue
         try:
             socks = []
@@ -173,6 +178,7 @@ class LocalCluster:
         self.token = secrets.token_hex(32)
         self.nodes: list[Node] = []
         self.gcs_port, self.dashboard_port, self.client_port = free_ports(3)
+        self.taken = {self.gcs_port, self.dashboard_port, self.client_port}  # every port given to a node
         self.address = f"{HOST}:{self.gcs_port}"
         self.dashboard = f"http://{HOST}:{self.dashboard_port}"
         self._head_args = ["--head", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
@@ -207,8 +213,10 @@ class LocalCluster:
     def _start(self, name: str, cpus: float, resources: dict[str, float], role_args: list[str]) -> Node:
         temp_dir = self.root / name[0] / str(len(self.nodes))  # short: AF_UNIX paths are limited to 107 bytes
         temp_dir.mkdir(parents=True)
-        nm, om, agent_http, agent_grpc, env_agent, metrics = free_ports(6)
-        first_worker_port = free_port_range(WORKER_PORTS)
+        nm, om, agent_http, agent_grpc, env_agent, metrics = ports = free_ports(6, self.taken)
+        self.taken.update(ports)
+        first_worker_port = free_port_range(WORKER_PORTS, self.taken)
+        self.taken.update(range(first_worker_port, first_worker_port + WORKER_PORTS))
         # A marker resource (1 unit of the node's name) matches the state API's nodes to Node objects.
         args = [*role_args, f"--node-ip-address={HOST}", f"--num-cpus={cpus:g}", "--num-gpus=0",
                 f"--resources={json.dumps({**resources, name: 1})}", f"--temp-dir={temp_dir}",

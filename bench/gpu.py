@@ -188,7 +188,7 @@ def bench_whisper(name: str, checkpoint: str, weights: str, device: str, windows
     """Audio-s/s of ``transcribe_batch`` on ``windows`` 30 s windows; on CUDA, whether the
     greedy tokens of ``equal_windows`` windows equal the CPU's."""
     from extract.config import WhisperConfig, WhisperModelConfig
-    from extract.models.whisper import WhisperTranscriber
+    from extract.models.whisper import WhisperTranscriber, mel_frames
 
     cfg = WhisperConfig(temperatures=(0.0,), engine="torch")  # the CPU reference below reads the torch model
     log(f"Whisper {name}: loading on {device} ({weights})")
@@ -210,7 +210,8 @@ def bench_whisper(name: str, checkpoint: str, weights: str, device: str, windows
 
         cpu = WhisperTranscriber(WhisperModelConfig(name=checkpoint), cfg, device="cpu")
         with torch.no_grad():
-            mels = torch.stack([cpu._window_mel(a) for a in audios[:equal_windows]])
+            frames = mel_frames(len(audios[0]), cpu.cfg.encoder_step_s)  # equal windows: one length
+            mels = torch.stack([cpu._window_mel(a, frames) for a in audios[:equal_windows]])
         same = []
         for model, dev, dtype in ((cpu.model, "cpu", torch.float32), (transcriber.model, "cuda", torch.float16)):
             with torch.no_grad():

@@ -54,9 +54,9 @@ def greedy(tiny_whisper) -> WhisperTranscriber:
 def full_window_mel(transcriber: WhisperTranscriber, clip: np.ndarray):
     """``clip``'s window as ``whisper.transcribe`` feeds the encoder: zero-padded to 3000 frames
     (openai-whisper's own encoder and decoding task take nothing shorter)."""
-    from whisper.audio import N_FRAMES, pad_or_trim
+    from whisper.audio import N_FRAMES
 
-    return pad_or_trim(transcriber._window_mel(clip), N_FRAMES)
+    return transcriber._window_mel(clip, N_FRAMES)
 
 
 def noise(seconds: float, seed: int, level: float = 0.1) -> np.ndarray:

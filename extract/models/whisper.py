@@ -484,18 +484,19 @@ class WhisperTranscriber:
         lead_in = int(RESUME_LEAD_IN_S * AUDIO_RATE)
         return quietest_point(audio, max(resume - lead_in, w.window.start + 1), resume)
 
-    def _window_mel(self, samples: np.ndarray) -> "torch.Tensor":
-        """``(n_mels, mel_frames(len(samples)))`` log-Mel of one window, built as
-        ``whisper.transcribe`` builds it: the spectrogram of the audio followed by 30 s of zeros,
+    def _window_mel(self, samples: np.ndarray, frames: int) -> "torch.Tensor":
+        """``(n_mels, frames)`` log-Mel of one window (``frames = mel_frames(len(samples))``),
+        built as ``whisper.transcribe`` builds it: the spectrogram of the audio followed by zeros,
         cut to the audio's frames and zero-padded (to 3000 frames there; here to the window's
-        encoder length, ``mel_frames``)."""
+        encoder length). ``whisper.transcribe`` appends 30 s of zeros; the frames kept see only
+        the first ``N_FFT`` of them and the zeros cannot raise the spectrogram's maximum (its
+        clamp), so one ``N_FFT`` of zeros gives the same frames without a 30 s transform."""
         import torch
-        from whisper.audio import HOP_LENGTH, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+        from whisper.audio import HOP_LENGTH, N_FFT, log_mel_spectrogram, pad_or_trim
 
         # A copy: audio from Ray arrives as read-only arrays, which torch.from_numpy warns about.
-        mel = log_mel_spectrogram(torch.tensor(samples), self.dims.n_mels, padding=N_SAMPLES,
-                                  device=self.engine.device)
-        return pad_or_trim(mel[:, : len(samples) // HOP_LENGTH], mel_frames(len(samples), self.cfg.encoder_step_s))
+        mel = log_mel_spectrogram(torch.tensor(samples), self.dims.n_mels, padding=N_FFT, device=self.engine.device)
+        return pad_or_trim(mel[:, : len(samples) // HOP_LENGTH], frames)
 
     def _decode_windows(self, chunk: list[_Window], audios: list[np.ndarray],
                         languages: dict[int, tuple[str, float | None]]) -> None:
@@ -506,7 +507,8 @@ class WhisperTranscriber:
 
         engine = self.engine
         with torch.no_grad():
-            mels = torch.stack([self._window_mel(audios[w.video][w.window.start:w.window.end]) for w in chunk])
+            frames = mel_frames(chunk[0].window.n_samples, self.cfg.encoder_step_s)  # one length per batch
+            mels = torch.stack([self._window_mel(audios[w.video][w.window.start:w.window.end], frames) for w in chunk])
             features = engine.encode(mels)
             sums, counts = window_frame_sums(features, [w.window.duration_s for w in chunk], [w.skip_s for w in chunk])
             for i, w in enumerate(chunk):
